@@ -5,3 +5,4 @@
 pub mod calendar;
 pub mod ids;
 pub mod severity;
+pub mod policy;
