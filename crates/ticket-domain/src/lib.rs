@@ -6,3 +6,20 @@ pub mod calendar;
 pub mod ids;
 pub mod severity;
 pub mod policy;
+pub mod command;
+pub mod decide;
+pub mod error;
+pub mod event;
+pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use calendar::{Calendar, Timestamp};
+pub use command::{Actor, ActorKind, Command, CommandBody, OpenTicket, SplitTicket};
+pub use decide::{check_entitlement, decide};
+pub use error::{DomainError, ErrorKind, MootReason, Transition};
+pub use event::{ClockChange, ClockEffect, ClockOutcome, ClockPlan, EscalationCause, Event, EventKind, LinkRelation, Opened, WarningPlan};
+pub use ids::{ActorId, CalendarId, CategoryId, CommandId, CustomerId, IdError, PlanId, Team, Text, TicketId, Tier};
+pub use policy::{Policy, PolicyError, PolicyVersion, Target, TargetAmount};
+pub use severity::{Metric, Severity};
+pub use state::{Clock, ClockStatus, Status, Ticket, TicketState, evolve};

@@ -1,0 +1,539 @@
+//! `decide`: checks a command against a ticket's state and the SLA policy and returns the events
+//! it causes, or why it is refused. Pure and deterministic.
+
+use std::collections::BTreeMap;
+
+use chrono::TimeDelta;
+
+use crate::calendar::Timestamp;
+use crate::command::{ActorKind, Command, CommandBody, OpenTicket, SplitTicket};
+use crate::error::{DomainError, MootReason, Transition};
+use crate::event::{
+    ClockChange, ClockEffect, ClockOutcome, ClockPlan, EscalationCause, Event, EventKind, LinkRelation, Opened, WarningPlan,
+};
+use crate::ids::{CategoryId, PlanId, Text};
+use crate::policy::{EscalationRule, Policy};
+use crate::severity::{Metric, Severity};
+use crate::state::{Clock, ClockStatus, Status, Ticket, TicketState, apply_clocks, evolve};
+
+/// Decides a command. On success the events are in append order; all of them belong to
+/// `command.ticket_id` except, for a split, the new ticket's `Opened` and `Linked`.
+pub fn decide(command: &Command, state: &TicketState, policy: &Policy) -> Result<Vec<Event>, DomainError> {
+    match state {
+        TicketState::Unopened => match &command.body {
+            CommandBody::Open(open) => open_ticket(command, open, policy),
+            CommandBody::SetSeverity { .. }
+            | CommandBody::RecordAgentResponse { .. }
+            | CommandBody::RequestCustomerInfo { .. }
+            | CommandBody::RecordCustomerReply { .. }
+            | CommandBody::Escalate { .. }
+            | CommandBody::Resolve { .. }
+            | CommandBody::Reopen { .. }
+            | CommandBody::Split(_)
+            | CommandBody::RecordSlaWarning { .. }
+            | CommandBody::RecordSlaBreach { .. }
+            | CommandBody::DowngradeForNoResponse { .. } => Err(DomainError::TicketNotFound(command.ticket_id)),
+        },
+        TicketState::Opened(ticket) => {
+            if ticket.id != command.ticket_id {
+                return Err(DomainError::InvalidCommand(format!(
+                    "command for ticket {} decided against ticket {}",
+                    command.ticket_id, ticket.id
+                )));
+            }
+            if command.issued_at < ticket.last_event_at {
+                return Err(DomainError::InvalidCommand(format!(
+                    "issued at {}, before the ticket's last event at {}",
+                    command.issued_at, ticket.last_event_at
+                )));
+            }
+            decide_on_ticket(command, ticket, policy)
+        }
+    }
+}
+
+/// Checks that a plan and category allow a severity: the category's limit first (severity A
+/// exists only for technical support), then the contract's (A only with the advanced contract).
+pub fn check_entitlement(policy: &Policy, plan: &PlanId, category: &CategoryId, severity: Severity) -> Result<(), DomainError> {
+    let plan_def = policy.plan(plan).ok_or_else(|| DomainError::UnknownPlan(plan.clone()))?;
+    let category_def = policy.category(category).ok_or_else(|| DomainError::UnknownCategory(category.clone()))?;
+    if !severity.within(category_def.max_severity) {
+        return Err(DomainError::SeverityNotAllowedForCategory {
+            category: category.clone(),
+            severity,
+            max: category_def.max_severity,
+        });
+    }
+    if !severity.within(plan_def.max_severity) {
+        return Err(DomainError::SeverityNotInContract { plan: plan.clone(), severity, max: plan_def.max_severity });
+    }
+    Ok(())
+}
+
+fn open_ticket(command: &Command, open: &OpenTicket, policy: &Policy) -> Result<Vec<Event>, DomainError> {
+    check_entitlement(policy, &open.plan, &open.category, open.severity)?;
+    let mut clocks = ClockEditor::new(policy, command.issued_at, &open.plan, &open.category, open.severity, BTreeMap::new());
+    clocks.start(Metric::FirstResponse);
+    clocks.start(Metric::Resolution);
+    Ok(vec![Event {
+        ticket_id: command.ticket_id,
+        occurred_at: command.issued_at,
+        kind: EventKind::Opened(Opened {
+            customer: open.customer.clone(),
+            plan: open.plan.clone(),
+            category: open.category.clone(),
+            title: open.title.clone(),
+            description: open.description.clone(),
+            severity: open.severity,
+            policy: policy.version().clone(),
+            clocks: clocks.finish(),
+        }),
+    }])
+}
+
+fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Result<Vec<Event>, DomainError> {
+    let now = command.issued_at;
+    let mut d = Decision::new(policy, now, ticket.clone());
+    match &command.body {
+        CommandBody::Open(_) => return Err(DomainError::TicketAlreadyExists(ticket.id)),
+        CommandBody::SetSeverity { severity, reason } => {
+            ensure_not_resolved(ticket)?;
+            if *severity == ticket.severity {
+                return Err(DomainError::InvalidTransition(Transition::SeverityUnchanged));
+            }
+            check_entitlement(policy, &ticket.plan, &ticket.category, *severity)?;
+            d.settle_overdue();
+            let mut clocks = d.clock_editor();
+            clocks.retarget_active(*severity, &[]);
+            let clocks = clocks.finish();
+            d.emit(EventKind::SeveritySet { from: ticket.severity, to: *severity, reason: reason.clone(), clocks });
+        }
+        CommandBody::RecordAgentResponse { message } => {
+            ensure_not_resolved(ticket)?;
+            d.settle_overdue();
+            let awaiting = d.ticket().status == Status::AwaitingCustomer;
+            let mut clocks = d.clock_editor();
+            clocks.agent_communicated(awaiting);
+            let clocks = clocks.finish();
+            d.emit(EventKind::AgentResponded { message: message.clone(), clocks });
+        }
+        CommandBody::RequestCustomerInfo { request } => {
+            ensure_not_resolved(ticket)?;
+            if ticket.status == Status::AwaitingCustomer {
+                return Err(DomainError::InvalidTransition(Transition::AlreadyAwaitingCustomer));
+            }
+            d.settle_overdue();
+            let mut clocks = d.clock_editor();
+            clocks.agent_communicated(true);
+            clocks.start(Metric::NoResponse);
+            let clocks = clocks.finish();
+            d.emit(EventKind::CustomerInfoRequested { request: request.clone(), clocks });
+        }
+        CommandBody::RecordCustomerReply { message } => {
+            ensure_not_resolved(ticket)?;
+            d.settle_overdue();
+            let mut clocks = d.clock_editor();
+            if d.ticket().status == Status::AwaitingCustomer {
+                clocks.stop(Metric::NoResponse, ClockOutcome::Met);
+                for metric in [Metric::FirstResponse, Metric::FollowUp, Metric::Resolution] {
+                    clocks.resume(metric);
+                }
+            }
+            let clocks = clocks.finish();
+            d.emit(EventKind::CustomerResponded { message: message.clone(), clocks });
+        }
+        CommandBody::Escalate { tier, team, reason } => {
+            ensure_not_resolved(ticket)?;
+            if ticket.tier.as_ref() == Some(tier) && ticket.team == *team {
+                return Err(DomainError::InvalidTransition(Transition::AlreadyEscalated));
+            }
+            d.settle_overdue();
+            d.emit(EventKind::Escalated { tier: tier.clone(), team: team.clone(), reason: reason.clone(), cause: EscalationCause::Manual });
+        }
+        CommandBody::Resolve { resolution } => {
+            if ticket.is_resolved() {
+                return Err(DomainError::InvalidTransition(Transition::AlreadyResolved));
+            }
+            d.settle_overdue();
+            let mut clocks = d.clock_editor();
+            for metric in [Metric::FirstResponse, Metric::FollowUp, Metric::Resolution] {
+                clocks.stop_sla(metric);
+            }
+            clocks.stop(Metric::NoResponse, ClockOutcome::Cancelled);
+            let clocks = clocks.finish();
+            d.emit(EventKind::Resolved { resolution: resolution.clone(), clocks });
+        }
+        CommandBody::Reopen { reason } => {
+            if !ticket.is_resolved() {
+                return Err(DomainError::InvalidTransition(Transition::NotResolved));
+            }
+            let mut clocks = d.clock_editor();
+            clocks.start(Metric::Resolution);
+            // Reopened means the customer is waiting for the engineer again: an update is owed
+            // within the follow-up target, or the first response if there never was one.
+            clocks.start(if ticket.first_response_at.is_some() { Metric::FollowUp } else { Metric::FirstResponse });
+            let clocks = clocks.finish();
+            d.emit(EventKind::Reopened { reason: reason.clone(), clocks });
+        }
+        CommandBody::Split(split) => {
+            ensure_not_resolved(ticket)?;
+            if split.new_ticket == ticket.id {
+                return Err(DomainError::InvalidCommand("a ticket cannot be split into itself".into()));
+            }
+            check_entitlement(policy, &ticket.plan, &split.category, split.severity)?;
+            d.settle_overdue();
+            d.emit(EventKind::Linked { other: split.new_ticket, relation: LinkRelation::SplitInto });
+            d.events.extend(split_child(ticket, split, policy, now));
+        }
+        CommandBody::RecordSlaWarning { metric, cycle, threshold_percent, warn_at } => {
+            ensure_system(command)?;
+            let clock = firing_clock(ticket, *metric, *cycle)?;
+            let moot = |reason| DomainError::TimerMoot { metric: *metric, cycle: *cycle, reason };
+            if clock.warned.contains(threshold_percent) {
+                return Err(moot(MootReason::AlreadyRecorded));
+            }
+            if clock.breached {
+                return Err(moot(MootReason::SupersededByBreach));
+            }
+            let plan = clock.plan.as_ref().ok_or_else(|| moot(MootReason::Retargeted))?;
+            let pending = plan.warnings.iter().find(|w| w.threshold_percent == *threshold_percent);
+            if pending.is_none_or(|w| w.at != *warn_at) {
+                return Err(moot(MootReason::Retargeted));
+            }
+            if now < *warn_at {
+                return Err(DomainError::TimerNotDue { metric: *metric, due_at: *warn_at, now });
+            }
+            let due_at = plan.due_at.ok_or_else(|| moot(MootReason::NotRunning))?;
+            if due_at <= now {
+                return Err(moot(MootReason::SupersededByBreach));
+            }
+            d.settle_overdue();
+            let severity = d.ticket().severity;
+            d.emit(EventKind::SlaWarning { metric: *metric, cycle: *cycle, threshold_percent: *threshold_percent, warn_at: *warn_at, due_at });
+            if let Some(rule) = policy.escalation_on_warning(*metric, severity, *threshold_percent) {
+                let cause = EscalationCause::Warning { metric: *metric, cycle: *cycle, threshold_percent: *threshold_percent };
+                d.auto_escalate(rule, cause);
+            }
+        }
+        CommandBody::RecordSlaBreach { metric, cycle, due_at } => {
+            ensure_system(command)?;
+            if !metric.is_sla() {
+                return Err(DomainError::InvalidCommand("an expired no-response window lowers the severity; it is not a breach".into()));
+            }
+            let clock = firing_clock(ticket, *metric, *cycle)?;
+            check_due(clock, *due_at, now)?;
+            // Settling records this breach, and any other that is due by now.
+            d.settle_overdue();
+        }
+        CommandBody::DowngradeForNoResponse { cycle, due_at } => {
+            ensure_system(command)?;
+            let clock = firing_clock(ticket, Metric::NoResponse, *cycle)?;
+            check_due(clock, *due_at, now)?;
+            if ticket.status != Status::AwaitingCustomer {
+                return Err(DomainError::TimerMoot { metric: Metric::NoResponse, cycle: *cycle, reason: MootReason::NotAwaitingCustomer });
+            }
+            d.settle_overdue();
+            let from = d.ticket().severity;
+            let to = from.lowered();
+            let mut clocks = d.clock_editor();
+            clocks.stop(Metric::NoResponse, ClockOutcome::Breached);
+            clocks.retarget_active(to, &[Metric::NoResponse]);
+            // A new window at the lower severity: B is lowered to C in its turn; C has none.
+            clocks.start(Metric::NoResponse);
+            let clocks = clocks.finish();
+            d.emit(EventKind::DowngradedForNoResponse { from, to, cycle: *cycle, due_at: *due_at, clocks });
+        }
+    }
+    Ok(d.events)
+}
+
+fn split_child(parent: &Ticket, split: &SplitTicket, policy: &Policy, now: Timestamp) -> [Event; 2] {
+    let mut clocks = ClockEditor::new(policy, now, &parent.plan, &split.category, split.severity, BTreeMap::new());
+    clocks.start(Metric::FirstResponse);
+    clocks.start(Metric::Resolution);
+    let opened = Opened {
+        customer: parent.customer.clone(),
+        plan: parent.plan.clone(),
+        category: split.category.clone(),
+        title: split.title.clone(),
+        description: split.description.clone(),
+        severity: split.severity,
+        policy: policy.version().clone(),
+        clocks: clocks.finish(),
+    };
+    [
+        Event { ticket_id: split.new_ticket, occurred_at: now, kind: EventKind::Opened(opened) },
+        Event {
+            ticket_id: split.new_ticket,
+            occurred_at: now,
+            kind: EventKind::Linked { other: parent.id, relation: LinkRelation::SplitFrom },
+        },
+    ]
+}
+
+fn ensure_not_resolved(ticket: &Ticket) -> Result<(), DomainError> {
+    if ticket.is_resolved() { Err(DomainError::TicketResolved(ticket.id)) } else { Ok(()) }
+}
+
+fn ensure_system(command: &Command) -> Result<(), DomainError> {
+    match command.actor.kind {
+        ActorKind::System => Ok(()),
+        ActorKind::Agent | ActorKind::Customer => {
+            Err(DomainError::InvalidCommand(format!("{} is recorded by the engine's timer, not by a person", command.body.name())))
+        }
+    }
+}
+
+/// The clock a timer firing targets, if that firing still applies to it.
+fn firing_clock(ticket: &Ticket, metric: Metric, cycle: u32) -> Result<&Clock, DomainError> {
+    let moot = |reason| DomainError::TimerMoot { metric, cycle, reason };
+    let clock = ticket.clock(metric).ok_or(moot(MootReason::NotRunning))?;
+    if clock.cycle != cycle {
+        return Err(moot(MootReason::OtherCycle));
+    }
+    if clock.status != ClockStatus::Running {
+        return Err(moot(MootReason::NotRunning));
+    }
+    Ok(clock)
+}
+
+fn check_due(clock: &Clock, due_at: Timestamp, now: Timestamp) -> Result<(), DomainError> {
+    let moot = |reason| DomainError::TimerMoot { metric: clock.metric, cycle: clock.cycle, reason };
+    if clock.breached {
+        return Err(moot(MootReason::AlreadyRecorded));
+    }
+    if clock.due_at() != Some(due_at) {
+        return Err(moot(MootReason::Retargeted));
+    }
+    if now < due_at {
+        return Err(DomainError::TimerNotDue { metric: clock.metric, due_at, now });
+    }
+    Ok(())
+}
+
+/// A decision in progress: emitted events are applied to a working copy of the ticket, so each
+/// step decides on the state the previous steps left.
+struct Decision<'p> {
+    policy: &'p Policy,
+    now: Timestamp,
+    state: TicketState,
+    events: Vec<Event>,
+}
+
+impl<'p> Decision<'p> {
+    fn new(policy: &'p Policy, now: Timestamp, ticket: Ticket) -> Self {
+        Self { policy, now, state: TicketState::Opened(Box::new(ticket)), events: Vec::new() }
+    }
+
+    fn ticket(&self) -> &Ticket {
+        match &self.state {
+            TicketState::Opened(t) => t,
+            TicketState::Unopened => unreachable_ticket(),
+        }
+    }
+
+    fn emit(&mut self, kind: EventKind) {
+        let event = Event { ticket_id: self.ticket().id, occurred_at: self.now, kind };
+        self.state = evolve(std::mem::take(&mut self.state), &event);
+        self.events.push(event);
+    }
+
+    fn clock_editor(&self) -> ClockEditor<'p> {
+        let t = self.ticket();
+        ClockEditor::new(self.policy, self.now, &t.plan, &t.category, t.severity, t.clocks.clone())
+    }
+
+    /// Records every SLA breach that is due by now and not yet recorded. Every decision starts
+    /// with it, so a response that comes after the due instant but before the timer fired still
+    /// leaves the breach in the log, once.
+    fn settle_overdue(&mut self) {
+        let now = self.now;
+        let overdue: Vec<(Metric, u32, Timestamp)> = self
+            .ticket()
+            .clocks
+            .values()
+            .filter(|c| c.metric.is_sla() && !c.breached)
+            .filter_map(|c| c.due_at().filter(|due| *due <= now).map(|due| (c.metric, c.cycle, due)))
+            .collect();
+        for (metric, cycle, due_at) in overdue {
+            let severity = self.ticket().severity;
+            self.emit(EventKind::SlaBreached { metric, cycle, severity, due_at });
+            if let Some(rule) = self.policy.escalation_on_breach(metric, severity) {
+                self.auto_escalate(rule, EscalationCause::Breach { metric, cycle });
+            }
+        }
+    }
+
+    fn auto_escalate(&mut self, rule: &EscalationRule, cause: EscalationCause) {
+        let t = self.ticket();
+        if t.tier.as_ref() == Some(&rule.tier) && t.team == rule.team {
+            return;
+        }
+        let reason = match cause {
+            EscalationCause::Manual => String::new(),
+            EscalationCause::Warning { metric, threshold_percent, .. } => {
+                format!("policy {}: {threshold_percent}% of the {metric} target elapsed", self.policy.version())
+            }
+            EscalationCause::Breach { metric, .. } => format!("policy {}: {metric} target breached", self.policy.version()),
+        };
+        let reason = Text::new("reason", reason).unwrap_or_else(|_| Text::empty());
+        self.emit(EventKind::Escalated { tier: rule.tier.clone(), team: rule.team.clone(), reason, cause });
+    }
+}
+
+#[cold]
+fn unreachable_ticket() -> &'static Ticket {
+    // `Decision` is only built from an opened ticket and `evolve` keeps it opened.
+    #[allow(clippy::panic)]
+    {
+        panic!("decision without a ticket")
+    }
+}
+
+/// Builds the clock changes of one event against a scratch copy of the clocks, so that several
+/// changes to one clock in one event (stop, then start the next cycle) see each other.
+struct ClockEditor<'p> {
+    policy: &'p Policy,
+    now: Timestamp,
+    plan: PlanId,
+    category: CategoryId,
+    severity: Severity,
+    clocks: BTreeMap<Metric, Clock>,
+    changes: Vec<ClockChange>,
+}
+
+impl<'p> ClockEditor<'p> {
+    fn new(
+        policy: &'p Policy,
+        now: Timestamp,
+        plan: &PlanId,
+        category: &CategoryId,
+        severity: Severity,
+        clocks: BTreeMap<Metric, Clock>,
+    ) -> Self {
+        Self { policy, now, plan: plan.clone(), category: category.clone(), severity, clocks, changes: Vec::new() }
+    }
+
+    fn finish(self) -> Vec<ClockChange> {
+        self.changes
+    }
+
+    fn push(&mut self, change: ClockChange) {
+        apply_clocks(&mut self.clocks, self.now, std::slice::from_ref(&change));
+        self.changes.push(change);
+    }
+
+    /// The promise of a clock with this history if it runs (or stands still) from now on.
+    fn plan(&self, metric: Metric, started_at: Timestamp, clock: Option<&Clock>, running: bool) -> Option<ClockPlan> {
+        let target = self.policy.target(&self.plan, &self.category, self.severity, metric)?;
+        let calendar = self.policy.calendar(&target.calendar)?;
+        let target_duration = self.policy.target_duration(target, started_at)?;
+        let elapsed = clock.map_or(TimeDelta::zero(), |c| c.elapsed(calendar, self.now));
+        let remaining = (target_duration - elapsed).max(TimeDelta::zero());
+        let (due_at, warnings) = if running {
+            let due = calendar.add(self.now, remaining);
+            let warned: &[u8] = clock.map_or(&[], |c| &c.warned);
+            let warnings = if metric.is_sla() {
+                self.policy
+                    .warning_thresholds()
+                    .iter()
+                    .filter(|t| !warned.contains(t))
+                    .filter_map(|&t| {
+                        let at_elapsed = TimeDelta::seconds(target_duration.num_seconds() * i64::from(t) / 100);
+                        let at = calendar.add(self.now, (at_elapsed - elapsed).max(TimeDelta::zero()));
+                        (at < due).then_some(WarningPlan { threshold_percent: t, at })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (Some(due), warnings)
+        } else {
+            (None, Vec::new())
+        };
+        Some(ClockPlan {
+            severity: self.severity,
+            target: target.clone(),
+            target_duration,
+            elapsed,
+            due_at,
+            warnings,
+            policy: self.policy.version().clone(),
+        })
+    }
+
+    /// Starts a new cycle of `metric` now (the first, or the one after the current cycle).
+    fn start(&mut self, metric: Metric) {
+        let cycle = self.clocks.get(&metric).map_or(1, |c| c.cycle + 1);
+        if let Some(current) = self.clocks.get(&metric).filter(|c| c.is_active()) {
+            debug_assert!(false, "{metric} cycle {} still active when starting the next", current.cycle);
+        }
+        let plan = self.plan(metric, self.now, None, true);
+        self.push(ClockChange { metric, cycle, effect: ClockEffect::Started, plan });
+    }
+
+    fn pause(&mut self, metric: Metric) {
+        let Some(clock) = self.clocks.get(&metric).filter(|c| c.status == ClockStatus::Running) else { return };
+        let plan = self.plan(metric, clock.started_at, Some(clock), false);
+        let cycle = clock.cycle;
+        self.push(ClockChange { metric, cycle, effect: ClockEffect::Paused, plan });
+    }
+
+    fn resume(&mut self, metric: Metric) {
+        let Some(clock) = self.clocks.get(&metric).filter(|c| c.status == ClockStatus::Paused) else { return };
+        let plan = self.plan(metric, clock.started_at, Some(clock), true);
+        let cycle = clock.cycle;
+        self.push(ClockChange { metric, cycle, effect: ClockEffect::Resumed, plan });
+    }
+
+    fn stop(&mut self, metric: Metric, outcome: ClockOutcome) {
+        let Some(clock) = self.clocks.get(&metric).filter(|c| c.is_active()) else { return };
+        let plan = self.plan(metric, clock.started_at, Some(clock), false);
+        let outcome = if clock.plan.is_none() { ClockOutcome::Untargeted } else { outcome };
+        let cycle = clock.cycle;
+        self.push(ClockChange { metric, cycle, effect: ClockEffect::Stopped(outcome), plan });
+    }
+
+    /// Stops an SLA clock: met, or breached when its breach is recorded (every decision records
+    /// due breaches before anything else, so a late stop is always a recorded breach).
+    fn stop_sla(&mut self, metric: Metric) {
+        let breached = self.clocks.get(&metric).is_some_and(|c| c.breached);
+        self.stop(metric, if breached { ClockOutcome::Breached } else { ClockOutcome::Met });
+    }
+
+    /// The ticket's severity changed: every active clock keeps its elapsed time and gets the new
+    /// severity's target. Clocks without a target before and after are left alone.
+    fn retarget_active(&mut self, severity: Severity, except: &[Metric]) {
+        self.severity = severity;
+        let active: Vec<Metric> =
+            self.clocks.values().filter(|c| c.is_active() && !except.contains(&c.metric)).map(|c| c.metric).collect();
+        for metric in active {
+            let Some(clock) = self.clocks.get(&metric) else { continue };
+            let plan = self.plan(metric, clock.started_at, Some(clock), clock.status == ClockStatus::Running);
+            if plan.is_none() && clock.plan.is_none() {
+                continue;
+            }
+            let cycle = clock.cycle;
+            self.push(ClockChange { metric, cycle, effect: ClockEffect::Retargeted, plan });
+        }
+    }
+
+    /// An agent answered or asked the customer something: the first response is done, and the
+    /// next update is owed within the follow-up target (paused if the ticket now awaits the
+    /// customer and the policy pauses follow-up then).
+    fn agent_communicated(&mut self, awaiting_customer: bool) {
+        self.stop_sla(Metric::FirstResponse);
+        self.stop_sla(Metric::FollowUp);
+        self.start(Metric::FollowUp);
+        if awaiting_customer {
+            for metric in [Metric::FirstResponse, Metric::FollowUp, Metric::Resolution] {
+                if self.policy.pauses_while_awaiting_customer(metric) {
+                    self.pause(metric);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,325 @@
+//! The state of one ticket, and `evolve`: a left fold of its events. Evolve needs no policy: the
+//! events carry every due instant.
+
+use std::collections::BTreeMap;
+
+use crate::calendar::{Calendar, Timestamp};
+use crate::event::{ClockChange, ClockEffect, ClockOutcome, ClockPlan, Event, EventKind, LinkRelation};
+use crate::ids::{CategoryId, CustomerId, PlanId, Team, Text, TicketId, Tier};
+use crate::policy::PolicyVersion;
+use crate::severity::{Metric, Severity};
+
+/// A ticket before it is opened, or an open (possibly resolved) ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TicketState {
+    #[default]
+    Unopened,
+    Opened(Box<Ticket>),
+}
+
+impl TicketState {
+    /// The state before any event.
+    pub const fn initial() -> Self {
+        TicketState::Unopened
+    }
+
+    /// The number of events applied: the expected version for the next append.
+    pub fn version(&self) -> u64 {
+        match self {
+            TicketState::Unopened => 0,
+            TicketState::Opened(t) => t.version,
+        }
+    }
+
+    pub fn ticket(&self) -> Option<&Ticket> {
+        match self {
+            TicketState::Unopened => None,
+            TicketState::Opened(t) => Some(t),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Open,
+    AwaitingCustomer,
+    Resolved,
+}
+
+/// Why the severity changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeverityCause {
+    Opened,
+    Set { reason: Text },
+    NoResponse,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeverityChange {
+    pub at: Timestamp,
+    pub from: Option<Severity>,
+    pub to: Severity,
+    pub cause: SeverityCause,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub id: TicketId,
+    pub customer: CustomerId,
+    pub plan: PlanId,
+    pub category: CategoryId,
+    pub title: Text,
+    pub description: Text,
+    pub severity: Severity,
+    pub status: Status,
+    pub opened_at: Timestamp,
+    pub first_response_at: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+    pub tier: Option<Tier>,
+    pub team: Option<Team>,
+    /// The current cycle of each clock the ticket has had.
+    pub clocks: BTreeMap<Metric, Clock>,
+    pub severity_history: Vec<SeverityChange>,
+    pub links: Vec<(TicketId, LinkRelation)>,
+    /// The policy the ticket was opened under.
+    pub policy: PolicyVersion,
+    /// Events applied so far.
+    pub version: u64,
+    /// The instant of the last event applied: time never runs backwards within a ticket.
+    pub last_event_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClockStatus {
+    Running,
+    Paused,
+    Stopped(ClockOutcome),
+}
+
+/// One cycle of a clock: when it ran, and its latest promise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clock {
+    pub metric: Metric,
+    pub cycle: u32,
+    pub started_at: Timestamp,
+    pub status: ClockStatus,
+    /// Closed running spans `[from, to)`; the open one starts at `running_since`.
+    pub segments: Vec<(Timestamp, Timestamp)>,
+    pub running_since: Option<Timestamp>,
+    pub plan: Option<ClockPlan>,
+    /// Warning thresholds recorded in this cycle.
+    pub warned: Vec<u8>,
+    pub breached: bool,
+}
+
+impl Clock {
+    pub fn is_active(&self) -> bool {
+        matches!(self.status, ClockStatus::Running | ClockStatus::Paused)
+    }
+
+    /// Business time this clock has run on `calendar` up to `now`.
+    pub fn elapsed(&self, calendar: &Calendar, now: Timestamp) -> chrono::TimeDelta {
+        let closed = self.segments.iter().fold(chrono::TimeDelta::zero(), |acc, (a, b)| acc + calendar.elapsed(*a, *b));
+        closed + self.running_since.map_or(chrono::TimeDelta::zero(), |since| calendar.elapsed(since, now))
+    }
+
+    /// The instant the clock is due, while it runs and has a target.
+    pub fn due_at(&self) -> Option<Timestamp> {
+        match self.status {
+            ClockStatus::Running => self.plan.as_ref().and_then(|p| p.due_at),
+            ClockStatus::Paused | ClockStatus::Stopped(_) => None,
+        }
+    }
+}
+
+impl Ticket {
+    pub fn clock(&self, metric: Metric) -> Option<&Clock> {
+        self.clocks.get(&metric)
+    }
+
+    pub fn is_resolved(&self) -> bool {
+        self.status == Status::Resolved
+    }
+}
+
+/// Applies one event. Events of another ticket, or that cannot follow the current state (which a
+/// log written by `decide` never holds), leave the state as it is.
+pub fn evolve(state: TicketState, event: &Event) -> TicketState {
+    match state {
+        TicketState::Unopened => match &event.kind {
+            EventKind::Opened(o) => {
+                let mut ticket = Ticket {
+                    id: event.ticket_id,
+                    customer: o.customer.clone(),
+                    plan: o.plan.clone(),
+                    category: o.category.clone(),
+                    title: o.title.clone(),
+                    description: o.description.clone(),
+                    severity: o.severity,
+                    status: Status::Open,
+                    opened_at: event.occurred_at,
+                    first_response_at: None,
+                    resolved_at: None,
+                    tier: None,
+                    team: None,
+                    clocks: BTreeMap::new(),
+                    severity_history: vec![SeverityChange {
+                        at: event.occurred_at,
+                        from: None,
+                        to: o.severity,
+                        cause: SeverityCause::Opened,
+                    }],
+                    links: Vec::new(),
+                    policy: o.policy.clone(),
+                    version: 1,
+                    last_event_at: event.occurred_at,
+                };
+                apply_clocks(&mut ticket.clocks, event.occurred_at, &o.clocks);
+                TicketState::Opened(Box::new(ticket))
+            }
+            EventKind::SeveritySet { .. }
+            | EventKind::AgentResponded { .. }
+            | EventKind::CustomerInfoRequested { .. }
+            | EventKind::CustomerResponded { .. }
+            | EventKind::DowngradedForNoResponse { .. }
+            | EventKind::Escalated { .. }
+            | EventKind::SlaWarning { .. }
+            | EventKind::SlaBreached { .. }
+            | EventKind::Resolved { .. }
+            | EventKind::Reopened { .. }
+            | EventKind::Linked { .. } => {
+                debug_assert!(false, "{} before opened", event.kind.name());
+                TicketState::Unopened
+            }
+        },
+        TicketState::Opened(mut ticket) => {
+            if ticket.id != event.ticket_id {
+                debug_assert!(false, "event of ticket {} applied to {}", event.ticket_id, ticket.id);
+                return TicketState::Opened(ticket);
+            }
+            apply(&mut ticket, event);
+            ticket.version += 1;
+            ticket.last_event_at = ticket.last_event_at.max(event.occurred_at);
+            TicketState::Opened(ticket)
+        }
+    }
+}
+
+fn apply(ticket: &mut Ticket, event: &Event) {
+    let at = event.occurred_at;
+    match &event.kind {
+        EventKind::Opened(_) => debug_assert!(false, "ticket {} opened twice", ticket.id),
+        EventKind::SeveritySet { from, to, reason, clocks } => {
+            ticket.severity = *to;
+            ticket.severity_history.push(SeverityChange {
+                at,
+                from: Some(*from),
+                to: *to,
+                cause: SeverityCause::Set { reason: reason.clone() },
+            });
+            apply_clocks(&mut ticket.clocks, at, clocks);
+        }
+        EventKind::AgentResponded { clocks, .. } => {
+            ticket.first_response_at.get_or_insert(at);
+            apply_clocks(&mut ticket.clocks, at, clocks);
+        }
+        EventKind::CustomerInfoRequested { clocks, .. } => {
+            ticket.first_response_at.get_or_insert(at);
+            ticket.status = Status::AwaitingCustomer;
+            apply_clocks(&mut ticket.clocks, at, clocks);
+        }
+        EventKind::CustomerResponded { clocks, .. } => {
+            if ticket.status == Status::AwaitingCustomer {
+                ticket.status = Status::Open;
+            }
+            apply_clocks(&mut ticket.clocks, at, clocks);
+        }
+        EventKind::DowngradedForNoResponse { from, to, clocks, .. } => {
+            ticket.severity = *to;
+            ticket.severity_history.push(SeverityChange { at, from: Some(*from), to: *to, cause: SeverityCause::NoResponse });
+            apply_clocks(&mut ticket.clocks, at, clocks);
+        }
+        EventKind::Escalated { tier, team, .. } => {
+            ticket.tier = Some(tier.clone());
+            ticket.team = team.clone();
+        }
+        EventKind::SlaWarning { metric, cycle, threshold_percent, .. } => {
+            if let Some(clock) = ticket.clocks.get_mut(metric).filter(|c| c.cycle == *cycle) {
+                clock.warned.push(*threshold_percent);
+                if let Some(plan) = clock.plan.as_mut() {
+                    plan.warnings.retain(|w| w.threshold_percent != *threshold_percent);
+                }
+            }
+        }
+        EventKind::SlaBreached { metric, cycle, .. } => {
+            if let Some(clock) = ticket.clocks.get_mut(metric).filter(|c| c.cycle == *cycle) {
+                clock.breached = true;
+                if let Some(plan) = clock.plan.as_mut() {
+                    plan.warnings.clear();
+                }
+            }
+        }
+        EventKind::Resolved { clocks, .. } => {
+            ticket.status = Status::Resolved;
+            ticket.resolved_at = Some(at);
+            apply_clocks(&mut ticket.clocks, at, clocks);
+        }
+        EventKind::Reopened { clocks, .. } => {
+            ticket.status = Status::Open;
+            ticket.resolved_at = None;
+            apply_clocks(&mut ticket.clocks, at, clocks);
+        }
+        EventKind::Linked { other, relation } => ticket.links.push((*other, *relation)),
+    }
+}
+
+/// Applies clock changes in order; `decide` uses it on a scratch copy while it builds changes.
+pub(crate) fn apply_clocks(clocks: &mut BTreeMap<Metric, Clock>, at: Timestamp, changes: &[ClockChange]) {
+    for change in changes {
+        match change.effect {
+            ClockEffect::Started => {
+                clocks.insert(
+                    change.metric,
+                    Clock {
+                        metric: change.metric,
+                        cycle: change.cycle,
+                        started_at: at,
+                        status: ClockStatus::Running,
+                        segments: Vec::new(),
+                        running_since: Some(at),
+                        plan: change.plan.clone(),
+                        warned: Vec::new(),
+                        breached: false,
+                    },
+                );
+            }
+            ClockEffect::Paused | ClockEffect::Resumed | ClockEffect::Retargeted | ClockEffect::Stopped(_) => {
+                let Some(clock) = clocks.get_mut(&change.metric).filter(|c| c.cycle == change.cycle) else {
+                    debug_assert!(false, "{:?} of a clock that is not there", change.effect);
+                    continue;
+                };
+                match change.effect {
+                    ClockEffect::Started => {}
+                    ClockEffect::Paused => {
+                        if let Some(since) = clock.running_since.take() {
+                            clock.segments.push((since, at));
+                        }
+                        clock.status = ClockStatus::Paused;
+                    }
+                    ClockEffect::Resumed => {
+                        clock.running_since = Some(at);
+                        clock.status = ClockStatus::Running;
+                    }
+                    ClockEffect::Retargeted => {}
+                    ClockEffect::Stopped(outcome) => {
+                        if let Some(since) = clock.running_since.take() {
+                            clock.segments.push((since, at));
+                        }
+                        clock.status = ClockStatus::Stopped(outcome);
+                    }
+                }
+                clock.plan = change.plan.clone();
+            }
+        }
+    }
+}
