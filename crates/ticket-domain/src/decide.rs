@@ -71,6 +71,7 @@ pub fn check_entitlement(policy: &Policy, plan: &PlanId, category: &CategoryId, 
 }
 
 fn open_ticket(command: &Command, open: &OpenTicket, policy: &Policy) -> Result<Vec<Event>, DomainError> {
+    ensure_title(&open.title)?;
     check_entitlement(policy, &open.plan, &open.category, open.severity)?;
     let mut clocks = ClockEditor::new(policy, command.issued_at, &open.plan, &open.category, open.severity, BTreeMap::new());
     clocks.start(Metric::FirstResponse);
@@ -180,6 +181,7 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
             if split.new_ticket == ticket.id {
                 return Err(DomainError::InvalidCommand("a ticket cannot be split into itself".into()));
             }
+            ensure_title(&split.title)?;
             check_entitlement(policy, &ticket.plan, &split.category, split.severity)?;
             d.settle_overdue();
             d.emit(EventKind::Linked { other: split.new_ticket, relation: LinkRelation::SplitInto });
@@ -269,6 +271,10 @@ fn split_child(parent: &Ticket, split: &SplitTicket, policy: &Policy, now: Times
             kind: EventKind::Linked { other: parent.id, relation: LinkRelation::SplitFrom },
         },
     ]
+}
+
+fn ensure_title(title: &Text) -> Result<(), DomainError> {
+    if title.as_str().trim().is_empty() { Err(DomainError::InvalidCommand("a ticket needs a title".into())) } else { Ok(()) }
 }
 
 fn ensure_not_resolved(ticket: &Ticket) -> Result<(), DomainError> {

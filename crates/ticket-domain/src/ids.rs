@@ -29,6 +29,30 @@ impl fmt::Display for TicketId {
     }
 }
 
+/// The identity of a stored event: a uuid v7 minted by the log when it appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId(Uuid);
+
+impl EventId {
+    pub const fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    pub const fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        Uuid::parse_str(text).map(Self).map_err(|_| IdError::new("event id", text, "not a uuid"))
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
 /// A rejected identifier or text value: which field, what was given (shortened), what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {field} {given:?}: {problem}")]
@@ -94,6 +118,11 @@ fn validate_token(field: &'static str, value: &str, max: usize) -> Result<(), Id
 string_id!(
     /// The idempotency key of a command: the same id always yields the same result.
     CommandId, "command id", 128
+);
+string_id!(
+    /// A correlation or causation id: ties a command and its events to the request or event
+    /// that caused them.
+    TraceId, "trace id", 128
 );
 string_id!(
     /// The customer (an organisation) a ticket belongs to.

@@ -117,6 +117,13 @@ fn a_ticket_belongs_to_a_category_of_the_policy() {
     given(regional_operator()).when(agent(saturday_0300(), open("gold", "technical", Severity::C))).then_err(ErrorKind::UnknownPlan);
 }
 
+#[test]
+fn a_ticket_needs_a_title() {
+    let CommandBody::Open(mut body) = open("standard", "technical", Severity::C) else { unreachable!() };
+    body.title = text("  ");
+    given(regional_operator()).when(agent(saturday_0300(), CommandBody::Open(body))).then_err(ErrorKind::InvalidCommand);
+}
+
 // 2. Severity levels and who may use them.
 
 #[test]

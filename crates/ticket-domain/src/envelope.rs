@@ -1,0 +1,24 @@
+//! An event as stored in the log: the event and the metadata the log and the command service
+//! add when they append it.
+
+use crate::calendar::Timestamp;
+use crate::command::Actor;
+use crate::event::Event;
+use crate::ids::{CommandId, EventId, TraceId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// uuid v7, minted at append.
+    pub event_id: EventId,
+    /// Position in the ticket's stream, from 1, contiguous.
+    pub version: u64,
+    /// Position in the global log, from 1, gapless.
+    pub position: u64,
+    /// When the log stored the event (the event's own instant is `event.occurred_at`).
+    pub recorded_at: Timestamp,
+    pub actor: Actor,
+    pub command_id: CommandId,
+    pub correlation_id: Option<TraceId>,
+    pub causation_id: Option<TraceId>,
+    pub event: Event,
+}
