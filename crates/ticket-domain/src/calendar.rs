@@ -137,13 +137,7 @@ impl Calendar {
     /// A calendar open all the time (24x7) in `tz`.
     pub fn always_open(id: CalendarId, tz: Tz) -> Self {
         let day = vec![OpenSpan { start: 0, end: SECONDS_PER_DAY }];
-        Self {
-            id,
-            tz,
-            weekly: std::array::from_fn(|_| day.clone()),
-            holidays: BTreeSet::new(),
-            closures: Vec::new(),
-        }
+        Self { id, tz, weekly: std::array::from_fn(|_| day.clone()), holidays: BTreeSet::new(), closures: Vec::new() }
     }
 
     pub fn id(&self) -> &CalendarId {

@@ -36,21 +36,50 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandBody {
     Open(OpenTicket),
-    SetSeverity { severity: Severity, reason: Text },
-    RecordAgentResponse { message: Text },
-    RequestCustomerInfo { request: Text },
-    RecordCustomerReply { message: Text },
-    Escalate { tier: Tier, team: Option<Team>, reason: Text },
-    Resolve { resolution: Text },
-    Reopen { reason: Text },
+    SetSeverity {
+        severity: Severity,
+        reason: Text,
+    },
+    RecordAgentResponse {
+        message: Text,
+    },
+    RequestCustomerInfo {
+        request: Text,
+    },
+    RecordCustomerReply {
+        message: Text,
+    },
+    Escalate {
+        tier: Tier,
+        team: Option<Team>,
+        reason: Text,
+    },
+    Resolve {
+        resolution: Text,
+    },
+    Reopen {
+        reason: Text,
+    },
     /// A sub-problem becomes its own ticket, linked both ways to this one.
     Split(SplitTicket),
     /// Issued by the timer service when a warning instant passes.
-    RecordSlaWarning { metric: Metric, cycle: u32, threshold_percent: u8, warn_at: Timestamp },
+    RecordSlaWarning {
+        metric: Metric,
+        cycle: u32,
+        threshold_percent: u8,
+        warn_at: Timestamp,
+    },
     /// Issued by the timer service when a due instant passes.
-    RecordSlaBreach { metric: Metric, cycle: u32, due_at: Timestamp },
+    RecordSlaBreach {
+        metric: Metric,
+        cycle: u32,
+        due_at: Timestamp,
+    },
     /// Issued by the timer service when the no-response window of an awaiting ticket passes.
-    DowngradeForNoResponse { cycle: u32, due_at: Timestamp },
+    DowngradeForNoResponse {
+        cycle: u32,
+        due_at: Timestamp,
+    },
 }
 
 impl CommandBody {

@@ -9,7 +9,8 @@ use crate::calendar::Timestamp;
 use crate::command::{ActorKind, Command, CommandBody, OpenTicket, SplitTicket};
 use crate::error::{DomainError, MootReason, Transition};
 use crate::event::{
-    ClockChange, ClockEffect, ClockOutcome, ClockPlan, EscalationCause, Event, EventKind, LinkRelation, Opened, WarningPlan,
+    ClockChange, ClockEffect, ClockOutcome, ClockPlan, EscalationCause, Event, EventKind, LinkRelation, Opened,
+    WarningPlan,
 };
 use crate::ids::{CategoryId, PlanId, Text};
 use crate::policy::{EscalationRule, Policy};
@@ -54,7 +55,12 @@ pub fn decide(command: &Command, state: &TicketState, policy: &Policy) -> Result
 
 /// Checks that a plan and category allow a severity: the category's limit first (severity A
 /// exists only for technical support), then the contract's (A only with the advanced contract).
-pub fn check_entitlement(policy: &Policy, plan: &PlanId, category: &CategoryId, severity: Severity) -> Result<(), DomainError> {
+pub fn check_entitlement(
+    policy: &Policy,
+    plan: &PlanId,
+    category: &CategoryId,
+    severity: Severity,
+) -> Result<(), DomainError> {
     let plan_def = policy.plan(plan).ok_or_else(|| DomainError::UnknownPlan(plan.clone()))?;
     let category_def = policy.category(category).ok_or_else(|| DomainError::UnknownCategory(category.clone()))?;
     if !severity.within(category_def.max_severity) {
@@ -73,7 +79,8 @@ pub fn check_entitlement(policy: &Policy, plan: &PlanId, category: &CategoryId, 
 fn open_ticket(command: &Command, open: &OpenTicket, policy: &Policy) -> Result<Vec<Event>, DomainError> {
     ensure_title(&open.title)?;
     check_entitlement(policy, &open.plan, &open.category, open.severity)?;
-    let mut clocks = ClockEditor::new(policy, command.issued_at, &open.plan, &open.category, open.severity, BTreeMap::new());
+    let mut clocks =
+        ClockEditor::new(policy, command.issued_at, &open.plan, &open.category, open.severity, BTreeMap::new());
     clocks.start(Metric::FirstResponse);
     clocks.start(Metric::Resolution);
     Ok(vec![Event {
@@ -149,7 +156,12 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
                 return Err(DomainError::InvalidTransition(Transition::AlreadyEscalated));
             }
             d.settle_overdue();
-            d.emit(EventKind::Escalated { tier: tier.clone(), team: team.clone(), reason: reason.clone(), cause: EscalationCause::Manual });
+            d.emit(EventKind::Escalated {
+                tier: tier.clone(),
+                team: team.clone(),
+                reason: reason.clone(),
+                cause: EscalationCause::Manual,
+            });
         }
         CommandBody::Resolve { resolution } => {
             if ticket.is_resolved() {
@@ -211,16 +223,25 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
             }
             d.settle_overdue();
             let severity = d.ticket().severity;
-            d.emit(EventKind::SlaWarning { metric: *metric, cycle: *cycle, threshold_percent: *threshold_percent, warn_at: *warn_at, due_at });
+            d.emit(EventKind::SlaWarning {
+                metric: *metric,
+                cycle: *cycle,
+                threshold_percent: *threshold_percent,
+                warn_at: *warn_at,
+                due_at,
+            });
             if let Some(rule) = policy.escalation_on_warning(*metric, severity, *threshold_percent) {
-                let cause = EscalationCause::Warning { metric: *metric, cycle: *cycle, threshold_percent: *threshold_percent };
+                let cause =
+                    EscalationCause::Warning { metric: *metric, cycle: *cycle, threshold_percent: *threshold_percent };
                 d.auto_escalate(rule, cause);
             }
         }
         CommandBody::RecordSlaBreach { metric, cycle, due_at } => {
             ensure_system(command)?;
             if !metric.is_sla() {
-                return Err(DomainError::InvalidCommand("an expired no-response window lowers the severity; it is not a breach".into()));
+                return Err(DomainError::InvalidCommand(
+                    "an expired no-response window lowers the severity; it is not a breach".into(),
+                ));
             }
             let clock = firing_clock(ticket, *metric, *cycle)?;
             check_due(clock, *due_at, now)?;
@@ -232,7 +253,11 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
             let clock = firing_clock(ticket, Metric::NoResponse, *cycle)?;
             check_due(clock, *due_at, now)?;
             if ticket.status != Status::AwaitingCustomer {
-                return Err(DomainError::TimerMoot { metric: Metric::NoResponse, cycle: *cycle, reason: MootReason::NotAwaitingCustomer });
+                return Err(DomainError::TimerMoot {
+                    metric: Metric::NoResponse,
+                    cycle: *cycle,
+                    reason: MootReason::NotAwaitingCustomer,
+                });
             }
             d.settle_overdue();
             let from = d.ticket().severity;
@@ -274,7 +299,11 @@ fn split_child(parent: &Ticket, split: &SplitTicket, policy: &Policy, now: Times
 }
 
 fn ensure_title(title: &Text) -> Result<(), DomainError> {
-    if title.as_str().trim().is_empty() { Err(DomainError::InvalidCommand("a ticket needs a title".into())) } else { Ok(()) }
+    if title.as_str().trim().is_empty() {
+        Err(DomainError::InvalidCommand("a ticket needs a title".into()))
+    } else {
+        Ok(())
+    }
 }
 
 fn ensure_not_resolved(ticket: &Ticket) -> Result<(), DomainError> {
@@ -284,9 +313,10 @@ fn ensure_not_resolved(ticket: &Ticket) -> Result<(), DomainError> {
 fn ensure_system(command: &Command) -> Result<(), DomainError> {
     match command.actor.kind {
         ActorKind::System => Ok(()),
-        ActorKind::Agent | ActorKind::Customer => {
-            Err(DomainError::InvalidCommand(format!("{} is recorded by the engine's timer, not by a person", command.body.name())))
-        }
+        ActorKind::Agent | ActorKind::Customer => Err(DomainError::InvalidCommand(format!(
+            "{} is recorded by the engine's timer, not by a person",
+            command.body.name()
+        ))),
     }
 }
 
@@ -380,7 +410,9 @@ impl<'p> Decision<'p> {
             EscalationCause::Warning { metric, threshold_percent, .. } => {
                 format!("policy {}: {threshold_percent}% of the {metric} target elapsed", self.policy.version())
             }
-            EscalationCause::Breach { metric, .. } => format!("policy {}: {metric} target breached", self.policy.version()),
+            EscalationCause::Breach { metric, .. } => {
+                format!("policy {}: {metric} target breached", self.policy.version())
+            }
         };
         let reason = Text::new("reason", reason).unwrap_or_else(|_| Text::empty());
         self.emit(EventKind::Escalated { tier: rule.tier.clone(), team: rule.team.clone(), reason, cause });

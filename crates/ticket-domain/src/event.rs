@@ -23,20 +23,65 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     Opened(Opened),
-    SeveritySet { from: Severity, to: Severity, reason: Text, clocks: Vec<ClockChange> },
-    AgentResponded { message: Text, clocks: Vec<ClockChange> },
-    CustomerInfoRequested { request: Text, clocks: Vec<ClockChange> },
-    CustomerResponded { message: Text, clocks: Vec<ClockChange> },
+    SeveritySet {
+        from: Severity,
+        to: Severity,
+        reason: Text,
+        clocks: Vec<ClockChange>,
+    },
+    AgentResponded {
+        message: Text,
+        clocks: Vec<ClockChange>,
+    },
+    CustomerInfoRequested {
+        request: Text,
+        clocks: Vec<ClockChange>,
+    },
+    CustomerResponded {
+        message: Text,
+        clocks: Vec<ClockChange>,
+    },
     /// The customer did not answer within the no-response window of cycle `cycle`, due at `due_at`.
-    DowngradedForNoResponse { from: Severity, to: Severity, cycle: u32, due_at: Timestamp, clocks: Vec<ClockChange> },
-    Escalated { tier: Tier, team: Option<Team>, reason: Text, cause: EscalationCause },
+    DowngradedForNoResponse {
+        from: Severity,
+        to: Severity,
+        cycle: u32,
+        due_at: Timestamp,
+        clocks: Vec<ClockChange>,
+    },
+    Escalated {
+        tier: Tier,
+        team: Option<Team>,
+        reason: Text,
+        cause: EscalationCause,
+    },
     /// `threshold_percent` of the target elapsed at `warn_at`; the breach is due at `due_at`.
-    SlaWarning { metric: Metric, cycle: u32, threshold_percent: u8, warn_at: Timestamp, due_at: Timestamp },
+    SlaWarning {
+        metric: Metric,
+        cycle: u32,
+        threshold_percent: u8,
+        warn_at: Timestamp,
+        due_at: Timestamp,
+    },
     /// The clock was due at `due_at`; `occurred_at` is when the breach was detected.
-    SlaBreached { metric: Metric, cycle: u32, severity: Severity, due_at: Timestamp },
-    Resolved { resolution: Text, clocks: Vec<ClockChange> },
-    Reopened { reason: Text, clocks: Vec<ClockChange> },
-    Linked { other: TicketId, relation: LinkRelation },
+    SlaBreached {
+        metric: Metric,
+        cycle: u32,
+        severity: Severity,
+        due_at: Timestamp,
+    },
+    Resolved {
+        resolution: Text,
+        clocks: Vec<ClockChange>,
+    },
+    Reopened {
+        reason: Text,
+        clocks: Vec<ClockChange>,
+    },
+    Linked {
+        other: TicketId,
+        relation: LinkRelation,
+    },
 }
 
 impl EventKind {
@@ -69,7 +114,10 @@ impl EventKind {
             | EventKind::DowngradedForNoResponse { clocks, .. }
             | EventKind::Resolved { clocks, .. }
             | EventKind::Reopened { clocks, .. } => clocks,
-            EventKind::Escalated { .. } | EventKind::SlaWarning { .. } | EventKind::SlaBreached { .. } | EventKind::Linked { .. } => &[],
+            EventKind::Escalated { .. }
+            | EventKind::SlaWarning { .. }
+            | EventKind::SlaBreached { .. }
+            | EventKind::Linked { .. } => &[],
         }
     }
 }

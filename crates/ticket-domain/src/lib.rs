@@ -3,14 +3,14 @@
 //! Nothing here does I/O or reads a clock: the current instant arrives inside every command.
 
 pub mod calendar;
-pub mod ids;
-pub mod severity;
-pub mod policy;
 pub mod command;
 pub mod decide;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod ids;
+pub mod policy;
+pub mod severity;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -20,8 +20,14 @@ pub use command::{Actor, ActorKind, Command, CommandBody, OpenTicket, SplitTicke
 pub use decide::{check_entitlement, decide};
 pub use envelope::RecordedEvent;
 pub use error::{DomainError, ErrorKind, MootReason, Transition};
-pub use event::{ClockChange, ClockEffect, ClockOutcome, ClockPlan, EscalationCause, Event, EventKind, LinkRelation, Opened, WarningPlan};
-pub use ids::{ActorId, CalendarId, CategoryId, CommandId, CustomerId, EventId, IdError, PlanId, Team, Text, TicketId, Tier, TraceId};
+pub use event::{
+    ClockChange, ClockEffect, ClockOutcome, ClockPlan, EscalationCause, Event, EventKind, LinkRelation, Opened,
+    WarningPlan,
+};
+pub use ids::{
+    ActorId, CalendarId, CategoryId, CommandId, CustomerId, EventId, IdError, PlanId, Team, Text, TicketId, Tier,
+    TraceId,
+};
 pub use policy::{Policy, PolicyError, PolicyVersion, Target, TargetAmount};
 pub use severity::{Metric, Severity};
 pub use state::{Clock, ClockStatus, SeverityCause, SeverityChange, Status, Ticket, TicketState, evolve};

@@ -119,7 +119,9 @@ impl TargetRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EscalationTrigger {
     /// A warning threshold crossed; `None` matches every threshold.
-    Warning { threshold_percent: Option<u8> },
+    Warning {
+        threshold_percent: Option<u8>,
+    },
     Breach,
 }
 

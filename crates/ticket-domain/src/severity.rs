@@ -101,10 +101,9 @@ impl FromStr for Metric {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Metric::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| format!("unknown metric {s:?} (expected first_response, follow_up, resolution or no_response)"))
+        Metric::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
+            format!("unknown metric {s:?} (expected first_response, follow_up, resolution or no_response)")
+        })
     }
 }
 

@@ -236,7 +236,12 @@ fn apply(ticket: &mut Ticket, event: &Event) {
         }
         EventKind::DowngradedForNoResponse { from, to, clocks, .. } => {
             ticket.severity = *to;
-            ticket.severity_history.push(SeverityChange { at, from: Some(*from), to: *to, cause: SeverityCause::NoResponse });
+            ticket.severity_history.push(SeverityChange {
+                at,
+                from: Some(*from),
+                to: *to,
+                cause: SeverityCause::NoResponse,
+            });
             apply_clocks(&mut ticket.clocks, at, clocks);
         }
         EventKind::Escalated { tier, team, .. } => {

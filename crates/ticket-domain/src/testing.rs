@@ -22,7 +22,8 @@ use crate::state::{Ticket, TicketState, evolve};
 
 /// The regional-operator policy shipped in `deploy/policies`.
 pub fn regional_operator() -> Policy {
-    Policy::from_toml("regional-operator.toml", include_str!("../../../deploy/policies/regional-operator.toml")).unwrap()
+    Policy::from_toml("regional-operator.toml", include_str!("../../../deploy/policies/regional-operator.toml"))
+        .unwrap()
 }
 
 /// The professional policy shipped in `deploy/policies`.
@@ -167,7 +168,9 @@ impl Outcome {
     /// Asserts a refusal of this kind, and that nothing changed.
     pub fn then_err(&self, kind: ErrorKind) -> &DomainError {
         match &self.result {
-            Ok(events) => panic!("expected {kind:?}, got events {:?}", events.iter().map(|e| e.kind.name()).collect::<Vec<_>>()),
+            Ok(events) => {
+                panic!("expected {kind:?}, got events {:?}", events.iter().map(|e| e.kind.name()).collect::<Vec<_>>())
+            }
             Err(e) => {
                 assert_eq!(e.kind(), kind, "unexpected error: {e}");
                 assert_eq!(self.before, self.after);

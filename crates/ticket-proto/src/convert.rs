@@ -57,7 +57,9 @@ impl From<&DomainError> for pb::Error {
         };
         match error {
             DomainError::InvalidCommand(_) => {}
-            DomainError::TicketNotFound(id) | DomainError::TicketAlreadyExists(id) | DomainError::TicketResolved(id) => {
+            DomainError::TicketNotFound(id)
+            | DomainError::TicketAlreadyExists(id)
+            | DomainError::TicketResolved(id) => {
                 put("ticket_id", id.to_string());
             }
             DomainError::UnknownPlan(plan) => put("plan", plan.to_string()),

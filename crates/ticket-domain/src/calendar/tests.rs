@@ -80,7 +80,10 @@ fn add_that_ends_on_a_close_returns_the_close_not_the_next_opening() {
     let cal = beijing_daily(&[]);
     let start = at(SH, 2026, 11, 23, 23, 0);
     assert_eq!(cal.add(start, TimeDelta::hours(1)), at(SH, 2026, 11, 24, 0, 0));
-    assert_eq!(cal.add(start, TimeDelta::hours(1) + TimeDelta::seconds(1)), at(SH, 2026, 11, 24, 9, 0) + TimeDelta::seconds(1));
+    assert_eq!(
+        cal.add(start, TimeDelta::hours(1) + TimeDelta::seconds(1)),
+        at(SH, 2026, 11, 24, 9, 0) + TimeDelta::seconds(1)
+    );
 }
 
 #[test]
@@ -171,7 +174,10 @@ fn an_opening_inside_a_dst_gap_opens_at_the_transition() {
     let week: [Vec<OpenSpan>; 7] = std::array::from_fn(|_| vec![span(hm(2, 30), hm(5, 0))]);
     let cal = Calendar::new(id("gap"), NY, week, BTreeSet::new(), Vec::new()).unwrap();
     let intervals = cal.open_intervals(date(2026, 3, 8));
-    assert_eq!(intervals, vec![(Utc.with_ymd_and_hms(2026, 3, 8, 7, 0, 0).unwrap(), Utc.with_ymd_and_hms(2026, 3, 8, 9, 0, 0).unwrap())]);
+    assert_eq!(
+        intervals,
+        vec![(Utc.with_ymd_and_hms(2026, 3, 8, 7, 0, 0).unwrap(), Utc.with_ymd_and_hms(2026, 3, 8, 9, 0, 0).unwrap())]
+    );
     assert_eq!(cal.open_time_on(date(2026, 3, 8)), TimeDelta::hours(2));
     assert_eq!(cal.open_time_on(date(2026, 3, 9)), TimeDelta::minutes(150));
 }
@@ -182,7 +188,13 @@ fn an_opening_inside_a_dst_overlap_uses_the_first_occurrence() {
     let week: [Vec<OpenSpan>; 7] = std::array::from_fn(|_| vec![span(hm(2, 30), hm(4, 0))]);
     let cal = Calendar::new(id("overlap"), BERLIN, week, BTreeSet::new(), Vec::new()).unwrap();
     let intervals = cal.open_intervals(date(2026, 10, 25));
-    assert_eq!(intervals, vec![(Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap(), Utc.with_ymd_and_hms(2026, 10, 25, 3, 0, 0).unwrap())]);
+    assert_eq!(
+        intervals,
+        vec![(
+            Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 10, 25, 3, 0, 0).unwrap()
+        )]
+    );
     assert_eq!(cal.open_time_on(date(2026, 10, 25)), TimeDelta::minutes(150));
 }
 
@@ -293,10 +305,7 @@ fn arb_start() -> impl Strategy<Value = Timestamp> {
 }
 
 fn arb_duration() -> impl Strategy<Value = TimeDelta> {
-    prop_oneof![
-        (0i64..=3600).prop_map(TimeDelta::seconds),
-        (0i64..=30 * 86_400).prop_map(TimeDelta::seconds),
-    ]
+    prop_oneof![(0i64..=3600).prop_map(TimeDelta::seconds), (0i64..=30 * 86_400).prop_map(TimeDelta::seconds),]
 }
 
 proptest! {

@@ -71,13 +71,27 @@ fn a_sub_problem_becomes_its_own_ticket_linked_both_ways() {
     ));
     let events = outcome.events();
     assert_eq!(events.len(), 3);
-    assert_eq!(events[0], Event { ticket_id: ticket_id(), occurred_at: at, kind: EventKind::Linked { other: other_ticket_id(), relation: LinkRelation::SplitInto } });
+    assert_eq!(
+        events[0],
+        Event {
+            ticket_id: ticket_id(),
+            occurred_at: at,
+            kind: EventKind::Linked { other: other_ticket_id(), relation: LinkRelation::SplitInto }
+        }
+    );
     assert_eq!(events[1].ticket_id, other_ticket_id());
     let EventKind::Opened(child) = &events[1].kind else { panic!("expected opened, got {:?}", events[1].kind) };
     assert_eq!(child.customer, CustomerId::new("acme").unwrap());
     assert_eq!(child.plan.as_str(), "advanced");
     assert_eq!(child.severity, Severity::B);
-    assert_eq!(events[2], Event { ticket_id: other_ticket_id(), occurred_at: at, kind: EventKind::Linked { other: ticket_id(), relation: LinkRelation::SplitFrom } });
+    assert_eq!(
+        events[2],
+        Event {
+            ticket_id: other_ticket_id(),
+            occurred_at: at,
+            kind: EventKind::Linked { other: ticket_id(), relation: LinkRelation::SplitFrom }
+        }
+    );
     assert_eq!(outcome.ticket().links, vec![(other_ticket_id(), LinkRelation::SplitInto)]);
 }
 
@@ -113,15 +127,21 @@ fn a_ticket_cannot_be_split_into_itself() {
 
 #[test]
 fn a_ticket_belongs_to_a_category_of_the_policy() {
-    given(regional_operator()).when(agent(saturday_0300(), open("standard", "gardening", Severity::C))).then_err(ErrorKind::UnknownCategory);
-    given(regional_operator()).when(agent(saturday_0300(), open("gold", "technical", Severity::C))).then_err(ErrorKind::UnknownPlan);
+    given(regional_operator())
+        .when(agent(saturday_0300(), open("standard", "gardening", Severity::C)))
+        .then_err(ErrorKind::UnknownCategory);
+    given(regional_operator())
+        .when(agent(saturday_0300(), open("gold", "technical", Severity::C)))
+        .then_err(ErrorKind::UnknownPlan);
 }
 
 #[test]
 fn a_ticket_needs_a_title() {
     let CommandBody::Open(mut body) = open("standard", "technical", Severity::C) else { unreachable!() };
     body.title = text("  ");
-    given(regional_operator()).when(agent(saturday_0300(), CommandBody::Open(body))).then_err(ErrorKind::InvalidCommand);
+    given(regional_operator())
+        .when(agent(saturday_0300(), CommandBody::Open(body)))
+        .then_err(ErrorKind::InvalidCommand);
 }
 
 // 2. Severity levels and who may use them.
@@ -133,8 +153,12 @@ fn severity_a_needs_the_advanced_online_service_contract() {
         .then_err(ErrorKind::SeverityNotInContract)
         .clone();
     assert_eq!(err.to_string(), "severity A is not in the standard contract, which allows at most B");
-    critical_ticket().when(agent(saturday_0300(), open("advanced", "technical", Severity::A))).then_err(ErrorKind::TicketAlreadyExists);
-    given(regional_operator()).when(agent(saturday_0300(), open("advanced", "technical", Severity::A))).then_names(&["opened"]);
+    critical_ticket()
+        .when(agent(saturday_0300(), open("advanced", "technical", Severity::A)))
+        .then_err(ErrorKind::TicketAlreadyExists);
+    given(regional_operator())
+        .when(agent(saturday_0300(), open("advanced", "technical", Severity::A)))
+        .then_names(&["opened"]);
 }
 
 #[test]
@@ -148,9 +172,14 @@ fn severity_a_exists_only_for_technical_support() {
 
 #[test]
 fn billing_and_subscription_requests_are_at_most_b_and_never_clamped() {
-    given(regional_operator()).when(agent(saturday_0300(), open("standard", "billing", Severity::B))).then_names(&["opened"]);
-    given(regional_operator()).when(agent(saturday_0300(), open("standard", "subscription", Severity::C))).then_names(&["opened"]);
-    let outcome = given(regional_operator()).when(agent(saturday_0300(), open("advanced", "subscription", Severity::A)));
+    given(regional_operator())
+        .when(agent(saturday_0300(), open("standard", "billing", Severity::B)))
+        .then_names(&["opened"]);
+    given(regional_operator())
+        .when(agent(saturday_0300(), open("standard", "subscription", Severity::C)))
+        .then_names(&["opened"]);
+    let outcome =
+        given(regional_operator()).when(agent(saturday_0300(), open("advanced", "subscription", Severity::A)));
     assert_eq!(
         outcome.then_err(ErrorKind::SeverityNotAllowedForCategory).to_string(),
         "severity A is not available for subscription requests, which allow at most B"
@@ -192,19 +221,22 @@ fn regional_a_first_response_is_due_one_hour_later_on_a_saturday_night() {
 
 #[test]
 fn regional_b_opened_at_2330_is_due_at_2330_the_next_day() {
-    let outcome = given(regional_operator()).when(agent(beijing(2026, 11, 23, 23, 30), open("standard", "technical", Severity::B)));
+    let outcome = given(regional_operator())
+        .when(agent(beijing(2026, 11, 23, 23, 30), open("standard", "technical", Severity::B)));
     assert_eq!(outcome.due(Metric::FirstResponse), Some(beijing(2026, 11, 24, 23, 30)));
 }
 
 #[test]
 fn regional_b_opened_at_0800_is_due_at_the_end_of_that_business_day() {
-    let outcome = given(regional_operator()).when(agent(beijing(2026, 11, 23, 8, 0), open("standard", "technical", Severity::B)));
+    let outcome =
+        given(regional_operator()).when(agent(beijing(2026, 11, 23, 8, 0), open("standard", "technical", Severity::B)));
     assert_eq!(outcome.due(Metric::FirstResponse), Some(beijing(2026, 11, 24, 0, 0)));
 }
 
 #[test]
 fn regional_c_is_due_three_business_days_later() {
-    let outcome = given(regional_operator()).when(agent(beijing(2026, 11, 23, 10, 0), open("standard", "technical", Severity::C)));
+    let outcome = given(regional_operator())
+        .when(agent(beijing(2026, 11, 23, 10, 0), open("standard", "technical", Severity::C)));
     assert_eq!(outcome.due(Metric::FirstResponse), Some(beijing(2026, 11, 26, 10, 0)));
 }
 
@@ -222,7 +254,11 @@ fn premier_targets_come_from_the_contract() {
     let start = utc(2026, 11, 21, 22, 0);
     for (severity, minutes) in [(Severity::A, 30), (Severity::B, 120), (Severity::C, 240)] {
         let outcome = given(professional()).when(agent(start, open("premier-example", "technical", severity)));
-        assert_eq!(outcome.due(Metric::FirstResponse), Some(start + TimeDelta::minutes(minutes)), "severity {severity}");
+        assert_eq!(
+            outcome.due(Metric::FirstResponse),
+            Some(start + TimeDelta::minutes(minutes)),
+            "severity {severity}"
+        );
     }
 }
 
@@ -231,17 +267,20 @@ fn premier_targets_come_from_the_contract() {
 #[test]
 fn billing_business_days_run_monday_to_friday() {
     // Friday 17:00: one hour into the last of the nine hours; due Monday 17:00.
-    let outcome = given(regional_operator()).when(agent(beijing(2026, 11, 27, 17, 0), open("standard", "billing", Severity::B)));
+    let outcome =
+        given(regional_operator()).when(agent(beijing(2026, 11, 27, 17, 0), open("standard", "billing", Severity::B)));
     assert_eq!(outcome.due(Metric::FirstResponse), Some(beijing(2026, 11, 30, 17, 0)));
     // Saturday: the business day starts Monday 09:00 and ends Monday 18:00.
-    let outcome = given(regional_operator()).when(agent(beijing(2026, 11, 28, 11, 0), open("standard", "pre-sales", Severity::B)));
+    let outcome = given(regional_operator())
+        .when(agent(beijing(2026, 11, 28, 11, 0), open("standard", "pre-sales", Severity::B)));
     assert_eq!(outcome.due(Metric::FirstResponse), Some(beijing(2026, 11, 30, 18, 0)));
 }
 
 #[test]
 fn holidays_push_business_days_out() {
     // Wednesday 30 September, 10:00; 1-2 October and 5-7 October are holidays, 3-4 a weekend.
-    let outcome = given(regional_operator()).when(agent(beijing(2026, 9, 30, 10, 0), open("standard", "billing", Severity::B)));
+    let outcome =
+        given(regional_operator()).when(agent(beijing(2026, 9, 30, 10, 0), open("standard", "billing", Severity::B)));
     assert_eq!(outcome.due(Metric::FirstResponse), Some(beijing(2026, 10, 8, 10, 0)));
 }
 
@@ -272,14 +311,19 @@ fn no_response_within_the_window_lowers_a_to_b() {
         .history([agent(beijing(2026, 11, 21, 3, 10), request_info())])
         .when(timer(due, CommandBody::DowngradeForNoResponse { cycle: 1, due_at: due }));
     outcome.then_names(&["downgraded_for_no_response"]);
-    let EventKind::DowngradedForNoResponse { from, to, cycle, due_at, .. } = outcome.event("downgraded_for_no_response") else { unreachable!() };
+    let EventKind::DowngradedForNoResponse { from, to, cycle, due_at, .. } =
+        outcome.event("downgraded_for_no_response")
+    else {
+        unreachable!()
+    };
     assert_eq!((*from, *to, *cycle, *due_at), (Severity::A, Severity::B, 1, due));
     let ticket = outcome.ticket();
     assert_eq!(ticket.severity, Severity::B);
     assert_eq!(ticket.status, Status::AwaitingCustomer);
     assert_eq!(ticket.severity_history.last().unwrap().cause, SeverityCause::NoResponse);
     // A new window at B: three business days on the 09:00-24:00 calendar from Sunday 03:10.
-    let no_response: Vec<(u32, ClockEffect)> = outcome.clock_changes(Metric::NoResponse).iter().map(|c| (c.cycle, c.effect)).collect();
+    let no_response: Vec<(u32, ClockEffect)> =
+        outcome.clock_changes(Metric::NoResponse).iter().map(|c| (c.cycle, c.effect)).collect();
     assert_eq!(no_response, vec![(1, ClockEffect::Stopped(ClockOutcome::Breached)), (2, ClockEffect::Started)]);
     assert_eq!(outcome.due(Metric::NoResponse), Some(beijing(2026, 11, 25, 0, 0)));
 }
@@ -311,7 +355,10 @@ fn a_customer_reply_cancels_the_pending_downgrade() {
     let ticket = given.state().ticket().unwrap();
     assert_eq!(ticket.status, Status::Open);
     assert_eq!(ticket.clock(Metric::NoResponse).unwrap().status, crate::ClockStatus::Stopped(ClockOutcome::Met));
-    let err = given.when(timer(due, CommandBody::DowngradeForNoResponse { cycle: 1, due_at: due })).then_err(ErrorKind::TimerMoot).clone();
+    let err = given
+        .when(timer(due, CommandBody::DowngradeForNoResponse { cycle: 1, due_at: due }))
+        .then_err(ErrorKind::TimerMoot)
+        .clone();
     assert_eq!(err, DomainError::TimerMoot { metric: Metric::NoResponse, cycle: 1, reason: MootReason::NotRunning });
 }
 
@@ -349,7 +396,10 @@ fn a_no_response_downgrade_recomputes_targets_from_the_time_already_elapsed() {
     // Wednesday 12:00: 6 + 10 (Thu) + 10 (Fri) + 10 (Mon) + 10 (Tue) + 2 (Wed 2 December).
     assert_eq!(outcome.due(Metric::Resolution), Some(berlin(2026, 12, 2, 10, 0)));
     let plan = outcome.clock_changes(Metric::Resolution).last().unwrap().plan.clone().unwrap();
-    assert_eq!((plan.severity, plan.target_duration, plan.elapsed), (Severity::B, TimeDelta::hours(50), TimeDelta::hours(2)));
+    assert_eq!(
+        (plan.severity, plan.target_duration, plan.elapsed),
+        (Severity::B, TimeDelta::hours(50), TimeDelta::hours(2))
+    );
     // Follow-up at B is every 8 hours.
     assert_eq!(outcome.due(Metric::FollowUp), Some(berlin(2026, 11, 25, 20, 0)));
 }
@@ -385,7 +435,11 @@ fn a_downgrade_measures_elapsed_time_on_the_new_calendar() {
 fn a_support_tool_escalates_to_a_tier_and_team() {
     let cmd = agent(
         beijing(2026, 11, 21, 3, 5),
-        CommandBody::Escalate { tier: Tier::new("tier-2").unwrap(), team: Some(Team::new("mail").unwrap()), reason: text("needs the mail team") },
+        CommandBody::Escalate {
+            tier: Tier::new("tier-2").unwrap(),
+            team: Some(Team::new("mail").unwrap()),
+            reason: text("needs the mail team"),
+        },
     );
     let outcome = critical_ticket().when(cmd.clone());
     outcome.then(&[Event {
@@ -401,7 +455,10 @@ fn a_support_tool_escalates_to_a_tier_and_team() {
     assert_eq!(outcome.ticket().tier.as_ref().map(Tier::as_str), Some("tier-2"));
     let mut again = cmd;
     again.issued_at = beijing(2026, 11, 21, 3, 6);
-    critical_ticket().history([agent(beijing(2026, 11, 21, 3, 5), again.body.clone())]).when(again).then_err(ErrorKind::InvalidTransition);
+    critical_ticket()
+        .history([agent(beijing(2026, 11, 21, 3, 5), again.body.clone())])
+        .when(again)
+        .then_err(ErrorKind::InvalidTransition);
 }
 
 #[test]
@@ -432,7 +489,11 @@ fn an_automatic_escalation_is_not_repeated_for_a_ticket_already_there() {
     critical_ticket()
         .history([agent(
             beijing(2026, 11, 21, 3, 5),
-            CommandBody::Escalate { tier: Tier::new("tier-3").unwrap(), team: Some(Team::new("duty-manager").unwrap()), reason: text("vip") },
+            CommandBody::Escalate {
+                tier: Tier::new("tier-3").unwrap(),
+                team: Some(Team::new("duty-manager").unwrap()),
+                reason: text("vip"),
+            },
         )])
         .when(timer(due, breach(Metric::FirstResponse, 1, due)))
         .then_names(&["sla_breached"]);
@@ -445,7 +506,8 @@ fn each_response_restarts_the_follow_up_clock_until_resolved() {
     let outcome = critical_ticket()
         .history([agent(beijing(2026, 11, 21, 3, 20), respond())])
         .when(agent(beijing(2026, 11, 21, 5, 0), respond()));
-    let follow_up: Vec<(u32, ClockEffect)> = outcome.clock_changes(Metric::FollowUp).iter().map(|c| (c.cycle, c.effect)).collect();
+    let follow_up: Vec<(u32, ClockEffect)> =
+        outcome.clock_changes(Metric::FollowUp).iter().map(|c| (c.cycle, c.effect)).collect();
     assert_eq!(follow_up, vec![(1, ClockEffect::Stopped(ClockOutcome::Met)), (2, ClockEffect::Started)]);
     assert_eq!(outcome.due(Metric::FollowUp), Some(beijing(2026, 11, 21, 9, 0)));
     let resolved = critical_ticket()
@@ -488,7 +550,9 @@ fn an_agent_response_cancels_the_pending_breach() {
 #[test]
 fn a_firing_before_its_instant_is_refused() {
     let due = beijing(2026, 11, 21, 4, 0);
-    critical_ticket().when(timer(due - TimeDelta::seconds(1), breach(Metric::FirstResponse, 1, due))).then_err(ErrorKind::TimerNotDue);
+    critical_ticket()
+        .when(timer(due - TimeDelta::seconds(1), breach(Metric::FirstResponse, 1, due)))
+        .then_err(ErrorKind::TimerNotDue);
 }
 
 #[test]
@@ -525,7 +589,8 @@ fn a_warning_whose_breach_is_due_too_is_superseded() {
 
 #[test]
 fn a_firing_for_an_old_cycle_is_moot() {
-    let given = critical_ticket().history([agent(beijing(2026, 11, 21, 3, 20), respond()), agent(beijing(2026, 11, 21, 5, 0), respond())]);
+    let given = critical_ticket()
+        .history([agent(beijing(2026, 11, 21, 3, 20), respond()), agent(beijing(2026, 11, 21, 5, 0), respond())]);
     let due = beijing(2026, 11, 21, 7, 20);
     let err = given.when(timer(due, breach(Metric::FollowUp, 1, due))).then_err(ErrorKind::TimerMoot).clone();
     assert!(matches!(err, DomainError::TimerMoot { reason: MootReason::OtherCycle, .. }));
@@ -542,7 +607,8 @@ fn only_the_engine_records_sla_firings() {
 
 #[test]
 fn commands_on_an_unknown_ticket_are_refused() {
-    let err = given(regional_operator()).when(agent(saturday_0300(), respond())).then_err(ErrorKind::TicketNotFound).clone();
+    let err =
+        given(regional_operator()).when(agent(saturday_0300(), respond())).then_err(ErrorKind::TicketNotFound).clone();
     assert_eq!(err, DomainError::TicketNotFound(ticket_id()));
 }
 
@@ -585,7 +651,8 @@ fn resolving_stops_every_clock_and_cancels_the_no_response_window() {
     let outcome = critical_ticket()
         .history([agent(beijing(2026, 11, 21, 3, 10), request_info())])
         .when(agent(beijing(2026, 11, 21, 5, 0), resolve()));
-    let effects: Vec<(Metric, ClockEffect)> = outcome.events()[0].kind.clocks().iter().map(|c| (c.metric, c.effect)).collect();
+    let effects: Vec<(Metric, ClockEffect)> =
+        outcome.events()[0].kind.clocks().iter().map(|c| (c.metric, c.effect)).collect();
     assert_eq!(
         effects,
         vec![
@@ -607,7 +674,12 @@ fn asking_the_customer_twice_is_refused() {
 
 #[test]
 fn a_customer_may_comment_on_an_open_ticket_without_changing_clocks() {
-    let outcome = critical_ticket().when(command(crate::ActorKind::Customer, "acme-admin", beijing(2026, 11, 21, 3, 10), reply()));
+    let outcome = critical_ticket().when(command(
+        crate::ActorKind::Customer,
+        "acme-admin",
+        beijing(2026, 11, 21, 3, 10),
+        reply(),
+    ));
     outcome.then_names(&["customer_responded"]);
     assert!(outcome.events()[0].kind.clocks().is_empty());
 }

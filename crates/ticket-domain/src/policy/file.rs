@@ -253,12 +253,16 @@ pub(super) fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
             return Err(ctx.err(&path, "sets no target (first_response, follow_up or resolution)"));
         }
         for (other_index, other) in targets.iter().enumerate() {
-            let same_scope = other.plan == parsed.plan && other.category == parsed.category && other.severity == parsed.severity;
+            let same_scope =
+                other.plan == parsed.plan && other.category == parsed.category && other.severity == parsed.severity;
             let overlap = [Metric::FirstResponse, Metric::FollowUp, Metric::Resolution]
                 .into_iter()
                 .find(|m| other.target(*m).is_some() && parsed.target(*m).is_some());
             if let (true, Some(metric)) = (same_scope, overlap) {
-                return Err(ctx.err(&path, format!("sets {metric} again for the same plan, category and severity as targets[{other_index}]")));
+                return Err(ctx.err(
+                    &path,
+                    format!("sets {metric} again for the same plan, category and severity as targets[{other_index}]"),
+                ));
             }
         }
         targets.push(parsed);
@@ -277,7 +281,10 @@ pub(super) fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
     let mut warning_thresholds = Vec::new();
     for (index, t) in raw.warning_thresholds_percent.iter().enumerate() {
         let key = format!("warning_thresholds_percent[{index}]");
-        let t = u8::try_from(*t).ok().filter(|t| (1..=99).contains(t)).ok_or_else(|| ctx.err(&key, "must be a percentage from 1 to 99"))?;
+        let t = u8::try_from(*t)
+            .ok()
+            .filter(|t| (1..=99).contains(t))
+            .ok_or_else(|| ctx.err(&key, "must be a percentage from 1 to 99"))?;
         if warning_thresholds.last().is_some_and(|last| *last >= t) {
             return Err(ctx.err(&key, "thresholds must be listed in increasing order, without repeats"));
         }
@@ -287,7 +294,10 @@ pub(super) fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
     let mut paused_while_awaiting_customer = BTreeSet::new();
     for (state, metrics) in raw.pauses {
         if state != "awaiting_customer" {
-            return Err(ctx.err(format!("pauses.{state}"), "unknown ticket state (the state that pauses clocks is awaiting_customer)"));
+            return Err(ctx.err(
+                format!("pauses.{state}"),
+                "unknown ticket state (the state that pauses clocks is awaiting_customer)",
+            ));
         }
         for (index, m) in metrics.iter().enumerate() {
             let key = format!("pauses.{state}[{index}]");
@@ -305,11 +315,15 @@ pub(super) fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
         let rule: RawEscalation = ctx.section(&path, value)?;
         let metric = ctx.metric(&format!("{path}.metric"), &rule.metric)?;
         if !metric.is_sla() {
-            return Err(ctx.err(format!("{path}.metric"), "only SLA clocks (first_response, follow_up, resolution) escalate"));
+            return Err(
+                ctx.err(format!("{path}.metric"), "only SLA clocks (first_response, follow_up, resolution) escalate")
+            );
         }
         let trigger = match (rule.on.as_str(), rule.threshold_percent) {
             ("breach", None) => EscalationTrigger::Breach,
-            ("breach", Some(_)) => return Err(ctx.err(format!("{path}.threshold_percent"), "only a warning has a threshold")),
+            ("breach", Some(_)) => {
+                return Err(ctx.err(format!("{path}.threshold_percent"), "only a warning has a threshold"));
+            }
             ("warning", threshold) => {
                 let threshold_percent = match threshold {
                     None => None,
@@ -322,7 +336,11 @@ pub(super) fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
                 };
                 EscalationTrigger::Warning { threshold_percent }
             }
-            (other, _) => return Err(ctx.err(format!("{path}.on"), format!("unknown trigger {other:?} (expected breach or warning)"))),
+            (other, _) => {
+                return Err(
+                    ctx.err(format!("{path}.on"), format!("unknown trigger {other:?} (expected breach or warning)"))
+                );
+            }
         };
         let severities = rule
             .severities
@@ -352,7 +370,12 @@ pub(super) fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
     })
 }
 
-fn parse_target(ctx: &Ctx<'_>, path: &str, raw: RawTarget, calendars: &BTreeMap<CalendarId, Calendar>) -> Result<Target, PolicyError> {
+fn parse_target(
+    ctx: &Ctx<'_>,
+    path: &str,
+    raw: RawTarget,
+    calendars: &BTreeMap<CalendarId, Calendar>,
+) -> Result<Target, PolicyError> {
     let calendar = CalendarId::new(raw.calendar).map_err(|e| ctx.err(format!("{path}.calendar"), e.to_string()))?;
     if !calendars.contains_key(&calendar) {
         return Err(ctx.err(format!("{path}.calendar"), format!("unknown calendar {calendar:?}")));
@@ -371,7 +394,9 @@ fn parse_target(ctx: &Ctx<'_>, path: &str, raw: RawTarget, calendars: &BTreeMap<
         }
         (None, None, Some(days)) => {
             let days = positive("business_days", days, MAX_TARGET_DAYS)?;
-            TargetAmount::BusinessDays(u32::try_from(days).map_err(|_| ctx.err(format!("{path}.business_days"), "too large"))?)
+            TargetAmount::BusinessDays(
+                u32::try_from(days).map_err(|_| ctx.err(format!("{path}.business_days"), "too large"))?,
+            )
         }
         (hours, minutes, None) => {
             let h = hours.map(|h| positive("hours", h, MAX_TARGET_DAYS * 24)).transpose()?.unwrap_or(0);
@@ -405,7 +430,9 @@ fn parse_calendar(ctx: &Ctx<'_>, path: &str, id: CalendarId, raw: RawCalendar) -
             "weekend" => &[5, 6],
             "every_day" => &[0, 1, 2, 3, 4, 5, 6],
             other => {
-                return Err(ctx.err(key, format!("unknown day {other:?} (expected mon..sun, weekdays, weekend or every_day)")));
+                return Err(
+                    ctx.err(key, format!("unknown day {other:?} (expected mon..sun, weekdays, weekend or every_day)"))
+                );
             }
         };
         let parsed = spans

@@ -143,7 +143,9 @@ fn targets_must_reference_known_things_and_be_positive() {
     assert_eq!(e.key, "targets[0].severity");
     let e = error_of(&format!("{MINIMAL}plan = \"gold\"\n"));
     assert_eq!(e.key, "targets[0].plan");
-    let e = error_of(&format!("{MINIMAL}[[targets]]\nseverity = \"A\"\nfirst_response = {{ hours = 2, calendar = \"always\" }}\n"));
+    let e = error_of(&format!(
+        "{MINIMAL}[[targets]]\nseverity = \"A\"\nfirst_response = {{ hours = 2, calendar = \"always\" }}\n"
+    ));
     assert_eq!(e.key, "targets[1]");
     assert!(e.problem.contains("targets[0]"), "{e}");
 }

@@ -51,11 +51,16 @@ impl From<&Command> for pb::Command {
                     warn_at: Some(timestamp(warn_at)),
                 })
             }
-            CommandBody::RecordSlaBreach { metric: m, cycle, due_at } => {
-                Body::RecordSlaBreach(pb::RecordSlaBreach { metric: metric(*m), cycle: *cycle, due_at: Some(timestamp(due_at)) })
-            }
+            CommandBody::RecordSlaBreach { metric: m, cycle, due_at } => Body::RecordSlaBreach(pb::RecordSlaBreach {
+                metric: metric(*m),
+                cycle: *cycle,
+                due_at: Some(timestamp(due_at)),
+            }),
             CommandBody::DowngradeForNoResponse { cycle, due_at } => {
-                Body::DowngradeForNoResponse(pb::DowngradeForNoResponse { cycle: *cycle, due_at: Some(timestamp(due_at)) })
+                Body::DowngradeForNoResponse(pb::DowngradeForNoResponse {
+                    cycle: *cycle,
+                    due_at: Some(timestamp(due_at)),
+                })
             }
         };
         pb::Command {

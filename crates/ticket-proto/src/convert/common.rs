@@ -19,11 +19,17 @@ pub(crate) fn opt_timestamp(t: Option<&Timestamp>) -> Option<prost_types::Timest
 
 pub(crate) fn to_timestamp(field: &'static str, t: Option<prost_types::Timestamp>) -> Result<Timestamp, ProtoError> {
     let t = t.ok_or(ProtoError::Missing(field))?;
-    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000).ok_or_else(|| ProtoError::invalid(field, "nanos out of range"))?;
+    let nanos = u32::try_from(t.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or_else(|| ProtoError::invalid(field, "nanos out of range"))?;
     DateTime::from_timestamp(t.seconds, nanos).ok_or_else(|| ProtoError::invalid(field, "instant out of range"))
 }
 
-pub(crate) fn to_opt_timestamp(field: &'static str, t: Option<prost_types::Timestamp>) -> Result<Option<Timestamp>, ProtoError> {
+pub(crate) fn to_opt_timestamp(
+    field: &'static str,
+    t: Option<prost_types::Timestamp>,
+) -> Result<Option<Timestamp>, ProtoError> {
     t.map(|t| to_timestamp(field, Some(t))).transpose()
 }
 

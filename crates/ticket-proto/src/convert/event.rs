@@ -1,8 +1,8 @@
 //! Events, clock changes and the envelope.
 
 use ticket_domain::{
-    ClockChange, ClockEffect, ClockOutcome, ClockPlan, EscalationCause, Event, EventKind, LinkRelation, Opened, RecordedEvent,
-    WarningPlan,
+    ClockChange, ClockEffect, ClockOutcome, ClockPlan, EscalationCause, Event, EventKind, LinkRelation, Opened,
+    RecordedEvent, WarningPlan,
 };
 
 use super::common::*;
@@ -90,7 +90,10 @@ impl From<&EventKind> for pb::Event {
                 Kind::AgentResponded(pb::AgentResponded { message: message.to_string(), clocks: clocks(c) })
             }
             EventKind::CustomerInfoRequested { request, clocks: c } => {
-                Kind::CustomerInfoRequested(pb::CustomerInfoRequested { request: request.to_string(), clocks: clocks(c) })
+                Kind::CustomerInfoRequested(pb::CustomerInfoRequested {
+                    request: request.to_string(),
+                    clocks: clocks(c),
+                })
             }
             EventKind::CustomerResponded { message, clocks: c } => {
                 Kind::CustomerResponded(pb::CustomerResponded { message: message.to_string(), clocks: clocks(c) })
@@ -110,7 +113,9 @@ impl From<&EventKind> for pb::Event {
                     EscalationCause::Warning { metric: m, cycle, threshold_percent } => {
                         (pb::EscalationTrigger::Warning, metric(*m), *cycle, u32::from(*threshold_percent))
                     }
-                    EscalationCause::Breach { metric: m, cycle } => (pb::EscalationTrigger::Breach, metric(*m), *cycle, 0),
+                    EscalationCause::Breach { metric: m, cycle } => {
+                        (pb::EscalationTrigger::Breach, metric(*m), *cycle, 0)
+                    }
                 };
                 Kind::Escalated(pb::Escalated {
                     tier: tier.to_string(),
@@ -122,13 +127,15 @@ impl From<&EventKind> for pb::Event {
                     threshold_percent,
                 })
             }
-            EventKind::SlaWarning { metric: m, cycle, threshold_percent, warn_at, due_at } => Kind::SlaWarning(pb::SlaWarning {
-                metric: metric(*m),
-                cycle: *cycle,
-                threshold_percent: u32::from(*threshold_percent),
-                warn_at: Some(timestamp(warn_at)),
-                due_at: Some(timestamp(due_at)),
-            }),
+            EventKind::SlaWarning { metric: m, cycle, threshold_percent, warn_at, due_at } => {
+                Kind::SlaWarning(pb::SlaWarning {
+                    metric: metric(*m),
+                    cycle: *cycle,
+                    threshold_percent: u32::from(*threshold_percent),
+                    warn_at: Some(timestamp(warn_at)),
+                    due_at: Some(timestamp(due_at)),
+                })
+            }
             EventKind::SlaBreached { metric: m, cycle, severity: s, due_at } => Kind::SlaBreached(pb::SlaBreached {
                 metric: metric(*m),
                 cycle: *cycle,
@@ -138,7 +145,9 @@ impl From<&EventKind> for pb::Event {
             EventKind::Resolved { resolution, clocks: c } => {
                 Kind::Resolved(pb::Resolved { resolution: resolution.to_string(), clocks: clocks(c) })
             }
-            EventKind::Reopened { reason, clocks: c } => Kind::Reopened(pb::Reopened { reason: reason.to_string(), clocks: clocks(c) }),
+            EventKind::Reopened { reason, clocks: c } => {
+                Kind::Reopened(pb::Reopened { reason: reason.to_string(), clocks: clocks(c) })
+            }
             EventKind::Linked { other, relation } => Kind::Linked(pb::Linked {
                 other_ticket_id: other.to_string(),
                 relation: (match relation {
@@ -173,9 +182,10 @@ impl TryFrom<pb::Event> for EventKind {
                 reason: to_text("severity_set.reason", s.reason)?,
                 clocks: to_clocks(s.clocks)?,
             },
-            Kind::AgentResponded(a) => {
-                EventKind::AgentResponded { message: to_text("agent_responded.message", a.message)?, clocks: to_clocks(a.clocks)? }
-            }
+            Kind::AgentResponded(a) => EventKind::AgentResponded {
+                message: to_text("agent_responded.message", a.message)?,
+                clocks: to_clocks(a.clocks)?,
+            },
             Kind::CustomerInfoRequested(c) => EventKind::CustomerInfoRequested {
                 request: to_text("customer_info_requested.request", c.request)?,
                 clocks: to_clocks(c.clocks)?,
@@ -203,7 +213,9 @@ impl TryFrom<pb::Event> for EventKind {
                         EscalationCause::Breach { metric: to_metric("escalated.metric", x.metric)?, cycle: x.cycle }
                     }
                     Ok(pb::EscalationTrigger::Unspecified) => return Err(ProtoError::Missing("escalated.trigger")),
-                    Err(_) => return Err(ProtoError::invalid("escalated.trigger", format!("unknown trigger {}", x.trigger))),
+                    Err(_) => {
+                        return Err(ProtoError::invalid("escalated.trigger", format!("unknown trigger {}", x.trigger)));
+                    }
                 };
                 EventKind::Escalated {
                     tier: to_tier("escalated.tier", x.tier)?,
@@ -225,17 +237,22 @@ impl TryFrom<pb::Event> for EventKind {
                 severity: to_severity("sla_breached.severity", b.severity)?,
                 due_at: to_timestamp("sla_breached.due_at", b.due_at)?,
             },
-            Kind::Resolved(r) => {
-                EventKind::Resolved { resolution: to_text("resolved.resolution", r.resolution)?, clocks: to_clocks(r.clocks)? }
+            Kind::Resolved(r) => EventKind::Resolved {
+                resolution: to_text("resolved.resolution", r.resolution)?,
+                clocks: to_clocks(r.clocks)?,
+            },
+            Kind::Reopened(r) => {
+                EventKind::Reopened { reason: to_text("reopened.reason", r.reason)?, clocks: to_clocks(r.clocks)? }
             }
-            Kind::Reopened(r) => EventKind::Reopened { reason: to_text("reopened.reason", r.reason)?, clocks: to_clocks(r.clocks)? },
             Kind::Linked(l) => EventKind::Linked {
                 other: to_ticket_id("linked.other_ticket_id", &l.other_ticket_id)?,
                 relation: match pb::LinkRelation::try_from(l.relation) {
                     Ok(pb::LinkRelation::SplitInto) => LinkRelation::SplitInto,
                     Ok(pb::LinkRelation::SplitFrom) => LinkRelation::SplitFrom,
                     Ok(pb::LinkRelation::Unspecified) => return Err(ProtoError::Missing("linked.relation")),
-                    Err(_) => return Err(ProtoError::invalid("linked.relation", format!("unknown relation {}", l.relation))),
+                    Err(_) => {
+                        return Err(ProtoError::invalid("linked.relation", format!("unknown relation {}", l.relation)));
+                    }
                 },
             },
         })
@@ -280,7 +297,9 @@ impl TryFrom<pb::ClockChange> for ClockChange {
             Ok(pb::ClockOutcome::Breached) => Some(ClockOutcome::Breached),
             Ok(pb::ClockOutcome::Cancelled) => Some(ClockOutcome::Cancelled),
             Ok(pb::ClockOutcome::Untargeted) => Some(ClockOutcome::Untargeted),
-            Err(_) => return Err(ProtoError::invalid("clock_change.outcome", format!("unknown outcome {}", c.outcome))),
+            Err(_) => {
+                return Err(ProtoError::invalid("clock_change.outcome", format!("unknown outcome {}", c.outcome)));
+            }
         };
         let effect = match (pb::ClockEffect::try_from(c.effect), outcome) {
             (Ok(pb::ClockEffect::Started), None) => ClockEffect::Started,
@@ -289,11 +308,21 @@ impl TryFrom<pb::ClockChange> for ClockChange {
             (Ok(pb::ClockEffect::Retargeted), None) => ClockEffect::Retargeted,
             (Ok(pb::ClockEffect::Stopped), Some(o)) => ClockEffect::Stopped(o),
             (Ok(pb::ClockEffect::Stopped), None) => return Err(ProtoError::Missing("clock_change.outcome")),
-            (Ok(pb::ClockEffect::Started | pb::ClockEffect::Paused | pb::ClockEffect::Resumed | pb::ClockEffect::Retargeted), Some(_)) => {
+            (
+                Ok(
+                    pb::ClockEffect::Started
+                    | pb::ClockEffect::Paused
+                    | pb::ClockEffect::Resumed
+                    | pb::ClockEffect::Retargeted,
+                ),
+                Some(_),
+            ) => {
                 return Err(ProtoError::invalid("clock_change.outcome", "only a stopped clock has an outcome"));
             }
             (Ok(pb::ClockEffect::Unspecified), _) => return Err(ProtoError::Missing("clock_change.effect")),
-            (Err(_), _) => return Err(ProtoError::invalid("clock_change.effect", format!("unknown effect {}", c.effect))),
+            (Err(_), _) => {
+                return Err(ProtoError::invalid("clock_change.effect", format!("unknown effect {}", c.effect)));
+            }
         };
         if c.cycle == 0 {
             return Err(ProtoError::invalid("clock_change.cycle", "cycles start at 1"));
@@ -318,7 +347,10 @@ impl From<&ClockPlan> for pb::ClockPlan {
             warnings: p
                 .warnings
                 .iter()
-                .map(|w| pb::WarningPlan { threshold_percent: u32::from(w.threshold_percent), at: Some(timestamp(&w.at)) })
+                .map(|w| pb::WarningPlan {
+                    threshold_percent: u32::from(w.threshold_percent),
+                    at: Some(timestamp(&w.at)),
+                })
                 .collect(),
             policy: Some(pb::PolicyVersion::from(&p.policy)),
         }

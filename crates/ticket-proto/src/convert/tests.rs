@@ -12,7 +12,8 @@ fn arb_ts() -> impl Strategy<Value = Timestamp> {
 }
 
 fn arb_delta() -> impl Strategy<Value = TimeDelta> {
-    (-1_000_000_000i64..1_000_000_000, 0i64..1_000_000_000).prop_map(|(s, n)| TimeDelta::seconds(s) + TimeDelta::nanoseconds(n))
+    (-1_000_000_000i64..1_000_000_000, 0i64..1_000_000_000)
+        .prop_map(|(s, n)| TimeDelta::seconds(s) + TimeDelta::nanoseconds(n))
 }
 
 fn arb_token() -> impl Strategy<Value = String> {
@@ -40,7 +41,8 @@ fn arb_policy() -> impl Strategy<Value = PolicyVersion> {
 }
 
 fn arb_target() -> impl Strategy<Value = Target> {
-    let amount = prop_oneof![arb_delta().prop_map(TargetAmount::OpenTime), any::<u32>().prop_map(TargetAmount::BusinessDays)];
+    let amount =
+        prop_oneof![arb_delta().prop_map(TargetAmount::OpenTime), any::<u32>().prop_map(TargetAmount::BusinessDays)];
     (amount, arb_token()).prop_map(|(amount, c)| Target { amount, calendar: CalendarId::new(c).unwrap() })
 }
 
@@ -60,13 +62,21 @@ fn arb_plan() -> impl Strategy<Value = ClockPlan> {
             target_duration,
             elapsed,
             due_at,
-            warnings: warnings.into_iter().map(|(threshold_percent, at)| WarningPlan { threshold_percent, at }).collect(),
+            warnings: warnings
+                .into_iter()
+                .map(|(threshold_percent, at)| WarningPlan { threshold_percent, at })
+                .collect(),
             policy,
         })
 }
 
 fn arb_outcome() -> impl Strategy<Value = ClockOutcome> {
-    prop_oneof![Just(ClockOutcome::Met), Just(ClockOutcome::Breached), Just(ClockOutcome::Cancelled), Just(ClockOutcome::Untargeted)]
+    prop_oneof![
+        Just(ClockOutcome::Met),
+        Just(ClockOutcome::Breached),
+        Just(ClockOutcome::Cancelled),
+        Just(ClockOutcome::Untargeted)
+    ]
 }
 
 fn arb_clock_change() -> impl Strategy<Value = ClockChange> {
@@ -77,7 +87,8 @@ fn arb_clock_change() -> impl Strategy<Value = ClockChange> {
         Just(ClockEffect::Retargeted),
         arb_outcome().prop_map(ClockEffect::Stopped),
     ];
-    (arb_metric(), 1u32.., effect, proptest::option::of(arb_plan())).prop_map(|(metric, cycle, effect, plan)| ClockChange { metric, cycle, effect, plan })
+    (arb_metric(), 1u32.., effect, proptest::option::of(arb_plan()))
+        .prop_map(|(metric, cycle, effect, plan)| ClockChange { metric, cycle, effect, plan })
 }
 
 fn arb_clocks() -> impl Strategy<Value = Vec<ClockChange>> {
@@ -87,40 +98,55 @@ fn arb_clocks() -> impl Strategy<Value = Vec<ClockChange>> {
 fn arb_cause() -> impl Strategy<Value = EscalationCause> {
     prop_oneof![
         Just(EscalationCause::Manual),
-        (arb_metric(), any::<u32>(), 0u8..=100).prop_map(|(metric, cycle, threshold_percent)| EscalationCause::Warning { metric, cycle, threshold_percent }),
+        (arb_metric(), any::<u32>(), 0u8..=100).prop_map(|(metric, cycle, threshold_percent)| {
+            EscalationCause::Warning { metric, cycle, threshold_percent }
+        }),
         (arb_metric(), any::<u32>()).prop_map(|(metric, cycle)| EscalationCause::Breach { metric, cycle }),
     ]
 }
 
 fn arb_event_kind() -> impl Strategy<Value = EventKind> {
     prop_oneof![
-        (arb_token(), arb_token(), arb_token(), arb_text(), arb_text(), arb_severity(), arb_policy(), arb_clocks()).prop_map(
-            |(customer, plan, category, title, description, severity, policy, clocks)| EventKind::Opened(Opened {
-                customer: CustomerId::new(customer).unwrap(),
-                plan: PlanId::new(plan).unwrap(),
-                category: CategoryId::new(category).unwrap(),
-                title,
-                description,
-                severity,
-                policy,
-                clocks,
-            })
-        ),
-        (arb_severity(), arb_severity(), arb_text(), arb_clocks()).prop_map(|(from, to, reason, clocks)| EventKind::SeveritySet { from, to, reason, clocks }),
+        (arb_token(), arb_token(), arb_token(), arb_text(), arb_text(), arb_severity(), arb_policy(), arb_clocks())
+            .prop_map(|(customer, plan, category, title, description, severity, policy, clocks)| EventKind::Opened(
+                Opened {
+                    customer: CustomerId::new(customer).unwrap(),
+                    plan: PlanId::new(plan).unwrap(),
+                    category: CategoryId::new(category).unwrap(),
+                    title,
+                    description,
+                    severity,
+                    policy,
+                    clocks,
+                }
+            )),
+        (arb_severity(), arb_severity(), arb_text(), arb_clocks())
+            .prop_map(|(from, to, reason, clocks)| EventKind::SeveritySet { from, to, reason, clocks }),
         (arb_text(), arb_clocks()).prop_map(|(message, clocks)| EventKind::AgentResponded { message, clocks }),
         (arb_text(), arb_clocks()).prop_map(|(request, clocks)| EventKind::CustomerInfoRequested { request, clocks }),
         (arb_text(), arb_clocks()).prop_map(|(message, clocks)| EventKind::CustomerResponded { message, clocks }),
-        (arb_severity(), arb_severity(), any::<u32>(), arb_ts(), arb_clocks())
-            .prop_map(|(from, to, cycle, due_at, clocks)| EventKind::DowngradedForNoResponse { from, to, cycle, due_at, clocks }),
-        (arb_token(), proptest::option::of(arb_token()), arb_text(), arb_cause()).prop_map(|(tier, team, reason, cause)| EventKind::Escalated {
-            tier: Tier::new(tier).unwrap(),
-            team: team.map(|t| Team::new(t).unwrap()),
-            reason,
-            cause,
-        }),
-        (arb_metric(), any::<u32>(), 0u8..=100, arb_ts(), arb_ts())
-            .prop_map(|(metric, cycle, threshold_percent, warn_at, due_at)| EventKind::SlaWarning { metric, cycle, threshold_percent, warn_at, due_at }),
-        (arb_metric(), any::<u32>(), arb_severity(), arb_ts()).prop_map(|(metric, cycle, severity, due_at)| EventKind::SlaBreached { metric, cycle, severity, due_at }),
+        (arb_severity(), arb_severity(), any::<u32>(), arb_ts(), arb_clocks()).prop_map(
+            |(from, to, cycle, due_at, clocks)| EventKind::DowngradedForNoResponse { from, to, cycle, due_at, clocks }
+        ),
+        (arb_token(), proptest::option::of(arb_token()), arb_text(), arb_cause()).prop_map(
+            |(tier, team, reason, cause)| EventKind::Escalated {
+                tier: Tier::new(tier).unwrap(),
+                team: team.map(|t| Team::new(t).unwrap()),
+                reason,
+                cause,
+            }
+        ),
+        (arb_metric(), any::<u32>(), 0u8..=100, arb_ts(), arb_ts()).prop_map(
+            |(metric, cycle, threshold_percent, warn_at, due_at)| EventKind::SlaWarning {
+                metric,
+                cycle,
+                threshold_percent,
+                warn_at,
+                due_at
+            }
+        ),
+        (arb_metric(), any::<u32>(), arb_severity(), arb_ts())
+            .prop_map(|(metric, cycle, severity, due_at)| EventKind::SlaBreached { metric, cycle, severity, due_at }),
         (arb_text(), arb_clocks()).prop_map(|(resolution, clocks)| EventKind::Resolved { resolution, clocks }),
         (arb_text(), arb_clocks()).prop_map(|(reason, clocks)| EventKind::Reopened { reason, clocks }),
         (arb_ticket_id(), prop_oneof![Just(LinkRelation::SplitInto), Just(LinkRelation::SplitFrom)])
@@ -145,55 +171,87 @@ fn arb_recorded() -> impl Strategy<Value = RecordedEvent> {
         proptest::option::of(arb_token()),
         (arb_ticket_id(), arb_ts(), arb_event_kind()),
     )
-        .prop_map(|(id, version, position, recorded_at, actor, command_id, correlation, causation, (ticket_id, occurred_at, kind))| RecordedEvent {
-            event_id: EventId::from_uuid(Uuid::from_u128(id)),
-            version,
-            position,
-            recorded_at,
-            actor,
-            command_id: CommandId::new(command_id).unwrap(),
-            correlation_id: correlation.map(|c| TraceId::new(c).unwrap()),
-            causation_id: causation.map(|c| TraceId::new(c).unwrap()),
-            event: Event { ticket_id, occurred_at, kind },
-        })
+        .prop_map(
+            |(
+                id,
+                version,
+                position,
+                recorded_at,
+                actor,
+                command_id,
+                correlation,
+                causation,
+                (ticket_id, occurred_at, kind),
+            )| RecordedEvent {
+                event_id: EventId::from_uuid(Uuid::from_u128(id)),
+                version,
+                position,
+                recorded_at,
+                actor,
+                command_id: CommandId::new(command_id).unwrap(),
+                correlation_id: correlation.map(|c| TraceId::new(c).unwrap()),
+                causation_id: causation.map(|c| TraceId::new(c).unwrap()),
+                event: Event { ticket_id, occurred_at, kind },
+            },
+        )
 }
 
 fn arb_body() -> impl Strategy<Value = CommandBody> {
     prop_oneof![
-        (arb_token(), arb_token(), arb_token(), arb_text(), arb_text(), arb_severity()).prop_map(|(customer, plan, category, title, description, severity)| {
-            CommandBody::Open(OpenTicket {
-                customer: CustomerId::new(customer).unwrap(),
-                plan: PlanId::new(plan).unwrap(),
-                category: CategoryId::new(category).unwrap(),
-                title,
-                description,
-                severity,
-            })
-        }),
+        (arb_token(), arb_token(), arb_token(), arb_text(), arb_text(), arb_severity()).prop_map(
+            |(customer, plan, category, title, description, severity)| {
+                CommandBody::Open(OpenTicket {
+                    customer: CustomerId::new(customer).unwrap(),
+                    plan: PlanId::new(plan).unwrap(),
+                    category: CategoryId::new(category).unwrap(),
+                    title,
+                    description,
+                    severity,
+                })
+            }
+        ),
         (arb_severity(), arb_text()).prop_map(|(severity, reason)| CommandBody::SetSeverity { severity, reason }),
         arb_text().prop_map(|message| CommandBody::RecordAgentResponse { message }),
         arb_text().prop_map(|request| CommandBody::RequestCustomerInfo { request }),
         arb_text().prop_map(|message| CommandBody::RecordCustomerReply { message }),
-        (arb_token(), proptest::option::of(arb_token()), arb_text()).prop_map(|(tier, team, reason)| CommandBody::Escalate {
-            tier: Tier::new(tier).unwrap(),
-            team: team.map(|t| Team::new(t).unwrap()),
-            reason,
+        (arb_token(), proptest::option::of(arb_token()), arb_text()).prop_map(|(tier, team, reason)| {
+            CommandBody::Escalate { tier: Tier::new(tier).unwrap(), team: team.map(|t| Team::new(t).unwrap()), reason }
         }),
         arb_text().prop_map(|resolution| CommandBody::Resolve { resolution }),
         arb_text().prop_map(|reason| CommandBody::Reopen { reason }),
-        (arb_ticket_id(), arb_token(), arb_severity(), arb_text(), arb_text()).prop_map(|(new_ticket, category, severity, title, description)| {
-            CommandBody::Split(SplitTicket { new_ticket, category: CategoryId::new(category).unwrap(), severity, title, description })
+        (arb_ticket_id(), arb_token(), arb_severity(), arb_text(), arb_text()).prop_map(
+            |(new_ticket, category, severity, title, description)| {
+                CommandBody::Split(SplitTicket {
+                    new_ticket,
+                    category: CategoryId::new(category).unwrap(),
+                    severity,
+                    title,
+                    description,
+                })
+            }
+        ),
+        (arb_metric(), any::<u32>(), 0u8..=100, arb_ts()).prop_map(|(metric, cycle, threshold_percent, warn_at)| {
+            CommandBody::RecordSlaWarning { metric, cycle, threshold_percent, warn_at }
         }),
-        (arb_metric(), any::<u32>(), 0u8..=100, arb_ts())
-            .prop_map(|(metric, cycle, threshold_percent, warn_at)| CommandBody::RecordSlaWarning { metric, cycle, threshold_percent, warn_at }),
-        (arb_metric(), any::<u32>(), arb_ts()).prop_map(|(metric, cycle, due_at)| CommandBody::RecordSlaBreach { metric, cycle, due_at }),
+        (arb_metric(), any::<u32>(), arb_ts()).prop_map(|(metric, cycle, due_at)| CommandBody::RecordSlaBreach {
+            metric,
+            cycle,
+            due_at
+        }),
         (any::<u32>(), arb_ts()).prop_map(|(cycle, due_at)| CommandBody::DowngradeForNoResponse { cycle, due_at }),
     ]
 }
 
 fn arb_command() -> impl Strategy<Value = Command> {
-    (arb_token(), arb_ticket_id(), arb_actor(), arb_ts(), arb_body())
-        .prop_map(|(id, ticket_id, actor, issued_at, body)| Command { id: CommandId::new(id).unwrap(), ticket_id, actor, issued_at, body })
+    (arb_token(), arb_ticket_id(), arb_actor(), arb_ts(), arb_body()).prop_map(
+        |(id, ticket_id, actor, issued_at, body)| Command {
+            id: CommandId::new(id).unwrap(),
+            ticket_id,
+            actor,
+            issued_at,
+            body,
+        },
+    )
 }
 
 proptest! {
@@ -240,11 +298,17 @@ fn events_from_a_real_lifecycle_round_trip() {
     let at = testing::beijing(2026, 11, 21, 3, 0);
     let commands = [
         testing::agent(at, testing::open("advanced", "technical", Severity::A)),
-        testing::agent(at + TimeDelta::minutes(10), CommandBody::RequestCustomerInfo { request: testing::text("logs please") }),
-        testing::timer(at + TimeDelta::minutes(10) + TimeDelta::hours(24), CommandBody::DowngradeForNoResponse {
-            cycle: 1,
-            due_at: at + TimeDelta::minutes(10) + TimeDelta::hours(24),
-        }),
+        testing::agent(
+            at + TimeDelta::minutes(10),
+            CommandBody::RequestCustomerInfo { request: testing::text("logs please") },
+        ),
+        testing::timer(
+            at + TimeDelta::minutes(10) + TimeDelta::hours(24),
+            CommandBody::DowngradeForNoResponse {
+                cycle: 1,
+                due_at: at + TimeDelta::minutes(10) + TimeDelta::hours(24),
+            },
+        ),
         testing::agent(at + TimeDelta::hours(30), CommandBody::Resolve { resolution: testing::text("fixed") }),
     ];
     let mut position = 0;
@@ -286,7 +350,12 @@ fn valid_envelope() -> pb::EventEnvelope {
         event: Event {
             ticket_id: testing::ticket_id(),
             occurred_at: testing::utc(2026, 11, 21, 0, 0),
-            kind: EventKind::SlaBreached { metric: Metric::FirstResponse, cycle: 1, severity: Severity::A, due_at: testing::utc(2026, 11, 21, 0, 0) },
+            kind: EventKind::SlaBreached {
+                metric: Metric::FirstResponse,
+                cycle: 1,
+                severity: Severity::A,
+                due_at: testing::utc(2026, 11, 21, 0, 0),
+            },
         },
     };
     pb::EventEnvelope::from(&event)
@@ -324,7 +393,13 @@ fn missing_and_invalid_fields_are_named() {
 
 #[test]
 fn a_stopped_clock_needs_an_outcome_and_only_it_has_one() {
-    let stopped = pb::ClockChange { metric: pb::Metric::Resolution as i32, cycle: 1, effect: pb::ClockEffect::Stopped as i32, outcome: 0, plan: None };
+    let stopped = pb::ClockChange {
+        metric: pb::Metric::Resolution as i32,
+        cycle: 1,
+        effect: pb::ClockEffect::Stopped as i32,
+        outcome: 0,
+        plan: None,
+    };
     assert_eq!(ClockChange::try_from(stopped).unwrap_err(), ProtoError::Missing("clock_change.outcome"));
     let started = pb::ClockChange {
         metric: pb::Metric::Resolution as i32,
@@ -338,7 +413,10 @@ fn a_stopped_clock_needs_an_outcome_and_only_it_has_one() {
 
 #[test]
 fn a_command_without_metadata_is_refused() {
-    let mut c = pb::Command::from(&testing::agent(testing::utc(2026, 11, 21, 0, 0), testing::open("standard", "technical", Severity::B)));
+    let mut c = pb::Command::from(&testing::agent(
+        testing::utc(2026, 11, 21, 0, 0),
+        testing::open("standard", "technical", Severity::B),
+    ));
     c.ticket_id.clear();
     assert_eq!(Command::try_from(c.clone()).unwrap_err(), ProtoError::Missing("ticket_id"));
     c.ticket_id = testing::ticket_id().to_string();
@@ -367,10 +445,17 @@ fn every_domain_error_has_a_stable_wire_code() {
         assert_eq!(error_code(kind), code);
         assert_eq!(code as i32, number, "the wire number of {code:?} changed");
     }
-    let err = DomainError::SeverityNotInContract { plan: PlanId::new("standard").unwrap(), severity: Severity::A, max: Severity::B };
+    let err = DomainError::SeverityNotInContract {
+        plan: PlanId::new("standard").unwrap(),
+        severity: Severity::A,
+        max: Severity::B,
+    };
     let wire = pb::Error::from(&err);
     assert_eq!(wire.code, C::SeverityNotInContract as i32);
     assert_eq!(wire.details.get("max_severity").map(String::as_str), Some("B"));
     let wire = pb::Error::from(&ProtoError::Missing("ticket_id"));
-    assert_eq!((wire.code, wire.details.get("field").map(String::as_str)), (C::MalformedRequest as i32, Some("ticket_id")));
+    assert_eq!(
+        (wire.code, wire.details.get("field").map(String::as_str)),
+        (C::MalformedRequest as i32, Some("ticket_id"))
+    );
 }
