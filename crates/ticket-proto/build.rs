@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 
-const FILES: [&str; 5] = [
+const FILES: [&str; 6] = [
     "ticket/v1/common.proto",
     "ticket/v1/errors.proto",
     "ticket/v1/events.proto",
     "ticket/v1/commands.proto",
     "ticket/v1/queries.proto",
+    "ticket/v1/log.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,0 +1,60 @@
+//! The key space of the log tree. One tree holds every index so that one atomic sled batch
+//! writes an append's events, indexes, command record, outbox entries and head together.
+//!
+//! | key | value |
+//! |---|---|
+//! | `e` position (u64 BE) | `LogRecord` (envelope + hash chain) |
+//! | `s` ticket (16 bytes) version (u64 BE) | position (u64 BE) |
+//! | `c` first position (u64 BE) | `CommandRecord` |
+//! | `i` command id (UTF-8) | first position (u64 BE) |
+//! | `o` position (u64 BE) | empty: appended, not yet published |
+//! | `m` name | metadata: `head`, `hash`, `format` |
+
+use ticket_domain::{CommandId, TicketId};
+
+pub const EVENT: u8 = b'e';
+pub const STREAM: u8 = b's';
+pub const COMMAND: u8 = b'c';
+pub const COMMAND_ID: u8 = b'i';
+pub const OUTBOX: u8 = b'o';
+
+pub const META_HEAD: &[u8] = b"mhead";
+pub const META_HASH: &[u8] = b"mhash";
+pub const META_FORMAT: &[u8] = b"mformat";
+
+/// The on-disk layout version; a different one is refused at open.
+pub const FORMAT: u32 = 1;
+
+pub fn positional(prefix: u8, position: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix;
+    key[1..].copy_from_slice(&position.to_be_bytes());
+    key
+}
+
+pub fn stream_prefix(ticket: TicketId) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = STREAM;
+    key[1..].copy_from_slice(ticket.as_uuid().as_bytes());
+    key
+}
+
+pub fn stream(ticket: TicketId, version: u64) -> [u8; 25] {
+    let mut key = [0u8; 25];
+    key[..17].copy_from_slice(&stream_prefix(ticket));
+    key[17..].copy_from_slice(&version.to_be_bytes());
+    key
+}
+
+pub fn command_id(id: &CommandId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.as_str().len());
+    key.push(COMMAND_ID);
+    key.extend_from_slice(id.as_str().as_bytes());
+    key
+}
+
+/// The u64 at the end of a key or in a value; `None` if there are not 8 bytes.
+pub fn trailing_u64(bytes: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = bytes.get(bytes.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}

@@ -1,0 +1,420 @@
+//! The durable ticketd event log on sled `=0.34.7`.
+//!
+//! - One tree holds the events and every index (see [`keys`]); one append is one atomic sled
+//!   batch, so after a crash an append is wholly present or wholly absent.
+//! - A single writer thread applies appends in groups: every request queued while the previous
+//!   group was being flushed joins the next group, which is applied as one batch and made
+//!   durable with one `flush` (fsync). Only then are the group's appends acknowledged (ADR 0007).
+//! - Every record stores the SHA-256 of its predecessor and its own; [`SledLog::verify`] walks
+//!   the chain and reports the first broken link by position.
+//! - Reads never go past the durable head, so nothing that could still vanish in a crash is
+//!   ever read, published or decided upon.
+
+pub mod keys;
+mod record;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use ticket_domain::{CommandId, RecordedEvent, TicketId};
+use ticket_log::{AppendOutcome, AppendRequest, CommandRecord, EventLog, LogError, SnapshotStore};
+use tokio::sync::{oneshot, watch};
+use tracing::info;
+
+use keys::{COMMAND, EVENT, FORMAT, META_FORMAT, META_HASH, META_HEAD, OUTBOX, positional, trailing_u64};
+pub use record::GENESIS;
+use record::{chain_hash, decode_command, decode_event, decode_record};
+use writer::{Job, Writer};
+
+/// How to open a log.
+#[derive(Debug, Clone)]
+pub struct SledConfig {
+    pub path: PathBuf,
+    /// sled's page cache, in bytes.
+    pub cache_capacity_bytes: u64,
+    /// The most appends one group commit takes.
+    pub max_group: usize,
+}
+
+impl SledConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), cache_capacity_bytes: 256 * 1024 * 1024, max_group: 4096 }
+    }
+}
+
+/// Opens sled, waiting a bounded time for a lock that a process that just closed the same log
+/// may still hold (sled releases it from a background thread).
+fn open_db(config: &SledConfig) -> Result<sled::Db, LogError> {
+    // Every commit flushes explicitly, so sled's periodic background flush is not needed.
+    let sled_config =
+        sled::Config::new().path(&config.path).cache_capacity(config.cache_capacity_bytes).flush_every_ms(None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let attempt = sled_config.clone();
+        // sled 0.34 can panic on some corrupted files; a panic must not take the caller down.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || attempt.open()))
+            .map_err(|_| LogError::Storage(format!("sled panicked opening {}", config.path.display())))?;
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(storage(&format!("cannot open the log at {}", config.path.display()), e)),
+        }
+    }
+}
+
+fn storage(context: &str, e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(format!("{context}: {e}"))
+}
+
+/// The durable log. Cheap to clone; the writer stops when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct SledLog {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    db: sled::Db,
+    tree: sled::Tree,
+    snapshots: sled::Tree,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    head: Arc<watch::Sender<u64>>,
+    failed: Arc<AtomicBool>,
+    path: PathBuf,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after it has committed what it holds.
+        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(handle) = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            let _ = handle.join();
+        }
+        let _ = self.db.flush();
+    }
+}
+
+/// The result of walking the hash chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    pub events: u64,
+    pub head: u64,
+    /// The first position whose record does not verify, and why.
+    pub broken: Option<(u64, String)>,
+}
+
+impl SledLog {
+    /// Opens (or creates) a log, recovering from an interrupted run: sled restores the last
+    /// durable state, and the head, the last record and the chain's last hash are cross-checked.
+    pub fn open(config: SledConfig) -> Result<Self, LogError> {
+        let db = open_db(&config)?;
+        let tree = db.open_tree("log").map_err(|e| storage("open tree", e))?;
+        let snapshots = db.open_tree("snapshots").map_err(|e| storage("open tree", e))?;
+
+        match tree.get(META_FORMAT).map_err(|e| storage("read format", e))? {
+            Some(v) if trailing_u64(&v) == Some(u64::from(FORMAT)) => {}
+            Some(v) => return Err(LogError::Storage(format!("unsupported log format {:?}", trailing_u64(&v)))),
+            None if tree.is_empty() => {
+                tree.insert(META_FORMAT, &u64::from(FORMAT).to_be_bytes()[..])
+                    .map_err(|e| storage("write format", e))?;
+                db.flush().map_err(|e| storage("flush", e))?;
+            }
+            None => return Err(LogError::Storage("the log has data but no format marker".into())),
+        }
+
+        let head =
+            tree.get(META_HEAD).map_err(|e| storage("read head", e))?.and_then(|v| trailing_u64(&v)).unwrap_or(0);
+        let hash: [u8; 32] = match tree.get(META_HASH).map_err(|e| storage("read hash", e))? {
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map_err(|_| LogError::Corrupt { position: head, problem: "head hash is not 32 bytes".into() })?,
+            None => GENESIS,
+        };
+        let last = tree
+            .scan_prefix([EVENT])
+            .next_back()
+            .transpose()
+            .map_err(|e| storage("read last event", e))?
+            .map(|(k, v)| (trailing_u64(&k).unwrap_or(0), v));
+        match &last {
+            None if head == 0 => {}
+            None => {
+                return Err(LogError::Corrupt {
+                    position: head,
+                    problem: "the head names an event that is not stored".into(),
+                });
+            }
+            Some((position, bytes)) => {
+                if *position != head {
+                    return Err(LogError::Corrupt {
+                        position: (*position).max(head),
+                        problem: format!("the last stored event is {position} but the head is {head}"),
+                    });
+                }
+                let record = decode_record(*position, bytes)?;
+                if record.hash != hash {
+                    return Err(LogError::Corrupt {
+                        position: *position,
+                        problem: "the head hash does not match the last record".into(),
+                    });
+                }
+            }
+        }
+
+        let head_tx = Arc::new(watch::channel(head).0);
+        let failed = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let writer =
+            Writer::new(db.clone(), tree.clone(), head_tx.clone(), failed.clone(), head, hash, config.max_group);
+        let handle = std::thread::Builder::new()
+            .name("ticket-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| storage("spawn writer", e))?;
+        info!(path = %config.path.display(), head, "event log opened");
+        Ok(Self {
+            shared: Arc::new(Shared {
+                db,
+                tree,
+                snapshots,
+                jobs: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                head: head_tx,
+                failed,
+                path: config.path,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Snapshots kept beside the log (not part of it: losing them costs a replay).
+    pub fn snapshots(&self) -> SledSnapshots {
+        SledSnapshots { tree: self.shared.snapshots.clone() }
+    }
+
+    fn durable_head(&self) -> u64 {
+        *self.shared.head.borrow()
+    }
+
+    fn event_at(&self, position: u64) -> Result<RecordedEvent, LogError> {
+        let bytes = self
+            .shared
+            .tree
+            .get(positional(EVENT, position))
+            .map_err(|e| storage("read event", e))?
+            .ok_or_else(|| LogError::Corrupt { position, problem: "indexed event is missing".into() })?;
+        decode_event(position, &bytes)
+    }
+
+    /// Walks every record from position 1: positions gapless, each record's previous hash equal
+    /// to its predecessor's hash, each hash equal to SHA-256(previous hash || envelope), each
+    /// envelope decodable and at its own position. `progress(done, total)` is called as it goes.
+    pub fn verify_chain(&self, mut progress: impl FnMut(u64, u64)) -> Result<ChainReport, LogError> {
+        let head = self.durable_head();
+        let mut prev = GENESIS;
+        let mut expected = 1;
+        let mut report = ChainReport { events: 0, head, broken: None };
+        let range = positional(EVENT, 1)..=positional(EVENT, head.max(1));
+        for item in self.shared.tree.range(range) {
+            let (key, bytes) = item.map_err(|e| storage("read event", e))?;
+            let position = trailing_u64(&key).unwrap_or(0);
+            let broken = |problem: String| Some((expected.min(position), problem));
+            if position != expected {
+                report.broken = broken(format!("position {expected} is missing"));
+                return Ok(report);
+            }
+            let record = match decode_record(position, &bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    report.broken = broken(e.to_string());
+                    return Ok(report);
+                }
+            };
+            if record.prev_hash != prev {
+                report.broken = broken("the record's previous hash does not match its predecessor".into());
+                return Ok(report);
+            }
+            if chain_hash(&prev, &record.envelope) != record.hash {
+                report.broken = broken("the record's hash does not match its contents".into());
+                return Ok(report);
+            }
+            if let Err(e) = decode_event(position, &bytes) {
+                report.broken = broken(e.to_string());
+                return Ok(report);
+            }
+            prev = record.hash;
+            expected += 1;
+            report.events += 1;
+            if report.events.is_multiple_of(10_000) {
+                progress(report.events, head);
+            }
+        }
+        progress(report.events, head);
+        if report.events != head {
+            report.broken = Some((expected, format!("the head is {head} but the chain ends at {}", expected - 1)));
+        }
+        Ok(report)
+    }
+}
+
+impl EventLog for SledLog {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, LogError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(writer::failed_error());
+        }
+        let (reply, answer) = oneshot::channel();
+        {
+            let jobs = self.shared.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let sender = jobs.as_ref().ok_or(LogError::Closed)?;
+            sender.send(Job { request, reply }).map_err(|_| LogError::Closed)?;
+        }
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    fn stream_version(&self, ticket: TicketId) -> Result<u64, LogError> {
+        let head = self.durable_head();
+        for item in self.shared.tree.scan_prefix(keys::stream_prefix(ticket)).rev() {
+            let (key, value) = item.map_err(|e| storage("read stream", e))?;
+            if trailing_u64(&value).is_some_and(|p| p <= head) {
+                return Ok(trailing_u64(&key).unwrap_or(0));
+            }
+        }
+        Ok(0)
+    }
+
+    fn read_stream(&self, ticket: TicketId, from_version: u64) -> Result<Vec<RecordedEvent>, LogError> {
+        let head = self.durable_head();
+        let range = keys::stream(ticket, from_version.max(1))..=keys::stream(ticket, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.shared.tree.range(range) {
+            let (_, value) = item.map_err(|e| storage("read stream", e))?;
+            let position = trailing_u64(&value).ok_or_else(|| LogError::Corrupt {
+                position: 0,
+                problem: format!("stream index of {ticket} is malformed"),
+            })?;
+            if position > head {
+                break;
+            }
+            out.push(self.event_at(position)?);
+        }
+        Ok(out)
+    }
+
+    fn read_from(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+        let head = self.durable_head();
+        let from = from.max(1);
+        if from > head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let last = head.min(from.saturating_add(limit as u64 - 1));
+        let mut out = Vec::with_capacity(usize::try_from(last - from + 1).unwrap_or(0));
+        for item in self.shared.tree.range(positional(EVENT, from)..=positional(EVENT, last)) {
+            let (key, bytes) = item.map_err(|e| storage("read events", e))?;
+            let position = trailing_u64(&key).unwrap_or(0);
+            let expected = from + out.len() as u64;
+            if position != expected {
+                return Err(LogError::Corrupt { position: expected, problem: "event missing from the log".into() });
+            }
+            out.push(decode_event(position, &bytes)?);
+        }
+        Ok(out)
+    }
+
+    fn head(&self) -> u64 {
+        self.durable_head()
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.shared.head.subscribe()
+    }
+
+    fn command(&self, id: &CommandId) -> Result<Option<CommandRecord>, LogError> {
+        let Some(first) = self.shared.tree.get(keys::command_id(id)).map_err(|e| storage("read command id", e))? else {
+            return Ok(None);
+        };
+        let first = trailing_u64(&first)
+            .ok_or_else(|| LogError::Corrupt { position: 0, problem: format!("command index of {id} is malformed") })?;
+        if first > self.durable_head() {
+            return Ok(None);
+        }
+        let bytes = self
+            .shared
+            .tree
+            .get(positional(COMMAND, first))
+            .map_err(|e| storage("read command", e))?
+            .ok_or_else(|| LogError::Corrupt { position: first, problem: "command record missing".into() })?;
+        decode_command(first, &bytes).map(Some)
+    }
+
+    fn commands_from(&self, from: u64, limit: usize) -> Result<Vec<CommandRecord>, LogError> {
+        let head = self.durable_head();
+        let mut out = Vec::new();
+        for item in self.shared.tree.range(positional(COMMAND, from)..=positional(COMMAND, u64::MAX)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, bytes) = item.map_err(|e| storage("read commands", e))?;
+            let first = trailing_u64(&key).unwrap_or(0);
+            if first > head {
+                break;
+            }
+            out.push(decode_command(first, &bytes)?);
+        }
+        Ok(out)
+    }
+
+    fn outbox_pending(&self, limit: usize) -> Result<Vec<u64>, LogError> {
+        let head = self.durable_head();
+        let mut out = Vec::new();
+        for item in self.shared.tree.scan_prefix([OUTBOX]) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, _) = item.map_err(|e| storage("read outbox", e))?;
+            let position = trailing_u64(&key).unwrap_or(0);
+            if position > head {
+                break;
+            }
+            out.push(position);
+        }
+        Ok(out)
+    }
+
+    fn mark_published(&self, positions: &[u64]) -> Result<(), LogError> {
+        // No flush: if a crash forgets the removal, the event is published again with the same
+        // id, and the broker's de-duplication drops it.
+        let mut batch = sled::Batch::default();
+        for p in positions {
+            batch.remove(&positional(OUTBOX, *p)[..]);
+        }
+        self.shared.tree.apply_batch(batch).map_err(|e| storage("mark published", e))
+    }
+}
+
+/// Snapshots in their own tree of the log's database, written without a flush.
+#[derive(Debug, Clone)]
+pub struct SledSnapshots {
+    tree: sled::Tree,
+}
+
+impl SnapshotStore for SledSnapshots {
+    fn load(&self, ticket: TicketId) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self.tree.get(ticket.as_uuid().as_bytes()).map_err(|e| storage("read snapshot", e))?.map(|v| v.to_vec()))
+    }
+
+    fn save(&self, ticket: TicketId, bytes: Vec<u8>) -> Result<(), LogError> {
+        self.tree.insert(ticket.as_uuid().as_bytes(), bytes).map(|_| ()).map_err(|e| storage("write snapshot", e))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+use ticket_log::{EventLog, contract};
+
+use super::*;
+
+/// The raw sled database of a closed log, to tamper with it as an attacker with disk access would.
+fn raw(dir: &tempfile::TempDir) -> (sled::Db, sled::Tree) {
+    let db = open_db(&SledConfig::new(dir.path().join("log"))).unwrap();
+    let tree = db.open_tree("log").unwrap();
+    (db, tree)
+}
+
+fn open(dir: &tempfile::TempDir) -> SledLog {
+    SledLog::open(SledConfig::new(dir.path().join("log"))).unwrap()
+}
+
+#[tokio::test]
+async fn the_sled_log_keeps_the_contract() {
+    let dirs: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
+    contract::run_all(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&dir);
+        dirs.lock().unwrap().push(dir);
+        log
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn appends_survive_a_reopen_and_the_chain_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(&dir);
+        log.append(contract::append("c1", contract::ticket(1), 0, &["a", "b"])).await.unwrap();
+        log.append(contract::append("c2", contract::ticket(2), 0, &["c"])).await.unwrap();
+    }
+    let log = open(&dir);
+    assert_eq!(log.head(), 3);
+    assert_eq!(log.stream_version(contract::ticket(1)).unwrap(), 2);
+    let again = log.append(contract::append("c1", contract::ticket(1), 0, &["x"])).await.unwrap();
+    assert!(again.is_duplicate());
+    log.append(contract::append("c3", contract::ticket(1), 2, &["d"])).await.unwrap();
+    let report = log.verify_chain(|_, _| {}).unwrap();
+    assert_eq!(report, ChainReport { events: 4, head: 4, broken: None });
+}
+
+#[tokio::test]
+async fn a_flipped_byte_breaks_the_chain_at_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(&dir);
+        for i in 0..5u64 {
+            log.append(contract::append(&format!("c{i}"), contract::ticket(1), i, &["note"])).await.unwrap();
+        }
+    }
+    {
+        let (db, tree) = raw(&dir);
+        let key = keys::positional(keys::EVENT, 3);
+        let mut bytes = tree.get(key).unwrap().unwrap().to_vec();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        tree.insert(key, bytes).unwrap();
+        db.flush().unwrap();
+    }
+    let log = open(&dir);
+    let report = log.verify_chain(|_, _| {}).unwrap();
+    assert_eq!(report.broken.map(|(p, _)| p), Some(3), "the break is reported at the tampered position");
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_an_error_with_its_position_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(&dir);
+        log.append(contract::append("c1", contract::ticket(1), 0, &["a", "b", "c"])).await.unwrap();
+    }
+    {
+        let (db, tree) = raw(&dir);
+        tree.insert(keys::positional(keys::EVENT, 2), &b"\xff\xff garbage"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let log = open(&dir);
+    let err = log.read_from(1, 10).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { position: 2, .. }), "{err}");
+    assert_eq!(log.verify_chain(|_, _| {}).unwrap().broken.map(|(p, _)| p), Some(2));
+}
+
+#[tokio::test]
+async fn a_head_that_disagrees_with_the_records_is_reported_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(&dir);
+        log.append(contract::append("c1", contract::ticket(1), 0, &["a", "b"])).await.unwrap();
+    }
+    {
+        let (db, tree) = raw(&dir);
+        tree.remove(keys::positional(keys::EVENT, 2)).unwrap();
+        db.flush().unwrap();
+    }
+    let err = SledLog::open(SledConfig::new(dir.path().join("log"))).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { position: 2, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_appends_share_group_commits_and_stay_gapless() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    let mut tasks = Vec::new();
+    for i in 0..200u128 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            log.append(contract::append(&format!("c{i}"), contract::ticket(i), 0, &["a", "b"])).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let positions: Vec<u64> = log.read_from(1, 1000).unwrap().iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=400).collect::<Vec<_>>());
+    assert_eq!(log.verify_chain(|_, _| {}).unwrap().broken, None);
+}
+
+#[tokio::test]
+async fn snapshots_are_kept_beside_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    let store = log.snapshots();
+    assert_eq!(store.load(contract::ticket(1)).unwrap(), None);
+    store.save(contract::ticket(1), vec![1, 2, 3]).unwrap();
+    assert_eq!(store.load(contract::ticket(1)).unwrap(), Some(vec![1, 2, 3]));
+}

@@ -1,0 +1,200 @@
+//! The single writer: group commit of appends (ADR 0007).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+
+use ticket_domain::{CommandId, RecordedEvent, TicketId};
+use ticket_log::{AppendOutcome, AppendRequest, CommandRecord, LogError, now, stamp_events};
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, error};
+
+use crate::keys::{
+    COMMAND, EVENT, META_HASH, META_HEAD, OUTBOX, command_id, positional, stream, stream_prefix, trailing_u64,
+};
+use crate::record::{decode_command, decode_event, encode_command, encode_record};
+use crate::storage;
+
+pub struct Job {
+    pub request: AppendRequest,
+    pub reply: oneshot::Sender<Result<AppendOutcome, LogError>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("command_id", &self.request.command.id).finish_non_exhaustive()
+    }
+}
+
+pub fn failed_error() -> LogError {
+    LogError::Storage("an earlier write failed; the log must be reopened".into())
+}
+
+pub struct Writer {
+    db: sled::Db,
+    tree: sled::Tree,
+    head_tx: Arc<watch::Sender<u64>>,
+    failed: Arc<AtomicBool>,
+    head: u64,
+    hash: [u8; 32],
+    max_group: usize,
+}
+
+type Reply = oneshot::Sender<Result<AppendOutcome, LogError>>;
+
+impl Writer {
+    pub fn new(
+        db: sled::Db,
+        tree: sled::Tree,
+        head_tx: Arc<watch::Sender<u64>>,
+        failed: Arc<AtomicBool>,
+        head: u64,
+        hash: [u8; 32],
+        max_group: usize,
+    ) -> Self {
+        Self { db, tree, head_tx, failed, head, hash, max_group: max_group.max(1) }
+    }
+
+    /// Takes every append queued while the previous group was being flushed into the next group.
+    pub fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut group = vec![first];
+            while group.len() < self.max_group {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit(group);
+        }
+        debug!("event log writer stopped");
+    }
+
+    fn stream_version(&self, ticket: TicketId) -> Result<u64, LogError> {
+        match self.tree.scan_prefix(stream_prefix(ticket)).next_back() {
+            None => Ok(0),
+            Some(item) => Ok(trailing_u64(&item.map_err(|e| storage("read stream", e))?.0).unwrap_or(0)),
+        }
+    }
+
+    /// The original events of a command id already in the log.
+    fn stored_duplicate(&self, id: &CommandId) -> Result<Option<Vec<RecordedEvent>>, LogError> {
+        let Some(first) = self.tree.get(command_id(id)).map_err(|e| storage("read command id", e))? else {
+            return Ok(None);
+        };
+        let first = trailing_u64(&first).unwrap_or(0);
+        let bytes = self
+            .tree
+            .get(positional(COMMAND, first))
+            .map_err(|e| storage("read command", e))?
+            .ok_or_else(|| LogError::Corrupt { position: first, problem: "command record missing".into() })?;
+        let record = decode_command(first, &bytes)?;
+        let mut events = Vec::new();
+        for position in record.first_position..=record.last_position {
+            let bytes =
+                self.tree.get(positional(EVENT, position)).map_err(|e| storage("read event", e))?.ok_or_else(|| {
+                    LogError::Corrupt { position, problem: "event of a stored command is missing".into() }
+                })?;
+            events.push(decode_event(position, &bytes)?);
+        }
+        Ok(Some(events))
+    }
+
+    fn commit(&mut self, group: Vec<Job>) {
+        let mut batch = sled::Batch::default();
+        let (mut head, mut hash) = (self.head, self.hash);
+        let mut staged_versions: HashMap<TicketId, u64> = HashMap::new();
+        let mut staged_ids: HashMap<CommandId, usize> = HashMap::new();
+        let mut accepted: Vec<(Reply, Vec<RecordedEvent>)> = Vec::new();
+        let mut echoes: Vec<(Reply, usize)> = Vec::new();
+        let recorded_at = now();
+
+        for Job { request, reply } in group {
+            if self.failed.load(Ordering::Acquire) {
+                let _ = reply.send(Err(failed_error()));
+                continue;
+            }
+            match self.stored_duplicate(&request.command.id) {
+                Ok(Some(events)) => {
+                    let _ = reply.send(Ok(AppendOutcome::Duplicate(events)));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+            }
+            if let Some(&index) = staged_ids.get(&request.command.id) {
+                echoes.push((reply, index));
+                continue;
+            }
+            let stamped = stamp_events(&request, head, recorded_at, |t| match staged_versions.get(&t) {
+                Some(v) => Ok(*v),
+                None => self.stream_version(t),
+            });
+            let events = match stamped {
+                Ok(events) => events,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+            };
+            let first = head + 1;
+            for e in &events {
+                let (bytes, next) = encode_record(e, &hash);
+                batch.insert(&positional(EVENT, e.position)[..], bytes);
+                batch.insert(&stream(e.event.ticket_id, e.version)[..], &e.position.to_be_bytes()[..]);
+                batch.insert(&positional(OUTBOX, e.position)[..], &[][..]);
+                staged_versions.insert(e.event.ticket_id, e.version);
+                hash = next;
+                head = e.position;
+            }
+            let record = CommandRecord {
+                command: request.command,
+                policy: request.policy,
+                correlation_id: request.correlation_id,
+                causation_id: request.causation_id,
+                first_position: first,
+                last_position: head,
+            };
+            batch.insert(&positional(COMMAND, first)[..], encode_command(&record));
+            batch.insert(command_id(&record.command.id), &first.to_be_bytes()[..]);
+            staged_ids.insert(record.command.id, accepted.len());
+            accepted.push((reply, events));
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        batch.insert(META_HEAD, &head.to_be_bytes()[..]);
+        batch.insert(META_HASH, &hash[..]);
+
+        let committed = self.tree.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
+        match committed {
+            Ok(()) => {
+                debug!(appends = accepted.len(), head, "group committed");
+                self.head = head;
+                self.hash = hash;
+                self.head_tx.send_replace(head);
+                for (reply, index) in echoes {
+                    let _ = reply.send(Ok(AppendOutcome::Duplicate(accepted[index].1.clone())));
+                }
+                for (reply, events) in accepted {
+                    let _ = reply.send(Ok(AppendOutcome::Appended(events)));
+                }
+            }
+            Err(e) => {
+                // What reached the disk is unknown: refuse every later append until reopened,
+                // when recovery establishes the truth.
+                error!(error = %e, head = self.head, "group commit failed; the log stops accepting appends");
+                self.failed.store(true, Ordering::Release);
+                for (reply, _) in echoes {
+                    let _ = reply.send(Err(storage("commit", &e)));
+                }
+                for (reply, _) in accepted {
+                    let _ = reply.send(Err(storage("commit", &e)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The event log of ticketd: the interface every storage engine implements, a subscription that
+//! catches up and then follows live appends, and an in-memory log for fast unit tests.
+//!
+//! This crate never depends on a storage engine (`ticket-log-sled` implements [`EventLog`] on
+//! sled); only binaries choose one.
+//!
+//! The log stores, for each append, the events (each with a gapless global position and a
+//! contiguous per-ticket version), the command that produced them (so an audit can re-run the
+//! decision), a permanent command-id index (idempotency), and an outbox of positions not yet
+//! published.
+
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
+mod memory;
+mod subscription;
+
+use std::future::Future;
+
+use ticket_domain::{Command, CommandId, Event, PolicyVersion, RecordedEvent, TicketId, TraceId};
+
+pub use memory::{MemoryLog, MemorySnapshots};
+pub use subscription::Subscription;
+
+/// Events to append to one ticket's stream, if its version is still `expected_version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamAppend {
+    pub ticket_id: TicketId,
+    /// The stream's version the decision was made on (0: the stream must not exist yet).
+    pub expected_version: u64,
+    pub events: Vec<Event>,
+}
+
+/// One command's result: events for one or more streams (a split writes two), appended
+/// atomically with the command itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendRequest {
+    pub command: Command,
+    /// The policy the decision was made with, so an audit can re-run it.
+    pub policy: Option<PolicyVersion>,
+    pub correlation_id: Option<TraceId>,
+    pub causation_id: Option<TraceId>,
+    pub streams: Vec<StreamAppend>,
+}
+
+impl AppendRequest {
+    /// Every event of the request, in append order.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.streams.iter().flat_map(|s| s.events.iter())
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), LogError> {
+        if self.streams.is_empty() || self.streams.iter().any(|s| s.events.is_empty()) {
+            return Err(LogError::InvalidAppend("an append needs at least one event per stream".into()));
+        }
+        for (i, s) in self.streams.iter().enumerate() {
+            if s.events.iter().any(|e| e.ticket_id != s.ticket_id) {
+                return Err(LogError::InvalidAppend(format!(
+                    "stream {} holds an event of another ticket",
+                    s.ticket_id
+                )));
+            }
+            if self.streams[..i].iter().any(|o| o.ticket_id == s.ticket_id) {
+                return Err(LogError::InvalidAppend(format!("stream {} appears twice", s.ticket_id)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// The events are durable at these positions.
+    Appended(Vec<RecordedEvent>),
+    /// The command id was appended before: these are the original events, nothing was written.
+    Duplicate(Vec<RecordedEvent>),
+}
+
+impl AppendOutcome {
+    pub fn events(&self) -> &[RecordedEvent] {
+        match self {
+            AppendOutcome::Appended(e) | AppendOutcome::Duplicate(e) => e,
+        }
+    }
+
+    pub fn into_events(self) -> Vec<RecordedEvent> {
+        match self {
+            AppendOutcome::Appended(e) | AppendOutcome::Duplicate(e) => e,
+        }
+    }
+
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, AppendOutcome::Duplicate(_))
+    }
+}
+
+/// A stored command and where its events are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub command: Command,
+    pub policy: Option<PolicyVersion>,
+    pub correlation_id: Option<TraceId>,
+    pub causation_id: Option<TraceId>,
+    pub first_position: u64,
+    pub last_position: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    #[error("version conflict on ticket {ticket_id}: expected version {expected}, the stream is at {actual}")]
+    VersionConflict { ticket_id: TicketId, expected: u64, actual: u64 },
+    #[error("invalid append: {0}")]
+    InvalidAppend(String),
+    #[error("corrupt record at position {position}: {problem}")]
+    Corrupt { position: u64, problem: String },
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("the log is closed")]
+    Closed,
+}
+
+/// A stable classification of [`LogError`] for callers to match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogErrorKind {
+    VersionConflict,
+    InvalidAppend,
+    Corrupt,
+    Storage,
+    Closed,
+}
+
+impl LogError {
+    pub fn kind(&self) -> LogErrorKind {
+        match self {
+            LogError::VersionConflict { .. } => LogErrorKind::VersionConflict,
+            LogError::InvalidAppend(_) => LogErrorKind::InvalidAppend,
+            LogError::Corrupt { .. } => LogErrorKind::Corrupt,
+            LogError::Storage(_) => LogErrorKind::Storage,
+            LogError::Closed => LogErrorKind::Closed,
+        }
+    }
+}
+
+/// An append-only event log. Appends are durable when they return `Ok`; reads are consistent
+/// with every append that has returned.
+///
+/// Reads are synchronous: they are served from memory or the engine's cache and never wait for
+/// a disk flush. Appends are asynchronous: they wait for durability.
+pub trait EventLog: Clone + Send + Sync + 'static {
+    /// Appends a command's events, checking each stream's expected version. A command id seen
+    /// before returns [`AppendOutcome::Duplicate`] with the original events, however long ago.
+    fn append(&self, request: AppendRequest) -> impl Future<Output = Result<AppendOutcome, LogError>> + Send;
+
+    /// The number of events in a ticket's stream (0 when it does not exist).
+    fn stream_version(&self, ticket: TicketId) -> Result<u64, LogError>;
+
+    /// A ticket's events with version `from_version` or later, in order.
+    fn read_stream(&self, ticket: TicketId, from_version: u64) -> Result<Vec<RecordedEvent>, LogError>;
+
+    /// Up to `limit` events from global position `from` on, in order.
+    fn read_from(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError>;
+
+    /// The last position appended (0 when empty).
+    fn head(&self) -> u64;
+
+    /// Follows the head: changes after every append.
+    fn watch_head(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// The stored command with this id, if it was appended.
+    fn command(&self, id: &CommandId) -> Result<Option<CommandRecord>, LogError>;
+
+    /// Up to `limit` stored commands whose first event is at `from` or later, in log order.
+    fn commands_from(&self, from: u64, limit: usize) -> Result<Vec<CommandRecord>, LogError>;
+
+    /// Up to `limit` positions appended but not yet published, ascending.
+    fn outbox_pending(&self, limit: usize) -> Result<Vec<u64>, LogError>;
+
+    /// Marks positions as published (after the broker acknowledged them).
+    fn mark_published(&self, positions: &[u64]) -> Result<(), LogError>;
+
+    /// Catches up from `from`, then follows live appends.
+    fn subscribe(&self, from: u64) -> Subscription<Self> {
+        Subscription::new(self.clone(), from)
+    }
+}
+
+/// A store for rebuildable per-ticket snapshots. Losing one costs a replay, never data.
+pub trait SnapshotStore: Send + Sync + 'static {
+    fn load(&self, ticket: TicketId) -> Result<Option<Vec<u8>>, LogError>;
+    fn save(&self, ticket: TicketId, bytes: Vec<u8>) -> Result<(), LogError>;
+}
+
+/// Checks every stream's expected version and gives each event its metadata: a uuid v7, the
+/// next global position after `head`, the next version of its stream, `recorded_at`. Every
+/// engine appends through this, so positions and versions mean the same everywhere.
+pub fn stamp_events(
+    request: &AppendRequest,
+    head: u64,
+    recorded_at: ticket_domain::Timestamp,
+    mut stream_version: impl FnMut(TicketId) -> Result<u64, LogError>,
+) -> Result<Vec<RecordedEvent>, LogError> {
+    request.validate()?;
+    let mut out = Vec::with_capacity(request.events().count());
+    let mut position = head;
+    for stream in &request.streams {
+        let actual = stream_version(stream.ticket_id)?;
+        if actual != stream.expected_version {
+            return Err(LogError::VersionConflict {
+                ticket_id: stream.ticket_id,
+                expected: stream.expected_version,
+                actual,
+            });
+        }
+        for (version, event) in (actual + 1..).zip(&stream.events) {
+            position += 1;
+            out.push(RecordedEvent {
+                event_id: new_event_id(),
+                version,
+                position,
+                recorded_at,
+                actor: request.command.actor.clone(),
+                command_id: request.command.id.clone(),
+                correlation_id: request.correlation_id.clone(),
+                causation_id: request.causation_id.clone(),
+                event: event.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A fresh uuid v7 event id, as every log engine mints them.
+pub fn new_event_id() -> ticket_domain::EventId {
+    ticket_domain::EventId::from_uuid(uuid::Uuid::now_v7())
+}
+
+/// The wall-clock instant an event is recorded at.
+pub fn now() -> ticket_domain::Timestamp {
+    ticket_domain::Timestamp::from(std::time::SystemTime::now())
+}
