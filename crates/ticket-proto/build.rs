@@ -18,6 +18,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
     }
     let descriptors = protox::compile(FILES, [&root])?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    // Well-known types come from pbjson-types, which gives them serde impls, so every message
+    // has the canonical proto3 JSON form (for exports and `--json` output).
+    let descriptor_bytes = prost::Message::encode_to_vec(&descriptors);
+    prost_build::Config::new()
+        .compile_well_known_types()
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .compile_fds(descriptors)?;
+    pbjson_build::Builder::new().register_descriptors(&descriptor_bytes)?.build(&[".ticket"])?;
     Ok(())
 }

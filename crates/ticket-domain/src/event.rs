@@ -147,6 +147,7 @@ pub enum EscalationCause {
 
 /// How two tickets are linked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub enum LinkRelation {
     /// This ticket was split: the other ticket is one of its sub-problems.
     SplitInto,
@@ -178,6 +179,7 @@ pub enum ClockEffect {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub enum ClockOutcome {
     /// Stopped before its due instant.
     Met,
@@ -192,13 +194,16 @@ pub enum ClockOutcome {
 
 /// A clock's promise as computed at decision time.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClockPlan {
     pub severity: Severity,
     pub target: Target,
     /// The target as business time on the target's calendar (business days resolved per ADR 0002
     /// from the clock's start).
+    #[cfg_attr(feature = "serde-state", serde(with = "crate::serde_delta"))]
     pub target_duration: TimeDelta,
     /// Business time already elapsed when the plan was made.
+    #[cfg_attr(feature = "serde-state", serde(with = "crate::serde_delta"))]
     pub elapsed: TimeDelta,
     /// When the target is breached; `None` while the clock is paused.
     pub due_at: Option<Timestamp>,
@@ -208,6 +213,7 @@ pub struct ClockPlan {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct WarningPlan {
     pub threshold_percent: u8,
     pub at: Timestamp,

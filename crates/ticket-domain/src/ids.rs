@@ -5,6 +5,7 @@ use std::fmt;
 use uuid::Uuid;
 
 /// The identity of a ticket. The command service mints it (uuid v7); the domain only carries it.
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TicketId(Uuid);
 
@@ -73,7 +74,23 @@ macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
+        #[cfg_attr(feature = "serde-state", serde(try_from = "String", into = "String"))]
         pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+
+            fn try_from(value: String) -> Result<Self, IdError> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
 
         impl $name {
             /// The longest accepted value, in bytes.
@@ -155,7 +172,23 @@ string_id!(
 
 /// Free text written by people (titles, messages, reasons), bounded so one command stays small.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde-state", serde(try_from = "String", into = "String"))]
 pub struct Text(String);
+
+impl TryFrom<String> for Text {
+    type Error = IdError;
+
+    fn try_from(value: String) -> Result<Self, IdError> {
+        Self::new("text", value)
+    }
+}
+
+impl From<Text> for String {
+    fn from(value: Text) -> String {
+        value.0
+    }
+}
 
 impl Text {
     /// The longest accepted text, in bytes.

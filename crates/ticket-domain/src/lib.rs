@@ -10,6 +10,8 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod policy;
+#[cfg(feature = "serde-state")]
+mod serde_delta;
 pub mod severity;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]

@@ -23,6 +23,7 @@ pub const MAX_TARGET_DAYS: i64 = 366;
 
 /// Identifies the policy an SLA decision was made with; stored in events with every due instant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct PolicyVersion {
     pub name: String,
     pub version: String,
@@ -36,9 +37,10 @@ impl fmt::Display for PolicyVersion {
 
 /// How much time a target allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub enum TargetAmount {
     /// Open time on the target's calendar (on a 24x7 calendar, plain clock time).
-    OpenTime(TimeDelta),
+    OpenTime(#[cfg_attr(feature = "serde-state", serde(with = "crate::serde_delta"))] TimeDelta),
     /// Business days on the target's calendar, as ADR 0002 defines them.
     BusinessDays(u32),
 }
@@ -57,6 +59,7 @@ impl fmt::Display for TargetAmount {
 
 /// A target: an amount of time counted on a named calendar.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct Target {
     pub amount: TargetAmount,
     pub calendar: CalendarId,

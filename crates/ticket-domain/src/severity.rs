@@ -6,6 +6,7 @@ use std::str::FromStr;
 /// A severity level, most urgent first. Both reference policies have three levels; their names
 /// ("critical", "highest", ...) are policy data, the levels and their order are not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub enum Severity {
     A,
     B,
@@ -58,6 +59,7 @@ impl FromStr for Severity {
 
 /// A clock the engine keeps for a ticket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub enum Metric {
     /// From opening to the first agent response.
     FirstResponse,

@@ -11,6 +11,7 @@ use crate::severity::{Metric, Severity};
 
 /// A ticket before it is opened, or an open (possibly resolved) ticket.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub enum TicketState {
     #[default]
     Unopened,
@@ -40,6 +41,7 @@ impl TicketState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub enum Status {
     Open,
     AwaitingCustomer,
@@ -48,6 +50,7 @@ pub enum Status {
 
 /// Why the severity changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub enum SeverityCause {
     Opened,
     Set { reason: Text },
@@ -55,6 +58,7 @@ pub enum SeverityCause {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct SeverityChange {
     pub at: Timestamp,
     pub from: Option<Severity>,
@@ -63,6 +67,7 @@ pub struct SeverityChange {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct Ticket {
     pub id: TicketId,
     pub customer: CustomerId,
@@ -90,6 +95,7 @@ pub struct Ticket {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub enum ClockStatus {
     Running,
     Paused,
@@ -98,6 +104,7 @@ pub enum ClockStatus {
 
 /// One cycle of a clock: when it ran, and its latest promise.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct Clock {
     pub metric: Metric,
     pub cycle: u32,

@@ -8,6 +8,7 @@
 #[allow(clippy::all, missing_debug_implementations, unused_qualifications)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/ticket.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/ticket.v1.serde.rs"));
 }
 
 mod convert;

@@ -8,16 +8,16 @@ use ticket_domain::{
 
 use crate::{ProtoError, pb};
 
-pub(crate) fn timestamp(t: &Timestamp) -> prost_types::Timestamp {
+pub(crate) fn timestamp(t: &Timestamp) -> pbjson_types::Timestamp {
     // Nanoseconds below one second always fit an i32.
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+    pbjson_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
 }
 
-pub(crate) fn opt_timestamp(t: Option<&Timestamp>) -> Option<prost_types::Timestamp> {
+pub(crate) fn opt_timestamp(t: Option<&Timestamp>) -> Option<pbjson_types::Timestamp> {
     t.map(timestamp)
 }
 
-pub(crate) fn to_timestamp(field: &'static str, t: Option<prost_types::Timestamp>) -> Result<Timestamp, ProtoError> {
+pub(crate) fn to_timestamp(field: &'static str, t: Option<pbjson_types::Timestamp>) -> Result<Timestamp, ProtoError> {
     let t = t.ok_or(ProtoError::Missing(field))?;
     let nanos = u32::try_from(t.nanos)
         .ok()
@@ -28,16 +28,16 @@ pub(crate) fn to_timestamp(field: &'static str, t: Option<prost_types::Timestamp
 
 pub(crate) fn to_opt_timestamp(
     field: &'static str,
-    t: Option<prost_types::Timestamp>,
+    t: Option<pbjson_types::Timestamp>,
 ) -> Result<Option<Timestamp>, ProtoError> {
     t.map(|t| to_timestamp(field, Some(t))).transpose()
 }
 
-pub(crate) fn duration(d: TimeDelta) -> prost_types::Duration {
-    prost_types::Duration { seconds: d.num_seconds(), nanos: d.subsec_nanos() }
+pub(crate) fn duration(d: TimeDelta) -> pbjson_types::Duration {
+    pbjson_types::Duration { seconds: d.num_seconds(), nanos: d.subsec_nanos() }
 }
 
-pub(crate) fn to_duration(field: &'static str, d: Option<prost_types::Duration>) -> Result<TimeDelta, ProtoError> {
+pub(crate) fn to_duration(field: &'static str, d: Option<pbjson_types::Duration>) -> Result<TimeDelta, ProtoError> {
     let d = d.ok_or(ProtoError::Missing(field))?;
     if d.nanos.unsigned_abs() >= 1_000_000_000 || (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
         return Err(ProtoError::invalid(field, "nanos out of range or of the wrong sign"));

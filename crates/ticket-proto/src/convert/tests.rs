@@ -264,6 +264,13 @@ proptest! {
     }
 
     #[test]
+    fn envelopes_round_trip_through_canonical_json(event in arb_recorded()) {
+        let json = serde_json::to_string(&pb::EventEnvelope::from(&event)).unwrap();
+        let back: pb::EventEnvelope = serde_json::from_str(&json).unwrap();
+        prop_assert_eq!(RecordedEvent::try_from(back).unwrap(), event);
+    }
+
+    #[test]
     fn commands_round_trip_through_bytes(command in arb_command()) {
         let bytes = encode_command(&command);
         prop_assert_eq!(decode_command(&bytes).unwrap(), command);
@@ -383,7 +390,7 @@ fn missing_and_invalid_fields_are_named() {
     assert_eq!(RecordedEvent::try_from(e).unwrap_err(), ProtoError::Missing("sla_breached.severity"));
 
     let mut e = valid_envelope();
-    e.recorded_at = Some(prost_types::Timestamp { seconds: 0, nanos: -1 });
+    e.recorded_at = Some(pbjson_types::Timestamp { seconds: 0, nanos: -1 });
     assert_eq!(RecordedEvent::try_from(e).unwrap_err().field(), Some("recorded_at"));
 
     let mut e = valid_envelope();
