@@ -1,0 +1,303 @@
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+use ticket_domain::{
+    Command, DomainError, ErrorKind, Event, Policy, RecordedEvent, TicketId, TicketState, TraceId, decide, evolve,
+};
+use ticket_log::{AppendRequest, EventLog, LogError, SnapshotStore, StreamAppend};
+use tracing::{debug, warn};
+
+use crate::snapshot::{decode_snapshot, encode_snapshot};
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// How many times a command is decided again after a version conflict.
+    pub max_attempts: u32,
+    /// Ticket states kept in memory.
+    pub cache_capacity: usize,
+    /// Write a snapshot when a ticket has this many events beyond its last snapshot.
+    pub snapshot_every: u64,
+    /// Commands on tickets of the same shard wait for each other.
+    pub lock_shards: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self { max_attempts: 8, cache_capacity: 100_000, snapshot_every: 64, lock_shards: 4096 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    pub command: Command,
+    pub correlation_id: Option<TraceId>,
+    pub causation_id: Option<TraceId>,
+}
+
+impl From<Command> for CommandRequest {
+    fn from(command: Command) -> Self {
+        Self { command, correlation_id: None, causation_id: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandResult {
+    /// The events the command appended (for a repeated command id: the original ones), with
+    /// their positions.
+    pub events: Vec<RecordedEvent>,
+    pub duplicate: bool,
+}
+
+impl CommandResult {
+    /// The position of the last event: what a read-your-writes query waits for.
+    pub fn last_position(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.position)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Rejected(#[from] DomainError),
+    #[error("ticket {ticket_id} kept changing under the command: gave up after {attempts} attempts")]
+    Conflict { ticket_id: TicketId, attempts: u32 },
+    #[error(transparent)]
+    Log(LogError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceErrorKind {
+    /// The rules refused the command; nothing was appended.
+    Rejected(ErrorKind),
+    Conflict,
+    /// The log failed or is corrupt; the command may be retried with the same id.
+    Storage,
+    Unavailable,
+}
+
+impl ServiceError {
+    pub fn kind(&self) -> ServiceErrorKind {
+        match self {
+            ServiceError::Rejected(e) => ServiceErrorKind::Rejected(e.kind()),
+            ServiceError::Conflict { .. } => ServiceErrorKind::Conflict,
+            ServiceError::Log(LogError::Closed) => ServiceErrorKind::Unavailable,
+            ServiceError::Log(
+                LogError::Storage(_)
+                | LogError::Corrupt { .. }
+                | LogError::VersionConflict { .. }
+                | LogError::InvalidAppend(_),
+            ) => ServiceErrorKind::Storage,
+        }
+    }
+}
+
+struct Cached {
+    state: Arc<TicketState>,
+    /// The version of the last snapshot written or read for this ticket.
+    snapshot_version: u64,
+}
+
+/// The command service. Cheap to clone.
+pub struct CommandService<L> {
+    inner: Arc<Inner<L>>,
+}
+
+impl<L> Clone for CommandService<L> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<L> std::fmt::Debug for CommandService<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandService").field("policy", self.inner.policy.version()).finish_non_exhaustive()
+    }
+}
+
+struct Inner<L> {
+    log: L,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
+    policy: Arc<Policy>,
+    cache: Mutex<LruCache<TicketId, Cached>>,
+    locks: Vec<tokio::sync::Mutex<()>>,
+    config: ServiceConfig,
+}
+
+impl<L: EventLog> CommandService<L> {
+    pub fn new(log: L, policy: Arc<Policy>, snapshots: Option<Arc<dyn SnapshotStore>>, config: ServiceConfig) -> Self {
+        let capacity = NonZeroUsize::new(config.cache_capacity).unwrap_or(NonZeroUsize::MIN);
+        let locks = (0..config.lock_shards.max(1)).map(|_| tokio::sync::Mutex::new(())).collect();
+        Self {
+            inner: Arc::new(Inner {
+                log,
+                snapshots,
+                policy,
+                cache: Mutex::new(LruCache::new(capacity)),
+                locks,
+                config,
+            }),
+        }
+    }
+
+    pub fn log(&self) -> &L {
+        &self.inner.log
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// Decides and durably appends a command; see the crate documentation.
+    pub async fn execute(&self, request: CommandRequest) -> Result<CommandResult, ServiceError> {
+        let inner = &self.inner;
+        let command = &request.command;
+        if let Some(events) = self.stored_result(command)? {
+            return Ok(CommandResult { events, duplicate: true });
+        }
+        let ticket = command.ticket_id;
+        let shard = shard_of(ticket, inner.locks.len());
+        let _serialized = inner.locks[shard].lock().await;
+        for attempt in 1..=inner.config.max_attempts {
+            let state = self.load(ticket)?;
+            let events = decide(command, &state, &inner.policy)?;
+            let append = AppendRequest {
+                command: command.clone(),
+                policy: Some(inner.policy.version().clone()),
+                correlation_id: request.correlation_id.clone(),
+                causation_id: request.causation_id.clone(),
+                streams: streams(ticket, state.version(), events),
+            };
+            match inner.log.append(append).await {
+                Ok(outcome) => {
+                    let duplicate = outcome.is_duplicate();
+                    let events = outcome.into_events();
+                    if duplicate {
+                        self.forget(ticket);
+                    } else {
+                        self.remember(ticket, &state, &events);
+                    }
+                    return Ok(CommandResult { events, duplicate });
+                }
+                Err(LogError::VersionConflict { ticket_id, .. }) if ticket_id != ticket => {
+                    // Only a split writes another stream, which must not exist yet.
+                    return Err(ServiceError::Rejected(DomainError::TicketAlreadyExists(ticket_id)));
+                }
+                Err(LogError::VersionConflict { expected, actual, .. }) => {
+                    debug!(ticket_id = %ticket, attempt, expected, actual, "version conflict, deciding again");
+                    self.forget(ticket);
+                }
+                Err(e) => {
+                    self.forget(ticket);
+                    return Err(ServiceError::Log(e));
+                }
+            }
+        }
+        Err(ServiceError::Conflict { ticket_id: ticket, attempts: inner.config.max_attempts })
+    }
+
+    /// The current state of a ticket, as the next decision would see it.
+    pub fn state(&self, ticket: TicketId) -> Result<Arc<TicketState>, ServiceError> {
+        self.load(ticket)
+    }
+
+    fn stored_result(&self, command: &Command) -> Result<Option<Vec<RecordedEvent>>, ServiceError> {
+        let log = &self.inner.log;
+        let Some(record) = log.command(&command.id).map_err(ServiceError::Log)? else { return Ok(None) };
+        let count = usize::try_from(record.last_position - record.first_position + 1).unwrap_or(0);
+        let events = log.read_from(record.first_position, count).map_err(ServiceError::Log)?;
+        Ok(Some(events))
+    }
+
+    fn load(&self, ticket: TicketId) -> Result<Arc<TicketState>, ServiceError> {
+        let log = &self.inner.log;
+        // A cached state is used only if no other writer has appended since: one index lookup.
+        let current = log.stream_version(ticket).map_err(ServiceError::Log)?;
+        if let Some(cached) = self.cache().get(&ticket).filter(|c| c.state.version() == current) {
+            return Ok(cached.state.clone());
+        }
+        let (mut state, snapshot_version) = match self.read_snapshot(ticket) {
+            Some(state) => {
+                let version = state.version();
+                (state, version)
+            }
+            None => (TicketState::initial(), 0),
+        };
+        for e in log.read_stream(ticket, state.version() + 1).map_err(ServiceError::Log)? {
+            state = evolve(state, &e.event);
+        }
+        let state = Arc::new(state);
+        self.cache().put(ticket, Cached { state: state.clone(), snapshot_version });
+        Ok(state)
+    }
+
+    fn read_snapshot(&self, ticket: TicketId) -> Option<TicketState> {
+        let store = self.inner.snapshots.as_ref()?;
+        let bytes = match store.load(ticket) {
+            Ok(bytes) => bytes?,
+            Err(e) => {
+                warn!(ticket_id = %ticket, error = %e, "snapshot unreadable, rebuilding from the log");
+                return None;
+            }
+        };
+        let state = decode_snapshot(&bytes);
+        if state.is_none() {
+            debug!(ticket_id = %ticket, "snapshot of another format, rebuilding from the log");
+        }
+        // A snapshot ahead of the log (the log was restored from an older copy) is useless.
+        state.filter(|s| self.inner.log.stream_version(ticket).is_ok_and(|v| s.version() <= v))
+    }
+
+    /// Folds the appended events of `ticket` into its state, and snapshots it now and then.
+    fn remember(&self, ticket: TicketId, before: &TicketState, events: &[RecordedEvent]) {
+        let mut state = before.clone();
+        for e in events.iter().filter(|e| e.event.ticket_id == ticket) {
+            state = evolve(state, &e.event);
+        }
+        let snapshot_version = self.cache().peek(&ticket).map_or(0, |c| c.snapshot_version);
+        let mut written = snapshot_version;
+        if let Some(store) = &self.inner.snapshots
+            && state.version() >= snapshot_version + self.inner.config.snapshot_every
+        {
+            match encode_snapshot(&state).map(|bytes| store.save(ticket, bytes)) {
+                Some(Ok(())) => written = state.version(),
+                Some(Err(e)) => warn!(ticket_id = %ticket, error = %e, "snapshot not written"),
+                None => warn!(ticket_id = %ticket, "snapshot not encodable"),
+            }
+        }
+        self.cache().put(ticket, Cached { state: Arc::new(state), snapshot_version: written });
+    }
+
+    fn forget(&self, ticket: TicketId) {
+        self.cache().pop(&ticket);
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, LruCache<TicketId, Cached>> {
+        self.inner.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn shard_of(ticket: TicketId, shards: usize) -> usize {
+    let bytes = ticket.as_uuid().as_bytes();
+    // The random tail of a uuid v7 spreads tickets evenly.
+    let tail =
+        u64::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]]);
+    usize::try_from(tail % shards as u64).unwrap_or(0)
+}
+
+/// Groups a decision's events by stream: the command's ticket at the version decided on, and
+/// any other ticket (a split's new one) as a new stream.
+fn streams(ticket: TicketId, version: u64, events: Vec<Event>) -> Vec<StreamAppend> {
+    let mut out = vec![StreamAppend { ticket_id: ticket, expected_version: version, events: Vec::new() }];
+    for event in events {
+        match out.iter_mut().find(|s| s.ticket_id == event.ticket_id) {
+            Some(stream) => stream.events.push(event),
+            None => out.push(StreamAppend { ticket_id: event.ticket_id, expected_version: 0, events: vec![event] }),
+        }
+    }
+    out.retain(|s| !s.events.is_empty());
+    out
+}
+
+#[cfg(test)]
+mod tests;
