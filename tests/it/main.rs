@@ -2,15 +2,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod durability;
 mod lifecycle;
+mod operators;
 mod support_rules;
 
 use std::path::PathBuf;
 
 use ticket_domain::Policy;
 
+/// The path of a policy file shipped in `deploy/policies`.
+pub fn policy_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/policies").join(name)
+}
+
 /// A policy file shipped in `deploy/policies`, loaded the way the daemon loads it.
 pub fn shipped_policy(name: &str) -> Policy {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/policies").join(name);
-    Policy::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    Policy::load(&policy_path(name)).unwrap_or_else(|e| panic!("{e}"))
 }

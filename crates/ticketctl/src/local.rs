@@ -1,0 +1,295 @@
+//! Local mode: commands that read a data directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::DateTime;
+use prost::Message;
+use ticket_domain::{ClockStatus, Policy, Status, TicketId, TicketState, Timestamp};
+use ticket_log::EventLog;
+use ticket_log_sled::{SledConfig, SledLog};
+use ticket_proto::pb;
+use ticket_service::audit::{AuditPhase, audit};
+use ticket_service::replay::{At, history as read_history, state_at};
+
+use crate::describe::{event as describe, instant};
+use crate::output::{print_json, progress, table};
+use crate::{ExportFormat, Failure};
+
+/// The log inside a data directory.
+pub fn log_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("log")
+}
+
+fn open(data_dir: &Path) -> Result<SledLog, Failure> {
+    let path = log_path(data_dir);
+    if !path.exists() {
+        return Err(Failure::Usage(format!("no ticketd log in {} (use --data-dir)", data_dir.display())));
+    }
+    Ok(SledLog::open(SledConfig::new(path))?)
+}
+
+fn ticket_id(text: &str) -> Result<TicketId, Failure> {
+    TicketId::parse(text).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+/// A global position (digits) or an RFC 3339 instant.
+enum Moment {
+    Position(u64),
+    Instant(Timestamp),
+}
+
+fn moment(text: &str) -> Result<Moment, Failure> {
+    if let Ok(p) = text.parse::<u64>() {
+        return Ok(Moment::Position(p));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| Moment::Instant(t.to_utc()))
+        .map_err(|_| Failure::Usage(format!("{text:?} is neither a position nor an RFC 3339 instant")))
+}
+
+pub fn history(data_dir: &Path, ticket: &str, json: bool) -> Result<(), Failure> {
+    let id = ticket_id(ticket)?;
+    let log = open(data_dir)?;
+    let events = read_history(&log, id)?;
+    if events.is_empty() {
+        return Err(Failure::Negative(format!("ticket {id} not found")));
+    }
+    if json {
+        let envelopes: Vec<pb::EventEnvelope> = events.iter().map(pb::EventEnvelope::from).collect();
+        return print_json(&envelopes);
+    }
+    let mut t = table(&["pos", "ver", "occurred (UTC)", "event", "actor", "command", "details"]);
+    for e in &events {
+        t.add_row(vec![
+            e.position.to_string(),
+            e.version.to_string(),
+            instant(&e.event.occurred_at),
+            e.event.kind.name().to_owned(),
+            e.actor.id.to_string(),
+            e.command_id.to_string(),
+            describe(&e.event.kind),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+pub fn state(data_dir: &Path, ticket: &str, at: Option<&str>, json: bool) -> Result<(), Failure> {
+    let id = ticket_id(ticket)?;
+    let at = match at.map(moment).transpose()? {
+        None => At::Now,
+        Some(Moment::Position(p)) => At::Position(p),
+        Some(Moment::Instant(t)) => At::Instant(t),
+    };
+    let log = open(data_dir)?;
+    let (state, position) = state_at(&log, id, at)?;
+    let TicketState::Opened(ticket) = state else {
+        return Err(Failure::Negative(format!("ticket {id} not found at that moment")));
+    };
+    let mut view = pb::TicketView::from(ticket.as_ref());
+    view.position = position;
+    if json {
+        return print_json(&view);
+    }
+    let status = match ticket.status {
+        Status::Open => "open",
+        Status::AwaitingCustomer => "awaiting customer",
+        Status::Resolved => "resolved",
+    };
+    let mut t = table(&["ticket", &id.to_string()]);
+    let escalated = ticket.tier.as_ref().map(|tier| match &ticket.team {
+        Some(team) => format!("{tier} / {team}"),
+        None => tier.to_string(),
+    });
+    for (k, v) in [
+        ("as of position", position.to_string()),
+        ("title", ticket.title.to_string()),
+        ("customer", ticket.customer.to_string()),
+        ("plan / category", format!("{} / {}", ticket.plan, ticket.category)),
+        ("severity", ticket.severity.to_string()),
+        ("status", status.to_owned()),
+        ("opened", instant(&ticket.opened_at)),
+        ("first response", ticket.first_response_at.as_ref().map(instant).unwrap_or_default()),
+        ("resolved", ticket.resolved_at.as_ref().map(instant).unwrap_or_default()),
+        ("escalated to", escalated.unwrap_or_default()),
+        ("policy", ticket.policy.to_string()),
+        ("version", ticket.version.to_string()),
+    ] {
+        t.add_row(vec![k.to_owned(), v]);
+    }
+    println!("{t}");
+    let mut clocks = table(&["clock", "cycle", "status", "target", "elapsed", "due (UTC)", "warned", "breached"]);
+    for c in ticket.clocks.values() {
+        let status = match c.status {
+            ClockStatus::Running => "running".to_owned(),
+            ClockStatus::Paused => "paused".to_owned(),
+            ClockStatus::Stopped(o) => format!("stopped ({o:?})").to_lowercase(),
+        };
+        let plan = c.plan.as_ref();
+        clocks.add_row(vec![
+            c.metric.to_string(),
+            c.cycle.to_string(),
+            status,
+            plan.map(|p| p.target.to_string()).unwrap_or_else(|| "none".into()),
+            plan.map(|p| format!("{}s", p.elapsed.num_seconds())).unwrap_or_default(),
+            c.due_at().as_ref().map(instant).unwrap_or_default(),
+            c.warned.iter().map(|w| format!("{w}%")).collect::<Vec<_>>().join(" "),
+            if c.breached { "yes".into() } else { String::new() },
+        ]);
+    }
+    println!("{clocks}");
+    Ok(())
+}
+
+pub fn audit_verify(data_dir: &Path, policy_files: &[PathBuf], json: bool) -> Result<(), Failure> {
+    let policies = policy_files
+        .iter()
+        .map(|p| Policy::load(p).map_err(|e| Failure::Usage(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let log = open(data_dir)?;
+    let head = log.head();
+
+    let bar = progress(head, "chain");
+    let chain = log.verify_chain(|done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    let events_bar = progress(head, "events");
+    let commands_bar = progress(head, "commands");
+    let report = audit(&log, &policies, |phase, done, _| match phase {
+        AuditPhase::Events => events_bar.set_position(done),
+        AuditPhase::Commands => commands_bar.set_position(done),
+    })?;
+    events_bar.finish_and_clear();
+    commands_bar.finish_and_clear();
+
+    let ok = chain.broken.is_none() && report.is_clean();
+    if json {
+        let problems: Vec<serde_json::Value> = report
+            .problems
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "position": p.position,
+                    "ticket_id": p.ticket_id.map(|t| t.to_string()),
+                    "problem": p.problem,
+                })
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "ok": ok,
+            "head": head,
+            "chain": {
+                "events": chain.events,
+                "broken_at": chain.broken.as_ref().map(|(p, _)| p),
+                "problem": chain.broken.as_ref().map(|(_, why)| why),
+            },
+            "events": report.events,
+            "tickets": report.tickets,
+            "commands": report.commands,
+            "replayed": report.replayed,
+            "not_replayed": report.skipped,
+            "problems": problems,
+        }))?;
+    } else {
+        let mut t = table(&["check", "result"]);
+        t.add_row(vec![
+            "hash chain".to_owned(),
+            match &chain.broken {
+                None => format!("intact ({} records)", chain.events),
+                Some((p, why)) => format!("BROKEN at position {p}: {why}"),
+            },
+        ]);
+        t.add_row(vec![
+            "events".to_owned(),
+            format!("{} (positions gapless: {})", report.events, report.events == head),
+        ]);
+        t.add_row(vec!["tickets".to_owned(), report.tickets.to_string()]);
+        t.add_row(vec!["commands".to_owned(), report.commands.to_string()]);
+        t.add_row(vec!["decisions re-run and matched".to_owned(), report.replayed.to_string()]);
+        for (policy, n) in &report.skipped {
+            t.add_row(vec!["not re-run (no --policy for it)".to_owned(), format!("{n} under {policy}")]);
+        }
+        t.add_row(vec!["problems".to_owned(), report.problems.len().to_string()]);
+        println!("{t}");
+        if !report.problems.is_empty() {
+            let mut p = table(&["position", "ticket", "problem"]);
+            for problem in &report.problems {
+                p.add_row(vec![
+                    problem.position.to_string(),
+                    problem.ticket_id.map(|t| t.to_string()).unwrap_or_default(),
+                    problem.problem.clone(),
+                ]);
+            }
+            println!("{p}");
+        }
+    }
+    if ok {
+        Ok(())
+    } else {
+        let first = chain
+            .broken
+            .map(|(p, _)| p)
+            .into_iter()
+            .chain(report.problems.first().map(|p| p.position))
+            .min()
+            .unwrap_or(0);
+        Err(Failure::Negative(format!("audit failed; first problem at position {first}")))
+    }
+}
+
+pub fn export(
+    data_dir: &Path,
+    format: ExportFormat,
+    from: Option<&str>,
+    to: Option<&str>,
+    output: Option<&Path>,
+) -> Result<(), Failure> {
+    let log = open(data_dir)?;
+    let head = log.head();
+    let (from, to) = (from.map(moment).transpose()?, to.map(moment).transpose()?);
+    let first = match from {
+        Some(Moment::Position(p)) => p.max(1),
+        Some(Moment::Instant(_)) | None => 1,
+    };
+    let last = match to {
+        Some(Moment::Position(p)) => p.min(head),
+        Some(Moment::Instant(_)) | None => head,
+    };
+    let after = |t: &Timestamp| match &from {
+        Some(Moment::Instant(i)) => t >= i,
+        Some(Moment::Position(_)) | None => true,
+    };
+    let before = |t: &Timestamp| match &to {
+        Some(Moment::Instant(i)) => t <= i,
+        Some(Moment::Position(_)) | None => true,
+    };
+
+    let mut out: Box<dyn Write> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let bar = progress(last.saturating_sub(first) + 1, "export");
+    let mut next = first;
+    let mut written = 0u64;
+    while next <= last {
+        let batch = log.read_from(next, usize::try_from((last - next + 1).min(4096)).unwrap_or(4096))?;
+        let Some(end) = batch.last().map(|e| e.position) else { break };
+        for e in batch.iter().filter(|e| after(&e.event.occurred_at) && before(&e.event.occurred_at)) {
+            let envelope = pb::EventEnvelope::from(e);
+            match format {
+                ExportFormat::Jsonl => {
+                    serde_json::to_writer(&mut out, &envelope)?;
+                    out.write_all(b"\n")?;
+                }
+                ExportFormat::Protobuf => out.write_all(&envelope.encode_length_delimited_to_vec())?,
+            }
+            written += 1;
+        }
+        bar.set_position(end + 1 - first);
+        next = end + 1;
+    }
+    out.flush()?;
+    bar.finish_and_clear();
+    eprintln!("exported {written} events (positions {first}..={last})");
+    Ok(())
+}

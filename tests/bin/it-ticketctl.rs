@@ -1,0 +1,5 @@
+//! `ticketctl` as the integration tests run it.
+
+fn main() -> std::process::ExitCode {
+    ticketctl::main()
+}

@@ -1,0 +1,126 @@
+//! `ticketctl` local mode, run as a process on a data directory the engine wrote.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use prost::Message;
+use ticket_proto::pb;
+
+use crate::durability::{populate, tamper};
+use crate::policy_path;
+
+fn ticketctl(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_it-ticketctl")).arg("--data-dir").arg(data_dir).args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn history_state_audit_and_export_on_a_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ticket, child) = populate(dir.path()).await;
+    let (ticket, child) = (ticket.to_string(), child.to_string());
+
+    let history = ticketctl(dir.path(), &["history", &ticket]);
+    assert_eq!(code(&history), 0, "{}", String::from_utf8_lossy(&history.stderr));
+    for name in ["opened", "sla_breached", "escalated", "customer_info_requested", "linked", "resolved"] {
+        assert!(stdout(&history).contains(name), "history lacks {name}:\n{}", stdout(&history));
+    }
+    let history: Vec<pb::EventEnvelope> =
+        serde_json::from_slice(&ticketctl(dir.path(), &["history", &ticket, "--json"]).stdout).unwrap();
+    let versions: Vec<u64> = history.iter().map(|e| e.version).collect();
+    assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
+
+    let at_open: serde_json::Value =
+        serde_json::from_slice(&ticketctl(dir.path(), &["state", &ticket, "--at", "1", "--json"]).stdout).unwrap();
+    assert_eq!(at_open["severity"], "SEVERITY_A");
+    assert_eq!(at_open["status"], "TICKET_STATUS_OPEN");
+    assert_eq!(at_open["position"], "1");
+    let midway = ticketctl(dir.path(), &["state", &ticket, "--at", "2026-11-21T04:10:00+08:00", "--json"]);
+    let midway: serde_json::Value = serde_json::from_slice(&midway.stdout).unwrap();
+    assert_eq!(midway["status"], "TICKET_STATUS_AWAITING_CUSTOMER");
+    assert_eq!(midway["team"], "duty-manager");
+    let now = ticketctl(dir.path(), &["state", &ticket]);
+    assert_eq!(code(&now), 0);
+    assert!(stdout(&now).contains("resolved"), "{}", stdout(&now));
+    assert_eq!(code(&ticketctl(dir.path(), &["state", &ticket, "--at", "2026-11-20T00:00:00Z"])), 1);
+    assert_eq!(code(&ticketctl(dir.path(), &["state", &child])), 0);
+
+    let audit = ticketctl(
+        dir.path(),
+        &["audit", "verify", "--policy", policy_path("regional-operator.toml").to_str().unwrap()],
+    );
+    assert_eq!(code(&audit), 0, "{}{}", stdout(&audit), String::from_utf8_lossy(&audit.stderr));
+    assert!(stdout(&audit).contains("intact"), "{}", stdout(&audit));
+    let audit: serde_json::Value = serde_json::from_slice(
+        &ticketctl(
+            dir.path(),
+            &["audit", "verify", "--json", "--policy", policy_path("regional-operator.toml").to_str().unwrap()],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(audit["ok"], true);
+    assert_eq!(audit["replayed"], audit["commands"]);
+    let unreplayed: serde_json::Value =
+        serde_json::from_slice(&ticketctl(dir.path(), &["audit", "verify", "--json"]).stdout).unwrap();
+    assert_eq!(unreplayed["replayed"], 0);
+    assert_eq!(unreplayed["not_replayed"]["regional-operator@2026-11-21.1"], audit["commands"]);
+
+    let file = dir.path().join("export.jsonl");
+    let export = ticketctl(
+        dir.path(),
+        &["export", "--format", "jsonl", "--from", "2", "--to", "4", "-o", file.to_str().unwrap()],
+    );
+    assert_eq!(code(&export), 0, "{}", String::from_utf8_lossy(&export.stderr));
+    let lines: Vec<pb::EventEnvelope> =
+        std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.iter().map(|e| e.position).collect::<Vec<_>>(), [2, 3, 4]);
+
+    let export = ticketctl(dir.path(), &["export", "--format", "protobuf"]);
+    let mut bytes = export.stdout.as_slice();
+    let mut positions = Vec::new();
+    while !bytes.is_empty() {
+        let envelope = pb::EventEnvelope::decode_length_delimited(&mut bytes).unwrap();
+        positions.push(ticket_proto::decode_envelope(&envelope.encode_to_vec()).unwrap().position);
+    }
+    assert_eq!(positions, (1..=positions.len() as u64).collect::<Vec<_>>());
+    // Opened; breach and escalation; request; reply; split (link, child opened, child link); resolved.
+    assert_eq!(positions.len(), 9);
+
+    let by_instant = ticketctl(dir.path(), &["export", "--from", "2026-11-21T05:00:00+08:00"]);
+    let count = stdout(&by_instant).lines().count();
+    assert!(count > 0 && count < positions.len(), "{count} of {}", positions.len());
+}
+
+#[tokio::test]
+async fn a_flipped_byte_fails_the_audit_at_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path()).await;
+    tamper(&dir.path().join("log"), 3);
+    let audit = ticketctl(dir.path(), &["audit", "verify"]);
+    assert_eq!(code(&audit), 1, "{}", stdout(&audit));
+    assert!(stdout(&audit).contains("BROKEN at position 3"), "{}", stdout(&audit));
+    let json: serde_json::Value =
+        serde_json::from_slice(&ticketctl(dir.path(), &["audit", "verify", "--json"]).stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["chain"]["broken_at"], 3);
+}
+
+#[test]
+fn bad_usage_is_exit_code_two() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        code(&ticketctl(dir.path(), &["history", "00000000-0000-0000-0000-000000000001"])),
+        2,
+        "no log in the directory"
+    );
+    assert_eq!(code(&ticketctl(dir.path(), &["history", "not-a-ticket"])), 2);
+    assert_eq!(code(&ticketctl(dir.path(), &["audit", "verify", "--policy", "/nonexistent.toml"])), 2);
+}
