@@ -12,5 +12,8 @@ pub mod replay;
 mod service;
 mod snapshot;
 
-pub use service::{CommandRequest, CommandResult, CommandService, ServiceConfig, ServiceError, ServiceErrorKind};
+pub use service::{
+    Clock, CommandRequest, CommandResult, CommandService, ServiceConfig, ServiceError, ServiceErrorKind, Stamp,
+    SystemClock,
+};
 pub use snapshot::{SNAPSHOT_FORMAT, decode_snapshot, encode_snapshot};

@@ -3,7 +3,8 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use ticket_domain::{
-    Command, DomainError, ErrorKind, Event, Policy, RecordedEvent, TicketId, TicketState, TraceId, decide, evolve,
+    Command, DomainError, ErrorKind, Event, Policy, RecordedEvent, TicketId, TicketState, Timestamp, TraceId, decide,
+    evolve,
 };
 use ticket_log::{AppendRequest, EventLog, LogError, SnapshotStore, StreamAppend};
 use tracing::{debug, warn};
@@ -28,16 +29,42 @@ impl Default for ServiceConfig {
     }
 }
 
+/// Where a command's instant comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// The command's own `issued_at` (the timer's firings, replays, tests on a simulated clock).
+    AsIssued,
+    /// The service's clock, read once the ticket's lock is held, so that commands on one ticket
+    /// get instants in the order they are decided (requests from support tools).
+    ServiceClock,
+}
+
 #[derive(Debug, Clone)]
 pub struct CommandRequest {
     pub command: Command,
     pub correlation_id: Option<TraceId>,
     pub causation_id: Option<TraceId>,
+    pub stamp: Stamp,
 }
 
 impl From<Command> for CommandRequest {
     fn from(command: Command) -> Self {
-        Self { command, correlation_id: None, causation_id: None }
+        Self { command, correlation_id: None, causation_id: None, stamp: Stamp::AsIssued }
+    }
+}
+
+/// The service's source of the current instant.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from(std::time::SystemTime::now())
     }
 }
 
@@ -121,23 +148,28 @@ struct Inner<L> {
     policy: Arc<Policy>,
     cache: Mutex<LruCache<TicketId, Cached>>,
     locks: Vec<tokio::sync::Mutex<()>>,
+    clock: Arc<dyn Clock>,
     config: ServiceConfig,
 }
 
 impl<L: EventLog> CommandService<L> {
+    /// A service on the wall clock.
     pub fn new(log: L, policy: Arc<Policy>, snapshots: Option<Arc<dyn SnapshotStore>>, config: ServiceConfig) -> Self {
+        Self::with_clock(log, policy, snapshots, config, Arc::new(SystemClock))
+    }
+
+    /// A service whose [`Stamp::ServiceClock`] commands read `clock`.
+    pub fn with_clock(
+        log: L,
+        policy: Arc<Policy>,
+        snapshots: Option<Arc<dyn SnapshotStore>>,
+        config: ServiceConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let capacity = NonZeroUsize::new(config.cache_capacity).unwrap_or(NonZeroUsize::MIN);
         let locks = (0..config.lock_shards.max(1)).map(|_| tokio::sync::Mutex::new(())).collect();
-        Self {
-            inner: Arc::new(Inner {
-                log,
-                snapshots,
-                policy,
-                cache: Mutex::new(LruCache::new(capacity)),
-                locks,
-                config,
-            }),
-        }
+        let cache = Mutex::new(LruCache::new(capacity));
+        Self { inner: Arc::new(Inner { log, snapshots, policy, cache, locks, clock, config }) }
     }
 
     pub fn log(&self) -> &L {
@@ -151,13 +183,17 @@ impl<L: EventLog> CommandService<L> {
     /// Decides and durably appends a command; see the crate documentation.
     pub async fn execute(&self, request: CommandRequest) -> Result<CommandResult, ServiceError> {
         let inner = &self.inner;
-        let command = &request.command;
-        if let Some(events) = self.stored_result(command)? {
+        if let Some(events) = self.stored_result(&request.command)? {
             return Ok(CommandResult { events, duplicate: true });
         }
-        let ticket = command.ticket_id;
+        let ticket = request.command.ticket_id;
         let shard = shard_of(ticket, inner.locks.len());
         let _serialized = inner.locks[shard].lock().await;
+        let mut command = request.command;
+        if request.stamp == Stamp::ServiceClock {
+            command.issued_at = inner.clock.now();
+        }
+        let command = &command;
         for attempt in 1..=inner.config.max_attempts {
             let state = self.load(ticket)?;
             let events = decide(command, &state, &inner.policy)?;

@@ -260,3 +260,30 @@ async fn the_audit_catches_a_policy_changed_without_a_new_version() {
     assert!(!report.is_clean());
     assert_eq!(report.problems[0].position, 1);
 }
+
+struct FixedClock(Timestamp);
+
+impl crate::Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        self.0
+    }
+}
+
+#[tokio::test]
+async fn service_clock_commands_are_stamped_when_decided() {
+    let log = MemoryLog::new();
+    let at = beijing(2026, 11, 21, 9, 30);
+    let service = CommandService::with_clock(
+        log.clone(),
+        Arc::new(regional_operator()),
+        None,
+        ServiceConfig::default(),
+        Arc::new(FixedClock(at)),
+    );
+    let mut request = CommandRequest::from(agent(utc(1999, 1, 1, 0, 0), open("advanced", "technical", Severity::A)));
+    request.stamp = Stamp::ServiceClock;
+    let result = service.execute(request).await.unwrap();
+    assert_eq!(result.events[0].event.occurred_at, at);
+    let stored = log.command(&result.events[0].command_id).unwrap().unwrap();
+    assert_eq!(stored.command.issued_at, at, "the stored command carries the instant it was decided at");
+}
