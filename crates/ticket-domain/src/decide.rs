@@ -101,7 +101,7 @@ fn open_ticket(command: &Command, open: &OpenTicket, policy: &Policy) -> Result<
 
 fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Result<Vec<Event>, DomainError> {
     let now = command.issued_at;
-    let mut d = Decision::new(policy, now, ticket.clone());
+    let mut d = Decision::new(policy, now, ticket);
     match &command.body {
         CommandBody::Open(_) => return Err(DomainError::TicketAlreadyExists(ticket.id)),
         CommandBody::SetSeverity { severity, reason } => {
@@ -347,36 +347,48 @@ fn check_due(clock: &Clock, due_at: Timestamp, now: Timestamp) -> Result<(), Dom
     Ok(())
 }
 
-/// A decision in progress: emitted events are applied to a working copy of the ticket, so each
-/// step decides on the state the previous steps left.
-struct Decision<'p> {
+/// A decision in progress. Each step decides on the state the previous steps left: emitted
+/// events are applied to a working copy of the ticket, made only when a step reads the state
+/// after an emit (most decisions emit once and never do), so a decision does not copy a ticket's
+/// whole history.
+struct Decision<'p, 't> {
     policy: &'p Policy,
     now: Timestamp,
-    state: TicketState,
+    original: &'t Ticket,
+    /// The working copy and how many of `events` it has applied.
+    working: Option<(TicketState, usize)>,
     events: Vec<Event>,
 }
 
-impl<'p> Decision<'p> {
-    fn new(policy: &'p Policy, now: Timestamp, ticket: Ticket) -> Self {
-        Self { policy, now, state: TicketState::Opened(Box::new(ticket)), events: Vec::new() }
+impl<'p, 't> Decision<'p, 't> {
+    fn new(policy: &'p Policy, now: Timestamp, ticket: &'t Ticket) -> Self {
+        Self { policy, now, original: ticket, working: None, events: Vec::new() }
     }
 
-    fn ticket(&self) -> &Ticket {
-        match &self.state {
+    fn ticket(&mut self) -> &Ticket {
+        if self.events.is_empty() {
+            return self.original;
+        }
+        let (mut state, applied) =
+            self.working.take().unwrap_or_else(|| (TicketState::Opened(Box::new(self.original.clone())), 0));
+        for event in &self.events[applied..] {
+            state = evolve(state, event);
+        }
+        let applied = self.events.len();
+        match &self.working.insert((state, applied)).0 {
             TicketState::Opened(t) => t,
             TicketState::Unopened => unreachable_ticket(),
         }
     }
 
     fn emit(&mut self, kind: EventKind) {
-        let event = Event { ticket_id: self.ticket().id, occurred_at: self.now, kind };
-        self.state = evolve(std::mem::take(&mut self.state), &event);
-        self.events.push(event);
+        self.events.push(Event { ticket_id: self.original.id, occurred_at: self.now, kind });
     }
 
-    fn clock_editor(&self) -> ClockEditor<'p> {
+    fn clock_editor(&mut self) -> ClockEditor<'p> {
+        let (policy, now) = (self.policy, self.now);
         let t = self.ticket();
-        ClockEditor::new(self.policy, self.now, &t.plan, &t.category, t.severity, t.clocks.clone())
+        ClockEditor::new(policy, now, &t.plan, &t.category, t.severity, t.clocks.clone())
     }
 
     /// Records every SLA breach that is due by now and not yet recorded. Every decision starts

@@ -5,22 +5,19 @@
 //! |---|---|
 //! | `e` position (u64 BE) | `LogRecord` (envelope + hash chain) |
 //! | `s` ticket (16 bytes) version (u64 BE) | position (u64 BE) |
-//! | `c` first position (u64 BE) | `CommandRecord` |
-//! | `i` command id (UTF-8) | first position (u64 BE) |
-//! | `o` position (u64 BE) | empty: appended, not yet published |
-//! | `m` name | metadata: `head`, `hash`, `format` |
+//! | `i` command id (UTF-8) | `CommandRecord` (the command, its policy, its positions) |
+//! | `m` name | metadata: `head`, `hash`, `format`, `published` (the outbox watermark) |
 
 use ticket_domain::{CommandId, TicketId};
 
 pub const EVENT: u8 = b'e';
 pub const STREAM: u8 = b's';
-pub const COMMAND: u8 = b'c';
 pub const COMMAND_ID: u8 = b'i';
-pub const OUTBOX: u8 = b'o';
 
 pub const META_HEAD: &[u8] = b"mhead";
 pub const META_HASH: &[u8] = b"mhash";
 pub const META_FORMAT: &[u8] = b"mformat";
+pub const META_PUBLISHED: &[u8] = b"mpublished";
 
 /// The on-disk layout version; a different one is refused at open.
 pub const FORMAT: u32 = 1;

@@ -24,7 +24,7 @@ use ticket_log::{AppendOutcome, AppendRequest, CommandRecord, EventLog, LogError
 use tokio::sync::{oneshot, watch};
 use tracing::info;
 
-use keys::{COMMAND, EVENT, FORMAT, META_FORMAT, META_HASH, META_HEAD, OUTBOX, positional, trailing_u64};
+use keys::{EVENT, FORMAT, META_FORMAT, META_HASH, META_HEAD, META_PUBLISHED, positional, trailing_u64};
 pub use record::GENESIS;
 use record::{chain_hash, decode_command, decode_event, decode_record};
 use writer::{Job, Writer};
@@ -201,6 +201,17 @@ impl SledLog {
         SledSnapshots { tree: self.shared.snapshots.clone() }
     }
 
+    fn enqueue(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<AppendOutcome, LogError>>, LogError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(writer::failed_error());
+        }
+        let (reply, answer) = oneshot::channel();
+        let jobs = self.shared.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sender = jobs.as_ref().ok_or(LogError::Closed)?;
+        sender.send(Job { request, reply }).map_err(|_| LogError::Closed)?;
+        Ok(answer)
+    }
+
     fn durable_head(&self) -> u64 {
         *self.shared.head.borrow()
     }
@@ -213,6 +224,25 @@ impl SledLog {
             .map_err(|e| storage("read event", e))?
             .ok_or_else(|| LogError::Corrupt { position, problem: "indexed event is missing".into() })?;
         decode_event(position, &bytes)
+    }
+
+    /// The stored record bytes (envelope and hash chain) of up to `limit` events from `from`:
+    /// for backups, and for benchmarks that write the same bytes to a bare sled.
+    pub fn read_raw(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        let head = self.durable_head();
+        let from = from.max(1);
+        if from > head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let last = head.min(from.saturating_add(limit as u64 - 1));
+        self.shared
+            .tree
+            .range(positional(EVENT, from)..=positional(EVENT, last))
+            .map(|item| {
+                let (key, bytes) = item.map_err(|e| storage("read events", e))?;
+                Ok((trailing_u64(&key).unwrap_or(0), bytes.to_vec()))
+            })
+            .collect()
     }
 
     /// Walks every record from position 1: positions gapless, each record's previous hash equal
@@ -267,17 +297,13 @@ impl SledLog {
 }
 
 impl EventLog for SledLog {
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, LogError> {
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Err(writer::failed_error());
-        }
-        let (reply, answer) = oneshot::channel();
-        {
-            let jobs = self.shared.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let sender = jobs.as_ref().ok_or(LogError::Closed)?;
-            sender.send(Job { request, reply }).map_err(|_| LogError::Closed)?;
-        }
-        answer.await.map_err(|_| LogError::Closed)?
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl std::future::Future<Output = Result<AppendOutcome, LogError>> + Send + 'static {
+        // Queued at the call: the writer applies appends in the order they were called.
+        let queued = self.enqueue(request);
+        async move { queued?.await.map_err(|_| LogError::Closed)? }
     }
 
     fn stream_version(&self, ticket: TicketId) -> Result<u64, LogError> {
@@ -338,65 +364,68 @@ impl EventLog for SledLog {
     }
 
     fn command(&self, id: &CommandId) -> Result<Option<CommandRecord>, LogError> {
-        let Some(first) = self.shared.tree.get(keys::command_id(id)).map_err(|e| storage("read command id", e))? else {
+        let Some(bytes) = self.shared.tree.get(keys::command_id(id)).map_err(|e| storage("read command", e))? else {
             return Ok(None);
         };
-        let first = trailing_u64(&first)
-            .ok_or_else(|| LogError::Corrupt { position: 0, problem: format!("command index of {id} is malformed") })?;
-        if first > self.durable_head() {
-            return Ok(None);
-        }
-        let bytes = self
-            .shared
-            .tree
-            .get(positional(COMMAND, first))
-            .map_err(|e| storage("read command", e))?
-            .ok_or_else(|| LogError::Corrupt { position: first, problem: "command record missing".into() })?;
-        decode_command(first, &bytes).map(Some)
+        let record = decode_command(0, &bytes)?;
+        // Written with its events in one batch, but only visible once that batch is durable.
+        Ok((record.last_position <= self.durable_head()).then_some(record))
     }
 
     fn commands_from(&self, from: u64, limit: usize) -> Result<Vec<CommandRecord>, LogError> {
+        // Every event names its command; a command's record says where its events end, so the
+        // walk reads one event and one record per command.
         let head = self.durable_head();
         let mut out = Vec::new();
-        for item in self.shared.tree.range(positional(COMMAND, from)..=positional(COMMAND, u64::MAX)) {
-            if out.len() >= limit {
-                break;
+        let mut position = from.max(1);
+        while position <= head && out.len() < limit {
+            let event = self.event_at(position)?;
+            let record = self.command(&event.command_id)?.ok_or_else(|| LogError::Corrupt {
+                position,
+                problem: format!("command {} is not stored", event.command_id),
+            })?;
+            if record.last_position < position {
+                return Err(LogError::Corrupt {
+                    position,
+                    problem: format!("command {} ends before its event", event.command_id),
+                });
             }
-            let (key, bytes) = item.map_err(|e| storage("read commands", e))?;
-            let first = trailing_u64(&key).unwrap_or(0);
-            if first > head {
-                break;
+            if record.first_position >= from {
+                out.push(record.clone());
             }
-            out.push(decode_command(first, &bytes)?);
+            position = record.last_position + 1;
         }
         Ok(out)
     }
 
     fn outbox_pending(&self, limit: usize) -> Result<Vec<u64>, LogError> {
         let head = self.durable_head();
-        let mut out = Vec::new();
-        for item in self.shared.tree.scan_prefix([OUTBOX]) {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, _) = item.map_err(|e| storage("read outbox", e))?;
-            let position = trailing_u64(&key).unwrap_or(0);
-            if position > head {
-                break;
-            }
-            out.push(position);
-        }
-        Ok(out)
+        Ok((self.published()? + 1..=head).take(limit).collect())
     }
 
-    fn mark_published(&self, positions: &[u64]) -> Result<(), LogError> {
-        // No flush: if a crash forgets the removal, the event is published again with the same
-        // id, and the broker's de-duplication drops it.
-        let mut batch = sled::Batch::default();
-        for p in positions {
-            batch.remove(&positional(OUTBOX, *p)[..]);
+    fn mark_published(&self, up_to: u64) -> Result<(), LogError> {
+        // No flush: if a crash forgets the watermark, events are published again with the same
+        // ids, and the broker's de-duplication drops them. The update is a compare-and-swap loop
+        // so the watermark never moves back.
+        let up_to = up_to.min(self.durable_head());
+        let tree = &self.shared.tree;
+        loop {
+            let current = tree.get(META_PUBLISHED).map_err(|e| storage("read watermark", e))?;
+            if current.as_ref().and_then(|v| trailing_u64(v)).unwrap_or(0) >= up_to {
+                return Ok(());
+            }
+            let swapped = tree
+                .compare_and_swap(META_PUBLISHED, current, Some(&up_to.to_be_bytes()[..]))
+                .map_err(|e| storage("write watermark", e))?;
+            if swapped.is_ok() {
+                return Ok(());
+            }
         }
-        self.shared.tree.apply_batch(batch).map_err(|e| storage("mark published", e))
+    }
+
+    fn published(&self) -> Result<u64, LogError> {
+        let value = self.shared.tree.get(META_PUBLISHED).map_err(|e| storage("read watermark", e))?;
+        Ok(value.and_then(|v| trailing_u64(&v)).unwrap_or(0))
     }
 }
 

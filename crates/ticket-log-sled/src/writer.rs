@@ -9,9 +9,7 @@ use ticket_log::{AppendOutcome, AppendRequest, CommandRecord, LogError, now, sta
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error};
 
-use crate::keys::{
-    COMMAND, EVENT, META_HASH, META_HEAD, OUTBOX, command_id, positional, stream, stream_prefix, trailing_u64,
-};
+use crate::keys::{EVENT, META_HASH, META_HEAD, command_id, positional, stream, stream_prefix, trailing_u64};
 use crate::record::{decode_command, decode_event, encode_command, encode_record};
 use crate::storage;
 
@@ -38,6 +36,8 @@ pub struct Writer {
     head: u64,
     hash: [u8; 32],
     max_group: usize,
+    /// Committed stream versions of recently written tickets.
+    versions: lru::LruCache<TicketId, u64>,
 }
 
 type Reply = oneshot::Sender<Result<AppendOutcome, LogError>>;
@@ -52,7 +52,17 @@ impl Writer {
         hash: [u8; 32],
         max_group: usize,
     ) -> Self {
-        Self { db, tree, head_tx, failed, head, hash, max_group: max_group.max(1) }
+        let capacity = std::num::NonZeroUsize::new(1 << 20).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self {
+            db,
+            tree,
+            head_tx,
+            failed,
+            head,
+            hash,
+            max_group: max_group.max(1),
+            versions: lru::LruCache::new(capacity),
+        }
     }
 
     /// Takes every append queued while the previous group was being flushed into the next group.
@@ -70,25 +80,12 @@ impl Writer {
         debug!("event log writer stopped");
     }
 
-    fn stream_version(&self, ticket: TicketId) -> Result<u64, LogError> {
-        match self.tree.scan_prefix(stream_prefix(ticket)).next_back() {
-            None => Ok(0),
-            Some(item) => Ok(trailing_u64(&item.map_err(|e| storage("read stream", e))?.0).unwrap_or(0)),
-        }
-    }
-
     /// The original events of a command id already in the log.
     fn stored_duplicate(&self, id: &CommandId) -> Result<Option<Vec<RecordedEvent>>, LogError> {
-        let Some(first) = self.tree.get(command_id(id)).map_err(|e| storage("read command id", e))? else {
+        let Some(bytes) = self.tree.get(command_id(id)).map_err(|e| storage("read command", e))? else {
             return Ok(None);
         };
-        let first = trailing_u64(&first).unwrap_or(0);
-        let bytes = self
-            .tree
-            .get(positional(COMMAND, first))
-            .map_err(|e| storage("read command", e))?
-            .ok_or_else(|| LogError::Corrupt { position: first, problem: "command record missing".into() })?;
-        let record = decode_command(first, &bytes)?;
+        let record = decode_command(0, &bytes)?;
         let mut events = Vec::new();
         for position in record.first_position..=record.last_position {
             let bytes =
@@ -98,6 +95,20 @@ impl Writer {
             events.push(decode_event(position, &bytes)?);
         }
         Ok(Some(events))
+    }
+
+    /// A stream's version: from the writer's cache (exact, as the writer is the only writer),
+    /// else from the stream index.
+    fn stream_version(&mut self, ticket: TicketId) -> Result<u64, LogError> {
+        if let Some(version) = self.versions.get(&ticket) {
+            return Ok(*version);
+        }
+        let version = match self.tree.scan_prefix(stream_prefix(ticket)).next_back() {
+            None => 0,
+            Some(item) => trailing_u64(&item.map_err(|e| storage("read stream", e))?.0).unwrap_or(0),
+        };
+        self.versions.put(ticket, version);
+        Ok(version)
     }
 
     fn commit(&mut self, group: Vec<Job>) {
@@ -145,7 +156,6 @@ impl Writer {
                 let (bytes, next) = encode_record(e, &hash);
                 batch.insert(&positional(EVENT, e.position)[..], bytes);
                 batch.insert(&stream(e.event.ticket_id, e.version)[..], &e.position.to_be_bytes()[..]);
-                batch.insert(&positional(OUTBOX, e.position)[..], &[][..]);
                 staged_versions.insert(e.event.ticket_id, e.version);
                 hash = next;
                 head = e.position;
@@ -158,8 +168,7 @@ impl Writer {
                 first_position: first,
                 last_position: head,
             };
-            batch.insert(&positional(COMMAND, first)[..], encode_command(&record));
-            batch.insert(command_id(&record.command.id), &first.to_be_bytes()[..]);
+            batch.insert(command_id(&record.command.id), encode_command(&record));
             staged_ids.insert(record.command.id, accepted.len());
             accepted.push((reply, events));
         }
@@ -175,6 +184,9 @@ impl Writer {
                 debug!(appends = accepted.len(), head, "group committed");
                 self.head = head;
                 self.hash = hash;
+                for (ticket, version) in staged_versions {
+                    self.versions.put(ticket, version);
+                }
                 self.head_tx.send_replace(head);
                 for (reply, index) in echoes {
                     let _ = reply.send(Ok(AppendOutcome::Duplicate(accepted[index].1.clone())));
@@ -188,6 +200,7 @@ impl Writer {
                 // when recovery establishes the truth.
                 error!(error = %e, head = self.head, "group commit failed; the log stops accepting appends");
                 self.failed.store(true, Ordering::Release);
+                self.versions.clear();
                 for (reply, _) in echoes {
                     let _ = reply.send(Err(storage("commit", &e)));
                 }

@@ -120,10 +120,15 @@ pub async fn the_outbox_holds_what_is_not_yet_published<L: EventLog>(log: L) {
     log.append(append("c1", ticket(1), 0, &["a", "b", "c"])).await.unwrap();
     assert_eq!(log.outbox_pending(10).unwrap(), [1, 2, 3]);
     assert_eq!(log.outbox_pending(2).unwrap(), [1, 2]);
-    log.mark_published(&[1, 2]).unwrap();
-    assert_eq!(log.outbox_pending(10).unwrap(), [3]);
-    log.mark_published(&[3, 3]).unwrap();
+    log.mark_published(2).unwrap();
+    assert_eq!((log.published().unwrap(), log.outbox_pending(10).unwrap()), (2, vec![3]));
+    log.mark_published(1).unwrap();
+    assert_eq!(log.published().unwrap(), 2, "the watermark never moves back");
+    log.mark_published(99).unwrap();
+    assert_eq!(log.published().unwrap(), 3, "nor past the head");
     assert!(log.outbox_pending(10).unwrap().is_empty());
+    log.append(append("c2", ticket(1), 3, &["d"])).await.unwrap();
+    assert_eq!(log.outbox_pending(10).unwrap(), [4]);
 }
 
 pub async fn commands_are_stored_with_their_positions<L: EventLog>(log: L) {

@@ -6,8 +6,8 @@
 //!
 //! The log stores, for each append, the events (each with a gapless global position and a
 //! contiguous per-ticket version), the command that produced them (so an audit can re-run the
-//! decision), a permanent command-id index (idempotency), and an outbox of positions not yet
-//! published.
+//! decision), a permanent command-id index (idempotency), and a published watermark: the
+//! outbox is every position after it.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
@@ -149,7 +149,12 @@ impl LogError {
 pub trait EventLog: Clone + Send + Sync + 'static {
     /// Appends a command's events, checking each stream's expected version. A command id seen
     /// before returns [`AppendOutcome::Duplicate`] with the original events, however long ago.
-    fn append(&self, request: AppendRequest) -> impl Future<Output = Result<AppendOutcome, LogError>> + Send;
+    ///
+    /// Appends are ordered by the *call*, not by the await: an append called after another is
+    /// applied after it, so a caller may decide its next command on the state an earlier append
+    /// will produce and append it before the earlier one is durable (pipelining). The returned
+    /// future resolves once the append is durable or refused.
+    fn append(&self, request: AppendRequest) -> impl Future<Output = Result<AppendOutcome, LogError>> + Send + 'static;
 
     /// The number of events in a ticket's stream (0 when it does not exist).
     fn stream_version(&self, ticket: TicketId) -> Result<u64, LogError>;
@@ -172,11 +177,16 @@ pub trait EventLog: Clone + Send + Sync + 'static {
     /// Up to `limit` stored commands whose first event is at `from` or later, in log order.
     fn commands_from(&self, from: u64, limit: usize) -> Result<Vec<CommandRecord>, LogError>;
 
-    /// Up to `limit` positions appended but not yet published, ascending.
+    /// Up to `limit` positions appended but not yet published, ascending. Events are published
+    /// in log order, so the outbox is every durable position after the published watermark.
     fn outbox_pending(&self, limit: usize) -> Result<Vec<u64>, LogError>;
 
-    /// Marks positions as published (after the broker acknowledged them).
-    fn mark_published(&self, positions: &[u64]) -> Result<(), LogError>;
+    /// Records that every position up to and including `up_to` is published (after the broker
+    /// acknowledged them). The watermark never moves back, nor past the durable head.
+    fn mark_published(&self, up_to: u64) -> Result<(), LogError>;
+
+    /// The published watermark: every position up to it has been published.
+    fn published(&self) -> Result<u64, LogError>;
 
     /// Catches up from `from`, then follows live appends.
     fn subscribe(&self, from: u64) -> Subscription<Self> {

@@ -1,7 +1,7 @@
 //! An in-memory [`EventLog`] for fast unit tests: the same contract as the durable engines,
 //! without durability.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ticket_domain::{CommandId, RecordedEvent, TicketId};
@@ -16,7 +16,7 @@ struct Inner {
     streams: HashMap<TicketId, Vec<u64>>,
     commands: BTreeMap<u64, CommandRecord>,
     command_ids: HashMap<CommandId, u64>,
-    outbox: BTreeSet<u64>,
+    published: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -45,10 +45,8 @@ impl MemoryLog {
     fn events_at(inner: &Inner, first: u64, last: u64) -> Vec<RecordedEvent> {
         (first..=last).filter_map(|p| inner.events.get(usize::try_from(p - 1).ok()?).cloned()).collect()
     }
-}
 
-impl EventLog for MemoryLog {
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, LogError> {
+    fn append_now(&self, request: AppendRequest) -> Result<AppendOutcome, LogError> {
         let mut inner = self.lock();
         if let Some(first) = inner.command_ids.get(&request.command.id) {
             let record = &inner.commands[first];
@@ -59,7 +57,6 @@ impl EventLog for MemoryLog {
         let (first, last) = (head + 1, head + events.len() as u64);
         for e in &events {
             inner.streams.entry(e.event.ticket_id).or_default().push(e.position);
-            inner.outbox.insert(e.position);
         }
         inner.events.extend(events.iter().cloned());
         inner.command_ids.insert(request.command.id.clone(), first);
@@ -77,6 +74,16 @@ impl EventLog for MemoryLog {
         drop(inner);
         self.head.send_replace(last);
         Ok(AppendOutcome::Appended(events))
+    }
+}
+
+impl EventLog for MemoryLog {
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl std::future::Future<Output = Result<AppendOutcome, LogError>> + Send + 'static {
+        // Applied at the call, so calls are ordered as made.
+        std::future::ready(self.append_now(request))
     }
 
     fn stream_version(&self, ticket: TicketId) -> Result<u64, LogError> {
@@ -114,15 +121,19 @@ impl EventLog for MemoryLog {
     }
 
     fn outbox_pending(&self, limit: usize) -> Result<Vec<u64>, LogError> {
-        Ok(self.lock().outbox.iter().take(limit).copied().collect())
+        let inner = self.lock();
+        Ok((inner.published + 1..=inner.events.len() as u64).take(limit).collect())
     }
 
-    fn mark_published(&self, positions: &[u64]) -> Result<(), LogError> {
+    fn mark_published(&self, up_to: u64) -> Result<(), LogError> {
         let mut inner = self.lock();
-        for p in positions {
-            inner.outbox.remove(p);
-        }
+        let head = inner.events.len() as u64;
+        inner.published = inner.published.max(up_to.min(head));
         Ok(())
+    }
+
+    fn published(&self) -> Result<u64, LogError> {
+        Ok(self.lock().published)
     }
 }
 

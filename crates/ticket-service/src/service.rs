@@ -6,7 +6,7 @@ use ticket_domain::{
     Command, DomainError, ErrorKind, Event, Policy, RecordedEvent, TicketId, TicketState, Timestamp, TraceId, decide,
     evolve,
 };
-use ticket_log::{AppendRequest, EventLog, LogError, SnapshotStore, StreamAppend};
+use ticket_log::{AppendOutcome, AppendRequest, EventLog, LogError, SnapshotStore, StreamAppend};
 use tracing::{debug, warn};
 
 use crate::snapshot::{decode_snapshot, encode_snapshot};
@@ -120,9 +120,12 @@ impl ServiceError {
 }
 
 struct Cached {
+    /// The ticket's state including the events of appends still in flight.
     state: Arc<TicketState>,
     /// The version of the last snapshot written or read for this ticket.
     snapshot_version: u64,
+    /// Appends queued for this ticket and not yet durable.
+    pending: u32,
 }
 
 /// The command service. Cheap to clone.
@@ -181,6 +184,12 @@ impl<L: EventLog> CommandService<L> {
     }
 
     /// Decides and durably appends a command; see the crate documentation.
+    ///
+    /// The ticket's lock is held only while the command is decided and its append is queued,
+    /// not while the append is made durable: the next command on the same ticket is decided on
+    /// the state the queued append will produce, and both can share one flush. The reply still
+    /// waits for durability; if the earlier append fails, the later one conflicts and is decided
+    /// again on what is durable.
     pub async fn execute(&self, request: CommandRequest) -> Result<CommandResult, ServiceError> {
         let inner = &self.inner;
         if let Some(events) = self.stored_result(&request.command)? {
@@ -188,32 +197,34 @@ impl<L: EventLog> CommandService<L> {
         }
         let ticket = request.command.ticket_id;
         let shard = shard_of(ticket, inner.locks.len());
-        let _serialized = inner.locks[shard].lock().await;
         let mut command = request.command;
-        if request.stamp == Stamp::ServiceClock {
-            command.issued_at = inner.clock.now();
-        }
-        let command = &command;
         for attempt in 1..=inner.config.max_attempts {
-            let state = self.load(ticket)?;
-            let events = decide(command, &state, &inner.policy)?;
-            let append = AppendRequest {
-                command: command.clone(),
-                policy: Some(inner.policy.version().clone()),
-                correlation_id: request.correlation_id.clone(),
-                causation_id: request.causation_id.clone(),
-                streams: streams(ticket, state.version(), events),
+            let queued = {
+                let _serialized = inner.locks[shard].lock().await;
+                if request.stamp == Stamp::ServiceClock {
+                    command.issued_at = inner.clock.now();
+                }
+                // A stale cached state (another writer appended) fails the append's version check
+                // and is then reloaded, so deciding needs no freshness check of its own.
+                let state = self.load(ticket, Freshness::Cached)?;
+                let events = decide(&command, &state, &inner.policy)?;
+                let append = AppendRequest {
+                    command: command.clone(),
+                    policy: Some(inner.policy.version().clone()),
+                    correlation_id: request.correlation_id.clone(),
+                    causation_id: request.causation_id.clone(),
+                    streams: streams(ticket, state.version(), events.clone()),
+                };
+                let queued = inner.log.append(append);
+                self.stage(ticket, state, &events);
+                queued
             };
-            match inner.log.append(append).await {
+            let outcome = queued.await;
+            self.settle(ticket, matches!(outcome, Ok(AppendOutcome::Appended(_))));
+            match outcome {
                 Ok(outcome) => {
                     let duplicate = outcome.is_duplicate();
-                    let events = outcome.into_events();
-                    if duplicate {
-                        self.forget(ticket);
-                    } else {
-                        self.remember(ticket, &state, &events);
-                    }
-                    return Ok(CommandResult { events, duplicate });
+                    return Ok(CommandResult { events: outcome.into_events(), duplicate });
                 }
                 Err(LogError::VersionConflict { ticket_id, .. }) if ticket_id != ticket => {
                     // Only a split writes another stream, which must not exist yet.
@@ -221,12 +232,8 @@ impl<L: EventLog> CommandService<L> {
                 }
                 Err(LogError::VersionConflict { expected, actual, .. }) => {
                     debug!(ticket_id = %ticket, attempt, expected, actual, "version conflict, deciding again");
-                    self.forget(ticket);
                 }
-                Err(e) => {
-                    self.forget(ticket);
-                    return Err(ServiceError::Log(e));
-                }
+                Err(e) => return Err(ServiceError::Log(e)),
             }
         }
         Err(ServiceError::Conflict { ticket_id: ticket, attempts: inner.config.max_attempts })
@@ -234,7 +241,7 @@ impl<L: EventLog> CommandService<L> {
 
     /// The current state of a ticket, as the next decision would see it.
     pub fn state(&self, ticket: TicketId) -> Result<Arc<TicketState>, ServiceError> {
-        self.load(ticket)
+        self.load(ticket, Freshness::Checked)
     }
 
     fn stored_result(&self, command: &Command) -> Result<Option<Vec<RecordedEvent>>, ServiceError> {
@@ -245,12 +252,21 @@ impl<L: EventLog> CommandService<L> {
         Ok(Some(events))
     }
 
-    fn load(&self, ticket: TicketId) -> Result<Arc<TicketState>, ServiceError> {
+    fn load(&self, ticket: TicketId, freshness: Freshness) -> Result<Arc<TicketState>, ServiceError> {
         let log = &self.inner.log;
-        // A cached state is used only if no other writer has appended since: one index lookup.
-        let current = log.stream_version(ticket).map_err(ServiceError::Log)?;
-        if let Some(cached) = self.cache().get(&ticket).filter(|c| c.state.version() == current) {
-            return Ok(cached.state.clone());
+        let cached = self.cache().get(&ticket).map(|c| (c.state.clone(), c.pending));
+        if let Some((state, pending)) = cached {
+            let fresh = match freshness {
+                Freshness::Cached => true,
+                // Unless appends are in flight, the cached state must be the durable one: no
+                // other writer appended since. One index lookup.
+                Freshness::Checked => {
+                    pending > 0 || state.version() == log.stream_version(ticket).map_err(ServiceError::Log)?
+                }
+            };
+            if fresh {
+                return Ok(state);
+            }
         }
         let (mut state, snapshot_version) = match self.read_snapshot(ticket) {
             Some(state) => {
@@ -263,7 +279,7 @@ impl<L: EventLog> CommandService<L> {
             state = evolve(state, &e.event);
         }
         let state = Arc::new(state);
-        self.cache().put(ticket, Cached { state: state.clone(), snapshot_version });
+        self.cache().put(ticket, Cached { state: state.clone(), snapshot_version, pending: 0 });
         Ok(state)
     }
 
@@ -284,33 +300,54 @@ impl<L: EventLog> CommandService<L> {
         state.filter(|s| self.inner.log.stream_version(ticket).is_ok_and(|v| s.version() <= v))
     }
 
-    /// Folds the appended events of `ticket` into its state, and snapshots it now and then.
-    fn remember(&self, ticket: TicketId, before: &TicketState, events: &[RecordedEvent]) {
-        let mut state = before.clone();
-        for e in events.iter().filter(|e| e.event.ticket_id == ticket) {
-            state = evolve(state, &e.event);
+    /// Caches the state a queued append will produce, so the next command on the ticket is
+    /// decided on it. The cached state is evolved in place when nothing else holds it.
+    fn stage(&self, ticket: TicketId, before: Arc<TicketState>, events: &[Event]) {
+        let mut cache = self.cache();
+        let (snapshot_version, pending) = cache.pop(&ticket).map_or((0, 0), |c| (c.snapshot_version, c.pending));
+        let mut state = Arc::try_unwrap(before).unwrap_or_else(|shared| (*shared).clone());
+        for e in events.iter().filter(|e| e.ticket_id == ticket) {
+            state = evolve(state, e);
         }
-        let snapshot_version = self.cache().peek(&ticket).map_or(0, |c| c.snapshot_version);
-        let mut written = snapshot_version;
-        if let Some(store) = &self.inner.snapshots
-            && state.version() >= snapshot_version + self.inner.config.snapshot_every
-        {
-            match encode_snapshot(&state).map(|bytes| store.save(ticket, bytes)) {
-                Some(Ok(())) => written = state.version(),
-                Some(Err(e)) => warn!(ticket_id = %ticket, error = %e, "snapshot not written"),
-                None => warn!(ticket_id = %ticket, "snapshot not encodable"),
-            }
-        }
-        self.cache().put(ticket, Cached { state: Arc::new(state), snapshot_version: written });
+        cache.put(ticket, Cached { state: Arc::new(state), snapshot_version, pending: pending + 1 });
     }
 
-    fn forget(&self, ticket: TicketId) {
-        self.cache().pop(&ticket);
+    /// A queued append finished. A failed one makes the staged state wrong: forget it, and the
+    /// next load reads what is durable. A ticket with nothing in flight is snapshotted now and
+    /// then (a snapshot only ever holds durable events).
+    fn settle(&self, ticket: TicketId, appended: bool) {
+        let mut cache = self.cache();
+        if !appended {
+            cache.pop(&ticket);
+            return;
+        }
+        let Some(entry) = cache.get_mut(&ticket) else { return };
+        entry.pending = entry.pending.saturating_sub(1);
+        let Some(store) = &self.inner.snapshots else { return };
+        if entry.pending > 0 || entry.state.version() < entry.snapshot_version + self.inner.config.snapshot_every {
+            return;
+        }
+        let state = entry.state.clone();
+        entry.snapshot_version = state.version();
+        drop(cache);
+        match encode_snapshot(&state).map(|bytes| store.save(ticket, bytes)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => warn!(ticket_id = %ticket, error = %e, "snapshot not written"),
+            None => warn!(ticket_id = %ticket, "snapshot not encodable"),
+        }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, LruCache<TicketId, Cached>> {
         self.inner.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// Any cached state will do.
+    Cached,
+    /// A cached state must match the log.
+    Checked,
 }
 
 fn shard_of(ticket: TicketId, shards: usize) -> usize {

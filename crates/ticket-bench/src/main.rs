@@ -1,0 +1,73 @@
+//! `ticket-bench`: benchmarks of the ticketd engine. Each prints a human table, or JSON with
+//! `--json`, with the machine it ran on. Results go in `docs/benchmarks.md`.
+
+mod append;
+mod machine;
+mod stats;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ticket-bench", version, about = "Benchmarks of the ticketd engine")]
+struct Cli {
+    /// Print the results as JSON on standard output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Durable appends through the command service on sled, against raw sled batched inserts of
+    /// the same bytes with the same flush policy (group commit, fsync per group).
+    Append(append::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ticket-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.bench {
+            Bench::Append(args) => append::run(args, cli.json).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ticket-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A directory for benchmark data: the one given, or a temporary one removed at the end.
+fn data_dir(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match given {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            Ok((dir, None))
+        }
+        None => {
+            let dir = tempfile::Builder::new().prefix("ticket-bench-").tempdir()?;
+            Ok((dir.path().to_path_buf(), Some(dir)))
+        }
+    }
+}
