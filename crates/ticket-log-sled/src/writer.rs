@@ -178,10 +178,16 @@ impl Writer {
         batch.insert(META_HEAD, &head.to_be_bytes()[..]);
         batch.insert(META_HASH, &hash[..]);
 
-        let committed = self.tree.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
+        let started = std::time::Instant::now();
+        let applied = self.tree.apply_batch(batch);
+        let apply_us = started.elapsed().as_micros() as u64;
+        let committed = applied.and_then(|()| self.db.flush()).map(|flushed_bytes| {
+            let flush_us = started.elapsed().as_micros() as u64 - apply_us;
+            (flushed_bytes, flush_us)
+        });
         match committed {
-            Ok(()) => {
-                debug!(appends = accepted.len(), head, "group committed");
+            Ok((flushed_bytes, flush_us)) => {
+                debug!(appends = accepted.len(), head, apply_us, flush_us, flushed_bytes, "group committed");
                 self.head = head;
                 self.hash = hash;
                 for (ticket, version) in staged_versions {
