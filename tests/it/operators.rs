@@ -124,3 +124,69 @@ fn bad_usage_is_exit_code_two() {
     assert_eq!(code(&ticketctl(dir.path(), &["history", "not-a-ticket"])), 2);
     assert_eq!(code(&ticketctl(dir.path(), &["audit", "verify", "--policy", "/nonexistent.toml"])), 2);
 }
+
+fn issue(data_dir: &Path, args: &[&str]) -> Output {
+    let policy = policy_path("regional-operator.toml");
+    Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--policy")
+        .arg(&policy)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn commands_in_local_mode_run_the_engine_on_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = ["open", "--customer", "acme", "--category", "technical", "--severity", "A", "--title", "mail is down"];
+
+    let refused = issue(dir.path(), &[&open[..], &["--plan", "standard"]].concat());
+    assert_eq!(code(&refused), 1);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("ERROR_CODE_SEVERITY_NOT_IN_CONTRACT"));
+
+    let opened = issue(dir.path(), &[&open[..], &["--plan", "advanced", "--json", "--command-id", "open-1"]].concat());
+    assert_eq!(code(&opened), 0, "{}", String::from_utf8_lossy(&opened.stderr));
+    let accepted: pb::CommandAccepted = serde_json::from_slice(&opened.stdout).unwrap();
+    let ticket = accepted.ticket_id.clone();
+    assert_eq!((accepted.events.len(), accepted.events[0].position, accepted.duplicate), (1, 1, false));
+
+    let again = issue(dir.path(), &[&open[..], &["--plan", "advanced", "--json", "--command-id", "open-1"]].concat());
+    let again: pb::CommandAccepted = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!((again.duplicate, again.ticket_id.as_str(), again.events.len()), (true, ticket.as_str(), 1));
+
+    assert_eq!(code(&issue(dir.path(), &["ask", &ticket, "--request", "send the logs"])), 0);
+    assert_eq!(
+        code(&issue(dir.path(), &["--actor", "customer:acme-admin", "reply", &ticket, "--message", "attached"])),
+        0
+    );
+    assert_eq!(
+        code(&issue(
+            dir.path(),
+            &["escalate", &ticket, "--tier", "tier-2", "--team", "mail", "--reason", "needs mail"]
+        )),
+        0
+    );
+    let split = issue(
+        dir.path(),
+        &["--json", "split", &ticket, "--category", "billing", "--severity", "B", "--title", "credit"],
+    );
+    let split: pb::CommandAccepted = serde_json::from_slice(&split.stdout).unwrap();
+    assert_eq!(split.events.len(), 3);
+    assert_eq!(code(&issue(dir.path(), &["resolve", &ticket, "--resolution", "renewed"])), 0);
+    let twice = issue(dir.path(), &["resolve", &ticket, "--resolution", "again"]);
+    assert_eq!(code(&twice), 1);
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("ERROR_CODE_INVALID_TRANSITION"));
+    assert_eq!(code(&issue(dir.path(), &["respond", "not-a-ticket"])), 2);
+
+    let state: serde_json::Value =
+        serde_json::from_slice(&ticketctl(dir.path(), &["state", &ticket, "--json"]).stdout).unwrap();
+    assert_eq!(state["status"], "TICKET_STATUS_RESOLVED");
+    assert_eq!(state["tier"], "tier-2");
+    let audit = ticketctl(
+        dir.path(),
+        &["audit", "verify", "--policy", policy_path("regional-operator.toml").to_str().unwrap()],
+    );
+    assert_eq!(code(&audit), 0, "{}", stdout(&audit));
+}

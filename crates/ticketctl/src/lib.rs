@@ -5,6 +5,7 @@
 //! 3 the data could not be read.
 
 mod describe;
+mod issue;
 mod local;
 mod output;
 
@@ -22,12 +23,98 @@ pub struct Cli {
     /// Machine-readable output: JSON (the canonical proto3 JSON of the API's messages).
     #[arg(long, global = true)]
     pub json: bool,
+    /// The SLA policy file: commands are decided with it (default:
+    /// deploy/policies/regional-operator.toml), and `audit verify` re-runs decisions with it.
+    #[arg(long, env = "TICKETD_POLICY", global = true)]
+    pub policy: Option<PathBuf>,
+    /// Who issues commands: `agent:<id>`, `customer:<id>` or `system:<id>`.
+    #[arg(long, env = "TICKETCTL_ACTOR", global = true, default_value = "agent:ticketctl")]
+    pub actor: String,
+    /// The command's idempotency key (default: a fresh uuid v7). Repeating a command with the same
+    /// id returns its original result.
+    #[arg(long, global = true)]
+    pub command_id: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Opens a ticket; prints its id.
+    Open {
+        #[arg(long)]
+        customer: String,
+        #[arg(long)]
+        plan: String,
+        #[arg(long)]
+        category: String,
+        /// A, B or C.
+        #[arg(long)]
+        severity: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Records an agent's response to the customer.
+    Respond {
+        ticket: String,
+        #[arg(long, default_value = "")]
+        message: String,
+    },
+    /// Asks the customer for information: the ticket awaits the customer.
+    Ask {
+        ticket: String,
+        #[arg(long)]
+        request: String,
+    },
+    /// Records the customer's reply.
+    Reply {
+        ticket: String,
+        #[arg(long, default_value = "")]
+        message: String,
+    },
+    /// Sets the severity (A, B or C).
+    Severity {
+        ticket: String,
+        severity: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Escalates to a tier, optionally a team.
+    Escalate {
+        ticket: String,
+        #[arg(long)]
+        tier: String,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Resolves the ticket.
+    Resolve {
+        ticket: String,
+        #[arg(long)]
+        resolution: String,
+    },
+    /// Reopens a resolved ticket.
+    Reopen {
+        ticket: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Splits a sub-problem into its own ticket, linked both ways; prints the new ticket's id.
+    Split {
+        ticket: String,
+        #[arg(long)]
+        category: String,
+        #[arg(long)]
+        severity: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
     /// Every event of a ticket, in order.
     History { ticket: String },
     /// A ticket as it is, or as it was at an instant or a global position.
@@ -63,9 +150,10 @@ pub enum AuditCommand {
     /// Hash chain intact, positions gapless, per-ticket versions contiguous, commands covering
     /// every event, and every stored decision reproduced by re-running it.
     Verify {
-        /// A policy file decisions may have been made with (repeatable). Commands decided under
-        /// a policy version not given are reported as not re-run.
-        #[arg(long = "policy")]
+        /// Another policy file decisions may have been made with (repeatable), besides
+        /// `--policy`. Commands decided under a policy version not given are reported as not
+        /// re-run.
+        #[arg(long = "also-policy")]
         policies: Vec<PathBuf>,
     },
 }
@@ -87,11 +175,17 @@ pub enum Failure {
     Usage(String),
     /// The data could not be read (exit 3).
     Data(anyhow::Error),
+    /// Standard output was closed by its reader: stop quietly (exit 0).
+    Quiet,
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure::Data(e.into())
+        let e = e.into();
+        match e.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() == std::io::ErrorKind::BrokenPipe => Failure::Quiet,
+            Some(_) | None => Failure::Data(e),
+        }
     }
 }
 
@@ -105,7 +199,7 @@ pub fn main() -> ExitCode {
         )
         .init();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) | Err(Failure::Quiet) => ExitCode::SUCCESS,
         Err(Failure::Negative(message)) => {
             eprintln!("ticketctl: {message}");
             ExitCode::from(1)
@@ -122,11 +216,33 @@ pub fn main() -> ExitCode {
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
+    let default_policy = PathBuf::from("deploy/policies/regional-operator.toml");
+    let issue = issue::Issuer {
+        data_dir: &cli.data_dir,
+        policy: cli.policy.as_deref().unwrap_or(&default_policy),
+        actor: &cli.actor,
+        command_id: cli.command_id.as_deref(),
+        json: cli.json,
+    };
     match cli.command {
+        Command::Open { customer, plan, category, severity, title, description } => {
+            issue.open(&customer, &plan, &category, &severity, &title, &description)
+        }
+        Command::Respond { ticket, message } => issue.respond(&ticket, &message),
+        Command::Ask { ticket, request } => issue.ask(&ticket, &request),
+        Command::Reply { ticket, message } => issue.reply(&ticket, &message),
+        Command::Severity { ticket, severity, reason } => issue.severity(&ticket, &severity, &reason),
+        Command::Escalate { ticket, tier, team, reason } => issue.escalate(&ticket, &tier, team.as_deref(), &reason),
+        Command::Resolve { ticket, resolution } => issue.resolve(&ticket, &resolution),
+        Command::Reopen { ticket, reason } => issue.reopen(&ticket, &reason),
+        Command::Split { ticket, category, severity, title, description } => {
+            issue.split(&ticket, &category, &severity, &title, &description)
+        }
         Command::History { ticket } => local::history(&cli.data_dir, &ticket, cli.json),
         Command::State { ticket, at } => local::state(&cli.data_dir, &ticket, at.as_deref(), cli.json),
         Command::Audit { command: AuditCommand::Verify { policies } } => {
-            local::audit_verify(&cli.data_dir, &policies, cli.json)
+            let all: Vec<PathBuf> = cli.policy.iter().cloned().chain(policies).collect();
+            local::audit_verify(&cli.data_dir, &all, cli.json)
         }
         Command::Export { format, from, to, output } => {
             local::export(&cli.data_dir, format, from.as_deref(), to.as_deref(), output.as_deref())

@@ -13,7 +13,7 @@ use ticket_service::audit::{AuditPhase, audit};
 use ticket_service::replay::{At, history as read_history, state_at};
 
 use crate::describe::{event as describe, instant};
-use crate::output::{print_json, progress, table};
+use crate::output::{emit, print_json, progress, table};
 use crate::{ExportFormat, Failure};
 
 /// The log inside a data directory.
@@ -71,7 +71,7 @@ pub fn history(data_dir: &Path, ticket: &str, json: bool) -> Result<(), Failure>
             describe(&e.event.kind),
         ]);
     }
-    println!("{t}");
+    emit(&t)?;
     Ok(())
 }
 
@@ -118,7 +118,7 @@ pub fn state(data_dir: &Path, ticket: &str, at: Option<&str>, json: bool) -> Res
     ] {
         t.add_row(vec![k.to_owned(), v]);
     }
-    println!("{t}");
+    emit(&t)?;
     let mut clocks = table(&["clock", "cycle", "status", "target", "elapsed", "due (UTC)", "warned", "breached"]);
     for c in ticket.clocks.values() {
         let status = match c.status {
@@ -138,7 +138,7 @@ pub fn state(data_dir: &Path, ticket: &str, at: Option<&str>, json: bool) -> Res
             if c.breached { "yes".into() } else { String::new() },
         ]);
     }
-    println!("{clocks}");
+    emit(&clocks)?;
     Ok(())
 }
 
@@ -210,7 +210,7 @@ pub fn audit_verify(data_dir: &Path, policy_files: &[PathBuf], json: bool) -> Re
             t.add_row(vec!["not re-run (no --policy for it)".to_owned(), format!("{n} under {policy}")]);
         }
         t.add_row(vec!["problems".to_owned(), report.problems.len().to_string()]);
-        println!("{t}");
+        emit(&t)?;
         if !report.problems.is_empty() {
             let mut p = table(&["position", "ticket", "problem"]);
             for problem in &report.problems {
@@ -220,7 +220,7 @@ pub fn audit_verify(data_dir: &Path, policy_files: &[PathBuf], json: bool) -> Re
                     problem.problem.clone(),
                 ]);
             }
-            println!("{p}");
+            emit(&p)?;
         }
     }
     if ok {

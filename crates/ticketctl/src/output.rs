@@ -24,7 +24,16 @@ pub fn progress(total: u64, message: &'static str) -> ProgressBar {
     bar
 }
 
+/// Writes a line to standard output. A closed pipe (`ticketctl history ... | head`) ends the
+/// program quietly instead of panicking as `println!` would.
+pub fn emit(line: &impl std::fmt::Display) -> Result<(), crate::Failure> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}").map_err(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe { crate::Failure::Quiet } else { crate::Failure::Data(e.into()) }
+    })
+}
+
 pub fn print_json(value: &impl serde::Serialize) -> Result<(), crate::Failure> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    emit(&serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
