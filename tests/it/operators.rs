@@ -10,7 +10,15 @@ use crate::durability::{populate, tamper};
 use crate::policy_path;
 
 fn ticketctl(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_it-ticketctl")).arg("--data-dir").arg(data_dir).args(args).output().unwrap()
+    // Run from the data directory, so no default policy file is found: the tests say which.
+    Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
+        .current_dir(data_dir)
+        .env_remove("TICKETD_POLICY")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {

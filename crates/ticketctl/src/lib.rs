@@ -23,8 +23,8 @@ pub struct Cli {
     /// Machine-readable output: JSON (the canonical proto3 JSON of the API's messages).
     #[arg(long, global = true)]
     pub json: bool,
-    /// The SLA policy file: commands are decided with it (default:
-    /// deploy/policies/regional-operator.toml), and `audit verify` re-runs decisions with it.
+    /// The SLA policy file: commands are decided with it, and `audit verify` re-runs decisions
+    /// with it (default: deploy/policies/regional-operator.toml, when it exists).
     #[arg(long, env = "TICKETD_POLICY", global = true)]
     pub policy: Option<PathBuf>,
     /// Who issues commands: `agent:<id>`, `customer:<id>` or `system:<id>`.
@@ -241,7 +241,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::History { ticket } => local::history(&cli.data_dir, &ticket, cli.json),
         Command::State { ticket, at } => local::state(&cli.data_dir, &ticket, at.as_deref(), cli.json),
         Command::Audit { command: AuditCommand::Verify { policies } } => {
-            let all: Vec<PathBuf> = cli.policy.iter().cloned().chain(policies).collect();
+            // The policy commands are decided with, when there is one: given, or the default file.
+            let current = cli.policy.clone().or_else(|| default_policy.exists().then(|| default_policy.clone()));
+            let all: Vec<PathBuf> = current.into_iter().chain(policies).collect();
             local::audit_verify(&cli.data_dir, &all, cli.json)
         }
         Command::Export { format, from, to, output } => {
