@@ -192,9 +192,9 @@ impl<L: EventLog> CommandService<L> {
     /// again on what is durable.
     pub async fn execute(&self, request: CommandRequest) -> Result<CommandResult, ServiceError> {
         let inner = &self.inner;
-        if let Some(events) = self.stored_result(&request.command)? {
-            return Ok(CommandResult { events, duplicate: true });
-        }
+        // Idempotency: the log's writer answers an appended command id with the original events.
+        // A repeated command may also be refused on re-decision (resolving a resolved ticket), so
+        // a refusal first looks the id up; a fresh command pays no lookup.
         let ticket = request.command.ticket_id;
         let shard = shard_of(ticket, inner.locks.len());
         let mut command = request.command;
@@ -207,7 +207,15 @@ impl<L: EventLog> CommandService<L> {
                 // A stale cached state (another writer appended) fails the append's version check
                 // and is then reloaded, so deciding needs no freshness check of its own.
                 let state = self.load(ticket, Freshness::Cached)?;
-                let events = decide(&command, &state, &inner.policy)?;
+                let events = match decide(&command, &state, &inner.policy) {
+                    Ok(events) => events,
+                    Err(refused) => {
+                        return match self.stored_result(&command)? {
+                            Some(events) => Ok(CommandResult { events, duplicate: true }),
+                            None => Err(ServiceError::Rejected(refused)),
+                        };
+                    }
+                };
                 let append = AppendRequest {
                     command: command.clone(),
                     policy: Some(inner.policy.version().clone()),
