@@ -150,10 +150,7 @@ impl From<&EventKind> for pb::Event {
             }
             EventKind::Linked { other, relation } => Kind::Linked(pb::Linked {
                 other_ticket_id: other.to_string(),
-                relation: (match relation {
-                    LinkRelation::SplitInto => pb::LinkRelation::SplitInto,
-                    LinkRelation::SplitFrom => pb::LinkRelation::SplitFrom,
-                }) as i32,
+                relation: link_relation(*relation) as i32,
             }),
         };
         pb::Event { kind: Some(kind) }
@@ -256,6 +253,13 @@ impl TryFrom<pb::Event> for EventKind {
                 },
             },
         })
+    }
+}
+
+pub(crate) fn link_relation(r: LinkRelation) -> pb::LinkRelation {
+    match r {
+        LinkRelation::SplitInto => pb::LinkRelation::SplitInto,
+        LinkRelation::SplitFrom => pb::LinkRelation::SplitFrom,
     }
 }
 

@@ -1,10 +1,10 @@
 //! Read views of domain state, for query replies. The read-model crate builds richer views; a
 //! ticket's own state is enough for the single-ticket query.
 
-use ticket_domain::{ClockStatus, LinkRelation, SeverityCause, Status, Ticket};
+use ticket_domain::{ClockStatus, SeverityCause, Status, Ticket};
 
 use super::common::*;
-use super::event::clock_outcome;
+use super::event::{clock_outcome, link_relation};
 use crate::pb;
 
 impl From<&Ticket> for pb::TicketView {
@@ -72,10 +72,7 @@ impl From<&Ticket> for pb::TicketView {
                 .iter()
                 .map(|(other, relation)| pb::Link {
                     ticket_id: other.to_string(),
-                    relation: (match relation {
-                        LinkRelation::SplitInto => pb::LinkRelation::SplitInto,
-                        LinkRelation::SplitFrom => pb::LinkRelation::SplitFrom,
-                    }) as i32,
+                    relation: link_relation(*relation) as i32,
                 })
                 .collect(),
             policy: Some(pb::PolicyVersion::from(&t.policy)),
