@@ -1,0 +1,331 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::ServiceExt;
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use ticket_domain::{CommandId, TicketId, TraceId};
+use ticket_log::EventLog;
+use ticket_proto::pb;
+use ticket_service::{CommandRequest, CommandService, ServiceError, ServiceErrorKind, Stamp};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+/// The micro service's name.
+pub const SERVICE_NAME: &str = "tickets";
+
+/// The command endpoints, named as the domain names commands.
+pub const COMMANDS: [&str; 12] = [
+    "open",
+    "set_severity",
+    "record_agent_response",
+    "request_customer_info",
+    "record_customer_reply",
+    "escalate",
+    "resolve",
+    "reopen",
+    "split",
+    "record_sla_warning",
+    "record_sla_breach",
+    "downgrade_for_no_response",
+];
+
+/// The query endpoints.
+pub const QUERIES: [&str; 1] = ["ticket"];
+
+pub fn command_subject(command: &str) -> String {
+    format!("{SERVICE_NAME}.cmd.{command}")
+}
+
+pub fn query_subject(query: &str) -> String {
+    format!("{SERVICE_NAME}.query.{query}")
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Requests larger than this are refused with `PAYLOAD_TOO_LARGE`.
+    pub max_payload: usize,
+    /// Commands handled at once; more wait.
+    pub max_in_flight: usize,
+    /// How long a query waits for the log to reach the position it names.
+    pub read_your_writes_deadline: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { max_payload: 64 * 1024, max_in_flight: 1024, read_your_writes_deadline: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot start the service: {0}")]
+    Start(String),
+    #[error("cannot subscribe: {0}")]
+    Subscribe(String),
+}
+
+/// The running API. Dropping it does not stop it; call [`ApiHandle::stop`].
+#[derive(Debug)]
+pub struct ApiHandle {
+    tasks: JoinSet<()>,
+    service: Option<async_nats::service::Service>,
+}
+
+impl ApiHandle {
+    /// Stops taking requests and waits for the requests being handled to be answered.
+    pub async fn stop(mut self) {
+        if let Some(service) = self.service.take() {
+            let _ = service.stop().await;
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// A typed error reply: the protobuf body and the service error headers.
+fn error_reply(code: pb::ErrorCode, message: String) -> (Bytes, HeaderMap) {
+    let error = pb::Error { code: code as i32, message, details: Default::default() };
+    reply_for_error(error)
+}
+
+fn reply_for_error(error: pb::Error) -> (Bytes, HeaderMap) {
+    let mut headers = HeaderMap::new();
+    let code = pb::ErrorCode::try_from(error.code).unwrap_or(pb::ErrorCode::Unspecified);
+    headers.insert(async_nats::service::NATS_SERVICE_ERROR, error.message.as_str());
+    headers.insert(async_nats::service::NATS_SERVICE_ERROR_CODE, (code as i32).to_string().as_str());
+    let reply = pb::CommandReply { result: Some(pb::command_reply::Result::Error(error)) };
+    (reply.encode_to_vec().into(), headers)
+}
+
+fn service_error(e: &ServiceError) -> pb::Error {
+    match e {
+        ServiceError::Rejected(domain) => pb::Error::from(domain),
+        ServiceError::Conflict { .. } | ServiceError::Log(_) => {
+            let code = match e.kind() {
+                ServiceErrorKind::Conflict => pb::ErrorCode::VersionConflict,
+                ServiceErrorKind::Unavailable => pb::ErrorCode::Unavailable,
+                ServiceErrorKind::Storage | ServiceErrorKind::Rejected(_) => pb::ErrorCode::Internal,
+            };
+            pb::Error { code: code as i32, message: e.to_string(), details: Default::default() }
+        }
+    }
+}
+
+/// Starts the API on `client` in front of `service`.
+pub async fn start<L: EventLog>(
+    client: Client,
+    service: CommandService<L>,
+    config: ApiConfig,
+) -> Result<ApiHandle, ApiError> {
+    let micro = client
+        .service_builder()
+        .description("ticketd: commands and queries of the ticket lifecycle engine")
+        .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| ApiError::Start(e.to_string()))?;
+    let config = Arc::new(config);
+    let limit = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let mut tasks = JoinSet::new();
+
+    let commands = micro.group(format!("{SERVICE_NAME}.cmd"));
+    for name in COMMANDS {
+        let mut endpoint = commands.endpoint(name).await.map_err(|e| ApiError::Start(e.to_string()))?;
+        let (service, config, limit) = (service.clone(), config.clone(), limit.clone());
+        tasks.spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let Ok(permit) = limit.clone().acquire_owned().await else { return };
+                let (service, config) = (service.clone(), config.clone());
+                tokio::spawn(async move {
+                    let (body, headers) = handle_command(name, &request.message.payload, &service, &config).await;
+                    if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+                        warn!(endpoint = name, error = %e, "reply not sent");
+                    }
+                    drop(permit);
+                });
+            }
+        });
+    }
+
+    let queries = micro.group(format!("{SERVICE_NAME}.query"));
+    let mut ticket_query = queries.endpoint("ticket").await.map_err(|e| ApiError::Start(e.to_string()))?;
+    let (query_service, query_config) = (service.clone(), config.clone());
+    tasks.spawn(async move {
+        while let Some(request) = ticket_query.next().await {
+            let (service, config) = (query_service.clone(), query_config.clone());
+            tokio::spawn(async move {
+                let (body, headers) = handle_ticket_query(&request.message.payload, &service, &config).await;
+                if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+                    warn!(endpoint = "query.ticket", error = %e, "reply not sent");
+                }
+            });
+        }
+    });
+
+    // Requests to names no endpoint serves get a typed error instead of "no responders". This
+    // plain subscription also sees requests to known endpoints, and leaves those alone.
+    let mut unknown =
+        client.subscribe(format!("{SERVICE_NAME}.>")).await.map_err(|e| ApiError::Subscribe(e.to_string()))?;
+    let catch_all_client = client.clone();
+    tasks.spawn(async move {
+        while let Some(message) = unknown.next().await {
+            let subject = message.subject.as_str();
+            let known = COMMANDS.iter().any(|c| subject == command_subject(c))
+                || QUERIES.iter().any(|q| subject == query_subject(q));
+            let Some(reply) = message.reply.clone().filter(|_| !known) else { continue };
+            debug!(subject, "request to an unknown endpoint");
+            let (body, headers) = error_reply(
+                pb::ErrorCode::UnknownEndpoint,
+                format!("no endpoint {subject} (see $SRV.INFO.{SERVICE_NAME})"),
+            );
+            let _ = catch_all_client.publish_with_headers(reply, headers, body).await;
+        }
+    });
+    info!(service = SERVICE_NAME, endpoints = COMMANDS.len() + QUERIES.len(), "command api ready");
+    Ok(ApiHandle { tasks, service: Some(micro) })
+}
+
+async fn handle_command<L: EventLog>(
+    endpoint: &str,
+    payload: &[u8],
+    service: &CommandService<L>,
+    config: &ApiConfig,
+) -> (Bytes, HeaderMap) {
+    if payload.len() > config.max_payload {
+        return error_reply(
+            pb::ErrorCode::PayloadTooLarge,
+            format!("payload of {} bytes is over the limit of {}", payload.len(), config.max_payload),
+        );
+    }
+    let mut wire = match pb::Command::decode(payload) {
+        Ok(c) => c,
+        Err(e) => return error_reply(pb::ErrorCode::MalformedRequest, format!("not a ticket.v1.Command: {e}")),
+    };
+    let body_name = wire.body.as_ref().map(body_name);
+    if body_name != Some(endpoint) {
+        return error_reply(
+            pb::ErrorCode::MalformedRequest,
+            format!("endpoint {endpoint} takes a {endpoint} body, got {}", body_name.unwrap_or("none")),
+        );
+    }
+    // What a client may leave out, the service fills in.
+    if wire.ticket_id.is_empty() && endpoint == "open" {
+        wire.ticket_id = TicketId::from_uuid(uuid::Uuid::now_v7()).to_string();
+    }
+    if wire.command_id.is_empty() {
+        wire.command_id = uuid::Uuid::now_v7().to_string();
+    }
+    let stamp = if wire.issued_at.is_some() { Stamp::AsIssued } else { Stamp::ServiceClock };
+    if wire.issued_at.is_none() {
+        // A placeholder: the service stamps its clock once it holds the ticket's lock.
+        wire.issued_at = Some(Default::default());
+    }
+    let correlation_id = match wire.correlation_id.as_str() {
+        "" => None,
+        id => match TraceId::new(id) {
+            Ok(id) => Some(id),
+            Err(e) => return error_reply(pb::ErrorCode::MalformedRequest, e.to_string()),
+        },
+    };
+    let command = match ticket_domain::Command::try_from(wire) {
+        Ok(c) => c,
+        Err(e) => {
+            let mut error = pb::Error::from(&e);
+            error.message = format!("invalid command: {e}");
+            return reply_for_error(error);
+        }
+    };
+    let command_id: CommandId = command.id.clone();
+    let ticket_id = command.ticket_id;
+    let causation_id = TraceId::new(command_id.to_string()).ok();
+    match service.execute(CommandRequest { command, correlation_id, causation_id, stamp }).await {
+        Ok(result) => {
+            let accepted = pb::CommandAccepted {
+                ticket_id: ticket_id.to_string(),
+                events: result.events.iter().map(pb::EventEnvelope::from).collect(),
+                duplicate: result.duplicate,
+            };
+            let reply = pb::CommandReply { result: Some(pb::command_reply::Result::Accepted(accepted)) };
+            (reply.encode_to_vec().into(), HeaderMap::new())
+        }
+        Err(e) => {
+            debug!(endpoint, command_id = %command_id, ticket_id = %ticket_id, error = %e, "command refused");
+            reply_for_error(service_error(&e))
+        }
+    }
+}
+
+async fn handle_ticket_query<L: EventLog>(
+    payload: &[u8],
+    service: &CommandService<L>,
+    config: &ApiConfig,
+) -> (Bytes, HeaderMap) {
+    let query_error = |code: pb::ErrorCode, message: String| {
+        let (_, headers) = error_reply(code, message.clone());
+        let error = pb::Error { code: code as i32, message, details: Default::default() };
+        let reply = pb::QueryReply { result: Some(pb::query_reply::Result::Error(error)) };
+        (Bytes::from(reply.encode_to_vec()), headers)
+    };
+    if payload.len() > config.max_payload {
+        return query_error(
+            pb::ErrorCode::PayloadTooLarge,
+            format!("payload of {} bytes is over the limit", payload.len()),
+        );
+    }
+    let query = match pb::GetTicket::decode(payload) {
+        Ok(q) => q,
+        Err(e) => return query_error(pb::ErrorCode::MalformedRequest, format!("not a ticket.v1.GetTicket: {e}")),
+    };
+    let ticket = match TicketId::parse(&query.ticket_id) {
+        Ok(t) => t,
+        Err(e) => return query_error(pb::ErrorCode::MalformedRequest, e.to_string()),
+    };
+    // Read-your-writes: wait until the log holds the position the client names.
+    if query.min_position > 0 {
+        let mut head = service.log().watch_head();
+        let reached =
+            tokio::time::timeout(config.read_your_writes_deadline, head.wait_for(|h| *h >= query.min_position)).await;
+        if !matches!(reached, Ok(Ok(_))) {
+            return query_error(pb::ErrorCode::Timeout, format!("position {} not reached in time", query.min_position));
+        }
+    }
+    match service.state(ticket) {
+        Ok(state) => match state.ticket() {
+            Some(t) => {
+                let mut view = pb::TicketView::from(t);
+                view.position = service.log().head();
+                let reply = pb::QueryReply { result: Some(pb::query_reply::Result::Ticket(view)) };
+                (reply.encode_to_vec().into(), HeaderMap::new())
+            }
+            None => query_error(pb::ErrorCode::TicketNotFound, format!("ticket {ticket} not found")),
+        },
+        Err(e) => {
+            let error = service_error(&e);
+            query_error(pb::ErrorCode::try_from(error.code).unwrap_or(pb::ErrorCode::Internal), error.message)
+        }
+    }
+}
+
+fn body_name(body: &pb::command::Body) -> &'static str {
+    use pb::command::Body;
+    match body {
+        Body::Open(_) => "open",
+        Body::SetSeverity(_) => "set_severity",
+        Body::RecordAgentResponse(_) => "record_agent_response",
+        Body::RequestCustomerInfo(_) => "request_customer_info",
+        Body::RecordCustomerReply(_) => "record_customer_reply",
+        Body::Escalate(_) => "escalate",
+        Body::Resolve(_) => "resolve",
+        Body::Reopen(_) => "reopen",
+        Body::Split(_) => "split",
+        Body::RecordSlaWarning(_) => "record_sla_warning",
+        Body::RecordSlaBreach(_) => "record_sla_breach",
+        Body::DowngradeForNoResponse(_) => "downgrade_for_no_response",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use prost::Message;
+use ticket_domain::Severity;
+use ticket_domain::testing::{agent, open, regional_operator};
+use ticket_log::{EventLog, MemoryLog};
+use ticket_proto::pb;
+use ticket_service::{CommandService, ServiceConfig};
+use ticket_testkit::NatsServer;
+
+use super::*;
+
+struct Fixture {
+    _server: NatsServer,
+    client: Client,
+    log: MemoryLog,
+    api: Option<ApiHandle>,
+}
+
+async fn fixture() -> Fixture {
+    let server = NatsServer::start().unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let log = MemoryLog::new();
+    let service = CommandService::new(log.clone(), Arc::new(regional_operator()), None, ServiceConfig::default());
+    let config = ApiConfig { max_payload: 4096, ..ApiConfig::default() };
+    let api = start(client.clone(), service, config).await.unwrap();
+    Fixture { _server: server, client, log, api: Some(api) }
+}
+
+async fn request(client: &Client, subject: String, payload: Vec<u8>) -> async_nats::Message {
+    tokio::time::timeout(Duration::from_secs(10), client.request(subject, payload.into())).await.unwrap().unwrap()
+}
+
+fn reply(message: &async_nats::Message) -> pb::command_reply::Result {
+    pb::CommandReply::decode(message.payload.as_ref()).unwrap().result.unwrap()
+}
+
+fn error_code(message: &async_nats::Message) -> (i32, String) {
+    let pb::command_reply::Result::Error(e) = reply(message) else { panic!("expected an error reply") };
+    let header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR_CODE))
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    (e.code, header)
+}
+
+fn open_request(plan: &str, severity: Severity) -> Vec<u8> {
+    let mut command =
+        pb::Command::from(&agent(ticket_domain::testing::utc(2026, 11, 21, 0, 0), open(plan, "technical", severity)));
+    // A support tool leaves the id and the instant to the service.
+    command.ticket_id.clear();
+    command.command_id.clear();
+    command.issued_at = None;
+    command.encode_to_vec()
+}
+
+#[tokio::test]
+async fn a_command_over_nats_is_decided_and_its_positions_returned() {
+    let f = fixture().await;
+    let message = request(&f.client, command_subject("open"), open_request("advanced", Severity::A)).await;
+    let pb::command_reply::Result::Accepted(accepted) = reply(&message) else { panic!("expected acceptance") };
+    assert_eq!(accepted.events.len(), 1);
+    assert_eq!(accepted.events[0].position, 1);
+    assert!(!accepted.ticket_id.is_empty());
+    assert_eq!(f.log.head(), 1);
+
+    let query = pb::GetTicket { ticket_id: accepted.ticket_id.clone(), min_position: 1 };
+    let answer = request(&f.client, query_subject("ticket"), query.encode_to_vec()).await;
+    let Some(pb::query_reply::Result::Ticket(view)) = pb::QueryReply::decode(answer.payload.as_ref()).unwrap().result
+    else {
+        panic!("expected a ticket")
+    };
+    assert_eq!((view.ticket_id, view.severity), (accepted.ticket_id, pb::Severity::A as i32));
+    f.api.unwrap().stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_command_gets_its_stable_code_in_the_reply_and_the_headers() {
+    let f = fixture().await;
+    let message = request(&f.client, command_subject("open"), open_request("standard", Severity::A)).await;
+    let code = pb::ErrorCode::SeverityNotInContract as i32;
+    assert_eq!(error_code(&message), (code, code.to_string()));
+    assert_eq!(f.log.head(), 0);
+}
+
+#[tokio::test]
+async fn malformed_unknown_and_oversized_requests_get_typed_errors_and_append_nothing() {
+    let f = fixture().await;
+    let malformed = request(&f.client, command_subject("open"), vec![0x0a, 0xff, 0xff]).await;
+    assert_eq!(error_code(&malformed).0, pb::ErrorCode::MalformedRequest as i32);
+    let wrong_body = request(&f.client, command_subject("resolve"), open_request("advanced", Severity::A)).await;
+    assert_eq!(error_code(&wrong_body).0, pb::ErrorCode::MalformedRequest as i32);
+    let unknown = request(&f.client, command_subject("frobnicate"), open_request("advanced", Severity::A)).await;
+    assert_eq!(error_code(&unknown).0, pb::ErrorCode::UnknownEndpoint as i32);
+    let oversized = request(&f.client, command_subject("open"), vec![0u8; 5000]).await;
+    assert_eq!(error_code(&oversized).0, pb::ErrorCode::PayloadTooLarge as i32);
+    assert_eq!(f.log.head(), 0);
+}
+
+#[tokio::test]
+async fn the_service_answers_ping_and_info() {
+    let f = fixture().await;
+    let ping = request(&f.client, format!("$SRV.PING.{SERVICE_NAME}"), Vec::new()).await;
+    assert!(String::from_utf8_lossy(&ping.payload).contains(SERVICE_NAME));
+    let info = request(&f.client, format!("$SRV.INFO.{SERVICE_NAME}"), Vec::new()).await;
+    let info = String::from_utf8_lossy(&info.payload).into_owned();
+    for command in COMMANDS {
+        assert!(info.contains(&command_subject(command)), "{command} missing from {info}");
+    }
+}
