@@ -4,6 +4,7 @@
 
 mod durability;
 mod lifecycle;
+mod nats_events;
 mod operators;
 mod support_rules;
 

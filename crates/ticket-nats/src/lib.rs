@@ -7,5 +7,6 @@
 //! gets an error reply and appends nothing.
 
 mod api;
+pub mod publisher;
 
 pub use api::{ApiConfig, ApiError, ApiHandle, COMMANDS, QUERIES, SERVICE_NAME, command_subject, query_subject, start};

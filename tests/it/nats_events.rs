@@ -1,0 +1,144 @@
+//! Events reach a downstream JetStream consumer exactly once, in order, even across an outage.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use ticket_domain::{CommandBody, CommandId, Severity};
+use ticket_log::EventLog;
+use ticket_log_sled::{SledConfig, SledLog};
+use ticket_nats::publisher::{self, HEADER_POSITION, PublisherConfig};
+use ticket_service::{CommandService, ServiceConfig};
+use ticket_testkit::NatsServer;
+use tokio::sync::watch;
+
+use crate::shipped_policy;
+
+fn service(log: &SledLog) -> CommandService<SledLog> {
+    CommandService::new(log.clone(), Arc::new(shipped_policy("regional-operator.toml")), None, ServiceConfig::default())
+}
+
+/// Opens `tickets` tickets and adds `comments` customer comments to each: one event per command.
+async fn write(service: &CommandService<SledLog>, batch: &str, tickets: u128, comments: usize) {
+    use ticket_domain::testing::*;
+    for t in 0..tickets {
+        let ticket = ticket_domain::TicketId::from_uuid(uuid::Uuid::from_u128(
+            0x0190_0000_0000_7000_8000_0000_0000_0000 | (t + 1),
+        ));
+        let at = beijing(2026, 11, 21, 9, 0);
+        if service.log().stream_version(ticket).unwrap() == 0 {
+            let mut open = agent(at, open("standard", "technical", Severity::B));
+            (open.id, open.ticket_id) = (CommandId::new(format!("{batch}-open-{t}")).unwrap(), ticket);
+            service.execute(open.into()).await.unwrap();
+        }
+        for c in 0..comments {
+            let body = CommandBody::RecordCustomerReply { message: text("more") };
+            let mut reply = command(ticket_domain::ActorKind::Customer, "acme", at, body);
+            (reply.id, reply.ticket_id) = (CommandId::new(format!("{batch}-{t}-{c}")).unwrap(), ticket);
+            service.execute(reply.into()).await.unwrap();
+        }
+    }
+}
+
+/// Reads the whole stream with a fresh consumer; returns (position, ticket, version) per message.
+async fn consume(client: &async_nats::Client, expected: usize) -> Vec<(u64, String, u64)> {
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream("TICKETS").await.unwrap();
+    let consumer = stream
+        .create_consumer(consumer::pull::Config { ack_policy: consumer::AckPolicy::None, ..Default::default() })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < expected {
+        let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
+        let Ok(Some(Ok(message))) = next else { panic!("only {} of {expected} events arrived", seen.len()) };
+        let envelope = ticket_proto::decode_envelope(&message.payload).unwrap();
+        let header = message.headers.as_ref().and_then(|h| h.get(HEADER_POSITION)).map(|v| v.to_string());
+        assert_eq!(header, Some(envelope.position.to_string()));
+        seen.push((envelope.position, envelope.event.ticket_id.to_string(), envelope.version));
+    }
+    // Nothing more than expected: no duplicate arrives after the last event.
+    let extra = tokio::time::timeout(Duration::from_millis(300), messages.next()).await;
+    assert!(extra.is_err(), "an event arrived twice");
+    seen
+}
+
+fn assert_exactly_once_in_order(seen: &[(u64, String, u64)], head: u64) {
+    let positions: Vec<u64> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(positions, (1..=head).collect::<Vec<_>>(), "every position once, in log order");
+    let mut versions = std::collections::HashMap::new();
+    for (_, ticket, version) in seen {
+        let last = versions.insert(ticket.clone(), *version).unwrap_or(0);
+        assert_eq!(*version, last + 1, "ticket {ticket} out of order");
+    }
+}
+
+async fn wait_published(log: &SledLog, within: Duration) {
+    let deadline = Instant::now() + within;
+    while log.published().unwrap() < log.head() {
+        assert!(Instant::now() < deadline, "published {} of {}", log.published().unwrap(), log.head());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downstream_consumer_sees_every_event_once_in_order() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = SledLog::open(SledConfig::new(dir.path().join("log"))).unwrap();
+    write(&service(&log), "a", 5, 4).await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let task =
+        tokio::spawn(publisher::run(log.clone(), jetstream::new(client.clone()), PublisherConfig::default(), stopped));
+    wait_published(&log, Duration::from_secs(30)).await;
+    // Live appends are published as they come.
+    write(&service(&log), "b", 5, 2).await;
+    wait_published(&log, Duration::from_secs(30)).await;
+    let seen = consume(&client, log.head() as usize).await;
+    assert_exactly_once_in_order(&seen, log.head());
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
+}
+
+async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_during_a_load_loses_and_duplicates_nothing() {
+    let mut server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = SledLog::open(SledConfig::new(dir.path().join("log"))).unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let config = PublisherConfig { max_backoff: Duration::from_millis(200), ..PublisherConfig::default() };
+    let task = tokio::spawn(publisher::run(log.clone(), jetstream::new(client.clone()), config, stopped));
+
+    // A load that runs through the outage: NATS is killed while events are being published.
+    let load = {
+        let service = service(&log);
+        tokio::spawn(async move { write(&service, "load", 8, 30).await })
+    };
+    wait_until("publishing is under way", Duration::from_secs(30), || log.published().unwrap_or(0) >= 20).await;
+    server.stop();
+    let at_outage = log.head();
+    // Appends go on while NATS is down: the outbox grows.
+    wait_until("appends go on during the outage", Duration::from_secs(30), || log.head() >= at_outage + 50).await;
+    assert!(log.published().unwrap() < log.head(), "nothing can be published while NATS is down");
+    server.restart().unwrap();
+    load.await.unwrap();
+    wait_published(&log, Duration::from_secs(60)).await;
+
+    let seen = consume(&client, log.head() as usize).await;
+    assert_eq!(seen.len(), 8 * 31);
+    assert_exactly_once_in_order(&seen, log.head());
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
+}
