@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod daemon;
 mod durability;
 mod lifecycle;
 mod nats_events;

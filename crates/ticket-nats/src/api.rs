@@ -73,16 +73,21 @@ pub enum ApiError {
 pub struct ApiHandle {
     tasks: JoinSet<()>,
     service: Option<async_nats::service::Service>,
+    in_flight: Arc<Semaphore>,
+    max_in_flight: u32,
 }
 
 impl ApiHandle {
-    /// Stops taking requests and waits for the requests being handled to be answered.
-    pub async fn stop(mut self) {
+    /// Stops taking requests, then waits up to `deadline` for the commands being handled to be
+    /// decided, appended and answered. Returns false if some were still running at the deadline.
+    pub async fn stop(mut self, deadline: Duration) -> bool {
         if let Some(service) = self.service.take() {
             let _ = service.stop().await;
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(deadline, self.in_flight.acquire_many(self.max_in_flight)).await;
+        matches!(drained, Ok(Ok(_)))
     }
 }
 
@@ -127,8 +132,9 @@ pub async fn start<L: EventLog>(
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| ApiError::Start(e.to_string()))?;
+    let max_in_flight = u32::try_from(config.max_in_flight.clamp(1, 1 << 20)).unwrap_or(1024);
     let config = Arc::new(config);
-    let limit = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let limit = Arc::new(Semaphore::new(max_in_flight as usize));
     let mut tasks = JoinSet::new();
 
     let commands = micro.group(format!("{SERVICE_NAME}.cmd"));
@@ -185,7 +191,7 @@ pub async fn start<L: EventLog>(
         }
     });
     info!(service = SERVICE_NAME, endpoints = COMMANDS.len() + QUERIES.len(), "command api ready");
-    Ok(ApiHandle { tasks, service: Some(micro) })
+    Ok(ApiHandle { tasks, service: Some(micro), in_flight: limit, max_in_flight })
 }
 
 async fn handle_command<L: EventLog>(

@@ -75,7 +75,7 @@ async fn a_command_over_nats_is_decided_and_its_positions_returned() {
         panic!("expected a ticket")
     };
     assert_eq!((view.ticket_id, view.severity), (accepted.ticket_id, pb::Severity::A as i32));
-    f.api.unwrap().stop().await;
+    assert!(f.api.unwrap().stop(Duration::from_secs(5)).await);
 }
 
 #[tokio::test]

@@ -1,0 +1,192 @@
+//! Settings: flags > environment > config file > defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Flags {
+    /// A TOML config file (see deploy/ticketd.toml).
+    #[arg(long, env = "TICKETD_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// The NATS server(s), comma separated.
+    #[arg(long, env = "TICKETD_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// A NATS credentials file (JWT and NKey seed).
+    #[arg(long, env = "TICKETD_NATS_CREDS", global = true)]
+    pub nats_creds: Option<PathBuf>,
+    /// Where the log and snapshots (and in dev mode, the nats-server store) live.
+    #[arg(long, env = "TICKETD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// The SLA policy file.
+    #[arg(long, env = "TICKETD_POLICY", global = true)]
+    pub policy: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, env = "TICKETD_LOG_FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub policy: PathBuf,
+    pub nats: NatsConfig,
+    pub api: ApiSettings,
+    pub stream: StreamSettings,
+    pub shutdown: ShutdownSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    pub url: String,
+    pub creds: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    pub max_payload: usize,
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    pub name: String,
+    pub subject_prefix: String,
+    pub replicas: usize,
+    pub duplicate_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSettings {
+    /// How long in-flight commands and the outbox drain may take on SIGTERM.
+    pub deadline_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            policy: PathBuf::from("deploy/policies/regional-operator.toml"),
+            nats: NatsConfig::default(),
+            api: ApiSettings::default(),
+            stream: StreamSettings::default(),
+            shutdown: ShutdownSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self { url: "nats://127.0.0.1:4222".into(), creds: None }
+    }
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        let api = ticket_nats::ApiConfig::default();
+        Self { max_payload: api.max_payload, max_in_flight: api.max_in_flight }
+    }
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        let p = ticket_nats::publisher::PublisherConfig::default();
+        Self {
+            name: p.stream,
+            subject_prefix: p.subject_prefix,
+            replicas: p.replicas,
+            duplicate_window_secs: p.duplicate_window.as_secs(),
+        }
+    }
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { deadline_secs: 10 }
+    }
+}
+
+impl Config {
+    pub fn resolve(flags: &Flags) -> anyhow::Result<Self> {
+        let mut config = match &flags.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        if let Some(url) = &flags.nats_url {
+            config.nats.url.clone_from(url);
+        }
+        if let Some(creds) = &flags.nats_creds {
+            config.nats.creds = Some(creds.clone());
+        }
+        if let Some(dir) = &flags.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(policy) = &flags.policy {
+            config.policy.clone_from(policy);
+        }
+        if let Some(format) = flags.log_format {
+            config.log.format = format;
+        }
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("log")
+    }
+
+    pub fn api(&self) -> ticket_nats::ApiConfig {
+        ticket_nats::ApiConfig {
+            max_payload: self.api.max_payload,
+            max_in_flight: self.api.max_in_flight,
+            ..ticket_nats::ApiConfig::default()
+        }
+    }
+
+    pub fn publisher(&self) -> ticket_nats::publisher::PublisherConfig {
+        ticket_nats::publisher::PublisherConfig {
+            stream: self.stream.name.clone(),
+            subject_prefix: self.stream.subject_prefix.clone(),
+            replicas: self.stream.replicas,
+            duplicate_window: Duration::from_secs(self.stream.duplicate_window_secs),
+            ..ticket_nats::publisher::PublisherConfig::default()
+        }
+    }
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn,async_nats=warn"));
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,74 @@
+//! The ticketd daemon.
+//!
+//! - `ticketd serve`: production. Connects to NATS (`--nats-url`, optional credentials file),
+//!   opens the log in the data directory, serves the command API and publishes the outbox.
+//! - `ticketd dev`: the all-in-one for a newcomer. Starts a local `nats-server` with JetStream in
+//!   the data directory (installing it with `deploy/scripts/install-nats-server` if missing),
+//!   then serves on it.
+//!
+//! Settings come from, in order of precedence: flags, `TICKETD_*` environment variables, the
+//! TOML config file (`--config`), defaults. SIGTERM or SIGINT shuts down gracefully: stop taking
+//! requests, finish the commands in flight, drain the outbox to NATS, within a deadline.
+
+mod config;
+mod dev;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use config::{Config, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "ticketd", version, about = "The ticketd engine: SLA-exact ticket lifecycles on NATS")]
+struct Cli {
+    #[command(flatten)]
+    settings: config::Flags,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Serve on an existing NATS deployment.
+    Serve,
+    /// Start a local nats-server with JetStream in the data directory, and serve on it.
+    Dev {
+        /// The local nats-server's client port.
+        #[arg(long, default_value_t = 4222)]
+        port: u16,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::resolve(&cli.settings) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ticketd: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    config::init_logging(config.log.format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ticketd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.mode {
+            Mode::Serve => serve::serve(config).await,
+            Mode::Dev { port } => dev::dev(config, port).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "ticketd stopped on an error");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! `ticketd serve`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use ticket_domain::Policy;
+use ticket_log::EventLog;
+use ticket_log_sled::{SledConfig, SledLog};
+use ticket_service::{CommandService, ServiceConfig};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let policy = Arc::new(Policy::load(&config.policy)?);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let log = SledLog::open(SledConfig::new(config.log_dir()))?;
+
+    let mut options = async_nats::ConnectOptions::new().name("ticketd").retry_on_initial_connect();
+    if let Some(creds) = &config.nats.creds {
+        options = options.credentials_file(creds).await.with_context(|| format!("credentials {}", creds.display()))?;
+    }
+    let client = options
+        .connect(config.nats.url.as_str())
+        .await
+        .with_context(|| format!("cannot connect to {}", config.nats.url))?;
+
+    let service =
+        CommandService::new(log.clone(), policy.clone(), Some(Arc::new(log.snapshots())), ServiceConfig::default());
+    let api = ticket_nats::start(client.clone(), service, config.api()).await?;
+    let (stop_publishing, stopped) = watch::channel(false);
+    let publisher = tokio::spawn(ticket_nats::publisher::run(
+        log.clone(),
+        jetstream::new(client.clone()),
+        config.publisher(),
+        stopped,
+    ));
+    // Ready means serving: the connection may still be coming up (it retries in the background),
+    // and a flush's round trip shows the server has every subscription of the API.
+    let mut waited = Duration::ZERO;
+    while tokio::time::timeout(Duration::from_secs(5), client.flush()).await.map_or(true, |flushed| flushed.is_err()) {
+        waited += Duration::from_secs(5);
+        warn!(nats = %config.nats.url, waited_secs = waited.as_secs(), "waiting for NATS");
+    }
+    info!(
+        nats = %config.nats.url,
+        data_dir = %config.data_dir.display(),
+        policy = %policy.version(),
+        head = log.head(),
+        stream = %config.stream.name,
+        "ticketd ready"
+    );
+
+    let signal = shutdown_signal().await;
+    info!(signal, "shutting down: no new requests, finishing the commands in flight, draining the outbox");
+    let deadline = Duration::from_secs(config.shutdown.deadline_secs);
+    let started = tokio::time::Instant::now();
+    if !api.stop(deadline).await {
+        warn!("commands were still running at the shutdown deadline");
+    }
+    stop_publishing.send_replace(true);
+    let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+    match tokio::time::timeout(left, publisher).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "the outbox was not drained; it is published at the next start"),
+        Ok(Err(e)) => warn!(error = %e, "the publisher failed"),
+        Err(_) => warn!(
+            pending = log.head() - log.published().unwrap_or(0),
+            "outbox not drained by the deadline; it is published at the next start"
+        ),
+    }
+    let _ = client.flush().await;
+    info!(head = log.head(), published = log.published().unwrap_or(0), "ticketd stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT; returns its name.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}

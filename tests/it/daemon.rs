@@ -1,0 +1,163 @@
+//! `ticketd serve` and `ticketd dev` as processes: ready, serving commands over NATS, publishing
+//! events, and shutting down gracefully on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use prost::Message;
+use ticket_proto::pb;
+use ticket_testkit::NatsServer;
+
+use crate::policy_path;
+
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn spawn(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_it-ticketd"))
+            .args(args)
+            .current_dir(cwd)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, seen: Vec::new() }
+    }
+
+    fn wait_for(&mut self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.seen.iter().any(|l| l.contains(needle)) {
+            let left = deadline.checked_duration_since(Instant::now()).unwrap_or_else(|| {
+                panic!("no {needle:?} within {within:?}; ticketd logged:\n{}", self.seen.join("\n"))
+            });
+            if let Ok(line) = self.lines.recv_timeout(left.min(Duration::from_millis(100))) {
+                self.seen.push(line);
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "ticketd did not stop within 30 s");
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(20)) {
+                self.seen.push(line);
+            }
+        };
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        self.seen.extend(rest);
+        (status, std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn open_request() -> Vec<u8> {
+    use ticket_domain::testing::{agent, open, utc};
+    let mut command =
+        pb::Command::from(&agent(utc(2026, 11, 21, 0, 0), open("advanced", "technical", ticket_domain::Severity::A)));
+    command.ticket_id.clear();
+    command.command_id.clear();
+    command.issued_at = None;
+    command.encode_to_vec()
+}
+
+async fn open_a_ticket(url: &str) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    let reply = client.request(ticket_nats::command_subject("open"), open_request().into()).await.unwrap();
+    let Some(pb::command_reply::Result::Accepted(accepted)) =
+        pb::CommandReply::decode(reply.payload.as_ref()).unwrap().result
+    else {
+        panic!("the command was not accepted")
+    };
+    accepted.events[0].position
+}
+
+/// Messages in the TICKETS stream; 0 while the publisher has not created it yet.
+async fn stream_messages(url: &str) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    match jetstream::new(client).get_stream("TICKETS").await {
+        Ok(stream) => stream.get_info().await.unwrap().state.messages,
+        Err(e) if e.to_string().contains("stream not found") => 0,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn repository() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticketd_serve_takes_commands_publishes_and_stops_gracefully() {
+    let server = NatsServer::start().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let policy = policy_path("regional-operator.toml");
+    let args = [
+        "--nats-url",
+        &server.url(),
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "serve",
+    ];
+    let mut daemon = Daemon::spawn(&args, data.path(), &[]);
+    daemon.wait_for("ticketd ready", Duration::from_secs(30));
+    assert_eq!(open_a_ticket(&server.url()).await, 1);
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "ticketd exited with {status}:\n{}", log.join("\n"));
+    assert!(log.iter().any(|l| l.contains("ticketd stopped")), "{}", log.join("\n"));
+    assert_eq!(stream_messages(&server.url()).await, 1, "the event was published before ticketd stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticketd_dev_starts_its_own_nats_server() {
+    let data = tempfile::tempdir().unwrap();
+    let port = ticket_testkit::free_port().unwrap();
+    let nats = ticket_testkit::nats_server_bin().unwrap();
+    let args = ["--data-dir", data.path().to_str().unwrap(), "dev", "--port", &port.to_string()];
+    // Run from the repository, as a newcomer does: deploy/nats/dev.conf is found there.
+    let mut daemon = Daemon::spawn(&args, &repository(), &[("NATS_SERVER_BIN", nats.as_path())]);
+    daemon.wait_for("ticketd ready", Duration::from_secs(60));
+    let url = format!("nats://127.0.0.1:{port}");
+    assert_eq!(open_a_ticket(&url).await, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stream_messages(&url).await < 1 {
+        assert!(Instant::now() < deadline, "the event never reached the local JetStream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "ticketd exited with {status}:\n{}", log.join("\n"));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the local nats-server outlived ticketd");
+    assert!(data.path().join("nats").is_dir() && data.path().join("log").is_dir());
+}
