@@ -161,3 +161,58 @@ async fn ticketd_dev_starts_its_own_nats_server() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the local nats-server outlived ticketd");
     assert!(data.path().join("nats").is_dir() && data.path().join("log").is_dir());
 }
+
+fn ticketctl_remote(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_it-ticketctl")).arg("--nats-url").arg(url).args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_lifecycle_over_nats_through_ticketctl() {
+    let server = NatsServer::start().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let policy = policy_path("regional-operator.toml");
+    let args = [
+        "--nats-url",
+        &server.url(),
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "serve",
+    ];
+    let mut daemon = Daemon::spawn(&args, data.path(), &[]);
+    daemon.wait_for("ticketd ready", Duration::from_secs(30));
+    let url = server.url();
+    let code = |o: &std::process::Output| o.status.code().unwrap_or(-1);
+
+    let open = ["open", "--customer", "acme", "--category", "technical", "--severity", "A", "--title", "mail is down"];
+    let refused = ticketctl_remote(&url, &[&open[..], &["--plan", "standard"]].concat());
+    assert_eq!(code(&refused), 1);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("ERROR_CODE_SEVERITY_NOT_IN_CONTRACT"));
+
+    let opened = ticketctl_remote(&url, &[&open[..], &["--plan", "advanced", "--json"]].concat());
+    assert_eq!(code(&opened), 0, "{}", String::from_utf8_lossy(&opened.stderr));
+    let accepted: pb::CommandAccepted = serde_json::from_slice(&opened.stdout).unwrap();
+    let ticket = accepted.ticket_id;
+    for step in [
+        vec!["ask", &ticket, "--request", "logs please"],
+        vec!["--actor", "customer:acme-admin", "reply", &ticket, "--message", "attached"],
+        vec!["escalate", &ticket, "--tier", "tier-2", "--reason", "hard"],
+        vec!["resolve", &ticket, "--resolution", "fixed"],
+    ] {
+        let out = ticketctl_remote(&url, &step);
+        assert_eq!(code(&out), 0, "{step:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(code(&ticketctl_remote(&url, &["resolve", &ticket, "--resolution", "again"])), 1);
+    let state: serde_json::Value =
+        serde_json::from_slice(&ticketctl_remote(&url, &["state", &ticket, "--json"]).stdout).unwrap();
+    assert_eq!(state["status"], "TICKET_STATUS_RESOLVED");
+    assert_eq!(state["tier"], "tier-2");
+
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{}", log.join("\n"));
+    assert_eq!(stream_messages(&url).await, 5, "every event was published");
+    let nobody = ticketctl_remote(&url, &["state", &ticket]);
+    assert_eq!(code(&nobody), 3);
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("is it running?"));
+}

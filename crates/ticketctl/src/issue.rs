@@ -23,6 +23,45 @@ pub struct Issuer<'a> {
     pub actor: &'a str,
     pub command_id: Option<&'a str>,
     pub json: bool,
+    pub remote: Option<Remote<'a>>,
+}
+
+/// Where a running ticketd listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Remote<'a> {
+    pub url: &'a str,
+    pub creds: Option<&'a Path>,
+}
+
+const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn connect(remote: Remote<'_>) -> anyhow::Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new().name("ticketctl");
+    if let Some(creds) = remote.creds {
+        options = options.credentials_file(creds).await?;
+    }
+    Ok(options.connect(remote.url).await?)
+}
+
+/// A request to ticketd, with a clear error when nothing answers.
+async fn request(
+    client: &async_nats::Client,
+    subject: String,
+    payload: Vec<u8>,
+) -> Result<async_nats::Message, Failure> {
+    match tokio::time::timeout(REMOTE_TIMEOUT, client.request(subject.clone(), payload.into())).await {
+        Ok(Ok(message)) => Ok(message),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            Err(Failure::Data(anyhow::anyhow!("no ticketd answers on {subject}: is it running?")))
+        }
+        Ok(Err(e)) => Err(Failure::Data(e.into())),
+        Err(_) => Err(Failure::Data(anyhow::anyhow!("ticketd did not answer on {subject} within {REMOTE_TIMEOUT:?}"))),
+    }
+}
+
+fn refused(error: &pb::Error) -> Failure {
+    let code = pb::ErrorCode::try_from(error.code).map_or("UNKNOWN", |c| c.as_str_name());
+    Failure::Negative(format!("refused ({code}): {}", error.message))
 }
 
 fn usage(e: impl std::fmt::Display) -> Failure {
@@ -58,12 +97,15 @@ impl Issuer<'_> {
     }
 
     fn issue(&self, ticket_id: TicketId, body: CommandBody) -> Result<(), Failure> {
-        let policy = Arc::new(Policy::load(self.policy).map_err(usage)?);
         let id = match self.command_id {
             Some(id) => CommandId::new(id).map_err(usage)?,
             None => CommandId::new(uuid::Uuid::now_v7().to_string()).map_err(usage)?,
         };
         let command = Command { id, ticket_id, actor: self.actor()?, issued_at: ticket_log::now(), body };
+        if let Some(remote) = self.remote {
+            return self.issue_remote(remote, command);
+        }
+        let policy = Arc::new(Policy::load(self.policy).map_err(usage)?);
         std::fs::create_dir_all(self.data_dir)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let result = runtime.block_on(async {
@@ -85,6 +127,80 @@ impl Issuer<'_> {
                 Err(Failure::Negative(format!("refused ({code}): {e}")))
             }
             Err(e) => Err(Failure::Data(e.into())),
+        }
+    }
+
+    /// Sends the command to ticketd over NATS; the service stamps the instant.
+    fn issue_remote(&self, remote: Remote<'_>, command: Command) -> Result<(), Failure> {
+        let name = command.body.name();
+        let mut wire = pb::Command::from(&command);
+        wire.issued_at = None;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let reply = runtime.block_on(async {
+            let client = connect(remote).await.map_err(Failure::Data)?;
+            request(&client, ticket_nats::command_subject(name), prost::Message::encode_to_vec(&wire)).await
+        })?;
+        let reply: pb::CommandReply =
+            prost::Message::decode(reply.payload.as_ref()).map_err(|e| Failure::Data(e.into()))?;
+        match reply.result {
+            Some(pb::command_reply::Result::Accepted(accepted)) => {
+                let events = accepted
+                    .events
+                    .iter()
+                    .cloned()
+                    .map(ticket_domain::RecordedEvent::try_from)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| Failure::Data(e.into()))?;
+                let ticket = TicketId::parse(&accepted.ticket_id).unwrap_or(command.ticket_id);
+                self.print(ticket, &CommandResult { events, duplicate: accepted.duplicate })
+            }
+            Some(pb::command_reply::Result::Error(error)) => {
+                if self.json {
+                    print_json(&error)?;
+                }
+                Err(refused(&error))
+            }
+            None => Err(Failure::Data(anyhow::anyhow!("an empty reply from ticketd"))),
+        }
+    }
+
+    /// `state` in remote mode: the ticket as ticketd serves it now.
+    pub fn remote_state(&self, id: &str) -> Result<(), Failure> {
+        let Some(remote) = self.remote else { return Err(Failure::Usage("remote mode needs --nats-url".into())) };
+        let query = pb::GetTicket { ticket_id: ticket(id)?.to_string(), min_position: 0 };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let reply = runtime.block_on(async {
+            let client = connect(remote).await.map_err(Failure::Data)?;
+            request(&client, ticket_nats::query_subject("ticket"), prost::Message::encode_to_vec(&query)).await
+        })?;
+        let reply: pb::QueryReply =
+            prost::Message::decode(reply.payload.as_ref()).map_err(|e| Failure::Data(e.into()))?;
+        match reply.result {
+            Some(pb::query_reply::Result::Ticket(view)) => {
+                if self.json {
+                    return print_json(&view);
+                }
+                let mut t = table(&["field", "value"]);
+                let severity = pb::Severity::try_from(view.severity).map_or("?", |s| s.as_str_name());
+                let status = pb::TicketStatus::try_from(view.status).map_or("?", |s| s.as_str_name());
+                for (k, v) in [
+                    ("ticket", view.ticket_id.clone()),
+                    ("title", view.title.clone()),
+                    ("customer", view.customer.clone()),
+                    ("plan / category", format!("{} / {}", view.plan, view.category)),
+                    ("severity", severity.to_owned()),
+                    ("status", status.to_owned()),
+                    ("version", view.version.to_string()),
+                    ("as of position", view.position.to_string()),
+                ] {
+                    t.add_row(vec![k.to_owned(), v]);
+                }
+                emit(&t)
+            }
+            Some(pb::query_reply::Result::Error(error)) => Err(refused(&error)),
+            Some(pb::query_reply::Result::Tickets(_) | pb::query_reply::Result::Board(_)) | None => {
+                Err(Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd")))
+            }
         }
     }
 

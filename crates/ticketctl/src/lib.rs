@@ -34,6 +34,13 @@ pub struct Cli {
     /// id returns its original result.
     #[arg(long, global = true)]
     pub command_id: Option<String>,
+    /// Remote mode: send commands and queries to a running ticketd over NATS instead of running
+    /// the engine on --data-dir.
+    #[arg(long, env = "TICKETD_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// A NATS credentials file for remote mode.
+    #[arg(long, env = "TICKETD_NATS_CREDS", global = true)]
+    pub nats_creds: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -223,6 +230,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         actor: &cli.actor,
         command_id: cli.command_id.as_deref(),
         json: cli.json,
+        remote: cli.nats_url.as_deref().map(|url| issue::Remote { url, creds: cli.nats_creds.as_deref() }),
     };
     match cli.command {
         Command::Open { customer, plan, category, severity, title, description } => {
@@ -239,6 +247,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             issue.split(&ticket, &category, &severity, &title, &description)
         }
         Command::History { ticket } => local::history(&cli.data_dir, &ticket, cli.json),
+        Command::State { ticket, at: None } if issue.remote.is_some() => issue.remote_state(&ticket),
         Command::State { ticket, at } => local::state(&cli.data_dir, &ticket, at.as_deref(), cli.json),
         Command::Audit { command: AuditCommand::Verify { policies } } => {
             // The policy commands are decided with, when there is one: given, or the default file.

@@ -190,3 +190,46 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags() -> Flags {
+        Flags { config: None, nats_url: None, nats_creds: None, data_dir: None, policy: None, log_format: None }
+    }
+
+    #[test]
+    fn the_shipped_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/ticketd.toml");
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(config.stream.name, "TICKETS");
+        assert_eq!(config.api.max_payload, 65536);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("ticketd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(&file, "data_dir = \"/from/file\"\n[nats]\nurl = \"nats://file:4222\"\n").unwrap();
+        let mut f = flags();
+        f.config = Some(file);
+        f.nats_url = Some("nats://flag:4222".into());
+        let config = Config::resolve(&f).unwrap();
+        assert_eq!(
+            (config.nats.url.as_str(), config.data_dir.as_path()),
+            ("nats://flag:4222", Path::new("/from/file"))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_file_named() {
+        let dir = std::env::temp_dir().join(format!("ticketd-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "[nats]\nurll = \"x\"\n").unwrap();
+        let err = Config::from_file(&file).unwrap_err().to_string();
+        assert!(err.contains("bad.toml") && err.contains("urll"), "{err}");
+    }
+}
