@@ -27,6 +27,7 @@ impl Daemon {
             .current_dir(cwd)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .env("TICKETD_LOG_FORMAT", "json")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -73,6 +74,19 @@ impl Daemon {
         self.seen.extend(rest);
         (status, std::mem::take(&mut self.seen))
     }
+}
+
+/// The `ticketd stopped` line says every appended event was published, and nothing failed on the
+/// way.
+fn assert_drained(log: &[String]) {
+    let stopped = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "ticketd stopped")
+        .unwrap_or_else(|| panic!("no stop line:\n{}", log.join("\n")));
+    assert_eq!(stopped["fields"]["head"], stopped["fields"]["published"], "the outbox was not drained: {stopped}");
+    let warnings: Vec<&String> = log.iter().filter(|l| l.contains("\"level\":\"WARN\"")).collect();
+    assert!(warnings.is_empty(), "ticketd warned: {warnings:?}");
 }
 
 impl Drop for Daemon {
@@ -136,7 +150,7 @@ async fn ticketd_serve_takes_commands_publishes_and_stops_gracefully() {
     assert_eq!(open_a_ticket(&server.url()).await, 1);
     let (status, log) = daemon.terminate();
     assert!(status.success(), "ticketd exited with {status}:\n{}", log.join("\n"));
-    assert!(log.iter().any(|l| l.contains("ticketd stopped")), "{}", log.join("\n"));
+    assert_drained(&log);
     assert_eq!(stream_messages(&server.url()).await, 1, "the event was published before ticketd stopped");
 }
 
@@ -158,6 +172,7 @@ async fn ticketd_dev_starts_its_own_nats_server() {
     }
     let (status, log) = daemon.terminate();
     assert!(status.success(), "ticketd exited with {status}:\n{}", log.join("\n"));
+    assert_drained(&log);
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the local nats-server outlived ticketd");
     assert!(data.path().join("nats").is_dir() && data.path().join("log").is_dir());
 }
@@ -211,6 +226,7 @@ async fn a_whole_lifecycle_over_nats_through_ticketctl() {
 
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{}", log.join("\n"));
+    assert_drained(&log);
     assert_eq!(stream_messages(&url).await, 5, "every event was published");
     let nobody = ticketctl_remote(&url, &["state", &ticket]);
     assert_eq!(code(&nobody), 3);

@@ -171,25 +171,31 @@ pub async fn start<L: EventLog>(
         }
     });
 
-    // Requests to names no endpoint serves get a typed error instead of "no responders". This
-    // plain subscription also sees requests to known endpoints, and leaves those alone.
-    let mut unknown =
-        client.subscribe(format!("{SERVICE_NAME}.>")).await.map_err(|e| ApiError::Subscribe(e.to_string()))?;
-    let catch_all_client = client.clone();
-    tasks.spawn(async move {
-        while let Some(message) = unknown.next().await {
-            let subject = message.subject.as_str();
-            let known = COMMANDS.iter().any(|c| subject == command_subject(c))
-                || QUERIES.iter().any(|q| subject == query_subject(q));
-            let Some(reply) = message.reply.clone().filter(|_| !known) else { continue };
-            debug!(subject, "request to an unknown endpoint");
-            let (body, headers) = error_reply(
-                pb::ErrorCode::UnknownEndpoint,
-                format!("no endpoint {subject} (see $SRV.INFO.{SERVICE_NAME})"),
-            );
-            let _ = catch_all_client.publish_with_headers(reply, headers, body).await;
-        }
-    });
+    // Requests to names no endpoint serves get a typed error instead of "no responders". These
+    // plain subscriptions also see requests to known endpoints, and leave those alone. They cover
+    // the API's subjects only: `tickets.events.>` is the event stream, whose publishes carry
+    // JetStream's acknowledgement inbox as their reply subject.
+    for prefix in ["cmd", "query"] {
+        let mut unknown = client
+            .subscribe(format!("{SERVICE_NAME}.{prefix}.>"))
+            .await
+            .map_err(|e| ApiError::Subscribe(e.to_string()))?;
+        let catch_all_client = client.clone();
+        tasks.spawn(async move {
+            while let Some(message) = unknown.next().await {
+                let subject = message.subject.as_str();
+                let known = COMMANDS.iter().any(|c| subject == command_subject(c))
+                    || QUERIES.iter().any(|q| subject == query_subject(q));
+                let Some(reply) = message.reply.clone().filter(|_| !known) else { continue };
+                debug!(subject, "request to an unknown endpoint");
+                let (body, headers) = error_reply(
+                    pb::ErrorCode::UnknownEndpoint,
+                    format!("no endpoint {subject} (see $SRV.INFO.{SERVICE_NAME})"),
+                );
+                let _ = catch_all_client.publish_with_headers(reply, headers, body).await;
+            }
+        });
+    }
     info!(service = SERVICE_NAME, endpoints = COMMANDS.len() + QUERIES.len(), "command api ready");
     Ok(ApiHandle { tasks, service: Some(micro), in_flight: limit, max_in_flight })
 }
