@@ -6,6 +6,7 @@ mod daemon;
 mod durability;
 mod lifecycle;
 mod nats_events;
+mod nats_permissions;
 mod operators;
 mod support_rules;
 

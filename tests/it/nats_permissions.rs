@@ -1,0 +1,135 @@
+//! The accounts of deploy/nats/accounts.conf: what each user may and may not do.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::{Client, ConnectOptions, Event, ServerError, jetstream};
+use prost::Message;
+use ticket_log_sled::{SledConfig, SledLog};
+use ticket_nats::publisher::{self, PublisherConfig};
+use ticket_proto::pb;
+use ticket_service::{CommandService, ServiceConfig};
+use ticket_testkit::{NatsServer, ServerConfig};
+use tokio::sync::watch;
+
+use crate::shipped_policy;
+
+type Violations = Arc<Mutex<Vec<String>>>;
+
+async fn connect(server: &NatsServer, user: &str) -> (Client, Violations) {
+    let violations: Violations = Arc::default();
+    let seen = violations.clone();
+    let client = ConnectOptions::with_user_and_password(user.into(), format!("{user}-dev-password"))
+        .event_callback(move |event| {
+            let seen = seen.clone();
+            async move {
+                if let Event::ServerError(ServerError::Other(e)) = event {
+                    seen.lock().unwrap().push(e);
+                }
+            }
+        })
+        .connect(server.url())
+        .await
+        .unwrap();
+    (client, violations)
+}
+
+async fn wait_violation(violations: &Violations, subject: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if violations
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|v| v.to_lowercase().contains("permissions violation") && v.contains(subject))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no permissions violation for {subject}: {:?}", violations.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn command(body: ticket_domain::CommandBody) -> Vec<u8> {
+    use ticket_domain::testing::{agent, utc};
+    let mut wire = pb::Command::from(&agent(utc(2026, 11, 21, 0, 0), body));
+    wire.issued_at = None;
+    wire.encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_can_do_its_job_and_nothing_else() {
+    let accounts = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/accounts.conf");
+    let server =
+        NatsServer::start_with(ServerConfig { config_file: Some(accounts), ..ServerConfig::default() }).unwrap();
+
+    // The service, as the ticketd user.
+    let dir = tempfile::tempdir().unwrap();
+    let log = SledLog::open(SledConfig::new(dir.path().join("log"))).unwrap();
+    let (service_client, service_violations) = connect(&server, "ticketd").await;
+    let service = CommandService::new(
+        log.clone(),
+        Arc::new(shipped_policy("regional-operator.toml")),
+        None,
+        ServiceConfig::default(),
+    );
+    let api = ticket_nats::start(service_client.clone(), service, ticket_nats::ApiConfig::default()).await.unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let publishing = tokio::spawn(publisher::run(
+        log.clone(),
+        jetstream::new(service_client.clone()),
+        PublisherConfig::default(),
+        stopped,
+    ));
+
+    // Support tools open a ticket...
+    let (support, support_violations) = connect(&server, "support").await;
+    let body = ticket_domain::testing::open("advanced", "technical", ticket_domain::Severity::A);
+    let reply = support.request(ticket_nats::command_subject("open"), command(body).into()).await.unwrap();
+    assert!(matches!(
+        pb::CommandReply::decode(reply.payload.as_ref()).unwrap().result,
+        Some(pb::command_reply::Result::Accepted(_))
+    ));
+    // ...but cannot record a breach: only the engine's timer may.
+    let breach = ticket_domain::CommandBody::RecordSlaBreach {
+        metric: ticket_domain::Metric::FirstResponse,
+        cycle: 1,
+        due_at: ticket_domain::testing::utc(2026, 11, 21, 1, 0),
+    };
+    let subject = ticket_nats::command_subject("record_sla_breach");
+    support.publish(subject.clone(), command(breach).into()).await.unwrap();
+    wait_violation(&support_violations, &subject).await;
+
+    // Subscribers read events...
+    let (subscriber, subscriber_violations) = connect(&server, "subscriber").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        if let Ok(stream) = jetstream::new(subscriber.clone()).get_stream("TICKETS").await {
+            break stream;
+        }
+        assert!(Instant::now() < deadline, "the subscriber cannot see the stream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream.get_info().await.unwrap().state.messages < 1 {
+        assert!(Instant::now() < deadline, "no event reached the stream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and can publish neither a command nor an event.
+    let body = ticket_domain::testing::open("advanced", "technical", ticket_domain::Severity::A);
+    subscriber.publish(ticket_nats::command_subject("open"), command(body).into()).await.unwrap();
+    wait_violation(&subscriber_violations, "tickets.cmd.open").await;
+    subscriber.publish("tickets.events.forged.opened", "forged".into()).await.unwrap();
+    wait_violation(&subscriber_violations, "tickets.events.forged.opened").await;
+    subscriber.flush().await.unwrap();
+    assert_eq!(ticket_log::EventLog::head(&log), 1, "nothing but the support tool's command was appended");
+
+    assert!(api.stop(Duration::from_secs(5)).await);
+    stop.send_replace(true);
+    publishing.await.unwrap().unwrap();
+    assert!(
+        service_violations.lock().unwrap().is_empty(),
+        "the service hit a permission: {:?}",
+        service_violations.lock().unwrap()
+    );
+}
