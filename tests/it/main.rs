@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod daemon;
+mod deploy;
 mod durability;
 mod lifecycle;
 mod nats_events;
