@@ -3,6 +3,7 @@
 
 mod append;
 mod machine;
+mod nats;
 mod stats;
 mod workload;
 
@@ -26,6 +27,9 @@ enum Bench {
     /// Durable appends through the command service on sled, against raw sled batched inserts of
     /// the same bytes with the same flush policy (group commit, fsync per group).
     Append(append::Args),
+    /// Commands over NATS request/reply with K clients, against the raw request/reply rate of
+    /// the same server answered by a trivial responder.
+    Nats(nats::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.bench {
             Bench::Append(args) => append::run(args, cli.json).await,
+            Bench::Nats(args) => nats::run(args, cli.json).await,
         }
     });
     match result {
