@@ -10,6 +10,8 @@ use ticket_domain::{CommandId, TicketId, TraceId};
 use ticket_log::EventLog;
 use ticket_proto::pb;
 use ticket_service::{CommandRequest, CommandService, ServiceError, ServiceErrorKind, Stamp};
+
+use crate::views::Views;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -34,7 +36,7 @@ pub const COMMANDS: [&str; 12] = [
 ];
 
 /// The query endpoints.
-pub const QUERIES: [&str; 1] = ["ticket"];
+pub const QUERIES: [&str; 3] = ["ticket", "customer", "board"];
 
 pub fn command_subject(command: &str) -> String {
     format!("{SERVICE_NAME}.cmd.{command}")
@@ -50,13 +52,20 @@ pub struct ApiConfig {
     pub max_payload: usize,
     /// Commands handled at once; more wait.
     pub max_in_flight: usize,
-    /// How long a query waits for the log to reach the position it names.
+    /// How long a query waits for the view to reach the position it names.
     pub read_your_writes_deadline: Duration,
+    /// The most tickets a list query returns (and its default).
+    pub max_list: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { max_payload: 64 * 1024, max_in_flight: 1024, read_your_writes_deadline: Duration::from_secs(5) }
+        Self {
+            max_payload: 64 * 1024,
+            max_in_flight: 1024,
+            read_your_writes_deadline: Duration::from_secs(5),
+            max_list: 1000,
+        }
     }
 }
 
@@ -126,6 +135,7 @@ pub async fn start<L: EventLog>(
     service: CommandService<L>,
     config: ApiConfig,
 ) -> Result<ApiHandle, ApiError> {
+    let views = Views::follow(service.log());
     let micro = client
         .service_builder()
         .description("ticketd: commands and queries of the ticket lifecycle engine")
@@ -157,19 +167,21 @@ pub async fn start<L: EventLog>(
     }
 
     let queries = micro.group(format!("{SERVICE_NAME}.query"));
-    let mut ticket_query = queries.endpoint("ticket").await.map_err(|e| ApiError::Start(e.to_string()))?;
-    let (query_service, query_config) = (service.clone(), config.clone());
-    tasks.spawn(async move {
-        while let Some(request) = ticket_query.next().await {
-            let (service, config) = (query_service.clone(), query_config.clone());
-            tokio::spawn(async move {
-                let (body, headers) = handle_ticket_query(&request.message.payload, &service, &config).await;
-                if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
-                    warn!(endpoint = "query.ticket", error = %e, "reply not sent");
-                }
-            });
-        }
-    });
+    for name in QUERIES {
+        let mut endpoint = queries.endpoint(name).await.map_err(|e| ApiError::Start(e.to_string()))?;
+        let (views, config) = (views.clone(), config.clone());
+        tasks.spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let (views, config) = (views.clone(), config.clone());
+                tokio::spawn(async move {
+                    let (body, headers) = handle_query(name, &request.message.payload, &views, &config).await;
+                    if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+                        warn!(endpoint = name, error = %e, "reply not sent");
+                    }
+                });
+            }
+        });
+    }
 
     // Requests to names no endpoint serves get a typed error instead of "no responders". These
     // plain subscriptions also see requests to known endpoints, and leave those alone. They cover
@@ -270,53 +282,95 @@ async fn handle_command<L: EventLog>(
     }
 }
 
-async fn handle_ticket_query<L: EventLog>(
-    payload: &[u8],
-    service: &CommandService<L>,
-    config: &ApiConfig,
-) -> (Bytes, HeaderMap) {
-    let query_error = |code: pb::ErrorCode, message: String| {
-        let (_, headers) = error_reply(code, message.clone());
-        let error = pb::Error { code: code as i32, message, details: Default::default() };
-        let reply = pb::QueryReply { result: Some(pb::query_reply::Result::Error(error)) };
-        (Bytes::from(reply.encode_to_vec()), headers)
-    };
+fn query_reply(result: pb::query_reply::Result) -> (Bytes, HeaderMap) {
+    (pb::QueryReply { result: Some(result) }.encode_to_vec().into(), HeaderMap::new())
+}
+
+fn query_error(code: pb::ErrorCode, message: String) -> (Bytes, HeaderMap) {
+    let (_, headers) = error_reply(code, message.clone());
+    let error = pb::Error { code: code as i32, message, details: Default::default() };
+    (pb::QueryReply { result: Some(pb::query_reply::Result::Error(error)) }.encode_to_vec().into(), headers)
+}
+
+fn view_of(state: &ticket_domain::TicketState, position: u64) -> Option<pb::TicketView> {
+    let mut view = pb::TicketView::from(state.ticket()?);
+    view.position = position;
+    Some(view)
+}
+
+/// Decodes a query, waits for the position it names (read-your-writes), and answers it.
+async fn handle_query(endpoint: &str, payload: &[u8], views: &Views, config: &ApiConfig) -> (Bytes, HeaderMap) {
     if payload.len() > config.max_payload {
         return query_error(
             pb::ErrorCode::PayloadTooLarge,
             format!("payload of {} bytes is over the limit", payload.len()),
         );
     }
-    let query = match pb::GetTicket::decode(payload) {
-        Ok(q) => q,
-        Err(e) => return query_error(pb::ErrorCode::MalformedRequest, format!("not a ticket.v1.GetTicket: {e}")),
+    let malformed = |what: &str, e: &dyn std::fmt::Display| {
+        query_error(pb::ErrorCode::MalformedRequest, format!("not a {what}: {e}"))
     };
-    let ticket = match TicketId::parse(&query.ticket_id) {
-        Ok(t) => t,
-        Err(e) => return query_error(pb::ErrorCode::MalformedRequest, e.to_string()),
+    let min_position = match endpoint {
+        "ticket" => pb::GetTicket::decode(payload).map(|q| q.min_position),
+        "customer" => pb::ListCustomerTickets::decode(payload).map(|q| q.min_position),
+        _ => pb::GetBoard::decode(payload).map(|q| q.min_position),
     };
-    // Read-your-writes: wait until the log holds the position the client names.
-    if query.min_position > 0 {
-        let mut head = service.log().watch_head();
-        let reached =
-            tokio::time::timeout(config.read_your_writes_deadline, head.wait_for(|h| *h >= query.min_position)).await;
-        if !matches!(reached, Ok(Ok(_))) {
-            return query_error(pb::ErrorCode::Timeout, format!("position {} not reached in time", query.min_position));
-        }
+    let min_position = match min_position {
+        Ok(p) => p,
+        Err(e) => return malformed(&format!("ticket.v1 {endpoint} query"), &e),
+    };
+    if min_position > 0 && !views.wait_for(min_position, config.read_your_writes_deadline).await {
+        return query_error(pb::ErrorCode::Timeout, format!("position {min_position} not reached in time"));
     }
-    match service.state(ticket) {
-        Ok(state) => match state.ticket() {
-            Some(t) => {
-                let mut view = pb::TicketView::from(t);
-                view.position = service.log().head();
-                let reply = pb::QueryReply { result: Some(pb::query_reply::Result::Ticket(view)) };
-                (reply.encode_to_vec().into(), HeaderMap::new())
+    let position = views.position();
+    let limit = |asked: u32| if asked == 0 { config.max_list } else { (asked as usize).min(config.max_list) };
+    match endpoint {
+        "ticket" => {
+            let Ok(query) = pb::GetTicket::decode(payload) else { return malformed("GetTicket", &"decode") };
+            let ticket = match TicketId::parse(&query.ticket_id) {
+                Ok(t) => t,
+                Err(e) => return malformed("ticket id", &e),
+            };
+            match views.ticket(ticket).as_ref().and_then(|s| view_of(s, position)) {
+                Some(view) => query_reply(pb::query_reply::Result::Ticket(view)),
+                None => query_error(pb::ErrorCode::TicketNotFound, format!("ticket {ticket} not found")),
             }
-            None => query_error(pb::ErrorCode::TicketNotFound, format!("ticket {ticket} not found")),
-        },
-        Err(e) => {
-            let error = service_error(&e);
-            query_error(pb::ErrorCode::try_from(error.code).unwrap_or(pb::ErrorCode::Internal), error.message)
+        }
+        "customer" => {
+            let Ok(query) = pb::ListCustomerTickets::decode(payload) else {
+                return malformed("ListCustomerTickets", &"decode");
+            };
+            let customer = match ticket_domain::CustomerId::new(query.customer) {
+                Ok(c) => c,
+                Err(e) => return malformed("customer id", &e),
+            };
+            let tickets = views
+                .customer_tickets(&customer, query.include_resolved, limit(query.limit))
+                .iter()
+                .filter_map(|s| view_of(s, position))
+                .collect();
+            query_reply(pb::query_reply::Result::Tickets(pb::TicketList { tickets, position }))
+        }
+        _ => {
+            let Ok(query) = pb::GetBoard::decode(payload) else { return malformed("GetBoard", &"decode") };
+            let entries = views
+                .board(limit(query.limit))
+                .into_iter()
+                .filter_map(|(entry, state)| {
+                    let t = state.ticket()?;
+                    Some(pb::BoardEntry {
+                        ticket_id: entry.ticket_id.to_string(),
+                        customer: t.customer.to_string(),
+                        severity: ticket_proto::wire::severity(t.severity),
+                        metric: ticket_proto::wire::metric(entry.metric),
+                        cycle: entry.cycle,
+                        due_at: Some(ticket_proto::wire::timestamp(&entry.due_at)),
+                        at_risk: entry.at_risk,
+                        breached: entry.breached,
+                        title: t.title.to_string(),
+                    })
+                })
+                .collect();
+            query_reply(pb::query_reply::Result::Board(pb::Board { entries, position }))
         }
     }
 }

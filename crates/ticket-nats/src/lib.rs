@@ -8,5 +8,6 @@
 
 mod api;
 pub mod publisher;
+pub mod views;
 
 pub use api::{ApiConfig, ApiError, ApiHandle, COMMANDS, QUERIES, SERVICE_NAME, command_subject, query_subject, start};

@@ -1,7 +1,7 @@
 //! Conversions between `ticket-domain` values and the generated protobuf types.
 
 mod command;
-mod common;
+pub(crate) mod common;
 mod event;
 mod view;
 

@@ -15,6 +15,11 @@ mod convert;
 mod error;
 
 pub use convert::{decode_command, decode_envelope, encode_command, encode_envelope, error_code};
+
+/// Wire forms of domain scalars, for messages assembled outside this crate (query replies).
+pub mod wire {
+    pub use crate::convert::common::{metric, severity, timestamp};
+}
 pub use error::ProtoError;
 
 /// The envelope schema version this build writes. Readers accept it and every older version

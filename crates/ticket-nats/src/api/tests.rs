@@ -112,3 +112,71 @@ async fn the_service_answers_ping_and_info() {
         assert!(info.contains(&command_subject(command)), "{command} missing from {info}");
     }
 }
+
+async fn send(client: &Client, name: &str, command: ticket_domain::Command) -> pb::CommandAccepted {
+    let wire = pb::Command::from(&command);
+    let message = request(client, command_subject(name), wire.encode_to_vec()).await;
+    match reply(&message) {
+        pb::command_reply::Result::Accepted(a) => a,
+        pb::command_reply::Result::Error(e) => panic!("{name} refused: {}", e.message),
+    }
+}
+
+fn opened(id: u128, customer: &str, severity: Severity, at: ticket_domain::Timestamp) -> ticket_domain::Command {
+    let ticket_domain::CommandBody::Open(mut body) = open("advanced", "technical", severity) else { unreachable!() };
+    body.customer = ticket_domain::CustomerId::new(customer).unwrap();
+    let mut command = agent(at, ticket_domain::CommandBody::Open(body));
+    command.ticket_id = ticket_domain::TicketId::from_uuid(uuid::Uuid::from_u128(id));
+    command.id = ticket_domain::CommandId::new(format!("open-{id}")).unwrap();
+    command
+}
+
+#[tokio::test]
+async fn a_customers_tickets_and_the_sla_board_read_their_writes() {
+    let f = fixture().await;
+    let at = ticket_domain::testing::beijing(2026, 11, 23, 10, 0);
+    send(&f.client, "open", opened(1, "acme", Severity::C, at)).await;
+    send(&f.client, "open", opened(2, "acme", Severity::A, at)).await;
+    send(&f.client, "open", opened(3, "acme", Severity::B, at)).await;
+    send(&f.client, "open", opened(4, "globex", Severity::A, at)).await;
+    let mut resolve = agent(
+        at + chrono::TimeDelta::minutes(5),
+        ticket_domain::CommandBody::Resolve { resolution: ticket_domain::testing::text("done") },
+    );
+    resolve.ticket_id = ticket_domain::TicketId::from_uuid(uuid::Uuid::from_u128(3));
+    let last = send(&f.client, "resolve", resolve).await.events.last().unwrap().position;
+
+    let query =
+        pb::ListCustomerTickets { customer: "acme".into(), min_position: last, include_resolved: false, limit: 0 };
+    let answer = request(&f.client, query_subject("customer"), query.encode_to_vec()).await;
+    let Some(pb::query_reply::Result::Tickets(list)) = pb::QueryReply::decode(answer.payload.as_ref()).unwrap().result
+    else {
+        panic!("expected a list")
+    };
+    assert_eq!(list.tickets.len(), 2, "acme's open tickets, the resolved one left out");
+    assert!(list.position >= last, "read-your-writes");
+    let all = pb::ListCustomerTickets { include_resolved: true, ..query };
+    let answer = request(&f.client, query_subject("customer"), all.encode_to_vec()).await;
+    let Some(pb::query_reply::Result::Tickets(list)) = pb::QueryReply::decode(answer.payload.as_ref()).unwrap().result
+    else {
+        panic!("expected a list")
+    };
+    assert_eq!(list.tickets.len(), 3);
+
+    let board = pb::GetBoard { min_position: last, limit: 10 };
+    let answer = request(&f.client, query_subject("board"), board.encode_to_vec()).await;
+    let Some(pb::query_reply::Result::Board(board)) = pb::QueryReply::decode(answer.payload.as_ref()).unwrap().result
+    else {
+        panic!("expected the board")
+    };
+    let order: Vec<(String, i32)> = board.entries.iter().map(|e| (e.customer.clone(), e.severity)).collect();
+    // Severity A is due in an hour, C in three business days; the resolved B is off the board.
+    let (a, c) = (pb::Severity::A as i32, pb::Severity::C as i32);
+    assert_eq!(order, [("acme".to_owned(), a), ("globex".to_owned(), a), ("acme".to_owned(), c)]);
+    assert!(
+        board
+            .entries
+            .windows(2)
+            .all(|w| w[0].due_at.as_ref().unwrap().seconds <= w[1].due_at.as_ref().unwrap().seconds)
+    );
+}

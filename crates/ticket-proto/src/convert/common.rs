@@ -8,7 +8,7 @@ use ticket_domain::{
 
 use crate::{ProtoError, pb};
 
-pub(crate) fn timestamp(t: &Timestamp) -> pbjson_types::Timestamp {
+pub fn timestamp(t: &Timestamp) -> pbjson_types::Timestamp {
     // Nanoseconds below one second always fit an i32.
     pbjson_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
 }
@@ -47,7 +47,7 @@ pub(crate) fn to_duration(field: &'static str, d: Option<pbjson_types::Duration>
         .ok_or_else(|| ProtoError::invalid(field, "duration out of range"))
 }
 
-pub(crate) fn severity(s: Severity) -> i32 {
+pub fn severity(s: Severity) -> i32 {
     (match s {
         Severity::A => pb::Severity::A,
         Severity::B => pb::Severity::B,
@@ -65,7 +65,7 @@ pub(crate) fn to_severity(field: &'static str, v: i32) -> Result<Severity, Proto
     }
 }
 
-pub(crate) fn metric(m: Metric) -> i32 {
+pub fn metric(m: Metric) -> i32 {
     (match m {
         Metric::FirstResponse => pb::Metric::FirstResponse,
         Metric::FollowUp => pb::Metric::FollowUp,
