@@ -223,11 +223,24 @@ async fn a_whole_lifecycle_over_nats_through_ticketctl() {
         serde_json::from_slice(&ticketctl_remote(&url, &["state", &ticket, "--json"]).stdout).unwrap();
     assert_eq!(state["status"], "TICKET_STATUS_RESOLVED");
     assert_eq!(state["tier"], "tier-2");
+    let open_again = ticketctl_remote(&url, &[&open[..], &["--plan", "advanced"]].concat());
+    assert_eq!(code(&open_again), 0);
+    let tickets: serde_json::Value =
+        serde_json::from_slice(&ticketctl_remote(&url, &["tickets", "--customer", "acme", "--all", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(tickets["tickets"].as_array().map(Vec::len), Some(2));
+    let board = ticketctl_remote(&url, &["board"]);
+    assert_eq!(code(&board), 0);
+    assert!(
+        String::from_utf8_lossy(&board.stdout).contains("1 open tickets"),
+        "{}",
+        String::from_utf8_lossy(&board.stdout)
+    );
 
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{}", log.join("\n"));
     assert_drained(&log);
-    assert_eq!(stream_messages(&url).await, 5, "every event was published");
+    assert_eq!(stream_messages(&url).await, 6, "every event was published:\n{}", log.join("\n"));
     let nobody = ticketctl_remote(&url, &["state", &ticket]);
     assert_eq!(code(&nobody), 3);
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("is it running?"));

@@ -142,3 +142,30 @@ async fn an_outage_during_a_load_loses_and_duplicates_nothing() {
     stop.send_replace(true);
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_three_node_cluster_events_are_replicated_three_times() {
+    let cluster = ticket_testkit::Cluster::start(3).unwrap();
+    cluster.wait_routed(Duration::from_secs(30)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = SledLog::open(SledConfig::new(dir.path().join("log"))).unwrap();
+    write(&service(&log), "r3", 3, 3).await;
+    // The engine talks to the first node; a downstream consumer reads from the last.
+    let client = async_nats::connect(cluster.nodes[0].url()).await.unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let config = PublisherConfig { replicas: 3, max_backoff: Duration::from_millis(200), ..PublisherConfig::default() };
+    let task = tokio::spawn(publisher::run(log.clone(), jetstream::new(client.clone()), config, stopped));
+    // JetStream elects its meta leader after the routes are up; until then the publisher retries.
+    wait_published(&log, Duration::from_secs(60)).await;
+
+    let reader = async_nats::connect(cluster.nodes[2].url()).await.unwrap();
+    let mut stream = jetstream::new(reader.clone()).get_stream("TICKETS").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.num_replicas, 3);
+    let cluster_info = info.cluster.as_ref().unwrap();
+    assert_eq!(cluster_info.replicas.len() + 1, 3, "a leader and two replicas");
+    let seen = consume(&reader, log.head() as usize).await;
+    assert_exactly_once_in_order(&seen, log.head());
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
+}

@@ -59,6 +59,13 @@ async fn request(
     }
 }
 
+/// A wire timestamp as the CLI shows instants.
+fn wire_instant(t: Option<&pbjson_types::Timestamp>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .map(|t| instant(&t))
+        .unwrap_or_default()
+}
+
 fn refused(error: &pb::Error) -> Failure {
     let code = pb::ErrorCode::try_from(error.code).map_or("UNKNOWN", |c| c.as_str_name());
     Failure::Negative(format!("refused ({code}): {}", error.message))
@@ -202,6 +209,93 @@ impl Issuer<'_> {
                 Err(Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd")))
             }
         }
+    }
+
+    fn query(&self, name: &str, payload: Vec<u8>) -> Result<pb::query_reply::Result, Failure> {
+        let Some(remote) = self.remote else {
+            return Err(Failure::Usage(format!("{name} is served by a running ticketd: give --nats-url")));
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let reply = runtime.block_on(async {
+            let client = connect(remote).await.map_err(Failure::Data)?;
+            request(&client, ticket_nats::query_subject(name), payload).await
+        })?;
+        let reply: pb::QueryReply =
+            prost::Message::decode(reply.payload.as_ref()).map_err(|e| Failure::Data(e.into()))?;
+        match reply.result {
+            Some(pb::query_reply::Result::Error(error)) => Err(refused(&error)),
+            Some(result) => Ok(result),
+            None => Err(Failure::Data(anyhow::anyhow!("an empty reply from ticketd"))),
+        }
+    }
+
+    pub fn remote_tickets(&self, customer: &str, include_resolved: bool, limit: u32) -> Result<(), Failure> {
+        let query = pb::ListCustomerTickets { customer: customer.into(), min_position: 0, include_resolved, limit };
+        let pb::query_reply::Result::Tickets(list) = self.query("customer", prost::Message::encode_to_vec(&query))?
+        else {
+            return Err(Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd")));
+        };
+        if self.json {
+            return print_json(&list);
+        }
+        let mut t = table(&["ticket", "severity", "status", "opened", "title"]);
+        for v in &list.tickets {
+            t.add_row(vec![
+                v.ticket_id.clone(),
+                pb::Severity::try_from(v.severity)
+                    .map_or("?", |s| s.as_str_name())
+                    .trim_start_matches("SEVERITY_")
+                    .to_owned(),
+                pb::TicketStatus::try_from(v.status)
+                    .map_or("?", |s| s.as_str_name())
+                    .trim_start_matches("TICKET_STATUS_")
+                    .to_lowercase(),
+                wire_instant(v.opened_at.as_ref()),
+                v.title.clone(),
+            ]);
+        }
+        emit(&t)?;
+        emit(&format!("{} tickets, as of position {}", list.tickets.len(), list.position))
+    }
+
+    pub fn remote_board(&self, limit: u32) -> Result<(), Failure> {
+        let query = pb::GetBoard { min_position: 0, limit };
+        let pb::query_reply::Result::Board(board) = self.query("board", prost::Message::encode_to_vec(&query))? else {
+            return Err(Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd")));
+        };
+        if self.json {
+            return print_json(&board);
+        }
+        let mut t = table(&["due", "clock", "severity", "ticket", "customer", "flags", "title"]);
+        for e in &board.entries {
+            let flags = [(e.breached, "BREACHED"), (e.at_risk && !e.breached, "at risk")]
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, f)| *f)
+                .collect::<Vec<_>>()
+                .join(" ");
+            t.add_row(vec![
+                wire_instant(e.due_at.as_ref()),
+                format!(
+                    "{}#{}",
+                    pb::Metric::try_from(e.metric)
+                        .map_or("?", |m| m.as_str_name())
+                        .trim_start_matches("METRIC_")
+                        .to_lowercase(),
+                    e.cycle
+                ),
+                pb::Severity::try_from(e.severity)
+                    .map_or("?", |s| s.as_str_name())
+                    .trim_start_matches("SEVERITY_")
+                    .to_owned(),
+                e.ticket_id.clone(),
+                e.customer.clone(),
+                flags,
+                e.title.clone(),
+            ]);
+        }
+        emit(&t)?;
+        emit(&format!("{} open tickets with a running clock, as of position {}", board.entries.len(), board.position))
     }
 
     fn print(&self, ticket_id: TicketId, result: &CommandResult) -> Result<(), Failure> {

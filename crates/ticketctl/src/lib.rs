@@ -122,6 +122,21 @@ pub enum Command {
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// A customer's tickets, as ticketd serves them (remote mode).
+    Tickets {
+        #[arg(long)]
+        customer: String,
+        /// Include resolved tickets.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Open tickets by nearest SLA due instant, as ticketd serves them (remote mode).
+    Board {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Every event of a ticket, in order.
     History { ticket: String },
     /// A ticket as it is, or as it was at an instant or a global position.
@@ -248,6 +263,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::History { ticket } => local::history(&cli.data_dir, &ticket, cli.json),
         Command::State { ticket, at: None } if issue.remote.is_some() => issue.remote_state(&ticket),
+        Command::Tickets { customer, all, limit } => issue.remote_tickets(&customer, all, limit),
+        Command::Board { limit } => issue.remote_board(limit),
         Command::State { ticket, at } => local::state(&cli.data_dir, &ticket, at.as_deref(), cli.json),
         Command::Audit { command: AuditCommand::Verify { policies } } => {
             // The policy commands are decided with, when there is one: given, or the default file.
