@@ -127,6 +127,17 @@ async fn stream_messages(url: &str) -> u64 {
     }
 }
 
+/// `ticketd serve` on `server`, with its data in `data`, once it says it is ready.
+fn serve(server: &NatsServer, data: &Path) -> Daemon {
+    let policy = policy_path("regional-operator.toml");
+    let url = server.url();
+    let args =
+        ["--nats-url", &url, "--data-dir", data.to_str().unwrap(), "--policy", policy.to_str().unwrap(), "serve"];
+    let mut daemon = Daemon::spawn(&args, data, &[]);
+    daemon.wait_for("ticketd ready", Duration::from_secs(30));
+    daemon
+}
+
 fn repository() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -135,18 +146,7 @@ fn repository() -> PathBuf {
 async fn ticketd_serve_takes_commands_publishes_and_stops_gracefully() {
     let server = NatsServer::start().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let policy = policy_path("regional-operator.toml");
-    let args = [
-        "--nats-url",
-        &server.url(),
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--policy",
-        policy.to_str().unwrap(),
-        "serve",
-    ];
-    let mut daemon = Daemon::spawn(&args, data.path(), &[]);
-    daemon.wait_for("ticketd ready", Duration::from_secs(30));
+    let daemon = serve(&server, data.path());
     assert_eq!(open_a_ticket(&server.url()).await, 1);
     let (status, log) = daemon.terminate();
     assert!(status.success(), "ticketd exited with {status}:\n{}", log.join("\n"));
@@ -185,18 +185,7 @@ fn ticketctl_remote(url: &str, args: &[&str]) -> std::process::Output {
 async fn a_whole_lifecycle_over_nats_through_ticketctl() {
     let server = NatsServer::start().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let policy = policy_path("regional-operator.toml");
-    let args = [
-        "--nats-url",
-        &server.url(),
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--policy",
-        policy.to_str().unwrap(),
-        "serve",
-    ];
-    let mut daemon = Daemon::spawn(&args, data.path(), &[]);
-    daemon.wait_for("ticketd ready", Duration::from_secs(30));
+    let daemon = serve(&server, data.path());
     let url = server.url();
     let code = |o: &std::process::Output| o.status.code().unwrap_or(-1);
 

@@ -2,7 +2,6 @@
 //! run the same record bytes inserted into a bare sled tree with the same group-commit and flush
 //! policy, as the ceiling.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -18,31 +17,12 @@ use tokio::sync::oneshot;
 
 use crate::machine::Machine;
 use crate::stats::{Phase, histogram};
-use crate::workload::{Rng, Vocabulary, Zipf, ticket_id};
+use crate::workload::{Rng, Vocabulary, WorkloadArgs, Zipf, ticket_id};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Concurrent clients, each waiting for its command's acknowledgement before the next.
-    #[arg(long, default_value_t = 64)]
-    clients: usize,
-    /// Tickets the commands are spread over.
-    #[arg(long, default_value_t = 10_000)]
-    tickets: usize,
-    /// Zipf exponent of the ticket popularity (higher: hotter hot tickets).
-    #[arg(long, default_value_t = 1.1)]
-    zipf: f64,
-    /// How long the engine phase runs.
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
-    /// Policy file for the decisions.
-    #[arg(long, default_value = "deploy/policies/regional-operator.toml")]
-    policy: PathBuf,
-    /// Where the logs are written (default: a temporary directory, removed afterwards).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Seed of the workload.
-    #[arg(long, default_value_t = 20261121)]
-    seed: u64,
+    #[command(flatten)]
+    workload: WorkloadArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,6 +41,7 @@ struct Report {
 }
 
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
+    let args = args.workload;
     let policy = Arc::new(Policy::load(&args.policy)?);
     let (dir, _cleanup) = crate::data_dir(args.data_dir.clone())?;
     let machine = Machine::detect();
@@ -149,7 +130,7 @@ fn progress(label: &'static str, done: Arc<AtomicU64>, total: Option<u64>) -> to
     })
 }
 
-async fn engine_phase(args: &Args, log: &SledLog, policy: Arc<Policy>) -> anyhow::Result<Phase> {
+async fn engine_phase(args: &WorkloadArgs, log: &SledLog, policy: Arc<Policy>) -> anyhow::Result<Phase> {
     let service = CommandService::with_clock(
         log.clone(),
         policy,
@@ -220,7 +201,7 @@ type RawJob = (Vec<(Vec<u8>, Vec<u8>)>, oneshot::Sender<Result<(), String>>);
 /// The same record bytes as the engine phase wrote, one request per command, into a bare sled
 /// tree by a single writer with the same group commit: every queued request joins one batch,
 /// then one flush (fsync), then the acknowledgements.
-async fn raw_phase(args: &Args, log: &SledLog, path: &std::path::Path) -> anyhow::Result<Phase> {
+async fn raw_phase(args: &WorkloadArgs, log: &SledLog, path: &std::path::Path) -> anyhow::Result<Phase> {
     let mut ops: Vec<Vec<(Vec<u8>, Vec<u8>)>> = Vec::new();
     let mut from = 1;
     loop {

@@ -1,7 +1,6 @@
 //! `ticket-bench nats`: commands over NATS request/reply against the raw request/reply rate of
 //! the same server (a trivial responder), in the same run.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,29 +16,15 @@ use ticket_service::{CommandService, ServiceConfig};
 
 use crate::machine::Machine;
 use crate::stats::{Phase, histogram};
-use crate::workload::{Rng, Vocabulary, Zipf, ticket_id};
+use crate::workload::{Rng, Vocabulary, WorkloadArgs, Zipf, ticket_id};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Concurrent clients, each waiting for its reply before the next request.
-    #[arg(long, default_value_t = 64)]
-    clients: usize,
-    #[arg(long, default_value_t = 10_000)]
-    tickets: usize,
-    #[arg(long, default_value_t = 1.1)]
-    zipf: f64,
-    /// How long each phase runs.
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
-    #[arg(long, default_value = "deploy/policies/regional-operator.toml")]
-    policy: PathBuf,
+    #[command(flatten)]
+    workload: WorkloadArgs,
     /// A NATS server to use (default: one started for the run, on loopback).
     #[arg(long)]
     nats_url: Option<String>,
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 20261121)]
-    seed: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,10 +41,11 @@ struct Report {
 }
 
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
+    let Args { workload: args, nats_url } = args;
     let policy = Arc::new(Policy::load(&args.policy)?);
     let (dir, _cleanup) = crate::data_dir(args.data_dir.clone())?;
     let _server;
-    let url = match &args.nats_url {
+    let url = match &nats_url {
         Some(url) => url.clone(),
         None => {
             let server = ticket_testkit::NatsServer::start()?;
@@ -120,7 +106,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
 }
 
 /// A trivial responder that echoes the request, and clients sending command-sized payloads.
-async fn raw_phase(args: &Args, url: &str) -> anyhow::Result<Phase> {
+async fn raw_phase(args: &WorkloadArgs, url: &str) -> anyhow::Result<Phase> {
     let responder = async_nats::connect(url).await?;
     let mut requests = responder.subscribe("bench.echo").await?;
     let echo_client = responder.clone();
@@ -162,7 +148,12 @@ async fn raw_phase(args: &Args, url: &str) -> anyhow::Result<Phase> {
     Ok(Phase::new(n, n, 0, seconds, &h))
 }
 
-async fn engine_phase(args: &Args, url: &str, dir: &std::path::Path, policy: Arc<Policy>) -> anyhow::Result<Phase> {
+async fn engine_phase(
+    args: &WorkloadArgs,
+    url: &str,
+    dir: &std::path::Path,
+    policy: Arc<Policy>,
+) -> anyhow::Result<Phase> {
     let log = SledLog::open(SledConfig::new(dir.join("ticketd")))?;
     let service = CommandService::new(log.clone(), policy, Some(Arc::new(log.snapshots())), ServiceConfig::default());
     let api_client = async_nats::connect(url).await?;

@@ -5,6 +5,32 @@ use ticket_domain::{
     Severity, SplitTicket, Status, Team, Text, TicketId, TicketState, Tier, Timestamp,
 };
 
+/// The workload both engine benchmarks drive: who sends, to how many tickets, for how long.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkloadArgs {
+    /// Concurrent clients, each waiting for its reply before the next command.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Tickets the commands are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    pub tickets: usize,
+    /// Zipf exponent of the ticket popularity (higher: hotter hot tickets).
+    #[arg(long, default_value_t = 1.1)]
+    pub zipf: f64,
+    /// How long each phase runs.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Policy file for the decisions.
+    #[arg(long, default_value = "deploy/policies/regional-operator.toml")]
+    pub policy: std::path::PathBuf,
+    /// Where the logs are written (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Seed of the workload.
+    #[arg(long, default_value_t = 20261121)]
+    pub seed: u64,
+}
+
 /// xorshift64*: fast, seedable, good enough to pick tickets and commands.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
