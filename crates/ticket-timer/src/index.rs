@@ -1,0 +1,207 @@
+use std::collections::{BTreeSet, HashMap};
+
+use ticket_domain::{
+    Actor, ActorId, ActorKind, ClockEffect, ClockPlan, Command, CommandBody, CommandId, EventKind, IdError, Metric,
+    RecordedEvent, TicketId, Timestamp,
+};
+
+/// What a firing records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FiringKind {
+    /// A warning threshold (percent of the target) is reached.
+    Warning(u8),
+    /// An SLA clock is due.
+    Breach,
+    /// The customer's no-response window ended: lower the severity.
+    NoResponse,
+}
+
+/// One instant the timer acts at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Firing {
+    pub at: Timestamp,
+    pub ticket: TicketId,
+    pub metric: Metric,
+    pub cycle: u32,
+    pub kind: FiringKind,
+}
+
+impl Firing {
+    /// The deterministic command id: the same firing always has the same id.
+    pub fn command_id(&self) -> Result<CommandId, IdError> {
+        let kind = match self.kind {
+            FiringKind::Warning(p) => format!("warning-{p}"),
+            FiringKind::Breach => "breach".to_owned(),
+            FiringKind::NoResponse => "no-response".to_owned(),
+        };
+        CommandId::new(format!("timer:{}:{}:{}:{kind}", self.ticket, self.metric, self.cycle))
+    }
+
+    /// The command that records this firing, issued at `now` (at or after `self.at`; later when
+    /// the timer was down).
+    pub fn command(&self, now: Timestamp, actor: &ActorId) -> Result<Command, IdError> {
+        let body = match self.kind {
+            FiringKind::Warning(threshold_percent) => CommandBody::RecordSlaWarning {
+                metric: self.metric,
+                cycle: self.cycle,
+                threshold_percent,
+                warn_at: self.at,
+            },
+            FiringKind::Breach => {
+                CommandBody::RecordSlaBreach { metric: self.metric, cycle: self.cycle, due_at: self.at }
+            }
+            FiringKind::NoResponse => CommandBody::DowngradeForNoResponse { cycle: self.cycle, due_at: self.at },
+        };
+        Ok(Command {
+            id: self.command_id()?,
+            ticket_id: self.ticket,
+            actor: Actor { kind: ActorKind::System, id: actor.clone() },
+            issued_at: now.max(self.at),
+            body,
+        })
+    }
+}
+
+/// The current cycle of one clock, as far as the timer needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ClockEntry {
+    cycle: u32,
+    breached: bool,
+    pending: Vec<Firing>,
+}
+
+/// Every pending firing, ordered by instant; a projection of the log, position-guarded.
+#[derive(Debug, Default, Clone)]
+pub struct DeadlineIndex {
+    clocks: HashMap<(TicketId, Metric), ClockEntry>,
+    queue: BTreeSet<Firing>,
+    position: u64,
+}
+
+impl DeadlineIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The last position applied.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Pending firings.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The earliest pending firing.
+    pub fn next(&self) -> Option<&Firing> {
+        self.queue.first()
+    }
+
+    /// Pending firings due at or before `now`, earliest first.
+    pub fn due(&self, now: Timestamp) -> impl Iterator<Item = &Firing> {
+        self.queue.iter().take_while(move |f| f.at <= now)
+    }
+
+    /// Applies one stored event. An event at or below the applied position is ignored, so
+    /// replaying a batch twice is harmless.
+    pub fn apply(&mut self, recorded: &RecordedEvent) {
+        if recorded.position <= self.position {
+            return;
+        }
+        self.position = recorded.position;
+        let ticket = recorded.event.ticket_id;
+        for change in recorded.event.kind.clocks() {
+            let key = (ticket, change.metric);
+            match change.effect {
+                ClockEffect::Started => {
+                    self.replace(key, change.cycle, false, change.plan.as_ref());
+                }
+                ClockEffect::Resumed | ClockEffect::Retargeted => {
+                    let breached = self.clocks.get(&key).is_some_and(|c| c.cycle == change.cycle && c.breached);
+                    self.replace(key, change.cycle, breached, change.plan.as_ref());
+                }
+                ClockEffect::Paused => {
+                    let breached = self.clocks.get(&key).is_some_and(|c| c.cycle == change.cycle && c.breached);
+                    self.replace(key, change.cycle, breached, None);
+                }
+                ClockEffect::Stopped(_) => self.remove(key),
+            }
+        }
+        match &recorded.event.kind {
+            EventKind::SlaWarning { metric, cycle, threshold_percent, .. } => {
+                self.forget((ticket, *metric), *cycle, |k| k == FiringKind::Warning(*threshold_percent));
+            }
+            EventKind::SlaBreached { metric, cycle, .. } => {
+                if let Some(entry) = self.clocks.get_mut(&(ticket, *metric)).filter(|c| c.cycle == *cycle) {
+                    entry.breached = true;
+                }
+                // A breach supersedes the warnings of its cycle.
+                self.forget((ticket, *metric), *cycle, |_| true);
+            }
+            EventKind::Opened(_)
+            | EventKind::SeveritySet { .. }
+            | EventKind::AgentResponded { .. }
+            | EventKind::CustomerInfoRequested { .. }
+            | EventKind::CustomerResponded { .. }
+            | EventKind::DowngradedForNoResponse { .. }
+            | EventKind::Escalated { .. }
+            | EventKind::Resolved { .. }
+            | EventKind::Reopened { .. }
+            | EventKind::Linked { .. } => {}
+        }
+    }
+
+    fn replace(&mut self, key: (TicketId, Metric), cycle: u32, breached: bool, plan: Option<&ClockPlan>) {
+        self.remove(key);
+        let (ticket, metric) = key;
+        let mut pending = Vec::new();
+        if let Some(plan) = plan {
+            if metric.is_sla() {
+                pending.extend(plan.warnings.iter().map(|w| Firing {
+                    at: w.at,
+                    ticket,
+                    metric,
+                    cycle,
+                    kind: FiringKind::Warning(w.threshold_percent),
+                }));
+            }
+            if let Some(due) = plan.due_at.filter(|_| !breached) {
+                let kind = if metric.is_sla() { FiringKind::Breach } else { FiringKind::NoResponse };
+                pending.push(Firing { at: due, ticket, metric, cycle, kind });
+            }
+        }
+        if breached {
+            pending.retain(|f| !matches!(f.kind, FiringKind::Warning(_)));
+        }
+        self.queue.extend(pending.iter().copied());
+        self.clocks.insert(key, ClockEntry { cycle, breached, pending });
+    }
+
+    fn remove(&mut self, key: (TicketId, Metric)) {
+        if let Some(entry) = self.clocks.remove(&key) {
+            for f in &entry.pending {
+                self.queue.remove(f);
+            }
+        }
+    }
+
+    fn forget(&mut self, key: (TicketId, Metric), cycle: u32, which: impl Fn(FiringKind) -> bool) {
+        let Some(entry) = self.clocks.get_mut(&key).filter(|c| c.cycle == cycle) else { return };
+        let queue = &mut self.queue;
+        entry.pending.retain(|f| {
+            let drop = which(f.kind);
+            if drop {
+                queue.remove(f);
+            }
+            !drop
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+use ticket_domain::testing::*;
+use ticket_domain::*;
+
+use super::*;
+
+/// A log in memory: decides commands, stamps positions, feeds the index.
+struct Run {
+    policy: Policy,
+    state: TicketState,
+    index: DeadlineIndex,
+    events: Vec<RecordedEvent>,
+}
+
+impl Run {
+    fn new() -> Self {
+        Self {
+            policy: regional_operator(),
+            state: TicketState::initial(),
+            index: DeadlineIndex::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn command(&mut self, command: Command) -> Result<Vec<&'static str>, DomainError> {
+        let decided = decide(&command, &self.state, &self.policy)?;
+        let names = decided.iter().map(|e| e.kind.name()).collect();
+        for event in decided {
+            self.state = evolve(std::mem::take(&mut self.state), &event);
+            let recorded = RecordedEvent {
+                event_id: EventId::from_uuid(uuid::Uuid::from_u128(self.events.len() as u128 + 1)),
+                version: self.state.version(),
+                position: self.events.len() as u64 + 1,
+                recorded_at: command.issued_at,
+                actor: command.actor.clone(),
+                command_id: command.id.clone(),
+                correlation_id: None,
+                causation_id: None,
+                event,
+            };
+            self.index.apply(&recorded);
+            self.events.push(recorded);
+        }
+        Ok(names)
+    }
+
+    /// Fires everything due up to `until`, in order, as the timer would; returns what happened.
+    fn advance(&mut self, until: Timestamp) -> Vec<(Firing, Vec<&'static str>)> {
+        let timer = ActorId::new("ticket-timer").unwrap();
+        let mut fired = Vec::new();
+        while let Some(firing) = self.index.next().copied().filter(|f| f.at <= until) {
+            let outcome = self.command(firing.command(firing.at, &timer).unwrap()).unwrap_or_default();
+            fired.push((firing, outcome));
+        }
+        fired
+    }
+
+    fn pending(&self) -> Vec<(Metric, FiringKind, Timestamp)> {
+        self.index.due(Timestamp::MAX_UTC).map(|f| (f.metric, f.kind, f.at)).collect()
+    }
+}
+
+fn at(h: u32, m: u32) -> Timestamp {
+    beijing(2026, 11, 21, h, m)
+}
+
+#[test]
+fn an_opened_ticket_has_its_warnings_and_its_breach_pending() {
+    let mut run = Run::new();
+    run.command(agent(at(3, 0), open("advanced", "technical", Severity::A))).unwrap();
+    assert_eq!(
+        run.pending(),
+        [
+            (Metric::FirstResponse, FiringKind::Warning(50), at(3, 30)),
+            (Metric::FirstResponse, FiringKind::Warning(80), at(3, 48)),
+            (Metric::FirstResponse, FiringKind::Breach, at(4, 0)),
+        ]
+    );
+}
+
+#[test]
+fn severity_a_opened_at_three_breaches_at_four_exactly_and_escalates() {
+    let mut run = Run::new();
+    run.command(agent(at(3, 0), open("advanced", "technical", Severity::A))).unwrap();
+    let fired: Vec<(FiringKind, Timestamp, Vec<&str>)> =
+        run.advance(at(5, 0)).into_iter().map(|(f, outcome)| (f.kind, f.at, outcome)).collect();
+    assert_eq!(
+        fired,
+        [
+            (FiringKind::Warning(50), at(3, 30), vec!["sla_warning"]),
+            (FiringKind::Warning(80), at(3, 48), vec!["sla_warning", "escalated"]),
+            (FiringKind::Breach, at(4, 0), vec!["sla_breached", "escalated"]),
+        ]
+    );
+    assert!(run.index.is_empty(), "a breached clock has nothing left to fire: {:?}", run.pending());
+}
+
+#[test]
+fn a_response_cancels_the_pending_breach_and_starts_the_follow_up_clock() {
+    let mut run = Run::new();
+    run.command(agent(at(3, 0), open("advanced", "technical", Severity::A))).unwrap();
+    run.command(agent(at(3, 20), CommandBody::RecordAgentResponse { message: text("on it") })).unwrap();
+    let metrics: Vec<(Metric, FiringKind)> = run.pending().into_iter().map(|(m, k, _)| (m, k)).collect();
+    assert_eq!(
+        metrics,
+        [
+            (Metric::FollowUp, FiringKind::Warning(50)),
+            (Metric::FollowUp, FiringKind::Warning(80)),
+            (Metric::FollowUp, FiringKind::Breach)
+        ]
+    );
+    assert_eq!(run.pending()[2].2, at(7, 20));
+}
+
+#[test]
+fn awaiting_the_customer_pauses_the_follow_up_and_arms_the_no_response_window() {
+    let mut run = Run::new();
+    run.command(agent(at(3, 0), open("advanced", "technical", Severity::A))).unwrap();
+    run.command(agent(at(3, 10), CommandBody::RequestCustomerInfo { request: text("logs") })).unwrap();
+    assert_eq!(run.pending(), [(Metric::NoResponse, FiringKind::NoResponse, beijing(2026, 11, 22, 3, 10))]);
+    // The window passes: A is lowered to B, and B's window is armed.
+    let fired = run.advance(beijing(2026, 11, 22, 3, 10));
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].1, ["downgraded_for_no_response"]);
+    assert_eq!(run.state.ticket().unwrap().severity, Severity::B);
+    let pending = run.pending();
+    assert_eq!(pending.len(), 1);
+    assert_eq!((pending[0].0, pending[0].1), (Metric::NoResponse, FiringKind::NoResponse));
+    // A reply cancels it.
+    run.command(command(
+        ActorKind::Customer,
+        "acme",
+        beijing(2026, 11, 22, 9, 0),
+        CommandBody::RecordCustomerReply { message: text("here") },
+    ))
+    .unwrap();
+    assert!(run.pending().iter().all(|(m, _, _)| *m != Metric::NoResponse));
+}
+
+#[test]
+fn applying_the_same_events_twice_changes_nothing() {
+    let mut run = Run::new();
+    run.command(agent(at(3, 0), open("advanced", "technical", Severity::A))).unwrap();
+    run.command(agent(at(3, 20), CommandBody::RecordAgentResponse { message: text("on it") })).unwrap();
+    let before = run.pending();
+    let replay = run.events.clone();
+    for e in &replay {
+        run.index.apply(e);
+    }
+    assert_eq!(run.pending(), before);
+    let mut rebuilt = DeadlineIndex::new();
+    for e in &replay {
+        rebuilt.apply(e);
+    }
+    assert_eq!(
+        rebuilt.due(Timestamp::MAX_UTC).copied().collect::<Vec<_>>(),
+        run.index.due(Timestamp::MAX_UTC).copied().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_firing_has_one_identity_and_a_stale_one_is_moot() {
+    let mut run = Run::new();
+    run.command(agent(at(3, 0), open("advanced", "technical", Severity::A))).unwrap();
+    let breach = *run.index.due(Timestamp::MAX_UTC).last().unwrap();
+    let timer = ActorId::new("ticket-timer").unwrap();
+    assert_eq!(breach.command(at(4, 0), &timer).unwrap().id, breach.command(at(4, 30), &timer).unwrap().id);
+    assert_eq!(breach.command_id().unwrap().as_str(), format!("timer:{}:first_response:1:breach", ticket_id()));
+    // The agent answers a minute early; the breach the timer had scheduled is refused as moot.
+    run.command(agent(at(3, 59), CommandBody::RecordAgentResponse { message: text("here") })).unwrap();
+    let refused = run.command(breach.command(at(4, 0), &timer).unwrap()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::TimerMoot);
+}
+
+#[test]
+fn firings_after_downtime_carry_the_original_instant() {
+    let mut run = Run::new();
+    run.command(agent(at(3, 0), open("advanced", "technical", Severity::A))).unwrap();
+    let timer = ActorId::new("ticket-timer").unwrap();
+    let breach = *run.index.due(Timestamp::MAX_UTC).last().unwrap();
+    // The timer was down until 06:00: the breach is recorded then, due at 04:00.
+    let command = breach.command(at(6, 0), &timer).unwrap();
+    assert_eq!(command.issued_at, at(6, 0));
+    let CommandBody::RecordSlaBreach { due_at, .. } = command.body else { unreachable!() };
+    assert_eq!(due_at, at(4, 0));
+    assert!(run.command(command).unwrap().contains(&"sla_breached"));
+    assert_eq!(run.events.last().map(|e| e.event.occurred_at), Some(at(6, 0)));
+}
