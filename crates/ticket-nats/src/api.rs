@@ -298,6 +298,13 @@ fn view_of(state: &ticket_domain::TicketState, position: u64) -> Option<pb::Tick
     Some(view)
 }
 
+/// A decoded query.
+enum Query {
+    Ticket(pb::GetTicket),
+    Customer(pb::ListCustomerTickets),
+    Board(pb::GetBoard),
+}
+
 /// Decodes a query, waits for the position it names (read-your-writes), and answers it.
 async fn handle_query(endpoint: &str, payload: &[u8], views: &Views, config: &ApiConfig) -> (Bytes, HeaderMap) {
     if payload.len() > config.max_payload {
@@ -309,23 +316,27 @@ async fn handle_query(endpoint: &str, payload: &[u8], views: &Views, config: &Ap
     let malformed = |what: &str, e: &dyn std::fmt::Display| {
         query_error(pb::ErrorCode::MalformedRequest, format!("not a {what}: {e}"))
     };
-    let min_position = match endpoint {
-        "ticket" => pb::GetTicket::decode(payload).map(|q| q.min_position),
-        "customer" => pb::ListCustomerTickets::decode(payload).map(|q| q.min_position),
-        _ => pb::GetBoard::decode(payload).map(|q| q.min_position),
+    let decoded = match endpoint {
+        "ticket" => pb::GetTicket::decode(payload).map(Query::Ticket),
+        "customer" => pb::ListCustomerTickets::decode(payload).map(Query::Customer),
+        _ => pb::GetBoard::decode(payload).map(Query::Board),
     };
-    let min_position = match min_position {
-        Ok(p) => p,
+    let query = match decoded {
+        Ok(q) => q,
         Err(e) => return malformed(&format!("ticket.v1 {endpoint} query"), &e),
+    };
+    let min_position = match &query {
+        Query::Ticket(q) => q.min_position,
+        Query::Customer(q) => q.min_position,
+        Query::Board(q) => q.min_position,
     };
     if min_position > 0 && !views.wait_for(min_position, config.read_your_writes_deadline).await {
         return query_error(pb::ErrorCode::Timeout, format!("position {min_position} not reached in time"));
     }
     let position = views.position();
     let limit = |asked: u32| if asked == 0 { config.max_list } else { (asked as usize).min(config.max_list) };
-    match endpoint {
-        "ticket" => {
-            let Ok(query) = pb::GetTicket::decode(payload) else { return malformed("GetTicket", &"decode") };
+    match query {
+        Query::Ticket(query) => {
             let ticket = match TicketId::parse(&query.ticket_id) {
                 Ok(t) => t,
                 Err(e) => return malformed("ticket id", &e),
@@ -335,10 +346,7 @@ async fn handle_query(endpoint: &str, payload: &[u8], views: &Views, config: &Ap
                 None => query_error(pb::ErrorCode::TicketNotFound, format!("ticket {ticket} not found")),
             }
         }
-        "customer" => {
-            let Ok(query) = pb::ListCustomerTickets::decode(payload) else {
-                return malformed("ListCustomerTickets", &"decode");
-            };
+        Query::Customer(query) => {
             let customer = match ticket_domain::CustomerId::new(query.customer) {
                 Ok(c) => c,
                 Err(e) => return malformed("customer id", &e),
@@ -350,8 +358,7 @@ async fn handle_query(endpoint: &str, payload: &[u8], views: &Views, config: &Ap
                 .collect();
             query_reply(pb::query_reply::Result::Tickets(pb::TicketList { tickets, position }))
         }
-        _ => {
-            let Ok(query) = pb::GetBoard::decode(payload) else { return malformed("GetBoard", &"decode") };
+        Query::Board(query) => {
             let entries = views
                 .board(limit(query.limit))
                 .into_iter()
