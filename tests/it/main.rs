@@ -10,6 +10,7 @@ mod nats_events;
 mod nats_permissions;
 mod operators;
 mod support_rules;
+mod timers;
 
 use std::path::PathBuf;
 

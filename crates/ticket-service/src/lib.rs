@@ -8,12 +8,13 @@
 //! log's, and permanent.
 
 pub mod audit;
+mod clock;
 pub mod replay;
 mod service;
 mod snapshot;
 
+pub use clock::{Clock, SimulatedClock, SystemClock, Wait};
 pub use service::{
-    Clock, CommandRequest, CommandResult, CommandService, ServiceConfig, ServiceError, ServiceErrorKind, Stamp,
-    SystemClock,
+    CommandRequest, CommandResult, CommandService, ServiceConfig, ServiceError, ServiceErrorKind, Stamp,
 };
 pub use snapshot::{SNAPSHOT_FORMAT, decode_snapshot, encode_snapshot};

@@ -3,12 +3,12 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use ticket_domain::{
-    Command, DomainError, ErrorKind, Event, Policy, RecordedEvent, TicketId, TicketState, Timestamp, TraceId, decide,
-    evolve,
+    Command, DomainError, ErrorKind, Event, Policy, RecordedEvent, TicketId, TicketState, TraceId, decide, evolve,
 };
 use ticket_log::{AppendOutcome, AppendRequest, EventLog, LogError, SnapshotStore, StreamAppend};
 use tracing::{debug, warn};
 
+use crate::clock::{Clock, SystemClock};
 use crate::snapshot::{decode_snapshot, encode_snapshot};
 
 #[derive(Debug, Clone)]
@@ -50,21 +50,6 @@ pub struct CommandRequest {
 impl From<Command> for CommandRequest {
     fn from(command: Command) -> Self {
         Self { command, correlation_id: None, causation_id: None, stamp: Stamp::AsIssued }
-    }
-}
-
-/// The service's source of the current instant.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> Timestamp;
-}
-
-/// The wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::from(std::time::SystemTime::now())
     }
 }
 
@@ -177,6 +162,11 @@ impl<L: EventLog> CommandService<L> {
 
     pub fn log(&self) -> &L {
         &self.inner.log
+    }
+
+    /// The clock [`Stamp::ServiceClock`] commands read; the timer fires on it too.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
     }
 
     pub fn policy(&self) -> &Policy {

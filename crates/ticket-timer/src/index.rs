@@ -156,6 +156,31 @@ impl DeadlineIndex {
         }
     }
 
+    /// Forgets one firing: it was recorded, or refused as moot. The events that recorded it,
+    /// applied later, find nothing left to forget.
+    pub fn settle(&mut self, firing: &Firing) {
+        if !self.queue.remove(firing) {
+            return;
+        }
+        let key = (firing.ticket, firing.metric);
+        if let Some(entry) = self.clocks.get_mut(&key) {
+            entry.pending.retain(|f| f != firing);
+            if entry.pending.is_empty() && !entry.breached {
+                self.clocks.remove(&key);
+            }
+        }
+    }
+
+    /// Every pending firing, earliest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Firing> {
+        self.queue.iter()
+    }
+
+    /// Clocks the index tracks (with pending firings, or breached in their current cycle).
+    pub fn clocks(&self) -> usize {
+        self.clocks.len()
+    }
+
     fn replace(&mut self, key: (TicketId, Metric), cycle: u32, breached: bool, plan: Option<&ClockPlan>) {
         self.remove(key);
         let (ticket, metric) = key;
@@ -178,7 +203,12 @@ impl DeadlineIndex {
         if breached {
             pending.retain(|f| !matches!(f.kind, FiringKind::Warning(_)));
         }
+        if pending.is_empty() && !breached {
+            // Nothing to fire and nothing to remember: the next change of the clock says it all.
+            return;
+        }
         self.queue.extend(pending.iter().copied());
+        pending.shrink_to_fit();
         self.clocks.insert(key, ClockEntry { cycle, breached, pending });
     }
 
@@ -200,8 +230,14 @@ impl DeadlineIndex {
             }
             !drop
         });
+        if entry.pending.is_empty() && !entry.breached {
+            self.clocks.remove(&key);
+        }
     }
 }
+
+mod checkpoint;
+pub use checkpoint::CheckpointError;
 
 #[cfg(test)]
 mod tests;

@@ -7,5 +7,7 @@
 //! recorded once however often it is issued (after a restart, by two timers racing).
 
 mod index;
+mod scheduler;
 
-pub use index::{DeadlineIndex, Firing, FiringKind};
+pub use index::{CheckpointError, DeadlineIndex, Firing, FiringKind};
+pub use scheduler::{CheckpointFile, FiredHook, Progress, Timer, TimerConfig, TimerError, TimerHandle, catch_up};

@@ -261,14 +261,6 @@ async fn the_audit_catches_a_policy_changed_without_a_new_version() {
     assert_eq!(report.problems[0].position, 1);
 }
 
-struct FixedClock(Timestamp);
-
-impl crate::Clock for FixedClock {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
-}
-
 #[tokio::test]
 async fn service_clock_commands_are_stamped_when_decided() {
     let log = MemoryLog::new();
@@ -278,7 +270,7 @@ async fn service_clock_commands_are_stamped_when_decided() {
         Arc::new(regional_operator()),
         None,
         ServiceConfig::default(),
-        Arc::new(FixedClock(at)),
+        Arc::new(crate::SimulatedClock::new(at)),
     );
     let mut request = CommandRequest::from(agent(utc(1999, 1, 1, 0, 0), open("advanced", "technical", Severity::A)));
     request.stamp = Stamp::ServiceClock;
