@@ -84,6 +84,19 @@ impl Engine {
         timer.settled(to, self.log().head()).await
     }
 
+    /// Moves the clock to `until` through every firing instant on the way, as a real clock
+    /// passes them, waiting for the timer at each.
+    pub async fn step_to(&self, until: Timestamp) -> Progress {
+        let timer = self.timer.as_ref().expect("a timer is running");
+        loop {
+            let progress = timer.settled(self.clock.now(), self.log().head()).await;
+            match progress.next_at.filter(|next| *next <= until) {
+                Some(next) => self.clock.advance_to(next),
+                None => return self.advance_to(until).await,
+            }
+        }
+    }
+
     /// At `at`: advance the clock there, then issue the command (stamped by the service clock).
     pub async fn at(&self, at: Timestamp, ticket: TicketId, body: CommandBody) -> Result<CommandResult, ServiceError> {
         self.advance_to(at).await;
