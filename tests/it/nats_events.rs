@@ -46,7 +46,11 @@ async fn consume(client: &async_nats::Client, expected: usize) -> Vec<(u64, Stri
     let js = jetstream::new(client.clone());
     let stream = js.get_stream("TICKETS").await.unwrap();
     let consumer = stream
-        .create_consumer(consumer::pull::Config { ack_policy: consumer::AckPolicy::None, ..Default::default() })
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            filter_subject: "tickets.events.>".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut messages = consumer.messages().await.unwrap();

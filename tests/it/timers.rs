@@ -1,6 +1,7 @@
 //! The timer service through the whole engine: a sled log, the command service and the
 //! scheduler, all on a simulated clock that the tests advance instantly.
 
+mod paging;
 mod random;
 mod scenarios;
 

@@ -9,6 +9,11 @@
 //!   and moves the published watermark there: an event whose acknowledgement was lost is not
 //!   published again, however long the outage. Publishing with the same `Nats-Msg-Id` is a second
 //!   guard (the stream's duplicate window).
+//! - A breach is also published, just before its event, on
+//!   `tickets.sla.breached.<severity>` (`A`, `B`, `C`), so that a paging system can subscribe to
+//!   severity A alone. The copy carries the same envelope, `Nats-Msg-Id` = `<event id>:sla` and
+//!   the header `Ticket-Copy: sla-breached`; a position counts as published only once its event
+//!   (after the copy) is acknowledged, so reconciling after a failure sends a lost copy again.
 //! - While NATS is unreachable, appends go on and the outbox grows; the publisher retries with
 //!   backoff and drains in order once NATS is back.
 
@@ -16,7 +21,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
-use ticket_domain::RecordedEvent;
+use ticket_domain::{EventKind, RecordedEvent};
 use ticket_log::{EventLog, LogError};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -27,6 +32,9 @@ pub const HEADER_EVENT_TYPE: &str = "Ticket-Event-Type";
 pub const HEADER_VERSION: &str = "Ticket-Version";
 /// Header: the event's global position in the log.
 pub const HEADER_POSITION: &str = "Ticket-Position";
+/// Header on a copy of an event published on another subject (`sla-breached`).
+pub const HEADER_COPY: &str = "Ticket-Copy";
+const COPY_SLA_BREACHED: &str = "sla-breached";
 
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -34,6 +42,9 @@ pub struct PublisherConfig {
     pub stream: String,
     /// Events go to `<subject_prefix>.<ticket_id>.<event_type>` (default `tickets.events`).
     pub subject_prefix: String,
+    /// Breaches are also published on `<breach_subject_prefix>.<severity>` (default
+    /// `tickets.sla.breached`).
+    pub breach_subject_prefix: String,
     /// How long JetStream remembers message ids to drop duplicates.
     pub duplicate_window: Duration,
     /// Replicas of the stream (1 on a single server, 3 on a cluster).
@@ -49,6 +60,7 @@ impl Default for PublisherConfig {
         Self {
             stream: "TICKETS".into(),
             subject_prefix: "tickets.events".into(),
+            breach_subject_prefix: "tickets.sla.breached".into(),
             duplicate_window: Duration::from_secs(2 * 60 * 60),
             replicas: 1,
             batch: 512,
@@ -63,7 +75,7 @@ impl PublisherConfig {
     pub fn stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.stream.clone(),
-            subjects: vec![format!("{}.>", self.subject_prefix)],
+            subjects: vec![format!("{}.>", self.subject_prefix), format!("{}.>", self.breach_subject_prefix)],
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             duplicate_window: self.duplicate_window,
@@ -74,6 +86,14 @@ impl PublisherConfig {
 
     pub fn subject(&self, event: &RecordedEvent) -> String {
         format!("{}.{}.{}", self.subject_prefix, event.event.ticket_id, event.event.kind.name())
+    }
+
+    /// The breach subject of an event, for breaches only.
+    pub fn breach_subject(&self, event: &RecordedEvent) -> Option<String> {
+        match &event.event.kind {
+            EventKind::SlaBreached { severity, .. } => Some(format!("{}.{severity}", self.breach_subject_prefix)),
+            _ => None,
+        }
     }
 }
 
@@ -103,8 +123,14 @@ pub async fn last_published_position(js: &jetstream::Context, config: &Publisher
         return Ok(0);
     }
     let message = stream.get_raw_message(last).await.map_err(js_error)?;
-    let position = message.headers.get(HEADER_POSITION).and_then(|v| v.as_str().parse().ok());
-    position.ok_or_else(|| PublishError::JetStream(format!("stream message {last} has no {HEADER_POSITION} header")))
+    let position: u64 = message
+        .headers
+        .get(HEADER_POSITION)
+        .and_then(|v| v.as_str().parse().ok())
+        .ok_or_else(|| PublishError::JetStream(format!("stream message {last} has no {HEADER_POSITION} header")))?;
+    // A copy goes out before its event: when the copy is the last message, the event is not in.
+    let copy = message.headers.get(HEADER_COPY).is_some();
+    Ok(if copy { position - 1 } else { position })
 }
 
 /// Publishes what the outbox holds until `shutdown` turns true; then returns once the outbox is
@@ -195,9 +221,15 @@ async fn publish_in_order<L: EventLog>(
         headers.insert(HEADER_EVENT_TYPE, event.event.kind.name());
         headers.insert(HEADER_VERSION, event.version.to_string().as_str());
         headers.insert(HEADER_POSITION, event.position.to_string().as_str());
-        let payload = ticket_proto::encode_envelope(&event);
+        let payload = bytes::Bytes::from(ticket_proto::encode_envelope(&event));
+        if let Some(subject) = config.breach_subject(&event) {
+            let mut copy = headers.clone();
+            copy.insert(async_nats::header::NATS_MESSAGE_ID, format!("{}:sla", event.event_id).as_str());
+            copy.insert(HEADER_COPY, COPY_SLA_BREACHED);
+            js.publish_with_headers(subject, copy, payload.clone()).await.map_err(js_error)?.await.map_err(js_error)?;
+        }
         let ack = js
-            .publish_with_headers(config.subject(&event), headers, payload.into())
+            .publish_with_headers(config.subject(&event), headers, payload)
             .await
             .map_err(js_error)?
             .await
