@@ -108,7 +108,7 @@ fn print_table(r: &Report) {
 }
 
 /// Shows progress on standard error while a phase runs.
-fn progress(label: &'static str, done: Arc<AtomicU64>, total: Option<u64>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn progress(label: &'static str, done: Arc<AtomicU64>, total: Option<u64>) -> tokio::task::JoinHandle<()> {
     let bar = match total {
         Some(n) => indicatif::ProgressBar::new(n),
         None => indicatif::ProgressBar::new_spinner(),

@@ -1,11 +1,16 @@
 //! `ticket-bench`: benchmarks of the ticketd engine. Each prints a human table, or JSON with
 //! `--json`, with the machine it ran on. Results go in `docs/benchmarks.md`.
 
+mod alloc;
 mod append;
 mod machine;
 mod nats;
 mod stats;
+mod timers;
 mod workload;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +35,9 @@ enum Bench {
     /// Commands over NATS request/reply with K clients, against the raw request/reply rate of
     /// the same server answered by a trivial responder.
     Nats(nats::Args),
+    /// The timer service with a million pending deadlines under the real clock: firing lag,
+    /// memory per pending deadline, and the time to rebuild the index from the log.
+    Timers(timers::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +60,7 @@ fn main() -> ExitCode {
         match cli.bench {
             Bench::Append(args) => append::run(args, cli.json).await,
             Bench::Nats(args) => nats::run(args, cli.json).await,
+            Bench::Timers(args) => timers::run(args, cli.json).await,
         }
     });
     match result {

@@ -46,6 +46,26 @@ pub struct Config {
     pub stream: StreamSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
+    pub timer: TimerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimerSettings {
+    /// Run the timer service in this process (one per log).
+    pub enabled: bool,
+    /// The system actor its firings are recorded as.
+    pub actor: String,
+    /// Firing commands in flight at once.
+    pub max_in_flight: usize,
+    /// How often the deadline index is checkpointed while it changes.
+    pub checkpoint_secs: u64,
+}
+
+impl Default for TimerSettings {
+    fn default() -> Self {
+        Self { enabled: true, actor: "ticket-timer".into(), max_in_flight: 512, checkpoint_secs: 30 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +87,7 @@ pub struct ApiSettings {
 pub struct StreamSettings {
     pub name: String,
     pub subject_prefix: String,
+    pub breach_subject_prefix: String,
     pub replicas: usize,
     pub duplicate_window_secs: u64,
 }
@@ -94,6 +115,7 @@ impl Default for Config {
             stream: StreamSettings::default(),
             shutdown: ShutdownSettings::default(),
             log: LogSettings::default(),
+            timer: TimerSettings::default(),
         }
     }
 }
@@ -117,6 +139,7 @@ impl Default for StreamSettings {
         Self {
             name: p.stream,
             subject_prefix: p.subject_prefix,
+            breach_subject_prefix: p.breach_subject_prefix,
             replicas: p.replicas,
             duplicate_window_secs: p.duplicate_window.as_secs(),
         }
@@ -162,6 +185,19 @@ impl Config {
         self.data_dir.join("log")
     }
 
+    pub fn timer_checkpoint(&self) -> PathBuf {
+        self.data_dir.join("timer.checkpoint")
+    }
+
+    pub fn timer(&self) -> anyhow::Result<ticket_timer::TimerConfig> {
+        let actor =
+            ticket_domain::ActorId::new(self.timer.actor.clone()).map_err(|e| anyhow::anyhow!("timer.actor: {e}"))?;
+        let mut config = ticket_timer::TimerConfig::new(actor);
+        config.max_in_flight = self.timer.max_in_flight.max(1);
+        config.checkpoint_every = Duration::from_secs(self.timer.checkpoint_secs.max(1));
+        Ok(config)
+    }
+
     pub fn api(&self) -> ticket_nats::ApiConfig {
         ticket_nats::ApiConfig {
             max_payload: self.api.max_payload,
@@ -174,6 +210,7 @@ impl Config {
         ticket_nats::publisher::PublisherConfig {
             stream: self.stream.name.clone(),
             subject_prefix: self.stream.subject_prefix.clone(),
+            breach_subject_prefix: self.stream.breach_subject_prefix.clone(),
             replicas: self.stream.replicas,
             duplicate_window: Duration::from_secs(self.stream.duplicate_window_secs),
             ..ticket_nats::publisher::PublisherConfig::default()

@@ -32,6 +32,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let service =
         CommandService::new(log.clone(), policy.clone(), Some(Arc::new(log.snapshots())), ServiceConfig::default());
+    let (stop_timer, timer_stopped) = watch::channel(false);
+    let timer = if config.timer.enabled {
+        let checkpoint = ticket_timer::CheckpointFile::new(config.timer_checkpoint());
+        Some(ticket_timer::Timer::new(service.clone(), Some(checkpoint), config.timer()?).spawn(timer_stopped))
+    } else {
+        None
+    };
     let api = ticket_nats::start(client.clone(), service, config.api()).await?;
     let (stop_publishing, stopped) = watch::channel(false);
     let publisher = tokio::spawn(ticket_nats::publisher::run(
@@ -53,6 +60,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         policy = %policy.version(),
         head = log.head(),
         stream = %config.stream.name,
+        timer = config.timer.enabled,
         "ticketd ready"
     );
 
@@ -62,6 +70,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let started = tokio::time::Instant::now();
     if !api.stop(deadline).await {
         warn!("commands were still running at the shutdown deadline");
+    }
+    stop_timer.send_replace(true);
+    if let Some(timer) = timer {
+        let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+        match tokio::time::timeout(left, timer.join()).await {
+            Ok(Ok(progress)) => info!(fired = progress.fired, pending = progress.pending, "timer stopped"),
+            Ok(Err(e)) => warn!(error = %e, "the timer failed"),
+            Err(_) => warn!("the timer did not stop by the deadline; its firings are idempotent"),
+        }
     }
     stop_publishing.send_replace(true);
     let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
