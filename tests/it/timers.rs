@@ -123,11 +123,11 @@ impl Engine {
     pub fn breaches(&self, ticket: TicketId) -> Vec<(ticket_domain::Metric, u32, Timestamp, Timestamp)> {
         self.events(ticket)
             .iter()
-            .filter_map(|e| match &e.event.kind {
-                EventKind::SlaBreached { metric, cycle, due_at, .. } => {
-                    Some((*metric, *cycle, *due_at, e.event.occurred_at))
-                }
-                _ => None,
+            .filter_map(|e| {
+                let EventKind::SlaBreached { metric, cycle, due_at, .. } = &e.event.kind else {
+                    return None;
+                };
+                Some((*metric, *cycle, *due_at, e.event.occurred_at))
             })
             .collect()
     }

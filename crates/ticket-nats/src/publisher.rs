@@ -90,10 +90,10 @@ impl PublisherConfig {
 
     /// The breach subject of an event, for breaches only.
     pub fn breach_subject(&self, event: &RecordedEvent) -> Option<String> {
-        match &event.event.kind {
-            EventKind::SlaBreached { severity, .. } => Some(format!("{}.{severity}", self.breach_subject_prefix)),
-            _ => None,
-        }
+        let EventKind::SlaBreached { severity, .. } = &event.event.kind else {
+            return None;
+        };
+        Some(format!("{}.{severity}", self.breach_subject_prefix))
     }
 }
 

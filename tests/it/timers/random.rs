@@ -232,16 +232,16 @@ impl RefTicket {
     fn next_deadline(&self, until: Timestamp) -> Option<(Timestamp, Option<Metric>)> {
         let mut next: Option<(Timestamp, Option<Metric>)> = None;
         for (metric, clock) in &self.clocks {
-            if let Some(due) = clock.due().filter(|d| *d <= until) {
-                if next.is_none_or(|n| due < n.0) {
-                    next = Some((due, Some(*metric)));
-                }
+            if let Some(due) = clock.due().filter(|d| *d <= until)
+                && next.is_none_or(|n| due < n.0)
+            {
+                next = Some((due, Some(*metric)));
             }
         }
-        if let Some((_, Some(end))) = self.window.filter(|w| w.1.is_some_and(|e| e <= until)) {
-            if next.is_none_or(|n| end < n.0) {
-                next = Some((end, None));
-            }
+        if let Some((_, Some(end))) = self.window.filter(|w| w.1.is_some_and(|e| e <= until))
+            && next.is_none_or(|n| end < n.0)
+        {
+            next = Some((end, None));
         }
         next
     }
@@ -295,10 +295,10 @@ impl RefTicket {
                 self.awaiting = false;
                 self.window = self.window.map(|(cycle, _)| (cycle, None));
                 for metric in [Metric::FollowUp, Metric::Resolution] {
-                    if let Some(clock) = self.clocks.get_mut(&metric).filter(|c| c.target.is_some()) {
-                        if clock.running_since.is_none() {
-                            clock.running_since = Some(at);
-                        }
+                    if let Some(clock) = self.clocks.get_mut(&metric).filter(|c| c.target.is_some())
+                        && clock.running_since.is_none()
+                    {
+                        clock.running_since = Some(at);
                     }
                 }
             }
@@ -397,7 +397,16 @@ async fn ten_thousand_random_lifecycles_across_a_dst_change_match_a_reference_co
                 EventKind::DowngradedForNoResponse { from, to, due_at, .. } => {
                     actual.downgrades.insert((from, to, due_at));
                 }
-                _ => {}
+                EventKind::Opened(_)
+                | EventKind::SeveritySet { .. }
+                | EventKind::AgentResponded { .. }
+                | EventKind::CustomerInfoRequested { .. }
+                | EventKind::CustomerResponded { .. }
+                | EventKind::Escalated { .. }
+                | EventKind::SlaWarning { .. }
+                | EventKind::Resolved { .. }
+                | EventKind::Reopened { .. }
+                | EventKind::Linked { .. } => {}
             }
         }
         assert_eq!(actual.breaches, reference.expected.breaches, "breaches of {ticket} (seed {seed})");
