@@ -13,9 +13,9 @@ use ticket_proto::pb;
 use ticket_service::{CommandRequest, CommandResult, CommandService, ServiceConfig, ServiceError, Stamp};
 
 use crate::Failure;
-use crate::describe::{event as describe, instant};
 use crate::local::log_path;
 use crate::output::{emit, print_json, table};
+use ticket_projections::describe::{event as describe, instant};
 
 pub struct Issuer<'a> {
     pub data_dir: &'a Path,

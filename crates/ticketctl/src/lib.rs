@@ -4,7 +4,6 @@
 //! Exit codes: 0 success; 1 the check failed or the thing was not found; 2 bad usage;
 //! 3 the data could not be read.
 
-mod describe;
 mod issue;
 mod local;
 mod output;

@@ -12,9 +12,9 @@ use ticket_proto::pb;
 use ticket_service::audit::{AuditPhase, audit};
 use ticket_service::replay::{At, history as read_history, state_at};
 
-use crate::describe::{event as describe, instant};
 use crate::output::{emit, print_json, progress, table};
 use crate::{ExportFormat, Failure};
+use ticket_projections::describe::{event as describe, instant};
 
 /// The log inside a data directory.
 pub fn log_path(data_dir: &Path) -> PathBuf {
