@@ -11,8 +11,8 @@ use ticket_log::EventLog;
 use ticket_proto::pb;
 use ticket_service::{CommandRequest, CommandService, ServiceError, ServiceErrorKind, Stamp};
 
-use crate::views::Views;
-use tokio::sync::Semaphore;
+use ticket_projections::{Checkpoints, Projector, ProjectorConfig};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -56,6 +56,9 @@ pub struct ApiConfig {
     pub read_your_writes_deadline: Duration,
     /// The most tickets a list query returns (and its default).
     pub max_list: usize,
+    /// Where the read models' projections are checkpointed (none: rebuilt from the log at each
+    /// start).
+    pub projections: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +68,7 @@ impl Default for ApiConfig {
             max_in_flight: 1024,
             read_your_writes_deadline: Duration::from_secs(5),
             max_list: 1000,
+            projections: None,
         }
     }
 }
@@ -77,6 +81,8 @@ pub enum ApiError {
     Subscribe(String),
 }
 
+type ProjectorTask = tokio::task::JoinHandle<Result<(), ticket_projections::ProjectorError>>;
+
 /// The running API. Dropping it does not stop it; call [`ApiHandle::stop`].
 #[derive(Debug)]
 pub struct ApiHandle {
@@ -84,6 +90,7 @@ pub struct ApiHandle {
     service: Option<async_nats::service::Service>,
     in_flight: Arc<Semaphore>,
     max_in_flight: u32,
+    projector: Option<(watch::Sender<bool>, ProjectorTask)>,
 }
 
 impl ApiHandle {
@@ -96,6 +103,15 @@ impl ApiHandle {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         let drained = tokio::time::timeout(deadline, self.in_flight.acquire_many(self.max_in_flight)).await;
+        // The read models follow the log to its end and are checkpointed.
+        if let Some((stop, task)) = self.projector.take() {
+            stop.send_replace(true);
+            match tokio::time::timeout(deadline, task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(error = %e, "the projector failed"),
+                Ok(Err(_)) | Err(_) => warn!("the projector did not stop in time; its checkpoints are older"),
+            }
+        }
         matches!(drained, Ok(Ok(_)))
     }
 }
@@ -135,7 +151,14 @@ pub async fn start<L: EventLog>(
     service: CommandService<L>,
     config: ApiConfig,
 ) -> Result<ApiHandle, ApiError> {
-    let views = Views::follow(service.log());
+    let projector = Projector::open(
+        service.log().clone(),
+        config.projections.clone().map(Checkpoints::new),
+        ProjectorConfig::default(),
+    );
+    let (stop_projector, projector_stopped) = watch::channel(false);
+    let projector_task = projector.spawn(projector_stopped);
+    let views = projector;
     let micro = client
         .service_builder()
         .description("ticketd: commands and queries of the ticket lifecycle engine")
@@ -209,7 +232,13 @@ pub async fn start<L: EventLog>(
         });
     }
     info!(service = SERVICE_NAME, endpoints = COMMANDS.len() + QUERIES.len(), "command api ready");
-    Ok(ApiHandle { tasks, service: Some(micro), in_flight: limit, max_in_flight })
+    Ok(ApiHandle {
+        tasks,
+        service: Some(micro),
+        in_flight: limit,
+        max_in_flight,
+        projector: Some((stop_projector, projector_task)),
+    })
 }
 
 async fn handle_command<L: EventLog>(
@@ -292,10 +321,10 @@ fn query_error(code: pb::ErrorCode, message: String) -> (Bytes, HeaderMap) {
     (pb::QueryReply { result: Some(pb::query_reply::Result::Error(error)) }.encode_to_vec().into(), headers)
 }
 
-fn view_of(state: &ticket_domain::TicketState, position: u64) -> Option<pb::TicketView> {
-    let mut view = pb::TicketView::from(state.ticket()?);
+fn view_of(ticket: &ticket_domain::Ticket, position: u64) -> pb::TicketView {
+    let mut view = pb::TicketView::from(ticket);
     view.position = position;
-    Some(view)
+    view
 }
 
 /// A decoded query.
@@ -306,7 +335,12 @@ enum Query {
 }
 
 /// Decodes a query, waits for the position it names (read-your-writes), and answers it.
-async fn handle_query(endpoint: &str, payload: &[u8], views: &Views, config: &ApiConfig) -> (Bytes, HeaderMap) {
+async fn handle_query<L: EventLog>(
+    endpoint: &str,
+    payload: &[u8],
+    views: &Projector<L>,
+    config: &ApiConfig,
+) -> (Bytes, HeaderMap) {
     if payload.len() > config.max_payload {
         return query_error(
             pb::ErrorCode::PayloadTooLarge,
@@ -333,7 +367,6 @@ async fn handle_query(endpoint: &str, payload: &[u8], views: &Views, config: &Ap
     if min_position > 0 && !views.wait_for(min_position, config.read_your_writes_deadline).await {
         return query_error(pb::ErrorCode::Timeout, format!("position {min_position} not reached in time"));
     }
-    let position = views.position();
     let limit = |asked: u32| if asked == 0 { config.max_list } else { (asked as usize).min(config.max_list) };
     match query {
         Query::Ticket(query) => {
@@ -341,7 +374,8 @@ async fn handle_query(endpoint: &str, payload: &[u8], views: &Views, config: &Ap
                 Ok(t) => t,
                 Err(e) => return malformed("ticket id", &e),
             };
-            match views.ticket(ticket).as_ref().and_then(|s| view_of(s, position)) {
+            let tickets = views.tickets.read();
+            match tickets.model().ticket(ticket).map(|t| view_of(t, tickets.position())) {
                 Some(view) => query_reply(pb::query_reply::Result::Ticket(view)),
                 None => query_error(pb::ErrorCode::TicketNotFound, format!("ticket {ticket} not found")),
             }
@@ -351,23 +385,31 @@ async fn handle_query(endpoint: &str, payload: &[u8], views: &Views, config: &Ap
                 Ok(c) => c,
                 Err(e) => return malformed("customer id", &e),
             };
-            let tickets = views
-                .customer_tickets(&customer, query.include_resolved, limit(query.limit))
-                .iter()
-                .filter_map(|s| view_of(s, position))
+            let read = views.tickets.read();
+            let position = read.position();
+            let tickets = read
+                .model()
+                .customer(&customer, query.include_resolved, limit(query.limit))
+                .into_iter()
+                .map(|t| view_of(t, position))
                 .collect();
             query_reply(pb::query_reply::Result::Tickets(pb::TicketList { tickets, position }))
         }
         Query::Board(query) => {
-            let entries = views
-                .board(limit(query.limit))
+            // The board orders; the tickets model gives each line its title.
+            let board = views.board.read();
+            let position = board.position();
+            let lines = board.model().entries(limit(query.limit));
+            drop(board);
+            let tickets = views.tickets.read();
+            let entries = lines
                 .into_iter()
-                .filter_map(|(entry, state)| {
-                    let t = state.ticket()?;
+                .filter_map(|entry| {
+                    let t = tickets.model().ticket(entry.ticket_id)?;
                     Some(pb::BoardEntry {
                         ticket_id: entry.ticket_id.to_string(),
-                        customer: t.customer.to_string(),
-                        severity: ticket_proto::wire::severity(t.severity),
+                        customer: entry.customer.to_string(),
+                        severity: ticket_proto::wire::severity(entry.severity),
                         metric: ticket_proto::wire::metric(entry.metric),
                         cycle: entry.cycle,
                         due_at: Some(ticket_proto::wire::timestamp(&entry.due_at)),

@@ -8,6 +8,5 @@
 
 mod api;
 pub mod publisher;
-pub mod views;
 
 pub use api::{ApiConfig, ApiError, ApiHandle, COMMANDS, QUERIES, SERVICE_NAME, command_subject, query_subject, start};

@@ -7,6 +7,7 @@
 mod issue;
 mod local;
 mod output;
+mod views;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -121,7 +122,7 @@ pub enum Command {
         #[arg(long, default_value = "")]
         description: String,
     },
-    /// A customer's tickets, as ticketd serves them (remote mode).
+    /// A customer's tickets (open ones; --all adds resolved ones).
     Tickets {
         #[arg(long)]
         customer: String,
@@ -130,11 +131,60 @@ pub enum Command {
         all: bool,
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// As of an RFC 3339 instant or a global position (local mode, computed from the log).
+        #[arg(long)]
+        at: Option<String>,
     },
-    /// Open tickets by nearest SLA due instant, as ticketd serves them (remote mode).
+    /// Open tickets by nearest SLA due instant, at-risk and breached marked.
     Board {
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// As of an RFC 3339 instant or a global position (local mode, computed from the log).
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// A ticket's detail: state, severity history, each SLA clock with its due instant and
+    /// remaining business time, links.
+    Detail {
+        ticket: String,
+        /// As of an RFC 3339 instant or a global position (computed from the log).
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// A ticket's audit timeline: every event with its actor, command id and policy version.
+    Timeline {
+        ticket: String,
+        /// As of an RFC 3339 instant or a global position (computed from the log).
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// SLA compliance per plan, severity, category and clock over a period: met, breached,
+    /// median and p90 first response in business time.
+    Compliance {
+        /// Start of the period (RFC 3339, inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the period (RFC 3339, exclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// As of an RFC 3339 instant or a global position (computed from the log).
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Replays history under a candidate policy (--policy) and reports, ticket by ticket, which
+    /// due instants, breaches and downgrades would change. Touches no live data.
+    WhatIf {
+        /// Only tickets opened at or after this RFC 3339 instant.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only tickets opened before this RFC 3339 instant; the replay's horizon.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// The read models' projections: status, catch-up and rebuilds (local mode).
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
     },
     /// Every event of a ticket, in order.
     History { ticket: String },
@@ -176,6 +226,27 @@ pub enum AuditCommand {
         /// re-run.
         #[arg(long = "also-policy")]
         policies: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Each projection's checkpointed position against the log's head.
+    Status {
+        /// Catch the projections up from the log (and checkpoint them) first.
+        #[arg(long)]
+        update: bool,
+        /// Checkpoint every this many events while catching up.
+        #[arg(long, default_value_t = 100_000)]
+        checkpoint_events: u64,
+    },
+    /// Rebuilds projections from the log: all from scratch, or one (tickets, board, timeline,
+    /// compliance) beside its checkpointed version, swapped in once caught up.
+    Rebuild {
+        name: Option<String>,
+        /// Checkpoint every this many events on the way.
+        #[arg(long, default_value_t = 100_000)]
+        checkpoint_events: u64,
     },
 }
 
@@ -262,8 +333,35 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::History { ticket } => local::history(&cli.data_dir, &ticket, cli.json),
         Command::State { ticket, at: None } if issue.remote.is_some() => issue.remote_state(&ticket),
-        Command::Tickets { customer, all, limit } => issue.remote_tickets(&customer, all, limit),
-        Command::Board { limit } => issue.remote_board(limit),
+        Command::Tickets { customer, all, limit, at: None } if issue.remote.is_some() => {
+            issue.remote_tickets(&customer, all, limit)
+        }
+        Command::Board { limit, at: None } if issue.remote.is_some() => issue.remote_board(limit),
+        Command::Tickets { customer, all, limit, at } => {
+            views::customer(&cli.data_dir, &customer, all, limit, at.as_deref(), cli.json)
+        }
+        Command::Board { limit, at } => views::board(&cli.data_dir, limit, at.as_deref(), cli.json),
+        Command::Detail { ticket, at } => {
+            let policy = load_policy(issue.policy)?;
+            views::detail(&cli.data_dir, &policy, &ticket, at.as_deref(), cli.json)
+        }
+        Command::Timeline { ticket, at } => views::timeline(&cli.data_dir, &ticket, at.as_deref(), cli.json),
+        Command::Compliance { from, to, at } => {
+            let policy = load_policy(issue.policy)?;
+            views::compliance(&cli.data_dir, &policy, from.as_deref(), to.as_deref(), at.as_deref(), cli.json)
+        }
+        Command::WhatIf { from, to } => {
+            let Some(candidate) = cli.policy.as_deref() else {
+                return Err(Failure::Usage("what-if needs the candidate policy: --policy candidate.toml".into()));
+            };
+            views::whatif(&cli.data_dir, candidate, from.as_deref(), to.as_deref(), cli.json)
+        }
+        Command::Projections { command: ProjectionsCommand::Status { update, checkpoint_events } } => {
+            views::projections_status(&cli.data_dir, update, checkpoint_events, cli.json)
+        }
+        Command::Projections { command: ProjectionsCommand::Rebuild { name, checkpoint_events } } => {
+            views::projections_rebuild(&cli.data_dir, name.as_deref(), checkpoint_events, cli.json)
+        }
         Command::State { ticket, at } => local::state(&cli.data_dir, &ticket, at.as_deref(), cli.json),
         Command::Audit { command: AuditCommand::Verify { policies } } => {
             // The policy commands are decided with, when there is one: given, or the default file.
@@ -275,4 +373,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             local::export(&cli.data_dir, format, from.as_deref(), to.as_deref(), output.as_deref())
         }
     }
+}
+
+fn load_policy(path: &std::path::Path) -> Result<ticket_domain::Policy, Failure> {
+    ticket_domain::Policy::load(path).map_err(|e| Failure::Usage(e.to_string()))
 }

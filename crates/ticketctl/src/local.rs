@@ -21,7 +21,7 @@ pub fn log_path(data_dir: &Path) -> PathBuf {
     data_dir.join("log")
 }
 
-fn open(data_dir: &Path) -> Result<SledLog, Failure> {
+pub(crate) fn open(data_dir: &Path) -> Result<SledLog, Failure> {
     let path = log_path(data_dir);
     if !path.exists() {
         return Err(Failure::Usage(format!("no ticketd log in {} (use --data-dir)", data_dir.display())));
@@ -29,17 +29,17 @@ fn open(data_dir: &Path) -> Result<SledLog, Failure> {
     Ok(SledLog::open(SledConfig::new(path))?)
 }
 
-fn ticket_id(text: &str) -> Result<TicketId, Failure> {
+pub(crate) fn ticket_id(text: &str) -> Result<TicketId, Failure> {
     TicketId::parse(text).map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// A global position (digits) or an RFC 3339 instant.
-enum Moment {
+pub(crate) enum Moment {
     Position(u64),
     Instant(Timestamp),
 }
 
-fn moment(text: &str) -> Result<Moment, Failure> {
+pub(crate) fn moment(text: &str) -> Result<Moment, Failure> {
     if let Ok(p) = text.parse::<u64>() {
         return Ok(Moment::Position(p));
     }

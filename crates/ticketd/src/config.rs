@@ -202,6 +202,7 @@ impl Config {
         ticket_nats::ApiConfig {
             max_payload: self.api.max_payload,
             max_in_flight: self.api.max_in_flight,
+            projections: Some(self.data_dir.join("projections")),
             ..ticket_nats::ApiConfig::default()
         }
     }
