@@ -9,6 +9,7 @@ mod lifecycle;
 mod nats_events;
 mod nats_permissions;
 mod operators;
+mod projections;
 mod support_rules;
 mod timers;
 
