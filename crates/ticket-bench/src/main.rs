@@ -5,6 +5,7 @@ mod alloc;
 mod append;
 mod machine;
 mod nats;
+mod projections;
 mod stats;
 mod timers;
 mod workload;
@@ -38,6 +39,9 @@ enum Bench {
     /// The timer service with a million pending deadlines under the real clock: firing lag,
     /// memory per pending deadline, and the time to rebuild the index from the log.
     Timers(timers::Args),
+    /// Every read model rebuilt from a log of a million events: events per second, and where
+    /// the time goes (reading and decoding the log, applying to each model).
+    Projections(projections::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
             Bench::Append(args) => append::run(args, cli.json).await,
             Bench::Nats(args) => nats::run(args, cli.json).await,
             Bench::Timers(args) => timers::run(args, cli.json).await,
+            Bench::Projections(args) => projections::run(args, cli.json).await,
         }
     });
     match result {

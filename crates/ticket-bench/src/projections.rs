@@ -1,0 +1,231 @@
+//! `ticket-bench projections`: rebuilding every read model from a large log.
+//!
+//! 1. Writes (or reuses, with `--data-dir`) a sled log of at least `--events` events through the
+//!    command service: tickets of both severities going through open, respond, ask, reply,
+//!    respond and resolve at spacings that make some of them breach (recorded on decision).
+//! 2. Rebuilds every read model from the log in one pass (read, decode, apply), with progress:
+//!    events per second. Goal: at least 500,000 per second.
+//! 3. Apart: reading and decoding the log alone, and applying the events already in memory to
+//!    each model, to say where the time goes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::TimeDelta;
+use serde::Serialize;
+use ticket_domain::{
+    Actor, ActorId, ActorKind, CategoryId, Command, CommandBody, CommandId, CustomerId, OpenTicket, PlanId, Policy,
+    RecordedEvent, Severity, Text,
+};
+use ticket_log::EventLog;
+use ticket_log_sled::{SledConfig, SledLog};
+use ticket_projections::{At, Board, Compliance, Projected, ReadModels, Tickets, Timeline};
+use ticket_service::{CommandRequest, CommandService, ServiceConfig};
+
+use crate::machine::Machine;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Events in the log (at least).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Concurrent clients while writing the log.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    #[arg(long, default_value = "deploy/policies/regional-operator.toml")]
+    pub policy: std::path::PathBuf,
+    /// Keep the log here and reuse it on the next run (default: a temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: Machine,
+    events: u64,
+    tickets: usize,
+    write_seconds: Option<f64>,
+    rebuild_seconds: f64,
+    rebuild_events_per_sec: f64,
+    read_decode_events_per_sec: f64,
+    apply_events_per_sec: ApplyRates,
+    goal_met: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ApplyRates {
+    tickets: f64,
+    board: f64,
+    timeline: f64,
+    compliance: f64,
+    all: f64,
+}
+
+pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
+    let policy = Arc::new(Policy::load(&args.policy)?);
+    let (dir, _keep) = crate::data_dir(args.data_dir.clone())?;
+    let log = SledLog::open(SledConfig::new(dir.join("projections-log")))?;
+    let write_seconds = if log.head() < args.events { Some(write(&log, &policy, &args).await?) } else { None };
+    let head = log.head();
+
+    // The rebuild: read, decode, apply to every model.
+    let done = Arc::new(AtomicU64::new(0));
+    let shown = crate::append::progress("rebuilding", done.clone(), Some(head));
+    let started = Instant::now();
+    let models = {
+        let done = done.clone();
+        let log = log.clone();
+        tokio::task::spawn_blocking(move || ReadModels::build(&log, At::Now, |p, _| done.store(p, Ordering::Relaxed)))
+            .await??
+    };
+    let rebuild_seconds = started.elapsed().as_secs_f64();
+    drop(done);
+    shown.await.ok();
+    let tickets = models.tickets.model().len();
+    drop(models);
+
+    // Reading and decoding alone, keeping the events for the apply measurements.
+    let started = Instant::now();
+    let mut events: Vec<RecordedEvent> = Vec::with_capacity(head as usize);
+    while (events.len() as u64) < head {
+        let batch = log.read_from(events.len() as u64 + 1, 8192)?;
+        anyhow::ensure!(!batch.is_empty(), "the log ends before its head");
+        events.extend(batch);
+    }
+    let read_seconds = started.elapsed().as_secs_f64();
+
+    fn rate<M: ticket_projections::ReadModel>(events: &[RecordedEvent]) -> f64 {
+        let started = Instant::now();
+        let mut p = Projected::<M>::new();
+        for e in events {
+            p.apply(e);
+        }
+        let rate = events.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        drop(p);
+        rate
+    }
+    let all = {
+        let started = Instant::now();
+        let mut m = ReadModels::new();
+        for e in &events {
+            m.apply(e);
+        }
+        events.len() as f64 / started.elapsed().as_secs_f64().max(1e-9)
+    };
+    let apply = ApplyRates {
+        tickets: rate::<Tickets>(&events),
+        board: rate::<Board>(&events),
+        timeline: rate::<Timeline>(&events),
+        compliance: rate::<Compliance>(&events),
+        all,
+    };
+    let rebuild_rate = head as f64 / rebuild_seconds.max(1e-9);
+    let report = Report {
+        machine: Machine::detect(),
+        events: head,
+        tickets,
+        write_seconds,
+        rebuild_seconds,
+        rebuild_events_per_sec: rebuild_rate,
+        read_decode_events_per_sec: head as f64 / read_seconds.max(1e-9),
+        apply_events_per_sec: apply,
+        goal_met: rebuild_rate >= 500_000.0,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let r = &report;
+        println!("{:<40} {:>14}", "events in the log", r.events);
+        println!("{:<40} {:>14}", "tickets", r.tickets);
+        if let Some(s) = r.write_seconds {
+            println!("{:<40} {:>14.1}", "writing the log (s)", s);
+        }
+        println!("{:<40} {:>14.2}", "rebuild of every read model (s)", r.rebuild_seconds);
+        println!("{:<40} {:>14.0}", "rebuild events/s", r.rebuild_events_per_sec);
+        println!("{:<40} {:>14.0}", "read + decode only, events/s", r.read_decode_events_per_sec);
+        println!("{:<40} {:>14.0}", "apply in memory: tickets, events/s", r.apply_events_per_sec.tickets);
+        println!("{:<40} {:>14.0}", "apply in memory: board, events/s", r.apply_events_per_sec.board);
+        println!("{:<40} {:>14.0}", "apply in memory: timeline, events/s", r.apply_events_per_sec.timeline);
+        println!("{:<40} {:>14.0}", "apply in memory: compliance, events/s", r.apply_events_per_sec.compliance);
+        println!("{:<40} {:>14.0}", "apply in memory: all four, events/s", r.apply_events_per_sec.all);
+        println!(
+            "goal: rebuild >= 500,000 events/s: {} ({:.0})",
+            if r.goal_met { "met" } else { "NOT met" },
+            r.rebuild_events_per_sec
+        );
+    }
+    Ok(())
+}
+
+/// Writes tickets through the command service until the log holds `args.events` events.
+async fn write(log: &SledLog, policy: &Arc<Policy>, args: &Args) -> anyhow::Result<f64> {
+    let service = CommandService::new(log.clone(), policy.clone(), None, ServiceConfig::default());
+    let started = Instant::now();
+    let base = ticket_log::now() - TimeDelta::days(60);
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(log.head()));
+    let shown = crate::append::progress("writing", done.clone(), Some(args.events));
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients.max(1) {
+        let (service, next, done, log) = (service.clone(), next.clone(), done.clone(), log.clone());
+        let target = args.events;
+        tasks.push(tokio::spawn(async move {
+            while log.head() < target {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                for command in lifecycle(i, base)? {
+                    // A refusal (a ticket the rules stop early) is part of the workload.
+                    let _ = service.execute(CommandRequest::from(command)).await;
+                }
+                done.store(log.head(), Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await.context("writer task")??;
+    }
+    drop(done);
+    shown.await.ok();
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn lifecycle(i: u64, base: ticket_domain::Timestamp) -> anyhow::Result<Vec<Command>> {
+    let ticket = crate::workload::ticket_id(i as usize);
+    let opened = base + TimeDelta::seconds(i as i64 % 3_000_000);
+    let spacing = TimeDelta::minutes(20 * (i as i64 % 4 + 1));
+    let actor = |kind| -> anyhow::Result<Actor> {
+        Ok(Actor { kind, id: ActorId::new(if kind == ActorKind::Customer { "customer" } else { "agent" })? })
+    };
+    let text = |s: &str| Text::new("text", s);
+    let bodies = [
+        (
+            ActorKind::Agent,
+            CommandBody::Open(OpenTicket {
+                customer: CustomerId::new(format!("customer-{}", i % 5000))?,
+                plan: PlanId::new("advanced")?,
+                category: CategoryId::new(if i % 3 == 0 { "billing" } else { "technical" })?,
+                title: text("mail cannot be reached")?,
+                description: text("timeouts")?,
+                severity: if i % 2 == 0 { Severity::A } else { Severity::B },
+            }),
+        ),
+        (ActorKind::Agent, CommandBody::RecordAgentResponse { message: text("looking")? }),
+        (ActorKind::Agent, CommandBody::RequestCustomerInfo { request: text("logs?")? }),
+        (ActorKind::Customer, CommandBody::RecordCustomerReply { message: text("attached")? }),
+        (ActorKind::Agent, CommandBody::RecordAgentResponse { message: text("found it")? }),
+        (ActorKind::Agent, CommandBody::Resolve { resolution: text("fixed")? }),
+    ];
+    let mut commands = Vec::new();
+    for (step, (kind, body)) in bodies.into_iter().enumerate() {
+        commands.push(Command {
+            id: CommandId::new(format!("bench-{i}-{step}"))?,
+            ticket_id: ticket,
+            actor: actor(kind)?,
+            issued_at: opened + spacing * step as i32,
+            body,
+        });
+    }
+    Ok(commands)
+}
