@@ -205,10 +205,10 @@ fn lifecycle(i: u64, base: ticket_domain::Timestamp) -> anyhow::Result<Vec<Comma
             CommandBody::Open(OpenTicket {
                 customer: CustomerId::new(format!("customer-{}", i % 5000))?,
                 plan: PlanId::new("advanced")?,
-                category: CategoryId::new(if i % 3 == 0 { "billing" } else { "technical" })?,
+                category: CategoryId::new(if i.is_multiple_of(3) { "billing" } else { "technical" })?,
                 title: text("mail cannot be reached")?,
                 description: text("timeouts")?,
-                severity: if i % 2 == 0 { Severity::A } else { Severity::B },
+                severity: if i.is_multiple_of(2) { Severity::A } else { Severity::B },
             }),
         ),
         (ActorKind::Agent, CommandBody::RecordAgentResponse { message: text("looking")? }),
