@@ -198,3 +198,27 @@ fn commands_in_local_mode_run_the_engine_on_the_data_directory() {
     );
     assert_eq!(code(&audit), 0, "{}", stdout(&audit));
 }
+
+#[test]
+fn the_demo_tours_the_engine_on_a_simulated_clock_and_its_audit_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_path("regional-operator.toml");
+    let out = ticketctl(dir.path(), &["--policy", policy.to_str().unwrap(), "demo"]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in [
+        "opened as acme-a; first response due Sat 11-21 04:00",
+        "REFUSED ERROR_CODE_SEVERITY_NOT_IN_CONTRACT",
+        "REFUSED ERROR_CODE_SEVERITY_NOT_ALLOWED_FOR_CATEGORY",
+        "first_response#1 severity A, was due 2026-11-20T20:00:00Z",
+        "A -> B, no reply by",
+        "to tier-2/calendar (needs the calendar team)",
+        "resolving acme a second time is refused",
+        "Step 8: time travel",
+        "at risk",
+        "audit: OK",
+    ] {
+        assert!(text.contains(expected), "the demo's output lacks {expected:?}:\n{text}");
+    }
+    assert!(text.lines().any(|l| l.contains("acme-a") && l.contains("BREACHED")), "the board marks the breach");
+}

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 the check failed or the thing was not found; 2 bad usage;
 //! 3 the data could not be read.
 
+mod demo;
 mod issue;
 mod local;
 mod output;
@@ -181,6 +182,14 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// A guided tour of the engine on a simulated clock, in a temporary directory: tickets of
+    /// each plan, severity and category, the board, a breach, a no-response downgrade, an
+    /// escalation, a resolution, an audit timeline, time travel, compliance and the audit.
+    Demo {
+        /// Keep the demo's log in this (empty) directory instead of a temporary one.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
     /// The read models' projections: status, catch-up and rebuilds (local mode).
     Projections {
         #[command(subcommand)]
@@ -356,6 +365,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             };
             views::whatif(&cli.data_dir, candidate, from.as_deref(), to.as_deref(), cli.json)
         }
+        Command::Demo { keep } => demo::run(issue.policy, keep.as_deref()),
         Command::Projections { command: ProjectionsCommand::Status { update, checkpoint_events } } => {
             views::projections_status(&cli.data_dir, update, checkpoint_events, cli.json)
         }
