@@ -138,12 +138,14 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let load_seconds = load_start.elapsed().as_secs_f64();
 
     // Rebuild, measured: time and heap.
+    crate::alloc::counting(true);
     let before = crate::alloc::allocated();
     let started = Instant::now();
     let mut index = DeadlineIndex::new();
     ticket_timer::catch_up(&log, &mut index, 4096, |_| {})?;
     let rebuild_seconds = started.elapsed().as_secs_f64();
     let index_heap_bytes = crate::alloc::allocated().saturating_sub(before);
+    crate::alloc::counting(false);
     let pending_at_start = index.len();
     let checkpoint_bytes = index.encode().len();
     let rebuild_events = index.position();

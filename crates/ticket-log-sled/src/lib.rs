@@ -25,8 +25,8 @@ use tokio::sync::{oneshot, watch};
 use tracing::info;
 
 use keys::{EVENT, FORMAT, META_FORMAT, META_HASH, META_HEAD, META_PUBLISHED, positional, trailing_u64};
-pub use record::GENESIS;
-use record::{chain_hash, decode_command, decode_event, decode_record};
+pub use record::{GENESIS, decode_event};
+use record::{chain_hash, decode_command, decode_record};
 use writer::{Job, Writer};
 
 /// How to open a log.

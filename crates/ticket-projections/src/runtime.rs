@@ -105,15 +105,11 @@ impl<M: ReadModel> Shared<M> {
         let mut fresh = Projected::<M>::new();
         let mut applied = 0;
         // Most of the work without the lock...
-        loop {
-            let head = log.head();
-            let events = log.read_from(fresh.position() + 1, batch)?;
-            if events.is_empty() {
-                break;
-            }
+        let head = log.head();
+        crate::set::read_in_order(log, 1, head, batch, |events| {
             applied += events.iter().filter(|e| fresh.apply(e)).count() as u64;
             progress(fresh.position(), head);
-        }
+        })?;
         // ...the tail (what was appended meanwhile) under it, then the swap.
         let mut guard = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         while fresh.position() < guard.position() || fresh.position() < log.head() {

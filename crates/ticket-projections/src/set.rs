@@ -58,16 +58,63 @@ impl ReadModels {
             At::Instant(_) | At::Now => log.head(),
         };
         let mut models = Self::new();
-        let mut next = 1;
-        while next <= head {
-            let batch = log.read_from(next, BATCH.min((head - next + 1) as usize))?;
-            let Some(last) = batch.last().map(|e| e.position) else { break };
+        read_in_order(log, 1, head, BATCH, |batch| {
             for event in batch.iter().filter(|e| at.includes(e)) {
                 models.apply(event);
             }
-            next = last + 1;
-            progress(last, head);
-        }
+            if let Some(last) = batch.last() {
+                progress(last.position, head);
+            }
+        })?;
         Ok(models)
     }
+}
+
+/// Reads positions `from..=to` in batches on several threads (reading and decoding the log is
+/// most of a rebuild's work) and hands the batches to `apply` in log order, on this thread.
+pub(crate) fn read_in_order<L: EventLog>(
+    log: &L,
+    from: u64,
+    to: u64,
+    batch: usize,
+    mut apply: impl FnMut(Vec<RecordedEvent>),
+) -> Result<(), LogError> {
+    if from > to {
+        return Ok(());
+    }
+    let batch = batch.max(1) as u64;
+    let batches = (to - from) / batch + 1;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4) as u64;
+    std::thread::scope(|scope| {
+        let mut receivers = Vec::new();
+        for worker in 0..workers {
+            // Two batches ahead per worker at most: memory stays bounded.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<RecordedEvent>, LogError>>(2);
+            receivers.push(rx);
+            scope.spawn(move || {
+                let mut b = worker;
+                while b < batches {
+                    let start = from + b * batch;
+                    let limit = batch.min(to - start + 1) as usize;
+                    let read = log.read_from(start, limit);
+                    let failed = read.is_err();
+                    if tx.send(read).is_err() || failed {
+                        return;
+                    }
+                    b += workers;
+                }
+            });
+        }
+        // Batch b comes from worker b % workers, each worker's in order.
+        for b in 0..batches {
+            let Some(rx) = receivers.get((b % workers) as usize) else { break };
+            match rx.recv() {
+                Ok(Ok(events)) if events.is_empty() => break,
+                Ok(Ok(events)) => apply(events),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    })
 }

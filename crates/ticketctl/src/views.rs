@@ -224,15 +224,15 @@ pub fn board_table(entries: &[ticket_projections::BoardEntry], now: Timestamp) -
 
 pub fn timeline(data_dir: &Path, ticket: &str, when: Option<&str>, json: bool) -> Result<(), Failure> {
     let id = ticket_id(ticket)?;
-    let (models, _) = models(data_dir, at(when)?)?;
-    let entries = models.timeline.model().ticket(id);
+    let (models, log) = models(data_dir, at(when)?)?;
+    let entries = models.timeline.model().ticket_with_details(id, &log)?;
     if entries.is_empty() {
         return Err(Failure::Negative(format!("ticket {id} not found at that moment")));
     }
     if json {
         return print_json(&entries);
     }
-    emit(&timeline_table(entries))?;
+    emit(&timeline_table(&entries))?;
     Ok(())
 }
 

@@ -1,15 +1,21 @@
 //! The audit timeline: every event of a ticket with its actor, its command id and the policy
 //! version in force when it was decided.
+//!
+//! Each line is kept compact (instants, and indexes into a table of the few distinct actors,
+//! event types and policy versions); the one-line description of what the event says is
+//! rendered on query from the event itself ([`Timeline::ticket_with_details`]), since the log
+//! already holds it.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use ticket_domain::{ActorKind, EventKind, RecordedEvent, TicketId};
+use ticket_domain::{ActorKind, CommandId, EventKind, RecordedEvent, TicketId, Timestamp};
+use ticket_log::{EventLog, LogError};
 
 use super::instant;
 use crate::ReadModel;
 
-/// One line of a ticket's timeline.
+/// One line of a ticket's timeline, as queries return it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimelineEntry {
     pub position: u64,
@@ -23,57 +29,123 @@ pub struct TimelineEntry {
     /// The policy version in force: the one the event's clock plans state, else the latest one
     /// the ticket's events stated before it.
     pub policy: String,
+    /// What the event says, in one line (empty unless asked for with the log).
     pub summary: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Line {
+    position: u64,
+    version: u64,
+    occurred_at: Timestamp,
+    recorded_at: Timestamp,
+    event_type: u32,
+    actor: u32,
+    command_id: CommandId,
+    policy: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct TicketTimeline {
-    policy: String,
-    entries: Vec<TimelineEntry>,
+    policy: Option<u32>,
+    lines: Vec<Line>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeline {
     tickets: HashMap<TicketId, TicketTimeline>,
+    /// The distinct actors, event types and policy versions, each once.
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Timeline {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.index.get(name) {
+            return *i;
+        }
+        let i = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(name.to_owned());
+        self.index.insert(name.to_owned(), i);
+        i
+    }
+
+    fn name(&self, i: u32) -> String {
+        self.names.get(i as usize).cloned().unwrap_or_default()
+    }
 }
 
 impl ReadModel for Timeline {
     const NAME: &'static str = "timeline";
-    const FORMAT: u32 = 1;
+    const FORMAT: u32 = 2;
 
     fn apply(&mut self, e: &RecordedEvent) {
-        let timeline = self.tickets.entry(e.event.ticket_id).or_default();
         let stated = if let EventKind::Opened(o) = &e.event.kind {
             Some(&o.policy)
         } else {
             e.event.kind.clocks().iter().find_map(|c| c.plan.as_ref().map(|p| &p.policy))
         };
-        if let Some(policy) = stated {
-            timeline.policy = policy.to_string();
-        }
+        let stated = stated.map(|p| self.intern(&p.to_string()));
         let kind = match e.actor.kind {
             ActorKind::Agent => "agent",
             ActorKind::Customer => "customer",
             ActorKind::System => "system",
         };
-        timeline.entries.push(TimelineEntry {
+        let actor = self.intern(&format!("{kind}:{}", e.actor.id));
+        let event_type = self.intern(e.event.kind.name());
+        let unknown = self.intern("");
+        let timeline = self.tickets.entry(e.event.ticket_id).or_default();
+        if stated.is_some() {
+            timeline.policy = stated;
+        }
+        timeline.lines.push(Line {
             position: e.position,
             version: e.version,
-            occurred_at: instant(&e.event.occurred_at),
-            recorded_at: instant(&e.recorded_at),
-            event_type: e.event.kind.name().to_owned(),
-            actor: format!("{kind}:{}", e.actor.id),
-            command_id: e.command_id.to_string(),
-            policy: timeline.policy.clone(),
-            summary: crate::describe::event(&e.event.kind),
+            occurred_at: e.event.occurred_at,
+            recorded_at: e.recorded_at,
+            event_type,
+            actor,
+            command_id: e.command_id.clone(),
+            policy: timeline.policy.unwrap_or(unknown),
         });
     }
 }
 
 impl Timeline {
-    /// Every event of a ticket, in order; empty for an unknown ticket.
-    pub fn ticket(&self, id: TicketId) -> &[TimelineEntry] {
-        self.tickets.get(&id).map_or(&[], |t| &t.entries)
+    /// Every event of a ticket, in order (without summaries); empty for an unknown ticket.
+    pub fn ticket(&self, id: TicketId) -> Vec<TimelineEntry> {
+        let Some(t) = self.tickets.get(&id) else { return Vec::new() };
+        t.lines
+            .iter()
+            .map(|l| TimelineEntry {
+                position: l.position,
+                version: l.version,
+                occurred_at: instant(&l.occurred_at),
+                recorded_at: instant(&l.recorded_at),
+                event_type: self.name(l.event_type),
+                actor: self.name(l.actor),
+                command_id: l.command_id.to_string(),
+                policy: self.name(l.policy),
+                summary: String::new(),
+            })
+            .collect()
+    }
+
+    /// Like [`Timeline::ticket`], each line with a description of what its event says, read
+    /// from the log.
+    pub fn ticket_with_details<L: EventLog>(&self, id: TicketId, log: &L) -> Result<Vec<TimelineEntry>, LogError> {
+        let mut entries = self.ticket(id);
+        if entries.is_empty() {
+            return Ok(entries);
+        }
+        let events = log.read_stream(id, 1)?;
+        let by_position: HashMap<u64, &RecordedEvent> = events.iter().map(|e| (e.position, e)).collect();
+        for entry in &mut entries {
+            if let Some(e) = by_position.get(&entry.position) {
+                entry.summary = crate::describe::event(&e.event.kind);
+            }
+        }
+        Ok(entries)
     }
 
     pub fn tickets(&self) -> usize {
