@@ -36,7 +36,7 @@ pub const COMMANDS: [&str; 12] = [
 ];
 
 /// The query endpoints.
-pub const QUERIES: [&str; 3] = ["ticket", "customer", "board"];
+pub const QUERIES: [&str; 5] = ["ticket", "customer", "board", "timeline", "compliance"];
 
 pub fn command_subject(command: &str) -> String {
     format!("{SERVICE_NAME}.cmd.{command}")
@@ -192,12 +192,12 @@ pub async fn start<L: EventLog>(
     let queries = micro.group(format!("{SERVICE_NAME}.query"));
     for name in QUERIES {
         let mut endpoint = queries.endpoint(name).await.map_err(|e| ApiError::Start(e.to_string()))?;
-        let (views, config) = (views.clone(), config.clone());
+        let (views, config, policy) = (views.clone(), config.clone(), service.policy_arc());
         tasks.spawn(async move {
             while let Some(request) = endpoint.next().await {
-                let (views, config) = (views.clone(), config.clone());
+                let (views, config, policy) = (views.clone(), config.clone(), policy.clone());
                 tokio::spawn(async move {
-                    let (body, headers) = handle_query(name, &request.message.payload, &views, &config).await;
+                    let (body, headers) = handle_query(name, &request.message.payload, &views, &policy, &config).await;
                     if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
                         warn!(endpoint = name, error = %e, "reply not sent");
                     }
@@ -332,6 +332,8 @@ enum Query {
     Ticket(pb::GetTicket),
     Customer(pb::ListCustomerTickets),
     Board(pb::GetBoard),
+    Timeline(pb::GetTimeline),
+    Compliance(pb::GetCompliance),
 }
 
 /// Decodes a query, waits for the position it names (read-your-writes), and answers it.
@@ -339,6 +341,7 @@ async fn handle_query<L: EventLog>(
     endpoint: &str,
     payload: &[u8],
     views: &Projector<L>,
+    policy: &ticket_domain::Policy,
     config: &ApiConfig,
 ) -> (Bytes, HeaderMap) {
     if payload.len() > config.max_payload {
@@ -353,6 +356,8 @@ async fn handle_query<L: EventLog>(
     let decoded = match endpoint {
         "ticket" => pb::GetTicket::decode(payload).map(Query::Ticket),
         "customer" => pb::ListCustomerTickets::decode(payload).map(Query::Customer),
+        "timeline" => pb::GetTimeline::decode(payload).map(Query::Timeline),
+        "compliance" => pb::GetCompliance::decode(payload).map(Query::Compliance),
         _ => pb::GetBoard::decode(payload).map(Query::Board),
     };
     let query = match decoded {
@@ -363,6 +368,8 @@ async fn handle_query<L: EventLog>(
         Query::Ticket(q) => q.min_position,
         Query::Customer(q) => q.min_position,
         Query::Board(q) => q.min_position,
+        Query::Timeline(q) => q.min_position,
+        Query::Compliance(q) => q.min_position,
     };
     if min_position > 0 && !views.wait_for(min_position, config.read_your_writes_deadline).await {
         return query_error(pb::ErrorCode::Timeout, format!("position {min_position} not reached in time"));
@@ -420,6 +427,74 @@ async fn handle_query<L: EventLog>(
                 })
                 .collect();
             query_reply(pb::query_reply::Result::Board(pb::Board { entries, position }))
+        }
+        Query::Timeline(query) => {
+            let ticket = match TicketId::parse(&query.ticket_id) {
+                Ok(t) => t,
+                Err(e) => return malformed("ticket id", &e),
+            };
+            let timeline = views.timeline.read();
+            let position = timeline.position();
+            let entries = match timeline.model().ticket_with_details(ticket, views.log()) {
+                Ok(entries) => entries,
+                Err(e) => return query_error(pb::ErrorCode::Unavailable, e.to_string()),
+            };
+            drop(timeline);
+            if entries.is_empty() {
+                return query_error(pb::ErrorCode::TicketNotFound, format!("ticket {ticket} not found"));
+            }
+            let entries = entries
+                .into_iter()
+                .map(|e| pb::TimelineEntry {
+                    position: e.position,
+                    version: e.version,
+                    occurred_at: Some(ticket_proto::wire::timestamp(&e.occurred_at)),
+                    recorded_at: Some(ticket_proto::wire::timestamp(&e.recorded_at)),
+                    event_type: e.event_type,
+                    actor: e.actor,
+                    command_id: e.command_id,
+                    policy: e.policy,
+                    summary: e.summary,
+                })
+                .collect();
+            query_reply(pb::query_reply::Result::Timeline(pb::Timeline {
+                ticket_id: ticket.to_string(),
+                entries,
+                position,
+            }))
+        }
+        Query::Compliance(query) => {
+            let instant = |t: Option<pbjson_types::Timestamp>| -> Result<Option<ticket_domain::Timestamp>, String> {
+                t.map(|t| {
+                    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(u32::MAX))
+                        .ok_or_else(|| format!("{}s is not an instant", t.seconds))
+                })
+                .transpose()
+            };
+            let period = match (instant(query.from), instant(query.to)) {
+                (Ok(from), Ok(to)) => ticket_projections::Period { from, to },
+                (Err(e), _) | (_, Err(e)) => return malformed("period", &e),
+            };
+            let compliance = views.compliance.read();
+            let position = compliance.position();
+            let rows = compliance
+                .model()
+                .report(period, policy)
+                .into_iter()
+                .map(|r| pb::ComplianceRow {
+                    plan: r.plan,
+                    severity: ticket_proto::wire::severity(r.severity_level),
+                    category: r.category,
+                    metric: ticket_proto::wire::metric(r.metric_kind),
+                    met: r.met,
+                    breached: r.breached,
+                    compliance_percent: r.compliance_percent,
+                    first_responses: r.first_responses,
+                    median_first_response_seconds: r.median_first_response_secs,
+                    p90_first_response_seconds: r.p90_first_response_secs,
+                })
+                .collect();
+            query_reply(pb::query_reply::Result::Compliance(pb::ComplianceReport { rows, position }))
         }
     }
 }

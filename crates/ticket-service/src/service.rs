@@ -173,6 +173,11 @@ impl<L: EventLog> CommandService<L> {
         &self.inner.policy
     }
 
+    /// The policy, shared: for readers that outlive a borrow (the query API's calendars).
+    pub fn policy_arc(&self) -> Arc<Policy> {
+        self.inner.policy.clone()
+    }
+
     /// Decides and durably appends a command; see the crate documentation.
     ///
     /// The ticket's lock is held only while the command is decided and its append is queued,

@@ -329,9 +329,9 @@ async fn tour(policy: Arc<Policy>, dir: &Path) -> Result<(), Failure> {
 
     tour.heading("acme's audit timeline: every event, who caused it, under which policy")?;
     let entries = tour.projector.timeline.read().model().ticket(acme);
-    let mut t = table(&["pos", "when (UTC)", "event", "actor", "command", "policy"]);
+    let mut t = table(&["pos", "when (Beijing)", "event", "actor", "command", "policy"]);
     for e in entries {
-        t.add_row(vec![e.position.to_string(), e.occurred_at, e.event_type, e.actor, e.command_id, e.policy]);
+        t.add_row(vec![e.position.to_string(), local(&e.occurred_at), e.event_type, e.actor, e.command_id, e.policy]);
     }
     emit(&t)?;
 

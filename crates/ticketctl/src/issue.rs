@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ticket_domain::{
     Actor, ActorId, ActorKind, CategoryId, Command, CommandBody, CommandId, CustomerId, OpenTicket, PlanId, Policy,
-    Severity, SplitTicket, Team, Text, TicketId, Tier,
+    Severity, SplitTicket, Team, Text, TicketId, Tier, Timestamp,
 };
 use ticket_log_sled::{SledConfig, SledLog};
 use ticket_proto::pb;
@@ -205,9 +205,13 @@ impl Issuer<'_> {
                 emit(&t)
             }
             Some(pb::query_reply::Result::Error(error)) => Err(refused(&error)),
-            Some(pb::query_reply::Result::Tickets(_) | pb::query_reply::Result::Board(_)) | None => {
-                Err(Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd")))
-            }
+            Some(
+                pb::query_reply::Result::Tickets(_)
+                | pb::query_reply::Result::Board(_)
+                | pb::query_reply::Result::Timeline(_)
+                | pb::query_reply::Result::Compliance(_),
+            )
+            | None => Err(Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd"))),
         }
     }
 
@@ -256,6 +260,83 @@ impl Issuer<'_> {
         }
         emit(&t)?;
         emit(&format!("{} tickets, as of position {}", list.tickets.len(), list.position))
+    }
+
+    pub fn remote_timeline(&self, id: &str) -> Result<(), Failure> {
+        let query = pb::GetTimeline { ticket_id: ticket(id)?.to_string(), min_position: 0 };
+        let pb::query_reply::Result::Timeline(timeline) =
+            self.query("timeline", prost::Message::encode_to_vec(&query))?
+        else {
+            return Err(Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd")));
+        };
+        if self.json {
+            return print_json(&timeline);
+        }
+        let mut t = table(&["pos", "occurred (UTC)", "event", "actor", "command", "policy", "details"]);
+        for e in &timeline.entries {
+            t.add_row(vec![
+                e.position.to_string(),
+                wire_instant(e.occurred_at.as_ref()),
+                e.event_type.clone(),
+                e.actor.clone(),
+                e.command_id.clone(),
+                e.policy.clone(),
+                e.summary.clone(),
+            ]);
+        }
+        emit(&t)?;
+        emit(&format!("{} events, as of position {}", timeline.entries.len(), timeline.position))
+    }
+
+    pub fn remote_compliance(&self, from: Option<Timestamp>, to: Option<Timestamp>) -> Result<(), Failure> {
+        let query = pb::GetCompliance {
+            min_position: 0,
+            from: from.as_ref().map(ticket_proto::wire::timestamp),
+            to: to.as_ref().map(ticket_proto::wire::timestamp),
+        };
+        let pb::query_reply::Result::Compliance(report) =
+            self.query("compliance", prost::Message::encode_to_vec(&query))?
+        else {
+            return Err(Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd")));
+        };
+        if self.json {
+            return print_json(&report);
+        }
+        let secs = |s: Option<i64>| {
+            s.map(|s| ticket_projections::models::span(chrono::TimeDelta::seconds(s))).unwrap_or_default()
+        };
+        let mut t = table(&[
+            "plan",
+            "sev",
+            "category",
+            "clock",
+            "met",
+            "breached",
+            "met %",
+            "median 1st resp.",
+            "p90 1st resp.",
+        ]);
+        for r in &report.rows {
+            t.add_row(vec![
+                r.plan.clone(),
+                pb::Severity::try_from(r.severity)
+                    .map_or("?", |s| s.as_str_name())
+                    .trim_start_matches("SEVERITY_")
+                    .to_owned(),
+                r.category.clone(),
+                pb::Metric::try_from(r.metric)
+                    .map_or("?", |m| m.as_str_name())
+                    .trim_start_matches("METRIC_")
+                    .to_lowercase(),
+                r.met.to_string(),
+                r.breached.to_string(),
+                format!("{:.1}", r.compliance_percent),
+                secs(r.median_first_response_seconds),
+                secs(r.p90_first_response_seconds),
+            ]);
+        }
+        emit(&t)?;
+        emit(&format!("as of position {}", report.position))
     }
 
     pub fn remote_board(&self, limit: u32) -> Result<(), Failure> {

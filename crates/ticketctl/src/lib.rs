@@ -354,6 +354,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let policy = load_policy(issue.policy)?;
             views::detail(&cli.data_dir, &policy, &ticket, at.as_deref(), cli.json)
         }
+        Command::Timeline { ticket, at: None } if issue.remote.is_some() => issue.remote_timeline(&ticket),
+        Command::Compliance { from, to, at: None } if issue.remote.is_some() => issue.remote_compliance(
+            views::instant_arg(from.as_deref(), "--from")?,
+            views::instant_arg(to.as_deref(), "--to")?,
+        ),
         Command::Timeline { ticket, at } => views::timeline(&cli.data_dir, &ticket, at.as_deref(), cli.json),
         Command::Compliance { from, to, at } => {
             let policy = load_policy(issue.policy)?;

@@ -31,7 +31,7 @@ fn at(text: Option<&str>) -> Result<At, Failure> {
     })
 }
 
-fn instant_arg(text: Option<&str>, what: &str) -> Result<Option<Timestamp>, Failure> {
+pub fn instant_arg(text: Option<&str>, what: &str) -> Result<Option<Timestamp>, Failure> {
     match text.map(moment).transpose()? {
         None => Ok(None),
         Some(Moment::Instant(t)) => Ok(Some(t)),
@@ -241,7 +241,7 @@ pub fn timeline_table(entries: &[ticket_projections::TimelineEntry]) -> comfy_ta
     for e in entries {
         t.add_row(vec![
             e.position.to_string(),
-            e.occurred_at.clone(),
+            instant(&e.occurred_at),
             e.event_type.clone(),
             e.actor.clone(),
             e.command_id.clone(),

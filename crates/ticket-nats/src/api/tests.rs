@@ -180,3 +180,57 @@ async fn a_customers_tickets_and_the_sla_board_read_their_writes() {
             .all(|w| w[0].due_at.as_ref().unwrap().seconds <= w[1].due_at.as_ref().unwrap().seconds)
     );
 }
+
+fn query_result(message: &async_nats::Message) -> pb::query_reply::Result {
+    pb::QueryReply::decode(message.payload.as_ref()).unwrap().result.unwrap()
+}
+
+#[tokio::test]
+async fn the_timeline_and_compliance_queries_read_their_writes() {
+    let f = fixture().await;
+    let message = request(&f.client, command_subject("open"), open_request("advanced", Severity::A)).await;
+    let pb::command_reply::Result::Accepted(opened) = reply(&message) else { panic!("expected acceptance") };
+    let mut respond = pb::Command::from(&agent(
+        ticket_domain::testing::utc(2026, 11, 21, 0, 0),
+        ticket_domain::CommandBody::RecordAgentResponse { message: ticket_domain::testing::text("on it") },
+    ));
+    respond.ticket_id = opened.ticket_id.clone();
+    respond.command_id.clear();
+    respond.issued_at = None;
+    let message = request(&f.client, command_subject("record_agent_response"), respond.encode_to_vec()).await;
+    let pb::command_reply::Result::Accepted(responded) = reply(&message) else { panic!("expected acceptance") };
+    let position = responded.events.last().unwrap().position;
+
+    // Named with the response's position, each query sees the response.
+    let query = pb::GetTimeline { ticket_id: opened.ticket_id.clone(), min_position: position };
+    let pb::query_reply::Result::Timeline(timeline) =
+        query_result(&request(&f.client, query_subject("timeline"), query.encode_to_vec()).await)
+    else {
+        panic!("expected a timeline")
+    };
+    let types: Vec<&str> = timeline.entries.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["opened", "agent_responded"]);
+    assert!(timeline.entries.iter().all(|e| e.actor == "agent:agent-li" && e.policy.starts_with("regional-operator@")));
+    assert!(timeline.entries[1].summary.contains("first_response#1 met"), "{}", timeline.entries[1].summary);
+    assert!(timeline.position >= position);
+
+    let query = pb::GetCompliance { min_position: position, from: None, to: None };
+    let pb::query_reply::Result::Compliance(report) =
+        query_result(&request(&f.client, query_subject("compliance"), query.encode_to_vec()).await)
+    else {
+        panic!("expected a compliance report")
+    };
+    let row = report.rows.iter().find(|r| r.metric == pb::Metric::FirstResponse as i32).unwrap();
+    assert_eq!((row.met, row.breached, row.first_responses), (1, 0, 1));
+    assert_eq!(row.severity, pb::Severity::A as i32);
+
+    // An unknown ticket has no timeline.
+    let query = pb::GetTimeline { ticket_id: uuid::Uuid::now_v7().to_string(), min_position: 0 };
+    let pb::query_reply::Result::Error(e) =
+        query_result(&request(&f.client, query_subject("timeline"), query.encode_to_vec()).await)
+    else {
+        panic!("expected an error")
+    };
+    assert_eq!(e.code, pb::ErrorCode::TicketNotFound as i32);
+    assert!(f.api.unwrap().stop(Duration::from_secs(5)).await);
+}

@@ -205,10 +205,12 @@ pub struct ComplianceRow {
     pub first_responses: u64,
     pub median_first_response: Option<String>,
     pub p90_first_response: Option<String>,
-    #[serde(skip)]
     pub median_first_response_secs: Option<i64>,
-    #[serde(skip)]
     pub p90_first_response_secs: Option<i64>,
+    #[serde(skip)]
+    pub severity_level: Severity,
+    #[serde(skip)]
+    pub metric_kind: Metric,
 }
 
 impl Compliance {
@@ -257,6 +259,8 @@ impl Compliance {
                     p90_first_response: p90.map(span),
                     median_first_response_secs: median.map(|d| d.num_seconds()),
                     p90_first_response_secs: p90.map(|d| d.num_seconds()),
+                    severity_level: severity,
+                    metric_kind: metric,
                 }
             })
             .collect()

@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use ticket_domain::{ActorKind, CommandId, EventKind, RecordedEvent, TicketId, Timestamp};
 use ticket_log::{EventLog, LogError};
 
-use super::instant;
 use crate::ReadModel;
 
 /// One line of a ticket's timeline, as queries return it.
@@ -20,8 +19,8 @@ use crate::ReadModel;
 pub struct TimelineEntry {
     pub position: u64,
     pub version: u64,
-    pub occurred_at: String,
-    pub recorded_at: String,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
     pub event_type: String,
     /// `agent:<id>`, `customer:<id>` or `system:<id>`.
     pub actor: String,
@@ -120,8 +119,8 @@ impl Timeline {
             .map(|l| TimelineEntry {
                 position: l.position,
                 version: l.version,
-                occurred_at: instant(&l.occurred_at),
-                recorded_at: instant(&l.recorded_at),
+                occurred_at: l.occurred_at,
+                recorded_at: l.recorded_at,
                 event_type: self.name(l.event_type),
                 actor: self.name(l.actor),
                 command_id: l.command_id.to_string(),
