@@ -94,6 +94,28 @@ impl AppendOutcome {
     }
 }
 
+/// A moment in the log's history: for time travel over a ticket or the read models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// After the event at this global position and every earlier one.
+    Position(u64),
+    /// After every event that occurred at or before this instant.
+    Instant(ticket_domain::Timestamp),
+    /// After every event.
+    Now,
+}
+
+impl At {
+    /// Whether `event` belongs to the history as of this moment.
+    pub fn includes(&self, event: &RecordedEvent) -> bool {
+        match self {
+            At::Position(p) => event.position <= *p,
+            At::Instant(t) => event.event.occurred_at <= *t,
+            At::Now => true,
+        }
+    }
+}
+
 /// A stored command and where its events are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandRecord {

@@ -330,7 +330,11 @@ impl<L: EventLog> Projector<L> {
                         {
                             let saver = this.clone();
                             match tokio::task::spawn_blocking(move || saver.checkpoint()).await {
-                                Ok(Ok(())) => {}
+                                Ok(Ok(())) => {
+                                    for lag in this.lag() {
+                                        info!(projection = lag.name, position = lag.position, behind = lag.behind, "projection checkpointed");
+                                    }
+                                }
                                 Ok(Err(e)) => warn!(error = %e, "projection checkpoint not written"),
                                 Err(e) => warn!(error = %e, "projection checkpoint task failed"),
                             }

@@ -1,31 +1,12 @@
 //! Every read model at once, built from the log in one pass: time travel (as of a position or an
 //! instant), rebuilds, and the benchmark.
 
-use ticket_domain::{RecordedEvent, Timestamp};
+use ticket_domain::RecordedEvent;
 use ticket_log::{EventLog, LogError};
 
 use crate::{Board, Compliance, Projected, Tickets, Timeline};
 
-/// A moment in the log's history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum At {
-    /// After the event at this global position and every earlier one.
-    Position(u64),
-    /// After every event that occurred at or before this instant.
-    Instant(Timestamp),
-    /// After every event.
-    Now,
-}
-
-impl At {
-    pub fn includes(&self, event: &RecordedEvent) -> bool {
-        match self {
-            At::Position(p) => event.position <= *p,
-            At::Instant(t) => event.event.occurred_at <= *t,
-            At::Now => true,
-        }
-    }
-}
+pub use ticket_log::At;
 
 /// Events read from the log per round.
 const BATCH: usize = 8192;

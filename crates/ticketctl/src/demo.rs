@@ -147,25 +147,7 @@ impl Tour {
             Some(m) => m.board.model().entries(20),
             None => self.projector.board.read().model().entries(20),
         };
-        let mut t = table(&["ticket", "sev", "clock", "due (Beijing)", "due in", "state"]);
-        for e in entries {
-            let state = if e.breached {
-                "BREACHED"
-            } else if e.at_risk {
-                "at risk"
-            } else {
-                ""
-            };
-            t.add_row(vec![
-                self.name(e.ticket_id),
-                e.severity.to_string(),
-                format!("{}#{}", e.metric, e.cycle),
-                local(&e.due_at),
-                ticket_projections::models::span(e.due_at - now),
-                state.to_owned(),
-            ]);
-        }
-        t
+        crate::views::board_table(&entries, now, &|id| self.name(id), &local)
     }
 }
 
@@ -347,21 +329,7 @@ async fn tour(policy: Arc<Policy>, dir: &Path) -> Result<(), Failure> {
     tour.heading("the audit: hash chain, gapless positions, and every decision re-run")?;
     let chain = tour.log().verify_chain(|_, _| {})?;
     let report = ticket_service::audit::audit(tour.log(), std::slice::from_ref(&*tour.policy), |_, _, _| {})?;
-    let mut t = table(&["check", "result"]);
-    t.add_row(vec![
-        "hash chain".to_owned(),
-        match &chain.broken {
-            None => format!("intact ({} records)", chain.events),
-            Some((p, why)) => format!("BROKEN at position {p}: {why}"),
-        },
-    ]);
-    t.add_row(vec![
-        "events / tickets / commands".to_owned(),
-        format!("{} / {} / {}", report.events, report.tickets, report.commands),
-    ]);
-    t.add_row(vec!["decisions re-run and reproduced".to_owned(), report.replayed.to_string()]);
-    t.add_row(vec!["problems".to_owned(), report.problems.len().to_string()]);
-    emit(&t)?;
+    emit(&crate::local::audit_table(&chain, &report, tour.log().head()))?;
     let clean = chain.broken.is_none() && report.is_clean();
     emit(&if clean { "audit: OK".to_owned() } else { "audit: FAILED".to_owned() })?;
 

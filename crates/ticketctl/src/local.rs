@@ -191,26 +191,7 @@ pub fn audit_verify(data_dir: &Path, policy_files: &[PathBuf], json: bool) -> Re
             "problems": problems,
         }))?;
     } else {
-        let mut t = table(&["check", "result"]);
-        t.add_row(vec![
-            "hash chain".to_owned(),
-            match &chain.broken {
-                None => format!("intact ({} records)", chain.events),
-                Some((p, why)) => format!("BROKEN at position {p}: {why}"),
-            },
-        ]);
-        t.add_row(vec![
-            "events".to_owned(),
-            format!("{} (positions gapless: {})", report.events, report.events == head),
-        ]);
-        t.add_row(vec!["tickets".to_owned(), report.tickets.to_string()]);
-        t.add_row(vec!["commands".to_owned(), report.commands.to_string()]);
-        t.add_row(vec!["decisions re-run and matched".to_owned(), report.replayed.to_string()]);
-        for (policy, n) in &report.skipped {
-            t.add_row(vec!["not re-run (no --policy for it)".to_owned(), format!("{n} under {policy}")]);
-        }
-        t.add_row(vec!["problems".to_owned(), report.problems.len().to_string()]);
-        emit(&t)?;
+        emit(&audit_table(&chain, &report, head))?;
         if !report.problems.is_empty() {
             let mut p = table(&["position", "ticket", "problem"]);
             for problem in &report.problems {
@@ -292,4 +273,29 @@ pub fn export(
     bar.finish_and_clear();
     eprintln!("exported {written} events (positions {first}..={last})");
     Ok(())
+}
+
+/// The audit's results as a table: the hash chain, then what `audit` checked.
+pub(crate) fn audit_table(
+    chain: &ticket_log_sled::ChainReport,
+    report: &ticket_service::audit::AuditReport,
+    head: u64,
+) -> comfy_table::Table {
+    let mut t = table(&["check", "result"]);
+    t.add_row(vec![
+        "hash chain".to_owned(),
+        match &chain.broken {
+            None => format!("intact ({} records)", chain.events),
+            Some((p, why)) => format!("BROKEN at position {p}: {why}"),
+        },
+    ]);
+    t.add_row(vec!["events".to_owned(), format!("{} (positions gapless: {})", report.events, report.events == head)]);
+    t.add_row(vec!["tickets".to_owned(), report.tickets.to_string()]);
+    t.add_row(vec!["commands".to_owned(), report.commands.to_string()]);
+    t.add_row(vec!["decisions re-run and matched".to_owned(), report.replayed.to_string()]);
+    for (policy, n) in &report.skipped {
+        t.add_row(vec!["not re-run (no --policy for it)".to_owned(), format!("{n} under {policy}")]);
+    }
+    t.add_row(vec!["problems".to_owned(), report.problems.len().to_string()]);
+    t
 }

@@ -194,13 +194,19 @@ pub fn board(data_dir: &Path, limit: u32, when: Option<&str>, json: bool) -> Res
             &serde_json::json!({ "position": models.board.position(), "as_of": instant(&now), "entries": lines }),
         );
     }
-    emit(&board_table(&entries, now))?;
+    emit(&board_table(&entries, now, &|id| id.to_string(), &|t| instant(t)))?;
     Ok(())
 }
 
-/// The board as a table: one line per open ticket, the most urgent first.
-pub fn board_table(entries: &[ticket_projections::BoardEntry], now: Timestamp) -> comfy_table::Table {
-    let mut t = table(&["ticket", "customer", "sev", "clock", "due (UTC)", "in", "state"]);
+/// The board as a table: one line per open ticket, the most urgent first; `name` labels a
+/// ticket and `when` prints an instant.
+pub fn board_table(
+    entries: &[ticket_projections::BoardEntry],
+    now: Timestamp,
+    name: &dyn Fn(ticket_domain::TicketId) -> String,
+    when: &dyn Fn(&Timestamp) -> String,
+) -> comfy_table::Table {
+    let mut t = table(&["ticket", "customer", "sev", "clock", "due", "due in", "state"]);
     for e in entries {
         let state = if e.breached {
             "BREACHED"
@@ -210,11 +216,11 @@ pub fn board_table(entries: &[ticket_projections::BoardEntry], now: Timestamp) -
             ""
         };
         t.add_row(vec![
-            e.ticket_id.to_string(),
+            name(e.ticket_id),
             e.customer.to_string(),
             e.severity.to_string(),
             format!("{}#{}", e.metric, e.cycle),
-            instant(&e.due_at),
+            when(&e.due_at),
             ticket_projections::models::span(e.due_at - now),
             state.to_owned(),
         ]);
