@@ -100,6 +100,37 @@ async fn each_user_can_do_its_job_and_nothing_else() {
     support.publish(subject.clone(), command(breach).into()).await.unwrap();
     wait_violation(&support_violations, &subject).await;
 
+    // Operators see the projections' lag and rebuild one beside the live one...
+    let (operator, operator_violations) = connect(&server, "operator").await;
+    let reply = operator
+        .request(
+            ticket_nats::admin_subject("rebuild"),
+            pb::RebuildProjection { name: "board".into() }.encode_to_vec().into(),
+        )
+        .await
+        .unwrap();
+    let Some(pb::query_reply::Result::Rebuilt(rebuilt)) =
+        pb::QueryReply::decode(reply.payload.as_ref()).unwrap().result
+    else {
+        panic!("expected a rebuild")
+    };
+    assert_eq!((rebuilt.name.as_str(), rebuilt.position), ("board", 1));
+    let reply = operator
+        .request(ticket_nats::admin_subject("lag"), pb::GetProjectionLag {}.encode_to_vec().into())
+        .await
+        .unwrap();
+    let Some(pb::query_reply::Result::Lag(lag)) = pb::QueryReply::decode(reply.payload.as_ref()).unwrap().result else {
+        panic!("expected the lag")
+    };
+    assert_eq!(lag.projections.len(), 4);
+    assert!(lag.projections.iter().all(|p| p.head == 1), "{lag:?}");
+    // ...but issue no commands; support tools do not reach the operators' endpoints.
+    let body = ticket_domain::testing::open("advanced", "technical", ticket_domain::Severity::A);
+    operator.publish(ticket_nats::command_subject("open"), command(body).into()).await.unwrap();
+    wait_violation(&operator_violations, "tickets.cmd.open").await;
+    support.publish(ticket_nats::admin_subject("rebuild"), "board".into()).await.unwrap();
+    wait_violation(&support_violations, "tickets.admin.rebuild").await;
+
     // Subscribers read events...
     let (subscriber, subscriber_violations) = connect(&server, "subscriber").await;
     let deadline = Instant::now() + Duration::from_secs(10);

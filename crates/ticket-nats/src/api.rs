@@ -37,6 +37,8 @@ pub const COMMANDS: [&str; 12] = [
 
 /// The query endpoints.
 pub const QUERIES: [&str; 5] = ["ticket", "customer", "board", "timeline", "compliance"];
+/// The operators' endpoints (`tickets.admin.*`).
+pub const ADMIN: [&str; 2] = ["lag", "rebuild"];
 
 pub fn command_subject(command: &str) -> String {
     format!("{SERVICE_NAME}.cmd.{command}")
@@ -44,6 +46,10 @@ pub fn command_subject(command: &str) -> String {
 
 pub fn query_subject(query: &str) -> String {
     format!("{SERVICE_NAME}.query.{query}")
+}
+
+pub fn admin_subject(endpoint: &str) -> String {
+    format!("{SERVICE_NAME}.admin.{endpoint}")
 }
 
 #[derive(Debug, Clone)]
@@ -206,11 +212,28 @@ pub async fn start<L: EventLog>(
         });
     }
 
+    let admin = micro.group(format!("{SERVICE_NAME}.admin"));
+    for name in ADMIN {
+        let mut endpoint = admin.endpoint(name).await.map_err(|e| ApiError::Start(e.to_string()))?;
+        let views = views.clone();
+        tasks.spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let views = views.clone();
+                tokio::spawn(async move {
+                    let (body, headers) = handle_admin(name, &request.message.payload, views).await;
+                    if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+                        warn!(endpoint = name, error = %e, "reply not sent");
+                    }
+                });
+            }
+        });
+    }
+
     // Requests to names no endpoint serves get a typed error instead of "no responders". These
     // plain subscriptions also see requests to known endpoints, and leave those alone. They cover
     // the API's subjects only: `tickets.events.>` is the event stream, whose publishes carry
     // JetStream's acknowledgement inbox as their reply subject.
-    for prefix in ["cmd", "query"] {
+    for prefix in ["cmd", "query", "admin"] {
         let mut unknown = client
             .subscribe(format!("{SERVICE_NAME}.{prefix}.>"))
             .await
@@ -220,7 +243,8 @@ pub async fn start<L: EventLog>(
             while let Some(message) = unknown.next().await {
                 let subject = message.subject.as_str();
                 let known = COMMANDS.iter().any(|c| subject == command_subject(c))
-                    || QUERIES.iter().any(|q| subject == query_subject(q));
+                    || QUERIES.iter().any(|q| subject == query_subject(q))
+                    || ADMIN.iter().any(|a| subject == admin_subject(a));
                 let Some(reply) = message.reply.clone().filter(|_| !known) else { continue };
                 debug!(subject, "request to an unknown endpoint");
                 let (body, headers) = error_reply(
@@ -231,7 +255,7 @@ pub async fn start<L: EventLog>(
             }
         });
     }
-    info!(service = SERVICE_NAME, endpoints = COMMANDS.len() + QUERIES.len(), "command api ready");
+    info!(service = SERVICE_NAME, endpoints = COMMANDS.len() + QUERIES.len() + ADMIN.len(), "command api ready");
     Ok(ApiHandle {
         tasks,
         service: Some(micro),
@@ -496,6 +520,50 @@ async fn handle_query<L: EventLog>(
                 .collect();
             query_reply(pb::query_reply::Result::Compliance(pb::ComplianceReport { rows, position }))
         }
+    }
+}
+
+/// The operators' endpoints: the projections' lag, and a rebuild beside the live projection.
+async fn handle_admin<L: EventLog>(endpoint: &str, payload: &[u8], views: Projector<L>) -> (Bytes, HeaderMap) {
+    if endpoint == "lag" {
+        if let Err(e) = pb::GetProjectionLag::decode(payload) {
+            return query_error(pb::ErrorCode::MalformedRequest, format!("not a ticket.v1.GetProjectionLag: {e}"));
+        }
+        let projections = views
+            .lag()
+            .into_iter()
+            .map(|l| pb::ProjectionLag {
+                name: l.name.to_owned(),
+                position: l.position,
+                head: l.head,
+                behind: l.behind,
+            })
+            .collect();
+        return query_reply(pb::query_reply::Result::Lag(pb::ProjectionLags { projections }));
+    }
+    let request = match pb::RebuildProjection::decode(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            return query_error(pb::ErrorCode::MalformedRequest, format!("not a ticket.v1.RebuildProjection: {e}"));
+        }
+    };
+    let name = request.name.clone();
+    info!(projection = %name, "projection rebuild requested");
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        let events = views.rebuild(&request.name, |_, _| {})?;
+        let position = views.lag().into_iter().find(|l| l.name == request.name).map_or(0, |l| l.position);
+        Ok::<_, ticket_projections::ProjectorError>((events, position))
+    })
+    .await;
+    match rebuilt {
+        Ok(Ok((events, position))) => {
+            query_reply(pb::query_reply::Result::Rebuilt(pb::ProjectionRebuilt { name, events, position }))
+        }
+        Ok(Err(e @ ticket_projections::ProjectorError::UnknownProjection(_))) => {
+            query_error(pb::ErrorCode::MalformedRequest, e.to_string())
+        }
+        Ok(Err(e)) => query_error(pb::ErrorCode::Unavailable, e.to_string()),
+        Err(e) => query_error(pb::ErrorCode::Internal, format!("the rebuild failed: {e}")),
     }
 }
 

@@ -9,4 +9,7 @@
 mod api;
 pub mod publisher;
 
-pub use api::{ApiConfig, ApiError, ApiHandle, COMMANDS, QUERIES, SERVICE_NAME, command_subject, query_subject, start};
+pub use api::{
+    ADMIN, ApiConfig, ApiError, ApiHandle, COMMANDS, QUERIES, SERVICE_NAME, admin_subject, command_subject,
+    query_subject, start,
+};

@@ -209,20 +209,27 @@ impl Issuer<'_> {
                 pb::query_reply::Result::Tickets(_)
                 | pb::query_reply::Result::Board(_)
                 | pb::query_reply::Result::Timeline(_)
-                | pb::query_reply::Result::Compliance(_),
+                | pb::query_reply::Result::Compliance(_)
+                | pb::query_reply::Result::Lag(_)
+                | pb::query_reply::Result::Rebuilt(_),
             )
             | None => Err(Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd"))),
         }
     }
 
     fn query(&self, name: &str, payload: Vec<u8>) -> Result<pb::query_reply::Result, Failure> {
+        self.request_reply(ticket_nats::query_subject(name), payload)
+    }
+
+    /// Sends a query (or an operator's request) and returns its result, or the typed refusal.
+    fn request_reply(&self, subject: String, payload: Vec<u8>) -> Result<pb::query_reply::Result, Failure> {
         let Some(remote) = self.remote else {
-            return Err(Failure::Usage(format!("{name} is served by a running ticketd: give --nats-url")));
+            return Err(Failure::Usage(format!("{subject} is served by a running ticketd: give --nats-url")));
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let reply = runtime.block_on(async {
             let client = connect(remote).await.map_err(Failure::Data)?;
-            request(&client, ticket_nats::query_subject(name), payload).await
+            request(&client, subject, payload).await
         })?;
         let reply: pb::QueryReply =
             prost::Message::decode(reply.payload.as_ref()).map_err(|e| Failure::Data(e.into()))?;
@@ -337,6 +344,40 @@ impl Issuer<'_> {
         }
         emit(&t)?;
         emit(&format!("as of position {}", report.position))
+    }
+
+    /// `projections status` against a running ticketd.
+    pub fn remote_lag(&self) -> Result<(), Failure> {
+        let payload = prost::Message::encode_to_vec(&pb::GetProjectionLag {});
+        let pb::query_reply::Result::Lag(lag) = self.request_reply(ticket_nats::admin_subject("lag"), payload)? else {
+            return Err(Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd")));
+        };
+        if self.json {
+            return print_json(&lag);
+        }
+        let mut t = table(&["projection", "position", "log head", "behind"]);
+        for l in &lag.projections {
+            t.add_row(vec![l.name.clone(), l.position.to_string(), l.head.to_string(), l.behind.to_string()]);
+        }
+        emit(&t)
+    }
+
+    /// `projections rebuild NAME` against a running ticketd: rebuilt beside the live one, which
+    /// serves until the swap.
+    pub fn remote_rebuild(&self, name: &str) -> Result<(), Failure> {
+        let payload = prost::Message::encode_to_vec(&pb::RebuildProjection { name: name.to_owned() });
+        let pb::query_reply::Result::Rebuilt(rebuilt) =
+            self.request_reply(ticket_nats::admin_subject("rebuild"), payload)?
+        else {
+            return Err(Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd")));
+        };
+        if self.json {
+            return print_json(&rebuilt);
+        }
+        emit(&format!(
+            "{} rebuilt from the log ({} events) and swapped in at position {}",
+            rebuilt.name, rebuilt.events, rebuilt.position
+        ))
     }
 
     pub fn remote_board(&self, limit: u32) -> Result<(), Failure> {

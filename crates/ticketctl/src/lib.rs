@@ -190,7 +190,8 @@ pub enum Command {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
-    /// The read models' projections: status, catch-up and rebuilds (local mode).
+    /// The read models' projections: status, catch-up and rebuilds (local mode, or a running
+    /// ticketd's with --nats-url).
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
@@ -371,6 +372,15 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             views::whatif(&cli.data_dir, candidate, from.as_deref(), to.as_deref(), cli.json)
         }
         Command::Demo { keep } => demo::run(issue.policy, keep.as_deref()),
+        Command::Projections { command: ProjectionsCommand::Status { .. } } if issue.remote.is_some() => {
+            issue.remote_lag()
+        }
+        Command::Projections { command: ProjectionsCommand::Rebuild { name, .. } } if issue.remote.is_some() => {
+            let Some(name) = name else {
+                return Err(Failure::Usage("a running ticketd rebuilds one projection at a time: name it".into()));
+            };
+            issue.remote_rebuild(&name)
+        }
         Command::Projections { command: ProjectionsCommand::Status { update, checkpoint_events } } => {
             views::projections_status(&cli.data_dir, update, checkpoint_events, cli.json)
         }
