@@ -7,9 +7,9 @@ use chrono::TimeDelta;
 use ticket_domain::testing::{beijing, open, text};
 use ticket_domain::{CommandBody, Policy, Severity, Status, TicketId, Timestamp};
 use ticket_log::EventLog;
-use ticket_service::Clock;
 use ticket_projections::whatif::what_if;
 use ticket_projections::{At, Checkpoints, Period, Projector, ProjectorConfig, ReadModels};
+use ticket_service::Clock;
 use tokio::sync::watch;
 
 use crate::shipped_policy;

@@ -109,6 +109,7 @@ impl<M: ReadModel> Shared<M> {
         crate::set::read_in_order(log, 1, head, batch, |events| {
             applied += events.iter().filter(|e| fresh.apply(e)).count() as u64;
             progress(fresh.position(), head);
+            events
         })?;
         // ...the tail (what was appended meanwhile) under it, then the swap.
         let mut guard = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -46,6 +46,7 @@ impl ReadModels {
             if let Some(last) = batch.last() {
                 progress(last.position, head);
             }
+            batch
         })?;
         Ok(models)
     }
@@ -58,7 +59,7 @@ pub(crate) fn read_in_order<L: EventLog>(
     from: u64,
     to: u64,
     batch: usize,
-    mut apply: impl FnMut(Vec<RecordedEvent>),
+    mut apply: impl FnMut(Vec<RecordedEvent>) -> Vec<RecordedEvent>,
 ) -> Result<(), LogError> {
     if from > to {
         return Ok(());
@@ -68,13 +69,22 @@ pub(crate) fn read_in_order<L: EventLog>(
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4) as u64;
     std::thread::scope(|scope| {
         let mut receivers = Vec::new();
+        let mut recyclers = Vec::new();
         for worker in 0..workers {
             // Two batches ahead per worker at most: memory stays bounded.
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<RecordedEvent>, LogError>>(2);
+            // Applied batches go back to the thread that allocated them to be freed there: the
+            // allocator frees fastest on the thread that allocated, and the applying thread is
+            // the busiest.
+            let (recycle, recycled) = std::sync::mpsc::channel::<Vec<RecordedEvent>>();
             receivers.push(rx);
+            recyclers.push(recycle);
             scope.spawn(move || {
                 let mut b = worker;
                 while b < batches {
+                    while let Ok(done) = recycled.try_recv() {
+                        drop(done);
+                    }
                     let start = from + b * batch;
                     let limit = batch.min(to - start + 1) as usize;
                     let read = log.read_from(start, limit);
@@ -84,18 +94,36 @@ pub(crate) fn read_in_order<L: EventLog>(
                     }
                     b += workers;
                 }
+                drop(tx);
+                // Free the last batches as they come back.
+                while let Ok(done) = recycled.recv() {
+                    drop(done);
+                }
             });
         }
         // Batch b comes from worker b % workers, each worker's in order.
+        let mut result = Ok(());
         for b in 0..batches {
-            let Some(rx) = receivers.get((b % workers) as usize) else { break };
+            let worker = (b % workers) as usize;
+            let Some(rx) = receivers.get(worker) else { break };
             match rx.recv() {
                 Ok(Ok(events)) if events.is_empty() => break,
-                Ok(Ok(events)) => apply(events),
-                Ok(Err(e)) => return Err(e),
+                Ok(Ok(events)) => {
+                    let events = apply(events);
+                    if let Some(recycle) = recyclers.get(worker) {
+                        let _ = recycle.send(events);
+                    }
+                }
+                Ok(Err(e)) => {
+                    result = Err(e);
+                    break;
+                }
                 Err(_) => break,
             }
         }
-        Ok(())
+        // The workers stop once their receivers and recyclers are gone.
+        drop(receivers);
+        drop(recyclers);
+        result
     })
 }

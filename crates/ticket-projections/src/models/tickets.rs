@@ -24,14 +24,12 @@ impl ReadModel for Tickets {
 
     fn apply(&mut self, recorded: &RecordedEvent) {
         let id = recorded.event.ticket_id;
-        let state = self.states.remove(&id).unwrap_or_default();
-        let state = evolve(state, &recorded.event);
-        if let Some(t) = state.ticket()
-            && !self.by_customer.get(&t.customer).is_some_and(|s| s.contains(&id))
-        {
-            self.by_customer.entry(t.customer.clone()).or_default().insert(id);
+        let state = self.states.entry(id).or_default();
+        *state = evolve(std::mem::take(state), &recorded.event);
+        // A ticket's customer is set when it is opened and never changes.
+        if let ticket_domain::EventKind::Opened(o) = &recorded.event.kind {
+            self.by_customer.entry(o.customer.clone()).or_default().insert(id);
         }
-        self.states.insert(id, state);
     }
 }
 

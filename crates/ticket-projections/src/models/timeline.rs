@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use ticket_domain::{ActorKind, CommandId, EventKind, RecordedEvent, TicketId, Timestamp};
+use ticket_domain::{ActorKind, CommandId, EventKind, PolicyVersion, RecordedEvent, TicketId, Timestamp};
 use ticket_log::{EventLog, LogError};
 
 use crate::ReadModel;
@@ -56,6 +56,10 @@ pub struct Timeline {
     /// The distinct actors, event types and policy versions, each once.
     names: Vec<String>,
     index: HashMap<String, u32>,
+    /// Actors by kind (agent, customer, system) and id: their entry in `names`.
+    actors: [HashMap<String, u32>; 3],
+    /// Policy versions seen, with their entry in `names` (a handful: scanned, not hashed).
+    policies: Vec<(PolicyVersion, u32)>,
 }
 
 impl Timeline {
@@ -69,6 +73,29 @@ impl Timeline {
         i
     }
 
+    fn actor(&mut self, kind: ActorKind, id: &str) -> u32 {
+        let (slot, label) = match kind {
+            ActorKind::Agent => (0, "agent"),
+            ActorKind::Customer => (1, "customer"),
+            ActorKind::System => (2, "system"),
+        };
+        if let Some(i) = self.actors[slot].get(id) {
+            return *i;
+        }
+        let i = self.intern(&format!("{label}:{id}"));
+        self.actors[slot].insert(id.to_owned(), i);
+        i
+    }
+
+    fn policy(&mut self, policy: &PolicyVersion) -> u32 {
+        if let Some((_, i)) = self.policies.iter().find(|(p, _)| p == policy) {
+            return *i;
+        }
+        let i = self.intern(&policy.to_string());
+        self.policies.push((policy.clone(), i));
+        i
+    }
+
     fn name(&self, i: u32) -> String {
         self.names.get(i as usize).cloned().unwrap_or_default()
     }
@@ -76,7 +103,7 @@ impl Timeline {
 
 impl ReadModel for Timeline {
     const NAME: &'static str = "timeline";
-    const FORMAT: u32 = 2;
+    const FORMAT: u32 = 3;
 
     fn apply(&mut self, e: &RecordedEvent) {
         let stated = if let EventKind::Opened(o) = &e.event.kind {
@@ -84,13 +111,8 @@ impl ReadModel for Timeline {
         } else {
             e.event.kind.clocks().iter().find_map(|c| c.plan.as_ref().map(|p| &p.policy))
         };
-        let stated = stated.map(|p| self.intern(&p.to_string()));
-        let kind = match e.actor.kind {
-            ActorKind::Agent => "agent",
-            ActorKind::Customer => "customer",
-            ActorKind::System => "system",
-        };
-        let actor = self.intern(&format!("{kind}:{}", e.actor.id));
+        let stated = stated.map(|p| self.policy(p));
+        let actor = self.actor(e.actor.kind, e.actor.id.as_str());
         let event_type = self.intern(e.event.kind.name());
         let unknown = self.intern("");
         let timeline = self.tickets.entry(e.event.ticket_id).or_default();
