@@ -234,3 +234,50 @@ async fn a_whole_lifecycle_over_nats_through_ticketctl() {
     assert_eq!(code(&nobody), 3);
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("is it running?"));
 }
+
+/// A severity A ticket was opened two hours ago while no ticketd ran: its first response was
+/// due an hour ago. `ticketd serve` starts on the real clock, its timer fires the breach at once
+/// with both instants, and a paging system on `tickets.sla.breached.A` receives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_passed_while_ticketd_was_down_fires_at_its_start_and_pages() {
+    use futures::StreamExt;
+    use ticket_domain::testing::{agent, open, ticket_id};
+
+    let server = NatsServer::start().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let opened_at = ticket_log::now() - chrono::TimeDelta::hours(2);
+    {
+        let log = ticket_log_sled::SledLog::open(ticket_log_sled::SledConfig::new(data.path().join("log"))).unwrap();
+        let service = ticket_service::CommandService::new(
+            log,
+            std::sync::Arc::new(crate::shipped_policy("regional-operator.toml")),
+            None,
+            ticket_service::ServiceConfig::default(),
+        );
+        let command = agent(opened_at, open("advanced", "technical", ticket_domain::Severity::A));
+        service.execute(command.into()).await.unwrap();
+    }
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut paging = client.subscribe("tickets.sla.breached.A").await.unwrap();
+    client.flush().await.unwrap();
+
+    let started = ticket_log::now();
+    let daemon = serve(&server, data.path());
+    let message = tokio::time::timeout(Duration::from_secs(30), paging.next())
+        .await
+        .expect("no page within 30 s")
+        .expect("the subscription ended");
+    let envelope = ticket_proto::decode_envelope(&message.payload).unwrap();
+    assert_eq!(envelope.event.ticket_id, ticket_id());
+    let ticket_domain::EventKind::SlaBreached { due_at, severity, .. } = envelope.event.kind else {
+        panic!("not a breach: {:?}", envelope.event.kind)
+    };
+    assert_eq!(severity, ticket_domain::Severity::A);
+    assert_eq!(due_at, opened_at + chrono::TimeDelta::hours(1), "the original due instant");
+    assert!(envelope.event.occurred_at >= started, "recorded at its detection, after the start");
+    assert_eq!(envelope.actor.id.as_str(), "ticket-timer");
+
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "ticketd exited with {status}:\n{}", log.join("\n"));
+    assert_drained(&log);
+}
