@@ -198,12 +198,14 @@ pub async fn start<L: EventLog>(
     let queries = micro.group(format!("{SERVICE_NAME}.query"));
     for name in QUERIES {
         let mut endpoint = queries.endpoint(name).await.map_err(|e| ApiError::Start(e.to_string()))?;
-        let (views, config, policy) = (views.clone(), config.clone(), service.policy_arc());
+        let (views, config, policy, clock) =
+            (views.clone(), config.clone(), service.policy_arc(), service.clock().clone());
         tasks.spawn(async move {
             while let Some(request) = endpoint.next().await {
-                let (views, config, policy) = (views.clone(), config.clone(), policy.clone());
+                let (views, config, policy, clock) = (views.clone(), config.clone(), policy.clone(), clock.clone());
                 tokio::spawn(async move {
-                    let (body, headers) = handle_query(name, &request.message.payload, &views, &policy, &config).await;
+                    let (body, headers) =
+                        handle_query(name, &request.message.payload, &views, &policy, clock.as_ref(), &config).await;
                     if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
                         warn!(endpoint = name, error = %e, "reply not sent");
                     }
@@ -345,9 +347,29 @@ fn query_error(code: pb::ErrorCode, message: String) -> (Bytes, HeaderMap) {
     (pb::QueryReply { result: Some(pb::query_reply::Result::Error(error)) }.encode_to_vec().into(), headers)
 }
 
-fn view_of(ticket: &ticket_domain::Ticket, position: u64) -> pb::TicketView {
+/// A ticket as the API shows it: with each clock's business time elapsed and remaining at `now`,
+/// on the calendars of `policy`.
+fn view_of(
+    ticket: &ticket_domain::Ticket,
+    position: u64,
+    policy: &ticket_domain::Policy,
+    now: ticket_domain::Timestamp,
+) -> pb::TicketView {
     let mut view = pb::TicketView::from(ticket);
     view.position = position;
+    for (wire, clock) in view.clocks.iter_mut().zip(ticket.clocks.values()) {
+        let Some(plan) = clock.plan.as_ref() else { continue };
+        let Some(calendar) = policy.calendar(&plan.target.calendar) else { continue };
+        let until = match clock.status {
+            ticket_domain::ClockStatus::Running | ticket_domain::ClockStatus::Paused => now,
+            ticket_domain::ClockStatus::Stopped(_) => clock.segments.last().map_or(clock.started_at, |s| s.1),
+        };
+        let elapsed = clock.elapsed(calendar, until);
+        wire.elapsed_business_seconds = Some(elapsed.num_seconds());
+        if clock.is_active() {
+            wire.remaining_business_seconds = Some((plan.target_duration - elapsed).num_seconds());
+        }
+    }
     view
 }
 
@@ -366,6 +388,7 @@ async fn handle_query<L: EventLog>(
     payload: &[u8],
     views: &Projector<L>,
     policy: &ticket_domain::Policy,
+    clock: &dyn ticket_service::Clock,
     config: &ApiConfig,
 ) -> (Bytes, HeaderMap) {
     if payload.len() > config.max_payload {
@@ -406,7 +429,7 @@ async fn handle_query<L: EventLog>(
                 Err(e) => return malformed("ticket id", &e),
             };
             let tickets = views.tickets.read();
-            match tickets.model().ticket(ticket).map(|t| view_of(t, tickets.position())) {
+            match tickets.model().ticket(ticket).map(|t| view_of(t, tickets.position(), policy, clock.now())) {
                 Some(view) => query_reply(pb::query_reply::Result::Ticket(view)),
                 None => query_error(pb::ErrorCode::TicketNotFound, format!("ticket {ticket} not found")),
             }
@@ -422,7 +445,7 @@ async fn handle_query<L: EventLog>(
                 .model()
                 .customer(&customer, query.include_resolved, limit(query.limit))
                 .into_iter()
-                .map(|t| view_of(t, position))
+                .map(|t| view_of(t, position, policy, clock.now()))
                 .collect();
             query_reply(pb::query_reply::Result::Tickets(pb::TicketList { tickets, position }))
         }

@@ -202,7 +202,29 @@ impl Issuer<'_> {
                 ] {
                     t.add_row(vec![k.to_owned(), v]);
                 }
-                emit(&t)
+                emit(&t)?;
+                let secs = |s: Option<i64>| {
+                    s.map(|s| ticket_projections::models::span(chrono::TimeDelta::seconds(s))).unwrap_or_default()
+                };
+                let mut clocks =
+                    table(&["clock", "cycle", "status", "due", "elapsed (business)", "remaining (business)"]);
+                for c in &view.clocks {
+                    clocks.add_row(vec![
+                        pb::Metric::try_from(c.metric)
+                            .map_or("?", |m| m.as_str_name())
+                            .trim_start_matches("METRIC_")
+                            .to_lowercase(),
+                        c.cycle.to_string(),
+                        pb::ClockStatus::try_from(c.status)
+                            .map_or("?", |s| s.as_str_name())
+                            .trim_start_matches("CLOCK_STATUS_")
+                            .to_lowercase(),
+                        wire_instant(c.plan.as_ref().and_then(|p| p.due_at.as_ref())),
+                        secs(c.elapsed_business_seconds),
+                        secs(c.remaining_business_seconds),
+                    ]);
+                }
+                emit(&clocks)
             }
             Some(pb::query_reply::Result::Error(error)) => Err(refused(&error)),
             Some(

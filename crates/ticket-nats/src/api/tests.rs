@@ -75,6 +75,11 @@ async fn a_command_over_nats_is_decided_and_its_positions_returned() {
         panic!("expected a ticket")
     };
     assert_eq!((view.ticket_id, view.severity), (accepted.ticket_id, pb::Severity::A as i32));
+    // The first response is due in an hour, around the clock: almost all of it is left.
+    let first = view.clocks.iter().find(|c| c.metric == pb::Metric::FirstResponse as i32).unwrap();
+    let left = first.remaining_business_seconds.unwrap();
+    assert!((3500..=3600).contains(&left), "{left} s left");
+    assert!(first.elapsed_business_seconds.is_some_and(|e| (0..=100).contains(&e)));
     assert!(f.api.unwrap().stop(Duration::from_secs(5)).await);
 }
 

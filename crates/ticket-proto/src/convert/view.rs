@@ -46,6 +46,8 @@ impl From<&Ticket> for pb::TicketView {
                         plan: c.plan.as_ref().map(pb::ClockPlan::from),
                         breached: c.breached,
                         warned_percent: c.warned.iter().map(|w| u32::from(*w)).collect(),
+                        elapsed_business_seconds: None,
+                        remaining_business_seconds: None,
                     }
                 })
                 .collect(),
