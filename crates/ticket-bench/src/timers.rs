@@ -259,15 +259,5 @@ fn open_command(i: usize, at: Timestamp) -> anyhow::Result<Command> {
 }
 
 fn recorded(position: u64, command: &Command, event: ticket_domain::Event) -> ticket_domain::RecordedEvent {
-    ticket_domain::RecordedEvent {
-        event_id: ticket_log::new_event_id(),
-        version: position,
-        position,
-        recorded_at: command.issued_at,
-        actor: command.actor.clone(),
-        command_id: command.id.clone(),
-        correlation_id: None,
-        causation_id: None,
-        event,
-    }
+    ticket_domain::RecordedEvent::of_command(ticket_log::new_event_id(), command, position, position, event)
 }

@@ -22,3 +22,28 @@ pub struct RecordedEvent {
     pub causation_id: Option<TraceId>,
     pub event: Event,
 }
+
+impl RecordedEvent {
+    /// `event`, decided for `command`, at `version` of its ticket and `position` of a log,
+    /// recorded at the command's instant, without trace ids: for logs kept in memory (replays,
+    /// simulations, tests) rather than stored by an engine.
+    pub fn of_command(
+        event_id: EventId,
+        command: &crate::command::Command,
+        version: u64,
+        position: u64,
+        event: Event,
+    ) -> Self {
+        Self {
+            event_id,
+            version,
+            position,
+            recorded_at: command.issued_at,
+            actor: command.actor.clone(),
+            command_id: command.id.clone(),
+            correlation_id: None,
+            causation_id: None,
+            event,
+        }
+    }
+}

@@ -48,17 +48,9 @@ impl History {
         let mut state = state;
         for event in events {
             state = evolve(state, &event);
-            let recorded = RecordedEvent {
-                event_id: EventId::from_uuid(uuid::Uuid::from_u128(self.events.len() as u128 + 1)),
-                version: state.version(),
-                position: self.events.len() as u64 + 1,
-                recorded_at: at,
-                actor: command.actor.clone(),
-                command_id: command.id.clone(),
-                correlation_id: None,
-                causation_id: None,
-                event,
-            };
+            let id = EventId::from_uuid(uuid::Uuid::from_u128(self.events.len() as u128 + 1));
+            let recorded =
+                RecordedEvent::of_command(id, &command, state.version(), self.events.len() as u64 + 1, event);
             self.index.apply(&recorded);
             self.events.push(recorded);
         }

@@ -107,17 +107,9 @@ impl Replay<'_> {
             self.outcome.record(&event);
             self.state = evolve(std::mem::take(&mut self.state), &event);
             self.position += 1;
-            self.index.apply(&RecordedEvent {
-                event_id: ticket_log::new_event_id(),
-                version: self.state.version(),
-                position: self.position,
-                recorded_at: command.issued_at,
-                actor: command.actor.clone(),
-                command_id: command.id.clone(),
-                correlation_id: None,
-                causation_id: None,
-                event,
-            });
+            let version = self.state.version();
+            let id = ticket_log::new_event_id();
+            self.index.apply(&RecordedEvent::of_command(id, command, version, self.position, event));
         }
         Ok(())
     }

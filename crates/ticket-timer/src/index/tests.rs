@@ -26,17 +26,9 @@ impl Run {
         let names = decided.iter().map(|e| e.kind.name()).collect();
         for event in decided {
             self.state = evolve(std::mem::take(&mut self.state), &event);
-            let recorded = RecordedEvent {
-                event_id: EventId::from_uuid(uuid::Uuid::from_u128(self.events.len() as u128 + 1)),
-                version: self.state.version(),
-                position: self.events.len() as u64 + 1,
-                recorded_at: command.issued_at,
-                actor: command.actor.clone(),
-                command_id: command.id.clone(),
-                correlation_id: None,
-                causation_id: None,
-                event,
-            };
+            let id = EventId::from_uuid(uuid::Uuid::from_u128(self.events.len() as u128 + 1));
+            let position = self.events.len() as u64 + 1;
+            let recorded = RecordedEvent::of_command(id, &command, self.state.version(), position, event);
             self.index.apply(&recorded);
             self.events.push(recorded);
         }
