@@ -43,17 +43,9 @@ impl Store {
             Ok(events) => {
                 let mut envelopes = Vec::new();
                 for (version, event) in (state.version() + 1..).zip(events) {
-                    let recorded = RecordedEvent {
-                        event_id: EventId::from_uuid(Uuid::from_u128(self.records.len() as u128 + 1)),
-                        version,
-                        position: self.records.len() as u64 + 1,
-                        recorded_at: command.issued_at,
-                        actor: command.actor.clone(),
-                        command_id: command.id.clone(),
-                        correlation_id: None,
-                        causation_id: None,
-                        event,
-                    };
+                    let id = EventId::from_uuid(Uuid::from_u128(self.records.len() as u128 + 1));
+                    let position = self.records.len() as u64 + 1;
+                    let recorded = RecordedEvent::of_command(id, &command, version, position, event);
                     self.records.push(encode_envelope(&recorded));
                     envelopes.push(pb::EventEnvelope::from(&recorded));
                 }

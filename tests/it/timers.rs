@@ -89,13 +89,11 @@ impl Engine {
     /// passes them, waiting for the timer at each.
     pub async fn step_to(&self, until: Timestamp) -> Progress {
         let timer = self.timer.as_ref().expect("a timer is running");
-        loop {
-            let progress = timer.settled(self.clock.now(), self.log().head()).await;
-            match progress.next_at.filter(|next| *next <= until) {
-                Some(next) => self.clock.advance_to(next),
-                None => return self.advance_to(until).await,
-            }
-        }
+        timer
+            .handle
+            .step_to(&self.clock, until, || self.log().head(), SETTLE)
+            .await
+            .unwrap_or_else(|| panic!("the timer did not settle on the way to {until}: {:?}", timer.handle.progress()))
     }
 
     /// At `at`: advance the clock there, then issue the command (stamped by the service clock).

@@ -11,6 +11,7 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+pub mod durable;
 mod memory;
 mod subscription;
 

@@ -358,16 +358,9 @@ fn view_of(
     let mut view = pb::TicketView::from(ticket);
     view.position = position;
     for (wire, clock) in view.clocks.iter_mut().zip(ticket.clocks.values()) {
-        let Some(plan) = clock.plan.as_ref() else { continue };
-        let Some(calendar) = policy.calendar(&plan.target.calendar) else { continue };
-        let until = match clock.status {
-            ticket_domain::ClockStatus::Running | ticket_domain::ClockStatus::Paused => now,
-            ticket_domain::ClockStatus::Stopped(_) => clock.segments.last().map_or(clock.started_at, |s| s.1),
-        };
-        let elapsed = clock.elapsed(calendar, until);
-        wire.elapsed_business_seconds = Some(elapsed.num_seconds());
-        if clock.is_active() {
-            wire.remaining_business_seconds = Some((plan.target_duration - elapsed).num_seconds());
+        if let Some((elapsed, remaining)) = ticket_projections::business_times(clock, policy, now) {
+            wire.elapsed_business_seconds = Some(elapsed.num_seconds());
+            wire.remaining_business_seconds = remaining.map(|r| r.num_seconds());
         }
     }
     view

@@ -1,9 +1,8 @@
 //! Checkpoints of read models: one file per projection holding its position and its bincode
-//! image, sealed with SHA-256. Written to a temporary file, synced and renamed, so a crash at
+//! image, sealed with SHA-256, written with `ticket_log::durable::write_file`, so a crash at
 //! any moment leaves either the old checkpoint or the new one. A checkpoint is a cache of the
 //! log: any defect means rebuilding, never failing.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -60,22 +59,8 @@ impl Checkpoints {
     /// Writes an encoded image atomically: a temporary file, synced, renamed over the old one.
     pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
         std::fs::create_dir_all(&self.dir)?;
-        let path = self.path(name);
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+        ticket_log::durable::write_file(&self.path(name), bytes)?;
         Ok(())
-    }
-
-    pub fn remove<M: ReadModel>(&self) -> Result<(), CheckpointError> {
-        match std::fs::remove_file(self.path(M::NAME)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            Ok(()) | Err(_) => Ok(()),
-        }
     }
 }
 

@@ -99,9 +99,16 @@ impl<M: ReadModel> Shared<M> {
         Ok(position)
     }
 
-    /// Builds the projection anew from the log beside the live one, then swaps it in: the live
-    /// one keeps serving until the new one has caught up with it. Returns the events applied.
-    fn rebuild<L: EventLog>(&self, log: &L, batch: usize, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, LogError> {
+    /// Builds the projection anew from the log beside the live one, then swaps it in (the live
+    /// one keeps serving until the new one has caught up with it) and checkpoints it. Returns
+    /// the events applied.
+    fn rebuild<L: EventLog>(
+        &self,
+        log: &L,
+        batch: usize,
+        progress: &mut dyn FnMut(u64, u64),
+        checkpoints: Option<&Checkpoints>,
+    ) -> Result<u64, ProjectorError> {
         let mut fresh = Projected::<M>::new();
         let mut applied = 0;
         // Most of the work without the lock...
@@ -124,7 +131,18 @@ impl<M: ReadModel> Shared<M> {
         let position = guard.position();
         drop(guard);
         self.applied.send_replace(position);
+        if let Some(cp) = checkpoints {
+            self.save(cp)?;
+        }
         Ok(applied)
+    }
+
+    /// The projection itself, when nothing else holds it; else a copy.
+    fn into_projected(self) -> Projected<M> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(lock) => lock.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
+            Err(shared) => shared.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+        }
     }
 }
 
@@ -261,6 +279,17 @@ impl<L: EventLog> Projector<L> {
         Ok(next - 1)
     }
 
+    /// The read models themselves, for a one-shot reader (copies when a clone of this
+    /// projector or a running follower still holds them).
+    pub fn into_read_models(self) -> crate::ReadModels {
+        crate::ReadModels {
+            tickets: self.tickets.into_projected(),
+            board: self.board.into_projected(),
+            timeline: self.timeline.into_projected(),
+            compliance: self.compliance.into_projected(),
+        }
+    }
+
     /// Writes every projection's checkpoint (nothing without a checkpoint directory).
     pub fn checkpoint(&self) -> Result<(), ProjectorError> {
         let Some(cp) = &self.checkpoints else { return Ok(()) };
@@ -275,22 +304,14 @@ impl<L: EventLog> Projector<L> {
     pub fn rebuild(&self, name: &str, mut progress: impl FnMut(u64, u64)) -> Result<u64, ProjectorError> {
         let started = std::time::Instant::now();
         let batch = self.config.batch.max(4096);
+        let (log, cp) = (&self.log, self.checkpoints.as_ref());
         let applied = match name {
-            Tickets::NAME => self.tickets.rebuild(&self.log, batch, &mut progress)?,
-            Board::NAME => self.board.rebuild(&self.log, batch, &mut progress)?,
-            Timeline::NAME => self.timeline.rebuild(&self.log, batch, &mut progress)?,
-            Compliance::NAME => self.compliance.rebuild(&self.log, batch, &mut progress)?,
+            Tickets::NAME => self.tickets.rebuild(log, batch, &mut progress, cp)?,
+            Board::NAME => self.board.rebuild(log, batch, &mut progress, cp)?,
+            Timeline::NAME => self.timeline.rebuild(log, batch, &mut progress, cp)?,
+            Compliance::NAME => self.compliance.rebuild(log, batch, &mut progress, cp)?,
             other => return Err(ProjectorError::UnknownProjection(other.to_owned())),
         };
-        if let Some(cp) = &self.checkpoints {
-            let saved = match name {
-                Tickets::NAME => self.tickets.save(cp),
-                Board::NAME => self.board.save(cp),
-                Timeline::NAME => self.timeline.save(cp),
-                _ => self.compliance.save(cp),
-            };
-            saved?;
-        }
         info!(
             projection = name,
             events = applied,

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use ticket_domain::{ActorId, ErrorKind, Timestamp};
 use ticket_log::{EventLog, LogError};
-use ticket_service::{CommandRequest, CommandResult, CommandService, ServiceError, ServiceErrorKind, Stamp};
+use ticket_service::{
+    Clock, CommandRequest, CommandResult, CommandService, ServiceError, ServiceErrorKind, SimulatedClock, Stamp,
+};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -83,17 +85,7 @@ impl CheckpointFile {
     }
 
     pub fn save(&self, index: &DeadlineIndex) -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = self.path.with_extension("tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&index.encode())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        ticket_log::durable::write_file(&self.path, &index.encode())
     }
 }
 
@@ -428,6 +420,29 @@ impl TimerHandle {
     pub async fn settled(&self, until: Timestamp, position: u64) -> Option<Progress> {
         let mut progress = self.progress.clone();
         progress.wait_for(|p| p.settled(until, position)).await.ok().map(|p| *p)
+    }
+
+    /// Moves a simulated `clock` to `until` through every firing instant on the way, as a real
+    /// clock passes them, waiting at each until the timer has handled what is due and applied
+    /// the log up to `head()`. `None` when the timer stopped, or did not settle within
+    /// `deadline` at some instant.
+    pub async fn step_to(
+        &self,
+        clock: &SimulatedClock,
+        until: Timestamp,
+        head: impl Fn() -> u64,
+        deadline: Duration,
+    ) -> Option<Progress> {
+        loop {
+            let progress = tokio::time::timeout(deadline, self.settled(clock.now(), head())).await.ok()??;
+            match progress.next_at.filter(|next| *next <= until) {
+                Some(next) => clock.advance_to(next),
+                None => {
+                    clock.advance_to(until);
+                    return tokio::time::timeout(deadline, self.settled(until, head())).await.ok()?;
+                }
+            }
+        }
     }
 
     /// Waits for the scheduler to stop (after its shutdown signal).

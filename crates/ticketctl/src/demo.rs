@@ -98,28 +98,13 @@ impl Tour {
         Ok(result)
     }
 
-    async fn settled(&self) -> Result<ticket_timer::Progress, Failure> {
-        let (now, head) = (self.clock.now(), self.log().head());
-        tokio::time::timeout(SETTLE, self.timer.settled(now, head))
-            .await
-            .map_err(|_| failure("the timer did not settle"))?
-            .ok_or_else(|| failure("the timer stopped"))
-    }
-
     /// Moves the clock to `until` through every firing on the way; returns what was recorded.
     async fn advance(&self, until: Timestamp) -> Result<Vec<RecordedEvent>, Failure> {
         let from = self.log().head();
-        loop {
-            let progress = self.settled().await?;
-            match progress.next_at.filter(|next| *next <= until) {
-                Some(next) => self.clock.advance_to(next),
-                None => {
-                    self.clock.advance_to(until);
-                    self.settled().await?;
-                    break;
-                }
-            }
-        }
+        self.timer
+            .step_to(&self.clock, until, || self.log().head(), SETTLE)
+            .await
+            .ok_or_else(|| failure("the timer did not settle"))?;
         let head = self.log().head();
         self.projector.wait_for(head, SETTLE).await;
         if head <= from {

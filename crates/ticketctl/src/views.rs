@@ -55,28 +55,23 @@ fn models(data_dir: &Path, at: At) -> Result<(ReadModels, SledLog), Failure> {
     projector.catch_up(|done, _| bar.set_position(done)).map_err(|e| Failure::Data(e.into()))?;
     bar.finish_and_clear();
     projector.checkpoint().map_err(|e| Failure::Data(e.into()))?;
-    let models = ReadModels {
-        tickets: projector.tickets.read().clone(),
-        board: projector.board.read().clone(),
-        timeline: projector.timeline.read().clone(),
-        compliance: projector.compliance.read().clone(),
-    };
-    Ok((models, log))
+    Ok((projector.into_read_models(), log))
 }
 
 /// The instant the read models describe: the moment asked for, else the newest event's.
+/// For now, the later of the wall clock and the newest event (a log may hold instants ahead of
+/// the wall clock: a simulated one).
 fn as_of(at: At, log: &SledLog) -> Result<Timestamp, Failure> {
-    Ok(match at {
-        At::Instant(t) => t,
-        At::Position(_) | At::Now => {
-            let head = match at {
-                At::Position(p) => p.min(log.head()),
-                At::Instant(_) | At::Now => log.head(),
-            };
-            let last = if head == 0 { Vec::new() } else { log.read_from(head, 1)? };
-            let newest = last.first().map(|e| e.event.occurred_at);
-            newest.map_or_else(now, |t| t.max(if at == At::Now { now() } else { t }))
-        }
+    let head = match at {
+        At::Instant(t) => return Ok(t),
+        At::Position(p) => p.min(log.head()),
+        At::Now => log.head(),
+    };
+    let newest = if head == 0 { None } else { log.read_from(head, 1)?.first().map(|e| e.event.occurred_at) };
+    Ok(match (at, newest) {
+        (At::Position(_) | At::Instant(_), Some(t)) => t,
+        (At::Now, Some(t)) => t.max(now()),
+        (At::Position(_) | At::Instant(_) | At::Now, None) => now(),
     })
 }
 

@@ -38,10 +38,6 @@ impl Tickets {
         self.states.get(&id).and_then(TicketState::ticket)
     }
 
-    pub fn state(&self, id: TicketId) -> Option<&TicketState> {
-        self.states.get(&id)
-    }
-
     pub fn len(&self) -> usize {
         self.states.len()
     }
@@ -107,6 +103,24 @@ pub fn status(s: Status) -> &'static str {
         Status::AwaitingCustomer => "awaiting customer",
         Status::Resolved => "resolved",
     }
+}
+
+/// A clock's business time run at `now` (up to its stop, once stopped) and, while it runs or is
+/// paused, the business time left before its target (negative once overdue), on its target's
+/// calendar in `policy`; `None` without a target or when the policy lacks the calendar.
+pub fn business_times(
+    clock: &ticket_domain::Clock,
+    policy: &Policy,
+    now: Timestamp,
+) -> Option<(chrono::TimeDelta, Option<chrono::TimeDelta>)> {
+    let plan = clock.plan.as_ref()?;
+    let calendar = policy.calendar(&plan.target.calendar)?;
+    let until = match clock.status {
+        ClockStatus::Running | ClockStatus::Paused => now,
+        ClockStatus::Stopped(_) => clock.segments.last().map_or(clock.started_at, |s| s.1),
+    };
+    let elapsed = clock.elapsed(calendar, until);
+    Some((elapsed, clock.is_active().then(|| plan.target_duration - elapsed)))
 }
 
 /// One SLA clock of a ticket as an operator reads it.
@@ -176,18 +190,9 @@ impl TicketDetail {
             .clocks
             .values()
             .map(|c| {
-                let calendar = c.plan.as_ref().and_then(|p| policy.calendar(&p.target.calendar));
-                let until = match c.status {
-                    ClockStatus::Running | ClockStatus::Paused => now,
-                    ClockStatus::Stopped(_) => c.segments.last().map_or(c.started_at, |s| s.1),
-                };
-                let elapsed = calendar.map(|cal| c.elapsed(cal, until));
-                let remaining = match (c.status, &c.plan, elapsed) {
-                    (ClockStatus::Running | ClockStatus::Paused, Some(plan), Some(elapsed)) => {
-                        Some(span(plan.target_duration - elapsed))
-                    }
-                    _ => None,
-                };
+                let times = business_times(c, policy, now);
+                let elapsed = times.map(|(elapsed, _)| elapsed);
+                let remaining = times.and_then(|(_, remaining)| remaining).map(span);
                 ClockView {
                     metric: c.metric.to_string(),
                     cycle: c.cycle,

@@ -168,8 +168,4 @@ impl Timeline {
         }
         Ok(entries)
     }
-
-    pub fn tickets(&self) -> usize {
-        self.tickets.len()
-    }
 }
