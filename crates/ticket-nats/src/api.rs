@@ -473,15 +473,16 @@ async fn handle_query<L: EventLog>(
                 Ok(t) => t,
                 Err(e) => return malformed("ticket id", &e),
             };
-            let timeline = views.timeline.read();
-            let position = timeline.position();
-            let entries = match timeline.model().ticket_with_details(ticket, views.log()) {
-                Ok(entries) => entries,
-                Err(e) => return query_error(pb::ErrorCode::Unavailable, e.to_string()),
+            let (mut entries, position) = {
+                let timeline = views.timeline.read();
+                (timeline.model().ticket(ticket), timeline.position())
             };
-            drop(timeline);
             if entries.is_empty() {
                 return query_error(pb::ErrorCode::TicketNotFound, format!("ticket {ticket} not found"));
+            }
+            // Read from the log without holding the timeline's lock.
+            if let Err(e) = ticket_projections::add_details(&mut entries, ticket, views.log()) {
+                return query_error(pb::ErrorCode::Unavailable, e.to_string());
             }
             let entries = entries
                 .into_iter()

@@ -24,7 +24,7 @@ pub use model::{Projected, ReadModel};
 pub use models::board::{Board, BoardEntry};
 pub use models::compliance::{Compliance, ComplianceRow, Period};
 pub use models::tickets::{ClockView, CustomerTicket, TicketDetail, Tickets, business_times};
-pub use models::timeline::{Timeline, TimelineEntry};
+pub use models::timeline::{Timeline, TimelineEntry, add_details};
 pub use runtime::{Lag, Projector, ProjectorConfig, ProjectorError, Shared};
 pub use set::{At, ReadModels};
 

@@ -226,7 +226,8 @@ pub fn board_table(
 pub fn timeline(data_dir: &Path, ticket: &str, when: Option<&str>, json: bool) -> Result<(), Failure> {
     let id = ticket_id(ticket)?;
     let (models, log) = models(data_dir, at(when)?)?;
-    let entries = models.timeline.model().ticket_with_details(id, &log)?;
+    let mut entries = models.timeline.model().ticket(id);
+    ticket_projections::add_details(&mut entries, id, &log)?;
     if entries.is_empty() {
         return Err(Failure::Negative(format!("ticket {id} not found at that moment")));
     }

@@ -3,7 +3,7 @@
 //!
 //! Each line is kept compact (instants, and indexes into a table of the few distinct actors,
 //! event types and policy versions); the one-line description of what the event says is
-//! rendered on query from the event itself ([`Timeline::ticket_with_details`]), since the log
+//! rendered on query from the event itself ([`add_details`]), since the log
 //! already holds it.
 
 use std::collections::HashMap;
@@ -151,21 +151,20 @@ impl Timeline {
             })
             .collect()
     }
+}
 
-    /// Like [`Timeline::ticket`], each line with a description of what its event says, read
-    /// from the log.
-    pub fn ticket_with_details<L: EventLog>(&self, id: TicketId, log: &L) -> Result<Vec<TimelineEntry>, LogError> {
-        let mut entries = self.ticket(id);
-        if entries.is_empty() {
-            return Ok(entries);
-        }
-        let events = log.read_stream(id, 1)?;
-        let by_position: HashMap<u64, &RecordedEvent> = events.iter().map(|e| (e.position, e)).collect();
-        for entry in &mut entries {
-            if let Some(e) = by_position.get(&entry.position) {
-                entry.summary = crate::describe::event(&e.event.kind);
-            }
-        }
-        Ok(entries)
+/// Fills in what each of a ticket's timeline entries says, read from the log. Call it without
+/// holding the timeline's lock: it reads the log.
+pub fn add_details<L: EventLog>(entries: &mut [TimelineEntry], ticket: TicketId, log: &L) -> Result<(), LogError> {
+    if entries.is_empty() {
+        return Ok(());
     }
+    let events = log.read_stream(ticket, 1)?;
+    let by_position: HashMap<u64, &RecordedEvent> = events.iter().map(|e| (e.position, e)).collect();
+    for entry in entries {
+        if let Some(e) = by_position.get(&entry.position) {
+            entry.summary = crate::describe::event(&e.event.kind);
+        }
+    }
+    Ok(())
 }
