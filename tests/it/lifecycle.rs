@@ -19,11 +19,13 @@ struct Store {
 
 impl Store {
     fn state(&self, ticket: TicketId) -> TicketState {
-        self.records
-            .iter()
-            .map(|bytes| decode_envelope(bytes).unwrap())
-            .filter(|r| r.event.ticket_id == ticket)
-            .fold(TicketState::initial(), |state, r| evolve(state, &r.event))
+        self.records.iter().map(|bytes| decode_envelope(bytes).unwrap()).filter(|r| r.event.ticket_id == ticket).fold(
+            TicketState::initial(),
+            |mut state, r| {
+                evolve(&mut state, &r.event).unwrap();
+                state
+            },
+        )
     }
 
     /// Decodes a command from the wire, decides it, stores the events; the reply as bytes.

@@ -2,6 +2,7 @@
 //! scheduler, all on a simulated clock that the tests advance instantly.
 
 mod paging;
+mod quarantine;
 mod random;
 mod scenarios;
 

@@ -372,7 +372,9 @@ impl<'p, 't> Decision<'p, 't> {
         let (mut state, applied) =
             self.working.take().unwrap_or_else(|| (TicketState::Opened(Box::new(self.original.clone())), 0));
         for event in &self.events[applied..] {
-            state = evolve(state, event);
+            // The decision's own events always fit the state they were decided on; the command
+            // service applies them once more with the check before anything is appended.
+            let _fits = evolve(&mut state, event);
         }
         let applied = self.events.len();
         match &self.working.insert((state, applied)).0 {

@@ -32,4 +32,4 @@ pub use ids::{
 };
 pub use policy::{Policy, PolicyError, PolicyVersion, Target, TargetAmount};
 pub use severity::{Metric, Severity};
-pub use state::{Clock, ClockStatus, SeverityCause, SeverityChange, Status, Ticket, TicketState, evolve};
+pub use state::{Clock, ClockStatus, Misfit, SeverityCause, SeverityChange, Status, Ticket, TicketState, evolve};

@@ -149,12 +149,27 @@ impl Ticket {
     }
 }
 
-/// Applies one event. Events of another ticket, or that cannot follow the current state (which a
-/// log written by `decide` never holds), leave the state as it is.
-pub fn evolve(state: TicketState, event: &Event) -> TicketState {
+/// Why an event cannot follow a ticket's state. `decide` never produces one, so a stored event
+/// that does not fit is a corruption: it is reported by position and its ticket quarantined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Misfit {
+    #[error("{event} before the ticket was opened")]
+    BeforeOpened { event: &'static str },
+    #[error("ticket {0} opened a second time")]
+    OpenedTwice(TicketId),
+    #[error("an event of ticket {event} applied to ticket {state}")]
+    OtherTicket { state: TicketId, event: TicketId },
+    #[error("{effect} of {metric} cycle {cycle}, where {current}")]
+    Clock { metric: Metric, cycle: u32, effect: &'static str, current: String },
+}
+
+/// Applies one event to a ticket's state. An event that cannot follow the state leaves it as it
+/// was and says why; `evolve` never panics, whatever the event.
+pub fn evolve(state: &mut TicketState, event: &Event) -> Result<(), Misfit> {
     match state {
         TicketState::Unopened => match &event.kind {
             EventKind::Opened(o) => {
+                check_clocks(&BTreeMap::new(), &o.clocks)?;
                 let mut ticket = Ticket {
                     id: event.ticket_id,
                     customer: o.customer.clone(),
@@ -182,7 +197,8 @@ pub fn evolve(state: TicketState, event: &Event) -> TicketState {
                     last_event_at: event.occurred_at,
                 };
                 apply_clocks(&mut ticket.clocks, event.occurred_at, &o.clocks);
-                TicketState::Opened(Box::new(ticket))
+                *state = TicketState::Opened(Box::new(ticket));
+                Ok(())
             }
             EventKind::SeveritySet { .. }
             | EventKind::AgentResponded { .. }
@@ -194,28 +210,65 @@ pub fn evolve(state: TicketState, event: &Event) -> TicketState {
             | EventKind::SlaBreached { .. }
             | EventKind::Resolved { .. }
             | EventKind::Reopened { .. }
-            | EventKind::Linked { .. } => {
-                debug_assert!(false, "{} before opened", event.kind.name());
-                TicketState::Unopened
-            }
+            | EventKind::Linked { .. } => Err(Misfit::BeforeOpened { event: event.kind.name() }),
         },
-        TicketState::Opened(mut ticket) => {
+        TicketState::Opened(ticket) => {
             if ticket.id != event.ticket_id {
-                debug_assert!(false, "event of ticket {} applied to {}", event.ticket_id, ticket.id);
-                return TicketState::Opened(ticket);
+                return Err(Misfit::OtherTicket { state: ticket.id, event: event.ticket_id });
             }
-            apply(&mut ticket, event);
+            if let EventKind::Opened(_) = event.kind {
+                return Err(Misfit::OpenedTwice(ticket.id));
+            }
+            check_clocks(&ticket.clocks, event.kind.clocks())?;
+            apply(ticket, event);
             ticket.version += 1;
             ticket.last_event_at = ticket.last_event_at.max(event.occurred_at);
-            TicketState::Opened(ticket)
+            Ok(())
         }
+    }
+}
+
+/// Checks, without changing anything, that every clock change of an event names a clock that is
+/// there: a new cycle follows the current one, and every other change is of the current cycle.
+fn check_clocks(clocks: &BTreeMap<Metric, Clock>, changes: &[ClockChange]) -> Result<(), Misfit> {
+    let mut cycles: BTreeMap<Metric, u32> = clocks.iter().map(|(m, c)| (*m, c.cycle)).collect();
+    for change in changes {
+        let current = cycles.get(&change.metric).copied();
+        let fits = match change.effect {
+            ClockEffect::Started => change.cycle == current.map_or(1, |c| c.saturating_add(1)),
+            ClockEffect::Paused | ClockEffect::Resumed | ClockEffect::Retargeted | ClockEffect::Stopped(_) => {
+                current == Some(change.cycle)
+            }
+        };
+        if !fits {
+            return Err(Misfit::Clock {
+                metric: change.metric,
+                cycle: change.cycle,
+                effect: effect_name(change.effect),
+                current: current
+                    .map_or_else(|| "the ticket has no such clock".to_owned(), |c| format!("cycle {c} is current")),
+            });
+        }
+        cycles.insert(change.metric, change.cycle);
+    }
+    Ok(())
+}
+
+const fn effect_name(effect: ClockEffect) -> &'static str {
+    match effect {
+        ClockEffect::Started => "start",
+        ClockEffect::Paused => "pause",
+        ClockEffect::Resumed => "resumption",
+        ClockEffect::Retargeted => "retargeting",
+        ClockEffect::Stopped(_) => "stop",
     }
 }
 
 fn apply(ticket: &mut Ticket, event: &Event) {
     let at = event.occurred_at;
     match &event.kind {
-        EventKind::Opened(_) => debug_assert!(false, "ticket {} opened twice", ticket.id),
+        // Refused by `evolve` before anything is applied.
+        EventKind::Opened(_) => {}
         EventKind::SeveritySet { from, to, reason, clocks } => {
             ticket.severity = *to;
             ticket.severity_history.push(SeverityChange {
@@ -286,6 +339,7 @@ fn apply(ticket: &mut Ticket, event: &Event) {
 }
 
 /// Applies clock changes in order; `decide` uses it on a scratch copy while it builds changes.
+/// A change of a clock that is not there is skipped (`evolve` checks every change first).
 pub(crate) fn apply_clocks(clocks: &mut BTreeMap<Metric, Clock>, at: Timestamp, changes: &[ClockChange]) {
     for change in changes {
         match change.effect {
@@ -307,7 +361,6 @@ pub(crate) fn apply_clocks(clocks: &mut BTreeMap<Metric, Clock>, at: Timestamp, 
             }
             ClockEffect::Paused | ClockEffect::Resumed | ClockEffect::Retargeted | ClockEffect::Stopped(_) => {
                 let Some(clock) = clocks.get_mut(&change.metric).filter(|c| c.cycle == change.cycle) else {
-                    debug_assert!(false, "{:?} of a clock that is not there", change.effect);
                     continue;
                 };
                 match change.effect {
@@ -335,3 +388,6 @@ pub(crate) fn apply_clocks(clocks: &mut BTreeMap<Metric, Clock>, at: Timestamp, 
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -104,7 +104,7 @@ impl Given {
             let events = decide(&c, &self.state, &self.policy)
                 .unwrap_or_else(|e| panic!("given command {} was refused: {e}", c.body.name()));
             for e in events.iter().filter(|e| e.ticket_id == c.ticket_id) {
-                self.state = evolve(std::mem::take(&mut self.state), e);
+                evolve(&mut self.state, e).unwrap_or_else(|m| panic!("given event does not fit: {m}"));
             }
             self.history.extend(events);
         }
@@ -114,7 +114,7 @@ impl Given {
     /// Appends events as they are, for scenarios that start from a stored log.
     pub fn events(mut self, events: impl IntoIterator<Item = Event>) -> Self {
         for e in events {
-            self.state = evolve(std::mem::take(&mut self.state), &e);
+            evolve(&mut self.state, &e).unwrap_or_else(|m| panic!("given event does not fit: {m}"));
             self.history.push(e);
         }
         self
@@ -129,7 +129,7 @@ impl Given {
         let mut after = self.state.clone();
         if let Ok(events) = &result {
             for e in events.iter().filter(|e| e.ticket_id == command.ticket_id) {
-                after = evolve(after, e);
+                evolve(&mut after, e).unwrap_or_else(|m| panic!("decided event does not fit: {m}"));
             }
         }
         Outcome { result, after, before: self.state }

@@ -140,10 +140,11 @@ fn reply_for_error(error: pb::Error) -> (Bytes, HeaderMap) {
 fn service_error(e: &ServiceError) -> pb::Error {
     match e {
         ServiceError::Rejected(domain) => pb::Error::from(domain),
-        ServiceError::Conflict { .. } | ServiceError::Log(_) => {
+        ServiceError::Conflict { .. } | ServiceError::Log(_) | ServiceError::Quarantined { .. } => {
             let code = match e.kind() {
                 ServiceErrorKind::Conflict => pb::ErrorCode::VersionConflict,
                 ServiceErrorKind::Unavailable => pb::ErrorCode::Unavailable,
+                ServiceErrorKind::Quarantined => pb::ErrorCode::TicketQuarantined,
                 ServiceErrorKind::Storage | ServiceErrorKind::Rejected(_) => pb::ErrorCode::Internal,
             };
             pb::Error { code: code as i32, message: e.to_string(), details: Default::default() }

@@ -23,7 +23,7 @@ pub use checkpoint::{CheckpointError, Checkpoints};
 pub use model::{Projected, ReadModel};
 pub use models::board::{Board, BoardEntry};
 pub use models::compliance::{Compliance, ComplianceRow, Period};
-pub use models::tickets::{ClockView, CustomerTicket, TicketDetail, Tickets, business_times};
+pub use models::tickets::{ClockView, CustomerTicket, Quarantine, TicketDetail, Tickets, business_times};
 pub use models::timeline::{Timeline, TimelineEntry, add_details};
 pub use runtime::{Lag, Projector, ProjectorConfig, ProjectorError, Shared};
 pub use set::{At, ReadModels};

@@ -47,7 +47,7 @@ impl History {
         let Ok(events) = decide(&command, &state, &self.policy) else { return };
         let mut state = state;
         for event in events {
-            state = evolve(state, &event);
+            evolve(&mut state, &event).unwrap();
             let id = EventId::from_uuid(uuid::Uuid::from_u128(self.events.len() as u128 + 1));
             let recorded =
                 RecordedEvent::of_command(id, &command, state.version(), self.events.len() as u64 + 1, event);

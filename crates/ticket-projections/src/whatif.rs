@@ -105,7 +105,7 @@ impl Replay<'_> {
         let events = decide(command, &self.state, self.policy).map_err(|e| e.to_string())?;
         for event in events {
             self.outcome.record(&event);
-            self.state = evolve(std::mem::take(&mut self.state), &event);
+            evolve(&mut self.state, &event).map_err(|misfit| format!("a decided event does not fit: {misfit}"))?;
             self.position += 1;
             let version = self.state.version();
             let id = ticket_log::new_event_id();

@@ -3,9 +3,9 @@
 //! commands account for every event, and re-running each stored decision with the policy it was
 //! made with reproduces exactly the stored events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use ticket_domain::{Policy, PolicyVersion, TicketId, TicketState, decide, evolve};
+use ticket_domain::{Event, Policy, PolicyVersion, RecordedEvent, TicketId, TicketState, decide, evolve};
 use ticket_log::{CommandRecord, EventLog, LogError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub struct AuditReport {
     pub replayed: u64,
     /// Commands not re-run because their policy was not given, by policy.
     pub skipped: BTreeMap<String, u64>,
+    /// Tickets with a stored event that does not fit their history (each is also a problem, at
+    /// that event's position); their later commands are not re-run.
+    pub quarantined: u64,
     pub problems: Vec<AuditProblem>,
 }
 
@@ -89,8 +92,12 @@ pub fn audit<L: EventLog>(
     }
     report.tickets = versions.len() as u64;
 
-    // Commands: they cover every event, once, and re-running them gives the same events.
+    // Commands: they cover every event, once, and re-running them gives the same events. Each
+    // ticket's state is folded along, in log order, so every decision is re-run on the state
+    // just before it and every stored event is checked to fit its ticket's history.
     let by_version: HashMap<&PolicyVersion, &Policy> = policies.iter().map(|p| (p.version(), p)).collect();
+    let mut states: HashMap<TicketId, TicketState> = HashMap::new();
+    let mut quarantined: HashSet<TicketId> = HashSet::new();
     let mut covered = 0;
     let mut from = 1;
     loop {
@@ -111,19 +118,41 @@ pub fn audit<L: EventLog>(
                 );
             }
             covered = covered.max(record.last_position);
-            match record.policy.as_ref().and_then(|v| by_version.get(v)) {
-                Some(policy) => match replay(log, record, policy)? {
-                    None => report.replayed += 1,
-                    Some(why) => problem(&mut report, record.first_position, Some(record.command.ticket_id), why),
-                },
-                None => {
-                    let name = record.policy.as_ref().map_or_else(|| "unknown".to_owned(), ToString::to_string);
-                    *report.skipped.entry(name).or_default() += 1;
+            let count = usize::try_from(record.last_position.saturating_sub(record.first_position) + 1).unwrap_or(0);
+            let stored = log.read_from(record.first_position, count)?;
+            let ticket = record.command.ticket_id;
+            if !quarantined.contains(&ticket) {
+                match record.policy.as_ref().and_then(|v| by_version.get(v)) {
+                    Some(policy) => {
+                        let before = states.get(&ticket).unwrap_or(&TicketState::Unopened);
+                        match replay(record, before, &stored, policy) {
+                            None => report.replayed += 1,
+                            Some(why) => problem(&mut report, record.first_position, Some(ticket), why),
+                        }
+                    }
+                    None => {
+                        let name = record.policy.as_ref().map_or_else(|| "unknown".to_owned(), ToString::to_string);
+                        *report.skipped.entry(name).or_default() += 1;
+                    }
+                }
+            }
+            for e in &stored {
+                let id = e.event.ticket_id;
+                if quarantined.contains(&id) {
+                    continue;
+                }
+                if let Err(misfit) = evolve(states.entry(id).or_default(), &e.event) {
+                    let why =
+                        format!("the stored event does not fit the ticket's history ({misfit}); ticket quarantined");
+                    problem(&mut report, e.position, Some(id), why);
+                    quarantined.insert(id);
+                    states.remove(&id);
                 }
             }
         }
         progress(AuditPhase::Commands, covered, head);
     }
+    report.quarantined = quarantined.len() as u64;
     if covered != head {
         problem(&mut report, covered + 1, None, format!("events {}..={head} belong to no stored command", covered + 1));
     }
@@ -131,20 +160,13 @@ pub fn audit<L: EventLog>(
 }
 
 /// Re-runs a stored decision on the state just before it; `Some(why)` when it differs.
-fn replay<L: EventLog>(log: &L, record: &CommandRecord, policy: &Policy) -> Result<Option<String>, LogError> {
-    let ticket = record.command.ticket_id;
-    let before = log
-        .read_stream(ticket, 1)?
-        .iter()
-        .take_while(|e| e.position < record.first_position)
-        .fold(TicketState::initial(), |state, e| evolve(state, &e.event));
-    let count = usize::try_from(record.last_position - record.first_position + 1).unwrap_or(0);
-    let stored: Vec<_> = log.read_from(record.first_position, count)?.into_iter().map(|e| e.event).collect();
-    Ok(match decide(&record.command, &before, policy) {
+fn replay(record: &CommandRecord, before: &TicketState, stored: &[RecordedEvent], policy: &Policy) -> Option<String> {
+    let stored: Vec<&Event> = stored.iter().map(|e| &e.event).collect();
+    match decide(&record.command, before, policy) {
         Err(e) => Some(format!("re-running command {} refuses it: {e}", record.command.id)),
-        Ok(events) if events == stored => None,
+        Ok(events) if events.iter().eq(stored.iter().copied()) => None,
         Ok(events) => {
-            let index = events.iter().zip(&stored).position(|(a, b)| a != b).unwrap_or(events.len().min(stored.len()));
+            let index = events.iter().zip(&stored).position(|(a, b)| a != *b).unwrap_or(events.len().min(stored.len()));
             Some(format!(
                 "re-running command {} gives {} events where {} are stored; the first difference is event {}",
                 record.command.id,
@@ -153,5 +175,5 @@ fn replay<L: EventLog>(log: &L, record: &CommandRecord, policy: &Policy) -> Resu
                 index + 1
             ))
         }
-    })
+    }
 }

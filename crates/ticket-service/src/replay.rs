@@ -10,12 +10,14 @@ pub fn history<L: EventLog>(log: &L, ticket: TicketId) -> Result<Vec<RecordedEve
     log.read_stream(ticket, 1)
 }
 
-/// A ticket as it was at `at`, and the position of the last event applied (0 if none).
+/// A ticket as it was at `at`, and the position of the last event applied (0 if none). A stored
+/// event that does not fit the ticket's history is reported as a corruption at its position.
 pub fn state_at<L: EventLog>(log: &L, ticket: TicketId, at: At) -> Result<(TicketState, u64), LogError> {
     let mut state = TicketState::initial();
     let mut last = 0;
     for e in log.read_stream(ticket, 1)?.iter().take_while(|e| at.includes(e)) {
-        state = evolve(state, &e.event);
+        evolve(&mut state, &e.event)
+            .map_err(|misfit| LogError::Corrupt { position: e.position, problem: misfit.to_string() })?;
         last = e.position;
     }
     Ok((state, last))

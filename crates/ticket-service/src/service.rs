@@ -6,7 +6,7 @@ use ticket_domain::{
     Command, DomainError, ErrorKind, Event, Policy, RecordedEvent, TicketId, TicketState, TraceId, decide, evolve,
 };
 use ticket_log::{AppendOutcome, AppendRequest, EventLog, LogError, SnapshotStore, StreamAppend};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::snapshot::{decode_snapshot, encode_snapshot};
@@ -76,6 +76,10 @@ pub enum ServiceError {
     Conflict { ticket_id: TicketId, attempts: u32 },
     #[error(transparent)]
     Log(LogError),
+    /// A stored event of the ticket does not fit its history: the ticket is quarantined (every
+    /// command on it is refused) and the rest of the log goes on.
+    #[error("ticket {ticket_id} is quarantined: its event at position {position} does not fit its history: {problem}")]
+    Quarantined { ticket_id: TicketId, position: u64, problem: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,6 +90,8 @@ pub enum ServiceErrorKind {
     /// The log failed or is corrupt; the command may be retried with the same id.
     Storage,
     Unavailable,
+    /// A stored event of the ticket does not fit its history (`audit verify` reports it).
+    Quarantined,
 }
 
 impl ServiceError {
@@ -94,6 +100,7 @@ impl ServiceError {
             ServiceError::Rejected(e) => ServiceErrorKind::Rejected(e.kind()),
             ServiceError::Conflict { .. } => ServiceErrorKind::Conflict,
             ServiceError::Log(LogError::Closed) => ServiceErrorKind::Unavailable,
+            ServiceError::Quarantined { .. } => ServiceErrorKind::Quarantined,
             ServiceError::Log(
                 LogError::Storage(_)
                 | LogError::Corrupt { .. }
@@ -279,7 +286,10 @@ impl<L: EventLog> CommandService<L> {
             None => (TicketState::initial(), 0),
         };
         for e in log.read_stream(ticket, state.version() + 1).map_err(ServiceError::Log)? {
-            state = evolve(state, &e.event);
+            evolve(&mut state, &e.event).map_err(|misfit| {
+                error!(ticket_id = %ticket, position = e.position, problem = %misfit, "stored event does not fit; ticket quarantined");
+                ServiceError::Quarantined { ticket_id: ticket, position: e.position, problem: misfit.to_string() }
+            })?;
         }
         let state = Arc::new(state);
         self.cache().put(ticket, Cached { state: state.clone(), snapshot_version, pending: 0 });
@@ -310,7 +320,12 @@ impl<L: EventLog> CommandService<L> {
         let (snapshot_version, pending) = cache.pop(&ticket).map_or((0, 0), |c| (c.snapshot_version, c.pending));
         let mut state = Arc::try_unwrap(before).unwrap_or_else(|shared| (*shared).clone());
         for e in events.iter().filter(|e| e.ticket_id == ticket) {
-            state = evolve(state, e);
+            if let Err(misfit) = evolve(&mut state, e) {
+                // `decide` never produces such an event; should it, no later decision may rest
+                // on the staged state: the next load reads what is durable.
+                error!(ticket_id = %ticket, problem = %misfit, "decided event does not fit; staged state dropped");
+                return;
+            }
         }
         cache.put(ticket, Cached { state: Arc::new(state), snapshot_version, pending: pending + 1 });
     }

@@ -25,7 +25,7 @@ use ticket_service::{
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{CheckpointError, DeadlineIndex, Firing, FiringKind};
 
@@ -366,6 +366,14 @@ impl<L: EventLog> Timer<L> {
                 index.settle(&firing);
                 state.moot += 1;
                 debug!(ticket_id = %firing.ticket, metric = %firing.metric, cycle = firing.cycle, kind, reason = %e, "firing moot");
+            }
+            Err(e @ ServiceError::Quarantined { .. }) => {
+                // The ticket's stored history does not fit: nothing can be decided on it until an
+                // operator repairs it. The other tickets' firings go on.
+                retries.remove(&firing);
+                index.settle(&firing);
+                state.dropped += 1;
+                error!(ticket_id = %firing.ticket, metric = %firing.metric, cycle = firing.cycle, kind, error = %e, "firing dropped: ticket quarantined");
             }
             Err(e) => {
                 let retry =

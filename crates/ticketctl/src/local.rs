@@ -188,6 +188,7 @@ pub fn audit_verify(data_dir: &Path, policy_files: &[PathBuf], json: bool) -> Re
             "commands": report.commands,
             "replayed": report.replayed,
             "not_replayed": report.skipped,
+            "quarantined_tickets": report.quarantined,
             "problems": problems,
         }))?;
     } else {
@@ -295,6 +296,9 @@ pub(crate) fn audit_table(
     t.add_row(vec!["decisions re-run and matched".to_owned(), report.replayed.to_string()]);
     for (policy, n) in &report.skipped {
         t.add_row(vec!["not re-run (no --policy for it)".to_owned(), format!("{n} under {policy}")]);
+    }
+    if report.quarantined > 0 {
+        t.add_row(vec!["tickets quarantined (history does not fit)".to_owned(), report.quarantined.to_string()]);
     }
     t.add_row(vec!["problems".to_owned(), report.problems.len().to_string()]);
     t

@@ -16,16 +16,37 @@ use crate::ReadModel;
 pub struct Tickets {
     states: HashMap<TicketId, TicketState>,
     by_customer: BTreeMap<CustomerId, BTreeSet<TicketId>>,
+    /// Tickets with a stored event that does not fit their history: kept as they were before
+    /// that event, which is reported; their later events are not applied.
+    quarantined: BTreeMap<TicketId, Quarantine>,
+}
+
+/// Why a ticket is quarantined: the first stored event that does not fit its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    pub position: u64,
+    pub problem: String,
 }
 
 impl ReadModel for Tickets {
     const NAME: &'static str = "tickets";
-    const FORMAT: u32 = 1;
+    const FORMAT: u32 = 2;
 
     fn apply(&mut self, recorded: &RecordedEvent) {
         let id = recorded.event.ticket_id;
+        if self.quarantined.contains_key(&id) {
+            return;
+        }
         let state = self.states.entry(id).or_default();
-        *state = evolve(std::mem::take(state), &recorded.event);
+        if let Err(misfit) = evolve(state, &recorded.event) {
+            tracing::error!(
+                ticket_id = %id, position = recorded.position, problem = %misfit,
+                "stored event does not fit the ticket's history; ticket quarantined in the read models"
+            );
+            let quarantine = Quarantine { position: recorded.position, problem: misfit.to_string() };
+            self.quarantined.insert(id, quarantine);
+            return;
+        }
         // A ticket's customer is set when it is opened and never changes.
         if let ticket_domain::EventKind::Opened(o) = &recorded.event.kind {
             self.by_customer.entry(o.customer.clone()).or_default().insert(id);
@@ -34,6 +55,11 @@ impl ReadModel for Tickets {
 }
 
 impl Tickets {
+    /// Tickets whose stored history does not fit, with the first event that does not.
+    pub fn quarantined(&self) -> &BTreeMap<TicketId, Quarantine> {
+        &self.quarantined
+    }
+
     pub fn ticket(&self, id: TicketId) -> Option<&Ticket> {
         self.states.get(&id).and_then(TicketState::ticket)
     }

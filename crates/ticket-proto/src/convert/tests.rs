@@ -322,7 +322,7 @@ fn events_from_a_real_lifecycle_round_trip() {
     for command in commands {
         let events = decide(&command, &state, &policy).unwrap();
         for event in events {
-            state = evolve(state, &event);
+            evolve(&mut state, &event).unwrap();
             position += 1;
             let recorded = RecordedEvent {
                 event_id: EventId::from_uuid(Uuid::from_u128(position)),

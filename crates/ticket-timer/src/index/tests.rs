@@ -25,7 +25,7 @@ impl Run {
         let decided = decide(&command, &self.state, &self.policy)?;
         let names = decided.iter().map(|e| e.kind.name()).collect();
         for event in decided {
-            self.state = evolve(std::mem::take(&mut self.state), &event);
+            evolve(&mut self.state, &event).unwrap();
             let id = EventId::from_uuid(uuid::Uuid::from_u128(self.events.len() as u128 + 1));
             let position = self.events.len() as u64 + 1;
             let recorded = RecordedEvent::of_command(id, &command, self.state.version(), position, event);
