@@ -99,8 +99,10 @@ async fn history_state_audit_and_export_on_a_data_directory() {
         positions.push(ticket_proto::decode_envelope(&envelope.encode_to_vec()).unwrap().position);
     }
     assert_eq!(positions, (1..=positions.len() as u64).collect::<Vec<_>>());
-    // Opened; breach and escalation; request; reply; split (link, child opened, child link); resolved.
-    assert_eq!(positions.len(), 9);
+    // Opened; the two warnings and the escalation of the second (settled with the breach, at
+    // their instants); breach and escalation; request; reply; split (link, child opened, child
+    // link); resolved.
+    assert_eq!(positions.len(), 12);
 
     let by_instant = ticketctl(dir.path(), &["export", "--from", "2026-11-21T05:00:00+08:00"]);
     let count = stdout(&by_instant).lines().count();

@@ -17,12 +17,63 @@ use crate::policy::{EscalationRule, Policy};
 use crate::severity::{Metric, Severity};
 use crate::state::{Clock, ClockStatus, Status, Ticket, TicketState, apply_clocks, evolve};
 
-/// Decides a command. On success the events are in append order; all of them belong to
-/// `command.ticket_id` except, for a split, the new ticket's `Opened` and `Linked`.
+/// The decision rules a command was decided under. The log records them with each command, so
+/// that an audit re-runs a stored decision under the rules it was made with, while new commands
+/// are decided under [`Rules::CURRENT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rules {
+    /// Until issue 10: a decision records the breaches due by its own instant; a no-response
+    /// downgrade is recorded only by the timer's firing and takes effect at the firing's instant;
+    /// warning instants are in whole seconds, rounded down; a severity change is compared with
+    /// the severity before due consequences are settled.
+    V1,
+    /// Every time-driven consequence (warning, breach, no-response downgrade with its
+    /// retargeting, the policy's escalations) takes effect at its own due instant, whether the
+    /// timer records it on time, late, or the next decision settles it; a decision settles every
+    /// consequence due by its instant in due-instant order before it checks the command; warning
+    /// instants are exact and never early (ADR 0005).
+    V2,
+}
+
+impl Rules {
+    /// The rules new commands are decided under.
+    pub const CURRENT: Rules = Rules::V2;
+
+    /// The number stored with a command (0, in records older than this field, means 1).
+    pub const fn number(self) -> u32 {
+        match self {
+            Rules::V1 => 1,
+            Rules::V2 => 2,
+        }
+    }
+
+    /// The rules a stored number names; `None` for a number this engine does not know.
+    pub const fn from_number(number: u32) -> Option<Rules> {
+        match number {
+            0 | 1 => Some(Rules::V1),
+            2 => Some(Rules::V2),
+            _ => None,
+        }
+    }
+}
+
+/// Decides a command under the current rules. On success the events are in append order; all
+/// of them belong to `command.ticket_id` except, for a split, the new ticket's `Opened` and
+/// `Linked`.
 pub fn decide(command: &Command, state: &TicketState, policy: &Policy) -> Result<Vec<Event>, DomainError> {
+    decide_under(Rules::CURRENT, command, state, policy)
+}
+
+/// Decides a command under the given rules (an audit re-running a stored decision).
+pub fn decide_under(
+    rules: Rules,
+    command: &Command,
+    state: &TicketState,
+    policy: &Policy,
+) -> Result<Vec<Event>, DomainError> {
     match state {
         TicketState::Unopened => match &command.body {
-            CommandBody::Open(open) => open_ticket(command, open, policy),
+            CommandBody::Open(open) => open_ticket(rules, command, open, policy),
             CommandBody::SetSeverity { .. }
             | CommandBody::RecordAgentResponse { .. }
             | CommandBody::RequestCustomerInfo { .. }
@@ -48,7 +99,7 @@ pub fn decide(command: &Command, state: &TicketState, policy: &Policy) -> Result
                     command.issued_at, ticket.last_event_at
                 )));
             }
-            decide_on_ticket(command, ticket, policy)
+            decide_on_ticket(rules, command, ticket, policy)
         }
     }
 }
@@ -76,11 +127,11 @@ pub fn check_entitlement(
     Ok(())
 }
 
-fn open_ticket(command: &Command, open: &OpenTicket, policy: &Policy) -> Result<Vec<Event>, DomainError> {
+fn open_ticket(rules: Rules, command: &Command, open: &OpenTicket, policy: &Policy) -> Result<Vec<Event>, DomainError> {
     ensure_title(&open.title)?;
     check_entitlement(policy, &open.plan, &open.category, open.severity)?;
-    let mut clocks =
-        ClockEditor::new(policy, command.issued_at, &open.plan, &open.category, open.severity, BTreeMap::new());
+    let at = command.issued_at;
+    let mut clocks = ClockEditor::new(rules, policy, at, at, &open.plan, &open.category, open.severity, BTreeMap::new());
     clocks.start(Metric::FirstResponse);
     clocks.start(Metric::Resolution);
     Ok(vec![Event {
@@ -99,26 +150,37 @@ fn open_ticket(command: &Command, open: &OpenTicket, policy: &Policy) -> Result<
     }])
 }
 
-fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Result<Vec<Event>, DomainError> {
+fn decide_on_ticket(
+    rules: Rules,
+    command: &Command,
+    ticket: &Ticket,
+    policy: &Policy,
+) -> Result<Vec<Event>, DomainError> {
     let now = command.issued_at;
-    let mut d = Decision::new(policy, now, ticket);
+    let mut d = Decision::new(rules, policy, now, ticket);
     match &command.body {
         CommandBody::Open(_) => return Err(DomainError::TicketAlreadyExists(ticket.id)),
         CommandBody::SetSeverity { severity, reason } => {
             ensure_not_resolved(ticket)?;
-            if *severity == ticket.severity {
+            if rules == Rules::V1 && *severity == ticket.severity {
                 return Err(DomainError::InvalidTransition(Transition::SeverityUnchanged));
             }
             check_entitlement(policy, &ticket.plan, &ticket.category, *severity)?;
-            d.settle_overdue();
+            d.settle();
+            // The severity the change starts from is the one in force at the command's instant,
+            // after any downgrade that was due by then.
+            let from = d.ticket().severity;
+            if *severity == from {
+                return Err(DomainError::InvalidTransition(Transition::SeverityUnchanged));
+            }
             let mut clocks = d.clock_editor();
             clocks.retarget_active(*severity, &[]);
             let clocks = clocks.finish();
-            d.emit(EventKind::SeveritySet { from: ticket.severity, to: *severity, reason: reason.clone(), clocks });
+            d.emit(EventKind::SeveritySet { from, to: *severity, reason: reason.clone(), clocks });
         }
         CommandBody::RecordAgentResponse { message } => {
             ensure_not_resolved(ticket)?;
-            d.settle_overdue();
+            d.settle();
             let awaiting = d.ticket().status == Status::AwaitingCustomer;
             let mut clocks = d.clock_editor();
             clocks.agent_communicated(awaiting);
@@ -130,7 +192,7 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
             if ticket.status == Status::AwaitingCustomer {
                 return Err(DomainError::InvalidTransition(Transition::AlreadyAwaitingCustomer));
             }
-            d.settle_overdue();
+            d.settle();
             let mut clocks = d.clock_editor();
             clocks.agent_communicated(true);
             clocks.start(Metric::NoResponse);
@@ -139,7 +201,7 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
         }
         CommandBody::RecordCustomerReply { message } => {
             ensure_not_resolved(ticket)?;
-            d.settle_overdue();
+            d.settle();
             let mut clocks = d.clock_editor();
             if d.ticket().status == Status::AwaitingCustomer {
                 clocks.stop(Metric::NoResponse, ClockOutcome::Met);
@@ -155,7 +217,12 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
             if ticket.tier.as_ref() == Some(tier) && ticket.team == *team {
                 return Err(DomainError::InvalidTransition(Transition::AlreadyEscalated));
             }
-            d.settle_overdue();
+            d.settle();
+            let settled = d.ticket();
+            if rules >= Rules::V2 && settled.tier.as_ref() == Some(tier) && settled.team == *team {
+                // The policy's escalation that was due by now already put it there.
+                return Err(DomainError::InvalidTransition(Transition::AlreadyEscalated));
+            }
             d.emit(EventKind::Escalated {
                 tier: tier.clone(),
                 team: team.clone(),
@@ -167,7 +234,7 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
             if ticket.is_resolved() {
                 return Err(DomainError::InvalidTransition(Transition::AlreadyResolved));
             }
-            d.settle_overdue();
+            d.settle();
             let mut clocks = d.clock_editor();
             for metric in [Metric::FirstResponse, Metric::FollowUp, Metric::Resolution] {
                 clocks.stop_sla(metric);
@@ -195,9 +262,9 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
             }
             ensure_title(&split.title)?;
             check_entitlement(policy, &ticket.plan, &split.category, split.severity)?;
-            d.settle_overdue();
+            d.settle();
             d.emit(EventKind::Linked { other: split.new_ticket, relation: LinkRelation::SplitInto });
-            d.events.extend(split_child(ticket, split, policy, now));
+            d.events.extend(split_child(rules, ticket, split, policy, now));
         }
         CommandBody::RecordSlaWarning { metric, cycle, threshold_percent, warn_at } => {
             ensure_system(command)?;
@@ -218,10 +285,16 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
                 return Err(DomainError::TimerNotDue { metric: *metric, due_at: *warn_at, now });
             }
             let due_at = plan.due_at.ok_or_else(|| moot(MootReason::NotRunning))?;
+            if rules >= Rules::V2 {
+                // The warning is due: settling records it at its instant, with everything else
+                // due by now (the breach too, if the firing comes that late).
+                d.settle();
+                return Ok(d.events);
+            }
             if due_at <= now {
                 return Err(moot(MootReason::SupersededByBreach));
             }
-            d.settle_overdue();
+            d.settle();
             let severity = d.ticket().severity;
             d.emit(EventKind::SlaWarning {
                 metric: *metric,
@@ -246,7 +319,7 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
             let clock = firing_clock(ticket, *metric, *cycle)?;
             check_due(clock, *due_at, now)?;
             // Settling records this breach, and any other that is due by now.
-            d.settle_overdue();
+            d.settle();
         }
         CommandBody::DowngradeForNoResponse { cycle, due_at } => {
             ensure_system(command)?;
@@ -259,7 +332,12 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
                     reason: MootReason::NotAwaitingCustomer,
                 });
             }
-            d.settle_overdue();
+            if rules >= Rules::V2 {
+                // Settling records the downgrade as of its due instant, with everything else due.
+                d.settle();
+                return Ok(d.events);
+            }
+            d.settle();
             let from = d.ticket().severity;
             let to = from.lowered();
             let mut clocks = d.clock_editor();
@@ -274,8 +352,9 @@ fn decide_on_ticket(command: &Command, ticket: &Ticket, policy: &Policy) -> Resu
     Ok(d.events)
 }
 
-fn split_child(parent: &Ticket, split: &SplitTicket, policy: &Policy, now: Timestamp) -> [Event; 2] {
-    let mut clocks = ClockEditor::new(policy, now, &parent.plan, &split.category, split.severity, BTreeMap::new());
+fn split_child(rules: Rules, parent: &Ticket, split: &SplitTicket, policy: &Policy, now: Timestamp) -> [Event; 2] {
+    let mut clocks =
+        ClockEditor::new(rules, policy, now, now, &parent.plan, &split.category, split.severity, BTreeMap::new());
     clocks.start(Metric::FirstResponse);
     clocks.start(Metric::Resolution);
     let opened = Opened {
@@ -352,6 +431,7 @@ fn check_due(clock: &Clock, due_at: Timestamp, now: Timestamp) -> Result<(), Dom
 /// after an emit (most decisions emit once and never do), so a decision does not copy a ticket's
 /// whole history.
 struct Decision<'p, 't> {
+    rules: Rules,
     policy: &'p Policy,
     now: Timestamp,
     original: &'t Ticket,
@@ -361,8 +441,8 @@ struct Decision<'p, 't> {
 }
 
 impl<'p, 't> Decision<'p, 't> {
-    fn new(policy: &'p Policy, now: Timestamp, ticket: &'t Ticket) -> Self {
-        Self { policy, now, original: ticket, working: None, events: Vec::new() }
+    fn new(rules: Rules, policy: &'p Policy, now: Timestamp, ticket: &'t Ticket) -> Self {
+        Self { rules, policy, now, original: ticket, working: None, events: Vec::new() }
     }
 
     fn ticket(&mut self) -> &Ticket {
@@ -388,15 +468,95 @@ impl<'p, 't> Decision<'p, 't> {
     }
 
     fn clock_editor(&mut self) -> ClockEditor<'p> {
-        let (policy, now) = (self.policy, self.now);
-        let t = self.ticket();
-        ClockEditor::new(policy, now, &t.plan, &t.category, t.severity, t.clocks.clone())
+        let now = self.now;
+        self.clock_editor_at(now)
     }
 
-    /// Records every SLA breach that is due by now and not yet recorded. Every decision starts
-    /// with it, so a response that comes after the due instant but before the timer fired still
-    /// leaves the breach in the log, once.
-    fn settle_overdue(&mut self) {
+    /// An editor whose changes take effect at `at` (no later than the decision's instant).
+    fn clock_editor_at(&mut self, at: Timestamp) -> ClockEditor<'p> {
+        let (rules, policy, now) = (self.rules, self.policy, self.now);
+        let t = self.ticket();
+        ClockEditor::new(rules, policy, at, now, &t.plan, &t.category, t.severity, t.clocks.clone())
+    }
+
+    /// Records what is due by the decision's instant and not yet recorded, under the decision's
+    /// rules. Every decision starts with it, so a command that comes after a due instant but
+    /// before the timer fired still leaves the consequence in the log, once.
+    fn settle(&mut self) {
+        match self.rules {
+            Rules::V1 => self.settle_overdue_breaches(),
+            Rules::V2 => self.settle_due(),
+        }
+    }
+
+    /// Every consequence due by now, one at a time in due-instant order, each at its own
+    /// instant: a downgrade retargets the clocks from the instant its window expired, so a
+    /// breach due after it is judged at the lower severity, and one due before it at the higher.
+    fn settle_due(&mut self) {
+        // Each step records a warning, a breach or a downgrade that then is no longer due; a
+        // ticket has a handful of clocks, so this bound is never reached by a real policy.
+        for _ in 0..MAX_SETTLED {
+            let Some(due) = self.next_due() else { return };
+            match due {
+                Due::Warning { metric, cycle, threshold_percent, at, due_at } => {
+                    let severity = self.ticket().severity;
+                    self.emit(EventKind::SlaWarning { metric, cycle, threshold_percent, warn_at: at, due_at });
+                    if let Some(rule) = self.policy.escalation_on_warning(metric, severity, threshold_percent) {
+                        self.auto_escalate(rule, EscalationCause::Warning { metric, cycle, threshold_percent });
+                    }
+                }
+                Due::Breach { metric, cycle, due_at } => self.breach(metric, cycle, due_at),
+                Due::Downgrade { cycle, due_at } => {
+                    let from = self.ticket().severity;
+                    let to = from.lowered();
+                    let mut clocks = self.clock_editor_at(due_at);
+                    clocks.stop(Metric::NoResponse, ClockOutcome::Breached);
+                    clocks.retarget_active(to, &[Metric::NoResponse]);
+                    // A new window at the lower severity: B is lowered to C in its turn; C has none.
+                    clocks.start(Metric::NoResponse);
+                    let clocks = clocks.finish();
+                    self.emit(EventKind::DowngradedForNoResponse { from, to, cycle, due_at, clocks });
+                }
+            }
+        }
+    }
+
+    /// The earliest consequence due by now: by instant, then warnings before breaches before
+    /// downgrades, then by metric.
+    fn next_due(&mut self) -> Option<Due> {
+        let now = self.now;
+        let ticket = self.ticket();
+        let awaiting = ticket.status == Status::AwaitingCustomer;
+        let mut candidates = Vec::new();
+        for clock in ticket.clocks.values() {
+            let Some(due_at) = clock.due_at().filter(|_| !clock.breached) else { continue };
+            let (metric, cycle) = (clock.metric, clock.cycle);
+            if metric.is_sla() {
+                let warnings = clock.plan.iter().flat_map(|p| &p.warnings);
+                for w in warnings.filter(|w| w.at <= now && w.at < due_at) {
+                    let threshold_percent = w.threshold_percent;
+                    candidates.push(Due::Warning { metric, cycle, threshold_percent, at: w.at, due_at });
+                }
+                if due_at <= now {
+                    candidates.push(Due::Breach { metric, cycle, due_at });
+                }
+            } else if awaiting && due_at <= now {
+                candidates.push(Due::Downgrade { cycle, due_at });
+            }
+        }
+        candidates.into_iter().min_by_key(Due::order)
+    }
+
+    fn breach(&mut self, metric: Metric, cycle: u32, due_at: Timestamp) {
+        let severity = self.ticket().severity;
+        self.emit(EventKind::SlaBreached { metric, cycle, severity, due_at });
+        if let Some(rule) = self.policy.escalation_on_breach(metric, severity) {
+            self.auto_escalate(rule, EscalationCause::Breach { metric, cycle });
+        }
+    }
+
+    /// Rules V1: every SLA breach due by now and not yet recorded, recorded at now.
+    fn settle_overdue_breaches(&mut self) {
         let now = self.now;
         let overdue: Vec<(Metric, u32, Timestamp)> = self
             .ticket()
@@ -406,11 +566,7 @@ impl<'p, 't> Decision<'p, 't> {
             .filter_map(|c| c.due_at().filter(|due| *due <= now).map(|due| (c.metric, c.cycle, due)))
             .collect();
         for (metric, cycle, due_at) in overdue {
-            let severity = self.ticket().severity;
-            self.emit(EventKind::SlaBreached { metric, cycle, severity, due_at });
-            if let Some(rule) = self.policy.escalation_on_breach(metric, severity) {
-                self.auto_escalate(rule, EscalationCause::Breach { metric, cycle });
-            }
+            self.breach(metric, cycle, due_at);
         }
     }
 
@@ -433,6 +589,27 @@ impl<'p, 't> Decision<'p, 't> {
     }
 }
 
+/// The most consequences one decision settles (see [`Decision::settle_due`]).
+const MAX_SETTLED: usize = 1000;
+
+/// A time-driven consequence due by a decision's instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Warning { metric: Metric, cycle: u32, threshold_percent: u8, at: Timestamp, due_at: Timestamp },
+    Breach { metric: Metric, cycle: u32, due_at: Timestamp },
+    Downgrade { cycle: u32, due_at: Timestamp },
+}
+
+impl Due {
+    fn order(&self) -> (Timestamp, u8, Metric, u8) {
+        match *self {
+            Due::Warning { metric, threshold_percent, at, .. } => (at, 0, metric, threshold_percent),
+            Due::Breach { metric, due_at, .. } => (due_at, 1, metric, 0),
+            Due::Downgrade { due_at, .. } => (due_at, 2, Metric::NoResponse, 0),
+        }
+    }
+}
+
 #[cold]
 fn unreachable_ticket() -> &'static Ticket {
     // `Decision` is only built from an opened ticket and `evolve` keeps it opened.
@@ -445,8 +622,12 @@ fn unreachable_ticket() -> &'static Ticket {
 /// Builds the clock changes of one event against a scratch copy of the clocks, so that several
 /// changes to one clock in one event (stop, then start the next cycle) see each other.
 struct ClockEditor<'p> {
+    rules: Rules,
     policy: &'p Policy,
+    /// The instant the changes take effect.
     now: Timestamp,
+    /// The decision's instant (the event's `occurred_at`): a change taking effect earlier says so.
+    recorded_at: Timestamp,
     plan: PlanId,
     category: CategoryId,
     severity: Severity,
@@ -455,23 +636,28 @@ struct ClockEditor<'p> {
 }
 
 impl<'p> ClockEditor<'p> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        rules: Rules,
         policy: &'p Policy,
         now: Timestamp,
+        recorded_at: Timestamp,
         plan: &PlanId,
         category: &CategoryId,
         severity: Severity,
         clocks: BTreeMap<Metric, Clock>,
     ) -> Self {
-        Self { policy, now, plan: plan.clone(), category: category.clone(), severity, clocks, changes: Vec::new() }
+        let (plan, category) = (plan.clone(), category.clone());
+        Self { rules, policy, now, recorded_at, plan, category, severity, clocks, changes: Vec::new() }
     }
 
     fn finish(self) -> Vec<ClockChange> {
         self.changes
     }
 
-    fn push(&mut self, change: ClockChange) {
-        apply_clocks(&mut self.clocks, self.now, std::slice::from_ref(&change));
+    fn push(&mut self, mut change: ClockChange) {
+        change.at = (self.now != self.recorded_at).then_some(self.now);
+        apply_clocks(&mut self.clocks, self.recorded_at, std::slice::from_ref(&change));
         self.changes.push(change);
     }
 
@@ -491,7 +677,10 @@ impl<'p> ClockEditor<'p> {
                     .iter()
                     .filter(|t| !warned.contains(t))
                     .filter_map(|&t| {
-                        let at_elapsed = TimeDelta::seconds(target_duration.num_seconds() * i64::from(t) / 100);
+                        let at_elapsed = match self.rules {
+                            Rules::V1 => TimeDelta::seconds(target_duration.num_seconds() * i64::from(t) / 100),
+                            Rules::V2 => share_of(target_duration, t),
+                        };
                         let at = calendar.add(self.now, (at_elapsed - elapsed).max(TimeDelta::zero()));
                         (at < due).then_some(WarningPlan { threshold_percent: t, at })
                     })
@@ -521,21 +710,21 @@ impl<'p> ClockEditor<'p> {
             debug_assert!(false, "{metric} cycle {} still active when starting the next", current.cycle);
         }
         let plan = self.plan(metric, self.now, None, true);
-        self.push(ClockChange { metric, cycle, effect: ClockEffect::Started, plan });
+        self.push(ClockChange { metric, cycle, effect: ClockEffect::Started, plan, at: None });
     }
 
     fn pause(&mut self, metric: Metric) {
         let Some(clock) = self.clocks.get(&metric).filter(|c| c.status == ClockStatus::Running) else { return };
         let plan = self.plan(metric, clock.started_at, Some(clock), false);
         let cycle = clock.cycle;
-        self.push(ClockChange { metric, cycle, effect: ClockEffect::Paused, plan });
+        self.push(ClockChange { metric, cycle, effect: ClockEffect::Paused, plan, at: None });
     }
 
     fn resume(&mut self, metric: Metric) {
         let Some(clock) = self.clocks.get(&metric).filter(|c| c.status == ClockStatus::Paused) else { return };
         let plan = self.plan(metric, clock.started_at, Some(clock), true);
         let cycle = clock.cycle;
-        self.push(ClockChange { metric, cycle, effect: ClockEffect::Resumed, plan });
+        self.push(ClockChange { metric, cycle, effect: ClockEffect::Resumed, plan, at: None });
     }
 
     fn stop(&mut self, metric: Metric, outcome: ClockOutcome) {
@@ -543,7 +732,7 @@ impl<'p> ClockEditor<'p> {
         let plan = self.plan(metric, clock.started_at, Some(clock), false);
         let outcome = if clock.plan.is_none() { ClockOutcome::Untargeted } else { outcome };
         let cycle = clock.cycle;
-        self.push(ClockChange { metric, cycle, effect: ClockEffect::Stopped(outcome), plan });
+        self.push(ClockChange { metric, cycle, effect: ClockEffect::Stopped(outcome), plan, at: None });
     }
 
     /// Stops an SLA clock: met, or breached when its breach is recorded (every decision records
@@ -566,7 +755,7 @@ impl<'p> ClockEditor<'p> {
                 continue;
             }
             let cycle = clock.cycle;
-            self.push(ClockChange { metric, cycle, effect: ClockEffect::Retargeted, plan });
+            self.push(ClockChange { metric, cycle, effect: ClockEffect::Retargeted, plan, at: None });
         }
     }
 
@@ -587,5 +776,24 @@ impl<'p> ClockEditor<'p> {
     }
 }
 
+/// `percent`% of `target`, rounded up to the nanosecond: a warning is never early.
+fn share_of(target: TimeDelta, percent: u8) -> TimeDelta {
+    let percent = i128::from(percent);
+    match target.num_nanoseconds() {
+        Some(nanos) => {
+            let share = (i128::from(nanos) * percent + 99).div_euclid(100);
+            TimeDelta::nanoseconds(i64::try_from(share).unwrap_or(i64::MAX))
+        }
+        // Beyond 292 years in nanoseconds: whole seconds, still rounded up.
+        None => {
+            let share = (i128::from(target.num_seconds()) * percent + 99).div_euclid(100);
+            TimeDelta::try_seconds(i64::try_from(share).unwrap_or(i64::MAX)).unwrap_or(TimeDelta::MAX)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod due_tests;

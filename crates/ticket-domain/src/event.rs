@@ -166,6 +166,17 @@ pub struct ClockChange {
     /// The target and instants after the change; `None` when the policy sets no target for this
     /// clock (it still measures time) or when the clock stopped.
     pub plan: Option<ClockPlan>,
+    /// The instant the change takes effect, when it is earlier than the event's `occurred_at`:
+    /// a consequence settled after its due instant (a no-response downgrade recorded late) takes
+    /// effect at that due instant (ADR 0005). `None`: at `occurred_at`.
+    pub at: Option<Timestamp>,
+}
+
+impl ClockChange {
+    /// The instant the change takes effect, for an event that occurred at `occurred_at`.
+    pub fn effective_at(&self, occurred_at: Timestamp) -> Timestamp {
+        self.at.unwrap_or(occurred_at)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ pub mod testing;
 
 pub use calendar::{Calendar, Timestamp};
 pub use command::{Actor, ActorKind, Command, CommandBody, OpenTicket, SplitTicket};
-pub use decide::{check_entitlement, decide};
+pub use decide::{Rules, check_entitlement, decide, decide_under};
 pub use envelope::RecordedEvent;
 pub use error::{DomainError, ErrorKind, MootReason, Transition};
 pub use event::{

@@ -296,6 +296,8 @@ fn apply(ticket: &mut Ticket, event: &Event) {
         }
         EventKind::DowngradedForNoResponse { from, to, clocks, .. } => {
             ticket.severity = *to;
+            // The downgrade takes effect when its window expired, which its clock changes state.
+            let at = clocks.iter().find_map(|c| c.at).unwrap_or(at);
             ticket.severity_history.push(SeverityChange {
                 at,
                 from: Some(*from),
@@ -340,8 +342,9 @@ fn apply(ticket: &mut Ticket, event: &Event) {
 
 /// Applies clock changes in order; `decide` uses it on a scratch copy while it builds changes.
 /// A change of a clock that is not there is skipped (`evolve` checks every change first).
-pub(crate) fn apply_clocks(clocks: &mut BTreeMap<Metric, Clock>, at: Timestamp, changes: &[ClockChange]) {
+pub(crate) fn apply_clocks(clocks: &mut BTreeMap<Metric, Clock>, occurred_at: Timestamp, changes: &[ClockChange]) {
     for change in changes {
+        let at = change.effective_at(occurred_at);
         match change.effect {
             ClockEffect::Started => {
                 clocks.insert(

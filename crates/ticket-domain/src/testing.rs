@@ -90,7 +90,7 @@ pub fn given(policy: Policy) -> Given {
     Given { policy, state: TicketState::initial(), history: Vec::new() }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Given {
     policy: Policy,
     state: TicketState,

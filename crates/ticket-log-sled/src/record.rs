@@ -58,6 +58,7 @@ pub fn encode_command(record: &CommandRecord) -> Vec<u8> {
     pb::CommandRecord {
         command: Some(pb::Command::from(&record.command)),
         policy: record.policy.as_ref().map(pb::PolicyVersion::from),
+        rules: record.rules.number(),
         first_position: record.first_position,
         last_position: record.last_position,
         correlation_id: trace(&record.correlation_id),
@@ -78,9 +79,12 @@ pub fn decode_command(position: u64, bytes: &[u8]) -> Result<CommandRecord, LogE
             TraceId::new(s).map(Some).map_err(|e| corrupt(format!("stored trace id: {e}")))
         }
     };
+    let rules = ticket_domain::Rules::from_number(r.rules)
+        .ok_or_else(|| corrupt(format!("command decided under rules {}, which this engine does not know", r.rules)))?;
     Ok(CommandRecord {
         command,
         policy: r.policy.map(|p| PolicyVersion { name: p.name, version: p.version }),
+        rules,
         correlation_id: trace(r.correlation_id)?,
         causation_id: trace(r.causation_id)?,
         first_position: r.first_position,

@@ -163,6 +163,7 @@ impl Writer {
             let record = CommandRecord {
                 command: request.command,
                 policy: request.policy,
+                rules: request.rules,
                 correlation_id: request.correlation_id,
                 causation_id: request.causation_id,
                 first_position: first,

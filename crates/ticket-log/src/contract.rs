@@ -31,6 +31,7 @@ pub fn append(command_id: &str, ticket: TicketId, expected_version: u64, notes: 
     AppendRequest {
         command,
         policy: None,
+        rules: ticket_domain::Rules::CURRENT,
         correlation_id: None,
         causation_id: None,
         streams: vec![StreamAppend {

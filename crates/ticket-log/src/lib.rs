@@ -17,7 +17,7 @@ mod subscription;
 
 use std::future::Future;
 
-use ticket_domain::{Command, CommandId, Event, PolicyVersion, RecordedEvent, TicketId, TraceId};
+use ticket_domain::{Command, CommandId, Event, PolicyVersion, RecordedEvent, Rules, TicketId, TraceId};
 
 pub use memory::{MemoryLog, MemorySnapshots};
 pub use subscription::Subscription;
@@ -38,6 +38,8 @@ pub struct AppendRequest {
     pub command: Command,
     /// The policy the decision was made with, so an audit can re-run it.
     pub policy: Option<PolicyVersion>,
+    /// The decision rules it was made under, for the same reason.
+    pub rules: Rules,
     pub correlation_id: Option<TraceId>,
     pub causation_id: Option<TraceId>,
     pub streams: Vec<StreamAppend>,
@@ -122,6 +124,7 @@ impl At {
 pub struct CommandRecord {
     pub command: Command,
     pub policy: Option<PolicyVersion>,
+    pub rules: Rules,
     pub correlation_id: Option<TraceId>,
     pub causation_id: Option<TraceId>,
     pub first_position: u64,

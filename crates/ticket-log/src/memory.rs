@@ -65,6 +65,7 @@ impl MemoryLog {
             CommandRecord {
                 command: request.command,
                 policy: request.policy,
+                rules: request.rules,
                 correlation_id: request.correlation_id,
                 causation_id: request.causation_id,
                 first_position: first,

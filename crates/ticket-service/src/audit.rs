@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use ticket_domain::{Event, Policy, PolicyVersion, RecordedEvent, TicketId, TicketState, decide, evolve};
+use ticket_domain::{Event, Policy, PolicyVersion, RecordedEvent, TicketId, TicketState, decide_under, evolve};
 use ticket_log::{CommandRecord, EventLog, LogError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +162,7 @@ pub fn audit<L: EventLog>(
 /// Re-runs a stored decision on the state just before it; `Some(why)` when it differs.
 fn replay(record: &CommandRecord, before: &TicketState, stored: &[RecordedEvent], policy: &Policy) -> Option<String> {
     let stored: Vec<&Event> = stored.iter().map(|e| &e.event).collect();
-    match decide(&record.command, before, policy) {
+    match decide_under(record.rules, &record.command, before, policy) {
         Err(e) => Some(format!("re-running command {} refuses it: {e}", record.command.id)),
         Ok(events) if events.iter().eq(stored.iter().copied()) => None,
         Ok(events) => {

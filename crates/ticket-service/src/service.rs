@@ -3,7 +3,8 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use ticket_domain::{
-    Command, DomainError, ErrorKind, Event, Policy, RecordedEvent, TicketId, TicketState, TraceId, decide, evolve,
+    Command, DomainError, ErrorKind, Event, Policy, RecordedEvent, Rules, TicketId, TicketState, TraceId, decide,
+    evolve,
 };
 use ticket_log::{AppendOutcome, AppendRequest, EventLog, LogError, SnapshotStore, StreamAppend};
 use tracing::{debug, error, warn};
@@ -221,6 +222,7 @@ impl<L: EventLog> CommandService<L> {
                 let append = AppendRequest {
                     command: command.clone(),
                     policy: Some(inner.policy.version().clone()),
+                    rules: Rules::CURRENT,
                     correlation_id: request.correlation_id.clone(),
                     causation_id: request.causation_id.clone(),
                     streams: streams(ticket, state.version(), events.clone()),

@@ -45,6 +45,7 @@ async fn a_ticket_whose_stored_event_does_not_fit_is_quarantined_and_the_rest_go
     let append = AppendRequest {
         command,
         policy: Some(engine.policy.version().clone()),
+        rules: ticket_domain::Rules::CURRENT,
         correlation_id: None,
         causation_id: None,
         streams,

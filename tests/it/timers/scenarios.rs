@@ -102,7 +102,8 @@ async fn an_agent_response_cancels_the_pending_breach() {
     let engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 21, 2, 0));
     let ticket = new_ticket();
     engine.at(beijing(2026, 11, 21, 3, 0), ticket, open("advanced", "technical", Severity::A)).await.unwrap();
-    engine.at(beijing(2026, 11, 21, 4, 0) - SECOND, ticket, respond()).await.unwrap();
+    engine.step_to(beijing(2026, 11, 21, 4, 0) - SECOND).await;
+    engine.execute(ticket, respond()).await.unwrap();
     let progress = engine.advance_to(beijing(2026, 11, 21, 4, 30)).await;
     assert!(engine.breaches(ticket).is_empty());
     assert_eq!(progress.moot, 0, "the index forgot the breach when the response stopped the clock");

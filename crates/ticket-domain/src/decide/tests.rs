@@ -54,11 +54,21 @@ fn critical_ticket() -> Given {
     given(regional_operator()).history([agent(saturday_0300(), open("advanced", "technical", Severity::A))])
 }
 
+/// The critical ticket with its 50% (03:30) and 80% (03:48, escalating to tier 2) first-response
+/// warnings recorded on time, as the timer does.
+fn critical_ticket_warned() -> Given {
+    let (w50, w80) = (beijing(2026, 11, 21, 3, 30), beijing(2026, 11, 21, 3, 48));
+    critical_ticket().history([
+        timer(w50, warning(Metric::FirstResponse, 1, 50, w50)),
+        timer(w80, warning(Metric::FirstResponse, 1, 80, w80)),
+    ])
+}
+
 // 1. One problem per ticket.
 
 #[test]
 fn a_sub_problem_becomes_its_own_ticket_linked_both_ways() {
-    let at = beijing(2026, 11, 21, 3, 30);
+    let at = beijing(2026, 11, 21, 3, 20);
     let outcome = critical_ticket().when(agent(
         at,
         CommandBody::Split(SplitTicket {
@@ -463,8 +473,12 @@ fn a_support_tool_escalates_to_a_tier_and_team() {
 
 #[test]
 fn crossing_the_80_percent_warning_escalates_a_critical_ticket() {
-    let at = beijing(2026, 11, 21, 3, 48);
-    let outcome = critical_ticket().when(timer(at, warning(Metric::FirstResponse, 1, 80, at)));
+    let (w50, at) = (beijing(2026, 11, 21, 3, 30), beijing(2026, 11, 21, 3, 48));
+    let outcome =
+        critical_ticket().history([timer(w50, warning(Metric::FirstResponse, 1, 50, w50))]).when(timer(
+            at,
+            warning(Metric::FirstResponse, 1, 80, at),
+        ));
     outcome.then_names(&["sla_warning", "escalated"]);
     let EventKind::Escalated { tier, cause, .. } = outcome.event("escalated") else { unreachable!() };
     assert_eq!(tier.as_str(), "tier-2");
@@ -476,7 +490,7 @@ fn crossing_the_80_percent_warning_escalates_a_critical_ticket() {
 #[test]
 fn a_breached_first_response_escalates_to_the_duty_manager() {
     let due = beijing(2026, 11, 21, 4, 0);
-    let outcome = critical_ticket().when(timer(due, breach(Metric::FirstResponse, 1, due)));
+    let outcome = critical_ticket_warned().when(timer(due, breach(Metric::FirstResponse, 1, due)));
     outcome.then_names(&["sla_breached", "escalated"]);
     let EventKind::SlaBreached { severity, due_at, .. } = outcome.event("sla_breached") else { unreachable!() };
     assert_eq!((*severity, *due_at), (Severity::A, due));
@@ -486,9 +500,9 @@ fn a_breached_first_response_escalates_to_the_duty_manager() {
 #[test]
 fn an_automatic_escalation_is_not_repeated_for_a_ticket_already_there() {
     let due = beijing(2026, 11, 21, 4, 0);
-    critical_ticket()
+    critical_ticket_warned()
         .history([agent(
-            beijing(2026, 11, 21, 3, 5),
+            beijing(2026, 11, 21, 3, 50),
             CommandBody::Escalate {
                 tier: Tier::new("tier-3").unwrap(),
                 team: Some(Team::new("duty-manager").unwrap()),
@@ -528,14 +542,36 @@ fn a_response_in_time_meets_the_first_response_target() {
 
 #[test]
 fn a_late_response_records_the_breach_the_timer_had_not_yet_recorded() {
-    let outcome = critical_ticket().when(agent(beijing(2026, 11, 21, 4, 10), respond()));
+    let outcome = critical_ticket_warned().when(agent(beijing(2026, 11, 21, 4, 10), respond()));
     outcome.then_names(&["sla_breached", "escalated", "agent_responded"]);
     assert_eq!(outcome.clock_changes(Metric::FirstResponse)[0].effect, ClockEffect::Stopped(ClockOutcome::Breached));
 }
 
 #[test]
+fn a_late_response_records_every_warning_and_breach_the_timer_had_not_at_their_own_instants() {
+    // Given a critical ticket on which the timer recorded nothing (it was down)
+    // When an agent responds at 04:10
+    let outcome = critical_ticket().when(agent(beijing(2026, 11, 21, 4, 10), respond()));
+    // Then the 50% and 80% warnings (with the 80% escalation to tier 2) and the breach (with its
+    // escalation to the duty manager) are recorded first, in due order, each with its instant
+    outcome.then_names(&["sla_warning", "sla_warning", "escalated", "sla_breached", "escalated", "agent_responded"]);
+    let instants: Vec<Timestamp> = outcome
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::SlaWarning { warn_at, .. } => Some(*warn_at),
+            EventKind::SlaBreached { due_at, .. } => Some(*due_at),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(instants, [beijing(2026, 11, 21, 3, 30), beijing(2026, 11, 21, 3, 48), beijing(2026, 11, 21, 4, 0)]);
+    assert!(outcome.events().iter().all(|e| e.occurred_at == beijing(2026, 11, 21, 4, 10)), "detected at 04:10");
+    assert_eq!(outcome.ticket().team.as_ref().map(Team::as_str), Some("duty-manager"));
+}
+
+#[test]
 fn a_response_exactly_at_the_due_instant_is_late() {
-    let outcome = critical_ticket().when(agent(beijing(2026, 11, 21, 4, 0), respond()));
+    let outcome = critical_ticket_warned().when(agent(beijing(2026, 11, 21, 4, 0), respond()));
     outcome.then_names(&["sla_breached", "escalated", "agent_responded"]);
 }
 
@@ -578,13 +614,33 @@ fn a_breach_is_recorded_once() {
 }
 
 #[test]
-fn a_warning_whose_breach_is_due_too_is_superseded() {
+fn a_warning_fired_after_its_breach_was_due_records_both_at_their_instants() {
+    // Given a critical ticket whose 50% warning was recorded on time
+    let (w50, w80) = (beijing(2026, 11, 21, 3, 30), beijing(2026, 11, 21, 3, 48));
+    let given = critical_ticket().history([timer(w50, warning(Metric::FirstResponse, 1, 50, w50))]);
+    // When the 80% warning fires only at 04:05, after the breach was due at 04:00
+    let outcome = given.when(timer(beijing(2026, 11, 21, 4, 5), warning(Metric::FirstResponse, 1, 80, w80)));
+    // Then the warning and the breach are both recorded, the warning first, each at its instant
+    outcome.then_names(&["sla_warning", "escalated", "sla_breached", "escalated"]);
+    let EventKind::SlaWarning { warn_at, .. } = outcome.event("sla_warning") else { unreachable!() };
+    assert_eq!(*warn_at, w80);
+    let EventKind::SlaBreached { due_at, .. } = outcome.event("sla_breached") else { unreachable!() };
+    assert_eq!(*due_at, beijing(2026, 11, 21, 4, 0));
+}
+
+#[test]
+fn under_the_first_rules_a_warning_whose_breach_is_due_too_is_superseded() {
+    // Stored histories decided under rules V1 re-run as they were decided.
+    let policy = regional_operator();
+    let given = critical_ticket();
     let warn_at = beijing(2026, 11, 21, 3, 48);
-    let err = critical_ticket()
-        .when(timer(beijing(2026, 11, 21, 4, 5), warning(Metric::FirstResponse, 1, 80, warn_at)))
-        .then_err(ErrorKind::TimerMoot)
-        .clone();
+    let late = timer(beijing(2026, 11, 21, 4, 5), warning(Metric::FirstResponse, 1, 80, warn_at));
+    let err = crate::decide::decide_under(crate::Rules::V1, &late, given.state(), &policy).unwrap_err();
     assert!(matches!(err, DomainError::TimerMoot { reason: MootReason::SupersededByBreach, .. }));
+    let response = agent(beijing(2026, 11, 21, 4, 10), respond());
+    let events = crate::decide::decide_under(crate::Rules::V1, &response, given.state(), &policy).unwrap();
+    let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(names, ["sla_breached", "escalated", "agent_responded"]);
 }
 
 #[test]
@@ -699,7 +755,7 @@ fn a_command_for_another_ticket_is_refused() {
 #[test]
 fn versions_count_the_events_applied() {
     let due = beijing(2026, 11, 21, 4, 0);
-    let outcome = critical_ticket().when(timer(due, breach(Metric::FirstResponse, 1, due)));
-    assert_eq!(outcome.before.version(), 1);
-    assert_eq!(outcome.after.version(), 3);
+    let outcome = critical_ticket_warned().when(timer(due, breach(Metric::FirstResponse, 1, due)));
+    assert_eq!(outcome.before.version(), 4);
+    assert_eq!(outcome.after.version(), 6);
 }

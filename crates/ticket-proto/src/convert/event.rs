@@ -287,6 +287,7 @@ impl From<&ClockChange> for pb::ClockChange {
             effect: effect as i32,
             outcome: outcome as i32,
             plan: c.plan.as_ref().map(pb::ClockPlan::from),
+            at: opt_timestamp(c.at.as_ref()),
         }
     }
 }
@@ -336,6 +337,7 @@ impl TryFrom<pb::ClockChange> for ClockChange {
             cycle: c.cycle,
             effect,
             plan: c.plan.map(ClockPlan::try_from).transpose()?,
+            at: to_opt_timestamp("clock_change.at", c.at)?,
         })
     }
 }

@@ -87,8 +87,8 @@ fn arb_clock_change() -> impl Strategy<Value = ClockChange> {
         Just(ClockEffect::Retargeted),
         arb_outcome().prop_map(ClockEffect::Stopped),
     ];
-    (arb_metric(), 1u32.., effect, proptest::option::of(arb_plan()))
-        .prop_map(|(metric, cycle, effect, plan)| ClockChange { metric, cycle, effect, plan })
+    (arb_metric(), 1u32.., effect, proptest::option::of(arb_plan()), proptest::option::of(arb_ts()))
+        .prop_map(|(metric, cycle, effect, plan, at)| ClockChange { metric, cycle, effect, plan, at })
 }
 
 fn arb_clocks() -> impl Strategy<Value = Vec<ClockChange>> {
@@ -406,6 +406,7 @@ fn a_stopped_clock_needs_an_outcome_and_only_it_has_one() {
         effect: pb::ClockEffect::Stopped as i32,
         outcome: 0,
         plan: None,
+        at: None,
     };
     assert_eq!(ClockChange::try_from(stopped).unwrap_err(), ProtoError::Missing("clock_change.outcome"));
     let started = pb::ClockChange {
@@ -414,6 +415,7 @@ fn a_stopped_clock_needs_an_outcome_and_only_it_has_one() {
         effect: pb::ClockEffect::Started as i32,
         outcome: pb::ClockOutcome::Met as i32,
         plan: None,
+        at: None,
     };
     assert!(ClockChange::try_from(started).is_err());
 }
