@@ -86,6 +86,7 @@ pub struct ApiSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSettings {
     pub name: String,
+    pub breach_stream: String,
     pub subject_prefix: String,
     pub breach_subject_prefix: String,
     pub replicas: usize,
@@ -138,6 +139,7 @@ impl Default for StreamSettings {
         let p = ticket_nats::publisher::PublisherConfig::default();
         Self {
             name: p.stream,
+            breach_stream: p.breach_stream,
             subject_prefix: p.subject_prefix,
             breach_subject_prefix: p.breach_subject_prefix,
             replicas: p.replicas,
@@ -210,6 +212,7 @@ impl Config {
     pub fn publisher(&self) -> ticket_nats::publisher::PublisherConfig {
         ticket_nats::publisher::PublisherConfig {
             stream: self.stream.name.clone(),
+            breach_stream: self.stream.breach_stream.clone(),
             subject_prefix: self.stream.subject_prefix.clone(),
             breach_subject_prefix: self.stream.breach_subject_prefix.clone(),
             replicas: self.stream.replicas,
