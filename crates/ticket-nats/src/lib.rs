@@ -10,6 +10,7 @@
 //! events and the original ticket.
 
 mod api;
+pub mod connection;
 pub mod publisher;
 
 pub use api::{
