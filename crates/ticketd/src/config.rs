@@ -75,7 +75,7 @@ impl Default for TimerSettings {
 
 /// Where NATS is and how to log in there: at most one of credentials in the URL, `user` and
 /// `password`, `token`, `nkey_seed_file`, `creds`. Secrets never show in `Debug`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
     /// The servers, comma separated (default `nats://127.0.0.1:4222`).
@@ -163,12 +163,6 @@ impl Default for Config {
             log: LogSettings::default(),
             timer: TimerSettings::default(),
         }
-    }
-}
-
-impl Default for NatsConfig {
-    fn default() -> Self {
-        Self { url: None, creds: None, user: None, password: None, token: None, nkey_seed_file: None }
     }
 }
 
