@@ -395,4 +395,13 @@ async fn ticketd_and_ticketctl_log_in_with_a_token_in_the_url() {
     assert!(status.success(), "{}", log.join("\n"));
     assert_drained(&log);
     assert!(log.iter().all(|l| !l.contains("t0ken-s3cret")), "the token was logged:\n{}", log.join("\n"));
+
+    // A URL that cannot be used is bad usage, and its secret is not shown either.
+    let unusable = "http://t0ken-s3cret@127.0.0.1:4222";
+    let (status, log) = spawn_serve(unusable, &[], data.path()).exited(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2));
+    assert!(log.iter().all(|l| !l.contains("t0ken-s3cret")) && log.join("\n").contains("--nats-url"), "{log:?}");
+    let out = ticketctl_remote(unusable, &["board"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("t0ken-s3cret"));
 }

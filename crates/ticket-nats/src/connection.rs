@@ -46,6 +46,16 @@ impl Secret {
     }
 }
 
+/// Any text: a command-line value kept secret until it is parsed (clap shows a value it cannot
+/// parse in its error, which must not show a password).
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"***\"")

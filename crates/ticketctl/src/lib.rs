@@ -38,8 +38,8 @@ pub struct Cli {
     /// Remote mode: send commands and queries to a running ticketd over NATS instead of running
     /// the engine on --data-dir. One or more servers, comma separated, with the login in the URL
     /// if the server needs one: `nats://user:password@host:4222` or `nats://token@host:4222`.
-    #[arg(long, env = "TICKETD_NATS_URL", global = true)]
-    pub nats_url: Option<ticket_nats::connection::NatsUrl>,
+    #[arg(long, env = "TICKETD_NATS_URL", global = true, hide_env_values = true)]
+    pub nats_url: Option<ticket_nats::connection::Secret>,
     /// A NATS credentials file (JWT and NKey seed) for remote mode.
     #[arg(long, env = "TICKETD_NATS_CREDS", global = true)]
     pub nats_creds: Option<PathBuf>,
@@ -323,13 +323,19 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
     let default_policy = PathBuf::from("deploy/policies/regional-operator.toml");
+    let nats_url: Option<ticket_nats::connection::NatsUrl> = cli
+        .nats_url
+        .as_ref()
+        .map(|url| url.expose().parse())
+        .transpose()
+        .map_err(|e| Failure::Usage(format!("--nats-url: {e}")))?;
     let issue = issue::Issuer {
         data_dir: &cli.data_dir,
         policy: cli.policy.as_deref().unwrap_or(&default_policy),
         actor: &cli.actor,
         command_id: cli.command_id.as_deref(),
         json: cli.json,
-        remote: cli.nats_url.as_ref().map(|url| issue::Remote {
+        remote: nats_url.as_ref().map(|url| issue::Remote {
             url,
             credentials: ticket_nats::connection::Credentials {
                 creds_file: cli.nats_creds.clone(),

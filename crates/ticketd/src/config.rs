@@ -14,8 +14,8 @@ pub struct Flags {
     pub config: Option<PathBuf>,
     /// The NATS server(s), comma separated, with the login in the URL if the server needs one:
     /// `nats://user:password@host:4222` or `nats://token@host:4222` (logged with `***`).
-    #[arg(long, env = "TICKETD_NATS_URL", global = true)]
-    pub nats_url: Option<NatsUrl>,
+    #[arg(long, env = "TICKETD_NATS_URL", global = true, hide_env_values = true)]
+    pub nats_url: Option<Secret>,
     /// A NATS credentials file (JWT and NKey seed).
     #[arg(long, env = "TICKETD_NATS_CREDS", global = true)]
     pub nats_creds: Option<PathBuf>,
@@ -200,7 +200,7 @@ impl Config {
             None => Self::default(),
         };
         if let Some(url) = &flags.nats_url {
-            config.nats.url = Some(url.clone());
+            config.nats.url = Some(url.expose().parse().context("--nats-url")?);
         }
         if let Some(creds) = &flags.nats_creds {
             config.nats.creds = Some(creds.clone());
@@ -306,7 +306,7 @@ mod tests {
         std::fs::write(&file, "data_dir = \"/from/file\"\n[nats]\nurl = \"nats://file:4222\"\n").unwrap();
         let mut f = flags();
         f.config = Some(file);
-        f.nats_url = Some("nats://flag:4222".parse().unwrap());
+        f.nats_url = Some(Secret::new("nats://flag:4222"));
         let config = Config::resolve(&f).unwrap();
         assert_eq!(
             (config.nats.url().unwrap().to_string().as_str(), config.data_dir.as_path()),
@@ -326,7 +326,7 @@ mod tests {
         assert_eq!(config.nats.url().unwrap().servers().len(), 2);
         let mut flags = flags();
         flags.config = Some(file);
-        flags.nats_url = Some("nats://ticketd:s3cret@c:4222".parse().unwrap());
+        flags.nats_url = Some(Secret::new("nats://ticketd:s3cret@c:4222"));
         let shown = format!("{:?} {:?}", Config::resolve(&flags).unwrap(), flags);
         assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
 
