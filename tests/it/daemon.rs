@@ -89,6 +89,25 @@ fn assert_drained(log: &[String]) {
     assert!(warnings.is_empty(), "ticketd warned: {warnings:?}");
 }
 
+impl Daemon {
+    /// Waits, up to `within`, for the process to exit by itself.
+    fn exited(mut self, within: Duration) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "ticketd did not exit within {within:?}:\n{}", self.seen.join("\n"));
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(20)) {
+                self.seen.push(line);
+            }
+        };
+        let rest: Vec<String> = self.lines.iter().collect();
+        self.seen.extend(rest);
+        (status, std::mem::take(&mut self.seen))
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -129,13 +148,18 @@ async fn stream_messages(url: &str) -> u64 {
 
 /// `ticketd serve` on `server`, with its data in `data`, once it says it is ready.
 fn serve(server: &NatsServer, data: &Path) -> Daemon {
-    let policy = policy_path("regional-operator.toml");
-    let url = server.url();
-    let args =
-        ["--nats-url", &url, "--data-dir", data.to_str().unwrap(), "--policy", policy.to_str().unwrap(), "serve"];
-    let mut daemon = Daemon::spawn(&args, data, &[]);
+    let mut daemon = spawn_serve(&server.url(), &[], data);
     daemon.wait_for("ticketd ready", Duration::from_secs(30));
     daemon
+}
+
+/// `ticketd serve` on `url`, with more flags, its data in `data`.
+fn spawn_serve(url: &str, flags: &[&str], data: &Path) -> Daemon {
+    let policy = policy_path("regional-operator.toml");
+    let mut args = vec!["--nats-url", url, "--data-dir", data.to_str().unwrap(), "--policy", policy.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    args.push("serve");
+    Daemon::spawn(&args, data, &[])
 }
 
 fn repository() -> PathBuf {
@@ -280,4 +304,104 @@ async fn a_deadline_passed_while_ticketd_was_down_fires_at_its_start_and_pages()
     let (status, log) = daemon.terminate();
     assert!(status.success(), "ticketd exited with {status}:\n{}", log.join("\n"));
     assert_drained(&log);
+}
+
+/// A nats-server whose config file (in `dir`) holds `authorization`.
+fn server_requiring(dir: &Path, authorization: &str) -> NatsServer {
+    let file = dir.join("auth.conf");
+    std::fs::write(&file, format!("authorization {{\n{authorization}\n}}\n")).unwrap();
+    NatsServer::start_with(ticket_testkit::ServerConfig { config_file: Some(file), ..Default::default() }).unwrap()
+}
+
+/// The ticket id a `ticketctl open --json` printed.
+fn opened_ticket(out: &std::process::Output) -> String {
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<pb::CommandAccepted>(&out.stdout).unwrap().ticket_id
+}
+
+const OPEN: [&str; 10] =
+    ["open", "--customer", "acme", "--plan", "advanced", "--category", "technical", "--severity", "A", "--title"];
+
+/// `ticketd serve --nats-url nats://user:password@host` (as deploy/compose.yaml gives it) logs
+/// in with those credentials and never shows the password; so does ticketctl; an NKey seed file
+/// logs in too; a wrong password stops the start with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticketd_and_ticketctl_log_in_with_a_password_in_the_url_or_an_nkey() {
+    let dir = tempfile::tempdir().unwrap();
+    let nkey = nkeys::KeyPair::new_user();
+    let seed_file = dir.path().join("ticketd.nk");
+    std::fs::write(&seed_file, format!("{}\n", nkey.seed().unwrap())).unwrap();
+    let users =
+        format!("users: [\n{{ user: ticketd, password: \"s3cret/pa55\" }}\n{{ nkey: {} }}\n]", nkey.public_key());
+    let server = server_requiring(dir.path(), &users);
+    let port = server.port();
+    let url = format!("nats://ticketd:s3cret%2Fpa55@127.0.0.1:{port}");
+    let data = tempfile::tempdir().unwrap();
+
+    // Without credentials, nothing gets in: the server does require them.
+    assert!(async_nats::connect(server.url()).await.is_err());
+
+    let mut daemon = spawn_serve(&url, &[], data.path());
+    daemon.wait_for("ticketd ready", Duration::from_secs(30));
+    let ticket =
+        opened_ticket(&ticketctl_remote(&url, &[&OPEN[..], &["down", "--json", "--command-id", "c-1"]].concat()));
+    // A retried `open` names the ticket it opened (ticketctl mints another ticket id each time).
+    let again =
+        opened_ticket(&ticketctl_remote(&url, &[&OPEN[..], &["down", "--json", "--command-id", "c-1"]].concat()));
+    assert_eq!(again, ticket);
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{}", log.join("\n"));
+    assert_drained(&log);
+    assert!(log.iter().all(|l| !l.contains("s3cret")), "the password was logged:\n{}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l.contains("ticketd ready") && l.contains(&format!("nats://ticketd:***@127.0.0.1:{port}")))
+    );
+
+    // The NKey seed: the daemon and ticketctl.
+    let plain = server.url();
+    let seed = seed_file.to_str().unwrap();
+    let mut daemon = spawn_serve(&plain, &["--nats-nkey-seed-file", seed], data.path());
+    daemon.wait_for("ticketd ready", Duration::from_secs(30));
+    let out = ticketctl_remote(&plain, &["--nats-nkey-seed-file", seed, "state", &ticket, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{}", log.join("\n"));
+    assert!(log.iter().any(|l| l.contains("ticketd ready") && l.contains(&nkey.public_key())));
+
+    // A wrong password: a clear error, the process stops, and the password is not shown.
+    let wrong = format!("nats://ticketd:not-the-pa55word@127.0.0.1:{port}");
+    let (status, log) = spawn_serve(&wrong, &[], data.path()).exited(Duration::from_secs(30));
+    assert!(!status.success());
+    let text = log.join("\n");
+    assert!(text.contains("refused the login with user ticketd"), "{text}");
+    assert!(!text.contains("not-the-pa55word"), "{text}");
+    let refused = ticketctl_remote(&wrong, &["state", &ticket]);
+    assert_eq!(refused.status.code(), Some(3));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("authorization violation") && !said.contains("not-the-pa55word"), "{said}");
+}
+
+/// A token in the URL (`nats://token@host`) logs in, and never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticketd_and_ticketctl_log_in_with_a_token_in_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_requiring(dir.path(), "token: \"t0ken-s3cret\"");
+    let url = format!("nats://t0ken-s3cret@127.0.0.1:{}", server.port());
+    let data = tempfile::tempdir().unwrap();
+    let mut daemon = spawn_serve(&url, &[], data.path());
+    daemon.wait_for("ticketd ready", Duration::from_secs(30));
+    opened_ticket(&ticketctl_remote(&url, &[&OPEN[..], &["down", "--json"]].concat()));
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{}", log.join("\n"));
+    assert_drained(&log);
+    assert!(log.iter().all(|l| !l.contains("t0ken-s3cret")), "the token was logged:\n{}", log.join("\n"));
+
+    // A URL that cannot be used is bad usage, and its secret is not shown either.
+    let unusable = "http://t0ken-s3cret@127.0.0.1:4222";
+    let (status, log) = spawn_serve(unusable, &[], data.path()).exited(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2));
+    assert!(log.iter().all(|l| !l.contains("t0ken-s3cret")) && log.join("\n").contains("--nats-url"), "{log:?}");
+    let out = ticketctl_remote(unusable, &["board"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("t0ken-s3cret"));
 }

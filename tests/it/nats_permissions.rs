@@ -146,6 +146,16 @@ async fn each_user_can_do_its_job_and_nothing_else() {
         assert!(Instant::now() < deadline, "no event reached the stream");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // ...and the breaches' paging copies, in their own stream.
+    let copies = jetstream::new(subscriber.clone()).get_stream("TICKETS_SLA").await.unwrap();
+    let pager = copies
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: "tickets.sla.breached.A".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pager.cached_info().config.filter_subject, "tickets.sla.breached.A");
     // ...and can publish neither a command nor an event.
     let body = ticket_domain::testing::open("advanced", "technical", ticket_domain::Severity::A);
     subscriber.publish(ticket_nats::command_subject("open"), command(body).into()).await.unwrap();

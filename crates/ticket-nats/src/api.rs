@@ -9,7 +9,7 @@ use prost::Message;
 use ticket_domain::{CommandId, TicketId, TraceId};
 use ticket_log::EventLog;
 use ticket_proto::pb;
-use ticket_service::{CommandRequest, CommandService, ServiceError, ServiceErrorKind, Stamp};
+use ticket_service::{CommandRequest, CommandResult, CommandService, ServiceError, ServiceErrorKind, Stamp};
 
 use ticket_projections::{Checkpoints, Projector, ProjectorConfig};
 use tokio::sync::{Semaphore, watch};
@@ -129,12 +129,18 @@ fn error_reply(code: pb::ErrorCode, message: String) -> (Bytes, HeaderMap) {
 }
 
 fn reply_for_error(error: pb::Error) -> (Bytes, HeaderMap) {
+    let headers = error_headers(&error);
+    let reply = pb::CommandReply { result: Some(pb::command_reply::Result::Error(error)) };
+    (reply.encode_to_vec().into(), headers)
+}
+
+/// The service error headers of an error reply (command or query).
+fn error_headers(error: &pb::Error) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let code = pb::ErrorCode::try_from(error.code).unwrap_or(pb::ErrorCode::Unspecified);
     headers.insert(async_nats::service::NATS_SERVICE_ERROR, error.message.as_str());
     headers.insert(async_nats::service::NATS_SERVICE_ERROR_CODE, (code as i32).to_string().as_str());
-    let reply = pb::CommandReply { result: Some(pb::command_reply::Result::Error(error)) };
-    (reply.encode_to_vec().into(), headers)
+    headers
 }
 
 fn service_error(e: &ServiceError) -> pb::Error {
@@ -250,10 +256,14 @@ pub async fn start<L: EventLog>(
                     || ADMIN.iter().any(|a| subject == admin_subject(a));
                 let Some(reply) = message.reply.clone().filter(|_| !known) else { continue };
                 debug!(subject, "request to an unknown endpoint");
-                let (body, headers) = error_reply(
-                    pb::ErrorCode::UnknownEndpoint,
-                    format!("no endpoint {subject} (see $SRV.INFO.{SERVICE_NAME})"),
-                );
+                let message = format!("no endpoint {subject} (see $SRV.INFO.{SERVICE_NAME})");
+                // Answered in the reply type its client decodes: commands get a `CommandReply`,
+                // queries and the operators' requests a `QueryReply`.
+                let (body, headers) = if prefix == "cmd" {
+                    error_reply(pb::ErrorCode::UnknownEndpoint, message)
+                } else {
+                    query_error(pb::ErrorCode::UnknownEndpoint, message)
+                };
                 let _ = catch_all_client.publish_with_headers(reply, headers, body).await;
             }
         });
@@ -323,6 +333,10 @@ async fn handle_command<L: EventLog>(
     let causation_id = TraceId::new(command_id.to_string()).ok();
     match service.execute(CommandRequest { command, correlation_id, causation_id, stamp }).await {
         Ok(result) => {
+            // A repeated command's ticket is the original one: an `open` retried without a
+            // ticket id was given a fresh id above, which names no ticket.
+            let ticket_id =
+                if result.duplicate { original_ticket(service, &command_id, &result, ticket_id) } else { ticket_id };
             let accepted = pb::CommandAccepted {
                 ticket_id: ticket_id.to_string(),
                 events: result.events.iter().map(pb::EventEnvelope::from).collect(),
@@ -338,13 +352,32 @@ async fn handle_command<L: EventLog>(
     }
 }
 
+/// The ticket a repeated command addressed when it was first executed: from its stored record,
+/// else from its original events (which begin on the command's own ticket), else `sent`.
+fn original_ticket<L: EventLog>(
+    service: &CommandService<L>,
+    id: &CommandId,
+    result: &CommandResult,
+    sent: TicketId,
+) -> TicketId {
+    let stored = match service.log().command(id) {
+        Ok(record) => record.map(|r| r.command.ticket_id),
+        Err(e) => {
+            warn!(command_id = %id, error = %e, "cannot read a repeated command's record");
+            None
+        }
+    };
+    stored.or_else(|| result.events.first().map(|e| e.event.ticket_id)).unwrap_or(sent)
+}
+
 fn query_reply(result: pb::query_reply::Result) -> (Bytes, HeaderMap) {
     (pb::QueryReply { result: Some(result) }.encode_to_vec().into(), HeaderMap::new())
 }
 
+/// A typed error reply to a query or an operator's request: a `QueryReply`, as its client decodes.
 fn query_error(code: pb::ErrorCode, message: String) -> (Bytes, HeaderMap) {
-    let (_, headers) = error_reply(code, message.clone());
     let error = pb::Error { code: code as i32, message, details: Default::default() };
+    let headers = error_headers(&error);
     (pb::QueryReply { result: Some(pb::query_reply::Result::Error(error)) }.encode_to_vec().into(), headers)
 }
 

@@ -1,12 +1,16 @@
 //! ticketd on NATS. The command API is a NATS micro service named `tickets` (so it answers
 //! `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS`): one endpoint per command under
 //! `tickets.cmd.<command>` and queries under `tickets.query.<query>`, protobuf requests and
-//! replies (`ticket.v1.Command` / `ticket.v1.CommandReply`). Errors are typed protobuf replies
-//! with stable codes, and carry the service error headers (`Nats-Service-Error`,
+//! replies (`ticket.v1.Command` / `ticket.v1.CommandReply`; queries and `tickets.admin.*`
+//! answer with `ticket.v1.QueryReply`). Errors are typed protobuf replies with stable codes, in
+//! the reply type of the subject's family (a query's error, even to an unknown query name, is a
+//! `QueryReply`), and carry the service error headers (`Nats-Service-Error`,
 //! `Nats-Service-Error-Code`). A malformed request, an unknown endpoint or an oversized payload
-//! gets an error reply and appends nothing.
+//! gets an error reply and appends nothing. A repeated command id answers with the original
+//! events and the original ticket.
 
 mod api;
+pub mod connection;
 pub mod publisher;
 
 pub use api::{

@@ -9,11 +9,17 @@
 //!   and moves the published watermark there: an event whose acknowledgement was lost is not
 //!   published again, however long the outage. Publishing with the same `Nats-Msg-Id` is a second
 //!   guard (the stream's duplicate window).
-//! - A breach is also published, just before its event, on
-//!   `tickets.sla.breached.<severity>` (`A`, `B`, `C`), so that a paging system can subscribe to
-//!   severity A alone. The copy carries the same envelope, `Nats-Msg-Id` = `<event id>:sla` and
-//!   the header `Ticket-Copy: sla-breached`; a position counts as published only once its event
-//!   (after the copy) is acknowledged, so reconciling after a failure sends a lost copy again.
+//! - A breach is also published, just before its event, on `tickets.sla.breached.<severity>`
+//!   (`A`, `B`, `C`), so that a paging system can subscribe to severity A alone. These copies go
+//!   to their own stream (`TICKETS_SLA`), so that a consumer of the whole event stream
+//!   (`TICKETS`, `tickets.events.>` only) sees each event once. A copy carries the same envelope,
+//!   `Nats-Msg-Id` = `<event id>:sla` and the header `Ticket-Copy: sla-breached`. A position
+//!   counts as published only once its event (after the copy) is acknowledged; reconciling reads
+//!   the last position of each stream, so a copy that reached its stream before a failure is not
+//!   sent again, and one that did not is.
+//! - A `TICKETS` stream created by an older ticketd also captured `tickets.sla.>`: at start its
+//!   subjects are set to the event subjects only and the copies it holds are purged from it
+//!   (each is a duplicate of an event it keeps).
 //! - While NATS is unreachable, appends go on and the outbox grows; the publisher retries with
 //!   backoff and drains in order once NATS is back.
 
@@ -38,8 +44,10 @@ const COPY_SLA_BREACHED: &str = "sla-breached";
 
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
-    /// The JetStream stream (default `TICKETS`).
+    /// The JetStream stream of the events (default `TICKETS`).
     pub stream: String,
+    /// The JetStream stream of the breaches' paging copies (default `TICKETS_SLA`).
+    pub breach_stream: String,
     /// Events go to `<subject_prefix>.<ticket_id>.<event_type>` (default `tickets.events`).
     pub subject_prefix: String,
     /// Breaches are also published on `<breach_subject_prefix>.<severity>` (default
@@ -59,6 +67,7 @@ impl Default for PublisherConfig {
     fn default() -> Self {
         Self {
             stream: "TICKETS".into(),
+            breach_stream: "TICKETS_SLA".into(),
             subject_prefix: "tickets.events".into(),
             breach_subject_prefix: "tickets.sla.breached".into(),
             duplicate_window: Duration::from_secs(2 * 60 * 60),
@@ -70,12 +79,21 @@ impl Default for PublisherConfig {
 }
 
 impl PublisherConfig {
-    /// The stream's settings: file storage, limits retention (events are kept; consumers track
-    /// their own position), every event subject, the duplicate window, the replicas.
+    /// The event stream's settings: file storage, limits retention (events are kept; consumers
+    /// track their own position), the event subjects, the duplicate window, the replicas.
     pub fn stream_config(&self) -> stream::Config {
+        self.config_of(&self.stream, &self.subject_prefix)
+    }
+
+    /// The paging copies' stream: the same settings on the breach subjects.
+    pub fn breach_stream_config(&self) -> stream::Config {
+        self.config_of(&self.breach_stream, &self.breach_subject_prefix)
+    }
+
+    fn config_of(&self, name: &str, prefix: &str) -> stream::Config {
         stream::Config {
-            name: self.stream.clone(),
-            subjects: vec![format!("{}.>", self.subject_prefix), format!("{}.>", self.breach_subject_prefix)],
+            name: name.to_owned(),
+            subjects: vec![format!("{prefix}.>")],
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             duplicate_window: self.duplicate_window,
@@ -109,28 +127,79 @@ fn js_error(e: impl std::fmt::Display) -> PublishError {
     PublishError::JetStream(e.to_string())
 }
 
-/// Creates the stream, or updates it to the configured settings.
+/// Creates both streams, or updates them to the configured settings. The event stream goes
+/// first: one created by an older ticketd also captured the breach subjects, which the copies'
+/// stream cannot take while it does; the copies it holds are purged from it.
 pub async fn ensure_stream(js: &jetstream::Context, config: &PublisherConfig) -> Result<(), PublishError> {
-    js.create_or_update_stream(config.stream_config()).await.map_err(js_error)?;
+    let breach_subjects = format!("{}.>", config.breach_subject_prefix);
+    let older = match js.get_stream(&config.stream).await {
+        Ok(mut stream) => {
+            let older = stream.info().await.map_err(js_error)?.config.subjects.contains(&breach_subjects);
+            older.then_some(stream)
+        }
+        Err(e) => match e.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(error)
+                if error.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                None
+            }
+            jetstream::context::GetStreamErrorKind::EmptyName
+            | jetstream::context::GetStreamErrorKind::Request
+            | jetstream::context::GetStreamErrorKind::InvalidStreamName
+            | jetstream::context::GetStreamErrorKind::JetStream(_) => return Err(js_error(e)),
+        },
+    };
+    // Purged while the stream still takes their subjects: the server purges only those.
+    if let Some(stream) = older {
+        let purged = stream.purge().filter(breach_subjects).await.map_err(js_error)?.purged;
+        info!(
+            stream = %config.stream,
+            purged,
+            "the event stream no longer takes the breach copies (they have their own stream); its copies purged"
+        );
+    }
+    let events = js.create_or_update_stream(config.stream_config()).await.map_err(js_error)?;
+    debug!(stream = %config.stream, subjects = ?events.config.subjects, "event stream ready");
+    js.create_or_update_stream(config.breach_stream_config()).await.map_err(js_error)?;
     Ok(())
 }
 
-/// The position of the last event the stream holds (0 when it holds none).
+/// What the streams hold, as positions of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPositions {
+    /// The position of the last event in the event stream (0: none).
+    pub events: u64,
+    /// The position of the last paging copy in the copies' stream (0: none).
+    pub copies: u64,
+}
+
+/// The position of the last event the event stream holds (0 when it holds none).
 pub async fn last_published_position(js: &jetstream::Context, config: &PublisherConfig) -> Result<u64, PublishError> {
-    let stream = js.get_stream(&config.stream).await.map_err(js_error)?;
-    let last = stream.get_info().await.map_err(js_error)?.state.last_sequence;
-    if last == 0 {
-        return Ok(0);
-    }
-    let message = stream.get_raw_message(last).await.map_err(js_error)?;
-    let position: u64 = message
-        .headers
-        .get(HEADER_POSITION)
-        .and_then(|v| v.as_str().parse().ok())
-        .ok_or_else(|| PublishError::JetStream(format!("stream message {last} has no {HEADER_POSITION} header")))?;
-    // A copy goes out before its event: when the copy is the last message, the event is not in.
-    let copy = message.headers.get(HEADER_COPY).is_some();
-    Ok(if copy { position - 1 } else { position })
+    Ok(stream_positions(js, config).await?.events)
+}
+
+/// The positions of the last event and of the last paging copy the streams hold.
+pub async fn stream_positions(
+    js: &jetstream::Context,
+    config: &PublisherConfig,
+) -> Result<StreamPositions, PublishError> {
+    let events = last_position(js, &config.stream, &format!("{}.>", config.subject_prefix)).await?;
+    let copies = last_position(js, &config.breach_stream, &format!("{}.>", config.breach_subject_prefix)).await?;
+    Ok(StreamPositions { events, copies })
+}
+
+/// The `Ticket-Position` of the last message on `subjects` in `stream` (0 when there is none).
+/// Read by subject, not by the stream's last sequence: purged messages keep their sequences.
+async fn last_position(js: &jetstream::Context, stream: &str, subjects: &str) -> Result<u64, PublishError> {
+    let stream = js.get_stream(stream).await.map_err(js_error)?;
+    let message = match stream.get_last_raw_message_by_subject(subjects).await {
+        Ok(message) => message,
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(0),
+        Err(e) => return Err(js_error(e)),
+    };
+    message.headers.get(HEADER_POSITION).and_then(|v| v.as_str().parse().ok()).ok_or_else(|| {
+        PublishError::JetStream(format!("stream message {} has no {HEADER_POSITION} header", message.sequence))
+    })
 }
 
 /// Publishes what the outbox holds until `shutdown` turns true; then returns once the outbox is
@@ -143,21 +212,22 @@ pub async fn run<L: EventLog>(
 ) -> Result<(), PublishError> {
     let mut head = log.watch_head();
     let mut backoff = Duration::from_millis(50);
-    let mut reconciled = false;
+    // The position of the last paging copy in its stream, once reconciled.
+    let mut copies = None;
     loop {
-        if !reconciled {
+        let Some(copied) = copies else {
             match reconcile(&log, &js, &config).await {
-                Ok(()) => reconciled = true,
+                Ok(copied) => copies = Some(copied),
                 Err(e) => {
                     warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the stream, will retry");
                     if wait(&mut shutdown, backoff).await {
                         return Err(e);
                     }
                     backoff = (backoff * 2).min(config.max_backoff);
-                    continue;
                 }
             }
-        }
+            continue;
+        };
         let pending = log.outbox_pending(config.batch)?;
         if pending.is_empty() {
             if *shutdown.borrow() {
@@ -169,11 +239,14 @@ pub async fn run<L: EventLog>(
             }
             continue;
         }
-        match publish_in_order(&log, &js, &config, pending[0], pending.len()).await {
-            Ok(()) => backoff = Duration::from_millis(50),
+        match publish_in_order(&log, &js, &config, pending[0], pending.len(), copied).await {
+            Ok(copied) => {
+                copies = Some(copied);
+                backoff = Duration::from_millis(50);
+            }
             Err(e) => {
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "publishing failed, will reconcile and retry");
-                reconciled = false;
+                copies = None;
                 if wait(&mut shutdown, backoff).await {
                     return Err(e);
                 }
@@ -194,27 +267,32 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, delay: Duration) -> bool {
     }
 }
 
+/// Makes sure of the streams and moves the published watermark to the last event the event
+/// stream holds; returns the position of the last copy the copies' stream holds.
 async fn reconcile<L: EventLog>(
     log: &L,
     js: &jetstream::Context,
     config: &PublisherConfig,
-) -> Result<(), PublishError> {
+) -> Result<u64, PublishError> {
     ensure_stream(js, config).await?;
-    let last = last_published_position(js, config).await?;
-    if last > log.published()? {
-        info!(position = last, "the stream is ahead of the published watermark; moving it");
-        log.mark_published(last)?;
+    let last = stream_positions(js, config).await?;
+    if last.events > log.published()? {
+        info!(position = last.events, "the stream is ahead of the published watermark; moving it");
+        log.mark_published(last.events)?;
     }
-    Ok(())
+    Ok(last.copies)
 }
 
+/// Publishes `count` events from `from`, each breach's copy first unless the copies' stream
+/// already holds it (`copied`: the position of its last copy). Returns the new `copied`.
 async fn publish_in_order<L: EventLog>(
     log: &L,
     js: &jetstream::Context,
     config: &PublisherConfig,
     from: u64,
     count: usize,
-) -> Result<(), PublishError> {
+    mut copied: u64,
+) -> Result<u64, PublishError> {
     for event in log.read_from(from, count)? {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.to_string().as_str());
@@ -222,11 +300,12 @@ async fn publish_in_order<L: EventLog>(
         headers.insert(HEADER_VERSION, event.version.to_string().as_str());
         headers.insert(HEADER_POSITION, event.position.to_string().as_str());
         let payload = bytes::Bytes::from(ticket_proto::encode_envelope(&event));
-        if let Some(subject) = config.breach_subject(&event) {
+        if let Some(subject) = config.breach_subject(&event).filter(|_| event.position > copied) {
             let mut copy = headers.clone();
             copy.insert(async_nats::header::NATS_MESSAGE_ID, format!("{}:sla", event.event_id).as_str());
             copy.insert(HEADER_COPY, COPY_SLA_BREACHED);
             js.publish_with_headers(subject, copy, payload.clone()).await.map_err(js_error)?.await.map_err(js_error)?;
+            copied = event.position;
         }
         let ack = js
             .publish_with_headers(config.subject(&event), headers, payload)
@@ -237,5 +316,5 @@ async fn publish_in_order<L: EventLog>(
         debug!(position = event.position, sequence = ack.sequence, duplicate = ack.duplicate, "event published");
         log.mark_published(event.position)?;
     }
-    Ok(())
+    Ok(copied)
 }

@@ -9,6 +9,7 @@ use ticket_domain::{
     Severity, SplitTicket, Team, Text, TicketId, Tier, Timestamp,
 };
 use ticket_log_sled::{SledConfig, SledLog};
+use ticket_nats::connection::{Credentials, NatsUrl};
 use ticket_proto::pb;
 use ticket_service::{CommandRequest, CommandResult, CommandService, ServiceConfig, ServiceError, Stamp};
 
@@ -26,21 +27,20 @@ pub struct Issuer<'a> {
     pub remote: Option<Remote<'a>>,
 }
 
-/// Where a running ticketd listens.
-#[derive(Debug, Clone, Copy)]
+/// Where a running ticketd listens, and how to log in there.
+#[derive(Debug, Clone)]
 pub struct Remote<'a> {
-    pub url: &'a str,
-    pub creds: Option<&'a Path>,
+    pub url: &'a NatsUrl,
+    pub credentials: Credentials,
 }
 
 const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn connect(remote: Remote<'_>) -> anyhow::Result<async_nats::Client> {
-    let mut options = async_nats::ConnectOptions::new().name("ticketctl");
-    if let Some(creds) = remote.creds {
-        options = options.credentials_file(creds).await?;
-    }
-    Ok(options.connect(remote.url).await?)
+async fn connect(remote: &Remote<'_>) -> anyhow::Result<async_nats::Client> {
+    let options = async_nats::ConnectOptions::new().name("ticketctl");
+    let (options, login) = ticket_nats::connection::login(remote.url, &remote.credentials, options).await?;
+    let url = remote.url;
+    options.connect(url.servers()).await.map_err(|e| anyhow::anyhow!("cannot connect to {url} with {login}: {e}"))
 }
 
 /// A request to ticketd, with a clear error when nothing answers.
@@ -109,7 +109,7 @@ impl Issuer<'_> {
             None => CommandId::new(uuid::Uuid::now_v7().to_string()).map_err(usage)?,
         };
         let command = Command { id, ticket_id, actor: self.actor()?, issued_at: ticket_log::now(), body };
-        if let Some(remote) = self.remote {
+        if let Some(remote) = &self.remote {
             return self.issue_remote(remote, command);
         }
         let policy = Arc::new(Policy::load(self.policy).map_err(usage)?);
@@ -138,7 +138,7 @@ impl Issuer<'_> {
     }
 
     /// Sends the command to ticketd over NATS; the service stamps the instant.
-    fn issue_remote(&self, remote: Remote<'_>, command: Command) -> Result<(), Failure> {
+    fn issue_remote(&self, remote: &Remote<'_>, command: Command) -> Result<(), Failure> {
         let name = command.body.name();
         let mut wire = pb::Command::from(&command);
         wire.issued_at = None;
@@ -173,7 +173,7 @@ impl Issuer<'_> {
 
     /// `state` in remote mode: the ticket as ticketd serves it now.
     pub fn remote_state(&self, id: &str) -> Result<(), Failure> {
-        let Some(remote) = self.remote else { return Err(Failure::Usage("remote mode needs --nats-url".into())) };
+        let Some(remote) = &self.remote else { return Err(Failure::Usage("remote mode needs --nats-url".into())) };
         let query = pb::GetTicket { ticket_id: ticket(id)?.to_string(), min_position: 0 };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let reply = runtime.block_on(async {
@@ -245,7 +245,7 @@ impl Issuer<'_> {
 
     /// Sends a query (or an operator's request) and returns its result, or the typed refusal.
     fn request_reply(&self, subject: String, payload: Vec<u8>) -> Result<pb::query_reply::Result, Failure> {
-        let Some(remote) = self.remote else {
+        let Some(remote) = &self.remote else {
             return Err(Failure::Usage(format!("{subject} is served by a running ticketd: give --nats-url")));
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -36,12 +36,16 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub command_id: Option<String>,
     /// Remote mode: send commands and queries to a running ticketd over NATS instead of running
-    /// the engine on --data-dir.
-    #[arg(long, env = "TICKETD_NATS_URL", global = true)]
-    pub nats_url: Option<String>,
-    /// A NATS credentials file for remote mode.
+    /// the engine on --data-dir. One or more servers, comma separated, with the login in the URL
+    /// if the server needs one: `nats://user:password@host:4222` or `nats://token@host:4222`.
+    #[arg(long, env = "TICKETD_NATS_URL", global = true, hide_env_values = true)]
+    pub nats_url: Option<ticket_nats::connection::Secret>,
+    /// A NATS credentials file (JWT and NKey seed) for remote mode.
     #[arg(long, env = "TICKETD_NATS_CREDS", global = true)]
     pub nats_creds: Option<PathBuf>,
+    /// A file with a user NKey seed to log in to NATS with, for remote mode.
+    #[arg(long, env = "TICKETD_NATS_NKEY_SEED_FILE", global = true)]
+    pub nats_nkey_seed_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -319,13 +323,26 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
     let default_policy = PathBuf::from("deploy/policies/regional-operator.toml");
+    let nats_url: Option<ticket_nats::connection::NatsUrl> = cli
+        .nats_url
+        .as_ref()
+        .map(|url| url.expose().parse())
+        .transpose()
+        .map_err(|e| Failure::Usage(format!("--nats-url: {e}")))?;
     let issue = issue::Issuer {
         data_dir: &cli.data_dir,
         policy: cli.policy.as_deref().unwrap_or(&default_policy),
         actor: &cli.actor,
         command_id: cli.command_id.as_deref(),
         json: cli.json,
-        remote: cli.nats_url.as_deref().map(|url| issue::Remote { url, creds: cli.nats_creds.as_deref() }),
+        remote: nats_url.as_ref().map(|url| issue::Remote {
+            url,
+            credentials: ticket_nats::connection::Credentials {
+                creds_file: cli.nats_creds.clone(),
+                nkey_seed_file: cli.nats_nkey_seed_file.clone(),
+                ..Default::default()
+            },
+        }),
     };
     match cli.command {
         Command::Open { customer, plan, category, severity, title, description } => {

@@ -5,18 +5,23 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
+use ticket_nats::connection::{Credentials, NatsUrl, Secret};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Flags {
     /// A TOML config file (see deploy/ticketd.toml).
     #[arg(long, env = "TICKETD_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// The NATS server(s), comma separated.
-    #[arg(long, env = "TICKETD_NATS_URL", global = true)]
-    pub nats_url: Option<String>,
+    /// The NATS server(s), comma separated, with the login in the URL if the server needs one:
+    /// `nats://user:password@host:4222` or `nats://token@host:4222` (logged with `***`).
+    #[arg(long, env = "TICKETD_NATS_URL", global = true, hide_env_values = true)]
+    pub nats_url: Option<Secret>,
     /// A NATS credentials file (JWT and NKey seed).
     #[arg(long, env = "TICKETD_NATS_CREDS", global = true)]
     pub nats_creds: Option<PathBuf>,
+    /// A file with a user NKey seed (`SU...`) to log in to NATS with.
+    #[arg(long, env = "TICKETD_NATS_NKEY_SEED_FILE", global = true)]
+    pub nats_nkey_seed_file: Option<PathBuf>,
     /// Where the log and snapshots (and in dev mode, the nats-server store) live.
     #[arg(long, env = "TICKETD_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
@@ -68,11 +73,51 @@ impl Default for TimerSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Where NATS is and how to log in there: at most one of credentials in the URL, `user` and
+/// `password`, `token`, `nkey_seed_file`, `creds`. Secrets never show in `Debug`.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
-    pub url: String,
+    /// The servers, comma separated (default `nats://127.0.0.1:4222`).
+    #[serde(deserialize_with = "nats_url")]
+    pub url: Option<NatsUrl>,
+    /// A credentials file (JWT and NKey seed).
     pub creds: Option<PathBuf>,
+    pub user: Option<String>,
+    #[serde(deserialize_with = "secret")]
+    pub password: Option<Secret>,
+    #[serde(deserialize_with = "secret")]
+    pub token: Option<Secret>,
+    /// A file holding a user NKey seed (`SU...`).
+    pub nkey_seed_file: Option<PathBuf>,
+}
+
+impl NatsConfig {
+    pub fn url(&self) -> anyhow::Result<NatsUrl> {
+        match &self.url {
+            Some(url) => Ok(url.clone()),
+            None => Ok("nats://127.0.0.1:4222".parse()?),
+        }
+    }
+
+    pub fn credentials(&self) -> Credentials {
+        Credentials {
+            user: self.user.clone(),
+            password: self.password.clone(),
+            token: self.token.clone(),
+            nkey_seed_file: self.nkey_seed_file.clone(),
+            creds_file: self.creds.clone(),
+        }
+    }
+}
+
+fn nats_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<NatsUrl>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, D::Error> {
+    Ok(Some(Secret::new(String::deserialize(deserializer)?)))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +131,7 @@ pub struct ApiSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSettings {
     pub name: String,
+    pub breach_stream: String,
     pub subject_prefix: String,
     pub breach_subject_prefix: String,
     pub replicas: usize,
@@ -120,12 +166,6 @@ impl Default for Config {
     }
 }
 
-impl Default for NatsConfig {
-    fn default() -> Self {
-        Self { url: "nats://127.0.0.1:4222".into(), creds: None }
-    }
-}
-
 impl Default for ApiSettings {
     fn default() -> Self {
         let api = ticket_nats::ApiConfig::default();
@@ -138,6 +178,7 @@ impl Default for StreamSettings {
         let p = ticket_nats::publisher::PublisherConfig::default();
         Self {
             name: p.stream,
+            breach_stream: p.breach_stream,
             subject_prefix: p.subject_prefix,
             breach_subject_prefix: p.breach_subject_prefix,
             replicas: p.replicas,
@@ -159,10 +200,13 @@ impl Config {
             None => Self::default(),
         };
         if let Some(url) = &flags.nats_url {
-            config.nats.url.clone_from(url);
+            config.nats.url = Some(url.expose().parse().context("--nats-url")?);
         }
         if let Some(creds) = &flags.nats_creds {
             config.nats.creds = Some(creds.clone());
+        }
+        if let Some(seed) = &flags.nats_nkey_seed_file {
+            config.nats.nkey_seed_file = Some(seed.clone());
         }
         if let Some(dir) = &flags.data_dir {
             config.data_dir.clone_from(dir);
@@ -210,6 +254,7 @@ impl Config {
     pub fn publisher(&self) -> ticket_nats::publisher::PublisherConfig {
         ticket_nats::publisher::PublisherConfig {
             stream: self.stream.name.clone(),
+            breach_stream: self.stream.breach_stream.clone(),
             subject_prefix: self.stream.subject_prefix.clone(),
             breach_subject_prefix: self.stream.breach_subject_prefix.clone(),
             replicas: self.stream.replicas,
@@ -234,7 +279,15 @@ mod tests {
     use super::*;
 
     fn flags() -> Flags {
-        Flags { config: None, nats_url: None, nats_creds: None, data_dir: None, policy: None, log_format: None }
+        Flags {
+            config: None,
+            nats_url: None,
+            nats_creds: None,
+            nats_nkey_seed_file: None,
+            data_dir: None,
+            policy: None,
+            log_format: None,
+        }
     }
 
     #[test]
@@ -253,12 +306,33 @@ mod tests {
         std::fs::write(&file, "data_dir = \"/from/file\"\n[nats]\nurl = \"nats://file:4222\"\n").unwrap();
         let mut f = flags();
         f.config = Some(file);
-        f.nats_url = Some("nats://flag:4222".into());
+        f.nats_url = Some(Secret::new("nats://flag:4222"));
         let config = Config::resolve(&f).unwrap();
         assert_eq!(
-            (config.nats.url.as_str(), config.data_dir.as_path()),
+            (config.nats.url().unwrap().to_string().as_str(), config.data_dir.as_path()),
             ("nats://flag:4222", Path::new("/from/file"))
         );
+    }
+
+    #[test]
+    fn nats_credentials_come_from_the_file_and_never_show() {
+        let dir = std::env::temp_dir().join(format!("ticketd-config-nats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        let text = "[nats]\nurl = \"nats://a:4222,nats://b:4222\"\nuser = \"ticketd\"\npassword = \"hunter2\"\n";
+        std::fs::write(&file, text).unwrap();
+        let config = Config::from_file(&file).unwrap();
+        assert_eq!(config.nats.credentials().password.map(|p| p.expose().to_owned()).as_deref(), Some("hunter2"));
+        assert_eq!(config.nats.url().unwrap().servers().len(), 2);
+        let mut flags = flags();
+        flags.config = Some(file);
+        flags.nats_url = Some(Secret::new("nats://ticketd:s3cret@c:4222"));
+        let shown = format!("{:?} {:?}", Config::resolve(&flags).unwrap(), flags);
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+
+        std::fs::write(dir.join("bad.toml"), "[nats]\nurl = \"http://u:p@h\"\n").unwrap();
+        let err = Config::from_file(&dir.join("bad.toml")).unwrap_err().to_string();
+        assert!(err.contains("bad.toml") && err.contains("url"), "{err}");
     }
 
     #[test]

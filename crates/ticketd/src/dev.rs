@@ -63,7 +63,7 @@ pub async fn dev(mut config: Config, port: u16) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     info!(nats_server = %bin.display(), port, store = %store.display(), "local nats-server with JetStream started");
-    config.nats.url = format!("nats://127.0.0.1:{port}");
+    config.nats.url = Some(format!("nats://127.0.0.1:{port}").parse()?);
     let served = crate::serve::serve(config).await;
     drop(child);
     served

@@ -21,14 +21,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let log = SledLog::open(SledConfig::new(config.log_dir()))?;
 
-    let mut options = async_nats::ConnectOptions::new().name("ticketd").retry_on_initial_connect();
-    if let Some(creds) = &config.nats.creds {
-        options = options.credentials_file(creds).await.with_context(|| format!("credentials {}", creds.display()))?;
-    }
-    let client = options
-        .connect(config.nats.url.as_str())
-        .await
-        .with_context(|| format!("cannot connect to {}", config.nats.url))?;
+    let url = config.nats.url()?;
+    // A refused login is reported by the connection while it retries in the background: it stops
+    // the start-up with a clear error, and is logged if it happens on a later reconnection.
+    let (refusal, mut refused) = watch::channel(None::<String>);
+    let options =
+        async_nats::ConnectOptions::new().name("ticketd").retry_on_initial_connect().event_callback(move |event| {
+            let refusal = refusal.clone();
+            async move {
+                if let Some(why) = ticket_nats::connection::is_login_refused(&event) {
+                    warn!(error = %why, "NATS refused the login");
+                    refusal.send_replace(Some(why));
+                }
+            }
+        });
+    let (options, login) =
+        ticket_nats::connection::login(&url, &config.nats.credentials(), options).await.context("the NATS login")?;
+    info!(nats = %url, login = %login, "connecting to NATS");
+    let client = options.connect(url.servers()).await.with_context(|| format!("cannot connect to {url}"))?;
 
     let service =
         CommandService::new(log.clone(), policy.clone(), Some(Arc::new(log.snapshots())), ServiceConfig::default());
@@ -50,23 +60,40 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Ready means serving: the connection may still be coming up (it retries in the background),
     // and a flush's round trip shows the server has every subscription of the API.
     let mut waited = Duration::ZERO;
-    while tokio::time::timeout(Duration::from_secs(5), client.flush()).await.map_or(true, |flushed| flushed.is_err()) {
-        waited += Duration::from_secs(5);
-        warn!(nats = %config.nats.url, waited_secs = waited.as_secs(), "waiting for NATS");
+    let outcome = loop {
+        tokio::select! {
+            flushed = tokio::time::timeout(Duration::from_secs(5), client.flush()) => {
+                if matches!(flushed, Ok(Ok(()))) {
+                    break Ok(());
+                }
+                waited += Duration::from_secs(5);
+                warn!(nats = %url, waited_secs = waited.as_secs(), "waiting for NATS");
+            }
+            why = refused.wait_for(Option::is_some) => {
+                let why = why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default();
+                break Err(anyhow::anyhow!("NATS at {url} refused the login with {login}: {why}"));
+            }
+        }
+    };
+    if outcome.is_ok() {
+        info!(
+            nats = %url,
+            login = %login,
+            data_dir = %config.data_dir.display(),
+            policy = %policy.version(),
+            head = log.head(),
+            stream = %config.stream.name,
+            timer = config.timer.enabled,
+            "ticketd ready"
+        );
+        let signal = shutdown_signal().await;
+        info!(signal, "shutting down: no new requests, finishing the commands in flight, draining the outbox");
+    } else {
+        info!("not started: stopping what was started");
     }
-    info!(
-        nats = %config.nats.url,
-        data_dir = %config.data_dir.display(),
-        policy = %policy.version(),
-        head = log.head(),
-        stream = %config.stream.name,
-        timer = config.timer.enabled,
-        "ticketd ready"
-    );
 
-    let signal = shutdown_signal().await;
-    info!(signal, "shutting down: no new requests, finishing the commands in flight, draining the outbox");
-    let deadline = Duration::from_secs(config.shutdown.deadline_secs);
+    // Without NATS there is nothing to drain to: what is appended is published at the next start.
+    let deadline = if outcome.is_ok() { Duration::from_secs(config.shutdown.deadline_secs) } else { Duration::ZERO };
     let started = tokio::time::Instant::now();
     if !api.stop(deadline).await {
         warn!("commands were still running at the shutdown deadline");
@@ -91,9 +118,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "outbox not drained by the deadline; it is published at the next start"
         ),
     }
-    let _ = client.flush().await;
+    let _ = tokio::time::timeout(deadline.max(Duration::from_secs(1)), client.flush()).await;
     info!(head = log.head(), published = log.published().unwrap_or(0), "ticketd stopped");
-    Ok(())
+    outcome
 }
 
 /// Waits for SIGTERM or SIGINT; returns its name.

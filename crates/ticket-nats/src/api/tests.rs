@@ -239,3 +239,77 @@ async fn the_timeline_and_compliance_queries_read_their_writes() {
     assert_eq!(e.code, pb::ErrorCode::TicketNotFound as i32);
     assert!(f.api.unwrap().stop(Duration::from_secs(5)).await);
 }
+
+/// An `open` without a ticket id, retried with its command id (as a client does after a
+/// timeout), names the ticket the first one opened, whatever ticket id the retry carries.
+#[tokio::test]
+async fn a_retried_open_names_the_ticket_it_opened() {
+    let f = fixture().await;
+    let mut command = pb::Command::decode(open_request("advanced", Severity::A).as_slice()).unwrap();
+    command.command_id = "open-once".into();
+    let first = request(&f.client, command_subject("open"), command.encode_to_vec()).await;
+    let pb::command_reply::Result::Accepted(first) = reply(&first) else { panic!("expected acceptance") };
+    assert!(!first.duplicate);
+    assert_eq!(first.ticket_id, first.events[0].ticket_id);
+
+    let retried = request(&f.client, command_subject("open"), command.encode_to_vec()).await;
+    let pb::command_reply::Result::Accepted(retried) = reply(&retried) else { panic!("expected acceptance") };
+    assert!(retried.duplicate);
+    assert_eq!(retried.ticket_id, first.ticket_id, "the original ticket, not a freshly minted id");
+    assert_eq!(retried.events, first.events);
+
+    // A client that mints the ticket id itself (ticketctl does) mints another one on a retry.
+    command.ticket_id = uuid::Uuid::now_v7().to_string();
+    let minted = request(&f.client, command_subject("open"), command.encode_to_vec()).await;
+    let pb::command_reply::Result::Accepted(minted) = reply(&minted) else { panic!("expected acceptance") };
+    assert!(minted.duplicate);
+    assert_eq!(minted.ticket_id, first.ticket_id);
+    assert_eq!(f.log.head(), 1, "one ticket opened");
+
+    let query = pb::GetTicket { ticket_id: retried.ticket_id, min_position: 1 };
+    let answer = request(&f.client, query_subject("ticket"), query.encode_to_vec()).await;
+    let pb::query_reply::Result::Ticket(view) = query_result(&answer) else {
+        panic!("the ticket named does not exist")
+    };
+    assert_eq!(view.ticket_id, first.ticket_id);
+}
+
+/// The error code of a reply that must decode as a `QueryReply`, and its header.
+fn query_error_code(message: &async_nats::Message) -> (i32, String) {
+    let pb::query_reply::Result::Error(e) = query_result(message) else { panic!("expected an error query reply") };
+    let header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR_CODE))
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    (e.code, header)
+}
+
+#[tokio::test]
+async fn query_errors_are_query_replies_with_stable_codes() {
+    let f = fixture().await;
+    let unknown_code = pb::ErrorCode::UnknownEndpoint as i32;
+    let unknown = request(&f.client, query_subject("frobnicate"), pb::GetBoard::default().encode_to_vec()).await;
+    assert_eq!(query_error_code(&unknown), (unknown_code, unknown_code.to_string()));
+    let unknown = request(&f.client, admin_subject("frobnicate"), Vec::new()).await;
+    assert_eq!(query_error_code(&unknown).0, unknown_code);
+
+    let malformed_code = pb::ErrorCode::MalformedRequest as i32;
+    for name in QUERIES {
+        let malformed = request(&f.client, query_subject(name), vec![0x0a, 0xff, 0xff]).await;
+        assert_eq!(query_error_code(&malformed), (malformed_code, malformed_code.to_string()), "{name}");
+    }
+    let bad_ticket = pb::GetTicket { ticket_id: "not-a-ticket".into(), min_position: 0 };
+    let bad_ticket = request(&f.client, query_subject("ticket"), bad_ticket.encode_to_vec()).await;
+    assert_eq!(query_error_code(&bad_ticket).0, malformed_code);
+    let oversized = request(&f.client, query_subject("board"), vec![0u8; 5000]).await;
+    assert_eq!(query_error_code(&oversized).0, pb::ErrorCode::PayloadTooLarge as i32);
+    let lag = request(&f.client, admin_subject("lag"), vec![0x0a, 0xff, 0xff]).await;
+    assert_eq!(query_error_code(&lag).0, malformed_code);
+
+    // Commands still get command replies.
+    let unknown = request(&f.client, command_subject("frobnicate"), open_request("advanced", Severity::A)).await;
+    assert_eq!(error_code(&unknown).0, unknown_code);
+    assert_eq!(f.log.head(), 0);
+}
