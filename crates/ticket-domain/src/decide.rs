@@ -131,7 +131,8 @@ fn open_ticket(rules: Rules, command: &Command, open: &OpenTicket, policy: &Poli
     ensure_title(&open.title)?;
     check_entitlement(policy, &open.plan, &open.category, open.severity)?;
     let at = command.issued_at;
-    let mut clocks = ClockEditor::new(rules, policy, at, at, &open.plan, &open.category, open.severity, BTreeMap::new());
+    let mut clocks =
+        ClockEditor::new(rules, policy, at, at, &open.plan, &open.category, open.severity, BTreeMap::new());
     clocks.start(Metric::FirstResponse);
     clocks.start(Metric::Resolution);
     Ok(vec![Event {

@@ -60,7 +60,12 @@ fn as_of_due(events: &[Event]) -> Vec<Event> {
 
 /// Given a ticket awaiting the customer, its downgrade fired `lag` late states exactly what the
 /// on-time firing states, only detected later; the window closes with its whole target elapsed.
-fn a_late_downgrade_equals_the_on_time_one(policy: Policy, open_body: CommandBody, opened: Timestamp, asked: Timestamp) {
+fn a_late_downgrade_equals_the_on_time_one(
+    policy: Policy,
+    open_body: CommandBody,
+    opened: Timestamp,
+    asked: Timestamp,
+) {
     let given = given(policy).history([agent(opened, open_body), agent(asked, ask())]);
     let (cycle, due) = window(given.state());
     let firing = |at| timer(at, CommandBody::DowngradeForNoResponse { cycle, due_at: due });
@@ -273,12 +278,16 @@ fn warnings_are_exact(policy: &Policy, plan: &str, category: &str, severity: Sev
         let calendar = policy.calendar(&clock_plan.target.calendar).unwrap();
         for w in &clock_plan.warnings {
             let nanos = i128::from(clock_plan.target_duration.num_nanoseconds().unwrap());
-            let share = TimeDelta::nanoseconds(
-                i64::try_from((nanos * i128::from(w.threshold_percent) + 99) / 100).unwrap(),
-            );
+            let share =
+                TimeDelta::nanoseconds(i64::try_from((nanos * i128::from(w.threshold_percent) + 99) / 100).unwrap());
             let at_warning = calendar.elapsed(opened, w.at);
             let just_before = calendar.elapsed(opened, w.at - TimeDelta::nanoseconds(1));
-            assert!(at_warning >= share, "{}% warning at {} is early: {at_warning} < {share}", w.threshold_percent, w.at);
+            assert!(
+                at_warning >= share,
+                "{}% warning at {} is early: {at_warning} < {share}",
+                w.threshold_percent,
+                w.at
+            );
             assert!(just_before < share, "{}% warning at {} is late", w.threshold_percent, w.at);
         }
     }

@@ -474,11 +474,9 @@ fn a_support_tool_escalates_to_a_tier_and_team() {
 #[test]
 fn crossing_the_80_percent_warning_escalates_a_critical_ticket() {
     let (w50, at) = (beijing(2026, 11, 21, 3, 30), beijing(2026, 11, 21, 3, 48));
-    let outcome =
-        critical_ticket().history([timer(w50, warning(Metric::FirstResponse, 1, 50, w50))]).when(timer(
-            at,
-            warning(Metric::FirstResponse, 1, 80, at),
-        ));
+    let outcome = critical_ticket()
+        .history([timer(w50, warning(Metric::FirstResponse, 1, 50, w50))])
+        .when(timer(at, warning(Metric::FirstResponse, 1, 80, at)));
     outcome.then_names(&["sla_warning", "escalated"]);
     let EventKind::Escalated { tier, cause, .. } = outcome.event("escalated") else { unreachable!() };
     assert_eq!(tier.as_str(), "tier-2");
@@ -558,10 +556,14 @@ fn a_late_response_records_every_warning_and_breach_the_timer_had_not_at_their_o
     let instants: Vec<Timestamp> = outcome
         .events()
         .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::SlaWarning { warn_at, .. } => Some(*warn_at),
-            EventKind::SlaBreached { due_at, .. } => Some(*due_at),
-            _ => None,
+        .filter_map(|e| {
+            if let EventKind::SlaWarning { warn_at, .. } = &e.kind {
+                return Some(*warn_at);
+            }
+            if let EventKind::SlaBreached { due_at, .. } = &e.kind {
+                return Some(*due_at);
+            }
+            None
         })
         .collect();
     assert_eq!(instants, [beijing(2026, 11, 21, 3, 30), beijing(2026, 11, 21, 3, 48), beijing(2026, 11, 21, 4, 0)]);
