@@ -1,6 +1,7 @@
 //! The timer service through the whole engine: a sled log, the command service and the
 //! scheduler, all on a simulated clock that the tests advance instantly.
 
+mod lag;
 mod paging;
 mod quarantine;
 mod random;
@@ -69,6 +70,15 @@ impl Engine {
         let service = service(&dir.path().join("log"), &policy, &clock);
         let timer = Some(RunningTimer::start(&service, &dir.path().join("timer.checkpoint")));
         Self { dir, clock, service, timer, policy }
+    }
+
+    /// The engine without a timer: only decisions settle what is due.
+    pub fn start_without_timer(policy: Policy, start: Timestamp) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SimulatedClock::new(start));
+        let policy = Arc::new(policy);
+        let service = service(&dir.path().join("log"), &policy, &clock);
+        Self { dir, clock, service, timer: None, policy }
     }
 
     pub fn log(&self) -> &SledLog {

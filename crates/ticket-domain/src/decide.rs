@@ -350,6 +350,12 @@ fn decide_on_ticket(
             d.emit(EventKind::DowngradedForNoResponse { from, to, cycle: *cycle, due_at: *due_at, clocks });
         }
     }
+    if rules >= Rules::V2 {
+        // What the command's own events made due by now (a severity raised past a target that
+        // has already run out) is settled in the same decision: after any decision, nothing is
+        // due at or before its instant.
+        d.settle();
+    }
     Ok(d.events)
 }
 
@@ -452,7 +458,7 @@ impl<'p, 't> Decision<'p, 't> {
         }
         let (mut state, applied) =
             self.working.take().unwrap_or_else(|| (TicketState::Opened(Box::new(self.original.clone())), 0));
-        for event in &self.events[applied..] {
+        for event in self.events[applied..].iter().filter(|e| e.ticket_id == self.original.id) {
             // The decision's own events always fit the state they were decided on; the command
             // service applies them once more with the check before anything is appended.
             let _fits = evolve(&mut state, event);
