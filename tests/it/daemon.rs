@@ -14,7 +14,7 @@ use ticket_testkit::NatsServer;
 
 use crate::policy_path;
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
@@ -56,8 +56,14 @@ impl Daemon {
         }
     }
 
+    /// SIGKILL, as a crash: nothing is flushed or drained.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Sends SIGTERM and waits for the exit status.
-    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    pub(crate) fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -147,8 +153,13 @@ async fn stream_messages(url: &str) -> u64 {
 }
 
 /// `ticketd serve` on `server`, with its data in `data`, once it says it is ready.
-fn serve(server: &NatsServer, data: &Path) -> Daemon {
-    let mut daemon = spawn_serve(&server.url(), &[], data);
+pub(crate) fn serve(server: &NatsServer, data: &Path) -> Daemon {
+    serve_on(&server.url(), data)
+}
+
+/// `ticketd serve` on the nats-server at `url`, once it says it is ready.
+pub(crate) fn serve_on(url: &str, data: &Path) -> Daemon {
+    let mut daemon = spawn_serve(url, &[], data);
     daemon.wait_for("ticketd ready", Duration::from_secs(30));
     daemon
 }

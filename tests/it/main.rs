@@ -10,6 +10,7 @@ mod nats_events;
 mod nats_permissions;
 mod operators;
 mod projections;
+mod retries;
 mod support_rules;
 mod timers;
 

@@ -43,6 +43,23 @@ async fn appends_survive_a_reopen_and_the_chain_verifies() {
     assert_eq!(report, ChainReport { events: 4, head: 4, broken: None });
 }
 
+/// After a reopen the writer no longer knows which append wrote a stream's end: a decision made
+/// after an append of the previous run is refused, one made on the durable state is not.
+#[tokio::test]
+async fn a_reopened_log_forgets_every_basis() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = contract::append("c1", contract::ticket(1), 0, &["a"]);
+    {
+        let log = open(&dir);
+        log.append(first.clone()).await.unwrap();
+    }
+    let log = open(&dir);
+    let after = contract::append_after("c2", contract::ticket(1), 1, &first, &["b"]);
+    assert_eq!(log.append(after).await.unwrap_err(), LogError::BasisConflict { ticket_id: contract::ticket(1) });
+    log.append(contract::append("c2", contract::ticket(1), 1, &["b"])).await.unwrap();
+    assert_eq!(log.stream_version(contract::ticket(1)).unwrap(), 2);
+}
+
 #[tokio::test]
 async fn a_flipped_byte_breaks_the_chain_at_its_position() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 
 use ticket_domain::{CommandId, RecordedEvent, TicketId};
-use ticket_log::{AppendOutcome, AppendRequest, CommandRecord, LogError, now, stamp_events};
+use ticket_log::{AppendOutcome, AppendRequest, CommandRecord, LogError, StreamTip, now, stamp_events};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error};
 
@@ -36,8 +36,9 @@ pub struct Writer {
     head: u64,
     hash: [u8; 32],
     max_group: usize,
-    /// Committed stream versions of recently written tickets.
-    versions: lru::LruCache<TicketId, u64>,
+    /// Committed tips (version and last append) of recently written tickets. A ticket read
+    /// back from the tree has no known last append, so an append decided after one is refused.
+    versions: lru::LruCache<TicketId, StreamTip>,
 }
 
 type Reply = oneshot::Sender<Result<AppendOutcome, LogError>>;
@@ -97,24 +98,25 @@ impl Writer {
         Ok(Some(events))
     }
 
-    /// A stream's version: from the writer's cache (exact, as the writer is the only writer),
-    /// else from the stream index.
-    fn stream_version(&mut self, ticket: TicketId) -> Result<u64, LogError> {
-        if let Some(version) = self.versions.get(&ticket) {
-            return Ok(*version);
+    /// A stream's tip: from the writer's cache (exact, as the writer is the only writer), else
+    /// the version from the stream index, with no known last append.
+    fn stream_tip(&mut self, ticket: TicketId) -> Result<StreamTip, LogError> {
+        if let Some(tip) = self.versions.get(&ticket) {
+            return Ok(*tip);
         }
         let version = match self.tree.scan_prefix(stream_prefix(ticket)).next_back() {
             None => 0,
             Some(item) => trailing_u64(&item.map_err(|e| storage("read stream", e))?.0).unwrap_or(0),
         };
-        self.versions.put(ticket, version);
-        Ok(version)
+        let tip = StreamTip { version, last: None };
+        self.versions.put(ticket, tip);
+        Ok(tip)
     }
 
     fn commit(&mut self, group: Vec<Job>) {
         let mut batch = sled::Batch::default();
         let (mut head, mut hash) = (self.head, self.hash);
-        let mut staged_versions: HashMap<TicketId, u64> = HashMap::new();
+        let mut staged_versions: HashMap<TicketId, StreamTip> = HashMap::new();
         let mut staged_ids: HashMap<CommandId, usize> = HashMap::new();
         let mut accepted: Vec<(Reply, Vec<RecordedEvent>)> = Vec::new();
         let mut echoes: Vec<(Reply, usize)> = Vec::new();
@@ -141,8 +143,8 @@ impl Writer {
                 continue;
             }
             let stamped = stamp_events(&request, head, recorded_at, |t| match staged_versions.get(&t) {
-                Some(v) => Ok(*v),
-                None => self.stream_version(t),
+                Some(tip) => Ok(*tip),
+                None => self.stream_tip(t),
             });
             let events = match stamped {
                 Ok(events) => events,
@@ -156,7 +158,7 @@ impl Writer {
                 let (bytes, next) = encode_record(e, &hash);
                 batch.insert(&positional(EVENT, e.position)[..], bytes);
                 batch.insert(&stream(e.event.ticket_id, e.version)[..], &e.position.to_be_bytes()[..]);
-                staged_versions.insert(e.event.ticket_id, e.version);
+                staged_versions.insert(e.event.ticket_id, StreamTip { version: e.version, last: Some(request.token) });
                 hash = next;
                 head = e.position;
             }
@@ -191,8 +193,8 @@ impl Writer {
                 debug!(appends = accepted.len(), head, apply_us, flush_us, flushed_bytes, "group committed");
                 self.head = head;
                 self.hash = hash;
-                for (ticket, version) in staged_versions {
-                    self.versions.put(ticket, version);
+                for (ticket, tip) in staged_versions {
+                    self.versions.put(ticket, tip);
                 }
                 self.head_tx.send_replace(head);
                 for (reply, index) in echoes {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ticket_domain::testing::{agent, utc};
 use ticket_domain::{CommandBody, CommandId, Event, EventKind, Text, TicketId};
 
-use crate::{AppendRequest, EventLog, LogError, StreamAppend};
+use crate::{AppendOutcome, AppendRequest, AppendToken, EventLog, LogError, StreamAppend};
 
 /// A ticket id for test number `n`.
 pub fn ticket(n: u128) -> TicketId {
@@ -29,6 +29,7 @@ pub fn append(command_id: &str, ticket: TicketId, expected_version: u64, notes: 
     command.id = CommandId::new(command_id).unwrap();
     command.ticket_id = ticket;
     AppendRequest {
+        token: AppendToken::next(),
         command,
         policy: None,
         rules: ticket_domain::Rules::CURRENT,
@@ -37,6 +38,7 @@ pub fn append(command_id: &str, ticket: TicketId, expected_version: u64, notes: 
         streams: vec![StreamAppend {
             ticket_id: ticket,
             expected_version,
+            after: None,
             events: notes.iter().map(|n| event(ticket, n)).collect(),
         }],
     }
@@ -52,6 +54,68 @@ pub async fn run_all<L: EventLog, F: Fn() -> L>(make: F) {
     commands_are_stored_with_their_positions(make()).await;
     a_subscription_catches_up_then_follows(make()).await;
     empty_appends_are_refused(make()).await;
+    an_append_decided_after_another_needs_that_one_to_be_the_last(make()).await;
+    an_append_after_a_failed_one_is_refused_in_the_same_group(make()).await;
+}
+
+/// `append` decided after the append `after` (pipelining).
+pub fn append_after(
+    command_id: &str,
+    ticket: TicketId,
+    expected_version: u64,
+    after: &AppendRequest,
+    notes: &[&str],
+) -> AppendRequest {
+    let mut request = append(command_id, ticket, expected_version, notes);
+    request.streams[0].after = Some(after.token);
+    request
+}
+
+pub async fn an_append_decided_after_another_needs_that_one_to_be_the_last<L: EventLog>(log: L) {
+    let (a, b) = (ticket(1), ticket(2));
+    let first = append("c1", a, 0, &["a1"]);
+    log.append(first.clone()).await.unwrap();
+    let second = append_after("c2", a, 1, &first, &["a2"]);
+    assert!(!log.append(second.clone()).await.unwrap().is_duplicate());
+    // The version is right, but the decision was made after `first`, which is no longer last.
+    let stale = append_after("c3", a, 2, &first, &["a3"]);
+    assert_eq!(log.append(stale).await.unwrap_err(), LogError::BasisConflict { ticket_id: a });
+    // An append this log never made (another process, a reopened log) is no basis either.
+    let unknown = append("elsewhere", b, 0, &["b1"]);
+    let refused = append_after("c4", a, 2, &unknown, &["a3"]);
+    assert_eq!(log.append(refused).await.unwrap_err(), LogError::BasisConflict { ticket_id: a });
+    // A split's new stream has the split as its last append.
+    let mut split = append_after("c5", a, 2, &second, &["linked"]);
+    split.streams.push(StreamAppend {
+        ticket_id: b,
+        expected_version: 0,
+        after: None,
+        events: vec![event(b, "opened")],
+    });
+    log.append(split.clone()).await.unwrap();
+    log.append(append_after("c6", b, 1, &split, &["b2"])).await.unwrap();
+    // A state read from the durable log needs only the version.
+    log.append(append("c7", a, 3, &["a4"])).await.unwrap();
+    assert_eq!((log.head(), log.stream_version(a).unwrap(), log.stream_version(b).unwrap()), (6, 4, 2));
+}
+
+/// The sequence of issue 10: W is queued on version 1; a retry of a stored command is decided
+/// after W and answered `Duplicate`; X, decided after the retry, has the version W produced and
+/// must still be refused, all in one group when the engine groups appends.
+pub async fn an_append_after_a_failed_one_is_refused_in_the_same_group<L: EventLog>(log: L) {
+    let a = ticket(1);
+    log.append(append("c", a, 0, &["a1"])).await.unwrap();
+    let w = append("w", a, 1, &["w"]);
+    let retry = append("c", a, 1, &["bogus"]);
+    let x = append_after("x", a, 2, &retry, &["x"]);
+    let after_w = append_after("y", a, 2, &w, &["y"]);
+    let (w, retry, x, after_w) = (log.append(w), log.append(retry), log.append(x), log.append(after_w));
+    let (w, retry, x, after_w) = (w.await.unwrap(), retry.await.unwrap(), x.await, after_w.await.unwrap());
+    assert!(matches!(w, AppendOutcome::Appended(_)));
+    assert!(retry.is_duplicate());
+    assert_eq!(x.unwrap_err(), LogError::BasisConflict { ticket_id: a });
+    assert!(matches!(after_w, AppendOutcome::Appended(_)));
+    assert_eq!(log.stream_version(a).unwrap(), 3);
 }
 
 pub async fn positions_are_gapless_and_versions_contiguous<L: EventLog>(log: L) {
@@ -102,7 +166,12 @@ pub async fn a_multi_stream_append_is_all_or_nothing<L: EventLog>(log: L) {
     log.append(append("c1", parent, 0, &["p1"])).await.unwrap();
     log.append(append("c2", taken, 0, &["t1"])).await.unwrap();
     let mut split = append("c3", parent, 1, &["linked"]);
-    split.streams.push(StreamAppend { ticket_id: taken, expected_version: 0, events: vec![event(taken, "opened")] });
+    split.streams.push(StreamAppend {
+        ticket_id: taken,
+        expected_version: 0,
+        after: None,
+        events: vec![event(taken, "opened")],
+    });
     assert!(matches!(log.append(split).await, Err(LogError::VersionConflict { .. })));
     assert_eq!((log.head(), log.stream_version(parent).unwrap()), (2, 1));
 
@@ -110,6 +179,7 @@ pub async fn a_multi_stream_append_is_all_or_nothing<L: EventLog>(log: L) {
     split.streams.push(StreamAppend {
         ticket_id: child,
         expected_version: 0,
+        after: None,
         events: vec![event(child, "opened"), event(child, "linked")],
     });
     let events = log.append(split).await.unwrap().into_events();

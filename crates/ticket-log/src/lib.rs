@@ -16,25 +16,62 @@ mod memory;
 mod subscription;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ticket_domain::{Command, CommandId, Event, PolicyVersion, RecordedEvent, Rules, TicketId, TraceId};
 
 pub use memory::{MemoryLog, MemorySnapshots};
 pub use subscription::Subscription;
 
-/// Events to append to one ticket's stream, if its version is still `expected_version`.
+/// Identifies one append within this process, so that a later append can name it as the basis
+/// it was decided on (see [`StreamAppend::after`]). Tokens are never reused within a process and
+/// mean nothing across processes: a log forgets them when it is reopened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AppendToken(u64);
+
+impl AppendToken {
+    /// A token no other append of this process has had.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Events to append to one ticket's stream, if its version is still `expected_version` and, when
+/// the decision was made on an append not yet durable, that append is the stream's last one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamAppend {
     pub ticket_id: TicketId,
     /// The stream's version the decision was made on (0: the stream must not exist yet).
     pub expected_version: u64,
+    /// The append whose resulting state the decision was made on, when that append was not yet
+    /// durable (pipelining); `None` when the state was read from the durable log.
+    ///
+    /// A version counts events, it does not name them: a decision made on a staged append that
+    /// then fails, followed by another append of the same length, would pass the version check
+    /// on a state the stream never had. With `after`, the log appends only if the stream's last
+    /// append is that one (committed, or earlier in the same group); an append it does not know
+    /// (failed, refused, from before a reopen, evicted from its memory) is a
+    /// [`LogError::BasisConflict`]. A durable prefix never changes, so `None` needs only the
+    /// version check.
+    pub after: Option<AppendToken>,
     pub events: Vec<Event>,
+}
+
+/// What a log knows about the end of a stream when it checks an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamTip {
+    pub version: u64,
+    /// The append that wrote the stream's last event, while the log remembers it.
+    pub last: Option<AppendToken>,
 }
 
 /// One command's result: events for one or more streams (a split writes two), appended
 /// atomically with the command itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendRequest {
+    /// This append's identity, for appends decided after it.
+    pub token: AppendToken,
     pub command: Command,
     /// The policy the decision was made with, so an audit can re-run it.
     pub policy: Option<PolicyVersion>,
@@ -135,6 +172,8 @@ pub struct CommandRecord {
 pub enum LogError {
     #[error("version conflict on ticket {ticket_id}: expected version {expected}, the stream is at {actual}")]
     VersionConflict { ticket_id: TicketId, expected: u64, actual: u64 },
+    #[error("ticket {ticket_id} was decided after an append that is not its last one")]
+    BasisConflict { ticket_id: TicketId },
     #[error("invalid append: {0}")]
     InvalidAppend(String),
     #[error("corrupt record at position {position}: {problem}")]
@@ -149,6 +188,7 @@ pub enum LogError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LogErrorKind {
     VersionConflict,
+    BasisConflict,
     InvalidAppend,
     Corrupt,
     Storage,
@@ -159,6 +199,7 @@ impl LogError {
     pub fn kind(&self) -> LogErrorKind {
         match self {
             LogError::VersionConflict { .. } => LogErrorKind::VersionConflict,
+            LogError::BasisConflict { .. } => LogErrorKind::BasisConflict,
             LogError::InvalidAppend(_) => LogErrorKind::InvalidAppend,
             LogError::Corrupt { .. } => LogErrorKind::Corrupt,
             LogError::Storage(_) => LogErrorKind::Storage,
@@ -226,26 +267,34 @@ pub trait SnapshotStore: Send + Sync + 'static {
     fn save(&self, ticket: TicketId, bytes: Vec<u8>) -> Result<(), LogError>;
 }
 
-/// Checks every stream's expected version and gives each event its metadata: a uuid v7, the
-/// next global position after `head`, the next version of its stream, `recorded_at`. Every
-/// engine appends through this, so positions and versions mean the same everywhere.
+/// Checks every stream's expected version and basis ([`StreamAppend::after`]) against its tip,
+/// and gives each event its metadata: a uuid v7, the next global position after `head`, the next
+/// version of its stream, `recorded_at`. Every engine appends through this, so positions,
+/// versions and basis checks mean the same everywhere. After a successful append, each of the
+/// request's streams has the tip `StreamTip { version: its last event's, last: Some(request.token) }`.
 pub fn stamp_events(
     request: &AppendRequest,
     head: u64,
     recorded_at: ticket_domain::Timestamp,
-    mut stream_version: impl FnMut(TicketId) -> Result<u64, LogError>,
+    mut stream_tip: impl FnMut(TicketId) -> Result<StreamTip, LogError>,
 ) -> Result<Vec<RecordedEvent>, LogError> {
     request.validate()?;
     let mut out = Vec::with_capacity(request.events().count());
     let mut position = head;
     for stream in &request.streams {
-        let actual = stream_version(stream.ticket_id)?;
+        let tip = stream_tip(stream.ticket_id)?;
+        let actual = tip.version;
         if actual != stream.expected_version {
             return Err(LogError::VersionConflict {
                 ticket_id: stream.ticket_id,
                 expected: stream.expected_version,
                 actual,
             });
+        }
+        if let Some(after) = stream.after
+            && tip.last != Some(after)
+        {
+            return Err(LogError::BasisConflict { ticket_id: stream.ticket_id });
         }
         for (version, event) in (actual + 1..).zip(&stream.events) {
             position += 1;

@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ticket_domain::{CommandId, RecordedEvent, TicketId};
 use tokio::sync::watch;
 
-use crate::{AppendOutcome, AppendRequest, CommandRecord, EventLog, LogError, SnapshotStore, now, stamp_events};
+use crate::{
+    AppendOutcome, AppendRequest, AppendToken, CommandRecord, EventLog, LogError, SnapshotStore, StreamTip, now,
+    stamp_events,
+};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -16,6 +19,8 @@ struct Inner {
     streams: HashMap<TicketId, Vec<u64>>,
     commands: BTreeMap<u64, CommandRecord>,
     command_ids: HashMap<CommandId, u64>,
+    /// The append that wrote each stream's last event.
+    last_appends: HashMap<TicketId, AppendToken>,
     published: u64,
 }
 
@@ -53,10 +58,16 @@ impl MemoryLog {
             return Ok(AppendOutcome::Duplicate(Self::events_at(&inner, record.first_position, record.last_position)));
         }
         let head = inner.events.len() as u64;
-        let events = stamp_events(&request, head, now(), |t| Ok(inner.streams.get(&t).map_or(0, |v| v.len() as u64)))?;
+        let events = stamp_events(&request, head, now(), |t| {
+            Ok(StreamTip {
+                version: inner.streams.get(&t).map_or(0, |v| v.len() as u64),
+                last: inner.last_appends.get(&t).copied(),
+            })
+        })?;
         let (first, last) = (head + 1, head + events.len() as u64);
         for e in &events {
             inner.streams.entry(e.event.ticket_id).or_default().push(e.position);
+            inner.last_appends.insert(e.event.ticket_id, request.token);
         }
         inner.events.extend(events.iter().cloned());
         inner.command_ids.insert(request.command.id.clone(), first);

@@ -1,12 +1,14 @@
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use ticket_domain::{
-    Command, DomainError, ErrorKind, Event, Policy, RecordedEvent, Rules, TicketId, TicketState, TraceId, decide,
-    evolve,
+    Command, CommandId, DomainError, ErrorKind, Event, Policy, RecordedEvent, Rules, TicketId, TicketState, TraceId,
+    decide, evolve,
 };
-use ticket_log::{AppendOutcome, AppendRequest, EventLog, LogError, SnapshotStore, StreamAppend};
+use ticket_log::{AppendOutcome, AppendRequest, AppendToken, EventLog, LogError, SnapshotStore, StreamAppend};
+use tokio::sync::watch;
 use tracing::{debug, error, warn};
 
 use crate::clock::{Clock, SystemClock};
@@ -106,19 +108,90 @@ impl ServiceError {
                 LogError::Storage(_)
                 | LogError::Corrupt { .. }
                 | LogError::VersionConflict { .. }
+                | LogError::BasisConflict { .. }
                 | LogError::InvalidAppend(_),
             ) => ServiceErrorKind::Storage,
         }
     }
 }
 
+/// A ticket's cached state: what is durable, and the appends queued after it (ADR 0007).
 struct Cached {
-    /// The ticket's state including the events of appends still in flight.
-    state: Arc<TicketState>,
+    /// The durable state: read from the log, or produced by an append the log acknowledged.
+    confirmed: Arc<TicketState>,
+    /// The appends queued for this ticket and not yet settled, in queue order, each with the
+    /// state it produces. Each was decided after the one before it (the first after
+    /// `confirmed`), and the log appends it only if that one was appended just before it.
+    staged: VecDeque<(AppendToken, Arc<TicketState>)>,
     /// The version of the last snapshot written or read for this ticket.
     snapshot_version: u64,
-    /// Appends queued for this ticket and not yet durable.
-    pending: u32,
+}
+
+impl Cached {
+    fn confirmed(state: Arc<TicketState>, snapshot_version: u64) -> Self {
+        Self { confirmed: state, staged: VecDeque::new(), snapshot_version }
+    }
+
+    /// The state the next decision is made on: the last staged one, else the durable one.
+    fn state(&self) -> &Arc<TicketState> {
+        self.staged.back().map_or(&self.confirmed, |(_, state)| state)
+    }
+
+    /// The next decision's basis: its state, and the append it is decided after (none when the
+    /// state is durable).
+    fn basis(&self) -> (Arc<TicketState>, Option<AppendToken>) {
+        (self.state().clone(), self.staged.back().map(|(token, _)| *token))
+    }
+}
+
+/// How a command whose id was claimed ended, for sends of the same id that waited for it.
+#[derive(Debug, Clone)]
+enum Finished {
+    /// Appended (or found in the log): the events every send of the id is answered with.
+    Events(Vec<RecordedEvent>),
+    /// Refused by the rules on the state it was decided on.
+    Refused(DomainError),
+    /// Nothing appended for a reason that may pass (conflicts, storage): a waiting send is
+    /// decided on its own.
+    Failed,
+}
+
+/// The command ids being executed by this service. A send of an id in the registry waits for
+/// the first one's outcome instead of being decided: deciding it on a state that includes the
+/// first one's staged append could refuse it while the first one succeeds.
+type Flights = Mutex<HashMap<CommandId, watch::Receiver<Option<Finished>>>>;
+
+/// The claim on a command id: while it lives, the id is in the registry.
+struct Flight {
+    id: CommandId,
+    flights: Arc<Flights>,
+    outcome: Option<watch::Sender<Option<Finished>>>,
+}
+
+impl Flight {
+    fn finish(mut self, finished: Finished) {
+        self.publish(finished);
+    }
+
+    /// Leaves the registry and tells the waiting sends, under the registry's lock: a send that
+    /// then finds the id absent comes after the outcome.
+    fn publish(&mut self, finished: Finished) {
+        let Some(outcome) = self.outcome.take() else { return };
+        let mut flights = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        flights.remove(&self.id);
+        outcome.send_replace(Some(finished));
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.publish(Finished::Failed);
+    }
+}
+
+enum Claim {
+    Mine(Flight),
+    InFlight(watch::Receiver<Option<Finished>>),
 }
 
 /// The command service. Cheap to clone.
@@ -143,6 +216,7 @@ struct Inner<L> {
     snapshots: Option<Arc<dyn SnapshotStore>>,
     policy: Arc<Policy>,
     cache: Mutex<LruCache<TicketId, Cached>>,
+    flights: Arc<Flights>,
     locks: Vec<tokio::sync::Mutex<()>>,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
@@ -165,7 +239,8 @@ impl<L: EventLog> CommandService<L> {
         let capacity = NonZeroUsize::new(config.cache_capacity).unwrap_or(NonZeroUsize::MIN);
         let locks = (0..config.lock_shards.max(1)).map(|_| tokio::sync::Mutex::new(())).collect();
         let cache = Mutex::new(LruCache::new(capacity));
-        Self { inner: Arc::new(Inner { log, snapshots, policy, cache, locks, clock, config }) }
+        let flights = Arc::default();
+        Self { inner: Arc::new(Inner { log, snapshots, policy, cache, flights, locks, clock, config }) }
     }
 
     pub fn log(&self) -> &L {
@@ -193,46 +268,109 @@ impl<L: EventLog> CommandService<L> {
     /// the state the queued append will produce, and both can share one flush. The reply still
     /// waits for durability; if the earlier append fails, the later one conflicts and is decided
     /// again on what is durable.
+    ///
+    /// A command id is decided at most once at a time and never once it is in the log: a send
+    /// of an id in flight waits for the first one's outcome (its events, or its refusal), and
+    /// an id already appended is answered with the original events, `duplicate` set. Once
+    /// claimed, a command runs to its end even if the caller stops waiting.
     pub async fn execute(&self, request: CommandRequest) -> Result<CommandResult, ServiceError> {
+        let flight = loop {
+            let mut first = match self.claim(&request.command.id) {
+                Claim::Mine(flight) => break flight,
+                Claim::InFlight(first) => first,
+            };
+            let finished = first.wait_for(Option::is_some).await.ok().and_then(|f| f.clone());
+            match finished {
+                Some(Finished::Events(events)) => return Ok(CommandResult { events, duplicate: true }),
+                Some(Finished::Refused(refused)) => return Err(ServiceError::Rejected(refused)),
+                Some(Finished::Failed) | None => {}
+            }
+        };
+        let service = self.clone();
+        let run = async move {
+            let result = service.run(request).await;
+            flight.finish(match &result {
+                Ok(r) => Finished::Events(r.events.clone()),
+                Err(ServiceError::Rejected(refused)) => Finished::Refused(refused.clone()),
+                Err(ServiceError::Conflict { .. } | ServiceError::Log(_) | ServiceError::Quarantined { .. }) => {
+                    Finished::Failed
+                }
+            });
+            result
+        };
+        // A command whose append is queued must see it settled (or the ticket's staged chain
+        // would wait for it forever) and must tell the sends waiting for it: it runs as its own
+        // task, which a caller that goes away does not cancel.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.spawn(run).await.unwrap_or(Err(ServiceError::Log(LogError::Closed))),
+            Err(_) => run.await,
+        }
+    }
+
+    fn claim(&self, id: &CommandId) -> Claim {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(first) = flights.get(id) {
+            return Claim::InFlight(first.clone());
+        }
+        let (outcome, first) = watch::channel(None);
+        flights.insert(id.clone(), first);
+        Claim::Mine(Flight { id: id.clone(), flights: self.inner.flights.clone(), outcome: Some(outcome) })
+    }
+
+    /// Decides and appends a claimed command, deciding again after conflicts.
+    async fn run(&self, request: CommandRequest) -> Result<CommandResult, ServiceError> {
         let inner = &self.inner;
-        // Idempotency: the log's writer answers an appended command id with the original events.
-        // A repeated command may also be refused on re-decision (resolving a resolved ticket), so
-        // a refusal first looks the id up; a fresh command pays no lookup.
+        // A command id already in the log is never decided again: its events are the answer.
+        if let Some(events) = self.stored_result(&request.command)? {
+            return Ok(CommandResult { events, duplicate: true });
+        }
         let ticket = request.command.ticket_id;
         let shard = shard_of(ticket, inner.locks.len());
         let mut command = request.command;
         for attempt in 1..=inner.config.max_attempts {
+            let token = AppendToken::next();
             let queued = {
                 let _serialized = inner.locks[shard].lock().await;
                 if request.stamp == Stamp::ServiceClock {
                     command.issued_at = inner.clock.now();
                 }
-                // A stale cached state (another writer appended) fails the append's version check
-                // and is then reloaded, so deciding needs no freshness check of its own.
-                let state = self.load(ticket, Freshness::Cached)?;
+                // A stale cached state (another writer appended) fails the append's version or
+                // basis check and is then reloaded, so deciding needs no freshness check of its own.
+                let (state, after) = self.basis(ticket)?;
                 let events = match decide(&command, &state, &inner.policy) {
                     Ok(events) => events,
                     Err(refused) => {
+                        // Another service on the same log may have appended the id meanwhile.
                         return match self.stored_result(&command)? {
                             Some(events) => Ok(CommandResult { events, duplicate: true }),
                             None => Err(ServiceError::Rejected(refused)),
                         };
                     }
                 };
+                // The state the append will produce: the next decision on the ticket rests on it.
+                // Events that do not fit it (which `decide` never produces) are not appended.
+                let mut staged = (*state).clone();
+                for e in events.iter().filter(|e| e.ticket_id == ticket) {
+                    evolve(&mut staged, e).map_err(|misfit| {
+                        error!(ticket_id = %ticket, problem = %misfit, "decided event does not fit; not appended");
+                        ServiceError::Log(LogError::InvalidAppend(format!("a decided event does not fit: {misfit}")))
+                    })?;
+                }
                 let append = AppendRequest {
+                    token,
                     command: command.clone(),
                     policy: Some(inner.policy.version().clone()),
                     rules: Rules::CURRENT,
                     correlation_id: request.correlation_id.clone(),
                     causation_id: request.causation_id.clone(),
-                    streams: streams(ticket, state.version(), events.clone()),
+                    streams: streams(ticket, state.version(), after, events.clone()),
                 };
                 let queued = inner.log.append(append);
-                self.stage(ticket, state, &events);
+                self.stage(ticket, &state, token, staged);
                 queued
             };
             let outcome = queued.await;
-            self.settle(ticket, matches!(outcome, Ok(AppendOutcome::Appended(_))));
+            self.settle(ticket, token, matches!(outcome, Ok(AppendOutcome::Appended(_))));
             match outcome {
                 Ok(outcome) => {
                     let duplicate = outcome.is_duplicate();
@@ -244,6 +382,9 @@ impl<L: EventLog> CommandService<L> {
                 }
                 Err(LogError::VersionConflict { expected, actual, .. }) => {
                     debug!(ticket_id = %ticket, attempt, expected, actual, "version conflict, deciding again");
+                }
+                Err(LogError::BasisConflict { .. }) => {
+                    debug!(ticket_id = %ticket, attempt, "decided after an append that failed, deciding again");
                 }
                 Err(e) => return Err(ServiceError::Log(e)),
             }
@@ -266,7 +407,7 @@ impl<L: EventLog> CommandService<L> {
 
     fn load(&self, ticket: TicketId, freshness: Freshness) -> Result<Arc<TicketState>, ServiceError> {
         let log = &self.inner.log;
-        let cached = self.cache().get(&ticket).map(|c| (c.state.clone(), c.pending));
+        let cached = self.cache().get(&ticket).map(|c| (c.state().clone(), c.staged.len()));
         if let Some((state, pending)) = cached {
             let fresh = match freshness {
                 Freshness::Cached => true,
@@ -294,7 +435,7 @@ impl<L: EventLog> CommandService<L> {
             })?;
         }
         let state = Arc::new(state);
-        self.cache().put(ticket, Cached { state: state.clone(), snapshot_version, pending: 0 });
+        self.cache().put(ticket, Cached::confirmed(state.clone(), snapshot_version));
         Ok(state)
     }
 
@@ -315,39 +456,54 @@ impl<L: EventLog> CommandService<L> {
         state.filter(|s| self.inner.log.stream_version(ticket).is_ok_and(|v| s.version() <= v))
     }
 
-    /// Caches the state a queued append will produce, so the next command on the ticket is
-    /// decided on it. The cached state is evolved in place when nothing else holds it.
-    fn stage(&self, ticket: TicketId, before: Arc<TicketState>, events: &[Event]) {
-        let mut cache = self.cache();
-        let (snapshot_version, pending) = cache.pop(&ticket).map_or((0, 0), |c| (c.snapshot_version, c.pending));
-        let mut state = Arc::try_unwrap(before).unwrap_or_else(|shared| (*shared).clone());
-        for e in events.iter().filter(|e| e.ticket_id == ticket) {
-            if let Err(misfit) = evolve(&mut state, e) {
-                // `decide` never produces such an event; should it, no later decision may rest
-                // on the staged state: the next load reads what is durable.
-                error!(ticket_id = %ticket, problem = %misfit, "decided event does not fit; staged state dropped");
-                return;
-            }
+    /// The state the next decision on a ticket is made on, and the staged append it is made
+    /// after: the cached chain's end, else the state loaded from the log (after nothing).
+    fn basis(&self, ticket: TicketId) -> Result<(Arc<TicketState>, Option<AppendToken>), ServiceError> {
+        if let Some(cached) = self.cache().get(&ticket) {
+            return Ok(cached.basis());
         }
-        cache.put(ticket, Cached { state: Arc::new(state), snapshot_version, pending: pending + 1 });
+        // Only `stage`, under the ticket's lock that the caller holds, adds to a chain: whatever
+        // `load` finds or puts has an empty one.
+        Ok((self.load(ticket, Freshness::Cached)?, None))
     }
 
-    /// A queued append finished. A failed one makes the staged state wrong: forget it, and the
-    /// next load reads what is durable. A ticket with nothing in flight is snapshotted now and
-    /// then (a snapshot only ever holds durable events).
-    fn settle(&self, ticket: TicketId, appended: bool) {
+    /// Adds a queued append to the ticket's chain, so the next command on the ticket is decided
+    /// on the state it will produce. Only if the chain still ends where the decision was made:
+    /// an evicted entry, or a chain cut by a failed append, is rebuilt from the log instead.
+    fn stage(&self, ticket: TicketId, basis: &Arc<TicketState>, token: AppendToken, state: TicketState) {
         let mut cache = self.cache();
-        if !appended {
-            cache.pop(&ticket);
-            return;
+        if let Some(entry) = cache.get_mut(&ticket)
+            && Arc::ptr_eq(entry.state(), basis)
+        {
+            entry.staged.push_back((token, Arc::new(state)));
         }
+    }
+
+    /// A queued append finished. Appended: it and every append before it in the chain are
+    /// durable (each was appended only after the one before), so its state is confirmed.
+    /// Anything else (refused as a duplicate or a conflict, failed): it and every later append
+    /// of the chain, which were decided after it and will be refused by the log, leave the
+    /// chain; with nothing left in flight the entry goes, and the next load reads the log. An
+    /// append not in the chain (evicted, already settled) changes nothing. Confirmed states are
+    /// snapshotted now and then: a snapshot only ever holds durable events.
+    fn settle(&self, ticket: TicketId, token: AppendToken, appended: bool) {
+        let mut cache = self.cache();
         let Some(entry) = cache.get_mut(&ticket) else { return };
-        entry.pending = entry.pending.saturating_sub(1);
-        let Some(store) = &self.inner.snapshots else { return };
-        if entry.pending > 0 || entry.state.version() < entry.snapshot_version + self.inner.config.snapshot_every {
+        let Some(index) = entry.staged.iter().position(|(t, _)| *t == token) else { return };
+        if !appended {
+            entry.staged.truncate(index);
+            if entry.staged.is_empty() {
+                cache.pop(&ticket);
+            }
             return;
         }
-        let state = entry.state.clone();
+        let Some((_, state)) = entry.staged.drain(..=index).next_back() else { return };
+        entry.confirmed = state;
+        let Some(store) = &self.inner.snapshots else { return };
+        if entry.confirmed.version() < entry.snapshot_version + self.inner.config.snapshot_every {
+            return;
+        }
+        let state = entry.confirmed.clone();
         entry.snapshot_version = state.version();
         drop(cache);
         match encode_snapshot(&state).map(|bytes| store.save(ticket, bytes)) {
@@ -378,14 +534,19 @@ fn shard_of(ticket: TicketId, shards: usize) -> usize {
     usize::try_from(tail % shards as u64).unwrap_or(0)
 }
 
-/// Groups a decision's events by stream: the command's ticket at the version decided on, and
-/// any other ticket (a split's new one) as a new stream.
-fn streams(ticket: TicketId, version: u64, events: Vec<Event>) -> Vec<StreamAppend> {
-    let mut out = vec![StreamAppend { ticket_id: ticket, expected_version: version, events: Vec::new() }];
+/// Groups a decision's events by stream: the command's ticket at the version (and after the
+/// staged append) decided on, and any other ticket (a split's new one) as a new stream.
+fn streams(ticket: TicketId, version: u64, after: Option<AppendToken>, events: Vec<Event>) -> Vec<StreamAppend> {
+    let mut out = vec![StreamAppend { ticket_id: ticket, expected_version: version, after, events: Vec::new() }];
     for event in events {
         match out.iter_mut().find(|s| s.ticket_id == event.ticket_id) {
             Some(stream) => stream.events.push(event),
-            None => out.push(StreamAppend { ticket_id: event.ticket_id, expected_version: 0, events: vec![event] }),
+            None => out.push(StreamAppend {
+                ticket_id: event.ticket_id,
+                expected_version: 0,
+                after: None,
+                events: vec![event],
+            }),
         }
     }
     out.retain(|s| !s.events.is_empty());

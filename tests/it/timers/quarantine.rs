@@ -41,8 +41,10 @@ async fn a_ticket_whose_stored_event_does_not_fit_is_quarantined_and_the_rest_go
         issued_at: misfit.occurred_at,
         body: respond(),
     };
-    let streams = vec![StreamAppend { ticket_id: poisoned, expected_version: last.version, events: vec![misfit] }];
+    let streams =
+        vec![StreamAppend { ticket_id: poisoned, expected_version: last.version, after: None, events: vec![misfit] }];
     let append = AppendRequest {
+        token: ticket_log::AppendToken::next(),
         command,
         policy: Some(engine.policy.version().clone()),
         rules: ticket_domain::Rules::CURRENT,

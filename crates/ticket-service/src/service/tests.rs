@@ -279,3 +279,287 @@ async fn service_clock_commands_are_stamped_when_decided() {
     let stored = log.command(&result.events[0].command_id).unwrap().unwrap();
     assert_eq!(stored.command.issued_at, at, "the stored command carries the instant it was decided at");
 }
+
+/// A log whose appends wait, in call order, until the test opens its gate: appends of a ticket
+/// are then in flight together, as under load, and are applied in the order they were called.
+#[derive(Debug, Clone, Default)]
+struct GatedLog {
+    log: MemoryLog,
+    gate: Arc<std::sync::Mutex<Gate>>,
+}
+
+type Held =
+    (ticket_log::AppendRequest, tokio::sync::oneshot::Sender<Result<ticket_log::AppendOutcome, ticket_log::LogError>>);
+
+#[derive(Debug, Default)]
+struct Gate {
+    closed: bool,
+    held: Vec<Held>,
+}
+
+impl GatedLog {
+    fn close(&self) {
+        self.gate.lock().unwrap().closed = true;
+    }
+
+    fn held(&self) -> usize {
+        self.gate.lock().unwrap().held.len()
+    }
+
+    /// Applies the held appends in call order and lets later ones through.
+    fn open(&self) {
+        let mut gate = self.gate.lock().unwrap();
+        gate.closed = false;
+        for (request, reply) in gate.held.drain(..) {
+            let applied = self.log.append(request);
+            tokio::spawn(async move { reply.send(applied.await) });
+        }
+    }
+}
+
+impl EventLog for GatedLog {
+    fn append(
+        &self,
+        request: ticket_log::AppendRequest,
+    ) -> impl std::future::Future<Output = Result<ticket_log::AppendOutcome, ticket_log::LogError>> + Send + 'static
+    {
+        let mut gate = self.gate.lock().unwrap();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let now = if gate.closed {
+            gate.held.push((request, reply));
+            None
+        } else {
+            Some(self.log.append(request))
+        };
+        async move {
+            match now {
+                Some(applied) => applied.await,
+                None => answer.await.unwrap(),
+            }
+        }
+    }
+    fn stream_version(&self, ticket: TicketId) -> Result<u64, ticket_log::LogError> {
+        self.log.stream_version(ticket)
+    }
+    fn read_stream(&self, ticket: TicketId, from: u64) -> Result<Vec<RecordedEvent>, ticket_log::LogError> {
+        self.log.read_stream(ticket, from)
+    }
+    fn read_from(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, ticket_log::LogError> {
+        self.log.read_from(from, limit)
+    }
+    fn head(&self) -> u64 {
+        self.log.head()
+    }
+    fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.log.watch_head()
+    }
+    fn command(&self, id: &CommandId) -> Result<Option<ticket_log::CommandRecord>, ticket_log::LogError> {
+        self.log.command(id)
+    }
+    fn commands_from(&self, from: u64, limit: usize) -> Result<Vec<ticket_log::CommandRecord>, ticket_log::LogError> {
+        self.log.commands_from(from, limit)
+    }
+    fn outbox_pending(&self, limit: usize) -> Result<Vec<u64>, ticket_log::LogError> {
+        self.log.outbox_pending(limit)
+    }
+    fn mark_published(&self, up_to: u64) -> Result<(), ticket_log::LogError> {
+        self.log.mark_published(up_to)
+    }
+    fn published(&self) -> Result<u64, ticket_log::LogError> {
+        self.log.published()
+    }
+}
+
+fn gated_service(log: &GatedLog) -> CommandService<GatedLog> {
+    CommandService::new(log.clone(), Arc::new(regional_operator()), None, ServiceConfig::default())
+}
+
+/// Runs the other tasks of this (current-thread) runtime until `done`, within a deadline.
+async fn until(mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "condition not reached within 10 s");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Polls a future once: its output if it is ready at once.
+async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        output = future => Some(output),
+        () = std::future::ready(()) => None,
+    }
+}
+
+fn spawn_execute<L: EventLog>(
+    service: &CommandService<L>,
+    command: Command,
+) -> tokio::task::JoinHandle<Result<CommandResult, ServiceError>> {
+    let service = service.clone();
+    tokio::spawn(async move { service.execute(command.into()).await })
+}
+
+fn assert_audit_clean<L: EventLog>(log: &L) {
+    let report = audit(log, &[regional_operator()], |_, _, _| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.replayed, report.commands);
+}
+
+fn resolve(minutes: i64, id: &str) -> Command {
+    with_id(agent(opened_at() + TimeDelta::minutes(minutes), CommandBody::Resolve { resolution: text("r") }), id)
+}
+
+fn respond(minutes: i64, id: &str) -> Command {
+    with_id(
+        agent(opened_at() + TimeDelta::minutes(minutes), CommandBody::RecordAgentResponse { message: text("m") }),
+        id,
+    )
+}
+
+#[tokio::test]
+async fn a_retry_of_a_command_in_flight_gets_its_result_not_a_refusal() {
+    let log = GatedLog::default();
+    let service = gated_service(&log);
+    service.execute(agent(opened_at(), open("advanced", "technical", Severity::A)).into()).await.unwrap();
+    log.close();
+    let first = spawn_execute(&service, resolve(10, "resolve"));
+    until(|| log.held() == 1).await;
+    // Decided on the staged state (resolved), the retry would be refused: it must wait instead.
+    let mut retry = Box::pin(service.execute(resolve(11, "resolve").into()));
+    assert!(poll_once(&mut retry).await.is_none(), "the retry did not wait for the first send");
+    log.open();
+    let first = first.await.unwrap().unwrap();
+    let retry = retry.await.unwrap();
+    assert_eq!((first.duplicate, retry.duplicate), (false, true));
+    assert_eq!(first.events, retry.events);
+    assert_eq!(log.head(), 2);
+}
+
+#[tokio::test]
+async fn a_retry_of_a_durable_command_is_answered_from_the_log_while_others_are_in_flight() {
+    let log = GatedLog::default();
+    let service = gated_service(&log);
+    service.execute(agent(opened_at(), open("advanced", "technical", Severity::A)).into()).await.unwrap();
+    let stored = service.execute(respond(5, "c").into()).await.unwrap();
+    log.close();
+    let w = spawn_execute(&service, resolve(10, "w"));
+    until(|| log.held() == 1).await;
+    // The sequence of issue 10: a retry of `c` decided now would be staged after `w` and
+    // answered as a duplicate; `x`, decided after it, would then pass the version check.
+    let retry = spawn_execute(&service, respond(11, "c"));
+    until(|| retry.is_finished()).await;
+    assert_eq!(log.held(), 1, "the retry was decided and queued");
+    let retry = retry.await.unwrap().unwrap();
+    assert_eq!((retry.duplicate, &retry.events), (true, &stored.events));
+    let reopen = with_id(
+        command(
+            ActorKind::Customer,
+            "acme-admin",
+            opened_at() + TimeDelta::minutes(12),
+            CommandBody::Reopen { reason: text("no") },
+        ),
+        "x",
+    );
+    let x = spawn_execute(&service, reopen);
+    until(|| log.held() == 2).await;
+    log.open();
+    assert!(!w.await.unwrap().unwrap().duplicate);
+    assert_eq!(x.await.unwrap().unwrap().events[0].version, 4);
+    assert_eq!(log.head(), 4);
+    assert_audit_clean(&log.log);
+}
+
+/// Two services on one log: the second decides a command id the first has in flight (its
+/// registry cannot know), and then another command after it. The log answers the first as a
+/// duplicate, refuses the second by its basis, and the service decides it again.
+#[tokio::test]
+async fn a_duplicate_in_the_same_group_cuts_the_chain_and_what_was_decided_after_it_is_decided_again() {
+    let log = GatedLog::default();
+    let (a, b) = (gated_service(&log), gated_service(&log));
+    a.execute(agent(opened_at(), open("advanced", "technical", Severity::A)).into()).await.unwrap();
+    b.state(ticket_id()).unwrap();
+    log.close();
+    let original = spawn_execute(&a, respond(5, "c"));
+    until(|| log.held() == 1).await;
+    let repeat = spawn_execute(&b, respond(5, "c"));
+    until(|| log.held() == 2).await;
+    let after = spawn_execute(&b, resolve(10, "x"));
+    until(|| log.held() == 3).await;
+    log.open();
+    let (original, repeat) = (original.await.unwrap().unwrap(), repeat.await.unwrap().unwrap());
+    assert_eq!((original.duplicate, repeat.duplicate), (false, true));
+    assert_eq!(original.events, repeat.events);
+    let after = after.await.unwrap().unwrap();
+    assert_eq!((after.duplicate, after.events[0].version), (false, 3));
+    assert_eq!(log.head(), 3);
+    assert_audit_clean(&log.log);
+}
+
+/// The cache keeps at most one ticket: a ticket evicted with an append in flight is reloaded
+/// from the log and decided on its durable version, which the append in flight then moves.
+#[tokio::test]
+async fn a_ticket_evicted_with_appends_in_flight_is_decided_again_on_the_log() {
+    let log = GatedLog::default();
+    let config = ServiceConfig { cache_capacity: 1, ..ServiceConfig::default() };
+    let service = CommandService::new(log.clone(), Arc::new(regional_operator()), None, config);
+    service.execute(agent(opened_at(), open("advanced", "technical", Severity::A)).into()).await.unwrap();
+    let mut other = agent(opened_at(), open("advanced", "technical", Severity::B));
+    (other.id, other.ticket_id) = (CommandId::new("open-other").unwrap(), other_ticket_id());
+    service.execute(other.into()).await.unwrap();
+    log.close();
+    let w = spawn_execute(&service, respond(5, "w"));
+    until(|| log.held() == 1).await;
+    service.state(other_ticket_id()).unwrap();
+    let x = spawn_execute(&service, resolve(10, "x"));
+    until(|| log.held() == 2).await;
+    log.open();
+    assert_eq!(w.await.unwrap().unwrap().events[0].version, 2);
+    assert_eq!(x.await.unwrap().unwrap().events[0].version, 3);
+    assert_audit_clean(&log.log);
+}
+
+#[tokio::test]
+async fn settling_confirms_a_staged_append_and_those_before_it_and_a_failure_cuts_the_rest() {
+    let service = service(MemoryLog::new());
+    open_critical(&service).await;
+    let base = service.state(ticket_id()).unwrap();
+    let tokens: Vec<ticket_log::AppendToken> = (0..3).map(|_| ticket_log::AppendToken::next()).collect();
+    let stage_chain = || {
+        let mut basis = service.basis(ticket_id()).unwrap().0;
+        for token in &tokens {
+            service.stage(ticket_id(), &basis, *token, (*basis).clone());
+            basis = service.basis(ticket_id()).unwrap().0;
+        }
+    };
+    let staged = |service: &CommandService<MemoryLog>| -> Vec<ticket_log::AppendToken> {
+        service.cache().get(&ticket_id()).map(|c| c.staged.iter().map(|(t, _)| *t).collect()).unwrap_or_default()
+    };
+    stage_chain();
+    assert_eq!(staged(&service), tokens);
+    // A decision made on a state the chain has moved past is not staged.
+    service.stage(ticket_id(), &base, ticket_log::AppendToken::next(), (*base).clone());
+    assert_eq!(staged(&service), tokens);
+
+    // Settled out of order: the second one confirms the first as well.
+    service.settle(ticket_id(), tokens[1], true);
+    assert_eq!(staged(&service), &tokens[2..]);
+    service.settle(ticket_id(), tokens[0], true);
+    assert_eq!(staged(&service), &tokens[2..]);
+    assert_eq!(service.basis(ticket_id()).unwrap().1, Some(tokens[2]));
+    // The last one failed: nothing is in flight, the entry goes.
+    service.settle(ticket_id(), tokens[2], false);
+    assert!(service.cache().get(&ticket_id()).is_none());
+    service.settle(ticket_id(), tokens[2], true);
+    assert!(service.cache().get(&ticket_id()).is_none());
+
+    // A failure in the middle cuts it and what follows; the one before stays in flight.
+    service.state(ticket_id()).unwrap();
+    stage_chain();
+    service.settle(ticket_id(), tokens[1], false);
+    assert_eq!(staged(&service), &tokens[..1]);
+    let (state, after) = service.basis(ticket_id()).unwrap();
+    assert_eq!(after, Some(tokens[0]));
+    service.settle(ticket_id(), tokens[0], true);
+    assert_eq!(service.basis(ticket_id()).unwrap(), (state, None));
+}
