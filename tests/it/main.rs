@@ -11,6 +11,7 @@ mod nats_permissions;
 mod operators;
 mod projections;
 mod retries;
+mod rules;
 mod support_rules;
 mod timers;
 
