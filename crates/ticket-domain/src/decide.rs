@@ -215,13 +215,14 @@ fn decide_on_ticket(
         }
         CommandBody::Escalate { tier, team, reason } => {
             ensure_not_resolved(ticket)?;
-            if ticket.tier.as_ref() == Some(tier) && ticket.team == *team {
+            if rules == Rules::V1 && ticket.tier.as_ref() == Some(tier) && ticket.team == *team {
                 return Err(DomainError::InvalidTransition(Transition::AlreadyEscalated));
             }
             d.settle();
             let settled = d.ticket();
             if rules >= Rules::V2 && settled.tier.as_ref() == Some(tier) && settled.team == *team {
-                // The policy's escalation that was due by now already put it there.
+                // Compared with where the ticket is at the command's instant, after the policy's
+                // escalations that were due by then.
                 return Err(DomainError::InvalidTransition(Transition::AlreadyEscalated));
             }
             d.emit(EventKind::Escalated {
@@ -265,7 +266,12 @@ fn decide_on_ticket(
             check_entitlement(policy, &ticket.plan, &split.category, split.severity)?;
             d.settle();
             d.emit(EventKind::Linked { other: split.new_ticket, relation: LinkRelation::SplitInto });
+            if rules >= Rules::V2 {
+                // The parent's events stay before the child's (one stream after the other).
+                d.settle();
+            }
             d.events.extend(split_child(rules, ticket, split, policy, now));
+            return Ok(d.events);
         }
         CommandBody::RecordSlaWarning { metric, cycle, threshold_percent, warn_at } => {
             ensure_system(command)?;
@@ -516,7 +522,10 @@ impl<'p, 't> Decision<'p, 't> {
                 Due::Downgrade { cycle, due_at } => {
                     let from = self.ticket().severity;
                     let to = from.lowered();
-                    let mut clocks = self.clock_editor_at(due_at);
+                    // Never before the ticket's last recorded event: a window left expired and
+                    // unrecorded by a history decided under rules V1 takes effect after it.
+                    let at = due_at.max(self.original.last_event_at);
+                    let mut clocks = self.clock_editor_at(at);
                     clocks.stop(Metric::NoResponse, ClockOutcome::Breached);
                     clocks.retarget_active(to, &[Metric::NoResponse]);
                     // A new window at the lower severity: B is lowered to C in its turn; C has none.

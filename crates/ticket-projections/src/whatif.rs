@@ -103,7 +103,8 @@ struct Replay<'p> {
 impl Replay<'_> {
     fn decide(&mut self, command: &Command) -> Result<(), String> {
         let events = decide(command, &self.state, self.policy).map_err(|e| e.to_string())?;
-        for event in events {
+        // A split's new ticket is not replayed here: only the command's own ticket's events.
+        for event in events.into_iter().filter(|e| e.ticket_id == command.ticket_id) {
             self.outcome.record(&event);
             evolve(&mut self.state, &event).map_err(|misfit| format!("a decided event does not fit: {misfit}"))?;
             self.position += 1;

@@ -286,6 +286,7 @@ impl<L: EventLog> CommandService<L> {
                 Some(Finished::Failed) | None => {}
             }
         };
+        let ticket = request.command.ticket_id;
         let service = self.clone();
         let run = async move {
             let result = service.run(request).await;
@@ -302,7 +303,10 @@ impl<L: EventLog> CommandService<L> {
         // would wait for it forever) and must tell the sends waiting for it: it runs as its own
         // task, which a caller that goes away does not cancel.
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime.spawn(run).await.unwrap_or(Err(ServiceError::Log(LogError::Closed))),
+            Ok(runtime) => runtime.spawn(run).await.unwrap_or_else(|e| {
+                error!(ticket_id = %ticket, error = %e, "the command's task failed");
+                Err(ServiceError::Log(LogError::Closed))
+            }),
             Err(_) => run.await,
         }
     }
@@ -400,6 +404,10 @@ impl<L: EventLog> CommandService<L> {
     fn stored_result(&self, command: &Command) -> Result<Option<Vec<RecordedEvent>>, ServiceError> {
         let log = &self.inner.log;
         let Some(record) = log.command(&command.id).map_err(ServiceError::Log)? else { return Ok(None) };
+        if record.last_position < record.first_position {
+            let problem = format!("command {} covers {}..={}", command.id, record.first_position, record.last_position);
+            return Err(ServiceError::Log(LogError::Corrupt { position: record.first_position, problem }));
+        }
         let count = usize::try_from(record.last_position - record.first_position + 1).unwrap_or(0);
         let events = log.read_from(record.first_position, count).map_err(ServiceError::Log)?;
         Ok(Some(events))

@@ -272,7 +272,7 @@ fn a_warning_after_a_start_at_a_fraction_of_a_second_is_not_early() {
 /// its share of the target: exact to the nanosecond, never early.
 fn warnings_are_exact(policy: &Policy, plan: &str, category: &str, severity: Severity, opened: Timestamp) {
     let command = agent(opened, open(plan, category, severity));
-    let Ok(events) = crate::decide(&command, &TicketState::initial(), policy) else { return };
+    let events = crate::decide(&command, &TicketState::initial(), policy).unwrap();
     for change in events[0].kind.clocks() {
         let Some(clock_plan) = &change.plan else { continue };
         let calendar = policy.calendar(&clock_plan.target.calendar).unwrap();
@@ -304,7 +304,51 @@ proptest! {
     ) {
         let policies = policies();
         let (p, plan, category) = PLANS[which];
+        prop_assume!(crate::check_entitlement(
+            &policies[p],
+            &crate::PlanId::new(plan).unwrap(),
+            &crate::CategoryId::new(category).unwrap(),
+            severity
+        )
+        .is_ok());
         let opened = utc(2026, 11, 1, 0, 0) + TimeDelta::seconds(seconds) + TimeDelta::nanoseconds(i64::from(nanos));
         warnings_are_exact(&policies[p], plan, category, severity, opened);
     }
+}
+
+#[test]
+fn an_escalation_is_compared_with_where_the_ticket_is_once_due_escalations_are_settled() {
+    // Given a critical ticket escalated to tier 2 by its 80% warning (03:48), whose breach at
+    // 04:00 (escalating to tier 3, the duty manager) nobody has recorded yet
+    let (w50, w80) = (beijing(2026, 11, 21, 3, 30), beijing(2026, 11, 21, 3, 48));
+    let given = given(regional_operator()).history([
+        agent(beijing(2026, 11, 21, 3, 0), open("advanced", "technical", Severity::A)),
+        timer(
+            w50,
+            CommandBody::RecordSlaWarning {
+                metric: Metric::FirstResponse,
+                cycle: 1,
+                threshold_percent: 50,
+                warn_at: w50,
+            },
+        ),
+        timer(
+            w80,
+            CommandBody::RecordSlaWarning {
+                metric: Metric::FirstResponse,
+                cycle: 1,
+                threshold_percent: 80,
+                warn_at: w80,
+            },
+        ),
+    ]);
+    assert_eq!(given.state().ticket().unwrap().tier.as_ref().map(|t| t.as_str()), Some("tier-2"));
+    // When an agent sends it (back) to tier 2 at 04:05
+    let back =
+        CommandBody::Escalate { tier: crate::Tier::new("tier-2").unwrap(), team: None, reason: text("mail team") };
+    let outcome = given.when(agent(beijing(2026, 11, 21, 4, 5), back));
+    // Then it is not "already there": at 04:05 the breach had taken it to the duty manager
+    outcome.then_names(&["sla_breached", "escalated", "escalated"]);
+    assert_eq!(outcome.ticket().tier.as_ref().map(|t| t.as_str()), Some("tier-2"));
+    assert_eq!(outcome.ticket().team, None);
 }

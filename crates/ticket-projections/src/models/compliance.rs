@@ -2,8 +2,9 @@
 //! cycles met their target and how many breached, with the median and 90th percentile of the
 //! first response in business time.
 //!
-//! A cycle counts once, in the period of its outcome: a breach when it is recorded, a met target
-//! when the clock stops before its due instant. The severity is the ticket's at that instant.
+//! A cycle counts once, in the period of its outcome: a breach at its due instant (whenever it
+//! was detected, ADR 0005) with the severity it was judged at, a met target when the clock stops
+//! before its due instant with the ticket's severity then.
 //! The first response's business time is the elapsed business time the clock plans state plus the
 //! running time after the last plan, on the target's calendar; the calendars come from the policy
 //! the query is asked with (they are policy data, not events).
@@ -69,7 +70,7 @@ pub struct Compliance {
 
 impl ReadModel for Compliance {
     const NAME: &'static str = "compliance";
-    const FORMAT: u32 = 1;
+    const FORMAT: u32 = 2;
 
     fn apply(&mut self, e: &RecordedEvent) {
         let id = e.event.ticket_id;
@@ -85,15 +86,16 @@ impl ReadModel for Compliance {
         let Some(facts) = self.tickets.get_mut(&id) else { return };
         match &e.event.kind {
             EventKind::SeveritySet { to, .. } | EventKind::DowngradedForNoResponse { to, .. } => facts.severity = *to,
-            EventKind::SlaBreached { metric, cycle, .. } => {
+            // A breach counts at its due instant, whenever it was detected (rules V2).
+            EventKind::SlaBreached { metric, cycle, due_at, severity } => {
                 if let Some(tracked) = facts.clocks.get_mut(metric).filter(|t| t.cycle == *cycle && t.outcome.is_none())
                 {
                     tracked.outcome = Some(self.outcomes.len());
                     self.outcomes.push(Outcome {
-                        at,
+                        at: *due_at,
                         plan: facts.plan.clone(),
                         category: facts.category.clone(),
-                        severity: facts.severity,
+                        severity: *severity,
                         metric: *metric,
                         met: false,
                         first_response: None,
@@ -115,6 +117,8 @@ impl ReadModel for Compliance {
                 continue;
             }
             let plan = change.plan.as_ref();
+            // A change settled after its due instant takes effect then.
+            let at = change.effective_at(at);
             match change.effect {
                 ClockEffect::Started | ClockEffect::Resumed | ClockEffect::Retargeted => {
                     let previous = facts.clocks.remove(&change.metric).filter(|t| t.cycle == change.cycle);
