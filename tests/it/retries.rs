@@ -28,6 +28,20 @@ pub(crate) fn hot_ticket(n: u64) -> TicketId {
     TicketId::from_uuid(uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_00a0_0000 + u128::from(n)))
 }
 
+/// Half the sends repeat an earlier one (mostly a recent one: those are likely still in flight),
+/// the others are a fresh random command with id `id`, which joins `sent`.
+fn next_command(rng: &mut Rng, sent: &Mutex<Vec<Command>>, id: String, now: ticket_domain::Timestamp) -> Command {
+    let mut sent = sent.lock().unwrap();
+    if rng.next().is_multiple_of(2) && !sent.is_empty() {
+        let i = (rng.next() % sent.len() as u64) as usize;
+        let i = if rng.next().is_multiple_of(2) { sent.len() - 1 - (i % sent.len().min(8)) } else { i };
+        return sent[i].clone();
+    }
+    let c = random_command(rng, id, now);
+    sent.push(c.clone());
+    c
+}
+
 /// A random lifecycle command on a random hot ticket, as a support tool or a customer sends it.
 pub(crate) fn random_command(rng: &mut Rng, id: String, at: ticket_domain::Timestamp) -> Command {
     let (kind, actor, body) = match rng.next() % 13 {
@@ -196,19 +210,7 @@ async fn retried_ids_on_hot_tickets_never_corrupt_a_ticket_and_have_one_result()
             let mut current = slot.subscribe();
             for n in 0..SENDS {
                 let service = current.wait_for(Option::is_some).await.unwrap().clone().unwrap();
-                let command = {
-                    let mut sent = sent.lock().unwrap();
-                    if rng.next().is_multiple_of(2) && !sent.is_empty() {
-                        let i = (rng.next() % sent.len() as u64) as usize;
-                        // Mostly recent ids: those are the ones likely still in flight.
-                        let i = if rng.next().is_multiple_of(2) { sent.len() - 1 - (i % sent.len().min(8)) } else { i };
-                        sent[i].clone()
-                    } else {
-                        let c = random_command(&mut rng, format!("s{sender}-{n}"), clock.now());
-                        sent.push(c.clone());
-                        c
-                    }
-                };
+                let command = next_command(&mut rng, &sent, format!("s{sender}-{n}"), clock.now());
                 clock.advance(TimeDelta::seconds((rng.next() % 900) as i64));
                 let id = command.id.to_string();
                 let request =
@@ -351,18 +353,7 @@ async fn retried_ids_over_nats_survive_a_kill_of_ticketd_and_have_one_result() {
         senders.push(tokio::spawn(async move {
             let mut rng = Rng(seed.wrapping_mul(sender + 11) | 1);
             for n in 0..NATS_SENDS {
-                let command = {
-                    let mut sent = sent.lock().unwrap();
-                    if rng.next().is_multiple_of(2) && !sent.is_empty() {
-                        let i = (rng.next() % sent.len() as u64) as usize;
-                        let i = if rng.next().is_multiple_of(2) { sent.len() - 1 - (i % sent.len().min(8)) } else { i };
-                        sent[i].clone()
-                    } else {
-                        let c = random_command(&mut rng, format!("n{sender}-{n}"), ticket_log::now());
-                        sent.push(c.clone());
-                        c
-                    }
-                };
+                let command = next_command(&mut rng, &sent, format!("n{sender}-{n}"), ticket_log::now());
                 let (subject, payload) = request_of(&command);
                 let sent_at = Instant::now();
                 let answer =

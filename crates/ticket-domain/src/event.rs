@@ -20,6 +20,20 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+impl Event {
+    /// The SLA history the event states, without the instant it was recorded: `occurred_at` at
+    /// the epoch, and every clock change with the instant it takes effect. A consequence recorded
+    /// on time and the same one recorded late (rules V2, ADR 0005) are equal this way.
+    pub fn without_detection(&self) -> Event {
+        let mut e = self.clone();
+        for change in e.kind.clocks_mut() {
+            change.at = Some(change.effective_at(self.occurred_at));
+        }
+        e.occurred_at = Timestamp::UNIX_EPOCH;
+        e
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     Opened(Opened),
@@ -100,6 +114,23 @@ impl EventKind {
             EventKind::Resolved { .. } => "resolved",
             EventKind::Reopened { .. } => "reopened",
             EventKind::Linked { .. } => "linked",
+        }
+    }
+
+    fn clocks_mut(&mut self) -> &mut [ClockChange] {
+        match self {
+            EventKind::Opened(o) => &mut o.clocks,
+            EventKind::SeveritySet { clocks, .. }
+            | EventKind::AgentResponded { clocks, .. }
+            | EventKind::CustomerInfoRequested { clocks, .. }
+            | EventKind::CustomerResponded { clocks, .. }
+            | EventKind::DowngradedForNoResponse { clocks, .. }
+            | EventKind::Resolved { clocks, .. }
+            | EventKind::Reopened { clocks, .. } => clocks,
+            EventKind::Escalated { .. }
+            | EventKind::SlaWarning { .. }
+            | EventKind::SlaBreached { .. }
+            | EventKind::Linked { .. } => &mut [],
         }
     }
 

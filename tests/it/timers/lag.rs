@@ -132,7 +132,7 @@ fn history(engine: &Engine, ticket: TicketId, until: Timestamp) -> Vec<Event> {
     let mut out = Vec::new();
     let mut consequence_at = None;
     for recorded in engine.events(ticket) {
-        let mut e = recorded.event;
+        let e = recorded.event;
         let occurred_at = e.occurred_at;
         let effective = match &e.kind {
             EventKind::SlaWarning { warn_at, .. } => *warn_at,
@@ -154,28 +154,7 @@ fn history(engine: &Engine, ticket: TicketId, until: Timestamp) -> Vec<Event> {
         if effective > until {
             continue;
         }
-        e.occurred_at = Timestamp::UNIX_EPOCH;
-        let clocks = match &mut e.kind {
-            EventKind::Opened(o) => &mut o.clocks,
-            EventKind::SeveritySet { clocks, .. }
-            | EventKind::AgentResponded { clocks, .. }
-            | EventKind::CustomerInfoRequested { clocks, .. }
-            | EventKind::CustomerResponded { clocks, .. }
-            | EventKind::DowngradedForNoResponse { clocks, .. }
-            | EventKind::Resolved { clocks, .. }
-            | EventKind::Reopened { clocks, .. } => clocks,
-            EventKind::Escalated { .. }
-            | EventKind::SlaWarning { .. }
-            | EventKind::SlaBreached { .. }
-            | EventKind::Linked { .. } => {
-                out.push(e);
-                continue;
-            }
-        };
-        for c in clocks.iter_mut() {
-            c.at = Some(c.effective_at(occurred_at));
-        }
-        out.push(e);
+        out.push(e.without_detection());
     }
     out
 }

@@ -27,35 +27,9 @@ fn window(state: &TicketState) -> (u32, Timestamp) {
     (clock.cycle, clock.due_at().unwrap())
 }
 
-/// Events with the detection instant taken out: what remains is the SLA history they state
-/// (every clock change carries the instant it takes effect).
+/// Events with the detection instant taken out: what remains is the SLA history they state.
 fn as_of_due(events: &[Event]) -> Vec<Event> {
-    events
-        .iter()
-        .map(|e| {
-            let mut e = e.clone();
-            let occurred_at = e.occurred_at;
-            e.occurred_at = Timestamp::UNIX_EPOCH;
-            let clocks = match &mut e.kind {
-                EventKind::Opened(o) => &mut o.clocks,
-                EventKind::SeveritySet { clocks, .. }
-                | EventKind::AgentResponded { clocks, .. }
-                | EventKind::CustomerInfoRequested { clocks, .. }
-                | EventKind::CustomerResponded { clocks, .. }
-                | EventKind::DowngradedForNoResponse { clocks, .. }
-                | EventKind::Resolved { clocks, .. }
-                | EventKind::Reopened { clocks, .. } => clocks,
-                EventKind::Escalated { .. }
-                | EventKind::SlaWarning { .. }
-                | EventKind::SlaBreached { .. }
-                | EventKind::Linked { .. } => return e,
-            };
-            for c in clocks.iter_mut() {
-                c.at = Some(c.effective_at(occurred_at));
-            }
-            e
-        })
-        .collect()
+    events.iter().map(Event::without_detection).collect()
 }
 
 /// Given a ticket awaiting the customer, its downgrade fired `lag` late states exactly what the
