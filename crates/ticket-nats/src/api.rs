@@ -574,23 +574,29 @@ async fn handle_query<L: EventLog>(
     }
 }
 
+/// Each projection's position against the log's head, and the quarantined tickets: what
+/// `tickets.admin.lag` answers and `ticketctl projections status` shows, locally or remotely.
+pub fn projection_status<L: EventLog>(views: &Projector<L>) -> pb::ProjectionLags {
+    let projections = views
+        .lag()
+        .into_iter()
+        .map(|l| pb::ProjectionLag { name: l.name.to_owned(), position: l.position, head: l.head, behind: l.behind })
+        .collect();
+    let quarantined = views
+        .quarantined()
+        .into_iter()
+        .map(|(id, q)| pb::QuarantinedTicket { ticket_id: id.to_string(), position: q.position, problem: q.problem })
+        .collect();
+    pb::ProjectionLags { projections, quarantined }
+}
+
 /// The operators' endpoints: the projections' lag, and a rebuild beside the live projection.
 async fn handle_admin<L: EventLog>(endpoint: &str, payload: &[u8], views: Projector<L>) -> (Bytes, HeaderMap) {
     if endpoint == "lag" {
         if let Err(e) = pb::GetProjectionLag::decode(payload) {
             return query_error(pb::ErrorCode::MalformedRequest, format!("not a ticket.v1.GetProjectionLag: {e}"));
         }
-        let projections = views
-            .lag()
-            .into_iter()
-            .map(|l| pb::ProjectionLag {
-                name: l.name.to_owned(),
-                position: l.position,
-                head: l.head,
-                behind: l.behind,
-            })
-            .collect();
-        return query_reply(pb::query_reply::Result::Lag(pb::ProjectionLags { projections }));
+        return query_reply(pb::query_reply::Result::Lag(projection_status(&views)));
     }
     let request = match pb::RebuildProjection::decode(payload) {
         Ok(r) => r,

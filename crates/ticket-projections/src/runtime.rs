@@ -5,12 +5,12 @@
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use ticket_domain::RecordedEvent;
+use ticket_domain::{RecordedEvent, TicketId};
 use ticket_log::{EventLog, LogError};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::{Board, CheckpointError, Checkpoints, Compliance, Projected, ReadModel, Tickets, Timeline};
+use crate::{Board, CheckpointError, Checkpoints, Compliance, Projected, Quarantine, ReadModel, Tickets, Timeline};
 
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
@@ -228,6 +228,12 @@ impl<L: EventLog> Projector<L> {
     /// The lowest position every projection has applied.
     pub fn position(&self) -> u64 {
         self.lag().iter().map(|l| l.position).min().unwrap_or(0)
+    }
+
+    /// Tickets whose stored history does not fit, with the first event that does not.
+    pub fn quarantined(&self) -> Vec<(TicketId, Quarantine)> {
+        let tickets = self.tickets.read();
+        tickets.model().quarantined().iter().map(|(id, q)| (*id, q.clone())).collect()
     }
 
     pub fn lag(&self) -> Vec<Lag> {

@@ -374,14 +374,7 @@ impl Issuer<'_> {
         let pb::query_reply::Result::Lag(lag) = self.request_reply(ticket_nats::admin_subject("lag"), payload)? else {
             return Err(Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd")));
         };
-        if self.json {
-            return print_json(&lag);
-        }
-        let mut t = table(&["projection", "position", "log head", "behind"]);
-        for l in &lag.projections {
-            t.add_row(vec![l.name.clone(), l.position.to_string(), l.head.to_string(), l.behind.to_string()]);
-        }
-        emit(&t)
+        crate::output::projection_status(&lag, "position", self.json)
     }
 
     /// `projections rebuild NAME` against a running ticketd: rebuilt beside the live one, which

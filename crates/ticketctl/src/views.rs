@@ -304,16 +304,7 @@ pub fn projections_status(data_dir: &Path, update: bool, checkpoint_events: u64,
         projector.checkpoint().map_err(|e| Failure::Data(e.into()))?;
         bar.finish_and_clear();
     }
-    let lag = projector.lag();
-    if json {
-        return print_json(&lag);
-    }
-    let mut t = table(&["projection", "checkpointed position", "log head", "behind"]);
-    for l in lag {
-        t.add_row(vec![l.name.to_owned(), l.position.to_string(), l.head.to_string(), l.behind.to_string()]);
-    }
-    emit(&t)?;
-    Ok(())
+    crate::output::projection_status(&ticket_nats::projection_status(&projector), "checkpointed position", json)
 }
 
 /// Rebuilds projections from the log (all, or the one named), checkpointing every

@@ -79,6 +79,16 @@ async fn a_ticket_whose_stored_event_does_not_fit_is_quarantined_and_the_rest_go
     assert_eq!(tickets.quarantined().len(), 1);
     assert_eq!(models.tickets.position(), engine.log().head(), "every later event was applied");
 
+    // ... and operators see it in the projections' status (`tickets.admin.lag`, `ticketctl
+    // projections status`)
+    let projector = ticket_projections::Projector::open(engine.log().clone(), None, Default::default());
+    projector.catch_up(|_, _| {}).unwrap();
+    let status = ticket_nats::projection_status(&projector);
+    assert_eq!(status.quarantined.len(), 1);
+    assert_eq!(status.quarantined[0].ticket_id, poisoned.to_string());
+    assert_eq!(status.quarantined[0].position, bad_position);
+    assert!(status.quarantined[0].problem.contains("resolution cycle 7"), "{:?}", status.quarantined[0]);
+
     // ... and the audit names the event by position
     let report = ticket_service::audit::audit(engine.log(), &[(*engine.policy).clone()], |_, _, _| {}).unwrap();
     assert_eq!(report.quarantined, 1);
