@@ -71,6 +71,15 @@ async fn two_breaches(engine: &Engine) -> (TicketId, TicketId) {
     (critical, high)
 }
 
+/// A nats-server of the test's own, the engine with [`two_breaches`], and JetStream on it.
+async fn two_breaches_and_a_server() -> (NatsServer, Engine, jetstream::Context, (TicketId, TicketId)) {
+    let server = NatsServer::start().unwrap();
+    let engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 23, 2, 0));
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let tickets = two_breaches(&engine).await;
+    (server, engine, js, tickets)
+}
+
 fn breaches(engine: &Engine) -> Vec<RecordedEvent> {
     let events = engine.log().read_from(1, engine.log().head() as usize).unwrap();
     events.into_iter().filter(|e| matches!(e.event.kind, EventKind::SlaBreached { .. })).collect()
@@ -103,11 +112,7 @@ async fn run_publisher(engine: &Engine, js: &jetstream::Context) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paging_system_subscribed_to_severity_a_sees_each_a_breach_once_and_nothing_else() {
-    let server = NatsServer::start().unwrap();
-    let engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 23, 2, 0));
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = jetstream::new(client.clone());
-    let (critical, high) = two_breaches(&engine).await;
+    let (_server, engine, js, (critical, high)) = two_breaches_and_a_server().await;
     run_publisher(&engine, &js).await;
 
     let paged = read_all(&js, "TICKETS_SLA", "tickets.sla.breached.A", 1).await;
@@ -135,11 +140,7 @@ async fn a_paging_system_subscribed_to_severity_a_sees_each_a_breach_once_and_no
 /// it): the next publisher sends the event, not the copy again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_stored_before_a_failure_is_not_sent_again() {
-    let server = NatsServer::start().unwrap();
-    let engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 23, 2, 0));
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = jetstream::new(client.clone());
-    two_breaches(&engine).await;
+    let (_server, engine, js, _) = two_breaches_and_a_server().await;
     let config = PublisherConfig::default();
     publisher::ensure_stream(&js, &config).await.unwrap();
     let first = &breaches(&engine)[0];
@@ -160,11 +161,7 @@ async fn a_copy_stored_before_a_failure_is_not_sent_again() {
 /// to `TICKETS_SLA` with the B event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgraded_deployment_stops_duplicating_breaches_in_the_event_stream() {
-    let server = NatsServer::start().unwrap();
-    let engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 23, 2, 0));
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = jetstream::new(client.clone());
-    two_breaches(&engine).await;
+    let (_server, engine, js, _) = two_breaches_and_a_server().await;
     let config = PublisherConfig::default();
     js.create_stream(stream::Config {
         name: "TICKETS".into(),

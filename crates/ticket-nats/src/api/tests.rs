@@ -37,15 +37,19 @@ fn reply(message: &async_nats::Message) -> pb::command_reply::Result {
     pb::CommandReply::decode(message.payload.as_ref()).unwrap().result.unwrap()
 }
 
-fn error_code(message: &async_nats::Message) -> (i32, String) {
-    let pb::command_reply::Result::Error(e) = reply(message) else { panic!("expected an error reply") };
-    let header = message
+/// The service error code header of a reply ("" without one).
+fn error_code_header(message: &async_nats::Message) -> String {
+    message
         .headers
         .as_ref()
         .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR_CODE))
         .map(|v| v.to_string())
-        .unwrap_or_default();
-    (e.code, header)
+        .unwrap_or_default()
+}
+
+fn error_code(message: &async_nats::Message) -> (i32, String) {
+    let pb::command_reply::Result::Error(e) = reply(message) else { panic!("expected an error reply") };
+    (e.code, error_code_header(message))
 }
 
 fn open_request(plan: &str, severity: Severity) -> Vec<u8> {
@@ -277,13 +281,7 @@ async fn a_retried_open_names_the_ticket_it_opened() {
 /// The error code of a reply that must decode as a `QueryReply`, and its header.
 fn query_error_code(message: &async_nats::Message) -> (i32, String) {
     let pb::query_reply::Result::Error(e) = query_result(message) else { panic!("expected an error query reply") };
-    let header = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR_CODE))
-        .map(|v| v.to_string())
-        .unwrap_or_default();
-    (e.code, header)
+    (e.code, error_code_header(message))
 }
 
 #[tokio::test]
