@@ -69,8 +69,7 @@ impl DataDir {
 
     /// Creates the directory (and its parents).
     pub fn create(&self) -> Result<(), EngineError> {
-        std::fs::create_dir_all(&self.root)
-            .map_err(|source| EngineError::DataDir { path: self.root.clone(), source })
+        std::fs::create_dir_all(&self.root).map_err(|source| EngineError::DataDir { path: self.root.clone(), source })
     }
 
     /// Opens (or creates) the log. Blocking: sled opens and recovers its files.
@@ -183,8 +182,7 @@ impl Engine {
         let (views, projector_task) = match projector {
             Some(projector_config) => {
                 let (log, checkpoints) = (log.clone(), data_dir.checkpoints());
-                let views =
-                    blocking(move || Ok(Projector::open(log, Some(checkpoints), projector_config))).await?;
+                let views = blocking(move || Ok(Projector::open(log, Some(checkpoints), projector_config))).await?;
                 let task = views.spawn(stopped.clone());
                 (Some(views), Some(task))
             }
@@ -244,7 +242,9 @@ impl Engine {
                     stopped.clean = false;
                 }
                 Err(_) => {
-                    warn!("the timer did not stop by the deadline; its checkpoint may be older (its firings are idempotent)");
+                    warn!(
+                        "the timer did not stop by the deadline; its checkpoint may be older (its firings are idempotent)"
+                    );
                     stopped.clean = false;
                 }
             }

@@ -22,8 +22,13 @@ fn the_layout_keeps_the_paths_deployed_directories_hold() {
     let dir = DataDir::new("/var/lib/ticketd");
     assert_eq!(
         [dir.log(), dir.timer_checkpoint(), dir.projections(), dir.nats_store()],
-        ["/var/lib/ticketd/log", "/var/lib/ticketd/timer.checkpoint", "/var/lib/ticketd/projections", "/var/lib/ticketd/nats"]
-            .map(PathBuf::from)
+        [
+            "/var/lib/ticketd/log",
+            "/var/lib/ticketd/timer.checkpoint",
+            "/var/lib/ticketd/projections",
+            "/var/lib/ticketd/nats"
+        ]
+        .map(PathBuf::from)
     );
     assert_eq!(dir.checkpoints().dir(), dir.projections());
     assert_eq!(dir.timer_checkpoint_file().path(), dir.timer_checkpoint());

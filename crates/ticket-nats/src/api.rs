@@ -248,12 +248,7 @@ pub async fn start<L: EventLog>(
         });
     }
     info!(service = SERVICE_NAME, endpoints = COMMANDS.len() + QUERIES.len() + ADMIN.len(), "command api ready");
-    Ok(ApiHandle {
-        tasks,
-        service: Some(micro),
-        in_flight: limit,
-        max_in_flight,
-    })
+    Ok(ApiHandle { tasks, service: Some(micro), in_flight: limit, max_in_flight })
 }
 
 async fn handle_command<L: EventLog>(
