@@ -78,14 +78,14 @@ impl CheckpointFile {
     /// The stored index; `Ok(None)` when there is none, `Err` when it is unusable.
     pub fn load(&self) -> Result<Option<DeadlineIndex>, CheckpointError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => DeadlineIndex::decode(&bytes).map(Some),
+            Ok(bytes) => crate::checkpoint::decode(&bytes).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(_) => Err(CheckpointError::Format),
         }
     }
 
     pub fn save(&self, index: &DeadlineIndex) -> std::io::Result<()> {
-        ticket_log::durable::write_file(&self.path, &index.encode())
+        ticket_log::durable::write_file(&self.path, &crate::checkpoint::encode(index))
     }
 }
 
@@ -379,7 +379,7 @@ impl<L: EventLog> Timer<L> {
     /// a million deadlines) on the blocking pool.
     async fn save(&self, index: &DeadlineIndex) {
         let Some(file) = self.checkpoint.clone() else { return };
-        let (position, pending, image) = (index.position(), index.len(), index.encode());
+        let (position, pending, image) = (index.position(), index.len(), crate::checkpoint::encode(index));
         let path = file.path().to_owned();
         match tokio::task::spawn_blocking(move || ticket_log::durable::write_file(file.path(), &image)).await {
             Ok(Ok(())) => debug!(position, pending, "deadline index checkpointed"),
