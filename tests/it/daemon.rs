@@ -282,15 +282,15 @@ async fn a_deadline_passed_while_ticketd_was_down_fires_at_its_start_and_pages()
     let data = tempfile::tempdir().unwrap();
     let opened_at = ticket_log::now() - chrono::TimeDelta::hours(2);
     {
-        let log = ticket_log_sled::SledLog::open(ticket_log_sled::SledConfig::new(data.path().join("log"))).unwrap();
-        let service = ticket_service::CommandService::new(
-            log,
-            std::sync::Arc::new(crate::shipped_policy("regional-operator.toml")),
-            None,
-            ticket_service::ServiceConfig::default(),
-        );
+        // The engine without its timer (ticketd is down), to write the ticket.
+        let policy = std::sync::Arc::new(crate::shipped_policy("regional-operator.toml"));
+        let layout = ticket_engine::DataDir::new(data.path());
+        let config =
+            ticket_engine::EngineConfig { projector: None, ..ticket_engine::EngineConfig::new(layout, policy) };
+        let engine = ticket_engine::Engine::start(config).await.unwrap();
         let command = agent(opened_at, open("advanced", "technical", ticket_domain::Severity::A));
-        service.execute(command.into()).await.unwrap();
+        engine.service().execute(command.into()).await.unwrap();
+        assert!(engine.stop(Duration::from_secs(5)).await.clean);
     }
     let client = async_nats::connect(server.url()).await.unwrap();
     let mut paging = client.subscribe("tickets.sla.breached.A").await.unwrap();

@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions, Event, ServerError, jetstream};
 use prost::Message;
-use ticket_log_sled::{SledConfig, SledLog};
+use ticket_engine::{DataDir, Engine, EngineConfig};
 use ticket_nats::publisher::{self, PublisherConfig};
 use ticket_proto::pb;
-use ticket_service::{CommandService, ServiceConfig};
 use ticket_testkit::{NatsServer, ServerConfig};
 use tokio::sync::watch;
 
@@ -65,15 +64,13 @@ async fn each_user_can_do_its_job_and_nothing_else() {
 
     // The service, as the ticketd user.
     let dir = tempfile::tempdir().unwrap();
-    let log = SledLog::open(SledConfig::new(dir.path().join("log"))).unwrap();
+    let policy = Arc::new(shipped_policy("regional-operator.toml"));
+    let engine = Engine::start(EngineConfig::new(DataDir::new(dir.path()), policy)).await.unwrap();
+    let log = engine.log().clone();
     let (service_client, service_violations) = connect(&server, "ticketd").await;
-    let service = CommandService::new(
-        log.clone(),
-        Arc::new(shipped_policy("regional-operator.toml")),
-        None,
-        ServiceConfig::default(),
-    );
-    let api = ticket_nats::start(service_client.clone(), service, ticket_nats::ApiConfig::default()).await.unwrap();
+    let (service, views) = (engine.service().clone(), engine.views().unwrap().clone());
+    let api =
+        ticket_nats::start(service_client.clone(), service, views, ticket_nats::ApiConfig::default()).await.unwrap();
     let (stop, stopped) = watch::channel(false);
     let publishing = tokio::spawn(publisher::run(
         log.clone(),
@@ -166,6 +163,7 @@ async fn each_user_can_do_its_job_and_nothing_else() {
     assert_eq!(ticket_log::EventLog::head(&log), 1, "nothing but the support tool's command was appended");
 
     assert!(api.stop(Duration::from_secs(5)).await);
+    assert!(engine.stop(Duration::from_secs(5)).await.clean);
     stop.send_replace(true);
     publishing.await.unwrap().unwrap();
     assert!(

@@ -14,6 +14,7 @@ use std::time::Duration;
 use ticket_domain::{
     Actor, ActorId, ActorKind, Command, CommandBody, CommandId, EventKind, Policy, RecordedEvent, TicketId, Timestamp,
 };
+use ticket_engine::DataDir;
 use ticket_log::EventLog;
 use ticket_log_sled::{SledConfig, SledLog};
 use ticket_service::{
@@ -67,8 +68,8 @@ impl Engine {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(SimulatedClock::new(start));
         let policy = Arc::new(policy);
-        let service = service(&dir.path().join("log"), &policy, &clock);
-        let timer = Some(RunningTimer::start(&service, &dir.path().join("timer.checkpoint")));
+        let service = service(&DataDir::new(dir.path()).log(), &policy, &clock);
+        let timer = Some(RunningTimer::start(&service, &DataDir::new(dir.path()).timer_checkpoint()));
         Self { dir, clock, service, timer, policy }
     }
 
@@ -77,7 +78,7 @@ impl Engine {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(SimulatedClock::new(start));
         let policy = Arc::new(policy);
-        let service = service(&dir.path().join("log"), &policy, &clock);
+        let service = service(&DataDir::new(dir.path()).log(), &policy, &clock);
         Self { dir, clock, service, timer: None, policy }
     }
 
@@ -86,7 +87,7 @@ impl Engine {
     }
 
     pub fn checkpoint(&self) -> std::path::PathBuf {
-        self.dir.path().join("timer.checkpoint")
+        DataDir::new(self.dir.path()).timer_checkpoint()
     }
 
     /// Moves the clock and waits until the timer has fired everything due by then.

@@ -10,9 +10,8 @@ use futures::StreamExt;
 use prost::Message;
 use serde::Serialize;
 use ticket_domain::Policy;
-use ticket_log_sled::{SledConfig, SledLog};
+use ticket_engine::{DataDir, Engine, EngineConfig};
 use ticket_proto::pb;
-use ticket_service::{CommandService, ServiceConfig};
 
 use crate::machine::Machine;
 use crate::stats::{Phase, histogram};
@@ -154,10 +153,11 @@ async fn engine_phase(
     dir: &std::path::Path,
     policy: Arc<Policy>,
 ) -> anyhow::Result<Phase> {
-    let log = SledLog::open(SledConfig::new(dir.join("ticketd")))?;
-    let service = CommandService::new(log.clone(), policy, Some(Arc::new(log.snapshots())), ServiceConfig::default());
+    let engine = Engine::start(EngineConfig::new(DataDir::new(dir.join("ticketd")), policy)).await?;
+    let service = engine.service().clone();
+    let views = engine.views().cloned().context("the engine runs no projector")?;
     let api_client = async_nats::connect(url).await?;
-    let api = ticket_nats::start(api_client.clone(), service.clone(), ticket_nats::ApiConfig::default()).await?;
+    let api = ticket_nats::start(api_client.clone(), service.clone(), views, ticket_nats::ApiConfig::default()).await?;
     api_client.flush().await?;
     let client = async_nats::connect(url).await?;
     let zipf = Arc::new(Zipf::new(args.tickets, args.zipf));
@@ -208,5 +208,6 @@ async fn engine_phase(
     }
     let seconds = start.elapsed().as_secs_f64();
     api.stop(Duration::from_secs(5)).await;
+    engine.stop(Duration::from_secs(5)).await;
     Ok(Phase::new(ok, ok, refused, seconds, &h))
 }

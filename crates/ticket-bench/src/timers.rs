@@ -147,7 +147,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let index_heap_bytes = crate::alloc::allocated().saturating_sub(before);
     crate::alloc::counting(false);
     let pending_at_start = index.len();
-    let checkpoint_bytes = index.encode().len();
+    let checkpoint_bytes = ticket_timer::checkpoint::encode(&index).len();
     let rebuild_events = index.position();
     drop(index);
     let time_left = (base - clock.now()).num_milliseconds();

@@ -4,6 +4,7 @@
 
 pub mod calendar;
 pub mod command;
+pub mod deadline;
 pub mod decide;
 pub mod envelope;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod testing;
 
 pub use calendar::{Calendar, Timestamp};
 pub use command::{Actor, ActorKind, Command, CommandBody, OpenTicket, SplitTicket};
+pub use deadline::{ClockEntryOwned, ClockEntryRef, DeadlineIndex, Firing, FiringKind};
 pub use decide::{Rules, check_entitlement, decide, decide_under};
 pub use envelope::RecordedEvent;
 pub use error::{DomainError, ErrorKind, MootReason, Transition};
@@ -32,4 +34,6 @@ pub use ids::{
 };
 pub use policy::{Policy, PolicyError, PolicyVersion, Target, TargetAmount};
 pub use severity::{Metric, Severity};
-pub use state::{Clock, ClockStatus, Misfit, SeverityCause, SeverityChange, Status, Ticket, TicketState, evolve};
+pub use state::{
+    Clock, ClockStatus, Misfit, SeverityCause, SeverityChange, Status, Ticket, TicketState, business_times, evolve,
+};

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::calendar::{Calendar, Timestamp};
 use crate::event::{ClockChange, ClockEffect, ClockOutcome, ClockPlan, Event, EventKind, LinkRelation};
 use crate::ids::{CategoryId, CustomerId, PlanId, Team, Text, TicketId, Tier};
-use crate::policy::PolicyVersion;
+use crate::policy::{Policy, PolicyVersion};
 use crate::severity::{Metric, Severity};
 
 /// A ticket before it is opened, or an open (possibly resolved) ticket.
@@ -137,6 +137,24 @@ impl Clock {
             ClockStatus::Paused | ClockStatus::Stopped(_) => None,
         }
     }
+}
+
+/// A clock's business time run at `now` (up to its stop, once stopped) and, while it runs or is
+/// paused, the business time left before its target (negative once overdue), on its target's
+/// calendar in `policy`; `None` without a target or when the policy lacks the calendar.
+pub fn business_times(
+    clock: &Clock,
+    policy: &Policy,
+    now: Timestamp,
+) -> Option<(chrono::TimeDelta, Option<chrono::TimeDelta>)> {
+    let plan = clock.plan.as_ref()?;
+    let calendar = policy.calendar(&plan.target.calendar)?;
+    let until = match clock.status {
+        ClockStatus::Running | ClockStatus::Paused => now,
+        ClockStatus::Stopped(_) => clock.segments.last().map_or(clock.started_at, |s| s.1),
+    };
+    let elapsed = clock.elapsed(calendar, until);
+    Some((elapsed, clock.is_active().then(|| plan.target_duration - elapsed)))
 }
 
 impl Ticket {

@@ -11,8 +11,8 @@ use ticket_log::EventLog;
 use ticket_proto::pb;
 use ticket_service::{CommandRequest, CommandResult, CommandService, ServiceError, ServiceErrorKind, Stamp};
 
-use ticket_projections::{Checkpoints, Projector, ProjectorConfig};
-use tokio::sync::{Semaphore, watch};
+use ticket_projections::Projector;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -62,9 +62,6 @@ pub struct ApiConfig {
     pub read_your_writes_deadline: Duration,
     /// The most tickets a list query returns (and its default).
     pub max_list: usize,
-    /// Where the read models' projections are checkpointed (none: rebuilt from the log at each
-    /// start).
-    pub projections: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -74,7 +71,6 @@ impl Default for ApiConfig {
             max_in_flight: 1024,
             read_your_writes_deadline: Duration::from_secs(5),
             max_list: 1000,
-            projections: None,
         }
     }
 }
@@ -87,8 +83,6 @@ pub enum ApiError {
     Subscribe(String),
 }
 
-type ProjectorTask = tokio::task::JoinHandle<Result<(), ticket_projections::ProjectorError>>;
-
 /// The running API. Dropping it does not stop it; call [`ApiHandle::stop`].
 #[derive(Debug)]
 pub struct ApiHandle {
@@ -96,7 +90,6 @@ pub struct ApiHandle {
     service: Option<async_nats::service::Service>,
     in_flight: Arc<Semaphore>,
     max_in_flight: u32,
-    projector: Option<(watch::Sender<bool>, ProjectorTask)>,
 }
 
 impl ApiHandle {
@@ -109,15 +102,6 @@ impl ApiHandle {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         let drained = tokio::time::timeout(deadline, self.in_flight.acquire_many(self.max_in_flight)).await;
-        // The read models follow the log to its end and are checkpointed.
-        if let Some((stop, task)) = self.projector.take() {
-            stop.send_replace(true);
-            match tokio::time::timeout(deadline, task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => warn!(error = %e, "the projector failed"),
-                Ok(Err(_)) | Err(_) => warn!("the projector did not stop in time; its checkpoints are older"),
-            }
-        }
         matches!(drained, Ok(Ok(_)))
     }
 }
@@ -158,20 +142,15 @@ fn service_error(e: &ServiceError) -> pb::Error {
     }
 }
 
-/// Starts the API on `client` in front of `service`.
+/// Starts the API on `client` in front of a running engine's `service` and `views` (its
+/// projector, following the same log). The API starts nothing of its own: the engine runs and
+/// stops the projector.
 pub async fn start<L: EventLog>(
     client: Client,
     service: CommandService<L>,
+    views: Projector<L>,
     config: ApiConfig,
 ) -> Result<ApiHandle, ApiError> {
-    let projector = Projector::open(
-        service.log().clone(),
-        config.projections.clone().map(Checkpoints::new),
-        ProjectorConfig::default(),
-    );
-    let (stop_projector, projector_stopped) = watch::channel(false);
-    let projector_task = projector.spawn(projector_stopped);
-    let views = projector;
     let micro = client
         .service_builder()
         .description("ticketd: commands and queries of the ticket lifecycle engine")
@@ -269,13 +248,7 @@ pub async fn start<L: EventLog>(
         });
     }
     info!(service = SERVICE_NAME, endpoints = COMMANDS.len() + QUERIES.len() + ADMIN.len(), "command api ready");
-    Ok(ApiHandle {
-        tasks,
-        service: Some(micro),
-        in_flight: limit,
-        max_in_flight,
-        projector: Some((stop_projector, projector_task)),
-    })
+    Ok(ApiHandle { tasks, service: Some(micro), in_flight: limit, max_in_flight })
 }
 
 async fn handle_command<L: EventLog>(

@@ -23,10 +23,12 @@ pub use checkpoint::{CheckpointError, Checkpoints};
 pub use model::{Projected, ReadModel};
 pub use models::board::{Board, BoardEntry};
 pub use models::compliance::{Compliance, ComplianceRow, Period};
-pub use models::tickets::{ClockView, CustomerTicket, Quarantine, TicketDetail, Tickets, business_times};
+pub use models::tickets::{ClockView, CustomerTicket, Quarantine, TicketDetail, Tickets};
 pub use models::timeline::{Timeline, TimelineEntry, add_details};
 pub use runtime::{Lag, Projector, ProjectorConfig, ProjectorError, Shared};
 pub use set::{At, ReadModels};
+/// Moved to the domain (a pure reading of a clock); re-exported for the API's ticket query.
+pub use ticket_domain::business_times;
 
 #[cfg(test)]
 mod tests;

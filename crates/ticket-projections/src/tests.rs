@@ -3,9 +3,9 @@
 
 use chrono::TimeDelta;
 use proptest::prelude::*;
+use ticket_domain::DeadlineIndex;
 use ticket_domain::testing::*;
 use ticket_domain::*;
-use ticket_timer::DeadlineIndex;
 
 use super::*;
 

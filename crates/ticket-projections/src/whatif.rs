@@ -12,12 +12,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
+use ticket_domain::DeadlineIndex;
 use ticket_domain::{
     ActorId, ActorKind, Command, Event, EventKind, Metric, Policy, RecordedEvent, Severity, TicketId, TicketState,
     Timestamp, decide, evolve,
 };
 use ticket_log::{EventLog, LogError};
-use ticket_timer::DeadlineIndex;
 
 use crate::describe::instant;
 use crate::models::compliance::Period;

@@ -1,13 +1,13 @@
-//! The timer's core: the deadline index and the firings it issues, without I/O.
-//!
-//! The index is a projection of the log. For every running clock it holds the instants the
-//! events stated (warnings, the due instant, the end of a no-response window) and forgets them as
-//! events stop, pause, retarget or record them. Each firing has a deterministic identity (ticket,
-//! metric, clock cycle, kind), used as the command id of the command it issues, so a firing is
-//! recorded once however often it is issued (after a restart, by two timers racing).
+//! The timer service: runs the deadline index (`ticket_domain::DeadlineIndex`, a pure projection
+//! of the log, re-exported here) against the log, fires what is due through the command service,
+//! and checkpoints the index (`checkpoint`: a SHA-256-sealed image). Each firing has a
+//! deterministic identity (ticket, metric, clock cycle, kind), used as the command id of the
+//! command it issues, so a firing is recorded once however often it is issued (after a restart,
+//! by two timers racing).
 
-mod index;
+pub mod checkpoint;
 mod scheduler;
 
-pub use index::{CheckpointError, DeadlineIndex, Firing, FiringKind};
+pub use checkpoint::CheckpointError;
 pub use scheduler::{CheckpointFile, FiredHook, Progress, Timer, TimerConfig, TimerError, TimerHandle, catch_up};
+pub use ticket_domain::{DeadlineIndex, Firing, FiringKind};

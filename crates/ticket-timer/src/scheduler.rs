@@ -78,14 +78,14 @@ impl CheckpointFile {
     /// The stored index; `Ok(None)` when there is none, `Err` when it is unusable.
     pub fn load(&self) -> Result<Option<DeadlineIndex>, CheckpointError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => DeadlineIndex::decode(&bytes).map(Some),
+            Ok(bytes) => crate::checkpoint::decode(&bytes).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(_) => Err(CheckpointError::Format),
         }
     }
 
     pub fn save(&self, index: &DeadlineIndex) -> std::io::Result<()> {
-        ticket_log::durable::write_file(&self.path, &index.encode())
+        ticket_log::durable::write_file(&self.path, &crate::checkpoint::encode(index))
     }
 }
 
@@ -178,38 +178,10 @@ impl<L: EventLog> Timer<L> {
     }
 
     /// The index as of the log's head: from the checkpoint plus the events after it, or from the
-    /// whole log. Also used by operators and the benchmark.
+    /// whole log. Also used by operators and the benchmark. Blocking (file and log reads, a full
+    /// replay without a checkpoint): the scheduler runs it on the blocking pool.
     pub fn load_index(&self) -> Result<DeadlineIndex, TimerError> {
-        let log = self.service.log();
-        let head = log.head();
-        let from_checkpoint = match self.checkpoint.as_ref().map(CheckpointFile::load) {
-            None | Some(Ok(None)) => None,
-            Some(Ok(Some(index))) if index.position() <= head => Some(index),
-            Some(Ok(Some(index))) => {
-                warn!(checkpoint = index.position(), head, "deadline checkpoint is ahead of the log; rebuilding");
-                None
-            }
-            Some(Err(e)) => {
-                warn!(error = %e, "deadline checkpoint unusable; rebuilding");
-                None
-            }
-        };
-        let rebuilt = from_checkpoint.is_none();
-        let mut index = from_checkpoint.unwrap_or_default();
-        let started = std::time::Instant::now();
-        let from = index.position();
-        catch_up(log, &mut index, self.config.read_batch, |applied| {
-            info!(position = applied, head, "deadline index catching up");
-        })?;
-        info!(
-            rebuilt,
-            from,
-            position = index.position(),
-            pending = index.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "deadline index ready"
-        );
-        Ok(index)
+        load_index(self.service.log(), self.checkpoint.as_ref(), self.config.read_batch)
     }
 
     async fn run(
@@ -220,7 +192,12 @@ impl<L: EventLog> Timer<L> {
         let clock = self.service.clock().clone();
         let log = self.service.log().clone();
         let mut head = log.watch_head();
-        let mut index = self.load_index()?;
+        // Loading reads a file and the log (a full replay without a checkpoint: seconds for a
+        // million deadlines), so it runs on the blocking pool, not on a worker that commands need.
+        let (loader, checkpoint, batch) = (log.clone(), self.checkpoint.clone(), self.config.read_batch);
+        let mut index = tokio::task::spawn_blocking(move || load_index(&loader, checkpoint.as_ref(), batch))
+            .await
+            .map_err(|_| TimerError::Cancelled)??;
         let mut state = Progress { position: index.position(), ..*progress.borrow() };
         let mut in_flight: HashSet<Firing> = HashSet::new();
         let mut retries: HashMap<Firing, Retry> = HashMap::new();
@@ -273,7 +250,7 @@ impl<L: EventLog> Timer<L> {
             progress.send_replace(state);
 
             if index.position() > checkpointed.0 && checkpointed.1.elapsed() >= self.config.checkpoint_every {
-                self.save(&index);
+                self.save(&index).await;
                 checkpointed = (index.position(), tokio::time::Instant::now());
             }
 
@@ -323,7 +300,7 @@ impl<L: EventLog> Timer<L> {
             }
         }
         if catch_up(&log, &mut index, self.config.read_batch, |_| {}).is_ok() {
-            self.save(&index);
+            self.save(&index).await;
         }
         state.position = index.position();
         state.pending = index.len();
@@ -398,13 +375,55 @@ impl<L: EventLog> Timer<L> {
         }
     }
 
-    fn save(&self, index: &DeadlineIndex) {
-        let Some(file) = &self.checkpoint else { return };
-        match file.save(index) {
-            Ok(()) => debug!(position = index.position(), pending = index.len(), "deadline index checkpointed"),
-            Err(e) => warn!(error = %e, path = %file.path().display(), "deadline checkpoint not written"),
+    /// Writes the checkpoint: the image is encoded here, and written and synced (tens of MB for
+    /// a million deadlines) on the blocking pool.
+    async fn save(&self, index: &DeadlineIndex) {
+        let Some(file) = self.checkpoint.clone() else { return };
+        let (position, pending, image) = (index.position(), index.len(), crate::checkpoint::encode(index));
+        let path = file.path().to_owned();
+        match tokio::task::spawn_blocking(move || ticket_log::durable::write_file(file.path(), &image)).await {
+            Ok(Ok(())) => debug!(position, pending, "deadline index checkpointed"),
+            Ok(Err(e)) => warn!(error = %e, path = %path.display(), "deadline checkpoint not written"),
+            Err(e) => warn!(error = %e, path = %path.display(), "deadline checkpoint task failed"),
         }
     }
+}
+
+/// See [`Timer::load_index`].
+fn load_index<L: EventLog>(
+    log: &L,
+    checkpoint: Option<&CheckpointFile>,
+    batch: usize,
+) -> Result<DeadlineIndex, TimerError> {
+    let head = log.head();
+    let from_checkpoint = match checkpoint.map(CheckpointFile::load) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(index))) if index.position() <= head => Some(index),
+        Some(Ok(Some(index))) => {
+            warn!(checkpoint = index.position(), head, "deadline checkpoint is ahead of the log; rebuilding");
+            None
+        }
+        Some(Err(e)) => {
+            warn!(error = %e, "deadline checkpoint unusable; rebuilding");
+            None
+        }
+    };
+    let rebuilt = from_checkpoint.is_none();
+    let mut index = from_checkpoint.unwrap_or_default();
+    let started = std::time::Instant::now();
+    let from = index.position();
+    catch_up(log, &mut index, batch, |applied| {
+        info!(position = applied, head, "deadline index catching up");
+    })?;
+    info!(
+        rebuilt,
+        from,
+        position = index.position(),
+        pending = index.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "deadline index ready"
+    );
+    Ok(index)
 }
 
 /// The scheduler's task and what it reports.
@@ -502,3 +521,6 @@ pub fn catch_up<L: EventLog>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

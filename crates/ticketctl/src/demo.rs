@@ -14,16 +14,14 @@ use ticket_domain::{
     Actor, ActorId, ActorKind, CategoryId, Command, CommandBody, CommandId, CustomerId, OpenTicket, PlanId, Policy,
     RecordedEvent, Severity, Team, Text, TicketId, Tier, Timestamp,
 };
+use ticket_engine::{DataDir, Engine, EngineConfig};
 use ticket_log::EventLog;
-use ticket_log_sled::{SledConfig, SledLog};
+use ticket_log_sled::SledLog;
 use ticket_projections::describe::event as describe;
-use ticket_projections::{At, Period, Projector, ProjectorConfig, ReadModels, TicketDetail};
+use ticket_projections::{At, Period, Projector, ReadModels, TicketDetail};
 use ticket_proto::pb;
-use ticket_service::{
-    Clock, CommandRequest, CommandResult, CommandService, ServiceConfig, ServiceError, SimulatedClock, Stamp,
-};
-use ticket_timer::{Timer, TimerConfig, TimerHandle};
-use tokio::sync::watch;
+use ticket_service::{Clock, CommandRequest, CommandResult, CommandService, ServiceError, SimulatedClock, Stamp};
+use ticket_timer::TimerConfig;
 
 use crate::Failure;
 use crate::output::{emit, table};
@@ -51,9 +49,8 @@ fn failure(e: impl std::fmt::Display) -> Failure {
 
 struct Tour {
     clock: Arc<SimulatedClock>,
+    engine: Engine,
     service: CommandService<SledLog>,
-    timer: TimerHandle,
-    stop: watch::Sender<bool>,
     projector: Projector<SledLog>,
     policy: Arc<Policy>,
     names: Vec<(TicketId, String)>,
@@ -101,7 +98,9 @@ impl Tour {
     /// Moves the clock to `until` through every firing on the way; returns what was recorded.
     async fn advance(&self, until: Timestamp) -> Result<Vec<RecordedEvent>, Failure> {
         let from = self.log().head();
-        self.timer
+        self.engine
+            .timer()
+            .ok_or_else(|| failure("the demo's engine runs no timer"))?
             .step_to(&self.clock, until, || self.log().head(), SETTLE)
             .await
             .ok_or_else(|| failure("the timer did not settle"))?;
@@ -145,7 +144,8 @@ pub fn run(policy_path: &Path, keep: Option<&Path>) -> Result<(), Failure> {
 }
 
 async fn tour(policy: Arc<Policy>, dir: &Path) -> Result<(), Failure> {
-    let log = SledLog::open(SledConfig::new(dir.join("log")))?;
+    let data = DataDir::new(dir);
+    let log = data.open_log()?;
     if log.head() > 0 {
         return Err(Failure::Usage(format!(
             "{} already holds a log; the demo needs an empty directory",
@@ -153,16 +153,12 @@ async fn tour(policy: Arc<Policy>, dir: &Path) -> Result<(), Failure> {
         )));
     }
     let clock = Arc::new(SimulatedClock::new(beijing(21, 2, 55)));
-    let dyn_clock: Arc<dyn Clock> = clock.clone();
-    let snapshots: Arc<dyn ticket_log::SnapshotStore> = Arc::new(log.snapshots());
-    let service =
-        CommandService::with_clock(log.clone(), policy.clone(), Some(snapshots), ServiceConfig::default(), dyn_clock);
-    let (stop, stopped) = watch::channel(false);
-    let timer = Timer::new(service.clone(), None, TimerConfig::new(ActorId::new("ticket-timer").map_err(failure)?))
-        .spawn(stopped.clone());
-    let projector = Projector::open(log.clone(), None, ProjectorConfig::default());
-    let projection = projector.spawn(stopped);
-    let mut tour = Tour { clock, service, timer, stop, projector, policy, names: Vec::new(), step: 0, issued: 0 };
+    let timer = TimerConfig::new(ActorId::new("ticket-timer").map_err(failure)?);
+    let config = EngineConfig { clock: clock.clone(), timer: Some(timer), ..EngineConfig::new(data, policy.clone()) };
+    let engine = Engine::start_on(log, config).await.map_err(failure)?;
+    let service = engine.service().clone();
+    let projector = engine.views().cloned().ok_or_else(|| failure("the demo's engine runs no projector"))?;
+    let mut tour = Tour { clock, engine, service, projector, policy, names: Vec::new(), step: 0, issued: 0 };
 
     emit(&format!(
         "ticketd demo: the whole engine in this process on a simulated clock, with policy {} and a log in {}.\n\
@@ -318,7 +314,6 @@ async fn tour(policy: Arc<Policy>, dir: &Path) -> Result<(), Failure> {
     let clean = chain.broken.is_none() && report.is_clean();
     emit(&if clean { "audit: OK".to_owned() } else { "audit: FAILED".to_owned() })?;
 
-    tour.stop.send_replace(true);
-    let _ = tokio::time::timeout(SETTLE, projection).await;
+    tour.engine.stop(SETTLE).await;
     if clean { Ok(()) } else { Err(Failure::Negative("the demo's audit failed".into())) }
 }

@@ -8,13 +8,12 @@ use ticket_domain::{
     Actor, ActorId, ActorKind, CategoryId, Command, CommandBody, CommandId, CustomerId, OpenTicket, PlanId, Policy,
     Severity, SplitTicket, Team, Text, TicketId, Tier, Timestamp,
 };
-use ticket_log_sled::{SledConfig, SledLog};
+use ticket_engine::{DataDir, Engine, EngineConfig};
 use ticket_nats::connection::{Credentials, NatsUrl};
 use ticket_proto::pb;
-use ticket_service::{CommandRequest, CommandResult, CommandService, ServiceConfig, ServiceError, Stamp};
+use ticket_service::{CommandRequest, CommandResult, ServiceError, Stamp};
 
 use crate::Failure;
-use crate::local::log_path;
 use crate::output::{emit, print_json, table};
 use ticket_projections::describe::{event as describe, instant};
 
@@ -113,15 +112,16 @@ impl Issuer<'_> {
             return self.issue_remote(remote, command);
         }
         let policy = Arc::new(Policy::load(self.policy).map_err(usage)?);
-        std::fs::create_dir_all(self.data_dir)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let result = runtime.block_on(async {
-            let log = SledLog::open(SledConfig::new(log_path(self.data_dir)))?;
-            let service =
-                CommandService::new(log.clone(), policy, Some(Arc::new(log.snapshots())), ServiceConfig::default());
+            // One command: the service on the log, with neither the timer nor the read models.
+            let config = EngineConfig { projector: None, ..EngineConfig::new(DataDir::new(self.data_dir), policy) };
+            let engine = Engine::start(config).await?;
             let request =
                 CommandRequest { command, correlation_id: None, causation_id: None, stamp: Stamp::ServiceClock };
-            anyhow::Ok(service.execute(request).await)
+            let result = engine.service().execute(request).await;
+            engine.stop(std::time::Duration::ZERO).await;
+            anyhow::Ok(result)
         })?;
         match result {
             // The events name the ticket: for a repeated `open`, the original one.

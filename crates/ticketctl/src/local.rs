@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use chrono::DateTime;
 use prost::Message;
 use ticket_domain::{ClockStatus, Policy, Status, TicketId, TicketState, Timestamp};
+use ticket_engine::DataDir;
 use ticket_log::EventLog;
-use ticket_log_sled::{SledConfig, SledLog};
+use ticket_log_sled::SledLog;
 use ticket_proto::pb;
 use ticket_service::audit::{AuditPhase, audit};
 use ticket_service::replay::{At, history as read_history, state_at};
@@ -16,17 +17,12 @@ use crate::output::{emit, print_json, progress, table};
 use crate::{ExportFormat, Failure};
 use ticket_projections::describe::{event as describe, instant};
 
-/// The log inside a data directory.
-pub fn log_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("log")
-}
-
 pub(crate) fn open(data_dir: &Path) -> Result<SledLog, Failure> {
-    let path = log_path(data_dir);
-    if !path.exists() {
+    let data = DataDir::new(data_dir);
+    if !data.has_log() {
         return Err(Failure::Usage(format!("no ticketd log in {} (use --data-dir)", data_dir.display())));
     }
-    Ok(SledLog::open(SledConfig::new(path))?)
+    Ok(data.open_log()?)
 }
 
 pub(crate) fn ticket_id(text: &str) -> Result<TicketId, Failure> {

@@ -18,9 +18,9 @@ use crate::local::{Moment, moment, open, ticket_id};
 use crate::output::{emit, print_json, progress, table};
 use ticket_projections::describe::instant;
 
-/// Where the projections' checkpoints live in a data directory.
-pub fn checkpoints(data_dir: &Path) -> Checkpoints {
-    Checkpoints::new(data_dir.join("projections"))
+/// The projections' checkpoints of a data directory.
+fn checkpoints(data_dir: &Path) -> Checkpoints {
+    ticket_engine::DataDir::new(data_dir).checkpoints()
 }
 
 fn at(text: Option<&str>) -> Result<At, Failure> {

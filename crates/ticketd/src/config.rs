@@ -225,12 +225,9 @@ impl Config {
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))
     }
 
-    pub fn log_dir(&self) -> PathBuf {
-        self.data_dir.join("log")
-    }
-
-    pub fn timer_checkpoint(&self) -> PathBuf {
-        self.data_dir.join("timer.checkpoint")
+    /// The data directory and its layout.
+    pub fn data(&self) -> ticket_engine::DataDir {
+        ticket_engine::DataDir::new(&self.data_dir)
     }
 
     pub fn timer(&self) -> anyhow::Result<ticket_timer::TimerConfig> {
@@ -246,7 +243,6 @@ impl Config {
         ticket_nats::ApiConfig {
             max_payload: self.api.max_payload,
             max_in_flight: self.api.max_in_flight,
-            projections: Some(self.data_dir.join("projections")),
             ..ticket_nats::ApiConfig::default()
         }
     }

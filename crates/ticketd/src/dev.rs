@@ -44,7 +44,7 @@ impl Drop for LocalNats {
 
 pub async fn dev(mut config: Config, port: u16) -> anyhow::Result<()> {
     let bin = nats_server_bin()?;
-    let store = config.data_dir.join("nats");
+    let store = config.data().nats_store();
     std::fs::create_dir_all(&store).with_context(|| format!("cannot create {}", store.display()))?;
     let mut command = Command::new(&bin);
     let conf = Path::new("deploy/nats/dev.conf");

@@ -6,9 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream;
 use ticket_domain::Policy;
+use ticket_engine::{Engine, EngineConfig};
 use ticket_log::EventLog;
-use ticket_log_sled::{SledConfig, SledLog};
-use ticket_service::{CommandService, ServiceConfig};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -17,9 +16,8 @@ use crate::config::Config;
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let policy = Arc::new(Policy::load(&config.policy)?);
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    let log = SledLog::open(SledConfig::new(config.log_dir()))?;
+    let data = config.data();
+    data.create()?;
 
     let url = config.nats.url()?;
     // A refused login is reported by the connection while it retries in the background: it stops
@@ -40,16 +38,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     info!(nats = %url, login = %login, "connecting to NATS");
     let client = options.connect(url.servers()).await.with_context(|| format!("cannot connect to {url}"))?;
 
-    let service =
-        CommandService::new(log.clone(), policy.clone(), Some(Arc::new(log.snapshots())), ServiceConfig::default());
-    let (stop_timer, timer_stopped) = watch::channel(false);
-    let timer = if config.timer.enabled {
-        let checkpoint = ticket_timer::CheckpointFile::new(config.timer_checkpoint());
-        Some(ticket_timer::Timer::new(service.clone(), Some(checkpoint), config.timer()?).spawn(timer_stopped))
-    } else {
-        None
-    };
-    let api = ticket_nats::start(client.clone(), service, config.api()).await?;
+    let timer = if config.timer.enabled { Some(config.timer()?) } else { None };
+    let engine = Engine::start(EngineConfig { timer, ..EngineConfig::new(data, policy.clone()) }).await?;
+    let log = engine.log().clone();
+    let views = engine.views().cloned().ok_or_else(|| anyhow::anyhow!("the engine runs no projector"))?;
+    let api = ticket_nats::start(client.clone(), engine.service().clone(), views, config.api()).await?;
     let (stop_publishing, stopped) = watch::channel(false);
     let publisher = tokio::spawn(ticket_nats::publisher::run(
         log.clone(),
@@ -98,15 +91,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if !api.stop(deadline).await {
         warn!("commands were still running at the shutdown deadline");
     }
-    stop_timer.send_replace(true);
-    if let Some(timer) = timer {
-        let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
-        match tokio::time::timeout(left, timer.join()).await {
-            Ok(Ok(progress)) => info!(fired = progress.fired, pending = progress.pending, "timer stopped"),
-            Ok(Err(e)) => warn!(error = %e, "the timer failed"),
-            Err(_) => warn!("the timer did not stop by the deadline; its firings are idempotent"),
-        }
-    }
+    // The timer and the read models stop and checkpoint (what is not flushed is logged, and
+    // rebuilt from the log at the next start).
+    let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+    engine.stop(left).await;
     stop_publishing.send_replace(true);
     let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
     match tokio::time::timeout(left, publisher).await {

@@ -1,11 +1,11 @@
 //! Given/when/then for the timer's rules, on the shipped policies.
 
 use chrono::{TimeDelta, TimeZone};
+use ticket_domain::DeadlineIndex;
 use ticket_domain::testing::{beijing, open, text};
 use ticket_domain::{ClockEffect, CommandBody, ErrorKind, EventKind, Metric, Severity, TargetAmount, Timestamp};
 use ticket_log::EventLog;
 use ticket_service::{Clock, ServiceErrorKind};
-use ticket_timer::DeadlineIndex;
 
 use super::{Engine, RunningTimer, new_ticket};
 use crate::shipped_policy;

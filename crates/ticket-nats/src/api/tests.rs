@@ -17,6 +17,8 @@ struct Fixture {
     client: Client,
     log: MemoryLog,
     api: Option<ApiHandle>,
+    /// The running projector's stop signal: the API only reads the views an engine runs.
+    _projector: tokio::sync::watch::Sender<bool>,
 }
 
 async fn fixture() -> Fixture {
@@ -25,8 +27,11 @@ async fn fixture() -> Fixture {
     let log = MemoryLog::new();
     let service = CommandService::new(log.clone(), Arc::new(regional_operator()), None, ServiceConfig::default());
     let config = ApiConfig { max_payload: 4096, ..ApiConfig::default() };
-    let api = start(client.clone(), service, config).await.unwrap();
-    Fixture { _server: server, client, log, api: Some(api) }
+    let views = Projector::open(log.clone(), None, ticket_projections::ProjectorConfig::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    drop(views.spawn(stopped));
+    let api = start(client.clone(), service, views, config).await.unwrap();
+    Fixture { _server: server, client, log, api: Some(api), _projector: stop }
 }
 
 async fn request(client: &Client, subject: String, payload: Vec<u8>) -> async_nats::Message {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use ticket_domain::{
     ClockOutcome, ClockStatus, CustomerId, LinkRelation, Policy, RecordedEvent, SeverityCause, Status, Ticket,
-    TicketId, TicketState, Timestamp, evolve,
+    TicketId, TicketState, Timestamp, business_times, evolve,
 };
 
 use super::{instant, span};
@@ -129,24 +129,6 @@ pub fn status(s: Status) -> &'static str {
         Status::AwaitingCustomer => "awaiting customer",
         Status::Resolved => "resolved",
     }
-}
-
-/// A clock's business time run at `now` (up to its stop, once stopped) and, while it runs or is
-/// paused, the business time left before its target (negative once overdue), on its target's
-/// calendar in `policy`; `None` without a target or when the policy lacks the calendar.
-pub fn business_times(
-    clock: &ticket_domain::Clock,
-    policy: &Policy,
-    now: Timestamp,
-) -> Option<(chrono::TimeDelta, Option<chrono::TimeDelta>)> {
-    let plan = clock.plan.as_ref()?;
-    let calendar = policy.calendar(&plan.target.calendar)?;
-    let until = match clock.status {
-        ClockStatus::Running | ClockStatus::Paused => now,
-        ClockStatus::Stopped(_) => clock.segments.last().map_or(clock.started_at, |s| s.1),
-    };
-    let elapsed = clock.elapsed(calendar, until);
-    Some((elapsed, clock.is_active().then(|| plan.target_duration - elapsed)))
 }
 
 /// One SLA clock of a ticket as an operator reads it.

@@ -1,6 +1,14 @@
+//! The deadline index: every pending SLA firing, a pure projection of the events' clock plans.
+//!
+//! For every running clock it holds the instants the events stated (warnings, the due instant,
+//! the end of a no-response window) and forgets them as events stop, pause, retarget or record
+//! them. Each firing has a deterministic identity (ticket, metric, clock cycle, kind), used as the
+//! command id of the command it issues, so a firing is recorded once however often it is issued.
+//! The timer (`ticket-timer`) runs it against the log and checkpoints it; what-if replays it.
+
 use std::collections::{BTreeSet, HashMap};
 
-use ticket_domain::{
+use crate::{
     Actor, ActorId, ActorKind, ClockEffect, ClockPlan, Command, CommandBody, CommandId, EventKind, IdError, Metric,
     RecordedEvent, TicketId, Timestamp,
 };
@@ -234,10 +242,50 @@ impl DeadlineIndex {
             self.clocks.remove(&key);
         }
     }
+
+    /// Each clock the index tracks: its key, cycle, whether it breached in that cycle, and its
+    /// pending firings (for the timer's checkpoint image).
+    pub fn clock_entries(&self) -> impl Iterator<Item = ClockEntryRef<'_>> {
+        self.clocks.iter().map(|(&(ticket, metric), e)| ClockEntryRef {
+            ticket,
+            metric,
+            cycle: e.cycle,
+            breached: e.breached,
+            pending: &e.pending,
+        })
+    }
+
+    /// An index from clock entries as [`DeadlineIndex::clock_entries`] lists them (the timer's
+    /// checkpoint image), reflecting the log up to `position`.
+    pub fn from_clock_entries(position: u64, entries: impl IntoIterator<Item = ClockEntryOwned>) -> Self {
+        let mut index = Self { position, ..Self::default() };
+        for ClockEntryOwned { ticket, metric, cycle, breached, pending } in entries {
+            index.queue.extend(pending.iter().copied());
+            index.clocks.insert((ticket, metric), ClockEntry { cycle, breached, pending });
+        }
+        index
+    }
 }
 
-mod checkpoint;
-pub use checkpoint::CheckpointError;
+/// One clock of a [`DeadlineIndex`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockEntryRef<'a> {
+    pub ticket: TicketId,
+    pub metric: Metric,
+    pub cycle: u32,
+    pub breached: bool,
+    pub pending: &'a [Firing],
+}
+
+/// One clock of a [`DeadlineIndex`], to build one from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockEntryOwned {
+    pub ticket: TicketId,
+    pub metric: Metric,
+    pub cycle: u32,
+    pub breached: bool,
+    pub pending: Vec<Firing>,
+}
 
 #[cfg(test)]
 mod tests;

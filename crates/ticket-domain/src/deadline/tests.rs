@@ -1,5 +1,5 @@
-use ticket_domain::testing::*;
-use ticket_domain::*;
+use crate::testing::*;
+use crate::*;
 
 use super::*;
 

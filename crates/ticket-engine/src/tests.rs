@@ -1,0 +1,66 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ticket_domain::testing::{agent, open, regional_operator, utc};
+use ticket_domain::{ActorId, Severity, TicketId};
+use ticket_service::{CommandRequest, SimulatedClock, Stamp};
+
+use super::*;
+
+fn config(dir: &Path, clock: Arc<SimulatedClock>) -> EngineConfig {
+    EngineConfig {
+        clock,
+        timer: Some(TimerConfig::new(ActorId::new("ticket-timer").unwrap())),
+        ..EngineConfig::new(DataDir::new(dir), Arc::new(regional_operator()))
+    }
+}
+
+#[test]
+fn the_layout_keeps_the_paths_deployed_directories_hold() {
+    let dir = DataDir::new("/var/lib/ticketd");
+    assert_eq!(
+        [dir.log(), dir.timer_checkpoint(), dir.projections(), dir.nats_store()],
+        [
+            "/var/lib/ticketd/log",
+            "/var/lib/ticketd/timer.checkpoint",
+            "/var/lib/ticketd/projections",
+            "/var/lib/ticketd/nats"
+        ]
+        .map(PathBuf::from)
+    );
+    assert_eq!(dir.checkpoints().dir(), dir.projections());
+    assert_eq!(dir.timer_checkpoint_file().path(), dir.timer_checkpoint());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_decides_projects_and_leaves_its_checkpoints_at_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(SimulatedClock::new(utc(2026, 11, 23, 1, 0)));
+    let engine = Engine::start(config(dir.path(), clock.clone())).await.unwrap();
+    let ticket = TicketId::from_uuid(uuid::Uuid::now_v7());
+    let mut command = agent(clock.now(), open("advanced", "technical", Severity::A));
+    command.ticket_id = ticket;
+    let request = CommandRequest { command, correlation_id: None, causation_id: None, stamp: Stamp::AsIssued };
+    let result = engine.service().execute(request).await.unwrap();
+    let views = engine.views().unwrap();
+    assert!(views.wait_for(result.last_position(), Duration::from_secs(30)).await);
+    assert!(views.tickets.read().model().ticket(ticket).is_some());
+    let timer = engine.timer().unwrap();
+    let pending = timer.settled(clock.now(), result.last_position());
+    let progress = tokio::time::timeout(Duration::from_secs(30), pending).await.unwrap().unwrap();
+    assert!(progress.pending > 0, "{progress:?}");
+
+    let stopped = engine.stop(Duration::from_secs(30)).await;
+    assert!(stopped.clean, "{stopped:?}");
+    assert_eq!(stopped.timer.map(|p| p.pending), Some(progress.pending));
+    let layout = DataDir::new(dir.path());
+    assert!(layout.timer_checkpoint().is_file() && layout.projections().is_dir());
+
+    // Started again on the same directory, the engine reads what it left.
+    let engine = Engine::start(config(dir.path(), clock.clone())).await.unwrap();
+    assert_eq!(engine.log().head(), result.last_position());
+    assert_eq!(engine.views().unwrap().position(), result.last_position());
+    assert!(engine.stop(Duration::from_secs(30)).await.clean);
+}
