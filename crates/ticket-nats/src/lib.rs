@@ -10,10 +10,11 @@
 //! events and the original ticket.
 
 mod api;
-pub mod connection;
+/// Logging in to NATS: the client crate's, shared by ticketd and ticketctl.
+pub use ticket_client::connection;
 pub mod publisher;
 
 pub use api::{
-    ADMIN, ApiConfig, ApiError, ApiHandle, COMMANDS, QUERIES, SERVICE_NAME, admin_subject, command_subject,
-    projection_status, query_subject, start,
+    ApiConfig, ApiError, ApiHandle, admin_subject, command_subject, projection_status, query_subject, start,
 };
+pub use ticket_proto::SERVICE_NAME;
