@@ -8,6 +8,9 @@
 //! `Nats-Service-Error-Code`). A malformed request, an unknown endpoint or an oversized payload
 //! gets an error reply and appends nothing. A repeated command id answers with the original
 //! events and the original ticket.
+//!
+//! The endpoints are listed once, as `ticket_proto::Endpoint` (shared with the typed client,
+//! `ticket-client`); the server registers every one of them.
 
 mod api;
 /// Logging in to NATS: the client crate's, shared by ticketd and ticketctl.

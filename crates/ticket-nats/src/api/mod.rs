@@ -26,7 +26,8 @@ mod reply;
 pub use admin::projection_status;
 use reply::Reply;
 
-/// The subject of the command endpoint named `command` (see [`CommandEndpoint::subject`]).
+/// The subject of the command endpoint named `command`, for callers holding a name (see
+/// [`CommandEndpoint::subject`]).
 pub fn command_subject(command: &str) -> String {
     format!("{}.{command}", Family::Command.group())
 }
