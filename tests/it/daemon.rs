@@ -8,7 +8,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use prost::Message;
 use ticket_proto::pb;
 use ticket_testkit::NatsServer;
 
@@ -121,24 +120,10 @@ impl Drop for Daemon {
     }
 }
 
-fn open_request() -> Vec<u8> {
-    use ticket_domain::testing::{agent, open, utc};
-    let mut command =
-        pb::Command::from(&agent(utc(2026, 11, 21, 0, 0), open("advanced", "technical", ticket_domain::Severity::A)));
-    command.ticket_id.clear();
-    command.command_id.clear();
-    command.issued_at = None;
-    command.encode_to_vec()
-}
-
+/// Opens a ticket through the typed client, ticketd naming it; the position of its first event.
 async fn open_a_ticket(url: &str) -> u64 {
-    let client = async_nats::connect(url).await.unwrap();
-    let reply = client.request(ticket_nats::command_subject("open"), open_request().into()).await.unwrap();
-    let Some(pb::command_reply::Result::Accepted(accepted)) =
-        pb::CommandReply::decode(reply.payload.as_ref()).unwrap().result
-    else {
-        panic!("the command was not accepted")
-    };
+    let client = ticket_client::Client::new(async_nats::connect(url).await.unwrap());
+    let accepted = client.open(&crate::client::agent(), None, crate::client::opening("advanced")).await.unwrap();
     accepted.events[0].position
 }
 

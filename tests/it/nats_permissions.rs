@@ -81,12 +81,8 @@ async fn each_user_can_do_its_job_and_nothing_else() {
 
     // Support tools open a ticket...
     let (support, support_violations) = connect(&server, "support").await;
-    let body = ticket_domain::testing::open("advanced", "technical", ticket_domain::Severity::A);
-    let reply = support.request(ticket_nats::command_subject("open"), command(body).into()).await.unwrap();
-    assert!(matches!(
-        pb::CommandReply::decode(reply.payload.as_ref()).unwrap().result,
-        Some(pb::command_reply::Result::Accepted(_))
-    ));
+    let support_client = ticket_client::Client::new(support.clone());
+    support_client.open(&crate::client::agent(), None, crate::client::opening("advanced")).await.unwrap();
     // ...but cannot record a breach: only the engine's timer may.
     let breach = ticket_domain::CommandBody::RecordSlaBreach {
         metric: ticket_domain::Metric::FirstResponse,
@@ -99,26 +95,10 @@ async fn each_user_can_do_its_job_and_nothing_else() {
 
     // Operators see the projections' lag and rebuild one beside the live one...
     let (operator, operator_violations) = connect(&server, "operator").await;
-    let reply = operator
-        .request(
-            ticket_nats::admin_subject("rebuild"),
-            pb::RebuildProjection { name: "board".into() }.encode_to_vec().into(),
-        )
-        .await
-        .unwrap();
-    let Some(pb::query_reply::Result::Rebuilt(rebuilt)) =
-        pb::QueryReply::decode(reply.payload.as_ref()).unwrap().result
-    else {
-        panic!("expected a rebuild")
-    };
+    let operator_client = ticket_client::Client::new(operator.clone());
+    let rebuilt = operator_client.rebuild_projection("board").await.unwrap();
     assert_eq!((rebuilt.name.as_str(), rebuilt.position), ("board", 1));
-    let reply = operator
-        .request(ticket_nats::admin_subject("lag"), pb::GetProjectionLag {}.encode_to_vec().into())
-        .await
-        .unwrap();
-    let Some(pb::query_reply::Result::Lag(lag)) = pb::QueryReply::decode(reply.payload.as_ref()).unwrap().result else {
-        panic!("expected the lag")
-    };
+    let lag = operator_client.projection_lag().await.unwrap();
     assert_eq!(lag.projections.len(), 4);
     assert!(lag.projections.iter().all(|p| p.head == 1), "{lag:?}");
     // ...but issue no commands; support tools do not reach the operators' endpoints.

@@ -279,49 +279,54 @@ async fn retried_ids_on_hot_tickets_never_corrupt_a_ticket_and_have_one_result()
     assert!(duplicates > 50, "only {duplicates} duplicate answers: the retries did not meet");
 }
 
-fn answer_of_reply(reply: &[u8]) -> Answer {
-    use prost::Message;
-    use ticket_proto::pb;
-    match pb::CommandReply::decode(reply).unwrap().result {
-        Some(pb::command_reply::Result::Accepted(accepted)) => Answer::Events {
-            duplicate: accepted.duplicate,
-            events: accepted.events.iter().map(|e| (e.position, e.event_id.clone())).collect(),
-        },
-        Some(pb::command_reply::Result::Error(error)) => {
-            let code = pb::ErrorCode::try_from(error.code).unwrap_or(pb::ErrorCode::Unspecified);
-            match code {
-                pb::ErrorCode::VersionConflict
-                | pb::ErrorCode::Unavailable
-                | pb::ErrorCode::Internal
-                | pb::ErrorCode::Timeout => Answer::Failed(error.message),
-                pb::ErrorCode::MalformedRequest
-                | pb::ErrorCode::PayloadTooLarge
-                | pb::ErrorCode::UnknownEndpoint
-                | pb::ErrorCode::Unspecified => panic!("the test sent a bad request: {}", error.message),
-                pb::ErrorCode::TicketQuarantined => panic!("a ticket's history does not fit: {}", error.message),
-                pb::ErrorCode::InvalidCommand
-                | pb::ErrorCode::TicketNotFound
-                | pb::ErrorCode::TicketAlreadyExists
-                | pb::ErrorCode::UnknownPlan
-                | pb::ErrorCode::UnknownCategory
-                | pb::ErrorCode::SeverityNotInContract
-                | pb::ErrorCode::SeverityNotAllowedForCategory
-                | pb::ErrorCode::TicketResolved
-                | pb::ErrorCode::InvalidTransition
-                | pb::ErrorCode::TimerMoot
-                | pb::ErrorCode::TimerNotDue => Answer::Rejected(code.as_str_name().to_owned()),
-            }
+/// What the typed client got for one send.
+fn answer_of_client(result: Result<ticket_client::Accepted, ticket_client::ClientError>) -> Answer {
+    use ticket_client::ClientErrorKind;
+    use ticket_proto::pb::ErrorCode;
+    let error = match result {
+        Ok(accepted) => {
+            return Answer::Events {
+                duplicate: accepted.duplicate,
+                events: accepted.events.iter().map(|e| (e.position, e.event_id.to_string())).collect(),
+            };
         }
-        None => panic!("a reply without a result"),
+        Err(error) => error,
+    };
+    match error.kind() {
+        ClientErrorKind::Refused(
+            ErrorCode::VersionConflict | ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::Timeout,
+        ) => Answer::Failed(error.to_string()),
+        ClientErrorKind::Refused(
+            ErrorCode::MalformedRequest
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::UnknownEndpoint
+            | ErrorCode::Unspecified,
+        ) => panic!("the test sent a bad request: {error}"),
+        ClientErrorKind::Refused(ErrorCode::TicketQuarantined) => panic!("a ticket's history does not fit: {error}"),
+        ClientErrorKind::Refused(
+            code @ (ErrorCode::InvalidCommand
+            | ErrorCode::TicketNotFound
+            | ErrorCode::TicketAlreadyExists
+            | ErrorCode::UnknownPlan
+            | ErrorCode::UnknownCategory
+            | ErrorCode::SeverityNotInContract
+            | ErrorCode::SeverityNotAllowedForCategory
+            | ErrorCode::TicketResolved
+            | ErrorCode::InvalidTransition
+            | ErrorCode::TimerMoot
+            | ErrorCode::TimerNotDue),
+        ) => Answer::Rejected(code.as_str_name().to_owned()),
+        // Killed, restarting, or no responder yet: the client retries later.
+        ClientErrorKind::Timeout | ClientErrorKind::Unavailable | ClientErrorKind::Transport => Answer::Lost,
+        ClientErrorKind::Undecodable | ClientErrorKind::Connect => panic!("{error}"),
     }
 }
 
-/// A command as a client sends it over NATS: without `issued_at`, so ticketd stamps its clock.
-fn request_of(command: &Command) -> (String, Vec<u8>) {
-    use prost::Message;
-    let mut wire = ticket_proto::pb::Command::from(command);
-    wire.issued_at = None;
-    (ticket_nats::command_subject(command.body.name()), wire.encode_to_vec())
+/// A client that sends each command once (the test's senders retry on their own) and waits
+/// up to 5 s for its answer.
+async fn connect(url: &str) -> ticket_client::Client {
+    let config = ticket_client::ClientConfig { timeout: Duration::from_secs(5), retries: 0, ..Default::default() };
+    ticket_client::Client::with_config(async_nats::connect(url).await.unwrap(), config)
 }
 
 /// The same workload as requests to a real `ticketd serve` over a real nats-server, with ticketd
@@ -334,12 +339,12 @@ async fn retried_ids_over_nats_survive_a_kill_of_ticketd_and_have_one_result() {
     let seed = seed();
     eprintln!("nats retry stress seed {seed} (set CRASH_SEED to repeat)");
     let mut daemon = crate::daemon::serve_on(&url, data.path());
-    let client = async_nats::connect(url.clone()).await.unwrap();
+    let client = connect(&url).await;
     let now = ticket_log::now();
     for n in 0..HOT {
-        let (subject, payload) = request_of(&open_command(n, now));
-        let reply = client.request(subject, payload.into()).await.unwrap();
-        assert!(matches!(answer_of_reply(&reply.payload), Answer::Events { duplicate: false, .. }));
+        // Sent as a client sends it: ticketd stamps its clock.
+        let answer = answer_of_client(client.execute(&open_command(n, now), true).await);
+        assert!(matches!(answer, Answer::Events { duplicate: false, .. }));
     }
 
     let sent: Arc<Mutex<Vec<Command>>> = Arc::default();
@@ -349,19 +354,13 @@ async fn retried_ids_over_nats_survive_a_kill_of_ticketd_and_have_one_result() {
     let mut senders = Vec::new();
     for sender in 0..SENDERS {
         let (sent, replies, progress) = (sent.clone(), replies.clone(), progress.clone());
-        let client = async_nats::connect(url.clone()).await.unwrap();
+        let client = connect(&url).await;
         senders.push(tokio::spawn(async move {
             let mut rng = Rng(seed.wrapping_mul(sender + 11) | 1);
             for n in 0..NATS_SENDS {
                 let command = next_command(&mut rng, &sent, format!("n{sender}-{n}"), ticket_log::now());
-                let (subject, payload) = request_of(&command);
                 let sent_at = Instant::now();
-                let answer =
-                    match tokio::time::timeout(Duration::from_secs(5), client.request(subject, payload.into())).await {
-                        Ok(Ok(reply)) => answer_of_reply(&reply.payload),
-                        // Killed, restarting, or no responder yet: the client retries later.
-                        Ok(Err(_)) | Err(_) => Answer::Lost,
-                    };
+                let answer = answer_of_client(client.execute(&command, true).await);
                 if answer == Answer::Lost {
                     // Not a fixed wait for something: a client's back-off while ticketd restarts.
                     tokio::time::sleep(Duration::from_millis(20)).await;

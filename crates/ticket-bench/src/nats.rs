@@ -7,11 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use prost::Message;
 use serde::Serialize;
 use ticket_domain::Policy;
 use ticket_engine::{DataDir, Engine, EngineConfig};
-use ticket_proto::pb;
 
 use crate::machine::Machine;
 use crate::stats::{Phase, histogram};
@@ -159,7 +157,7 @@ async fn engine_phase(
     let api_client = async_nats::connect(url).await?;
     let api = ticket_nats::start(api_client.clone(), service.clone(), views, ticket_nats::ApiConfig::default()).await?;
     api_client.flush().await?;
-    let client = async_nats::connect(url).await?;
+    let client = ticket_client::Client::new(async_nats::connect(url).await?);
     let zipf = Arc::new(Zipf::new(args.tickets, args.zipf));
     let vocabulary = Arc::new(Vocabulary::new()?);
     let done = Arc::new(AtomicU64::new(0));
@@ -181,19 +179,17 @@ async fn engine_phase(
                 let state = service.state(ticket)?;
                 let command =
                     vocabulary.next_command(&mut rng, ticket, &state, format!("nats-{c}-{n}"), ticket_log::now())?;
-                let name = command.body.name();
-                let mut wire = pb::Command::from(&command);
-                wire.issued_at = None;
                 let sent = Instant::now();
-                let reply = client.request(ticket_nats::command_subject(name), wire.encode_to_vec().into()).await?;
-                match pb::CommandReply::decode(reply.payload.as_ref())?.result {
-                    Some(pb::command_reply::Result::Accepted(_)) => {
+                // Sent as a support tool sends it: ticketd stamps its clock.
+                match client.execute(&command, true).await {
+                    Ok(_) => {
                         h.record(sent.elapsed().as_micros() as u64).ok();
                         ok += 1;
                         done.fetch_add(1, Ordering::Relaxed);
                     }
-                    Some(pb::command_reply::Result::Error(e)) if e.code < 100 => refused += 1,
-                    other => anyhow::bail!("unexpected reply {other:?}"),
+                    // The rules' refusals have codes below 100.
+                    Err(e) if e.code().is_some_and(|code| (code as i32) < 100) => refused += 1,
+                    Err(e) => anyhow::bail!("unexpected reply: {e}"),
                 }
             }
             anyhow::Ok((h, ok, refused))

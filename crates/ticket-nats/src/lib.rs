@@ -8,12 +8,16 @@
 //! `Nats-Service-Error-Code`). A malformed request, an unknown endpoint or an oversized payload
 //! gets an error reply and appends nothing. A repeated command id answers with the original
 //! events and the original ticket.
+//!
+//! The endpoints are listed once, as `ticket_proto::Endpoint` (shared with the typed client,
+//! `ticket-client`); the server registers every one of them.
 
 mod api;
-pub mod connection;
+/// Logging in to NATS: the client crate's, shared by ticketd and ticketctl.
+pub use ticket_client::connection;
 pub mod publisher;
 
 pub use api::{
-    ADMIN, ApiConfig, ApiError, ApiHandle, COMMANDS, QUERIES, SERVICE_NAME, admin_subject, command_subject,
-    projection_status, query_subject, start,
+    ApiConfig, ApiError, ApiHandle, admin_subject, command_subject, projection_status, query_subject, start,
 };
+pub use ticket_proto::SERVICE_NAME;

@@ -12,9 +12,13 @@ pub mod pb {
 }
 
 mod convert;
+pub mod endpoint;
 mod error;
 
 pub use convert::{decode_command, decode_envelope, encode_command, encode_envelope, error_code};
+pub use endpoint::{
+    AdminEndpoint, AdminRequest, CommandEndpoint, Endpoint, Family, Query, QueryEndpoint, SERVICE_NAME,
+};
 
 /// Wire forms of domain scalars, for messages assembled outside this crate (query replies).
 pub mod wire {

@@ -7,8 +7,21 @@ use crate::{ProtoError, pb};
 
 impl From<&Command> for pb::Command {
     fn from(c: &Command) -> Self {
+        pb::Command {
+            command_id: c.id.to_string(),
+            ticket_id: c.ticket_id.to_string(),
+            actor: Some(pb::Actor::from(&c.actor)),
+            issued_at: Some(timestamp(&c.issued_at)),
+            correlation_id: String::new(),
+            body: Some(pb::command::Body::from(&c.body)),
+        }
+    }
+}
+
+impl From<&CommandBody> for pb::command::Body {
+    fn from(body: &CommandBody) -> Self {
         use pb::command::Body;
-        let body = match &c.body {
+        match body {
             CommandBody::Open(o) => Body::Open(pb::OpenTicket {
                 customer: o.customer.to_string(),
                 plan: o.plan.to_string(),
@@ -62,14 +75,6 @@ impl From<&Command> for pb::Command {
                     due_at: Some(timestamp(due_at)),
                 })
             }
-        };
-        pb::Command {
-            command_id: c.id.to_string(),
-            ticket_id: c.ticket_id.to_string(),
-            actor: Some(pb::Actor::from(&c.actor)),
-            issued_at: Some(timestamp(&c.issued_at)),
-            correlation_id: String::new(),
-            body: Some(body),
         }
     }
 }

@@ -1,0 +1,114 @@
+//! The command endpoints (`tickets.cmd.<command>`): decode, fill in what a client may leave out,
+//! execute on the command service, answer with the events and their positions.
+
+use prost::Message;
+use ticket_domain::{CommandId, TicketId, TraceId};
+use ticket_log::EventLog;
+use ticket_proto::{CommandEndpoint, pb};
+use ticket_service::{CommandRequest, CommandResult, CommandService, Stamp};
+use tracing::{debug, warn};
+
+use super::ApiConfig;
+use super::reply::{self, Reply};
+
+pub(super) async fn handle<L: EventLog>(
+    endpoint: CommandEndpoint,
+    payload: &[u8],
+    service: &CommandService<L>,
+    config: &ApiConfig,
+) -> Reply {
+    if payload.len() > config.max_payload {
+        return reply::command_error(
+            pb::ErrorCode::PayloadTooLarge,
+            format!("payload of {} bytes is over the limit of {}", payload.len(), config.max_payload),
+        );
+    }
+    let mut wire = match pb::Command::decode(payload) {
+        Ok(c) => c,
+        Err(e) => {
+            return reply::command_error(pb::ErrorCode::MalformedRequest, format!("not a ticket.v1.Command: {e}"));
+        }
+    };
+    let sent = wire.body.as_ref().map(CommandEndpoint::of_wire);
+    if sent != Some(endpoint) {
+        let name = endpoint.name();
+        return reply::command_error(
+            pb::ErrorCode::MalformedRequest,
+            format!("endpoint {name} takes a {name} body, got {}", sent.map_or("none", CommandEndpoint::name)),
+        );
+    }
+    // What a client may leave out, the service fills in.
+    if wire.ticket_id.is_empty() && endpoint == CommandEndpoint::Open {
+        wire.ticket_id = TicketId::from_uuid(uuid::Uuid::now_v7()).to_string();
+    }
+    if wire.command_id.is_empty() {
+        wire.command_id = uuid::Uuid::now_v7().to_string();
+    }
+    let stamp = if wire.issued_at.is_some() { Stamp::AsIssued } else { Stamp::ServiceClock };
+    if wire.issued_at.is_none() {
+        // A placeholder: the service stamps its clock once it holds the ticket's lock.
+        wire.issued_at = Some(Default::default());
+    }
+    let correlation_id = match wire.correlation_id.as_str() {
+        "" => None,
+        id => match TraceId::new(id) {
+            Ok(id) => Some(id),
+            Err(e) => return reply::command_error(pb::ErrorCode::MalformedRequest, e.to_string()),
+        },
+    };
+    let command = match ticket_domain::Command::try_from(wire) {
+        Ok(c) => c,
+        Err(e) => {
+            let mut error = pb::Error::from(&e);
+            error.message = format!("invalid command: {e}");
+            return reply::command_error_of(error);
+        }
+    };
+    let command_id: CommandId = command.id.clone();
+    let ticket_id = command.ticket_id;
+    let causation_id = TraceId::new(command_id.to_string()).ok();
+    match service.execute(CommandRequest { command, correlation_id, causation_id, stamp }).await {
+        Ok(result) => {
+            // A repeated command's ticket is the original one: an `open` retried without a
+            // ticket id was given a fresh id above, which names no ticket.
+            let ticket_id = if result.duplicate {
+                original_ticket(service, &command_id, &result, ticket_id).await
+            } else {
+                ticket_id
+            };
+            reply::accepted(pb::CommandAccepted {
+                ticket_id: ticket_id.to_string(),
+                events: result.events.iter().map(pb::EventEnvelope::from).collect(),
+                duplicate: result.duplicate,
+            })
+        }
+        Err(e) => {
+            debug!(endpoint = endpoint.name(), command_id = %command_id, ticket_id = %ticket_id, error = %e, "command refused");
+            reply::command_error_of(reply::service_error(&e))
+        }
+    }
+}
+
+/// The ticket a repeated command addressed when it was first executed: from its stored record
+/// (read off the async runtime: it is a storage read), else from its original events (which
+/// begin on the command's own ticket), else `sent`.
+async fn original_ticket<L: EventLog>(
+    service: &CommandService<L>,
+    id: &CommandId,
+    result: &CommandResult,
+    sent: TicketId,
+) -> TicketId {
+    let (log, key) = (service.log().clone(), id.clone());
+    let stored = match tokio::task::spawn_blocking(move || log.command(&key)).await {
+        Ok(Ok(record)) => record.map(|r| r.command.ticket_id),
+        Ok(Err(e)) => {
+            warn!(command_id = %id, error = %e, "cannot read a repeated command's record");
+            None
+        }
+        Err(e) => {
+            warn!(command_id = %id, error = %e, "the read of a repeated command's record failed");
+            None
+        }
+    };
+    stored.or_else(|| result.events.first().map(|e| e.event.ticket_id)).unwrap_or(sent)
+}
