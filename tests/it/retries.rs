@@ -297,7 +297,10 @@ fn answer_of_client(result: Result<ticket_client::Accepted, ticket_client::Clien
             ErrorCode::VersionConflict | ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::Timeout,
         ) => Answer::Failed(error.to_string()),
         ClientErrorKind::Refused(
-            ErrorCode::MalformedRequest | ErrorCode::PayloadTooLarge | ErrorCode::UnknownEndpoint | ErrorCode::Unspecified,
+            ErrorCode::MalformedRequest
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::UnknownEndpoint
+            | ErrorCode::Unspecified,
         ) => panic!("the test sent a bad request: {error}"),
         ClientErrorKind::Refused(ErrorCode::TicketQuarantined) => panic!("a ticket's history does not fit: {error}"),
         ClientErrorKind::Refused(
@@ -321,7 +324,7 @@ fn answer_of_client(result: Result<ticket_client::Accepted, ticket_client::Clien
 
 /// A client that sends each command once (the test's senders retry on their own) and waits
 /// up to 5 s for its answer.
-async fn client(url: &str) -> ticket_client::Client {
+async fn connect(url: &str) -> ticket_client::Client {
     let config = ticket_client::ClientConfig { timeout: Duration::from_secs(5), retries: 0, ..Default::default() };
     ticket_client::Client::with_config(async_nats::connect(url).await.unwrap(), config)
 }
@@ -336,7 +339,7 @@ async fn retried_ids_over_nats_survive_a_kill_of_ticketd_and_have_one_result() {
     let seed = seed();
     eprintln!("nats retry stress seed {seed} (set CRASH_SEED to repeat)");
     let mut daemon = crate::daemon::serve_on(&url, data.path());
-    let client = client(&url).await;
+    let client = connect(&url).await;
     let now = ticket_log::now();
     for n in 0..HOT {
         // Sent as a client sends it: ticketd stamps its clock.
@@ -351,7 +354,7 @@ async fn retried_ids_over_nats_survive_a_kill_of_ticketd_and_have_one_result() {
     let mut senders = Vec::new();
     for sender in 0..SENDERS {
         let (sent, replies, progress) = (sent.clone(), replies.clone(), progress.clone());
-        let client = client(&url).await;
+        let client = connect(&url).await;
         senders.push(tokio::spawn(async move {
             let mut rng = Rng(seed.wrapping_mul(sender + 11) | 1);
             for n in 0..NATS_SENDS {
