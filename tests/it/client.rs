@@ -229,7 +229,7 @@ async fn a_command_retried_while_ticketd_starts_gets_its_one_result() {
     // The client sends before the API is up: no responders, retried with the same command id
     // until the API answers; the ticket is opened once.
     let mut f = fixture().await;
-    drop(f.api.take().unwrap().stop(Duration::from_secs(5)).await);
+    assert!(f.api.take().unwrap().stop(Duration::from_secs(5)).await);
     let config = ClientConfig { timeout: Duration::from_secs(5), retries: 3000, backoff: Duration::from_millis(20) };
     let nats = async_nats::connect(f.server.url()).await.unwrap();
     let client = Client::with_config(nats, config);
