@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod ctl_modes;
 mod daemon;
 mod deploy;
 mod durability;

@@ -143,7 +143,8 @@ fn error_headers(error: &pb::Error) -> HeaderMap {
     headers
 }
 
-fn service_error(e: &ServiceError) -> pb::Error {
+/// A service error as the API's typed error (a refusal keeps the domain's code).
+pub fn service_error(e: &ServiceError) -> pb::Error {
     match e {
         ServiceError::Rejected(domain) => pb::Error::from(domain),
         ServiceError::Conflict { .. } | ServiceError::Log(_) | ServiceError::Quarantined { .. } => {

@@ -15,5 +15,5 @@ pub mod publisher;
 
 pub use api::{
     ADMIN, ApiConfig, ApiError, ApiHandle, COMMANDS, QUERIES, SERVICE_NAME, admin_subject, command_subject,
-    projection_status, query_subject, start,
+    projection_status, query_subject, service_error, start,
 };
