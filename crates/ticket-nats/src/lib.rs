@@ -17,7 +17,5 @@ mod api;
 pub use ticket_client::connection;
 pub mod publisher;
 
-pub use api::{
-    ApiConfig, ApiError, ApiHandle, admin_subject, command_subject, projection_status, query_subject, start,
-};
+pub use api::{ApiConfig, ApiError, ApiHandle, admin_subject, command_subject, query_subject, service_error, start};
 pub use ticket_proto::SERVICE_NAME;

@@ -11,6 +11,7 @@
 //! - [`ReadModels`] builds every model at once from the log, up to a position or an instant (time
 //!   travel, and the rebuild benchmark). [`whatif`] replays history under a candidate policy.
 
+pub mod answer;
 mod checkpoint;
 pub mod describe;
 mod model;

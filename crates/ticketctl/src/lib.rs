@@ -4,10 +4,12 @@
 //! Exit codes: 0 success; 1 the check failed or the thing was not found; 2 bad usage;
 //! 3 the data could not be read.
 
+mod backend;
 mod demo;
 mod issue;
 mod local;
 mod output;
+mod render;
 mod views;
 
 use std::path::PathBuf;
@@ -283,6 +285,9 @@ pub enum Failure {
     Data(anyhow::Error),
     /// Standard output was closed by its reader: stop quietly (exit 0).
     Quiet,
+    /// The engine refused (exit 1): printed as `refused (CODE): message`, and with `--json` as
+    /// the `ticket.v1.Error`.
+    Refused(ticket_proto::pb::Error),
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
@@ -306,6 +311,10 @@ pub fn main() -> ExitCode {
         .init();
     match run(cli) {
         Ok(()) | Err(Failure::Quiet) => ExitCode::SUCCESS,
+        Err(Failure::Refused(error)) => {
+            eprintln!("ticketctl: refused ({}): {}", error.code().as_str_name(), error.message);
+            ExitCode::from(1)
+        }
         Err(Failure::Negative(message)) => {
             eprintln!("ticketctl: {message}");
             ExitCode::from(1)
@@ -322,27 +331,59 @@ pub fn main() -> ExitCode {
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
+    let json = cli.json;
+    match dispatch(cli) {
+        Err(Failure::Refused(error)) => Err(render::refusal(&error, json)),
+        other => other,
+    }
+}
+
+/// Chooses the backend (a running ticketd with `--nats-url`, else the data directory) and runs
+/// the command on it.
+fn dispatch(cli: Cli) -> Result<(), Failure> {
     let default_policy = PathBuf::from("deploy/policies/regional-operator.toml");
+    let policy = cli.policy.clone().unwrap_or_else(|| default_policy.clone());
     let nats_url: Option<ticket_nats::connection::NatsUrl> = cli
         .nats_url
         .as_ref()
         .map(|url| url.expose().parse())
         .transpose()
         .map_err(|e| Failure::Usage(format!("--nats-url: {e}")))?;
-    let issue = issue::Issuer {
-        data_dir: &cli.data_dir,
-        policy: cli.policy.as_deref().unwrap_or(&default_policy),
-        actor: &cli.actor,
-        command_id: cli.command_id.as_deref(),
-        json: cli.json,
-        remote: nats_url.as_ref().map(|url| issue::Remote {
-            url,
-            credentials: ticket_nats::connection::Credentials {
+    // One runtime for the whole run: commands and NATS requests are async.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match &nats_url {
+        Some(url) => {
+            let credentials = ticket_nats::connection::Credentials {
                 creds_file: cli.nats_creds.clone(),
                 nkey_seed_file: cli.nats_nkey_seed_file.clone(),
                 ..Default::default()
-            },
-        }),
+            };
+            let remote = backend::Remote { url, credentials, runtime: &runtime };
+            execute(cli, &remote, None, &policy, &default_policy)
+        }
+        None => {
+            let data_dir = cli.data_dir.clone();
+            let local = backend::Local { data_dir: &data_dir, policy: &policy, runtime: &runtime };
+            execute(cli, &local, Some(&data_dir), &policy, &default_policy)
+        }
+    }
+}
+
+/// Runs `cli`'s command on `backend`; `data_dir` is set in local mode, where the commands that
+/// read the log itself (history, audits, exports, what-if) work.
+fn execute<B: backend::Backend>(
+    cli: Cli,
+    backend: &B,
+    data_dir: Option<&std::path::Path>,
+    policy: &std::path::Path,
+    default_policy: &std::path::Path,
+) -> Result<(), Failure> {
+    let json = cli.json;
+    let issue = issue::Issuer { backend, actor: &cli.actor, command_id: cli.command_id.as_deref(), json };
+    let local_only = |what: &str| {
+        data_dir.ok_or_else(|| {
+            Failure::Usage(format!("{what} reads the log itself: run it on the data directory, without --nats-url"))
+        })
     };
     match cli.command {
         Command::Open { customer, plan, category, severity, title, description } => {
@@ -358,65 +399,51 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Split { ticket, category, severity, title, description } => {
             issue.split(&ticket, &category, &severity, &title, &description)
         }
-        Command::History { ticket } => local::history(&cli.data_dir, &ticket, cli.json),
-        Command::State { ticket, at: None } if issue.remote.is_some() => issue.remote_state(&ticket),
-        Command::Tickets { customer, all, limit, at: None } if issue.remote.is_some() => {
-            issue.remote_tickets(&customer, all, limit)
+        Command::State { ticket, at } => {
+            render::ticket(&backend.state(issue::ticket(&ticket)?, views::at(at.as_deref())?)?, json)
         }
-        Command::Board { limit, at: None } if issue.remote.is_some() => issue.remote_board(limit),
-        Command::Tickets { customer, all, limit, at } => {
-            views::customer(&cli.data_dir, &customer, all, limit, at.as_deref(), cli.json)
-        }
-        Command::Board { limit, at } => views::board(&cli.data_dir, limit, at.as_deref(), cli.json),
         Command::Detail { ticket, at } => {
-            let policy = load_policy(issue.policy)?;
-            views::detail(&cli.data_dir, &policy, &ticket, at.as_deref(), cli.json)
+            render::ticket(&backend.detail(issue::ticket(&ticket)?, views::at(at.as_deref())?)?, json)
         }
-        Command::Timeline { ticket, at: None } if issue.remote.is_some() => issue.remote_timeline(&ticket),
-        Command::Compliance { from, to, at: None } if issue.remote.is_some() => issue.remote_compliance(
-            views::instant_arg(from.as_deref(), "--from")?,
-            views::instant_arg(to.as_deref(), "--to")?,
-        ),
-        Command::Timeline { ticket, at } => views::timeline(&cli.data_dir, &ticket, at.as_deref(), cli.json),
+        Command::Tickets { customer, all, limit, at } => {
+            let customer = ticket_domain::CustomerId::new(customer).map_err(|e| Failure::Usage(e.to_string()))?;
+            render::tickets(&backend.customer(customer, all, limit, views::at(at.as_deref())?)?, json)
+        }
+        Command::Board { limit, at } => render::board(&backend.board(limit, views::at(at.as_deref())?)?, json),
+        Command::Timeline { ticket, at } => {
+            render::timeline(&backend.timeline(issue::ticket(&ticket)?, views::at(at.as_deref())?)?, json)
+        }
         Command::Compliance { from, to, at } => {
-            let policy = load_policy(issue.policy)?;
-            views::compliance(&cli.data_dir, &policy, from.as_deref(), to.as_deref(), at.as_deref(), cli.json)
+            let period = ticket_projections::Period {
+                from: views::instant_arg(from.as_deref(), "--from")?,
+                to: views::instant_arg(to.as_deref(), "--to")?,
+            };
+            render::compliance(&backend.compliance(period, views::at(at.as_deref())?)?, json)
+        }
+        Command::Projections { command: ProjectionsCommand::Status { update, checkpoint_events } } => {
+            render::lags(&backend.lags(update, checkpoint_events)?, json)
+        }
+        Command::Projections { command: ProjectionsCommand::Rebuild { name, checkpoint_events } } => {
+            render::rebuilt(&backend.rebuild(name.as_deref(), checkpoint_events)?, json)
         }
         Command::WhatIf { from, to } => {
+            let data_dir = local_only("what-if")?;
             let Some(candidate) = cli.policy.as_deref() else {
                 return Err(Failure::Usage("what-if needs the candidate policy: --policy candidate.toml".into()));
             };
-            views::whatif(&cli.data_dir, candidate, from.as_deref(), to.as_deref(), cli.json)
+            views::whatif(data_dir, candidate, from.as_deref(), to.as_deref(), json)
         }
-        Command::Demo { keep } => demo::run(issue.policy, keep.as_deref()),
-        Command::Projections { command: ProjectionsCommand::Status { .. } } if issue.remote.is_some() => {
-            issue.remote_lag()
-        }
-        Command::Projections { command: ProjectionsCommand::Rebuild { name, .. } } if issue.remote.is_some() => {
-            let Some(name) = name else {
-                return Err(Failure::Usage("a running ticketd rebuilds one projection at a time: name it".into()));
-            };
-            issue.remote_rebuild(&name)
-        }
-        Command::Projections { command: ProjectionsCommand::Status { update, checkpoint_events } } => {
-            views::projections_status(&cli.data_dir, update, checkpoint_events, cli.json)
-        }
-        Command::Projections { command: ProjectionsCommand::Rebuild { name, checkpoint_events } } => {
-            views::projections_rebuild(&cli.data_dir, name.as_deref(), checkpoint_events, cli.json)
-        }
-        Command::State { ticket, at } => local::state(&cli.data_dir, &ticket, at.as_deref(), cli.json),
+        Command::Demo { keep } => demo::run(policy, keep.as_deref()),
+        Command::History { ticket } => local::history(local_only("history")?, &ticket, json),
         Command::Audit { command: AuditCommand::Verify { policies } } => {
+            let data_dir = local_only("audit verify")?;
             // The policy commands are decided with, when there is one: given, or the default file.
-            let current = cli.policy.clone().or_else(|| default_policy.exists().then(|| default_policy.clone()));
+            let current = cli.policy.clone().or_else(|| default_policy.exists().then(|| default_policy.to_path_buf()));
             let all: Vec<PathBuf> = current.into_iter().chain(policies).collect();
-            local::audit_verify(&cli.data_dir, &all, cli.json)
+            local::audit_verify(data_dir, &all, json)
         }
         Command::Export { format, from, to, output } => {
-            local::export(&cli.data_dir, format, from.as_deref(), to.as_deref(), output.as_deref())
+            local::export(local_only("export")?, format, from.as_deref(), to.as_deref(), output.as_deref())
         }
     }
-}
-
-fn load_policy(path: &std::path::Path) -> Result<ticket_domain::Policy, Failure> {
-    ticket_domain::Policy::load(path).map_err(|e| Failure::Usage(e.to_string()))
 }

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use chrono::DateTime;
 use prost::Message;
-use ticket_domain::{ClockStatus, Policy, Status, TicketId, TicketState, Timestamp};
+use ticket_domain::{Policy, TicketId, Timestamp};
 use ticket_engine::DataDir;
 use ticket_log::EventLog;
 use ticket_log_sled::SledLog;
 use ticket_proto::pb;
 use ticket_service::audit::{AuditPhase, audit};
-use ticket_service::replay::{At, history as read_history, state_at};
+use ticket_service::replay::history as read_history;
 
 use crate::output::{emit, print_json, progress, table};
 use crate::{ExportFormat, Failure};
@@ -68,73 +68,6 @@ pub fn history(data_dir: &Path, ticket: &str, json: bool) -> Result<(), Failure>
         ]);
     }
     emit(&t)?;
-    Ok(())
-}
-
-pub fn state(data_dir: &Path, ticket: &str, at: Option<&str>, json: bool) -> Result<(), Failure> {
-    let id = ticket_id(ticket)?;
-    let at = match at.map(moment).transpose()? {
-        None => At::Now,
-        Some(Moment::Position(p)) => At::Position(p),
-        Some(Moment::Instant(t)) => At::Instant(t),
-    };
-    let log = open(data_dir)?;
-    let (state, position) = state_at(&log, id, at)?;
-    let TicketState::Opened(ticket) = state else {
-        return Err(Failure::Negative(format!("ticket {id} not found at that moment")));
-    };
-    let mut view = pb::TicketView::from(ticket.as_ref());
-    view.position = position;
-    if json {
-        return print_json(&view);
-    }
-    let status = match ticket.status {
-        Status::Open => "open",
-        Status::AwaitingCustomer => "awaiting customer",
-        Status::Resolved => "resolved",
-    };
-    let mut t = table(&["ticket", &id.to_string()]);
-    let escalated = ticket.tier.as_ref().map(|tier| match &ticket.team {
-        Some(team) => format!("{tier} / {team}"),
-        None => tier.to_string(),
-    });
-    for (k, v) in [
-        ("as of position", position.to_string()),
-        ("title", ticket.title.to_string()),
-        ("customer", ticket.customer.to_string()),
-        ("plan / category", format!("{} / {}", ticket.plan, ticket.category)),
-        ("severity", ticket.severity.to_string()),
-        ("status", status.to_owned()),
-        ("opened", instant(&ticket.opened_at)),
-        ("first response", ticket.first_response_at.as_ref().map(instant).unwrap_or_default()),
-        ("resolved", ticket.resolved_at.as_ref().map(instant).unwrap_or_default()),
-        ("escalated to", escalated.unwrap_or_default()),
-        ("policy", ticket.policy.to_string()),
-        ("version", ticket.version.to_string()),
-    ] {
-        t.add_row(vec![k.to_owned(), v]);
-    }
-    emit(&t)?;
-    let mut clocks = table(&["clock", "cycle", "status", "target", "elapsed", "due (UTC)", "warned", "breached"]);
-    for c in ticket.clocks.values() {
-        let status = match c.status {
-            ClockStatus::Running => "running".to_owned(),
-            ClockStatus::Paused => "paused".to_owned(),
-            ClockStatus::Stopped(o) => format!("stopped ({o:?})").to_lowercase(),
-        };
-        let plan = c.plan.as_ref();
-        clocks.add_row(vec![
-            c.metric.to_string(),
-            c.cycle.to_string(),
-            status,
-            plan.map(|p| p.target.to_string()).unwrap_or_else(|| "none".into()),
-            plan.map(|p| format!("{}s", p.elapsed.num_seconds())).unwrap_or_default(),
-            c.due_at().as_ref().map(instant).unwrap_or_default(),
-            c.warned.iter().map(|w| format!("{w}%")).collect::<Vec<_>>().join(" "),
-            if c.breached { "yes".into() } else { String::new() },
-        ]);
-    }
-    emit(&clocks)?;
     Ok(())
 }
 

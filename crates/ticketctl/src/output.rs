@@ -37,29 +37,3 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<(), crate::Failure> {
     emit(&serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
-
-/// `projections status`, the same locally and remotely: each projection's position against the
-/// log's head, then the quarantined tickets if there are any. `--json`: canonical proto3 JSON.
-pub fn projection_status(
-    status: &ticket_proto::pb::ProjectionLags,
-    position: &str,
-    json: bool,
-) -> Result<(), crate::Failure> {
-    if json {
-        return print_json(status);
-    }
-    let mut t = table(&["projection", position, "log head", "behind"]);
-    for l in &status.projections {
-        t.add_row(vec![l.name.clone(), l.position.to_string(), l.head.to_string(), l.behind.to_string()]);
-    }
-    emit(&t)?;
-    if status.quarantined.is_empty() {
-        return Ok(());
-    }
-    emit(&format!("{} quarantined tickets (a stored event does not fit their history):", status.quarantined.len()))?;
-    let mut q = table(&["ticket", "position", "problem"]);
-    for t in &status.quarantined {
-        q.add_row(vec![t.ticket_id.clone(), t.position.to_string(), t.problem.clone()]);
-    }
-    emit(&q)
-}

@@ -83,7 +83,7 @@ async fn a_ticket_whose_stored_event_does_not_fit_is_quarantined_and_the_rest_go
     // projections status`)
     let projector = ticket_projections::Projector::open(engine.log().clone(), None, Default::default());
     projector.catch_up(|_, _| {}).unwrap();
-    let status = ticket_nats::projection_status(&projector);
+    let status = ticket_projections::answer::projection_status(&projector);
     assert_eq!(status.quarantined.len(), 1);
     assert_eq!(status.quarantined[0].ticket_id, poisoned.to_string());
     assert_eq!(status.quarantined[0].position, bad_position);

@@ -2,27 +2,11 @@
 //! beside the live projection.
 
 use ticket_log::EventLog;
-use ticket_projections::{Projector, ProjectorError};
+use ticket_projections::{Projector, ProjectorError, answer};
 use ticket_proto::{AdminEndpoint, AdminRequest, pb};
 use tracing::info;
 
 use super::reply::{Reply, query_error, query_reply};
-
-/// Each projection's position against the log's head, and the quarantined tickets: what
-/// `tickets.admin.lag` answers and `ticketctl projections status` shows, locally or remotely.
-pub fn projection_status<L: EventLog>(views: &Projector<L>) -> pb::ProjectionLags {
-    let projections = views
-        .lag()
-        .into_iter()
-        .map(|l| pb::ProjectionLag { name: l.name.to_owned(), position: l.position, head: l.head, behind: l.behind })
-        .collect();
-    let quarantined = views
-        .quarantined()
-        .into_iter()
-        .map(|(id, q)| pb::QuarantinedTicket { ticket_id: id.to_string(), position: q.position, problem: q.problem })
-        .collect();
-    pb::ProjectionLags { projections, quarantined }
-}
 
 pub(super) async fn handle<L: EventLog>(endpoint: AdminEndpoint, payload: &[u8], views: Projector<L>) -> Reply {
     let request = match AdminRequest::decode(endpoint, payload) {
@@ -32,7 +16,7 @@ pub(super) async fn handle<L: EventLog>(endpoint: AdminEndpoint, payload: &[u8],
         }
     };
     match request {
-        AdminRequest::Lag(_) => query_reply(pb::query_reply::Result::Lag(projection_status(&views))),
+        AdminRequest::Lag(_) => query_reply(pb::query_reply::Result::Lag(answer::projection_status(&views))),
         AdminRequest::Rebuild(request) => rebuild(views, request.name).await,
     }
 }

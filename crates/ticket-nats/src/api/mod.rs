@@ -23,8 +23,8 @@ mod commands;
 mod queries;
 mod reply;
 
-pub use admin::projection_status;
 use reply::Reply;
+pub use reply::service_error;
 
 /// The subject of the command endpoint named `command`, for callers holding a name (see
 /// [`CommandEndpoint::subject`]).

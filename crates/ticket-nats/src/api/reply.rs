@@ -33,7 +33,10 @@ pub(super) fn query_reply(result: pb::query_reply::Result) -> Reply {
 
 /// A typed error reply to a query or an operator's request: a `QueryReply`, as its client decodes.
 pub(super) fn query_error(code: pb::ErrorCode, message: String) -> Reply {
-    let error = error(code, message);
+    query_error_of(error(code, message))
+}
+
+pub(super) fn query_error_of(error: pb::Error) -> Reply {
     let headers = error_headers(&error);
     (pb::QueryReply { result: Some(pb::query_reply::Result::Error(error)) }.encode_to_vec().into(), headers)
 }
@@ -52,7 +55,7 @@ fn error_headers(error: &pb::Error) -> HeaderMap {
 }
 
 /// A command service's refusal or failure as its wire error.
-pub(super) fn service_error(e: &ServiceError) -> pb::Error {
+pub fn service_error(e: &ServiceError) -> pb::Error {
     match e {
         ServiceError::Rejected(domain) => pb::Error::from(domain),
         ServiceError::Conflict { .. } | ServiceError::Log(_) | ServiceError::Quarantined { .. } => {

@@ -26,7 +26,8 @@ pub(crate) fn to_timestamp(field: &'static str, t: Option<pbjson_types::Timestam
     DateTime::from_timestamp(t.seconds, nanos).ok_or_else(|| ProtoError::invalid(field, "instant out of range"))
 }
 
-pub(crate) fn to_opt_timestamp(
+/// An optional wire instant, checked (nanoseconds in range, an instant chrono can hold).
+pub fn to_opt_timestamp(
     field: &'static str,
     t: Option<pbjson_types::Timestamp>,
 ) -> Result<Option<Timestamp>, ProtoError> {

@@ -1,0 +1,391 @@
+//! Where ticketctl's commands and views are answered: the engine embedded on a data directory
+//! ([`Local`]) or a running ticketd over NATS ([`Remote`]). Both answer with the API's reply
+//! messages, which `render` prints, so a view is the same in either mode.
+
+use std::path::Path;
+
+use ticket_domain::{Command, CustomerId, Policy, TicketId, Timestamp};
+use ticket_engine::{DataDir, Engine, EngineConfig};
+use ticket_log::EventLog;
+use ticket_log_sled::SledLog;
+use ticket_projections::{At, Checkpoints, Period, Projector, ProjectorConfig, ReadModels, answer};
+use ticket_proto::pb;
+use ticket_service::{CommandRequest, Stamp};
+
+use crate::Failure;
+use crate::output::progress;
+
+/// What ticketctl asks of an engine.
+pub trait Backend {
+    /// Decides and appends a command; a refusal is [`Failure::Refused`].
+    fn command(&self, command: Command) -> Result<pb::CommandAccepted, Failure>;
+    /// A ticket from the ticket detail read model.
+    fn detail(&self, ticket: TicketId, at: At) -> Result<pb::TicketView, Failure>;
+    /// A ticket folded from its own events in the log (remotely: the detail read model).
+    fn state(&self, ticket: TicketId, at: At) -> Result<pb::TicketView, Failure>;
+    fn customer(
+        &self,
+        customer: CustomerId,
+        include_resolved: bool,
+        limit: u32,
+        at: At,
+    ) -> Result<pb::TicketList, Failure>;
+    fn board(&self, limit: u32, at: At) -> Result<pb::Board, Failure>;
+    fn timeline(&self, ticket: TicketId, at: At) -> Result<pb::Timeline, Failure>;
+    fn compliance(&self, period: Period, at: At) -> Result<pb::ComplianceReport, Failure>;
+    /// The projections' positions; with `update`, caught up (and checkpointed) first (local).
+    fn lags(&self, update: bool, checkpoint_events: u64) -> Result<pb::ProjectionLags, Failure>;
+    /// Rebuilds one projection beside the live one, or (locally, no name) all from scratch.
+    fn rebuild(&self, name: Option<&str>, checkpoint_events: u64) -> Result<pb::ProjectionRebuilt, Failure>;
+}
+
+/// A query's error reply as a failure.
+fn not_found(ticket: TicketId) -> Failure {
+    Failure::Refused(pb::Error {
+        code: pb::ErrorCode::TicketNotFound as i32,
+        message: format!("ticket {ticket} not found at that moment"),
+        details: Default::default(),
+    })
+}
+
+/// The engine embedded on a data directory. The log is opened exclusively: ticketd must not be
+/// running on it.
+pub struct Local<'a> {
+    pub data_dir: &'a Path,
+    pub policy: &'a Path,
+    pub runtime: &'a tokio::runtime::Runtime,
+}
+
+impl Local<'_> {
+    fn policy(&self) -> Result<Policy, Failure> {
+        Policy::load(self.policy).map_err(|e| Failure::Usage(e.to_string()))
+    }
+
+    fn checkpoints(&self) -> Checkpoints {
+        DataDir::new(self.data_dir).checkpoints()
+    }
+
+    fn open(&self) -> Result<SledLog, Failure> {
+        crate::local::open(self.data_dir)
+    }
+
+    fn projector(&self, log: SledLog, checkpoint_events: u64) -> Projector<SledLog> {
+        let config = ProjectorConfig { checkpoint_events: checkpoint_events.max(1), ..ProjectorConfig::default() };
+        Projector::open(log, Some(self.checkpoints()), config)
+    }
+
+    /// Every read model as of `at`: for now, the checkpointed projections caught up from the log
+    /// (and checkpointed again); for a past moment, computed from the log and touching nothing.
+    /// With the instant the models describe (for the business time of running clocks).
+    fn models(&self, at: At) -> Result<(ReadModels, SledLog, Timestamp), Failure> {
+        let log = self.open()?;
+        if at != At::Now {
+            let bar = progress(log.head(), "replaying");
+            let models = ReadModels::build(&log, at, |done, _| bar.set_position(done))?;
+            bar.finish_and_clear();
+            let now = as_of(at, &log)?;
+            return Ok((models, log, now));
+        }
+        let projector = self.projector(log.clone(), ProjectorConfig::default().checkpoint_events);
+        catch_up(&projector)?;
+        projector.checkpoint().map_err(|e| Failure::Data(e.into()))?;
+        let now = as_of(at, &log)?;
+        Ok((projector.into_read_models(), log, now))
+    }
+}
+
+fn catch_up(projector: &Projector<SledLog>) -> Result<u64, Failure> {
+    let bar = progress(projector.log().head(), "catching up");
+    bar.set_position(projector.position());
+    let last = projector.catch_up(|done, _| bar.set_position(done)).map_err(|e| Failure::Data(e.into()))?;
+    bar.finish_and_clear();
+    Ok(last)
+}
+
+/// The instant the read models describe: the moment asked for, else the newest event's.
+/// For now, the later of the wall clock and the newest event (a log may hold instants ahead of
+/// the wall clock: a simulated one).
+fn as_of(at: At, log: &SledLog) -> Result<Timestamp, Failure> {
+    let head = match at {
+        At::Instant(t) => return Ok(t),
+        At::Position(p) => p.min(log.head()),
+        At::Now => log.head(),
+    };
+    let newest = if head == 0 { None } else { log.read_from(head, 1)?.first().map(|e| e.event.occurred_at) };
+    Ok(match (at, newest) {
+        (At::Position(_) | At::Instant(_), Some(t)) => t,
+        (At::Now, Some(t)) => t.max(ticket_log::now()),
+        (At::Position(_) | At::Instant(_) | At::Now, None) => ticket_log::now(),
+    })
+}
+
+impl Backend for Local<'_> {
+    fn command(&self, command: Command) -> Result<pb::CommandAccepted, Failure> {
+        let policy = std::sync::Arc::new(self.policy()?);
+        let ticket_id = command.ticket_id;
+        let request = CommandRequest { command, correlation_id: None, causation_id: None, stamp: Stamp::ServiceClock };
+        let result = self.runtime.block_on(async {
+            // One command: the service on the log, with neither the timer nor the read models.
+            let config = EngineConfig { projector: None, ..EngineConfig::new(DataDir::new(self.data_dir), policy) };
+            let engine = Engine::start(config).await?;
+            let result = engine.service().execute(request).await;
+            engine.stop(std::time::Duration::ZERO).await;
+            anyhow::Ok(result)
+        })?;
+        match result {
+            Ok(result) => Ok(pb::CommandAccepted {
+                // The events name the ticket: for a repeated `open`, the original one.
+                ticket_id: result.events.first().map_or(ticket_id, |e| e.event.ticket_id).to_string(),
+                events: result.events.iter().map(pb::EventEnvelope::from).collect(),
+                duplicate: result.duplicate,
+            }),
+            Err(e) => Err(Failure::Refused(ticket_nats::service_error(&e))),
+        }
+    }
+
+    fn detail(&self, ticket: TicketId, at: At) -> Result<pb::TicketView, Failure> {
+        let policy = self.policy()?;
+        let (models, _, now) = self.models(at)?;
+        answer::ticket(&models, ticket, &policy, now).map_err(|_| not_found(ticket))
+    }
+
+    fn state(&self, ticket: TicketId, at: At) -> Result<pb::TicketView, Failure> {
+        let policy = self.policy()?;
+        let log = self.open()?;
+        let (state, last) = ticket_service::replay::state_at(&log, ticket, at)?;
+        let Some(t) = state.ticket() else { return Err(not_found(ticket)) };
+        // As of the log's position, as a read model says it (for an instant: the ticket's last
+        // event by then).
+        let position = match at {
+            At::Now => log.head(),
+            At::Position(p) => p.min(log.head()),
+            At::Instant(_) => last,
+        };
+        Ok(answer::ticket_view(t, position, &policy, as_of(at, &log)?))
+    }
+
+    fn customer(
+        &self,
+        customer: CustomerId,
+        include_resolved: bool,
+        limit: u32,
+        at: At,
+    ) -> Result<pb::TicketList, Failure> {
+        let policy = self.policy()?;
+        let (models, _, now) = self.models(at)?;
+        Ok(answer::customer(&models, &customer, include_resolved, limit as usize, &policy, now))
+    }
+
+    fn board(&self, limit: u32, at: At) -> Result<pb::Board, Failure> {
+        let (models, _, _) = self.models(at)?;
+        Ok(answer::board(&models, limit as usize))
+    }
+
+    fn timeline(&self, ticket: TicketId, at: At) -> Result<pb::Timeline, Failure> {
+        let (models, log, _) = self.models(at)?;
+        answer::timeline(&models, ticket, &log).map_err(|e| {
+            if e.code == pb::ErrorCode::TicketNotFound as i32 { not_found(ticket) } else { Failure::Refused(e) }
+        })
+    }
+
+    fn compliance(&self, period: Period, at: At) -> Result<pb::ComplianceReport, Failure> {
+        let policy = self.policy()?;
+        let (models, _, _) = self.models(at)?;
+        Ok(answer::compliance(&models, period, &policy))
+    }
+
+    fn lags(&self, update: bool, checkpoint_events: u64) -> Result<pb::ProjectionLags, Failure> {
+        let projector = self.projector(self.open()?, checkpoint_events);
+        if update {
+            catch_up(&projector)?;
+            projector.checkpoint().map_err(|e| Failure::Data(e.into()))?;
+        }
+        Ok(answer::projection_status(&projector))
+    }
+
+    fn rebuild(&self, name: Option<&str>, checkpoint_events: u64) -> Result<pb::ProjectionRebuilt, Failure> {
+        let log = self.open()?;
+        let head = log.head();
+        let Some(name) = name else {
+            // From scratch: the checkpoints go, then everything is applied again.
+            let checkpoints = self.checkpoints();
+            if checkpoints.dir().exists() {
+                std::fs::remove_dir_all(checkpoints.dir())?;
+            }
+            let projector = self.projector(log, checkpoint_events);
+            let events = catch_up(&projector)?;
+            projector.checkpoint().map_err(|e| Failure::Data(e.into()))?;
+            return Ok(pb::ProjectionRebuilt { name: "all".into(), events, position: head });
+        };
+        let projector = self.projector(log, checkpoint_events);
+        let bar = progress(head, "rebuilding");
+        let events = projector.rebuild(name, |done, _| bar.set_position(done)).map_err(|e| match e {
+            ticket_projections::ProjectorError::UnknownProjection(_) => Failure::Usage(e.to_string()),
+            ticket_projections::ProjectorError::Log(_)
+            | ticket_projections::ProjectorError::Checkpoint { .. }
+            | ticket_projections::ProjectorError::Stopped => Failure::Data(e.into()),
+        })?;
+        bar.finish_and_clear();
+        Ok(pb::ProjectionRebuilt { name: name.to_owned(), events, position: projector.position() })
+    }
+}
+
+/// A running ticketd over NATS. It serves the read models as they are now; `--at` moments are
+/// computed from a log, in local mode.
+pub struct Remote<'a> {
+    pub url: &'a ticket_nats::connection::NatsUrl,
+    pub credentials: ticket_nats::connection::Credentials,
+    pub runtime: &'a tokio::runtime::Runtime,
+}
+
+const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Remote<'_> {
+    fn now_only(at: At) -> Result<(), Failure> {
+        match at {
+            At::Now => Ok(()),
+            At::Position(_) | At::Instant(_) => Err(Failure::Usage(
+                "--at is computed from the log: run it in local mode on the data directory (without --nats-url)".into(),
+            )),
+        }
+    }
+
+    /// Sends a request to ticketd, with a clear error when nothing answers.
+    fn request(&self, subject: String, payload: Vec<u8>) -> Result<Vec<u8>, Failure> {
+        self.runtime.block_on(async {
+            let options = async_nats::ConnectOptions::new().name("ticketctl");
+            let (options, login) = ticket_nats::connection::login(self.url, &self.credentials, options).await?;
+            let url = self.url;
+            let client = options
+                .connect(url.servers())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot connect to {url} with {login}: {e}"))?;
+            match tokio::time::timeout(REMOTE_TIMEOUT, client.request(subject.clone(), payload.into())).await {
+                Ok(Ok(message)) => Ok(message.payload.to_vec()),
+                Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    Err(Failure::Data(anyhow::anyhow!("no ticketd answers on {subject}: is it running?")))
+                }
+                Ok(Err(e)) => Err(Failure::Data(e.into())),
+                Err(_) => {
+                    Err(Failure::Data(anyhow::anyhow!("ticketd did not answer on {subject} within {REMOTE_TIMEOUT:?}")))
+                }
+            }
+        })
+    }
+
+    /// A query's (or an operator's request's) result, or its typed refusal.
+    fn query(&self, subject: String, request: &impl prost::Message) -> Result<pb::query_reply::Result, Failure> {
+        let reply = self.request(subject, request.encode_to_vec())?;
+        let reply: pb::QueryReply = prost::Message::decode(reply.as_slice()).map_err(|e| Failure::Data(e.into()))?;
+        match reply.result {
+            Some(pb::query_reply::Result::Error(error)) => Err(Failure::Refused(error)),
+            Some(result) => Ok(result),
+            None => Err(Failure::Data(anyhow::anyhow!("an empty reply from ticketd"))),
+        }
+    }
+}
+
+fn unexpected() -> Failure {
+    Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd"))
+}
+
+impl Backend for Remote<'_> {
+    /// The service stamps the instant: the command's is not sent.
+    fn command(&self, command: Command) -> Result<pb::CommandAccepted, Failure> {
+        let subject = ticket_nats::command_subject(command.body.name());
+        let mut wire = pb::Command::from(&command);
+        wire.issued_at = None;
+        let reply = self.request(subject, prost::Message::encode_to_vec(&wire))?;
+        let reply: pb::CommandReply = prost::Message::decode(reply.as_slice()).map_err(|e| Failure::Data(e.into()))?;
+        match reply.result {
+            Some(pb::command_reply::Result::Accepted(accepted)) => Ok(accepted),
+            Some(pb::command_reply::Result::Error(error)) => Err(Failure::Refused(error)),
+            None => Err(Failure::Data(anyhow::anyhow!("an empty reply from ticketd"))),
+        }
+    }
+
+    fn detail(&self, ticket: TicketId, at: At) -> Result<pb::TicketView, Failure> {
+        Self::now_only(at)?;
+        let query = pb::GetTicket { ticket_id: ticket.to_string(), min_position: 0 };
+        let pb::query_reply::Result::Ticket(view) = self.query(ticket_nats::query_subject("ticket"), &query)? else {
+            return Err(unexpected());
+        };
+        Ok(view)
+    }
+
+    fn state(&self, ticket: TicketId, at: At) -> Result<pb::TicketView, Failure> {
+        self.detail(ticket, at)
+    }
+
+    fn customer(
+        &self,
+        customer: CustomerId,
+        include_resolved: bool,
+        limit: u32,
+        at: At,
+    ) -> Result<pb::TicketList, Failure> {
+        Self::now_only(at)?;
+        let query =
+            pb::ListCustomerTickets { customer: customer.to_string(), min_position: 0, include_resolved, limit };
+        let pb::query_reply::Result::Tickets(list) = self.query(ticket_nats::query_subject("customer"), &query)? else {
+            return Err(unexpected());
+        };
+        Ok(list)
+    }
+
+    fn board(&self, limit: u32, at: At) -> Result<pb::Board, Failure> {
+        Self::now_only(at)?;
+        let pb::query_reply::Result::Board(board) =
+            self.query(ticket_nats::query_subject("board"), &pb::GetBoard { min_position: 0, limit })?
+        else {
+            return Err(unexpected());
+        };
+        Ok(board)
+    }
+
+    fn timeline(&self, ticket: TicketId, at: At) -> Result<pb::Timeline, Failure> {
+        Self::now_only(at)?;
+        let query = pb::GetTimeline { ticket_id: ticket.to_string(), min_position: 0 };
+        let pb::query_reply::Result::Timeline(timeline) = self.query(ticket_nats::query_subject("timeline"), &query)?
+        else {
+            return Err(unexpected());
+        };
+        Ok(timeline)
+    }
+
+    fn compliance(&self, period: Period, at: At) -> Result<pb::ComplianceReport, Failure> {
+        Self::now_only(at)?;
+        let query = pb::GetCompliance {
+            min_position: 0,
+            from: period.from.as_ref().map(ticket_proto::wire::timestamp),
+            to: period.to.as_ref().map(ticket_proto::wire::timestamp),
+        };
+        let pb::query_reply::Result::Compliance(report) =
+            self.query(ticket_nats::query_subject("compliance"), &query)?
+        else {
+            return Err(unexpected());
+        };
+        Ok(report)
+    }
+
+    fn lags(&self, _update: bool, _checkpoint_events: u64) -> Result<pb::ProjectionLags, Failure> {
+        let pb::query_reply::Result::Lag(lags) =
+            self.query(ticket_nats::admin_subject("lag"), &pb::GetProjectionLag {})?
+        else {
+            return Err(unexpected());
+        };
+        Ok(lags)
+    }
+
+    fn rebuild(&self, name: Option<&str>, _checkpoint_events: u64) -> Result<pb::ProjectionRebuilt, Failure> {
+        let Some(name) = name else {
+            return Err(Failure::Usage("a running ticketd rebuilds one projection at a time: name it".into()));
+        };
+        let pb::query_reply::Result::Rebuilt(rebuilt) =
+            self.query(ticket_nats::admin_subject("rebuild"), &pb::RebuildProjection { name: name.to_owned() })?
+        else {
+            return Err(unexpected());
+        };
+        Ok(rebuilt)
+    }
+}
