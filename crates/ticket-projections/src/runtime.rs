@@ -327,11 +327,22 @@ impl<L: EventLog> Projector<L> {
         Ok(applied)
     }
 
-    /// Follows the log until `shutdown` turns true (or its sender is dropped), checkpointing as
-    /// configured and once more at the end.
+    /// Catches up with the log (on the blocking pool), then follows it until `shutdown` turns
+    /// true (or its sender is dropped), checkpointing as configured and once more at the end.
     pub fn spawn(&self, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<Result<(), ProjectorError>> {
         let this = self.clone();
         tokio::spawn(async move {
+            // What the log holds already (all of it without checkpoints: a long scan) is applied
+            // on the blocking pool, so that the catch-up does not hold a worker commands need.
+            let catcher = this.clone();
+            match tokio::task::spawn_blocking(move || catcher.catch_up(|_, _| {})).await {
+                Ok(Ok(position)) => debug!(position, "projections caught up with the log"),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "the projector stopped catching up with the log");
+                    return Err(e);
+                }
+                Err(_) => return Err(ProjectorError::Stopped),
+            }
             let mut subscription = this.log.subscribe(this.position() + 1).with_batch(this.config.batch);
             let mut since = (0u64, tokio::time::Instant::now());
             loop {
