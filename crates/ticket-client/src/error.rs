@@ -59,15 +59,7 @@ impl ClientError {
 
     /// The wire error code of a refusal.
     pub fn code(&self) -> Option<pb::ErrorCode> {
-        match self {
-            ClientError::Refused { code, .. } => Some(*code),
-            ClientError::Timeout { .. }
-            | ClientError::NoResponders { .. }
-            | ClientError::Transport { .. }
-            | ClientError::Undecodable { .. }
-            | ClientError::Login(_)
-            | ClientError::Connect { .. } => None,
-        }
+        if let ClientError::Refused { code, .. } = self { Some(*code) } else { None }
     }
 
     /// Whether sending the same request again may succeed: nothing answered it (a timeout, no
@@ -87,16 +79,7 @@ impl ClientError {
 
     /// A refusal as the wire error ticketd sent (to show it as canonical proto3 JSON).
     pub fn to_wire(&self) -> Option<pb::Error> {
-        match self {
-            ClientError::Refused { code, message, details } => {
-                Some(pb::Error { code: *code as i32, message: message.clone(), details: details.clone() })
-            }
-            ClientError::Timeout { .. }
-            | ClientError::NoResponders { .. }
-            | ClientError::Transport { .. }
-            | ClientError::Undecodable { .. }
-            | ClientError::Login(_)
-            | ClientError::Connect { .. } => None,
-        }
+        let ClientError::Refused { code, message, details } = self else { return None };
+        Some(pb::Error { code: *code as i32, message: message.clone(), details: details.clone() })
     }
 }
