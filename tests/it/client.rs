@@ -130,7 +130,9 @@ async fn every_command_query_and_operators_endpoint_answers_through_the_client()
     let mine = c.customer_tickets(&CustomerId::new("acme").unwrap(), true, 0, at).await.unwrap();
     assert_eq!(mine.tickets.len(), 2, "the ticket and its split part");
     let board = c.board(0, at).await.unwrap();
-    assert!(board.entries.iter().any(|e| e.ticket_id == ticket.to_string()));
+    // The split part is open with its first-response clock running.
+    assert!(board.entries.iter().any(|e| e.ticket_id == part.to_string()), "{board:?}");
+    assert!(board.position >= at);
     let timeline = c.timeline(ticket, at).await.unwrap();
     assert!(timeline.entries.iter().any(|e| e.event_type == "reopened"));
     assert!(timeline.entries.iter().all(|e| !e.command_id.is_empty()), "the details come from the log");
@@ -149,6 +151,9 @@ async fn refusals_are_typed_with_their_wire_code() {
     let refused = f.client.open(&agent(), None, opening("standard")).await.unwrap_err();
     assert_eq!(refused.kind(), ClientErrorKind::Refused(pb::ErrorCode::SeverityNotInContract));
     assert!(refused.to_string().contains("ERROR_CODE_SEVERITY_NOT_IN_CONTRACT"), "{refused}");
+    let wire = refused.to_wire().unwrap();
+    assert_eq!(wire.code, pb::ErrorCode::SeverityNotInContract as i32);
+    assert!(!wire.details.is_empty(), "the refusal's particulars were lost: {wire:?}");
     let unknown = TicketId::from_uuid(uuid::Uuid::now_v7());
     let missing = f.client.ticket(unknown, 0).await.unwrap_err();
     assert_eq!(missing.code(), Some(pb::ErrorCode::TicketNotFound));
@@ -171,6 +176,7 @@ async fn a_command_sent_again_with_its_id_returns_the_original_events_and_ticket
     assert!(!first.duplicate && again.duplicate);
     assert_eq!(again.ticket_id, first.ticket_id);
     assert_eq!(again.events, first.events);
+    assert_eq!(again.to_wire().events, first.to_wire().events);
     // The same with a domain command sent as it stands.
     let respond = ticket_domain::Command {
         id: CommandId::new("respond-once").unwrap(),

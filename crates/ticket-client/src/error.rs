@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::time::Duration;
 
 use ticket_proto::pb;
@@ -7,9 +8,9 @@ use crate::connection::ConnectionError;
 /// Why a request to ticketd got no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// ticketd answered with a typed error: the wire code and its message.
+    /// ticketd answered with a typed error: the wire code, its message and its particulars.
     #[error("refused ({}): {message}", code.as_str_name())]
-    Refused { code: pb::ErrorCode, message: String },
+    Refused { code: pb::ErrorCode, message: String, details: HashMap<String, String> },
     /// No reply within the client's timeout (after its retries, if any).
     #[error("ticketd did not answer on {subject} within {after:?}")]
     Timeout { subject: String, after: Duration },
@@ -58,15 +59,7 @@ impl ClientError {
 
     /// The wire error code of a refusal.
     pub fn code(&self) -> Option<pb::ErrorCode> {
-        match self {
-            ClientError::Refused { code, .. } => Some(*code),
-            ClientError::Timeout { .. }
-            | ClientError::NoResponders { .. }
-            | ClientError::Transport { .. }
-            | ClientError::Undecodable { .. }
-            | ClientError::Login(_)
-            | ClientError::Connect { .. } => None,
-        }
+        if let ClientError::Refused { code, .. } = self { Some(*code) } else { None }
     }
 
     /// Whether sending the same request again may succeed: nothing answered it (a timeout, no
@@ -81,6 +74,12 @@ impl ClientError {
 
     pub(crate) fn refused(error: pb::Error) -> Self {
         let code = pb::ErrorCode::try_from(error.code).unwrap_or(pb::ErrorCode::Unspecified);
-        ClientError::Refused { code, message: error.message }
+        ClientError::Refused { code, message: error.message, details: error.details }
+    }
+
+    /// A refusal as the wire error ticketd sent (to show it as canonical proto3 JSON).
+    pub fn to_wire(&self) -> Option<pb::Error> {
+        let ClientError::Refused { code, message, details } = self else { return None };
+        Some(pb::Error { code: *code as i32, message: message.clone(), details: details.clone() })
     }
 }

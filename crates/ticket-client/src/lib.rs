@@ -119,6 +119,15 @@ impl Accepted {
     pub fn position(&self) -> u64 {
         self.events.last().map_or(0, |e| e.position)
     }
+
+    /// The reply as ticketd sent it (to show it as canonical proto3 JSON).
+    pub fn to_wire(&self) -> pb::CommandAccepted {
+        pb::CommandAccepted {
+            ticket_id: self.ticket_id.to_string(),
+            events: self.events.iter().map(pb::EventEnvelope::from).collect(),
+            duplicate: self.duplicate,
+        }
+    }
 }
 
 /// A connection to ticketd's API.
@@ -200,6 +209,7 @@ impl Client {
             return Err(ClientError::Refused {
                 code: pb::ErrorCode::MalformedRequest,
                 message: "a command without a body".into(),
+                details: Default::default(),
             });
         };
         let subject = endpoint.subject();
