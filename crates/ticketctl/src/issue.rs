@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ticket_domain::{
-    Actor, ActorId, ActorKind, CategoryId, Command, CommandBody, CommandId, CustomerId, OpenTicket, PlanId, Policy,
-    Severity, SplitTicket, Team, Text, TicketId, Tier, Timestamp,
+    Actor, ActorId, ActorKind, CategoryId, Command, CommandBody, CommandId, CustomerId, OpenTicket, PlanId, Severity,
+    SplitTicket, Team, Text, TicketId, Tier, Timestamp,
 };
 use ticket_log_sled::{SledConfig, SledLog};
 use ticket_nats::connection::{Credentials, NatsUrl};
@@ -20,7 +20,8 @@ use ticket_projections::describe::{event as describe, instant};
 
 pub struct Issuer<'a> {
     pub data_dir: &'a Path,
-    pub policy: &'a Path,
+    /// The policy file; without one, the embedded default policy.
+    pub policy: Option<&'a Path>,
     pub actor: &'a str,
     pub command_id: Option<&'a str>,
     pub json: bool,
@@ -112,7 +113,7 @@ impl Issuer<'_> {
         if let Some(remote) = &self.remote {
             return self.issue_remote(remote, command);
         }
-        let policy = Arc::new(Policy::load(self.policy).map_err(usage)?);
+        let policy = Arc::new(crate::load_policy(self.policy)?);
         std::fs::create_dir_all(self.data_dir)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let result = runtime.block_on(async {

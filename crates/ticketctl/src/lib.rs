@@ -25,7 +25,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
     /// The SLA policy file: commands are decided with it, and `audit verify` re-runs decisions
-    /// with it (default: deploy/policies/regional-operator.toml, when it exists).
+    /// with it (default: deploy/policies/regional-operator.toml, embedded in the binary).
     #[arg(long, env = "TICKETD_POLICY", global = true)]
     pub policy: Option<PathBuf>,
     /// Who issues commands: `agent:<id>`, `customer:<id>` or `system:<id>`.
@@ -322,7 +322,6 @@ pub fn main() -> ExitCode {
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
-    let default_policy = PathBuf::from("deploy/policies/regional-operator.toml");
     let nats_url: Option<ticket_nats::connection::NatsUrl> = cli
         .nats_url
         .as_ref()
@@ -331,7 +330,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         .map_err(|e| Failure::Usage(format!("--nats-url: {e}")))?;
     let issue = issue::Issuer {
         data_dir: &cli.data_dir,
-        policy: cli.policy.as_deref().unwrap_or(&default_policy),
+        policy: cli.policy.as_deref(),
         actor: &cli.actor,
         command_id: cli.command_id.as_deref(),
         json: cli.json,
@@ -406,9 +405,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::State { ticket, at } => local::state(&cli.data_dir, &ticket, at.as_deref(), cli.json),
         Command::Audit { command: AuditCommand::Verify { policies } } => {
-            // The policy commands are decided with, when there is one: given, or the default file.
-            let current = cli.policy.clone().or_else(|| default_policy.exists().then(|| default_policy.clone()));
-            let all: Vec<PathBuf> = current.into_iter().chain(policies).collect();
+            // The policy commands are decided with (given, or the embedded default), and the others.
+            let mut all = vec![load_policy(cli.policy.as_deref())?];
+            for file in &policies {
+                all.push(load_policy(Some(file))?);
+            }
             local::audit_verify(&cli.data_dir, &all, cli.json)
         }
         Command::Export { format, from, to, output } => {
@@ -417,6 +418,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-fn load_policy(path: &std::path::Path) -> Result<ticket_domain::Policy, Failure> {
-    ticket_domain::Policy::load(path).map_err(|e| Failure::Usage(e.to_string()))
+/// The policy file when one is given, else the embedded default policy.
+pub(crate) fn load_policy(path: Option<&std::path::Path>) -> Result<ticket_domain::Policy, Failure> {
+    ticket_defaults::policy(path).map(|(policy, _)| policy).map_err(|e| Failure::Usage(e.to_string()))
 }

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream;
-use ticket_domain::Policy;
 use ticket_log::EventLog;
 use ticket_log_sled::{SledConfig, SledLog};
 use ticket_service::{CommandService, ServiceConfig};
@@ -16,7 +15,7 @@ use crate::config::Config;
 
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let policy = Arc::new(Policy::load(&config.policy)?);
+    let policy = Arc::new(config.load_policy()?);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let log = SledLog::open(SledConfig::new(config.log_dir()))?;
