@@ -8,6 +8,7 @@ mod durability;
 mod lifecycle;
 mod nats_events;
 mod nats_permissions;
+mod ops;
 mod operators;
 mod projections;
 mod retries;

@@ -203,9 +203,9 @@ fn commands_in_local_mode_run_the_engine_on_the_data_directory() {
 
 #[test]
 fn the_demo_tours_the_engine_on_a_simulated_clock_and_its_audit_passes() {
+    // From an empty directory and without --policy: the policy is the one embedded in the binary.
     let dir = tempfile::tempdir().unwrap();
-    let policy = policy_path("regional-operator.toml");
-    let out = ticketctl(dir.path(), &["--policy", policy.to_str().unwrap(), "demo"]);
+    let out = ticketctl(dir.path(), &["demo"]);
     let text = stdout(&out);
     assert_eq!(code(&out), 0, "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     for expected in [

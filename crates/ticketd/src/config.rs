@@ -322,6 +322,10 @@ mod tests {
         let config = Config::from_file(&path).unwrap();
         assert_eq!(config.stream.name, "TICKETS");
         assert_eq!(config.api.max_payload, 65536);
+        assert_eq!(config.ops.listen, Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))));
+        // Without a file: the embedded policy, and no ops endpoint unless asked for.
+        let defaults = Config::resolve(&flags()).unwrap();
+        assert_eq!((defaults.policy, defaults.ops.listen), (None, None));
     }
 
     #[test]

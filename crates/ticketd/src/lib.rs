@@ -13,6 +13,7 @@
 
 mod config;
 mod dev;
+mod ops;
 mod serve;
 
 use std::process::ExitCode;

@@ -15,6 +15,7 @@ use crate::config::Config;
 
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let ops = crate::ops::start(config.ops.listen).await?;
     let policy = Arc::new(config.load_policy()?);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
@@ -27,6 +28,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let options =
         async_nats::ConnectOptions::new().name("ticketd").retry_on_initial_connect().event_callback(move |event| {
             let refusal = refusal.clone();
+            crate::ops::nats_event(&event);
             async move {
                 if let Some(why) = ticket_nats::connection::is_login_refused(&event) {
                     warn!(error = %why, "NATS refused the login");
@@ -85,7 +87,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             timer = config.timer.enabled,
             "ticketd ready"
         );
+        ops.ready();
         let signal = shutdown_signal().await;
+        ops.stopping();
         info!(signal, "shutting down: no new requests, finishing the commands in flight, draining the outbox");
     } else {
         info!("not started: stopping what was started");

@@ -124,6 +124,55 @@ pub fn golden_states() -> BTreeMap<TicketId, TicketState> {
     states
 }
 
+/// Compares the encodings of a stored format with its golden file `<dir>/<stem>-format-<format>.hex`
+/// (one hex line per item), and fails with what to do when they differ. With `GOLDEN_BLESS=1`
+/// a missing golden file is written; an existing one is never rewritten.
+pub fn check_golden(dir: &std::path::Path, stem: &str, format: u32, items: &[Vec<u8>]) {
+    let path = dir.join(format!("{stem}-format-{format}.hex"));
+    let text: String = items.iter().map(|item| format!("{}\n", hex(item))).collect();
+    let Ok(golden) = std::fs::read_to_string(&path) else {
+        if std::env::var_os("GOLDEN_BLESS").is_some() {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(&path, &text).unwrap();
+            return;
+        }
+        panic!(
+            "{} is missing: a new format number needs its golden file; run the test once with GOLDEN_BLESS=1 \
+             to write it, and check it in",
+            path.display()
+        );
+    };
+    assert!(
+        golden == text,
+        "the {stem} encoding changed but its format number ({format}) did not: the bytes no longer match \
+         {}. Bump the format number, run the test with GOLDEN_BLESS=1 to write the new golden file, check it in, \
+         and keep the old one (never edit it); decode it in the old-formats test while it is still supported",
+        path.display()
+    );
+}
+
+/// The items of every golden file `<dir>/<stem>-format-<N>.hex`, by format number.
+pub fn golden_files(dir: &std::path::Path, stem: &str) -> BTreeMap<u32, Vec<Vec<u8>>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(format) = name.strip_prefix(&format!("{stem}-format-")).and_then(|n| n.strip_suffix(".hex")) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(dir.join(&name)).unwrap();
+        files.insert(format.parse().unwrap(), text.lines().map(unhex).collect());
+    }
+    files
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(line: &str) -> Vec<u8> {
+    (0..line.len()).step_by(2).map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
