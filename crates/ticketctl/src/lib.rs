@@ -408,7 +408,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             // The policy commands are decided with (given, or the embedded default), and the others.
             let mut all = vec![load_policy(cli.policy.as_deref())?];
             for file in &policies {
-                all.push(load_policy(Some(file))?);
+                all.push(load_policy(Some(file.as_path()))?);
             }
             local::audit_verify(&cli.data_dir, &all, cli.json)
         }

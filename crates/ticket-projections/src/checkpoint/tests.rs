@@ -23,13 +23,26 @@ fn projected<M: ReadModel>() -> Projected<M> {
     projected
 }
 
-fn check<M: ReadModel>() {
+/// The models keep hash maps, whose order (and so the image's byte order) differs from one
+/// process to the next: the golden image is one valid encoding, so it must decode to exactly the
+/// golden projection, and a fresh image must have its length. Any other outcome fails with
+/// `check_golden`'s message (bump the format, add a golden file).
+fn check<M: ReadModel + PartialEq + std::fmt::Debug>() {
     let stem = format!("checkpoint-{}", M::NAME);
-    check_golden(&dir(), &stem, M::FORMAT, &[encode(&projected::<M>()).unwrap()]);
+    let expected = projected::<M>();
+    let fresh = encode(&expected).unwrap();
+    let files = golden_files(&dir(), &stem);
+    let Some([golden]) = files.get(&M::FORMAT).map(Vec::as_slice) else {
+        return check_golden(&dir(), &stem, M::FORMAT, &[fresh]);
+    };
+    let same = decode::<M>(golden).is_ok_and(|decoded| decoded == expected) && fresh.len() == golden.len();
+    if !same {
+        check_golden(&dir(), &stem, M::FORMAT, &[fresh]);
+    }
 }
 
-/// The current format's golden image decodes (to the same image); older ones are refused as
-/// another format, which means a rebuild from the log.
+/// The current format's golden image decodes; older ones are refused as another format, which
+/// means a rebuild from the log.
 fn decode_golden<M: ReadModel>() {
     let stem = format!("checkpoint-{}", M::NAME);
     let files = golden_files(&dir(), &stem);
@@ -37,10 +50,7 @@ fn decode_golden<M: ReadModel>() {
     for (format, images) in files {
         let [image] = images.as_slice() else { panic!("{stem}-format-{format}.hex holds one image") };
         match decode::<M>(image) {
-            Ok(decoded) if format == M::FORMAT => {
-                assert_eq!(decoded.position(), golden_history().len() as u64);
-                assert_eq!(&encode(&decoded).unwrap(), image, "{stem} format {format} does not re-encode the same");
-            }
+            Ok(decoded) if format == M::FORMAT => assert_eq!(decoded.position(), golden_history().len() as u64),
             Ok(_) => panic!("{stem}-format-{format}.hex decodes as format {}", M::FORMAT),
             Err(CheckpointError::Format) if format != M::FORMAT => {}
             Err(e) => panic!("{stem}-format-{format}.hex: {e}"),
