@@ -75,7 +75,8 @@ async fn the_ops_endpoint_reports_health_readiness_and_metrics_under_load() {
     twice.command_id = "ops-twice".into();
     send_open(&client, twice.clone()).await;
     send_open(&client, twice).await;
-    let mut refused = pb::Command::from(&agent(utc(2026, 11, 21, 0, 0), open("no-such-plan", "technical", Severity::A)));
+    let mut refused =
+        pb::Command::from(&agent(utc(2026, 11, 21, 0, 0), open("no-such-plan", "technical", Severity::A)));
     refused.ticket_id.clear();
     refused.command_id.clear();
     refused.issued_at = None;

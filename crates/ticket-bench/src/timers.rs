@@ -19,8 +19,8 @@ use anyhow::Context;
 use chrono::TimeDelta;
 use serde::Serialize;
 use ticket_domain::{
-    Actor, ActorId, ActorKind, CategoryId, Command, CommandBody, CommandId, CustomerId, OpenTicket, PlanId, Policy,
-    Severity, Text, Timestamp,
+    Actor, ActorId, ActorKind, CategoryId, Command, CommandBody, CommandId, CustomerId, OpenTicket, PlanId, Severity,
+    Text, Timestamp,
 };
 use ticket_log_sled::{SledConfig, SledLog};
 use ticket_service::{Clock, CommandRequest, CommandService, ServiceConfig, SystemClock};

@@ -14,9 +14,13 @@ pub(crate) fn command_done(command: &'static str, result: &Result<CommandResult,
             metrics::counter!("ticketd_commands_total", "command" => command, "outcome" => outcome).increment(1);
         }
         Err(e) => {
-            let code = match e.kind() {
-                ServiceErrorKind::Rejected(kind) => format!("{kind:?}"),
-                other => format!("{other:?}"),
+            let kind = e.kind();
+            let code = match kind {
+                ServiceErrorKind::Rejected(rejected) => format!("{rejected:?}"),
+                ServiceErrorKind::Conflict
+                | ServiceErrorKind::Storage
+                | ServiceErrorKind::Unavailable
+                | ServiceErrorKind::Quarantined => format!("{kind:?}"),
             };
             metrics::counter!("ticketd_commands_total", "command" => command, "outcome" => "refused", "code" => code)
                 .increment(1);

@@ -337,7 +337,8 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String), TestkitError> {
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok());
-    let status = status.ok_or_else(|| TestkitError::Io(std::io::Error::other(format!("{path}: no status in {head:?}"))))?;
+    let status =
+        status.ok_or_else(|| TestkitError::Io(std::io::Error::other(format!("{path}: no status in {head:?}"))))?;
     Ok((status, body.to_owned()))
 }
 
