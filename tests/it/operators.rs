@@ -76,8 +76,16 @@ async fn history_state_audit_and_export_on_a_data_directory() {
     .unwrap();
     assert_eq!(audit["ok"], true);
     assert_eq!(audit["replayed"], audit["commands"]);
-    let unreplayed: serde_json::Value =
+    // Without --policy, the embedded default policy (the same file) re-runs every decision.
+    let embedded: serde_json::Value =
         serde_json::from_slice(&ticketctl(dir.path(), &["audit", "verify", "--json"]).stdout).unwrap();
+    assert_eq!(embedded["replayed"], audit["commands"]);
+    // Under another policy only, the decisions made under this one are not re-run.
+    let other = policy_path("professional.toml");
+    let unreplayed: serde_json::Value = serde_json::from_slice(
+        &ticketctl(dir.path(), &["audit", "verify", "--json", "--policy", other.to_str().unwrap()]).stdout,
+    )
+    .unwrap();
     assert_eq!(unreplayed["replayed"], 0);
     assert_eq!(unreplayed["not_replayed"]["regional-operator@2026-11-21.1"], audit["commands"]);
 
