@@ -2,7 +2,7 @@
 //! events, and shutting down gracefully on SIGTERM.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
-    fn spawn(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> Self {
+    pub(crate) fn spawn(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_it-ticketd"))
             .args(args)
             .current_dir(cwd)
@@ -43,9 +43,13 @@ impl Daemon {
         Self { child, lines, seen: Vec::new() }
     }
 
-    fn wait_for(&mut self, needle: &str, within: Duration) {
+    /// Waits for a log line holding `needle`; returns it.
+    pub(crate) fn wait_for(&mut self, needle: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
-        while !self.seen.iter().any(|l| l.contains(needle)) {
+        loop {
+            if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
             let left = deadline.checked_duration_since(Instant::now()).unwrap_or_else(|| {
                 panic!("no {needle:?} within {within:?}; ticketd logged:\n{}", self.seen.join("\n"))
             });
@@ -120,6 +124,16 @@ impl Drop for Daemon {
     }
 }
 
+pub(crate) fn open_request() -> Vec<u8> {
+    use ticket_domain::testing::{agent, open, utc};
+    let mut command =
+        pb::Command::from(&agent(utc(2026, 11, 21, 0, 0), open("advanced", "technical", ticket_domain::Severity::A)));
+    command.ticket_id.clear();
+    command.command_id.clear();
+    command.issued_at = None;
+    prost::Message::encode_to_vec(&command)
+}
+
 /// Opens a ticket through the typed client, ticketd naming it; the position of its first event.
 async fn open_a_ticket(url: &str) -> u64 {
     let client = ticket_client::Client::new(async_nats::connect(url).await.unwrap());
@@ -150,16 +164,12 @@ pub(crate) fn serve_on(url: &str, data: &Path) -> Daemon {
 }
 
 /// `ticketd serve` on `url`, with more flags, its data in `data`.
-fn spawn_serve(url: &str, flags: &[&str], data: &Path) -> Daemon {
+pub(crate) fn spawn_serve(url: &str, flags: &[&str], data: &Path) -> Daemon {
     let policy = policy_path("regional-operator.toml");
     let mut args = vec!["--nats-url", url, "--data-dir", data.to_str().unwrap(), "--policy", policy.to_str().unwrap()];
     args.extend_from_slice(flags);
     args.push("serve");
     Daemon::spawn(&args, data, &[])
-}
-
-fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,14 +185,23 @@ async fn ticketd_serve_takes_commands_publishes_and_stops_gracefully() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ticketd_dev_starts_its_own_nats_server() {
+async fn ticketd_dev_starts_its_own_nats_server_from_any_directory() {
     let data = tempfile::tempdir().unwrap();
-    let port = ticket_testkit::free_port().unwrap();
+    let (port, monitor) = (ticket_testkit::free_port().unwrap(), ticket_testkit::free_port().unwrap());
     let nats = ticket_testkit::nats_server_bin().unwrap();
-    let args = ["--data-dir", data.path().to_str().unwrap(), "dev", "--port", &port.to_string()];
-    // Run from the repository, as a newcomer does: deploy/nats/dev.conf is found there.
-    let mut daemon = Daemon::spawn(&args, &repository(), &[("NATS_SERVER_BIN", nats.as_path())]);
+    let (port_arg, monitor_arg) = (port.to_string(), monitor.to_string());
+    let args =
+        ["--data-dir", data.path().to_str().unwrap(), "dev", "--port", &port_arg, "--nats-monitor-port", &monitor_arg];
+    // Run from an empty directory: the dev NATS config and the policy are the embedded ones.
+    let empty = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::spawn(&args, empty.path(), &[("NATS_SERVER_BIN", nats.as_path())]);
     daemon.wait_for("ticketd ready", Duration::from_secs(60));
+    let started = daemon.wait_for("local nats-server with JetStream started", Duration::ZERO);
+    assert!(started.contains("embedded deploy/nats/dev.conf"), "{started}");
+    let policy = daemon.wait_for("SLA policy loaded", Duration::ZERO);
+    assert!(policy.contains("embedded deploy/policies/regional-operator.toml"), "{policy}");
+    let varz = ticket_testkit::monitor(monitor, "varz").unwrap();
+    assert_eq!(varz["jetstream"]["config"]["sync_always"], true, "the local JetStream fsyncs every write: {varz}");
     let url = format!("nats://127.0.0.1:{port}");
     assert_eq!(open_a_ticket(&url).await, 1);
     let deadline = Instant::now() + Duration::from_secs(30);

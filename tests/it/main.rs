@@ -11,6 +11,7 @@ mod lifecycle;
 mod nats_events;
 mod nats_permissions;
 mod operators;
+mod ops;
 mod projections;
 mod retries;
 mod rules;

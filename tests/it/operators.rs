@@ -76,8 +76,16 @@ async fn history_state_audit_and_export_on_a_data_directory() {
     .unwrap();
     assert_eq!(audit["ok"], true);
     assert_eq!(audit["replayed"], audit["commands"]);
-    let unreplayed: serde_json::Value =
+    // Without --policy, the embedded default policy (the same file) re-runs every decision.
+    let embedded: serde_json::Value =
         serde_json::from_slice(&ticketctl(dir.path(), &["audit", "verify", "--json"]).stdout).unwrap();
+    assert_eq!(embedded["replayed"], audit["commands"]);
+    // Under another policy only, the decisions made under this one are not re-run.
+    let other = policy_path("professional.toml");
+    let unreplayed: serde_json::Value = serde_json::from_slice(
+        &ticketctl(dir.path(), &["audit", "verify", "--json", "--policy", other.to_str().unwrap()]).stdout,
+    )
+    .unwrap();
     assert_eq!(unreplayed["replayed"], 0);
     assert_eq!(unreplayed["not_replayed"]["regional-operator@2026-11-21.1"], audit["commands"]);
 
@@ -203,9 +211,9 @@ fn commands_in_local_mode_run_the_engine_on_the_data_directory() {
 
 #[test]
 fn the_demo_tours_the_engine_on_a_simulated_clock_and_its_audit_passes() {
+    // From an empty directory and without --policy: the policy is the one embedded in the binary.
     let dir = tempfile::tempdir().unwrap();
-    let policy = policy_path("regional-operator.toml");
-    let out = ticketctl(dir.path(), &["--policy", policy.to_str().unwrap(), "demo"]);
+    let out = ticketctl(dir.path(), &["demo"]);
     let text = stdout(&out);
     assert_eq!(code(&out), 0, "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     for expected in [

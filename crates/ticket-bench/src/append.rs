@@ -42,7 +42,7 @@ struct Report {
 
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let args = args.workload;
-    let policy = Arc::new(Policy::load(&args.policy)?);
+    let policy = Arc::new(ticket_defaults::policy(args.policy.as_deref())?.0);
     let (dir, _cleanup) = crate::data_dir(args.data_dir.clone())?;
     let machine = Machine::detect();
     eprintln!(

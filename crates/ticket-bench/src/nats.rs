@@ -39,7 +39,7 @@ struct Report {
 
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let Args { workload: args, nats_url } = args;
-    let policy = Arc::new(Policy::load(&args.policy)?);
+    let policy = Arc::new(ticket_defaults::policy(args.policy.as_deref())?.0);
     let (dir, _cleanup) = crate::data_dir(args.data_dir.clone())?;
     let _server;
     let url = match &nats_url {

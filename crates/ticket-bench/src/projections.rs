@@ -34,8 +34,9 @@ pub struct Args {
     /// Concurrent clients while writing the log.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
-    #[arg(long, default_value = "deploy/policies/regional-operator.toml")]
-    pub policy: std::path::PathBuf,
+    /// (Default: the embedded deploy/policies/regional-operator.toml.)
+    #[arg(long)]
+    pub policy: Option<std::path::PathBuf>,
     /// Keep the log here and reuse it on the next run (default: a temporary directory).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
@@ -66,7 +67,7 @@ struct ApplyRates {
 }
 
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
-    let policy = Arc::new(Policy::load(&args.policy)?);
+    let policy = Arc::new(ticket_defaults::policy(args.policy.as_deref())?.0);
     let (dir, _keep) = crate::data_dir(args.data_dir.clone())?;
     let log = SledLog::open(SledConfig::new(dir.join("projections-log")))?;
     let write_seconds = if log.head() < args.events { Some(write(&log, &policy, &args).await?) } else { None };

@@ -19,8 +19,8 @@ use anyhow::Context;
 use chrono::TimeDelta;
 use serde::Serialize;
 use ticket_domain::{
-    Actor, ActorId, ActorKind, CategoryId, Command, CommandBody, CommandId, CustomerId, OpenTicket, PlanId, Policy,
-    Severity, Text, Timestamp,
+    Actor, ActorId, ActorKind, CategoryId, Command, CommandBody, CommandId, CustomerId, OpenTicket, PlanId, Severity,
+    Text, Timestamp,
 };
 use ticket_log_sled::{SledConfig, SledLog};
 use ticket_service::{Clock, CommandRequest, CommandService, ServiceConfig, SystemClock};
@@ -49,8 +49,9 @@ pub struct Args {
     pub lead_secs: Option<f64>,
     /// Policy file (severity A technical tickets on the advanced contract must have a
     /// first-response target with warnings).
-    #[arg(long, default_value = "deploy/policies/regional-operator.toml")]
-    pub policy: std::path::PathBuf,
+    /// (Default: the embedded deploy/policies/regional-operator.toml.)
+    #[arg(long)]
+    pub policy: Option<std::path::PathBuf>,
     /// Where the log is written (default: a temporary directory, removed afterwards).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
@@ -77,7 +78,7 @@ struct Report {
 }
 
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
-    let policy = Arc::new(Policy::load(&args.policy)?);
+    let policy = Arc::new(ticket_defaults::policy(args.policy.as_deref())?.0);
     let (dir, _keep) = crate::data_dir(args.data_dir.clone())?;
     let log = SledLog::open(SledConfig::new(dir.join("timers-log")))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -21,8 +21,9 @@ pub struct WorkloadArgs {
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
     /// Policy file for the decisions.
-    #[arg(long, default_value = "deploy/policies/regional-operator.toml")]
-    pub policy: std::path::PathBuf,
+    /// (Default: the embedded deploy/policies/regional-operator.toml.)
+    #[arg(long)]
+    pub policy: Option<std::path::PathBuf>,
     /// Where the logs are written (default: a temporary directory, removed afterwards).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,

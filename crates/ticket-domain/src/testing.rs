@@ -7,6 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod golden;
+
+pub use golden::{check_golden, golden_files, golden_history, golden_policy, golden_split_ticket, golden_states};
+
 use chrono::{TimeZone, Utc};
 use uuid::Uuid;
 

@@ -447,3 +447,6 @@ impl SnapshotStore for SledSnapshots {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod golden;

@@ -54,6 +54,7 @@ impl Writer {
         max_group: usize,
     ) -> Self {
         let capacity = std::num::NonZeroUsize::new(1 << 20).unwrap_or(std::num::NonZeroUsize::MIN);
+        metrics::gauge!("ticketd_log_head").set(head as f64);
         Self {
             db,
             tree,
@@ -191,6 +192,9 @@ impl Writer {
         match committed {
             Ok((flushed_bytes, flush_us)) => {
                 debug!(appends = accepted.len(), head, apply_us, flush_us, flushed_bytes, "group committed");
+                metrics::histogram!("ticketd_log_group_commit_appends").record(accepted.len() as f64);
+                metrics::histogram!("ticketd_log_fsync_duration_seconds").record(flush_us as f64 / 1e6);
+                metrics::gauge!("ticketd_log_head").set(head as f64);
                 self.head = head;
                 self.hash = hash;
                 for (ticket, tip) in staged_versions {

@@ -229,7 +229,9 @@ pub async fn run<L: EventLog>(
             continue;
         };
         let pending = log.outbox_pending(config.batch)?;
+        metrics::gauge!("ticketd_outbox_lag_positions").set(log.head().saturating_sub(log.published()?) as f64);
         if pending.is_empty() {
+            metrics::gauge!("ticketd_outbox_lag_seconds").set(0.0);
             if *shutdown.borrow() {
                 return Ok(());
             }
@@ -315,6 +317,9 @@ async fn publish_in_order<L: EventLog>(
             .map_err(js_error)?;
         debug!(position = event.position, sequence = ack.sequence, duplicate = ack.duplicate, "event published");
         log.mark_published(event.position)?;
+        // How old the event was when JetStream took it.
+        let age = (ticket_log::now() - event.recorded_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::gauge!("ticketd_outbox_lag_seconds").set(age);
     }
     Ok(copied)
 }

@@ -99,3 +99,6 @@ pub(crate) fn decode<M: ReadModel>(bytes: &[u8]) -> Result<Projected<M>, Checkpo
     }
     Ok(projected)
 }
+
+#[cfg(test)]
+mod tests;

@@ -261,7 +261,11 @@ impl<L: EventLog> Projector<L> {
         self.tickets.apply(events);
         self.board.apply(events);
         self.timeline.apply(events);
-        self.compliance.apply(events)
+        let applied = self.compliance.apply(events);
+        self.lag().iter().for_each(|l| {
+            metrics::gauge!("ticketd_projection_lag_positions", "projection" => l.name).set(l.behind as f64)
+        });
+        applied
     }
 
     /// Applies everything the log holds now, without following it; `progress(position, head)`

@@ -9,6 +9,7 @@
 
 pub mod audit;
 mod clock;
+mod metrics;
 pub mod replay;
 mod service;
 mod snapshot;

@@ -274,6 +274,14 @@ impl<L: EventLog> CommandService<L> {
     /// an id already appended is answered with the original events, `duplicate` set. Once
     /// claimed, a command runs to its end even if the caller stops waiting.
     pub async fn execute(&self, request: CommandRequest) -> Result<CommandResult, ServiceError> {
+        let command = request.command.body.name();
+        let started = std::time::Instant::now();
+        let result = self.execute_claimed(request).await;
+        crate::metrics::command_done(command, &result, started.elapsed());
+        result
+    }
+
+    async fn execute_claimed(&self, request: CommandRequest) -> Result<CommandResult, ServiceError> {
         let flight = loop {
             let mut first = match self.claim(&request.command.id) {
                 Claim::Mine(flight) => break flight,

@@ -21,3 +21,6 @@ pub fn decode_snapshot(bytes: &[u8]) -> Option<TicketState> {
     let (state, read) = bincode::serde::decode_from_slice(body, bincode::config::standard()).ok()?;
     (read == body.len()).then_some(state)
 }
+
+#[cfg(test)]
+mod tests;

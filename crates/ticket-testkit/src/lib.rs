@@ -231,14 +231,7 @@ impl NatsServer {
 
     /// A monitoring endpoint's JSON (`varz`, `routez`, `jsz`, ...).
     pub fn monitor(&self, endpoint: &str) -> Result<serde_json::Value, TestkitError> {
-        let mut stream =
-            TcpStream::connect_timeout(&([127, 0, 0, 1], self.monitor_port).into(), Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(stream, "GET /{endpoint} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        serde_json::from_str(body).map_err(|e| TestkitError::Io(std::io::Error::other(format!("/{endpoint}: {e}"))))
+        monitor(self.monitor_port, endpoint)
     }
 
     /// Everything the server logged so far.
@@ -335,6 +328,26 @@ impl Cluster {
 }
 
 /// Connects to a server's client port and reads its `INFO` greeting: proof it is serving.
+/// A plain HTTP GET on loopback: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String), TestkitError> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    let status =
+        status.ok_or_else(|| TestkitError::Io(std::io::Error::other(format!("{path}: no status in {head:?}"))))?;
+    Ok((status, body.to_owned()))
+}
+
+/// A nats-server monitoring endpoint's JSON (`varz`, `routez`, `jsz`, ...) on `port`.
+pub fn monitor(port: u16, endpoint: &str) -> Result<serde_json::Value, TestkitError> {
+    let (_, body) = http_get(port, &format!("/{endpoint}"))?;
+    serde_json::from_str(&body).map_err(|e| TestkitError::Io(std::io::Error::other(format!("/{endpoint}: {e}"))))
+}
+
 pub fn greeting(url_port: u16, within: Duration) -> Result<String, TestkitError> {
     let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], url_port).into(), within)?;
     stream.set_read_timeout(Some(within))?;

@@ -246,6 +246,7 @@ impl<L: EventLog> Timer<L> {
             state.now = now;
             state.next_at = index.next().map(|f| f.at);
             state.pending = index.len();
+            metrics::gauge!("ticketd_timer_pending_deadlines").set(state.pending as f64);
             state.idle = tasks.is_empty() && retries.is_empty() && !due_left && state.position >= log.head();
             progress.send_replace(state);
 
@@ -328,6 +329,7 @@ impl<L: EventLog> Timer<L> {
                 } else {
                     state.fired += 1;
                     let lag_ms = (recorded_at - firing.at).num_milliseconds();
+                    metrics::histogram!("ticketd_timer_firing_lag_seconds").record(lag_ms.max(0) as f64 / 1000.0);
                     info!(
                         ticket_id = %firing.ticket, metric = %firing.metric, cycle = firing.cycle, kind,
                         due_at = %firing.at, detected_at = %recorded_at, lag_ms, position = result.last_position(),

@@ -52,13 +52,14 @@ fn not_found(ticket: TicketId) -> Failure {
 /// running on it.
 pub struct Local<'a> {
     pub data_dir: &'a Path,
-    pub policy: &'a Path,
+    /// The policy file given, else the embedded default.
+    pub policy: Option<&'a Path>,
     pub runtime: &'a tokio::runtime::Runtime,
 }
 
 impl Local<'_> {
     fn policy(&self) -> Result<Policy, Failure> {
-        Policy::load(self.policy).map_err(|e| Failure::Usage(e.to_string()))
+        crate::load_policy(self.policy)
     }
 
     fn checkpoints(&self) -> Checkpoints {

@@ -135,8 +135,9 @@ impl Tour {
     }
 }
 
-pub fn run(policy_path: &Path, keep: Option<&Path>) -> Result<(), Failure> {
-    let policy = Arc::new(Policy::load(policy_path).map_err(|e| Failure::Usage(e.to_string()))?);
+/// Runs the tour with the policy file, or without one the embedded default policy.
+pub fn run(policy_file: Option<&Path>, keep: Option<&Path>) -> Result<(), Failure> {
+    let policy = Arc::new(crate::load_policy(policy_file)?);
     let temp = tempfile::tempdir()?;
     let dir = keep.unwrap_or(temp.path());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

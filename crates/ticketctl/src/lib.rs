@@ -27,7 +27,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
     /// The SLA policy file: commands are decided with it, and `audit verify` re-runs decisions
-    /// with it (default: deploy/policies/regional-operator.toml, when it exists).
+    /// with it (default: deploy/policies/regional-operator.toml, embedded in the binary).
     #[arg(long, env = "TICKETD_POLICY", global = true)]
     pub policy: Option<PathBuf>,
     /// Who issues commands: `agent:<id>`, `customer:<id>` or `system:<id>`.
@@ -341,8 +341,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 /// Chooses the backend (a running ticketd with `--nats-url`, else the data directory) and runs
 /// the command on it.
 fn dispatch(cli: Cli) -> Result<(), Failure> {
-    let default_policy = PathBuf::from("deploy/policies/regional-operator.toml");
-    let policy = cli.policy.clone().unwrap_or_else(|| default_policy.clone());
+    // The policy file given, else the embedded default.
+    let policy = cli.policy.clone();
     let nats_url: Option<ticket_nats::connection::NatsUrl> = cli
         .nats_url
         .as_ref()
@@ -359,12 +359,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 ..Default::default()
             };
             let remote = backend::Remote { url, credentials, runtime: &runtime };
-            execute(cli, &remote, None, &policy, &default_policy)
+            execute(cli, &remote, None, policy.as_deref())
         }
         None => {
             let data_dir = cli.data_dir.clone();
-            let local = backend::Local { data_dir: &data_dir, policy: &policy, runtime: &runtime };
-            execute(cli, &local, Some(&data_dir), &policy, &default_policy)
+            let local = backend::Local { data_dir: &data_dir, policy: policy.as_deref(), runtime: &runtime };
+            execute(cli, &local, Some(&data_dir), policy.as_deref())
         }
     }
 }
@@ -375,8 +375,7 @@ fn execute<B: backend::Backend>(
     cli: Cli,
     backend: &B,
     data_dir: Option<&std::path::Path>,
-    policy: &std::path::Path,
-    default_policy: &std::path::Path,
+    policy: Option<&std::path::Path>,
 ) -> Result<(), Failure> {
     let json = cli.json;
     let issue = issue::Issuer { backend, actor: &cli.actor, command_id: cli.command_id.as_deref(), json };
@@ -437,13 +436,20 @@ fn execute<B: backend::Backend>(
         Command::History { ticket } => local::history(local_only("history")?, &ticket, json),
         Command::Audit { command: AuditCommand::Verify { policies } } => {
             let data_dir = local_only("audit verify")?;
-            // The policy commands are decided with, when there is one: given, or the default file.
-            let current = cli.policy.clone().or_else(|| default_policy.exists().then(|| default_policy.to_path_buf()));
-            let all: Vec<PathBuf> = current.into_iter().chain(policies).collect();
+            // The policy commands are decided with (given, or the embedded default), and the others.
+            let mut all = vec![load_policy(policy)?];
+            for file in &policies {
+                all.push(load_policy(Some(file.as_path()))?);
+            }
             local::audit_verify(data_dir, &all, json)
         }
         Command::Export { format, from, to, output } => {
             local::export(local_only("export")?, format, from.as_deref(), to.as_deref(), output.as_deref())
         }
     }
+}
+
+/// The policy file when one is given, else the embedded default policy.
+pub(crate) fn load_policy(path: Option<&std::path::Path>) -> Result<ticket_domain::Policy, Failure> {
+    ticket_defaults::policy(path).map(|(policy, _)| policy).map_err(|e| Failure::Usage(e.to_string()))
 }

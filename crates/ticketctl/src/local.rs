@@ -1,7 +1,7 @@
 //! Local mode: commands that read a data directory.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::DateTime;
 use prost::Message;
@@ -71,11 +71,7 @@ pub fn history(data_dir: &Path, ticket: &str, json: bool) -> Result<(), Failure>
     Ok(())
 }
 
-pub fn audit_verify(data_dir: &Path, policy_files: &[PathBuf], json: bool) -> Result<(), Failure> {
-    let policies = policy_files
-        .iter()
-        .map(|p| Policy::load(p).map_err(|e| Failure::Usage(e.to_string())))
-        .collect::<Result<Vec<_>, _>>()?;
+pub fn audit_verify(data_dir: &Path, policies: &[Policy], json: bool) -> Result<(), Failure> {
     let log = open(data_dir)?;
     let head = log.head();
 
@@ -84,7 +80,7 @@ pub fn audit_verify(data_dir: &Path, policy_files: &[PathBuf], json: bool) -> Re
     bar.finish_and_clear();
     let events_bar = progress(head, "events");
     let commands_bar = progress(head, "commands");
-    let report = audit(&log, &policies, |phase, done, _| match phase {
+    let report = audit(&log, policies, |phase, done, _| match phase {
         AuditPhase::Events => events_bar.set_position(done),
         AuditPhase::Commands => commands_bar.set_position(done),
     })?;

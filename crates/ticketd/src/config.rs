@@ -25,9 +25,13 @@ pub struct Flags {
     /// Where the log and snapshots (and in dev mode, the nats-server store) live.
     #[arg(long, env = "TICKETD_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// The SLA policy file.
+    /// The SLA policy file (default: the embedded deploy/policies/regional-operator.toml).
     #[arg(long, env = "TICKETD_POLICY", global = true)]
     pub policy: Option<PathBuf>,
+    /// The address of the operators' HTTP endpoint (`/metrics`, `/healthz`, `/readyz`), e.g.
+    /// `127.0.0.1:9464` (default: none, no endpoint).
+    #[arg(long, env = "TICKETD_OPS_LISTEN", global = true)]
+    pub ops_listen: Option<std::net::SocketAddr>,
     /// Log format: text or json.
     #[arg(long, env = "TICKETD_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
@@ -45,13 +49,23 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub data_dir: PathBuf,
-    pub policy: PathBuf,
+    /// The SLA policy file; without one, the policy embedded in the binary.
+    pub policy: Option<PathBuf>,
     pub nats: NatsConfig,
     pub api: ApiSettings,
     pub stream: StreamSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
     pub timer: TimerSettings,
+    pub ops: OpsSettings,
+}
+
+/// The operators' HTTP endpoint: Prometheus metrics at `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsSettings {
+    /// The address to serve on; none (the default) serves nothing.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,13 +169,14 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
-            policy: PathBuf::from("deploy/policies/regional-operator.toml"),
+            policy: None,
             nats: NatsConfig::default(),
             api: ApiSettings::default(),
             stream: StreamSettings::default(),
             shutdown: ShutdownSettings::default(),
             log: LogSettings::default(),
             timer: TimerSettings::default(),
+            ops: OpsSettings::default(),
         }
     }
 }
@@ -212,7 +227,10 @@ impl Config {
             config.data_dir.clone_from(dir);
         }
         if let Some(policy) = &flags.policy {
-            config.policy.clone_from(policy);
+            config.policy = Some(policy.clone());
+        }
+        if let Some(listen) = flags.ops_listen {
+            config.ops.listen = Some(listen);
         }
         if let Some(format) = flags.log_format {
             config.log.format = format;
@@ -228,6 +246,13 @@ impl Config {
     /// The data directory and its layout.
     pub fn data(&self) -> ticket_engine::DataDir {
         ticket_engine::DataDir::new(&self.data_dir)
+    }
+
+    /// The policy file when one is set, else the embedded default policy; logs which.
+    pub fn load_policy(&self) -> anyhow::Result<ticket_domain::Policy> {
+        let (policy, origin) = ticket_defaults::policy(self.policy.as_deref())?;
+        tracing::info!(policy = %policy.version(), source = %origin, "SLA policy loaded");
+        Ok(policy)
     }
 
     pub fn timer(&self) -> anyhow::Result<ticket_timer::TimerConfig> {
@@ -282,6 +307,7 @@ mod tests {
             nats_nkey_seed_file: None,
             data_dir: None,
             policy: None,
+            ops_listen: None,
             log_format: None,
         }
     }
@@ -292,6 +318,10 @@ mod tests {
         let config = Config::from_file(&path).unwrap();
         assert_eq!(config.stream.name, "TICKETS");
         assert_eq!(config.api.max_payload, 65536);
+        assert_eq!(config.ops.listen, Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))));
+        // Without a file: the embedded policy, and no ops endpoint unless asked for.
+        let defaults = Config::resolve(&flags()).unwrap();
+        assert_eq!((defaults.policy, defaults.ops.listen), (None, None));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!   opens the log in the data directory, serves the command API and publishes the outbox.
 //! - `ticketd dev`: the all-in-one for a newcomer. Starts a local `nats-server` with JetStream in
 //!   the data directory (installing it with `deploy/scripts/install-nats-server` if missing),
-//!   then serves on it.
+//!   then serves on it. The nats-server config (`deploy/nats/dev.conf`), the install script and
+//!   the default policy are embedded in the binary, so it runs from any directory.
 //!
 //! Settings come from, in order of precedence: flags, `TICKETD_*` environment variables, the
 //! TOML config file (`--config`), defaults. SIGTERM or SIGINT shuts down gracefully: stop taking
@@ -12,6 +13,7 @@
 
 mod config;
 mod dev;
+mod ops;
 mod serve;
 
 use std::process::ExitCode;
@@ -38,6 +40,13 @@ enum Mode {
         /// The local nats-server's client port.
         #[arg(long, default_value_t = 4222)]
         port: u16,
+        /// A nats-server config file (default: the embedded deploy/nats/dev.conf, JetStream with
+        /// `sync_interval: always`, written into the data directory).
+        #[arg(long)]
+        nats_config: Option<std::path::PathBuf>,
+        /// The local nats-server's monitoring port (`/varz`, `/jsz`), if any.
+        #[arg(long)]
+        nats_monitor_port: Option<u16>,
     },
 }
 
@@ -61,7 +70,10 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.mode {
             Mode::Serve => serve::serve(config).await,
-            Mode::Dev { port } => dev::dev(config, port).await,
+            Mode::Dev { port, nats_config, nats_monitor_port } => {
+                let nats = dev::DevNats { port, config: nats_config, monitor_port: nats_monitor_port };
+                dev::dev(config, nats).await
+            }
         }
     });
     match result {

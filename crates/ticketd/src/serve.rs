@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream;
-use ticket_domain::Policy;
 use ticket_engine::{Engine, EngineConfig};
 use ticket_log::EventLog;
 use tokio::sync::watch;
@@ -15,7 +14,8 @@ use crate::config::Config;
 
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let policy = Arc::new(Policy::load(&config.policy)?);
+    let ops = crate::ops::start(config.ops.listen).await?;
+    let policy = Arc::new(config.load_policy()?);
     let data = config.data();
     data.create()?;
 
@@ -26,6 +26,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let options =
         async_nats::ConnectOptions::new().name("ticketd").retry_on_initial_connect().event_callback(move |event| {
             let refusal = refusal.clone();
+            crate::ops::nats_event(&event);
             async move {
                 if let Some(why) = ticket_nats::connection::is_login_refused(&event) {
                     warn!(error = %why, "NATS refused the login");
@@ -79,7 +80,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             timer = config.timer.enabled,
             "ticketd ready"
         );
+        ops.ready();
         let signal = shutdown_signal().await;
+        ops.stopping();
         info!(signal, "shutting down: no new requests, finishing the commands in flight, draining the outbox");
     } else {
         info!("not started: stopping what was started");
