@@ -14,6 +14,7 @@ use ticket_service::{CommandRequest, Stamp};
 
 use crate::Failure;
 use crate::output::progress;
+use ticket_client::{Client, ClientError};
 
 /// What ticketctl asks of an engine.
 pub trait Backend {
@@ -231,15 +232,13 @@ impl Backend for Local<'_> {
     }
 }
 
-/// A running ticketd over NATS. It serves the read models as they are now; `--at` moments are
-/// computed from a log, in local mode.
+/// A running ticketd over NATS, through the typed client. It serves the read models as they are
+/// now; `--at` moments are computed from a log, in local mode.
 pub struct Remote<'a> {
     pub url: &'a ticket_nats::connection::NatsUrl,
     pub credentials: ticket_nats::connection::Credentials,
     pub runtime: &'a tokio::runtime::Runtime,
 }
-
-const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Remote<'_> {
     fn now_only(at: At) -> Result<(), Failure> {
@@ -251,67 +250,35 @@ impl Remote<'_> {
         }
     }
 
-    /// Sends a request to ticketd, with a clear error when nothing answers.
-    fn request(&self, subject: String, payload: Vec<u8>) -> Result<Vec<u8>, Failure> {
+    /// Connects and runs one request: a refusal is [`Failure::Refused`] with ticketd's wire
+    /// error, anything else (no ticketd, a timeout, the connection) a data failure.
+    fn ask<T, F: Future<Output = Result<T, ClientError>>>(
+        &self,
+        request: impl FnOnce(Client) -> F,
+    ) -> Result<T, Failure> {
         self.runtime.block_on(async {
-            let options = async_nats::ConnectOptions::new().name("ticketctl");
-            let (options, login) = ticket_nats::connection::login(self.url, &self.credentials, options).await?;
-            let url = self.url;
-            let client = options
-                .connect(url.servers())
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot connect to {url} with {login}: {e}"))?;
-            match tokio::time::timeout(REMOTE_TIMEOUT, client.request(subject.clone(), payload.into())).await {
-                Ok(Ok(message)) => Ok(message.payload.to_vec()),
-                Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                    Err(Failure::Data(anyhow::anyhow!("no ticketd answers on {subject}: is it running?")))
-                }
-                Ok(Err(e)) => Err(Failure::Data(e.into())),
-                Err(_) => {
-                    Err(Failure::Data(anyhow::anyhow!("ticketd did not answer on {subject} within {REMOTE_TIMEOUT:?}")))
-                }
-            }
+            let client = Client::connect(self.url, &self.credentials, "ticketctl").await.map_err(failure)?;
+            request(client).await.map_err(failure)
         })
-    }
-
-    /// A query's (or an operator's request's) result, or its typed refusal.
-    fn query(&self, subject: String, request: &impl prost::Message) -> Result<pb::query_reply::Result, Failure> {
-        let reply = self.request(subject, request.encode_to_vec())?;
-        let reply: pb::QueryReply = prost::Message::decode(reply.as_slice()).map_err(|e| Failure::Data(e.into()))?;
-        match reply.result {
-            Some(pb::query_reply::Result::Error(error)) => Err(Failure::Refused(error)),
-            Some(result) => Ok(result),
-            None => Err(Failure::Data(anyhow::anyhow!("an empty reply from ticketd"))),
-        }
     }
 }
 
-fn unexpected() -> Failure {
-    Failure::Data(anyhow::anyhow!("an unexpected reply from ticketd"))
+fn failure(e: ClientError) -> Failure {
+    match e.to_wire() {
+        Some(error) => Failure::Refused(error),
+        None => Failure::Data(e.into()),
+    }
 }
 
 impl Backend for Remote<'_> {
     /// The service stamps the instant: the command's is not sent.
     fn command(&self, command: Command) -> Result<pb::CommandAccepted, Failure> {
-        let subject = ticket_nats::command_subject(command.body.name());
-        let mut wire = pb::Command::from(&command);
-        wire.issued_at = None;
-        let reply = self.request(subject, prost::Message::encode_to_vec(&wire))?;
-        let reply: pb::CommandReply = prost::Message::decode(reply.as_slice()).map_err(|e| Failure::Data(e.into()))?;
-        match reply.result {
-            Some(pb::command_reply::Result::Accepted(accepted)) => Ok(accepted),
-            Some(pb::command_reply::Result::Error(error)) => Err(Failure::Refused(error)),
-            None => Err(Failure::Data(anyhow::anyhow!("an empty reply from ticketd"))),
-        }
+        self.ask(|c| async move { c.execute(&command, true).await }).map(|accepted| accepted.to_wire())
     }
 
     fn detail(&self, ticket: TicketId, at: At) -> Result<pb::TicketView, Failure> {
         Self::now_only(at)?;
-        let query = pb::GetTicket { ticket_id: ticket.to_string(), min_position: 0 };
-        let pb::query_reply::Result::Ticket(view) = self.query(ticket_nats::query_subject("ticket"), &query)? else {
-            return Err(unexpected());
-        };
-        Ok(view)
+        self.ask(|c| async move { c.ticket(ticket, 0).await })
     }
 
     fn state(&self, ticket: TicketId, at: At) -> Result<pb::TicketView, Failure> {
@@ -326,67 +293,32 @@ impl Backend for Remote<'_> {
         at: At,
     ) -> Result<pb::TicketList, Failure> {
         Self::now_only(at)?;
-        let query =
-            pb::ListCustomerTickets { customer: customer.to_string(), min_position: 0, include_resolved, limit };
-        let pb::query_reply::Result::Tickets(list) = self.query(ticket_nats::query_subject("customer"), &query)? else {
-            return Err(unexpected());
-        };
-        Ok(list)
+        self.ask(|c| async move { c.customer_tickets(&customer, include_resolved, limit, 0).await })
     }
 
     fn board(&self, limit: u32, at: At) -> Result<pb::Board, Failure> {
         Self::now_only(at)?;
-        let pb::query_reply::Result::Board(board) =
-            self.query(ticket_nats::query_subject("board"), &pb::GetBoard { min_position: 0, limit })?
-        else {
-            return Err(unexpected());
-        };
-        Ok(board)
+        self.ask(|c| async move { c.board(limit, 0).await })
     }
 
     fn timeline(&self, ticket: TicketId, at: At) -> Result<pb::Timeline, Failure> {
         Self::now_only(at)?;
-        let query = pb::GetTimeline { ticket_id: ticket.to_string(), min_position: 0 };
-        let pb::query_reply::Result::Timeline(timeline) = self.query(ticket_nats::query_subject("timeline"), &query)?
-        else {
-            return Err(unexpected());
-        };
-        Ok(timeline)
+        self.ask(|c| async move { c.timeline(ticket, 0).await })
     }
 
     fn compliance(&self, period: Period, at: At) -> Result<pb::ComplianceReport, Failure> {
         Self::now_only(at)?;
-        let query = pb::GetCompliance {
-            min_position: 0,
-            from: period.from.as_ref().map(ticket_proto::wire::timestamp),
-            to: period.to.as_ref().map(ticket_proto::wire::timestamp),
-        };
-        let pb::query_reply::Result::Compliance(report) =
-            self.query(ticket_nats::query_subject("compliance"), &query)?
-        else {
-            return Err(unexpected());
-        };
-        Ok(report)
+        self.ask(|c| async move { c.compliance(period.from, period.to, 0).await })
     }
 
     fn lags(&self, _update: bool, _checkpoint_events: u64) -> Result<pb::ProjectionLags, Failure> {
-        let pb::query_reply::Result::Lag(lags) =
-            self.query(ticket_nats::admin_subject("lag"), &pb::GetProjectionLag {})?
-        else {
-            return Err(unexpected());
-        };
-        Ok(lags)
+        self.ask(|c| async move { c.projection_lag().await })
     }
 
     fn rebuild(&self, name: Option<&str>, _checkpoint_events: u64) -> Result<pb::ProjectionRebuilt, Failure> {
         let Some(name) = name else {
             return Err(Failure::Usage("a running ticketd rebuilds one projection at a time: name it".into()));
         };
-        let pb::query_reply::Result::Rebuilt(rebuilt) =
-            self.query(ticket_nats::admin_subject("rebuild"), &pb::RebuildProjection { name: name.to_owned() })?
-        else {
-            return Err(unexpected());
-        };
-        Ok(rebuilt)
+        self.ask(|c| async move { c.rebuild_projection(name).await })
     }
 }
