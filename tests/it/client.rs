@@ -30,29 +30,28 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let server = NatsServer::start().unwrap();
-    let log = MemoryLog::new();
-    let service = CommandService::new(
-        log.clone(),
-        Arc::new(shipped_policy("regional-operator.toml")),
-        None,
-        ServiceConfig::default(),
-    );
-    let api_client = async_nats::connect(server.url()).await.unwrap();
     let config = ticket_nats::ApiConfig { read_your_writes_deadline: Duration::from_millis(300), ..Default::default() };
-    let (views, projector) = views(&log);
-    let api = ticket_nats::start(api_client.clone(), service, views, config).await.unwrap();
-    api_client.flush().await.unwrap();
+    let (api, projector) = start_api(&server.url(), &MemoryLog::new(), config).await;
     let client = Client::connect(&server.url().parse().unwrap(), &Default::default(), "client-test").await.unwrap();
     Fixture { server, client, api: Some(api), projectors: vec![projector] }
 }
 
-/// A running projector following `log`, as an engine hands its views to the API, and its stop
-/// signal.
-fn views(log: &MemoryLog) -> (ticket_projections::Projector<MemoryLog>, tokio::sync::watch::Sender<bool>) {
+/// The API on `log` at `url`, in front of a running projector as an engine hands it its views,
+/// once its subscriptions are in place; with the projector's stop signal.
+async fn start_api(
+    url: &str,
+    log: &MemoryLog,
+    config: ticket_nats::ApiConfig,
+) -> (ticket_nats::ApiHandle, tokio::sync::watch::Sender<bool>) {
+    let policy = Arc::new(shipped_policy("regional-operator.toml"));
+    let service = CommandService::new(log.clone(), policy, None, ServiceConfig::default());
     let views = ticket_projections::Projector::open(log.clone(), None, Default::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     drop(views.spawn(stopped));
-    (views, stop)
+    let api_client = async_nats::connect(url).await.unwrap();
+    let api = ticket_nats::start(api_client.clone(), service, views, config).await.unwrap();
+    api_client.flush().await.unwrap();
+    (api, stop)
 }
 
 pub(crate) fn agent() -> Issue {
@@ -245,16 +244,9 @@ async fn a_command_retried_while_ticketd_starts_gets_its_one_result() {
         tokio::spawn(async move { client.open(&issue, None, opening("advanced")).await })
     };
     let log = MemoryLog::new();
-    let service = CommandService::new(
-        log.clone(),
-        Arc::new(shipped_policy("regional-operator.toml")),
-        None,
-        ServiceConfig::default(),
-    );
-    let api_client = async_nats::connect(f.server.url()).await.unwrap();
-    let (views, projector) = views(&log);
+    let (api, projector) = start_api(&f.server.url(), &log, Default::default()).await;
     f.projectors.push(projector);
-    f.api = Some(ticket_nats::start(api_client, service, views, Default::default()).await.unwrap());
+    f.api = Some(api);
     let accepted = sending.await.unwrap().unwrap();
     let again = client.open(&issue, None, opening("advanced")).await.unwrap();
     assert_eq!((accepted.duplicate, again.duplicate), (false, true));
