@@ -176,11 +176,11 @@ mod golden {
     #[test]
     fn the_checkpoint_image_matches_its_golden_file() {
         let index = golden_index();
-        assert!(index.len() > 0, "the golden history leaves deadlines pending ({} clocks)", index.clocks());
+        assert!(!index.is_empty(), "the golden history leaves deadlines pending ({} clocks)", index.clocks());
         let image = encode(&index);
         if !dir().join(format!("{STEM}-format-{FORMAT}.hex")).exists() {
             // Writes the file under GOLDEN_BLESS=1, else fails saying what to do.
-            check_golden(&dir(), STEM, FORMAT, &[image.clone()]);
+            check_golden(&dir(), STEM, FORMAT, std::slice::from_ref(&image));
         }
         let files = golden_files(&dir(), STEM);
         let golden = files.get(&FORMAT).and_then(|items| items.first()).expect("a golden image of this format");
