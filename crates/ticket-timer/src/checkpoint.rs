@@ -124,3 +124,82 @@ impl Reader<'_> {
         Metric::ALL.into_iter().find(|m| metric_code(*m) == code).ok_or(CheckpointError::Malformed(self.at))
     }
 }
+
+/// Golden bytes of the checkpoint image (format 1, the last byte of its magic), encoding a
+/// deadline index of `ticket_domain::testing::golden_history`. The index keeps its clocks in a
+/// hash map, so the order of the clocks in an image varies between runs: the golden image must
+/// decode to the same index, and a fresh image must have its length.
+#[cfg(test)]
+mod golden {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::path::PathBuf;
+
+    use ticket_domain::testing::{check_golden, golden_files, golden_history};
+
+    use super::*;
+
+    const FORMAT: u32 = MAGIC[7] as u32;
+    const STEM: &str = "timer-checkpoint";
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
+    }
+
+    /// The index after the first half of the golden history (by its end, every deadline has been
+    /// met, breached or stopped).
+    fn golden_index() -> DeadlineIndex {
+        let history = golden_history();
+        let mut index = DeadlineIndex::new();
+        for recorded in &history[..history.len() / 2] {
+            index.apply(recorded);
+        }
+        index
+    }
+
+    /// The index's clocks in a stable order, to compare two indexes.
+    fn clocks(index: &DeadlineIndex) -> Vec<ClockEntryOwned> {
+        let mut clocks: Vec<ClockEntryOwned> = index
+            .clock_entries()
+            .map(|e| ClockEntryOwned {
+                ticket: e.ticket,
+                metric: e.metric,
+                cycle: e.cycle,
+                breached: e.breached,
+                pending: e.pending.to_vec(),
+            })
+            .collect();
+        clocks.sort_by_key(|c| (c.ticket, c.metric));
+        clocks
+    }
+
+    #[test]
+    fn the_checkpoint_image_matches_its_golden_file() {
+        let index = golden_index();
+        assert!(!index.is_empty(), "the golden history leaves deadlines pending ({} clocks)", index.clocks());
+        let image = encode(&index);
+        if !dir().join(format!("{STEM}-format-{FORMAT}.hex")).exists() {
+            // Writes the file under GOLDEN_BLESS=1, else fails saying what to do.
+            check_golden(&dir(), STEM, FORMAT, std::slice::from_ref(&image));
+        }
+        let files = golden_files(&dir(), STEM);
+        let golden = files.get(&FORMAT).and_then(|items| items.first()).expect("a golden image of this format");
+        let decoded = decode(golden).unwrap_or_else(|e| {
+            panic!(
+                "{STEM}-format-{FORMAT}.hex no longer decodes ({e}): the image changed but its format (the magic's \
+                 last byte) did not. Bump it, run this test with GOLDEN_BLESS=1 to write the new golden file, and \
+                 keep the old one"
+            )
+        });
+        assert_eq!(decoded.position(), index.position());
+        assert_eq!(clocks(&decoded), clocks(&index), "the golden image decodes to another index: bump the format");
+        assert_eq!(image.len(), golden.len(), "the image's layout changed but its format did not: bump the format");
+        for (format, items) in files.iter().filter(|(f, _)| **f != FORMAT) {
+            // An image of another format is rebuilt from the log, never misread.
+            assert!(
+                items.iter().all(|i| decode(i).is_err()),
+                "{STEM}-format-{format}.hex decodes as the current format"
+            );
+        }
+    }
+}
