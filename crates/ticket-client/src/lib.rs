@@ -203,8 +203,25 @@ impl Client {
         }
     }
 
-    /// Sends a wire command to the endpoint its body names, and decodes the reply.
+    /// Sends a wire command to the endpoint its body names, and decodes the reply's events into
+    /// the domain's validated types.
     pub async fn send_wire(&self, command: pb::Command) -> Result<Accepted, ClientError> {
+        let subject = command.body.as_ref().map(|b| CommandEndpoint::of_wire(b).subject()).unwrap_or_default();
+        let accepted = self.send_wire_reply(command).await?;
+        let undecodable = |problem: String| ClientError::Undecodable { subject: subject.clone(), problem };
+        let ticket_id = TicketId::parse(&accepted.ticket_id).map_err(|e| undecodable(e.to_string()))?;
+        let events = accepted
+            .events
+            .into_iter()
+            .map(RecordedEvent::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| undecodable(e.to_string()))?;
+        Ok(Accepted { ticket_id, events, duplicate: accepted.duplicate })
+    }
+
+    /// Sends a wire command and returns ticketd's acceptance as it came, its events undecoded
+    /// (for tools that relay or count replies, and the benchmark).
+    pub async fn send_wire_reply(&self, command: pb::Command) -> Result<pb::CommandAccepted, ClientError> {
         let Some(endpoint) = command.body.as_ref().map(CommandEndpoint::of_wire) else {
             return Err(ClientError::Refused {
                 code: pb::ErrorCode::MalformedRequest,
@@ -214,21 +231,12 @@ impl Client {
         };
         let subject = endpoint.subject();
         let reply = self.request(subject.clone(), command.encode_to_vec(), true).await?;
-        let undecodable = |problem: String| ClientError::Undecodable { subject: subject.clone(), problem };
-        let reply = pb::CommandReply::decode(reply).map_err(|e| undecodable(e.to_string()))?;
+        let reply = pb::CommandReply::decode(reply)
+            .map_err(|e| ClientError::Undecodable { subject: subject.clone(), problem: e.to_string() })?;
         match reply.result {
-            Some(pb::command_reply::Result::Accepted(accepted)) => {
-                let ticket_id = TicketId::parse(&accepted.ticket_id).map_err(|e| undecodable(e.to_string()))?;
-                let events = accepted
-                    .events
-                    .into_iter()
-                    .map(RecordedEvent::try_from)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| undecodable(e.to_string()))?;
-                Ok(Accepted { ticket_id, events, duplicate: accepted.duplicate })
-            }
+            Some(pb::command_reply::Result::Accepted(accepted)) => Ok(accepted),
             Some(pb::command_reply::Result::Error(error)) => Err(ClientError::refused(error)),
-            None => Err(undecodable("a reply without a result".into())),
+            None => Err(ClientError::Undecodable { subject, problem: "a reply without a result".into() }),
         }
     }
 
