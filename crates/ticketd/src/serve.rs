@@ -70,6 +70,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     if outcome.is_ok() {
+        // /readyz turns ready before the line that says so, so whoever reads the line finds it.
+        ops.ready();
         info!(
             nats = %url,
             login = %login,
@@ -80,7 +82,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             timer = config.timer.enabled,
             "ticketd ready"
         );
-        ops.ready();
         let signal = shutdown_signal().await;
         ops.stopping();
         info!(signal, "shutting down: no new requests, finishing the commands in flight, draining the outbox");
