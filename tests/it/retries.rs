@@ -300,6 +300,7 @@ fn answer_of_client(result: Result<ticket_client::Accepted, ticket_client::Clien
             ErrorCode::MalformedRequest
             | ErrorCode::PayloadTooLarge
             | ErrorCode::UnknownEndpoint
+            | ErrorCode::PermissionDenied
             | ErrorCode::Unspecified,
         ) => panic!("the test sent a bad request: {error}"),
         ClientErrorKind::Refused(ErrorCode::TicketQuarantined) => panic!("a ticket's history does not fit: {error}"),

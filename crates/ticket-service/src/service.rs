@@ -40,6 +40,9 @@ pub enum Stamp {
     /// The service's clock, read once the ticket's lock is held, so that commands on one ticket
     /// get instants in the order they are decided (requests from support tools).
     ServiceClock,
+    /// An importer's past instant, taken as issued: the history of another helpdesk moved in
+    /// with its original instants.
+    Imported,
 }
 
 #[derive(Debug, Clone)]
