@@ -5,6 +5,7 @@
 //! 3 the data could not be read.
 
 mod backend;
+mod clock;
 mod demo;
 mod issue;
 mod local;
@@ -216,6 +217,12 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The engine's clock on a running ticketd (remote only, `--nats-url`): read it, or move
+    /// a test clock (`ticketd dev --test-clock`) through every firing due on the way.
+    Clock {
+        #[command(subcommand)]
+        command: ClockCommand,
+    },
     /// Writes events to a file or standard output.
     Export {
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
@@ -229,6 +236,22 @@ pub enum Command {
         /// Write here instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClockCommand {
+    /// The clock's instant, and whether it is the wall clock or a test clock.
+    Now,
+    /// Moves a test clock forward, firing every warning, breach, downgrade and escalation due on
+    /// the way, in order; prints what was recorded. Refused on the wall clock.
+    Advance {
+        /// To this instant (RFC 3339, e.g. 2026-11-30T09:00:00Z; not earlier than the clock).
+        #[arg(long, conflicts_with = "by")]
+        to: Option<String>,
+        /// By this much: `2d`, `1h30m`, `45s`.
+        #[arg(long)]
+        by: Option<String>,
     },
 }
 
@@ -442,6 +465,18 @@ fn execute<B: backend::Backend>(
                 all.push(load_policy(Some(file.as_path()))?);
             }
             local::audit_verify(data_dir, &all, json)
+        }
+        Command::Clock { command } => {
+            let remote = backend
+                .remote()
+                .ok_or_else(|| Failure::Usage("clock reads a running ticketd's clock: give --nats-url".into()))?;
+            match command {
+                ClockCommand::Now => remote.with_client(|client| clock::now(client, json)),
+                ClockCommand::Advance { to, by } => {
+                    let target = clock::target(to.as_deref(), by.as_deref())?;
+                    remote.with_client(|client| clock::advance(client, target, json))
+                }
+            }
         }
         Command::Export { format, from, to, output } => {
             local::export(local_only("export")?, format, from.as_deref(), to.as_deref(), output.as_deref())
