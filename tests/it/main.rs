@@ -16,6 +16,7 @@ mod projections;
 mod retries;
 mod rules;
 mod support_rules;
+mod test_clock;
 mod timers;
 
 use std::path::PathBuf;
