@@ -78,7 +78,14 @@ fn consequence(e: &RecordedEvent) -> Option<(Timestamp, String)> {
         }
         EventKind::Escalated { tier, .. } => format!("{ticket} escalated {tier}"),
         EventKind::Opened { .. } => return None,
-        other => panic!("unexpected {}", other.name()),
+        EventKind::SeveritySet { .. }
+        | EventKind::AgentResponded { .. }
+        | EventKind::CustomerInfoRequested { .. }
+        | EventKind::CustomerResponded { .. }
+        | EventKind::DowngradedForNoResponse { .. }
+        | EventKind::Resolved { .. }
+        | EventKind::Reopened { .. }
+        | EventKind::Linked { .. } => panic!("unexpected {}", e.event.kind.name()),
     };
     Some((e.event.occurred_at, label))
 }
