@@ -18,6 +18,7 @@ mod rules;
 mod support_rules;
 mod test_clock;
 mod timers;
+mod tls;
 
 use std::path::PathBuf;
 

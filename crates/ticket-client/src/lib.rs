@@ -153,7 +153,17 @@ impl Client {
         credentials: &connection::Credentials,
         name: &str,
     ) -> Result<Self, ClientError> {
-        let options = async_nats::ConnectOptions::new().name(name);
+        Self::connect_with_tls(url, credentials, &connection::Tls::default(), name).await
+    }
+
+    /// [`Client::connect`] with TLS as `tls` says (a `tls://` URL requires TLS without it).
+    pub async fn connect_with_tls(
+        url: &connection::NatsUrl,
+        credentials: &connection::Credentials,
+        tls: &connection::Tls,
+        name: &str,
+    ) -> Result<Self, ClientError> {
+        let options = connection::tls(url, tls, async_nats::ConnectOptions::new().name(name))?;
         let (options, login) = connection::login(url, credentials, options).await?;
         let nats = options.connect(url.servers()).await.map_err(|e| ClientError::Connect {
             url: url.to_string(),

@@ -242,6 +242,7 @@ impl Backend for Local<'_> {
 pub struct Remote<'a> {
     pub url: &'a ticket_nats::connection::NatsUrl,
     pub credentials: ticket_nats::connection::Credentials,
+    pub tls: ticket_nats::connection::Tls,
     pub runtime: &'a tokio::runtime::Runtime,
 }
 
@@ -252,7 +253,8 @@ impl Remote<'_> {
         work: impl FnOnce(Client) -> F,
     ) -> Result<T, Failure> {
         self.runtime.block_on(async {
-            let client = Client::connect(self.url, &self.credentials, "ticketctl").await.map_err(failure)?;
+            let client =
+                Client::connect_with_tls(self.url, &self.credentials, &self.tls, "ticketctl").await.map_err(failure)?;
             work(client).await
         })
     }
@@ -273,7 +275,8 @@ impl Remote<'_> {
         request: impl FnOnce(Client) -> F,
     ) -> Result<T, Failure> {
         self.runtime.block_on(async {
-            let client = Client::connect(self.url, &self.credentials, "ticketctl").await.map_err(failure)?;
+            let client =
+                Client::connect_with_tls(self.url, &self.credentials, &self.tls, "ticketctl").await.map_err(failure)?;
             request(client).await.map_err(failure)
         })
     }

@@ -49,6 +49,16 @@ pub struct Cli {
     /// A file with a user NKey seed to log in to NATS with, for remote mode.
     #[arg(long, env = "TICKETD_NATS_NKEY_SEED_FILE", global = true)]
     pub nats_nkey_seed_file: Option<PathBuf>,
+    /// A PEM file of the CA that signed the NATS servers' certificates (a private CA), for
+    /// remote mode; requires TLS (as a `tls://` url does).
+    #[arg(long, env = "TICKETD_NATS_TLS_CA", global = true)]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A PEM client certificate for NATS servers that verify clients (mutual TLS).
+    #[arg(long, env = "TICKETD_NATS_TLS_CERT", global = true)]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(long, env = "TICKETD_NATS_TLS_KEY", global = true)]
+    pub nats_tls_key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -381,7 +391,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 nkey_seed_file: cli.nats_nkey_seed_file.clone(),
                 ..Default::default()
             };
-            let remote = backend::Remote { url, credentials, runtime: &runtime };
+            let tls = ticket_nats::connection::Tls {
+                ca_file: cli.nats_tls_ca.clone(),
+                cert_file: cli.nats_tls_cert.clone(),
+                key_file: cli.nats_tls_key.clone(),
+            };
+            let remote = backend::Remote { url, credentials, tls, runtime: &runtime };
             execute(cli, &remote, None, policy.as_deref())
         }
         None => {

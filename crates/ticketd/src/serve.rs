@@ -35,6 +35,7 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
                 }
             }
         });
+    let options = ticket_nats::connection::tls(&url, &config.nats.tls(), options).context("NATS TLS")?;
     let (options, login) =
         ticket_nats::connection::login(&url, &config.nats.credentials(), options).await.context("the NATS login")?;
     info!(nats = %url, login = %login, "connecting to NATS");
