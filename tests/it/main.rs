@@ -16,7 +16,9 @@ mod projections;
 mod retries;
 mod rules;
 mod support_rules;
+mod test_clock;
 mod timers;
+mod tls;
 
 use std::path::PathBuf;
 

@@ -4,6 +4,10 @@
 //! embedded in a URL, so they are taken out of the URLs here and set on the connection
 //! explicitly; the URLs it is given carry none. Secrets never show: the URLs display with
 //! `***` in their place, and `Debug` prints no secret.
+//!
+//! TLS ([`Tls`], [`tls`]): `tls://` URLs require it; a CA file to trust (a private CA, besides
+//! the system's roots) and a client certificate and key (mutual TLS) can be given, and giving any
+//! of them requires TLS of every server too.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -29,6 +33,10 @@ pub enum ConnectionError {
     InvalidSeed { path: PathBuf },
     #[error("cannot read the NATS credentials file {path}: {source}")]
     CredsFile { path: PathBuf, source: std::io::Error },
+    #[error("cannot read the NATS TLS {what} file {path}: {source}")]
+    TlsFile { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("a NATS TLS client certificate needs its key, and a key its certificate")]
+    TlsIncomplete,
 }
 
 /// A secret (a password, a token): kept out of `Debug` and `Display`.
@@ -286,6 +294,53 @@ fn read_seed(path: &Path) -> Result<(String, String), ConnectionError> {
     let seed = text.lines().map(str::trim).find(|l| l.starts_with("SU")).ok_or_else(invalid)?;
     let pair = nkeys::KeyPair::from_seed(seed).map_err(|_| invalid())?;
     Ok((seed.to_owned(), pair.public_key()))
+}
+
+/// TLS on the connections to NATS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// A PEM file of the CA certificate(s) to trust, besides the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate, for servers that verify clients (mutual TLS); with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Tls {
+    /// Whether any TLS file is given.
+    pub fn is_configured(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
+}
+
+/// `options` set up for TLS as `url` and `tls` say: required when a URL is `tls://` or a TLS
+/// file is given, trusting the CA file and presenting the client certificate. The files are
+/// checked here, so a wrong path is a clear error before any connection attempt.
+pub fn tls(url: &NatsUrl, tls: &Tls, options: ConnectOptions) -> Result<ConnectOptions, ConnectionError> {
+    let readable = |what: &'static str, path: &Path| {
+        std::fs::File::open(path).map(|_| ()).map_err(|source| ConnectionError::TlsFile {
+            what,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let mut options = options;
+    if let Some(ca) = &tls.ca_file {
+        readable("CA", ca)?;
+        options = options.add_root_certificates(ca.clone());
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            readable("client certificate", cert)?;
+            readable("client key", key)?;
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        (None, None) => {}
+        (Some(_), None) | (None, Some(_)) => return Err(ConnectionError::TlsIncomplete),
+    }
+    let required = tls.is_configured() || url.servers().iter().any(ServerAddr::tls_required);
+    Ok(if required { options.require_tls(true) } else { options })
 }
 
 /// Whether an async-nats connection event says the server refused the login (wrong or missing

@@ -153,7 +153,17 @@ impl Client {
         credentials: &connection::Credentials,
         name: &str,
     ) -> Result<Self, ClientError> {
-        let options = async_nats::ConnectOptions::new().name(name);
+        Self::connect_with_tls(url, credentials, &connection::Tls::default(), name).await
+    }
+
+    /// [`Client::connect`] with TLS as `tls` says (a `tls://` URL requires TLS without it).
+    pub async fn connect_with_tls(
+        url: &connection::NatsUrl,
+        credentials: &connection::Credentials,
+        tls: &connection::Tls,
+        name: &str,
+    ) -> Result<Self, ClientError> {
+        let options = connection::tls(url, tls, async_nats::ConnectOptions::new().name(name))?;
         let (options, login) = connection::login(url, credentials, options).await?;
         let nats = options.connect(url.servers()).await.map_err(|e| ClientError::Connect {
             url: url.to_string(),
@@ -477,5 +487,37 @@ impl Client {
         let payload = pb::RebuildProjection { name: name.to_owned() }.encode_to_vec();
         let pick = |r| if let pb::query_reply::Result::Rebuilt(v) = r { Some(v) } else { None };
         self.reply_as(Endpoint::Admin(AdminEndpoint::Rebuild), payload, false, pick).await
+    }
+
+    /// The engine's clock: its instant, and whether it is the wall clock or a test clock.
+    pub async fn clock_now(&self) -> Result<pb::ClockNow, ClientError> {
+        let payload = pb::GetClock {}.encode_to_vec();
+        let pick = |r| if let pb::query_reply::Result::Clock(v) = r { Some(v) } else { None };
+        self.reply_as(Endpoint::Admin(AdminEndpoint::Clock), payload, true, pick).await
+    }
+
+    /// Moves a test clock (`ticketd dev --test-clock`) to `to` through every firing due on the
+    /// way, in order; refused (`UNKNOWN_ENDPOINT`) on the wall clock, and (`MALFORMED_REQUEST`)
+    /// for an instant earlier than the clock's. Sent again while unanswered: moving to an
+    /// instant twice moves it once.
+    pub async fn advance_clock_to(&self, to: Timestamp) -> Result<pb::ClockAdvanced, ClientError> {
+        let target = pb::advance_clock::Target::To(ticket_proto::wire::timestamp(&to));
+        self.advance_clock(target, true).await
+    }
+
+    /// Moves a test clock forward by `by` (see [`Client::advance_clock_to`]). Never sent again:
+    /// a lost reply may hide an advance that happened.
+    pub async fn advance_clock_by(&self, by: chrono::TimeDelta) -> Result<pb::ClockAdvanced, ClientError> {
+        self.advance_clock(pb::advance_clock::Target::By(ticket_proto::wire::duration(by)), false).await
+    }
+
+    async fn advance_clock(
+        &self,
+        target: pb::advance_clock::Target,
+        retry: bool,
+    ) -> Result<pb::ClockAdvanced, ClientError> {
+        let payload = pb::AdvanceClock { target: Some(target) }.encode_to_vec();
+        let pick = |r| if let pb::query_reply::Result::ClockAdvanced(v) = r { Some(v) } else { None };
+        self.reply_as(Endpoint::Admin(AdminEndpoint::AdvanceClock), payload, retry, pick).await
     }
 }

@@ -8,6 +8,9 @@
 //!   its checkpoint) and the projector (with its checkpoints) on a given [`Clock`] and
 //!   [`Policy`], starts them, exposes what the adapters need, and stops them with one
 //!   [`Engine::stop`] bounded by a deadline.
+//! - [`EngineClock`] is the wall clock or a simulated one; the kind is recorded in the log when
+//!   it is first used, and an engine refuses to start on a log recorded with the other kind.
+//!   [`TestClock`] moves a simulated engine's clock through every firing on the way.
 //!
 //! Adapters (the NATS API, ticketctl's local mode, the demo, the benchmarks) receive the parts of
 //! a running engine; none of them opens a log or starts a timer or a projector of its own.
@@ -16,13 +19,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ticket_domain::Policy;
+use ticket_domain::{Policy, RecordedEvent, Timestamp};
+pub use ticket_log::ClockKind;
 use ticket_log::{EventLog, LogError};
 use ticket_log_sled::{SledConfig, SledLog};
 use ticket_projections::{Checkpoints, Projector, ProjectorConfig, ProjectorError};
+pub use ticket_service::SimulatedClock;
 use ticket_service::{Clock, CommandService, ServiceConfig, SystemClock};
 use ticket_timer::{CheckpointFile, Progress, TimerConfig, TimerHandle};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -94,6 +99,51 @@ pub enum EngineError {
     Log(#[from] LogError),
     #[error("the engine's start-up task failed: {0}")]
     Task(String),
+    #[error("{}", clock_refusal(.data_dir, *.recorded, *.requested))]
+    ClockKind { data_dir: PathBuf, recorded: ClockKind, requested: ClockKind },
+}
+
+fn clock_refusal(data_dir: &Path, recorded: ClockKind, requested: ClockKind) -> String {
+    let dir = data_dir.display();
+    match (recorded, requested) {
+        (ClockKind::Wall, ClockKind::Simulated) => format!(
+            "refusing to run a test clock on {dir}: its log was written on the wall clock (a production \
+             log); start the test clock on a new data directory"
+        ),
+        (ClockKind::Simulated, ClockKind::Wall) => format!(
+            "refusing to run on the wall clock on {dir}: its log was written on a test clock (its instants \
+             are simulated); start it with `ticketd dev --test-clock`, or use a new data directory"
+        ),
+        (ClockKind::Wall, ClockKind::Wall) | (ClockKind::Simulated, ClockKind::Simulated) => {
+            format!("{dir} was written on the {recorded} clock")
+        }
+    }
+}
+
+/// The clock an engine decides and fires by.
+#[derive(Debug, Clone)]
+pub enum EngineClock {
+    /// The wall clock: production.
+    Wall,
+    /// A simulated clock that only moves when advanced (tests, the demo, `ticketd dev
+    /// --test-clock`).
+    Simulated(Arc<SimulatedClock>),
+}
+
+impl EngineClock {
+    pub fn kind(&self) -> ClockKind {
+        match self {
+            EngineClock::Wall => ClockKind::Wall,
+            EngineClock::Simulated(_) => ClockKind::Simulated,
+        }
+    }
+
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        match self {
+            EngineClock::Wall => Arc::new(SystemClock),
+            EngineClock::Simulated(clock) => clock.clone(),
+        }
+    }
 }
 
 /// What an engine runs besides the log and the command service.
@@ -102,7 +152,7 @@ pub struct EngineConfig {
     pub data_dir: DataDir,
     pub policy: Arc<Policy>,
     /// The instant commands are decided at and the timer fires by.
-    pub clock: Arc<dyn Clock>,
+    pub clock: EngineClock,
     pub service: ServiceConfig,
     /// The timer, checkpointed in the data directory (none: no firings in this process).
     pub timer: Option<TimerConfig>,
@@ -114,6 +164,7 @@ impl std::fmt::Debug for EngineConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineConfig")
             .field("data_dir", &self.data_dir)
+            .field("clock", &self.clock.kind())
             .field("policy", &self.policy.version())
             .field("service", &self.service)
             .field("timer", &self.timer)
@@ -128,7 +179,7 @@ impl EngineConfig {
         Self {
             data_dir,
             policy,
-            clock: Arc::new(SystemClock),
+            clock: EngineClock::Wall,
             service: ServiceConfig::default(),
             timer: None,
             projector: Some(ProjectorConfig::default()),
@@ -148,6 +199,9 @@ pub struct Engine {
     timer: Option<TimerHandle>,
     projector_task: Option<ProjectorTask>,
     stop: watch::Sender<bool>,
+    clock: EngineClock,
+    /// Serializes the advances of a test clock.
+    advancing: Arc<Mutex<()>>,
 }
 
 /// What [`Engine::stop`] could finish by its deadline.
@@ -173,9 +227,24 @@ impl Engine {
     }
 
     /// Starts the engine on a log already opened from `config.data_dir` (the demo looks at it
-    /// first).
+    /// first). The clock's kind is recorded in the log when it is first used; a log recorded
+    /// with the other kind is refused ([`EngineError::ClockKind`]).
     pub async fn start_on(log: SledLog, config: EngineConfig) -> Result<Self, EngineError> {
-        let EngineConfig { data_dir, policy, clock, service, timer, projector } = config;
+        let EngineConfig { data_dir, policy, clock: engine_clock, service, timer, projector } = config;
+        let requested = engine_clock.kind();
+        let claiming = log.clone();
+        let recorded = blocking(move || Ok(claiming.claim_clock(requested)?)).await?;
+        if recorded != requested {
+            return Err(EngineError::ClockKind { data_dir: data_dir.root().to_owned(), recorded, requested });
+        }
+        if let (EngineClock::Simulated(simulated), Some(head)) = (&engine_clock, log.head().checked_sub(1)) {
+            // A simulated clock restarted on its log resumes no earlier than the log's last
+            // decision: its instants never run backwards.
+            if let Some(last) = log.read_from(head + 1, 1)?.first() {
+                simulated.advance_to(last.event.occurred_at);
+            }
+        }
+        let clock = engine_clock.clock();
         let snapshots: Arc<dyn ticket_log::SnapshotStore> = Arc::new(log.snapshots());
         let service = CommandService::with_clock(log.clone(), policy, Some(snapshots), service, clock);
         let (stop, stopped) = watch::channel(false);
@@ -195,11 +264,30 @@ impl Engine {
         info!(
             data_dir = %data_dir.root().display(),
             head = log.head(),
+            clock = %requested,
             timer = timer.is_some(),
             projector = views.is_some(),
             "engine started"
         );
-        Ok(Self { data_dir, log, service, views, timer, projector_task, stop })
+        let advancing = Arc::new(Mutex::new(()));
+        Ok(Self { data_dir, log, service, views, timer, projector_task, stop, clock: engine_clock, advancing })
+    }
+
+    /// The kind of clock the engine runs on.
+    pub fn clock_kind(&self) -> ClockKind {
+        self.clock.kind()
+    }
+
+    /// The control of the engine's simulated clock; `None` on the wall clock.
+    pub fn test_clock(&self) -> Option<TestClock> {
+        let EngineClock::Simulated(clock) = &self.clock else { return None };
+        Some(TestClock {
+            clock: clock.clone(),
+            log: self.log.clone(),
+            progress: self.timer.as_ref().map(TimerHandle::watch),
+            advancing: self.advancing.clone(),
+            settle: Duration::from_secs(60),
+        })
     }
 
     pub fn data_dir(&self) -> &DataDir {
@@ -267,6 +355,87 @@ impl Engine {
             }
         }
         stopped
+    }
+}
+
+/// Moves a simulated engine clock forward through every firing instant on the way, as a real
+/// clock passes them: at each, the timer records what is due (and reacts to what it recorded)
+/// before the clock moves on. Advances are serialized. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TestClock {
+    clock: Arc<SimulatedClock>,
+    log: SledLog,
+    /// The timer's reports (none: the engine runs no timer, and nothing fires).
+    progress: Option<watch::Receiver<Progress>>,
+    advancing: Arc<Mutex<()>>,
+    /// How long the timer may take to settle at one instant.
+    settle: Duration,
+}
+
+/// What an advance of a [`TestClock`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advanced {
+    pub from: Timestamp,
+    pub now: Timestamp,
+    /// The log's head before and after.
+    pub from_position: u64,
+    pub head: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdvanceError {
+    #[error("the clock never runs backwards: it reads {now}, {to} is earlier")]
+    Backwards { now: Timestamp, to: Timestamp },
+    #[error("the timer did not settle within {settle:?} at {at} (the clock stays there)")]
+    NotSettled { at: Timestamp, settle: Duration },
+    #[error("the timer stopped")]
+    TimerStopped,
+}
+
+impl TestClock {
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Moves the clock to `to` through every firing instant on the way, waiting at each until
+    /// the timer has handled what is due and applied the log. An earlier `to` is refused.
+    pub async fn advance_to(&self, to: Timestamp) -> Result<Advanced, AdvanceError> {
+        let _one_at_a_time = self.advancing.lock().await;
+        let from = self.clock.now();
+        if to < from {
+            return Err(AdvanceError::Backwards { now: from, to });
+        }
+        let from_position = self.log.head();
+        if let Some(progress) = &self.progress {
+            let mut progress = progress.clone();
+            loop {
+                let now = self.clock.now();
+                let settled = self.settled(&mut progress, now).await?;
+                match settled.next_at.filter(|next| *next <= to) {
+                    Some(next) => self.clock.advance_to(next),
+                    None => break,
+                }
+            }
+            self.clock.advance_to(to);
+            self.settled(&mut progress, to).await?;
+        } else {
+            self.clock.advance_to(to);
+        }
+        Ok(Advanced { from, now: self.clock.now(), from_position, head: self.log.head() })
+    }
+
+    /// The events appended from `from` on (at most `limit`), in log order.
+    pub fn recorded(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+        self.log.read_from(from, limit)
+    }
+
+    async fn settled(&self, progress: &mut watch::Receiver<Progress>, at: Timestamp) -> Result<Progress, AdvanceError> {
+        let head = self.log.head();
+        match tokio::time::timeout(self.settle, progress.wait_for(|p| p.settled(at, head))).await {
+            Ok(Ok(p)) => Ok(*p),
+            Ok(Err(_)) => Err(AdvanceError::TimerStopped),
+            Err(_) => Err(AdvanceError::NotSettled { at, settle: self.settle }),
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use super::*;
 
 fn config(dir: &Path, clock: Arc<SimulatedClock>) -> EngineConfig {
     EngineConfig {
-        clock,
+        clock: EngineClock::Simulated(clock),
         timer: Some(TimerConfig::new(ActorId::new("ticket-timer").unwrap())),
         ..EngineConfig::new(DataDir::new(dir), Arc::new(regional_operator()))
     }

@@ -6,7 +6,7 @@
 //! | `e` position (u64 BE) | `LogRecord` (envelope + hash chain) |
 //! | `s` ticket (16 bytes) version (u64 BE) | position (u64 BE) |
 //! | `i` command id (UTF-8) | `CommandRecord` (the command, its policy, its positions) |
-//! | `m` name | metadata: `head`, `hash`, `format`, `published` (the outbox watermark) |
+//! | `m` name | metadata: `head`, `hash`, `format`, `published` (the outbox watermark), `clock` (`wall` or `simulated`) |
 
 use ticket_domain::{CommandId, TicketId};
 
@@ -18,6 +18,7 @@ pub const META_HEAD: &[u8] = b"mhead";
 pub const META_HASH: &[u8] = b"mhash";
 pub const META_FORMAT: &[u8] = b"mformat";
 pub const META_PUBLISHED: &[u8] = b"mpublished";
+pub const META_CLOCK: &[u8] = b"mclock";
 
 /// The on-disk layout version; a different one is refused at open.
 pub const FORMAT: u32 = 1;

@@ -20,11 +20,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use ticket_domain::{CommandId, RecordedEvent, TicketId};
-use ticket_log::{AppendOutcome, AppendRequest, CommandRecord, EventLog, LogError, SnapshotStore};
+use ticket_log::{AppendOutcome, AppendRequest, ClockKind, CommandRecord, EventLog, LogError, SnapshotStore};
 use tokio::sync::{oneshot, watch};
 use tracing::info;
 
-use keys::{EVENT, FORMAT, META_FORMAT, META_HASH, META_HEAD, META_PUBLISHED, positional, trailing_u64};
+use keys::{EVENT, FORMAT, META_CLOCK, META_FORMAT, META_HASH, META_HEAD, META_PUBLISHED, positional, trailing_u64};
 pub use record::{GENESIS, decode_event};
 use record::{chain_hash, decode_command, decode_record};
 use writer::{Job, Writer};
@@ -194,6 +194,40 @@ impl SledLog {
 
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// The kind of clock this log's instants come from, as recorded by [`SledLog::claim_clock`];
+    /// `None` before it is recorded.
+    pub fn clock_kind(&self) -> Result<Option<ClockKind>, LogError> {
+        let Some(value) = self.shared.tree.get(META_CLOCK).map_err(|e| storage("read clock kind", e))? else {
+            return Ok(None);
+        };
+        let name = String::from_utf8_lossy(&value);
+        ClockKind::from_name(&name)
+            .map(Some)
+            .ok_or_else(|| LogError::Storage(format!("unknown clock kind {name:?} recorded in the log")))
+    }
+
+    /// Records that this log's instants come from a `kind` clock, once, durably. Returns the
+    /// kind recorded: `kind` when the log had none, else the one recorded first (which the
+    /// caller compares). A log that already holds events without a record (written before clock
+    /// kinds were recorded) is taken to have used the wall clock.
+    pub fn claim_clock(&self, kind: ClockKind) -> Result<ClockKind, LogError> {
+        if let Some(recorded) = self.clock_kind()? {
+            return Ok(recorded);
+        }
+        let claimed = if self.head() > 0 { ClockKind::Wall } else { kind };
+        let swapped = self
+            .shared
+            .tree
+            .compare_and_swap(META_CLOCK, None::<&[u8]>, Some(claimed.name().as_bytes()))
+            .map_err(|e| storage("write clock kind", e))?;
+        self.shared.db.flush().map_err(|e| storage("flush", e))?;
+        match swapped {
+            Ok(()) => Ok(claimed),
+            // Another handle recorded one first: that one counts.
+            Err(_) => self.clock_kind()?.ok_or_else(|| LogError::Storage("the clock kind vanished".into())),
+        }
     }
 
     /// Snapshots kept beside the log (not part of it: losing them costs a replay).

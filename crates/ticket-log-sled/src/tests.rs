@@ -145,3 +145,27 @@ async fn snapshots_are_kept_beside_the_log() {
     store.save(contract::ticket(1), vec![1, 2, 3]).unwrap();
     assert_eq!(store.load(contract::ticket(1)).unwrap(), Some(vec![1, 2, 3]));
 }
+
+#[tokio::test]
+async fn the_first_clock_kind_claimed_is_kept_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(&dir);
+        assert_eq!(log.clock_kind().unwrap(), None);
+        assert_eq!(log.claim_clock(ClockKind::Simulated).unwrap(), ClockKind::Simulated);
+        assert_eq!(log.claim_clock(ClockKind::Wall).unwrap(), ClockKind::Simulated, "the first claim stays");
+    }
+    let log = open(&dir);
+    assert_eq!(log.clock_kind().unwrap(), Some(ClockKind::Simulated));
+    assert_eq!(log.claim_clock(ClockKind::Wall).unwrap(), ClockKind::Simulated);
+}
+
+/// A log written before clock kinds were recorded was written by the wall clock.
+#[tokio::test]
+async fn a_log_with_events_and_no_clock_kind_is_a_wall_clock_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    log.append(contract::append("c1", contract::ticket(1), 0, &["a"])).await.unwrap();
+    assert_eq!(log.claim_clock(ClockKind::Simulated).unwrap(), ClockKind::Wall);
+    assert_eq!(log.clock_kind().unwrap(), Some(ClockKind::Wall));
+}

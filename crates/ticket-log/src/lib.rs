@@ -184,6 +184,37 @@ pub enum LogError {
     Closed,
 }
 
+/// Which clock a log's instants come from, recorded in the log's data when it is first used so
+/// that a simulated clock's instants and the wall clock's never mix in one log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClockKind {
+    /// The wall clock: production.
+    Wall,
+    /// A simulated clock that an operator advances (`ticketd dev --test-clock`, the demo).
+    Simulated,
+}
+
+impl ClockKind {
+    /// The name stored in the log (never changed: existing logs hold it).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ClockKind::Wall => "wall",
+            ClockKind::Simulated => "simulated",
+        }
+    }
+
+    /// The kind stored under `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [ClockKind::Wall, ClockKind::Simulated].into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl std::fmt::Display for ClockKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A stable classification of [`LogError`] for callers to match on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LogErrorKind {

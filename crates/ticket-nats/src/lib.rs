@@ -17,5 +17,8 @@ mod api;
 pub use ticket_client::connection;
 pub mod publisher;
 
-pub use api::{ApiConfig, ApiError, ApiHandle, admin_subject, command_subject, query_subject, service_error, start};
+pub use api::{
+    ApiConfig, ApiError, ApiHandle, ClockAdvance, ClockAdvanceError, MAX_ADVANCE_EVENTS, TestClockControl,
+    TestClockHandle, admin_subject, command_subject, query_subject, service_error, start,
+};
 pub use ticket_proto::SERVICE_NAME;

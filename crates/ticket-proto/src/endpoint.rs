@@ -86,6 +86,11 @@ endpoints! {
         Lag => "lag",
         /// A projection rebuilt beside the live one: [`pb::RebuildProjection`] → [`pb::ProjectionRebuilt`].
         Rebuild => "rebuild",
+        /// The engine's clock: [`pb::GetClock`] → [`pb::ClockNow`].
+        Clock => "clock",
+        /// A test clock moved forward through every firing on the way: [`pb::AdvanceClock`] →
+        /// [`pb::ClockAdvanced`] (refused on a wall-clock deployment).
+        AdvanceClock => "advance_clock",
     }
 }
 
@@ -293,6 +298,8 @@ impl Query {
 pub enum AdminRequest {
     Lag(pb::GetProjectionLag),
     Rebuild(pb::RebuildProjection),
+    Clock(pb::GetClock),
+    AdvanceClock(pb::AdvanceClock),
 }
 
 impl AdminRequest {
@@ -300,6 +307,8 @@ impl AdminRequest {
         match self {
             AdminRequest::Lag(_) => AdminEndpoint::Lag,
             AdminRequest::Rebuild(_) => AdminEndpoint::Rebuild,
+            AdminRequest::Clock(_) => AdminEndpoint::Clock,
+            AdminRequest::AdvanceClock(_) => AdminEndpoint::AdvanceClock,
         }
     }
 
@@ -308,6 +317,8 @@ impl AdminRequest {
         match endpoint {
             AdminEndpoint::Lag => pb::GetProjectionLag::decode(payload).map(AdminRequest::Lag),
             AdminEndpoint::Rebuild => pb::RebuildProjection::decode(payload).map(AdminRequest::Rebuild),
+            AdminEndpoint::Clock => pb::GetClock::decode(payload).map(AdminRequest::Clock),
+            AdminEndpoint::AdvanceClock => pb::AdvanceClock::decode(payload).map(AdminRequest::AdvanceClock),
         }
     }
 
@@ -315,6 +326,8 @@ impl AdminRequest {
         match self {
             AdminRequest::Lag(r) => r.encode_to_vec(),
             AdminRequest::Rebuild(r) => r.encode_to_vec(),
+            AdminRequest::Clock(r) => r.encode_to_vec(),
+            AdminRequest::AdvanceClock(r) => r.encode_to_vec(),
         }
     }
 }
@@ -325,6 +338,8 @@ impl AdminEndpoint {
         match self {
             AdminEndpoint::Lag => "ticket.v1.GetProjectionLag",
             AdminEndpoint::Rebuild => "ticket.v1.RebuildProjection",
+            AdminEndpoint::Clock => "ticket.v1.GetClock",
+            AdminEndpoint::AdvanceClock => "ticket.v1.AdvanceClock",
         }
     }
 }

@@ -22,7 +22,9 @@ pub use endpoint::{
 
 /// Wire forms of domain scalars, for messages assembled outside this crate (query replies).
 pub mod wire {
-    pub use crate::convert::common::{metric, severity, timestamp, to_opt_timestamp as opt_instant};
+    pub use crate::convert::common::{
+        duration, metric, severity, timestamp, to_duration as duration_of, to_opt_timestamp as opt_instant,
+    };
 }
 pub use error::ProtoError;
 

@@ -18,6 +18,11 @@ use ticket_client::{Client, ClientError};
 
 /// What ticketctl asks of an engine.
 pub trait Backend {
+    /// A running ticketd's connection settings, for what only a running ticketd does (its
+    /// clock); `None` in local mode.
+    fn remote(&self) -> Option<&Remote<'_>> {
+        None
+    }
     /// Decides and appends a command; a refusal is [`Failure::Refused`].
     fn command(&self, command: Command) -> Result<pb::CommandAccepted, Failure>;
     /// A ticket from the ticket detail read model.
@@ -237,10 +242,23 @@ impl Backend for Local<'_> {
 pub struct Remote<'a> {
     pub url: &'a ticket_nats::connection::NatsUrl,
     pub credentials: ticket_nats::connection::Credentials,
+    pub tls: ticket_nats::connection::Tls,
     pub runtime: &'a tokio::runtime::Runtime,
 }
 
 impl Remote<'_> {
+    /// Connects, then runs `work` with the client.
+    pub fn with_client<T, F: Future<Output = Result<T, Failure>>>(
+        &self,
+        work: impl FnOnce(Client) -> F,
+    ) -> Result<T, Failure> {
+        self.runtime.block_on(async {
+            let client =
+                Client::connect_with_tls(self.url, &self.credentials, &self.tls, "ticketctl").await.map_err(failure)?;
+            work(client).await
+        })
+    }
+
     fn now_only(at: At) -> Result<(), Failure> {
         match at {
             At::Now => Ok(()),
@@ -257,20 +275,25 @@ impl Remote<'_> {
         request: impl FnOnce(Client) -> F,
     ) -> Result<T, Failure> {
         self.runtime.block_on(async {
-            let client = Client::connect(self.url, &self.credentials, "ticketctl").await.map_err(failure)?;
+            let client =
+                Client::connect_with_tls(self.url, &self.credentials, &self.tls, "ticketctl").await.map_err(failure)?;
             request(client).await.map_err(failure)
         })
     }
 }
 
-fn failure(e: ClientError) -> Failure {
+pub(crate) fn failure(e: ClientError) -> Failure {
     match e.to_wire() {
         Some(error) => Failure::Refused(error),
         None => Failure::Data(e.into()),
     }
 }
 
-impl Backend for Remote<'_> {
+impl<'r> Backend for Remote<'r> {
+    fn remote(&self) -> Option<&Remote<'_>> {
+        Some(self)
+    }
+
     /// The service stamps the instant: the command's is not sent.
     fn command(&self, command: Command) -> Result<pb::CommandAccepted, Failure> {
         self.ask(|c| async move { c.execute(&command, true).await }).map(|accepted| accepted.to_wire())

@@ -14,7 +14,7 @@ use ticket_domain::{
     Actor, ActorId, ActorKind, CategoryId, Command, CommandBody, CommandId, CustomerId, OpenTicket, PlanId, Policy,
     RecordedEvent, Severity, Team, Text, TicketId, Tier, Timestamp,
 };
-use ticket_engine::{DataDir, Engine, EngineConfig};
+use ticket_engine::{DataDir, Engine, EngineClock, EngineConfig};
 use ticket_log::EventLog;
 use ticket_log_sled::SledLog;
 use ticket_projections::describe::event as describe;
@@ -155,7 +155,11 @@ async fn tour(policy: Arc<Policy>, dir: &Path) -> Result<(), Failure> {
     }
     let clock = Arc::new(SimulatedClock::new(beijing(21, 2, 55)));
     let timer = TimerConfig::new(ActorId::new("ticket-timer").map_err(failure)?);
-    let config = EngineConfig { clock: clock.clone(), timer: Some(timer), ..EngineConfig::new(data, policy.clone()) };
+    let config = EngineConfig {
+        clock: EngineClock::Simulated(clock.clone()),
+        timer: Some(timer),
+        ..EngineConfig::new(data, policy.clone())
+    };
     let engine = Engine::start_on(log, config).await.map_err(failure)?;
     let service = engine.service().clone();
     let projector = engine.views().cloned().ok_or_else(|| failure("the demo's engine runs no projector"))?;

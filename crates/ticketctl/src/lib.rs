@@ -5,6 +5,7 @@
 //! 3 the data could not be read.
 
 mod backend;
+mod clock;
 mod demo;
 mod issue;
 mod local;
@@ -48,6 +49,16 @@ pub struct Cli {
     /// A file with a user NKey seed to log in to NATS with, for remote mode.
     #[arg(long, env = "TICKETD_NATS_NKEY_SEED_FILE", global = true)]
     pub nats_nkey_seed_file: Option<PathBuf>,
+    /// A PEM file of the CA that signed the NATS servers' certificates (a private CA), for
+    /// remote mode; requires TLS (as a `tls://` url does).
+    #[arg(long, env = "TICKETD_NATS_TLS_CA", global = true)]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A PEM client certificate for NATS servers that verify clients (mutual TLS).
+    #[arg(long, env = "TICKETD_NATS_TLS_CERT", global = true)]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(long, env = "TICKETD_NATS_TLS_KEY", global = true)]
+    pub nats_tls_key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -216,6 +227,12 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The engine's clock on a running ticketd (remote only, `--nats-url`): read it, or move
+    /// a test clock (`ticketd dev --test-clock`) through every firing due on the way.
+    Clock {
+        #[command(subcommand)]
+        command: ClockCommand,
+    },
     /// Writes events to a file or standard output.
     Export {
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
@@ -229,6 +246,22 @@ pub enum Command {
         /// Write here instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClockCommand {
+    /// The clock's instant, and whether it is the wall clock or a test clock.
+    Now,
+    /// Moves a test clock forward, firing every warning, breach, downgrade and escalation due on
+    /// the way, in order; prints what was recorded. Refused on the wall clock.
+    Advance {
+        /// To this instant (RFC 3339, e.g. 2026-11-30T09:00:00Z; not earlier than the clock).
+        #[arg(long, conflicts_with = "by")]
+        to: Option<String>,
+        /// By this much: `2d`, `1h30m`, `45s`.
+        #[arg(long)]
+        by: Option<String>,
     },
 }
 
@@ -358,7 +391,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 nkey_seed_file: cli.nats_nkey_seed_file.clone(),
                 ..Default::default()
             };
-            let remote = backend::Remote { url, credentials, runtime: &runtime };
+            let tls = ticket_nats::connection::Tls {
+                ca_file: cli.nats_tls_ca.clone(),
+                cert_file: cli.nats_tls_cert.clone(),
+                key_file: cli.nats_tls_key.clone(),
+            };
+            let remote = backend::Remote { url, credentials, tls, runtime: &runtime };
             execute(cli, &remote, None, policy.as_deref())
         }
         None => {
@@ -442,6 +480,18 @@ fn execute<B: backend::Backend>(
                 all.push(load_policy(Some(file.as_path()))?);
             }
             local::audit_verify(data_dir, &all, json)
+        }
+        Command::Clock { command } => {
+            let remote = backend
+                .remote()
+                .ok_or_else(|| Failure::Usage("clock reads a running ticketd's clock: give --nats-url".into()))?;
+            match command {
+                ClockCommand::Now => remote.with_client(|client| clock::now(client, json)),
+                ClockCommand::Advance { to, by } => {
+                    let target = clock::target(to.as_deref(), by.as_deref())?;
+                    remote.with_client(|client| clock::advance(client, target, json))
+                }
+            }
         }
         Command::Export { format, from, to, output } => {
             local::export(local_only("export")?, format, from.as_deref(), to.as_deref(), output.as_deref())

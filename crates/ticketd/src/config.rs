@@ -22,6 +22,16 @@ pub struct Flags {
     /// A file with a user NKey seed (`SU...`) to log in to NATS with.
     #[arg(long, env = "TICKETD_NATS_NKEY_SEED_FILE", global = true)]
     pub nats_nkey_seed_file: Option<PathBuf>,
+    /// A PEM file of the CA that signed the NATS servers' certificates (a private CA); requires
+    /// TLS. `tls://` URLs require TLS too, trusting the system's roots without this.
+    #[arg(long, env = "TICKETD_NATS_TLS_CA", global = true)]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A PEM client certificate for NATS servers that verify clients (mutual TLS).
+    #[arg(long, env = "TICKETD_NATS_TLS_CERT", global = true)]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(long, env = "TICKETD_NATS_TLS_KEY", global = true)]
+    pub nats_tls_key: Option<PathBuf>,
     /// Where the log and snapshots (and in dev mode, the nats-server store) live.
     #[arg(long, env = "TICKETD_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
@@ -104,6 +114,11 @@ pub struct NatsConfig {
     pub token: Option<Secret>,
     /// A file holding a user NKey seed (`SU...`).
     pub nkey_seed_file: Option<PathBuf>,
+    /// TLS: the CA to trust (PEM), and a client certificate and key for mutual TLS. Any of them
+    /// requires TLS; so does a `tls://` url.
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl NatsConfig {
@@ -121,6 +136,14 @@ impl NatsConfig {
             token: self.token.clone(),
             nkey_seed_file: self.nkey_seed_file.clone(),
             creds_file: self.creds.clone(),
+        }
+    }
+
+    pub fn tls(&self) -> ticket_nats::connection::Tls {
+        ticket_nats::connection::Tls {
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
         }
     }
 }
@@ -223,6 +246,15 @@ impl Config {
         if let Some(seed) = &flags.nats_nkey_seed_file {
             config.nats.nkey_seed_file = Some(seed.clone());
         }
+        if let Some(ca) = &flags.nats_tls_ca {
+            config.nats.tls_ca_file = Some(ca.clone());
+        }
+        if let Some(cert) = &flags.nats_tls_cert {
+            config.nats.tls_cert_file = Some(cert.clone());
+        }
+        if let Some(key) = &flags.nats_tls_key {
+            config.nats.tls_key_file = Some(key.clone());
+        }
         if let Some(dir) = &flags.data_dir {
             config.data_dir.clone_from(dir);
         }
@@ -305,6 +337,9 @@ mod tests {
             nats_url: None,
             nats_creds: None,
             nats_nkey_seed_file: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
             data_dir: None,
             policy: None,
             ops_listen: None,
@@ -359,6 +394,23 @@ mod tests {
         std::fs::write(dir.join("bad.toml"), "[nats]\nurl = \"http://u:p@h\"\n").unwrap();
         let err = Config::from_file(&dir.join("bad.toml")).unwrap_err().to_string();
         assert!(err.contains("bad.toml") && err.contains("url"), "{err}");
+    }
+
+    #[test]
+    fn nats_tls_files_come_from_the_file_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("ticketd-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        let text = "[nats]\nurl = \"tls://nats.internal:4222\"\ntls_ca_file = \"/etc/ticketd/ca.pem\"\n\
+                    tls_cert_file = \"/etc/ticketd/client.pem\"\ntls_key_file = \"/etc/ticketd/client-key.pem\"\n";
+        std::fs::write(&file, text).unwrap();
+        let mut f = flags();
+        f.config = Some(file);
+        f.nats_tls_ca = Some(PathBuf::from("/flag/ca.pem"));
+        let tls = Config::resolve(&f).unwrap().nats.tls();
+        assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/flag/ca.pem")));
+        assert_eq!(tls.cert_file.as_deref(), Some(Path::new("/etc/ticketd/client.pem")));
+        assert_eq!(tls.key_file.as_deref(), Some(Path::new("/etc/ticketd/client-key.pem")));
     }
 
     #[test]

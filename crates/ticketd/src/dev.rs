@@ -74,7 +74,7 @@ impl Drop for LocalNats {
     }
 }
 
-pub async fn dev(mut config: Config, nats: DevNats) -> anyhow::Result<()> {
+pub async fn dev(mut config: Config, nats: DevNats, clock: ticket_engine::EngineClock) -> anyhow::Result<()> {
     let port = nats.port;
     let bin = nats_server_bin()?;
     let store = config.data().nats_store();
@@ -102,7 +102,7 @@ pub async fn dev(mut config: Config, nats: DevNats) -> anyhow::Result<()> {
         "local nats-server with JetStream started"
     );
     config.nats.url = Some(format!("nats://127.0.0.1:{port}").parse()?);
-    let served = crate::serve::serve(config).await;
+    let served = crate::serve::serve(config, clock).await;
     drop(child);
     served
 }

@@ -47,6 +47,17 @@ enum Mode {
         /// The local nats-server's monitoring port (`/varz`, `/jsz`), if any.
         #[arg(long)]
         nats_monitor_port: Option<u16>,
+        /// Run on a simulated clock that only moves when an operator advances it
+        /// (`ticketctl clock advance`), firing every warning, breach and escalation due on the
+        /// way: for testing SLA automations. Never in production: the data directory records
+        /// the clock kind, and a directory used with one kind refuses the other.
+        #[arg(long)]
+        test_clock: bool,
+        /// The test clock's first instant (RFC 3339, e.g. 2026-11-27T09:00:00Z; default: now).
+        /// A data directory the test clock has already moved resumes no earlier than its last
+        /// event.
+        #[arg(long, requires = "test_clock")]
+        test_clock_start: Option<ticket_domain::Timestamp>,
     },
 }
 
@@ -69,10 +80,18 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.mode {
-            Mode::Serve => serve::serve(config).await,
-            Mode::Dev { port, nats_config, nats_monitor_port } => {
+            Mode::Serve => serve::serve(config, ticket_engine::EngineClock::Wall).await,
+            Mode::Dev { port, nats_config, nats_monitor_port, test_clock, test_clock_start } => {
                 let nats = dev::DevNats { port, config: nats_config, monitor_port: nats_monitor_port };
-                dev::dev(config, nats).await
+                let clock = if test_clock {
+                    let start = test_clock_start.unwrap_or_else(|| std::time::SystemTime::now().into());
+                    ticket_engine::EngineClock::Simulated(std::sync::Arc::new(ticket_engine::SimulatedClock::new(
+                        start,
+                    )))
+                } else {
+                    ticket_engine::EngineClock::Wall
+                };
+                dev::dev(config, nats, clock).await
             }
         }
     });

@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream;
-use ticket_engine::{Engine, EngineConfig};
+use ticket_engine::{AdvanceError, Engine, EngineClock, EngineConfig, TestClock};
 use ticket_log::EventLog;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
 
-/// Serves until SIGTERM or SIGINT, then shuts down gracefully.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Serves on `clock` until SIGTERM or SIGINT, then shuts down gracefully. `ticketd serve` runs
+/// on the wall clock; only `ticketd dev --test-clock` passes a simulated one.
+pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
     let ops = crate::ops::start(config.ops.listen).await?;
     let policy = Arc::new(config.load_policy()?);
     let data = config.data();
@@ -34,16 +35,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 }
             }
         });
+    let options = ticket_nats::connection::tls(&url, &config.nats.tls(), options).context("NATS TLS")?;
     let (options, login) =
         ticket_nats::connection::login(&url, &config.nats.credentials(), options).await.context("the NATS login")?;
     info!(nats = %url, login = %login, "connecting to NATS");
     let client = options.connect(url.servers()).await.with_context(|| format!("cannot connect to {url}"))?;
 
     let timer = if config.timer.enabled { Some(config.timer()?) } else { None };
-    let engine = Engine::start(EngineConfig { timer, ..EngineConfig::new(data, policy.clone()) }).await?;
+    let engine = Engine::start(EngineConfig { timer, clock, ..EngineConfig::new(data, policy.clone()) }).await?;
     let log = engine.log().clone();
     let views = engine.views().cloned().ok_or_else(|| anyhow::anyhow!("the engine runs no projector"))?;
-    let api = ticket_nats::start(client.clone(), engine.service().clone(), views, config.api()).await?;
+    let mut api_config = config.api();
+    if let Some(test_clock) = engine.test_clock() {
+        warn!(now = %test_clock.now(), "running on a TEST CLOCK: it moves only when advanced (tickets.admin.advance_clock)");
+        api_config.test_clock = Some(ticket_nats::TestClockHandle(Arc::new(EngineTestClock(test_clock))));
+    }
+    let api = ticket_nats::start(client.clone(), engine.service().clone(), views, api_config).await?;
     let (stop_publishing, stopped) = watch::channel(false);
     let publisher = tokio::spawn(ticket_nats::publisher::run(
         log.clone(),
@@ -80,6 +87,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             head = log.head(),
             stream = %config.stream.name,
             timer = config.timer.enabled,
+            clock = %engine.clock_kind(),
             "ticketd ready"
         );
         let signal = shutdown_signal().await;
@@ -113,6 +121,50 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(deadline.max(Duration::from_secs(1)), client.flush()).await;
     info!(head = log.head(), published = log.published().unwrap_or(0), "ticketd stopped");
     outcome
+}
+
+/// The engine's test clock, as the API's operators move it.
+struct EngineTestClock(TestClock);
+
+impl ticket_nats::TestClockControl for EngineTestClock {
+    fn now(&self) -> ticket_domain::Timestamp {
+        self.0.now()
+    }
+
+    fn advance_to(
+        &self,
+        to: ticket_domain::Timestamp,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<ticket_nats::ClockAdvance, ticket_nats::ClockAdvanceError>>
+                + Send
+                + '_,
+        >,
+    > {
+        use ticket_nats::ClockAdvanceError as E;
+        Box::pin(async move {
+            let advanced = self.0.advance_to(to).await.map_err(|e| match e {
+                AdvanceError::Backwards { .. } => E::Backwards(e.to_string()),
+                AdvanceError::NotSettled { .. } => E::NotSettled(e.to_string()),
+                AdvanceError::TimerStopped => E::Failed(e.to_string()),
+            })?;
+            let recorded = advanced.head.saturating_sub(advanced.from_position);
+            let limit = usize::try_from(recorded).unwrap_or(usize::MAX).min(ticket_nats::MAX_ADVANCE_EVENTS);
+            let events = if limit == 0 {
+                Vec::new()
+            } else {
+                self.0.recorded(advanced.from_position + 1, limit).map_err(|e| E::Failed(e.to_string()))?
+            };
+            info!(from = %advanced.from, now = %advanced.now, recorded, "test clock advanced");
+            Ok(ticket_nats::ClockAdvance {
+                from: advanced.from,
+                now: advanced.now,
+                recorded,
+                last_position: advanced.head,
+                events,
+            })
+        })
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; returns its name.

@@ -1,14 +1,76 @@
-//! The operators' endpoints (`tickets.admin.<endpoint>`): the projections' lag, and a rebuild
-//! beside the live projection.
+//! The operators' endpoints (`tickets.admin.<endpoint>`): the projections' lag, a rebuild
+//! beside the live projection, and the engine's clock (read on any deployment, advanced only on
+//! one started with a test clock).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ticket_domain::{RecordedEvent, Timestamp};
 use ticket_log::EventLog;
 use ticket_projections::{Projector, ProjectorError, answer};
-use ticket_proto::{AdminEndpoint, AdminRequest, pb};
+use ticket_proto::{AdminEndpoint, AdminRequest, pb, wire};
+use ticket_service::Clock;
 use tracing::info;
 
 use super::reply::{Reply, query_error, query_reply};
 
-pub(super) async fn handle<L: EventLog>(endpoint: AdminEndpoint, payload: &[u8], views: Projector<L>) -> Reply {
+/// The most events an advance's reply carries (the count and the last position are always
+/// there).
+pub const MAX_ADVANCE_EVENTS: usize = 1000;
+
+/// What moving a test clock did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClockAdvance {
+    pub from: Timestamp,
+    pub now: Timestamp,
+    /// Events appended while the clock moved, and the log's head after.
+    pub recorded: u64,
+    pub last_position: u64,
+    /// The first [`MAX_ADVANCE_EVENTS`] of them, in log order.
+    pub events: Vec<RecordedEvent>,
+}
+
+/// Why a test clock did not move (all the way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClockAdvanceError {
+    /// The instant asked for is earlier than the clock's.
+    Backwards(String),
+    /// The timer did not settle at some instant in time.
+    NotSettled(String),
+    /// Anything else (the timer stopped, the log failed).
+    Failed(String),
+}
+
+/// A test clock operators may move: a deployment started with one gives it to the API (see
+/// [`ApiConfig::test_clock`](super::ApiConfig::test_clock)).
+pub trait TestClockControl: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+
+    /// Moves the clock to `to` through every firing instant on the way, in order.
+    fn advance_to(
+        &self,
+        to: Timestamp,
+    ) -> Pin<Box<dyn Future<Output = Result<ClockAdvance, ClockAdvanceError>> + Send + '_>>;
+}
+
+/// A shared [`TestClockControl`].
+#[derive(Clone)]
+pub struct TestClockHandle(pub Arc<dyn TestClockControl>);
+
+impl std::fmt::Debug for TestClockHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TestClockHandle").field(&self.0.now()).finish()
+    }
+}
+
+pub(super) async fn handle<L: EventLog>(
+    endpoint: AdminEndpoint,
+    payload: &[u8],
+    views: Projector<L>,
+    clock: &dyn Clock,
+    test_clock: Option<&TestClockHandle>,
+) -> Reply {
     let request = match AdminRequest::decode(endpoint, payload) {
         Ok(r) => r,
         Err(e) => {
@@ -18,6 +80,70 @@ pub(super) async fn handle<L: EventLog>(endpoint: AdminEndpoint, payload: &[u8],
     match request {
         AdminRequest::Lag(_) => query_reply(pb::query_reply::Result::Lag(answer::projection_status(&views))),
         AdminRequest::Rebuild(request) => rebuild(views, request.name).await,
+        AdminRequest::Clock(_) => {
+            let (now, kind) = match test_clock {
+                Some(test) => (test.0.now(), pb::ClockKind::Simulated),
+                None => (clock.now(), pb::ClockKind::Wall),
+            };
+            query_reply(pb::query_reply::Result::Clock(pb::ClockNow {
+                now: Some(wire::timestamp(&now)),
+                kind: kind as i32,
+            }))
+        }
+        AdminRequest::AdvanceClock(request) => advance(test_clock, request).await,
+    }
+}
+
+/// Moves the test clock, refused on a wall-clock deployment (see `AdvanceClock` in the proto).
+async fn advance(test_clock: Option<&TestClockHandle>, request: pb::AdvanceClock) -> Reply {
+    let Some(TestClockHandle(test)) = test_clock else {
+        return query_error(
+            pb::ErrorCode::UnknownEndpoint,
+            "this deployment runs on the wall clock, which cannot be advanced: only `ticketd dev --test-clock` \
+             serves tickets.admin.advance_clock"
+                .into(),
+        );
+    };
+    let now = test.now();
+    let to = match request.target {
+        Some(pb::advance_clock::Target::To(to)) => match wire::opt_instant("to", Some(to)) {
+            Ok(Some(to)) => to,
+            Ok(None) => return query_error(pb::ErrorCode::MalformedRequest, "to: missing".into()),
+            Err(e) => return query_error(pb::ErrorCode::MalformedRequest, e.to_string()),
+        },
+        Some(pb::advance_clock::Target::By(by)) => match wire::duration_of("by", Some(by)) {
+            Ok(by) if by < chrono::TimeDelta::zero() => {
+                return query_error(
+                    pb::ErrorCode::MalformedRequest,
+                    format!("by: {by} is negative; the clock never runs backwards"),
+                );
+            }
+            Ok(by) => match now.checked_add_signed(by) {
+                Some(to) => to,
+                None => return query_error(pb::ErrorCode::MalformedRequest, "by: out of range".into()),
+            },
+            Err(e) => return query_error(pb::ErrorCode::MalformedRequest, e.to_string()),
+        },
+        None => {
+            return query_error(pb::ErrorCode::MalformedRequest, "an advance needs a target: `to` or `by`".into());
+        }
+    };
+    info!(from = %now, to = %to, "test clock advance requested");
+    match test.advance_to(to).await {
+        Ok(advance) => {
+            let truncated = advance.recorded > advance.events.len() as u64;
+            query_reply(pb::query_reply::Result::ClockAdvanced(pb::ClockAdvanced {
+                from: Some(wire::timestamp(&advance.from)),
+                now: Some(wire::timestamp(&advance.now)),
+                recorded: advance.recorded,
+                last_position: advance.last_position,
+                events: advance.events.iter().map(pb::EventEnvelope::from).collect(),
+                truncated,
+            }))
+        }
+        Err(ClockAdvanceError::Backwards(why)) => query_error(pb::ErrorCode::MalformedRequest, why),
+        Err(ClockAdvanceError::NotSettled(why)) => query_error(pb::ErrorCode::Timeout, why),
+        Err(ClockAdvanceError::Failed(why)) => query_error(pb::ErrorCode::Internal, why),
     }
 }
 

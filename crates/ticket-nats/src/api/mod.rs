@@ -23,6 +23,7 @@ mod commands;
 mod queries;
 mod reply;
 
+pub use admin::{ClockAdvance, ClockAdvanceError, MAX_ADVANCE_EVENTS, TestClockControl, TestClockHandle};
 use reply::Reply;
 pub use reply::service_error;
 
@@ -52,6 +53,9 @@ pub struct ApiConfig {
     pub read_your_writes_deadline: Duration,
     /// The most tickets a list query returns (and its default).
     pub max_list: usize,
+    /// The deployment's test clock, which `tickets.admin.advance_clock` moves (none: the wall
+    /// clock, and advances are refused).
+    pub test_clock: Option<TestClockHandle>,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +65,7 @@ impl Default for ApiConfig {
             max_in_flight: 1024,
             read_your_writes_deadline: Duration::from_secs(5),
             max_list: 1000,
+            test_clock: None,
         }
     }
 }
@@ -192,7 +197,11 @@ impl<L: EventLog> Api<L> {
                 let clock = self.service.clock().clone();
                 queries::handle(query, payload, &self.views, &policy, clock.as_ref(), &self.config).await
             }
-            Endpoint::Admin(admin) => admin::handle(admin, payload, self.views.clone()).await,
+            Endpoint::Admin(admin) => {
+                let clock = self.service.clock().clone();
+                let test_clock = self.config.test_clock.as_ref();
+                admin::handle(admin, payload, self.views.clone(), clock.as_ref(), test_clock).await
+            }
         }
     }
 }

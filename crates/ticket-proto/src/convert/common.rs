@@ -34,11 +34,11 @@ pub fn to_opt_timestamp(
     t.map(|t| to_timestamp(field, Some(t))).transpose()
 }
 
-pub(crate) fn duration(d: TimeDelta) -> pbjson_types::Duration {
+pub fn duration(d: TimeDelta) -> pbjson_types::Duration {
     pbjson_types::Duration { seconds: d.num_seconds(), nanos: d.subsec_nanos() }
 }
 
-pub(crate) fn to_duration(field: &'static str, d: Option<pbjson_types::Duration>) -> Result<TimeDelta, ProtoError> {
+pub fn to_duration(field: &'static str, d: Option<pbjson_types::Duration>) -> Result<TimeDelta, ProtoError> {
     let d = d.ok_or(ProtoError::Missing(field))?;
     if d.nanos.unsigned_abs() >= 1_000_000_000 || (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
         return Err(ProtoError::invalid(field, "nanos out of range or of the wrong sign"));
