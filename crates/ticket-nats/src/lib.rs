@@ -17,5 +17,6 @@ mod api;
 pub use ticket_client::connection;
 pub mod publisher;
 
+pub use api::identity::{Caller, Identities, IdentityRule, REQUEST_INFO_HEADER, Role, Unstamped};
 pub use api::{ApiConfig, ApiError, ApiHandle, admin_subject, command_subject, query_subject, service_error, start};
 pub use ticket_proto::SERVICE_NAME;

@@ -19,6 +19,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let data = config.data();
     data.create()?;
 
+    let api_config = config.api()?;
+    if api_config.identities.unstamped == ticket_nats::Unstamped::Trust {
+        warn!(
+            "api.unstamped = \"trust\": requests from inside ticketd's own NATS account are taken as sent \
+             (any actor, any issued_at); use it only on a single-account setup"
+        );
+    }
+    info!(identities = api_config.identities.rules.len(), "identities loaded");
     let url = config.nats.url()?;
     // A refused login is reported by the connection while it retries in the background: it stops
     // the start-up with a clear error, and is logged if it happens on a later reconnection.
@@ -43,11 +51,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let engine = Engine::start(EngineConfig { timer, ..EngineConfig::new(data, policy.clone()) }).await?;
     let log = engine.log().clone();
     let views = engine.views().cloned().ok_or_else(|| anyhow::anyhow!("the engine runs no projector"))?;
-    let api = ticket_nats::start(client.clone(), engine.service().clone(), views, config.api()).await?;
+    let api = ticket_nats::start(client.clone(), engine.service().clone(), views, api_config).await?;
     let (stop_publishing, stopped) = watch::channel(false);
     let publisher = tokio::spawn(ticket_nats::publisher::run(
         log.clone(),
-        jetstream::new(client.clone()),
+        jetstream::with_prefix(client.clone(), &config.stream.api_prefix),
         config.publisher(),
         stopped,
     ));
