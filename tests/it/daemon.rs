@@ -103,7 +103,7 @@ fn assert_drained(log: &[String]) {
 
 impl Daemon {
     /// Waits, up to `within`, for the process to exit by itself.
-    fn exited(mut self, within: Duration) -> (std::process::ExitStatus, Vec<String>) {
+    pub(crate) fn exited(mut self, within: Duration) -> (std::process::ExitStatus, Vec<String>) {
         let deadline = Instant::now() + within;
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -506,3 +506,37 @@ async fn a_push_consumer_cannot_deliver_into_the_api() {
     assert_eq!(f.head(), head + 1);
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ticketd_on_the_same_data_directory_refuses_to_start() {
+    // Given a ticketd serving with its data directory
+    let (first_nats, second_nats) = (NatsServer::start().unwrap(), NatsServer::start().unwrap());
+    let data = tempfile::tempdir().unwrap();
+    let first = crate::daemon::serve(&first_nats, data.path());
+    // When a second one starts on the same directory (on another NATS, so only the data is shared)
+    let (status, log) =
+        crate::daemon::spawn_serve(&second_nats.url(), &[], data.path()).exited(Duration::from_secs(30));
+    // Then it refuses to start, saying the directory is in use
+    assert!(!status.success());
+    let text = log.join("\n");
+    assert!(text.contains("in use by another ticketd"), "{text}");
+    let (status, log) = first.terminate();
+    assert!(status.success(), "{}", log.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ticketd_on_the_same_account_refuses_to_start() {
+    // Given a ticketd serving on a NATS account
+    let server = NatsServer::start().unwrap();
+    let (data, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = crate::daemon::serve(&server, data.path());
+    let instance = std::fs::read_to_string(data.path().join("instance-id")).unwrap();
+    // When another starts on the same account with its own data directory
+    let (status, log) = crate::daemon::spawn_serve(&server.url(), &[], other.path()).exited(Duration::from_secs(30));
+    // Then it refuses to start, naming the instance that serves
+    assert!(!status.success());
+    let text = log.join("\n");
+    assert!(text.contains("another ticketd") && text.contains(instance.trim()), "{text}");
+    let (status, log) = first.terminate();
+    assert!(status.success(), "{}", log.join("\n"));
+}

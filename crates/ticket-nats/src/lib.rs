@@ -18,5 +18,8 @@ pub use ticket_client::connection;
 pub mod publisher;
 
 pub use api::identity::{Caller, Identities, IdentityRule, REQUEST_INFO_HEADER, Role, Unstamped};
-pub use api::{ApiConfig, ApiError, ApiHandle, admin_subject, command_subject, query_subject, service_error, start};
+pub use api::{
+    ApiConfig, ApiError, ApiHandle, INSTANCE_METADATA, admin_subject, command_subject, query_subject, service_error,
+    start,
+};
 pub use ticket_proto::SERVICE_NAME;

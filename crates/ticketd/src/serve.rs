@@ -19,7 +19,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let data = config.data();
     data.create()?;
 
-    let api_config = config.api()?;
+    let mut api_config = config.api()?;
     if api_config.identities.unstamped == ticket_nats::Unstamped::Trust {
         warn!(
             "api.unstamped = \"trust\": requests from inside ticketd's own NATS account are taken as sent \
@@ -46,9 +46,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ticket_nats::connection::login(&url, &config.nats.credentials(), options).await.context("the NATS login")?;
     info!(nats = %url, login = %login, "connecting to NATS");
     let client = options.connect(url.servers()).await.with_context(|| format!("cannot connect to {url}"))?;
+    // Before anything is opened: NATS answers, and no other ticketd serves this account.
+    let mut waited = Duration::ZERO;
+    loop {
+        tokio::select! {
+            flushed = tokio::time::timeout(Duration::from_secs(5), client.flush()) => {
+                if matches!(flushed, Ok(Ok(()))) {
+                    break;
+                }
+                waited += Duration::from_secs(5);
+                warn!(nats = %url, waited_secs = waited.as_secs(), "waiting for NATS");
+            }
+            why = refused.wait_for(Option::is_some) => {
+                let why = why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default();
+                anyhow::bail!("NATS at {url} refused the login with {login}: {why}");
+            }
+        }
+    }
+    let instance = crate::instance::id(&config.data_dir)?;
+    crate::instance::refuse_if_served(&client, &instance).await?;
+    api_config.instance_id = Some(instance.clone());
 
     let timer = if config.timer.enabled { Some(config.timer()?) } else { None };
-    let engine = Engine::start(EngineConfig { timer, ..EngineConfig::new(data, policy.clone()) }).await?;
+    let engine = match Engine::start(EngineConfig { timer, ..EngineConfig::new(data, policy.clone()) }).await {
+        Ok(engine) => engine,
+        // The log's lock: another ticketd has this data directory open.
+        Err(e) if e.to_string().contains("could not acquire lock") => anyhow::bail!(
+            "the data directory {} is in use by another ticketd (its log is locked); one process per data directory",
+            config.data_dir.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
     let log = engine.log().clone();
     let views = engine.views().cloned().ok_or_else(|| anyhow::anyhow!("the engine runs no projector"))?;
     let api = ticket_nats::start(client.clone(), engine.service().clone(), views, api_config).await?;
@@ -87,6 +115,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             policy = %policy.version(),
             head = log.head(),
             stream = %config.stream.name,
+            stream_api = %config.stream.api_prefix,
+            instance = %instance,
             timer = config.timer.enabled,
             "ticketd ready"
         );

@@ -43,6 +43,9 @@ pub fn admin_subject(endpoint: &str) -> String {
     format!("{}.{endpoint}", Family::Admin.group())
 }
 
+/// The key of the instance id in the micro service's metadata (`$SRV.INFO`, `$SRV.PING`).
+pub const INSTANCE_METADATA: &str = "instance";
+
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// Requests larger than this are refused with `PAYLOAD_TOO_LARGE`.
@@ -56,6 +59,9 @@ pub struct ApiConfig {
     /// Who may do what: the identities nats-server stamps, mapped to actors and roles, and what a
     /// request without a stamp is taken as (by default: refused).
     pub identities: identity::Identities,
+    /// This deployment's instance id, in the micro service's metadata (`instance`), so that a
+    /// second ticketd on the same account can tell who already serves (none: no metadata).
+    pub instance_id: Option<String>,
 }
 
 impl ApiConfig {
@@ -74,6 +80,7 @@ impl Default for ApiConfig {
             read_your_writes_deadline: Duration::from_secs(5),
             max_list: 1000,
             identities: identity::Identities::default(),
+            instance_id: None,
         }
     }
 }
@@ -118,9 +125,11 @@ pub async fn start<L: EventLog>(
     views: Projector<L>,
     config: ApiConfig,
 ) -> Result<ApiHandle, ApiError> {
+    let metadata = config.instance_id.iter().map(|id| (INSTANCE_METADATA.to_owned(), id.clone())).collect();
     let micro = client
         .service_builder()
         .description("ticketd: commands and queries of the ticket lifecycle engine")
+        .metadata(metadata)
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| ApiError::Start(e.to_string()))?;
