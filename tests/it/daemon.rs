@@ -220,7 +220,14 @@ async fn ticketd_dev_starts_its_own_nats_server_from_any_directory() {
 }
 
 fn ticketctl_remote(url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_it-ticketctl")).arg("--nats-url").arg(url).args(args).output().unwrap()
+    // A plain nats-server stamps no identity (ticketd trusts it): the actor is named.
+    Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
+        .arg("--nats-url")
+        .arg(url)
+        .args(args)
+        .env("TICKETCTL_ACTOR", "agent:ticketctl")
+        .output()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
