@@ -30,7 +30,11 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let server = NatsServer::start().unwrap();
-    let config = ticket_nats::ApiConfig { read_your_writes_deadline: Duration::from_millis(300), ..Default::default() };
+    let config = ticket_nats::ApiConfig {
+        read_your_writes_deadline: Duration::from_millis(300),
+        identities: ticket_nats::Identities::trust_own_account(),
+        ..Default::default()
+    };
     let (api, projector) = start_api(&server.url(), &MemoryLog::new(), config).await;
     let client = Client::connect(&server.url().parse().unwrap(), &Default::default(), "client-test").await.unwrap();
     Fixture { server, client, api: Some(api), projectors: vec![projector] }
@@ -244,7 +248,7 @@ async fn a_command_retried_while_ticketd_starts_gets_its_one_result() {
         tokio::spawn(async move { client.open(&issue, None, opening("advanced")).await })
     };
     let log = MemoryLog::new();
-    let (api, projector) = start_api(&f.server.url(), &log, Default::default()).await;
+    let (api, projector) = start_api(&f.server.url(), &log, ticket_nats::ApiConfig::trusting()).await;
     f.projectors.push(projector);
     f.api = Some(api);
     let accepted = sending.await.unwrap().unwrap();

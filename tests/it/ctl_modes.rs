@@ -17,6 +17,9 @@ fn ticketctl(mode: &[&str], args: &[&str]) -> Output {
         .arg(&policy)
         .args(args)
         .env_remove("TICKETD_NATS_URL")
+        // Over NATS without --actor, ticketd records the stamped identity; a plain nats-server
+        // stamps none (ticketd trusts it): both modes name the same actor.
+        .env("TICKETCTL_ACTOR", "agent:ticketctl")
         .output()
         .unwrap()
 }

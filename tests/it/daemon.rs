@@ -27,6 +27,9 @@ impl Daemon {
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("TICKETD_LOG_FORMAT", "json")
+            // A plain nats-server is one account: ticketd trusts it (the shipped accounts are
+            // tested in identity.rs).
+            .env("TICKETD_API_UNSTAMPED", "trust")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -217,7 +220,14 @@ async fn ticketd_dev_starts_its_own_nats_server_from_any_directory() {
 }
 
 fn ticketctl_remote(url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_it-ticketctl")).arg("--nats-url").arg(url).args(args).output().unwrap()
+    // A plain nats-server stamps no identity (ticketd trusts it): the actor is named.
+    Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
+        .arg("--nats-url")
+        .arg(url)
+        .args(args)
+        .env("TICKETCTL_ACTOR", "agent:ticketctl")
+        .output()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,5 @@
-//! The accounts of deploy/nats/accounts.conf: what each user may and may not do.
+//! The accounts of deploy/nats/accounts.conf: what each user may and may not do (the identities
+//! ticketd maps them to are tested in identity.rs).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,12 +70,29 @@ async fn each_user_can_do_its_job_and_nothing_else() {
     let log = engine.log().clone();
     let (service_client, service_violations) = connect(&server, "ticketd").await;
     let (service, views) = (engine.service().clone(), engine.views().unwrap().clone());
-    let api =
-        ticket_nats::start(service_client.clone(), service, views, ticket_nats::ApiConfig::default()).await.unwrap();
+    let rules = vec![
+        ticket_nats::IdentityRule {
+            account: "SUPPORT".into(),
+            user: "*".into(),
+            actor: Some(ticket_domain::ActorId::new("agent-li").unwrap()),
+            role: ticket_nats::Role::Agent,
+        },
+        ticket_nats::IdentityRule {
+            account: "OPERATORS".into(),
+            user: "*".into(),
+            actor: None,
+            role: ticket_nats::Role::Operator,
+        },
+    ];
+    let config = ticket_nats::ApiConfig {
+        identities: ticket_nats::Identities { rules, unstamped: ticket_nats::Unstamped::Deny },
+        ..ticket_nats::ApiConfig::default()
+    };
+    let api = ticket_nats::start(service_client.clone(), service, views, config).await.unwrap();
     let (stop, stopped) = watch::channel(false);
     let publishing = tokio::spawn(publisher::run(
         log.clone(),
-        jetstream::new(service_client.clone()),
+        jetstream::with_prefix(service_client.clone(), "$JS.EVENTS.API"),
         PublisherConfig::default(),
         stopped,
     ));
@@ -83,15 +101,15 @@ async fn each_user_can_do_its_job_and_nothing_else() {
     let (support, support_violations) = connect(&server, "support").await;
     let support_client = ticket_client::Client::new(support.clone());
     support_client.open(&crate::client::agent(), None, crate::client::opening("advanced")).await.unwrap();
-    // ...but cannot record a breach: only the engine's timer may.
+    // ...but cannot record a breach: only the engine's timer may (SUPPORT does not import it).
     let breach = ticket_domain::CommandBody::RecordSlaBreach {
         metric: ticket_domain::Metric::FirstResponse,
         cycle: 1,
         due_at: ticket_domain::testing::utc(2026, 11, 21, 1, 0),
     };
     let subject = ticket_nats::command_subject("record_sla_breach");
-    support.publish(subject.clone(), command(breach).into()).await.unwrap();
-    wait_violation(&support_violations, &subject).await;
+    let unserved = support.request(subject, command(breach).into()).await;
+    assert!(unserved.is_err_and(|e| e.kind() == async_nats::RequestErrorKind::NoResponders));
 
     // Operators see the projections' lag and rebuild one beside the live one...
     let (operator, operator_violations) = connect(&server, "operator").await;
@@ -103,13 +121,14 @@ async fn each_user_can_do_its_job_and_nothing_else() {
     assert!(lag.projections.iter().all(|p| p.head == 1), "{lag:?}");
     // ...but issue no commands; support tools do not reach the operators' endpoints.
     let body = ticket_domain::testing::open("advanced", "technical", ticket_domain::Severity::A);
-    operator.publish(ticket_nats::command_subject("open"), command(body).into()).await.unwrap();
-    wait_violation(&operator_violations, "tickets.cmd.open").await;
-    support.publish(ticket_nats::admin_subject("rebuild"), "board".into()).await.unwrap();
-    wait_violation(&support_violations, "tickets.admin.rebuild").await;
+    let unserved = operator.request(ticket_nats::command_subject("open"), command(body).into()).await;
+    assert!(unserved.is_err_and(|e| e.kind() == async_nats::RequestErrorKind::NoResponders));
+    let unserved = support.request(ticket_nats::admin_subject("rebuild"), "board".into()).await;
+    assert!(unserved.is_err_and(|e| e.kind() == async_nats::RequestErrorKind::NoResponders));
+    assert!(operator_violations.lock().unwrap().is_empty() && support_violations.lock().unwrap().is_empty());
 
-    // Subscribers read events...
-    let (subscriber, subscriber_violations) = connect(&server, "subscriber").await;
+    // Subscribers (downstream systems of EVENTS) read events...
+    let (subscriber, subscriber_violations) = connect(&server, "paging").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let stream = loop {
         if let Ok(stream) = jetstream::new(subscriber.clone()).get_stream("TICKETS").await {
@@ -127,6 +146,7 @@ async fn each_user_can_do_its_job_and_nothing_else() {
     let copies = jetstream::new(subscriber.clone()).get_stream("TICKETS_SLA").await.unwrap();
     let pager = copies
         .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("paging".into()),
             filter_subject: "tickets.sla.breached.A".into(),
             ..Default::default()
         })

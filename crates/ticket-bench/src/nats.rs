@@ -155,7 +155,8 @@ async fn engine_phase(
     let service = engine.service().clone();
     let views = engine.views().cloned().context("the engine runs no projector")?;
     let api_client = async_nats::connect(url).await?;
-    let api = ticket_nats::start(api_client.clone(), service.clone(), views, ticket_nats::ApiConfig::default()).await?;
+    let api =
+        ticket_nats::start(api_client.clone(), service.clone(), views, ticket_nats::ApiConfig::trusting()).await?;
     api_client.flush().await?;
     let client = ticket_client::Client::new(async_nats::connect(url).await?);
     let zipf = Arc::new(Zipf::new(args.tickets, args.zipf));

@@ -99,6 +99,7 @@ impl Issue {
             actor: Some(pb::Actor::from(&self.actor)),
             issued_at: self.issued_at.as_ref().map(ticket_proto::wire::timestamp),
             correlation_id: self.correlation_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+            client_time: None,
             body: Some(pb::command::Body::from(body)),
         }
     }

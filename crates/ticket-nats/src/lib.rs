@@ -17,8 +17,9 @@ mod api;
 pub use ticket_client::connection;
 pub mod publisher;
 
+pub use api::identity::{Caller, Identities, IdentityRule, REQUEST_INFO_HEADER, Role, Unstamped};
 pub use api::{
-    ApiConfig, ApiError, ApiHandle, ClockAdvance, ClockAdvanceError, MAX_ADVANCE_EVENTS, TestClockControl,
-    TestClockHandle, admin_subject, command_subject, query_subject, service_error, start,
+    ApiConfig, ApiError, ApiHandle, ClockAdvance, ClockAdvanceError, INSTANCE_METADATA, MAX_ADVANCE_EVENTS,
+    TestClockControl, TestClockHandle, admin_subject, command_subject, query_subject, service_error, start,
 };
 pub use ticket_proto::SERVICE_NAME;

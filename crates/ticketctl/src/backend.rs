@@ -244,6 +244,9 @@ pub struct Remote<'a> {
     pub credentials: ticket_nats::connection::Credentials,
     pub tls: ticket_nats::connection::Tls,
     pub runtime: &'a tokio::runtime::Runtime,
+    /// No `--actor` was given: the command goes without one, and ticketd records the identity
+    /// the NATS server stamped on the request.
+    pub stamped_actor: bool,
 }
 
 impl Remote<'_> {
@@ -296,7 +299,12 @@ impl<'r> Backend for Remote<'r> {
 
     /// The service stamps the instant: the command's is not sent.
     fn command(&self, command: Command) -> Result<pb::CommandAccepted, Failure> {
-        self.ask(|c| async move { c.execute(&command, true).await }).map(|accepted| accepted.to_wire())
+        let mut wire = pb::Command::from(&command);
+        wire.issued_at = None;
+        if self.stamped_actor {
+            wire.actor = None;
+        }
+        self.ask(|c| async move { c.send_wire(wire).await }).map(|accepted| accepted.to_wire())
     }
 
     fn detail(&self, ticket: TicketId, at: At) -> Result<pb::TicketView, Failure> {

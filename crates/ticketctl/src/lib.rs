@@ -31,9 +31,11 @@ pub struct Cli {
     /// with it (default: deploy/policies/regional-operator.toml, embedded in the binary).
     #[arg(long, env = "TICKETD_POLICY", global = true)]
     pub policy: Option<PathBuf>,
-    /// Who issues commands: `agent:<id>`, `customer:<id>` or `system:<id>`.
-    #[arg(long, env = "TICKETCTL_ACTOR", global = true, default_value = "agent:ticketctl")]
-    pub actor: String,
+    /// Who issues commands: `agent:<id>`, `customer:<id>` or `system:<id>` (default:
+    /// `agent:ticketctl` on a data directory; over NATS, none: ticketd records the identity the
+    /// NATS server vouches for, and refuses an actor that differs from it).
+    #[arg(long, env = "TICKETCTL_ACTOR", global = true)]
+    pub actor: Option<String>,
     /// The command's idempotency key (default: a fresh uuid v7). Repeating a command with the same
     /// id returns its original result.
     #[arg(long, global = true)]
@@ -371,6 +373,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// The actor of commands on a data directory when `--actor` is not given.
+const DEFAULT_ACTOR: &str = "agent:ticketctl";
+
 /// Chooses the backend (a running ticketd with `--nats-url`, else the data directory) and runs
 /// the command on it.
 fn dispatch(cli: Cli) -> Result<(), Failure> {
@@ -396,7 +401,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 cert_file: cli.nats_tls_cert.clone(),
                 key_file: cli.nats_tls_key.clone(),
             };
-            let remote = backend::Remote { url, credentials, tls, runtime: &runtime };
+            let remote =
+                backend::Remote { url, credentials, tls, runtime: &runtime, stamped_actor: cli.actor.is_none() };
             execute(cli, &remote, None, policy.as_deref())
         }
         None => {
@@ -416,7 +422,8 @@ fn execute<B: backend::Backend>(
     policy: Option<&std::path::Path>,
 ) -> Result<(), Failure> {
     let json = cli.json;
-    let issue = issue::Issuer { backend, actor: &cli.actor, command_id: cli.command_id.as_deref(), json };
+    let actor = cli.actor.as_deref().unwrap_or(DEFAULT_ACTOR);
+    let issue = issue::Issuer { backend, actor, command_id: cli.command_id.as_deref(), json };
     let local_only = |what: &str| {
         data_dir.ok_or_else(|| {
             Failure::Usage(format!("{what} reads the log itself: run it on the data directory, without --nats-url"))

@@ -45,6 +45,13 @@ pub struct Flags {
     /// Log format: text or json.
     #[arg(long, env = "TICKETD_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
+    /// What a request from inside ticketd's own NATS account (without nats-server's
+    /// `Nats-Request-Info` stamp) is taken as: deny (default) or trust (single-account setups).
+    #[arg(long, env = "TICKETD_API_UNSTAMPED", global = true)]
+    pub api_unstamped: Option<UnstampedSetting>,
+    /// The JetStream API prefix (default `$JS.API`; `$JS.EVENTS.API` with the shipped accounts).
+    #[arg(long, env = "TICKETD_STREAM_API_PREFIX", global = true)]
+    pub stream_api_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -68,6 +75,66 @@ pub struct Config {
     pub log: LogSettings,
     pub timer: TimerSettings,
     pub ops: OpsSettings,
+    /// Who may do what on the API: `[[identities]]` entries, each an account's user (or `*`,
+    /// every user of it) mapped to an actor and a role.
+    pub identities: Vec<IdentitySettings>,
+}
+
+/// One `[[identities]]` entry (see deploy/ticketd.toml).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySettings {
+    /// The NATS account the requests come from (its name, or its public key with JWTs).
+    pub account: String,
+    /// The user (its name, or its NKey public key), or `*` for every user of the account.
+    pub user: String,
+    /// The actor id recorded (default: the user name).
+    #[serde(default)]
+    pub actor: Option<String>,
+    pub role: RoleName,
+    /// For `role = "customer"`: the customer it acts for.
+    #[serde(default)]
+    pub customer: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    Agent,
+    Customer,
+    Operator,
+    Importer,
+    Subscriber,
+}
+
+impl IdentitySettings {
+    fn rule(&self, index: usize) -> anyhow::Result<ticket_nats::IdentityRule> {
+        let at = || format!("identities[{index}] ({}/{})", self.account, self.user);
+        if self.account.is_empty() || self.user.is_empty() {
+            anyhow::bail!("{}: account and user are required (user \"*\" for every user)", at());
+        }
+        let role = match (self.role, &self.customer) {
+            (RoleName::Customer, Some(customer)) => ticket_nats::Role::Customer {
+                customer: ticket_domain::CustomerId::new(customer.clone())
+                    .map_err(|e| anyhow::anyhow!("{}: customer: {e}", at()))?,
+            },
+            (RoleName::Customer, None) => anyhow::bail!("{}: a customer identity needs `customer`", at()),
+            (RoleName::Agent | RoleName::Operator | RoleName::Importer | RoleName::Subscriber, Some(_)) => {
+                anyhow::bail!("{}: only a customer identity takes `customer`", at())
+            }
+            (RoleName::Agent, None) => ticket_nats::Role::Agent,
+            (RoleName::Operator, None) => ticket_nats::Role::Operator,
+            (RoleName::Importer, None) => ticket_nats::Role::Importer,
+            (RoleName::Subscriber, None) => ticket_nats::Role::Subscriber,
+        };
+        let actor = self
+            .actor
+            .clone()
+            .map(ticket_domain::ActorId::new)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{}: actor: {e}", at()))?;
+        Ok(ticket_nats::IdentityRule { account: self.account.clone(), user: self.user.clone(), actor, role })
+    }
 }
 
 /// The operators' HTTP endpoint: Prometheus metrics at `/metrics`, `/healthz` and `/readyz`.
@@ -162,6 +229,18 @@ fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Se
 pub struct ApiSettings {
     pub max_payload: usize,
     pub max_in_flight: usize,
+    /// A request without nats-server's `Nats-Request-Info` stamp (one from inside ticketd's own
+    /// account, not through a service import): `deny` (the default) or `trust` (taken as sent:
+    /// single-account setups and tests only).
+    pub unstamped: UnstampedSetting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum UnstampedSetting {
+    #[default]
+    Deny,
+    Trust,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +252,10 @@ pub struct StreamSettings {
     pub breach_subject_prefix: String,
     pub replicas: usize,
     pub duplicate_window_secs: u64,
+    /// The JetStream API prefix ticketd manages its streams and publishes through: `$JS.API` on
+    /// a plain server; with the shipped accounts, the import of the EVENTS account's API
+    /// (`$JS.EVENTS.API`).
+    pub api_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +283,7 @@ impl Default for Config {
             log: LogSettings::default(),
             timer: TimerSettings::default(),
             ops: OpsSettings::default(),
+            identities: Vec::new(),
         }
     }
 }
@@ -207,7 +291,7 @@ impl Default for Config {
 impl Default for ApiSettings {
     fn default() -> Self {
         let api = ticket_nats::ApiConfig::default();
-        Self { max_payload: api.max_payload, max_in_flight: api.max_in_flight }
+        Self { max_payload: api.max_payload, max_in_flight: api.max_in_flight, unstamped: UnstampedSetting::Deny }
     }
 }
 
@@ -221,6 +305,7 @@ impl Default for StreamSettings {
             breach_subject_prefix: p.breach_subject_prefix,
             replicas: p.replicas,
             duplicate_window_secs: p.duplicate_window.as_secs(),
+            api_prefix: "$JS.API".into(),
         }
     }
 }
@@ -267,6 +352,12 @@ impl Config {
         if let Some(format) = flags.log_format {
             config.log.format = format;
         }
+        if let Some(unstamped) = flags.api_unstamped {
+            config.api.unstamped = unstamped;
+        }
+        if let Some(prefix) = &flags.stream_api_prefix {
+            config.stream.api_prefix.clone_from(prefix);
+        }
         Ok(config)
     }
 
@@ -296,12 +387,18 @@ impl Config {
         Ok(config)
     }
 
-    pub fn api(&self) -> ticket_nats::ApiConfig {
-        ticket_nats::ApiConfig {
+    pub fn api(&self) -> anyhow::Result<ticket_nats::ApiConfig> {
+        let rules = self.identities.iter().enumerate().map(|(i, id)| id.rule(i)).collect::<anyhow::Result<Vec<_>>>()?;
+        let unstamped = match self.api.unstamped {
+            UnstampedSetting::Deny => ticket_nats::Unstamped::Deny,
+            UnstampedSetting::Trust => ticket_nats::Unstamped::Trust,
+        };
+        Ok(ticket_nats::ApiConfig {
             max_payload: self.api.max_payload,
             max_in_flight: self.api.max_in_flight,
+            identities: ticket_nats::Identities { rules, unstamped },
             ..ticket_nats::ApiConfig::default()
-        }
+        })
     }
 
     pub fn publisher(&self) -> ticket_nats::publisher::PublisherConfig {
@@ -344,6 +441,8 @@ mod tests {
             policy: None,
             ops_listen: None,
             log_format: None,
+            api_unstamped: None,
+            stream_api_prefix: None,
         }
     }
 

@@ -13,6 +13,7 @@
 
 mod config;
 mod dev;
+mod instance;
 mod ops;
 mod serve;
 

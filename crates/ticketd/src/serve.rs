@@ -20,6 +20,14 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
     let data = config.data();
     data.create()?;
 
+    let mut api_config = config.api()?;
+    if api_config.identities.unstamped == ticket_nats::Unstamped::Trust {
+        warn!(
+            "api.unstamped = \"trust\": requests from inside ticketd's own NATS account are taken as sent \
+             (any actor, any issued_at); use it only on a single-account setup"
+        );
+    }
+    info!(identities = api_config.identities.rules.len(), "identities loaded");
     let url = config.nats.url()?;
     // A refused login is reported by the connection while it retries in the background: it stops
     // the start-up with a clear error, and is logged if it happens on a later reconnection.
@@ -40,12 +48,39 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
         ticket_nats::connection::login(&url, &config.nats.credentials(), options).await.context("the NATS login")?;
     info!(nats = %url, login = %login, "connecting to NATS");
     let client = options.connect(url.servers()).await.with_context(|| format!("cannot connect to {url}"))?;
+    // Before anything is opened: NATS answers, and no other ticketd serves this account.
+    let mut waited = Duration::ZERO;
+    loop {
+        tokio::select! {
+            flushed = tokio::time::timeout(Duration::from_secs(5), client.flush()) => {
+                if matches!(flushed, Ok(Ok(()))) {
+                    break;
+                }
+                waited += Duration::from_secs(5);
+                warn!(nats = %url, waited_secs = waited.as_secs(), "waiting for NATS");
+            }
+            why = refused.wait_for(Option::is_some) => {
+                let why = why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default();
+                anyhow::bail!("NATS at {url} refused the login with {login}: {why}");
+            }
+        }
+    }
+    let instance = crate::instance::id(&config.data_dir)?;
+    crate::instance::refuse_if_served(&client, &instance).await?;
+    api_config.instance_id = Some(instance.clone());
 
     let timer = if config.timer.enabled { Some(config.timer()?) } else { None };
-    let engine = Engine::start(EngineConfig { timer, clock, ..EngineConfig::new(data, policy.clone()) }).await?;
+    let engine = match Engine::start(EngineConfig { timer, clock, ..EngineConfig::new(data, policy.clone()) }).await {
+        Ok(engine) => engine,
+        // The log's lock: another ticketd has this data directory open.
+        Err(e) if e.to_string().contains("could not acquire lock") => anyhow::bail!(
+            "the data directory {} is in use by another ticketd (its log is locked); one process per data directory",
+            config.data_dir.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
     let log = engine.log().clone();
     let views = engine.views().cloned().ok_or_else(|| anyhow::anyhow!("the engine runs no projector"))?;
-    let mut api_config = config.api();
     if let Some(test_clock) = engine.test_clock() {
         warn!(now = %test_clock.now(), "running on a TEST CLOCK: it moves only when advanced (tickets.admin.advance_clock)");
         api_config.test_clock = Some(ticket_nats::TestClockHandle(Arc::new(EngineTestClock(test_clock))));
@@ -54,7 +89,7 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
     let (stop_publishing, stopped) = watch::channel(false);
     let publisher = tokio::spawn(ticket_nats::publisher::run(
         log.clone(),
-        jetstream::new(client.clone()),
+        jetstream::with_prefix(client.clone(), &config.stream.api_prefix),
         config.publisher(),
         stopped,
     ));
@@ -86,6 +121,8 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
             policy = %policy.version(),
             head = log.head(),
             stream = %config.stream.name,
+            stream_api = %config.stream.api_prefix,
+            instance = %instance,
             timer = config.timer.enabled,
             clock = %engine.clock_kind(),
             "ticketd ready"

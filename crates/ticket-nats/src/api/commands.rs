@@ -4,15 +4,17 @@
 use prost::Message;
 use ticket_domain::{CommandId, TicketId, TraceId};
 use ticket_log::EventLog;
-use ticket_proto::{CommandEndpoint, pb};
+use ticket_proto::{CommandEndpoint, Endpoint, pb};
 use ticket_service::{CommandRequest, CommandResult, CommandService, Stamp};
 use tracing::{debug, warn};
 
 use super::ApiConfig;
+use super::identity::{Caller, Denied, Role};
 use super::reply::{self, Reply};
 
 pub(super) async fn handle<L: EventLog>(
     endpoint: CommandEndpoint,
+    caller: &Caller,
     payload: &[u8],
     service: &CommandService<L>,
     config: &ApiConfig,
@@ -44,7 +46,10 @@ pub(super) async fn handle<L: EventLog>(
     if wire.command_id.is_empty() {
         wire.command_id = uuid::Uuid::now_v7().to_string();
     }
-    let stamp = if wire.issued_at.is_some() { Stamp::AsIssued } else { Stamp::ServiceClock };
+    let stamp = match stamped(caller, endpoint, &mut wire, service).await {
+        Ok(stamp) => stamp,
+        Err(refusal) => return refusal,
+    };
     if wire.issued_at.is_none() {
         // A placeholder: the service stamps its clock once it holds the ticket's lock.
         wire.issued_at = Some(Default::default());
@@ -87,6 +92,85 @@ pub(super) async fn handle<L: EventLog>(
             reply::command_error_of(reply::service_error(&e))
         }
     }
+}
+
+/// The caller's part of a command: the actor it is recorded as (the mapped identity's; a payload
+/// actor that differs is refused), the instant (the service's clock, except an importer's past
+/// instant), and a customer's bounds (its own customer, its own tickets). Refuses before any
+/// decision; a trusted caller's command is taken as sent.
+async fn stamped<L: EventLog>(
+    caller: &Caller,
+    endpoint: CommandEndpoint,
+    wire: &mut pb::Command,
+    service: &CommandService<L>,
+) -> Result<Stamp, Reply> {
+    let Caller::Identified { actor, role, .. } = caller else {
+        return Ok(if wire.issued_at.is_some() { Stamp::AsIssued } else { Stamp::ServiceClock });
+    };
+    let deny =
+        |reason: String| reply::command_error_of(Denied::new(caller, Endpoint::Command(endpoint), reason).error());
+    let sent = wire.actor.get_or_insert_with(Default::default);
+    match role.actor_kind() {
+        Some(kind) => {
+            let sent_kind = pb::ActorKind::try_from(sent.kind).unwrap_or(pb::ActorKind::Unspecified);
+            if sent_kind != pb::ActorKind::Unspecified && sent_kind != kind {
+                return Err(deny(format!(
+                    "the actor kind {} is not the identity's {}",
+                    sent_kind.as_str_name(),
+                    kind.as_str_name()
+                )));
+            }
+            if !sent.id.is_empty() && sent.id != actor.as_str() {
+                return Err(deny(format!("the actor {} is not the identity's {actor}", sent.id)));
+            }
+            sent.kind = kind as i32;
+            sent.id = actor.to_string();
+        }
+        None => {
+            // An importer records the original helpdesk's agents and customers, never the engine.
+            let sent_kind = pb::ActorKind::try_from(sent.kind).unwrap_or(pb::ActorKind::Unspecified);
+            if sent_kind == pb::ActorKind::System {
+                return Err(deny("an importer may not send a system actor".into()));
+            }
+        }
+    }
+    let stamp = match (role, wire.issued_at.is_some()) {
+        (Role::Importer, true) => Stamp::Imported,
+        (Role::Importer, false) => Stamp::ServiceClock,
+        (Role::Agent | Role::Customer { .. } | Role::Operator | Role::Subscriber, true) => {
+            return Err(reply::command_error(
+                pb::ErrorCode::InvalidCommand,
+                "issued_at is the service's clock; send client_time".into(),
+            ));
+        }
+        (Role::Agent | Role::Customer { .. } | Role::Operator | Role::Subscriber, false) => Stamp::ServiceClock,
+    };
+    if let Role::Customer { customer } = role {
+        match (&wire.body, endpoint) {
+            (Some(pb::command::Body::Open(open)), _) => {
+                if open.customer != customer.as_str() {
+                    return Err(deny(format!("may open tickets only for customer {customer}")));
+                }
+            }
+            (_, CommandEndpoint::RecordCustomerReply) => {
+                let owner = ticket_customer(service, &wire.ticket_id).await;
+                if owner.as_deref() != Some(customer.as_str()) {
+                    return Err(deny(format!("the ticket is not one of customer {customer}'s")));
+                }
+            }
+            _ => return Err(deny("not a customer's command".into())),
+        }
+    }
+    Ok(stamp)
+}
+
+/// The customer of the ticket named `ticket_id`, if it names an opened one (a storage read: off
+/// the async runtime).
+async fn ticket_customer<L: EventLog>(service: &CommandService<L>, ticket_id: &str) -> Option<String> {
+    let ticket = TicketId::parse(ticket_id).ok()?;
+    let service = service.clone();
+    let state = tokio::task::spawn_blocking(move || service.state(ticket)).await.ok()?.ok()?;
+    state.ticket().map(|t| t.customer.to_string())
 }
 
 /// The ticket a repeated command addressed when it was first executed: from its stored record

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 mod admin;
 mod commands;
+pub mod identity;
 mod queries;
 mod reply;
 
@@ -43,6 +44,9 @@ pub fn admin_subject(endpoint: &str) -> String {
     format!("{}.{endpoint}", Family::Admin.group())
 }
 
+/// The key of the instance id in the micro service's metadata (`$SRV.INFO`, `$SRV.PING`).
+pub const INSTANCE_METADATA: &str = "instance";
+
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// Requests larger than this are refused with `PAYLOAD_TOO_LARGE`.
@@ -53,9 +57,23 @@ pub struct ApiConfig {
     pub read_your_writes_deadline: Duration,
     /// The most tickets a list query returns (and its default).
     pub max_list: usize,
+    /// Who may do what: the identities nats-server stamps, mapped to actors and roles, and what a
+    /// request without a stamp is taken as (by default: refused).
+    pub identities: identity::Identities,
+    /// This deployment's instance id, in the micro service's metadata (`instance`), so that a
+    /// second ticketd on the same account can tell who already serves (none: no metadata).
+    pub instance_id: Option<String>,
     /// The deployment's test clock, which `tickets.admin.advance_clock` moves (none: the wall
     /// clock, and advances are refused).
     pub test_clock: Option<TestClockHandle>,
+}
+
+impl ApiConfig {
+    /// The defaults, with requests from ticketd's own account taken as sent (see
+    /// [`identity::Identities::trust_own_account`]): a single-account setup.
+    pub fn trusting() -> Self {
+        Self { identities: identity::Identities::trust_own_account(), ..Self::default() }
+    }
 }
 
 impl Default for ApiConfig {
@@ -66,6 +84,8 @@ impl Default for ApiConfig {
             read_your_writes_deadline: Duration::from_secs(5),
             max_list: 1000,
             test_clock: None,
+            identities: identity::Identities::default(),
+            instance_id: None,
         }
     }
 }
@@ -110,9 +130,11 @@ pub async fn start<L: EventLog>(
     views: Projector<L>,
     config: ApiConfig,
 ) -> Result<ApiHandle, ApiError> {
+    let metadata = config.instance_id.iter().map(|id| (INSTANCE_METADATA.to_owned(), id.clone())).collect();
     let micro = client
         .service_builder()
         .description("ticketd: commands and queries of the ticket lifecycle engine")
+        .metadata(metadata)
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| ApiError::Start(e.to_string()))?;
@@ -137,7 +159,13 @@ pub async fn start<L: EventLog>(
                 };
                 let api = api.clone();
                 tokio::spawn(async move {
-                    let (body, headers) = api.handle(endpoint, &request.message.payload).await;
+                    let stamp = request
+                        .message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(identity::REQUEST_INFO_HEADER))
+                        .map(|v| v.as_str().to_owned());
+                    let (body, headers) = api.handle(endpoint, stamp.as_deref(), &request.message.payload).await;
                     if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
                         warn!(endpoint = endpoint.name(), error = %e, "reply not sent");
                     }
@@ -188,14 +216,27 @@ struct Api<L: EventLog> {
 }
 
 impl<L: EventLog> Api<L> {
-    /// Answers a request to `endpoint`: each endpoint's handler, by an exhaustive match.
-    async fn handle(&self, endpoint: Endpoint, payload: &[u8]) -> Reply {
+    /// Answers a request to `endpoint` sent with the `Nats-Request-Info` header `stamp` (if any):
+    /// who sent it first, refused with `PERMISSION_DENIED` before anything else when its role may
+    /// not; then each endpoint's handler, by an exhaustive match.
+    async fn handle(&self, endpoint: Endpoint, stamp: Option<&str>, payload: &[u8]) -> Reply {
+        let caller = match self.config.identities.caller(stamp, endpoint) {
+            Ok(caller) => caller,
+            Err(denied) => return refuse(endpoint, &denied),
+        };
+        if let identity::Caller::Identified { role, .. } = &caller
+            && !role.may(endpoint)
+        {
+            return refuse(endpoint, &identity::Denied::new(&caller, endpoint, "the role may not use this endpoint"));
+        }
         match endpoint {
-            Endpoint::Command(command) => commands::handle(command, payload, &self.service, &self.config).await,
+            Endpoint::Command(command) => {
+                commands::handle(command, &caller, payload, &self.service, &self.config).await
+            }
             Endpoint::Query(query) => {
                 let policy = self.service.policy_arc();
                 let clock = self.service.clock().clone();
-                queries::handle(query, payload, &self.views, &policy, clock.as_ref(), &self.config).await
+                queries::handle(query, &caller, payload, &self.views, &policy, clock.as_ref(), &self.config).await
             }
             Endpoint::Admin(admin) => {
                 let clock = self.service.clock().clone();
@@ -203,6 +244,23 @@ impl<L: EventLog> Api<L> {
                 admin::handle(admin, payload, self.views.clone(), clock.as_ref(), test_clock).await
             }
         }
+    }
+}
+
+/// A `PERMISSION_DENIED` reply, in the reply type of the endpoint's family, logged.
+fn refuse(endpoint: Endpoint, denied: &identity::Denied) -> Reply {
+    debug!(
+        endpoint = endpoint.name(),
+        account = %denied.account,
+        user = %denied.user,
+        role = denied.role.unwrap_or(""),
+        reason = %denied.reason,
+        "request refused"
+    );
+    let error = denied.error();
+    match endpoint.family() {
+        Family::Command => reply::command_error_of(error),
+        Family::Query | Family::Admin => reply::query_error_of(error),
     }
 }
 

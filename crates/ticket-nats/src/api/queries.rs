@@ -4,9 +4,10 @@
 use ticket_domain::TicketId;
 use ticket_log::EventLog;
 use ticket_projections::{Projector, answer};
-use ticket_proto::{Query, QueryEndpoint, pb};
+use ticket_proto::{Endpoint, Query, QueryEndpoint, pb};
 
 use super::ApiConfig;
+use super::identity::{Caller, Denied, Role};
 use super::reply::{Reply, query_error, query_error_of, query_reply};
 
 fn malformed(what: &str, e: &dyn std::fmt::Display) -> Reply {
@@ -16,6 +17,7 @@ fn malformed(what: &str, e: &dyn std::fmt::Display) -> Reply {
 /// Decodes a query, waits for the position it names (read-your-writes), and answers it.
 pub(super) async fn handle<L: EventLog>(
     endpoint: QueryEndpoint,
+    caller: &Caller,
     payload: &[u8],
     views: &Projector<L>,
     policy: &ticket_domain::Policy,
@@ -38,6 +40,29 @@ pub(super) async fn handle<L: EventLog>(
     }
     let limit = |asked: u32| if asked == 0 { config.max_list } else { (asked as usize).min(config.max_list) };
     let now = clock.now();
+    // A customer reads its own tickets only: its list, and a ticket (or timeline) that is its own.
+    let customer = match caller {
+        Caller::Identified { role: Role::Customer { customer }, .. } => Some(customer),
+        Caller::Identified { .. } | Caller::Trusted => None,
+    };
+    if let Some(customer) = customer {
+        let deny = |reason: String| query_error_of(Denied::new(caller, Endpoint::Query(endpoint), reason).error());
+        let ticket = match &query {
+            Query::Customer(query) if query.customer == customer.as_str() => None,
+            Query::Ticket(pb::GetTicket { ticket_id, .. }) | Query::Timeline(pb::GetTimeline { ticket_id, .. }) => {
+                Some(ticket_id.clone())
+            }
+            Query::Customer(_) | Query::Board(_) | Query::Compliance(_) => {
+                return deny(format!("reads only customer {customer}'s tickets"));
+            }
+        };
+        if let Some(ticket) = ticket {
+            let owner = TicketId::parse(&ticket).ok().and_then(|t| answer::ticket(views, t, policy, now).ok());
+            if owner.is_none_or(|t| t.customer != customer.as_str()) {
+                return deny(format!("the ticket is not one of customer {customer}'s"));
+            }
+        }
+    }
     let answered = match query {
         Query::Ticket(query) => {
             let ticket = match TicketId::parse(&query.ticket_id) {

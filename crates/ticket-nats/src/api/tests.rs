@@ -26,7 +26,11 @@ async fn fixture() -> Fixture {
     let client = async_nats::connect(server.url()).await.unwrap();
     let log = MemoryLog::new();
     let service = CommandService::new(log.clone(), Arc::new(regional_operator()), None, ServiceConfig::default());
-    let config = ApiConfig { max_payload: 4096, ..ApiConfig::default() };
+    let config = ApiConfig {
+        max_payload: 4096,
+        identities: crate::api::identity::Identities::trust_own_account(),
+        ..ApiConfig::default()
+    };
     let views = Projector::open(log.clone(), None, ticket_projections::ProjectorConfig::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     drop(views.spawn(stopped));

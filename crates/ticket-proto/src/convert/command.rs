@@ -13,6 +13,7 @@ impl From<&Command> for pb::Command {
             actor: Some(pb::Actor::from(&c.actor)),
             issued_at: Some(timestamp(&c.issued_at)),
             correlation_id: String::new(),
+            client_time: None,
             body: Some(pb::command::Body::from(&c.body)),
         }
     }
