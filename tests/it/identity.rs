@@ -378,6 +378,10 @@ async fn an_operator_queries_and_administers_but_sends_no_commands() {
     assert!(lag.projections.iter().all(|p| p.head == head), "{lag:?}");
     assert!(matches!(command, Err(ClientError::NoResponders { .. })), "{command:?}");
     assert_eq!(f.head(), head);
+    // And the micro service's discovery reaches across the import
+    let info = operator.nats().request("$SRV.INFO.tickets", "".into()).await.unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+    assert_eq!(info["name"], "tickets", "{info}");
     f.stop().await;
 }
 

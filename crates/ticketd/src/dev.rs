@@ -92,11 +92,12 @@ fn use_dev_accounts(config: &mut Config, port: u16) -> anyhow::Result<()> {
     }
     for (account, user, role, customer) in DEV_USERS {
         let customer = customer.map(|c| format!(" for customer {c}")).unwrap_or_default();
+        let role = format!("{role:?}").to_lowercase();
         info!(
             account,
             user,
             url = %format!("nats://{user}:{user}-dev-password@127.0.0.1:{port}"),
-            "dev user: {role:?}{customer}"
+            "dev user: {role}{customer}"
         );
     }
     Ok(())
