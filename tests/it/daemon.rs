@@ -27,9 +27,6 @@ impl Daemon {
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("TICKETD_LOG_FORMAT", "json")
-            // A plain nats-server is one account: ticketd trusts it (the shipped accounts are
-            // tested in identity.rs).
-            .env("TICKETD_API_UNSTAMPED", "trust")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -97,7 +94,9 @@ fn assert_drained(log: &[String]) {
         .find(|l| l["fields"]["message"] == "ticketd stopped")
         .unwrap_or_else(|| panic!("no stop line:\n{}", log.join("\n")));
     assert_eq!(stopped["fields"]["head"], stopped["fields"]["published"], "the outbox was not drained: {stopped}");
-    let warnings: Vec<&String> = log.iter().filter(|l| l.contains("\"level\":\"WARN\"")).collect();
+    // A plain nats-server is one account, which these tests tell ticketd to trust: it says so.
+    let trusting = |l: &&String| l.contains("api.unstamped");
+    let warnings: Vec<&String> = log.iter().filter(|l| l.contains("\"level\":\"WARN\"") && !trusting(l)).collect();
     assert!(warnings.is_empty(), "ticketd warned: {warnings:?}");
 }
 
@@ -146,7 +145,11 @@ async fn open_a_ticket(url: &str) -> u64 {
 
 /// Messages in the TICKETS stream; 0 while the publisher has not created it yet.
 async fn stream_messages(url: &str) -> u64 {
-    let client = async_nats::connect(url).await.unwrap();
+    messages_in(async_nats::connect(url).await.unwrap()).await
+}
+
+/// Messages in the TICKETS stream as `client` sees it; 0 while the publisher has not created it.
+async fn messages_in(client: async_nats::Client) -> u64 {
     match jetstream::new(client).get_stream("TICKETS").await {
         Ok(stream) => stream.get_info().await.unwrap().state.messages,
         Err(e) if e.to_string().contains("stream not found") => 0,
@@ -169,7 +172,18 @@ pub(crate) fn serve_on(url: &str, data: &Path) -> Daemon {
 /// `ticketd serve` on `url`, with more flags, its data in `data`.
 pub(crate) fn spawn_serve(url: &str, flags: &[&str], data: &Path) -> Daemon {
     let policy = policy_path("regional-operator.toml");
-    let mut args = vec!["--nats-url", url, "--data-dir", data.to_str().unwrap(), "--policy", policy.to_str().unwrap()];
+    // A plain nats-server is one account: ticketd trusts it (the shipped accounts are tested in
+    // identity.rs).
+    let mut args = vec![
+        "--nats-url",
+        url,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--api-unstamped",
+        "trust",
+    ];
     args.extend_from_slice(flags);
     args.push("serve");
     Daemon::spawn(&args, data, &[])
@@ -205,10 +219,30 @@ async fn ticketd_dev_starts_its_own_nats_server_from_any_directory() {
     assert!(policy.contains("embedded deploy/policies/regional-operator.toml"), "{policy}");
     let varz = ticket_testkit::monitor(monitor, "varz").unwrap();
     assert_eq!(varz["jetstream"]["config"]["sync_always"], true, "the local JetStream fsyncs every write: {varz}");
-    let url = format!("nats://127.0.0.1:{port}");
-    assert_eq!(open_a_ticket(&url).await, 1);
+    // The dev users log in with their dev passwords: the support tool opens a ticket (recorded as
+    // its identity), and a downstream system of EVENTS sees the event.
+    let users = daemon.wait_for("dev user", Duration::ZERO);
+    assert!(users.contains(&format!("nats://support:support-dev-password@127.0.0.1:{port}")), "{users}");
+    let support = ticket_client::Client::new(
+        async_nats::ConnectOptions::with_user_and_password("support".into(), "support-dev-password".into())
+            .connect(format!("nats://127.0.0.1:{port}"))
+            .await
+            .unwrap(),
+    );
+    let as_support = ticket_client::Issue::by(ticket_domain::Actor {
+        kind: ticket_domain::ActorKind::Agent,
+        id: ticket_domain::ActorId::new("support").unwrap(),
+    });
+    let accepted = support.open(&as_support, None, crate::client::opening("advanced")).await.unwrap();
+    assert_eq!(accepted.events[0].position, 1);
+    let refused = support.open(&crate::client::agent(), None, crate::client::opening("advanced")).await;
+    assert_eq!(refused.unwrap_err().code(), Some(pb::ErrorCode::PermissionDenied));
+    let billing = async_nats::ConnectOptions::with_user_and_password("billing".into(), "billing-dev-password".into())
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while stream_messages(&url).await < 1 {
+    while messages_in(billing.clone()).await < 1 {
         assert!(Instant::now() < deadline, "the event never reached the local JetStream");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -378,6 +378,10 @@ async fn an_operator_queries_and_administers_but_sends_no_commands() {
     assert!(lag.projections.iter().all(|p| p.head == head), "{lag:?}");
     assert!(matches!(command, Err(ClientError::NoResponders { .. })), "{command:?}");
     assert_eq!(f.head(), head);
+    // And the micro service's discovery reaches across the import
+    let info = operator.nats().request("$SRV.INFO.tickets", "".into()).await.unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+    assert_eq!(info["name"], "tickets", "{info}");
     f.stop().await;
 }
 
@@ -539,4 +543,48 @@ async fn a_second_ticketd_on_the_same_account_refuses_to_start() {
     assert!(text.contains("another ticketd") && text.contains(instance.trim()), "{text}");
     let (status, log) = first.terminate();
     assert!(status.success(), "{}", log.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publisher_resumes_through_the_imports_without_publishing_twice() {
+    // Given an event published into EVENTS through TICKETD's imports
+    let mut f = Fixture::start(identities()).await;
+    opened(&f, "acme").await;
+    let billing = jetstream::new(nats(&f.server, "billing").await);
+    let tickets = stream(&billing, "TICKETS").await;
+    let published = |n: u64| {
+        let tickets = tickets.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while tickets.clone().info().await.unwrap().state.messages < n {
+                assert!(Instant::now() < deadline, "{n} events were not published");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    published(1).await;
+    // When the publisher stops, and starts again (reading what the stream holds through the
+    // imported API), and another event follows
+    f.stop_publishing.send_replace(true);
+    f.publishing.take().unwrap().await.unwrap().unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let log = f.engine.as_ref().unwrap().log().clone();
+    let ticketd = nats(&f.server, "ticketd").await;
+    f.publishing = Some(tokio::spawn(publisher::run(
+        log.clone(),
+        jetstream::with_prefix(ticketd, EVENTS_API),
+        PublisherConfig::default(),
+        stopped,
+    )));
+    f.stop_publishing = stop;
+    opened(&f, "acme").await;
+    // Then the stream holds each event once
+    published(2).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.published().unwrap() < 2 {
+        assert!(Instant::now() < deadline, "the outbox did not move");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(tickets.clone().info().await.unwrap().state.messages, 2);
+    f.stop().await;
 }

@@ -39,6 +39,10 @@ pub const DEFAULT_POLICY: Shipped = REGIONAL_OPERATOR_POLICY;
 pub const NATS_DEV_CONF: Shipped =
     Shipped { path: "deploy/nats/dev.conf", text: include_str!("../../../deploy/nats/dev.conf") };
 
+/// The accounts of ticketd on NATS (`deploy/nats/accounts.conf`), included by the dev config.
+pub const NATS_ACCOUNTS_CONF: Shipped =
+    Shipped { path: "deploy/nats/accounts.conf", text: include_str!("../../../deploy/nats/accounts.conf") };
+
 /// The script that installs nats-server when `ticketd dev` finds none (run with `bash -s`).
 pub const INSTALL_NATS_SERVER: Shipped = Shipped {
     path: "deploy/scripts/install-nats-server",

@@ -453,6 +453,14 @@ mod tests {
         assert_eq!(config.stream.name, "TICKETS");
         assert_eq!(config.api.max_payload, 65536);
         assert_eq!(config.ops.listen, Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))));
+        // The shipped accounts: the streams through EVENTS' API, every account's identities.
+        assert_eq!(config.stream.api_prefix, "$JS.EVENTS.API");
+        let api = config.api().unwrap();
+        assert_eq!(api.identities.unstamped, ticket_nats::Unstamped::Deny);
+        assert_eq!(api.identities.rules.len(), 6);
+        let acme = api.identities.rules.iter().find(|r| r.user == "acme").unwrap();
+        assert_eq!(acme.actor.as_ref().map(|a| a.as_str()), Some("acme-admin"));
+        assert!(matches!(&acme.role, ticket_nats::Role::Customer { customer } if customer.as_str() == "acme"));
         // Without a file: the embedded policy, and no ops endpoint unless asked for.
         let defaults = Config::resolve(&flags()).unwrap();
         assert_eq!((defaults.policy, defaults.ops.listen), (None, None));
@@ -510,6 +518,20 @@ mod tests {
         assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/flag/ca.pem")));
         assert_eq!(tls.cert_file.as_deref(), Some(Path::new("/etc/ticketd/client.pem")));
         assert_eq!(tls.key_file.as_deref(), Some(Path::new("/etc/ticketd/client-key.pem")));
+    }
+
+    #[test]
+    fn an_identity_is_checked_when_the_api_is_configured() {
+        let parse = |text: &str| toml::from_str::<Config>(text).unwrap().api();
+        let customer = "[[identities]]\naccount = \"C\"\nuser = \"u\"\nrole = \"customer\"\n";
+        assert!(parse(customer).unwrap_err().to_string().contains("needs `customer`"));
+        let agent = "[[identities]]\naccount = \"S\"\nuser = \"*\"\nrole = \"agent\"\ncustomer = \"x\"\n";
+        assert!(parse(agent).unwrap_err().to_string().contains("only a customer"));
+        let empty = "[[identities]]\naccount = \"\"\nuser = \"*\"\nrole = \"agent\"\n";
+        assert!(parse(empty).is_err());
+        assert!(toml::from_str::<Config>("[[identities]]\naccount = \"S\"\nuser = \"*\"\nrole = \"boss\"\n").is_err());
+        let trusting = parse("[api]\nunstamped = \"trust\"\n").unwrap();
+        assert_eq!(trusting.identities.unstamped, ticket_nats::Unstamped::Trust);
     }
 
     #[test]

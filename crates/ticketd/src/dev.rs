@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use ticket_defaults::Origin;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, IdentitySettings, RoleName};
 
 /// Finds nats-server (`NATS_SERVER_BIN`, `PATH`, the project's install location), installing it
 /// with the embedded `deploy/scripts/install-nats-server` when it is nowhere.
@@ -43,15 +43,64 @@ fn nats_server_bin() -> anyhow::Result<PathBuf> {
 }
 
 /// The nats-server config file to start with: the given one, else the embedded
-/// `deploy/nats/dev.conf` written into the data directory.
+/// `deploy/nats/dev.conf` written into the data directory, with the `deploy/nats/accounts.conf`
+/// it includes beside it.
 fn nats_config(given: Option<&Path>, data_dir: &Path) -> anyhow::Result<(PathBuf, Origin)> {
     if let Some(file) = given {
         return Ok((file.to_owned(), Origin::File(file.to_owned())));
     }
+    let accounts = data_dir.join("accounts.conf");
+    let text = ticket_defaults::NATS_ACCOUNTS_CONF.text;
+    std::fs::write(&accounts, text).with_context(|| format!("cannot write {}", accounts.display()))?;
     let shipped = ticket_defaults::NATS_DEV_CONF;
     let file = data_dir.join("nats-dev.conf");
     std::fs::write(&file, shipped.text).with_context(|| format!("cannot write {}", file.display()))?;
     Ok((file, Origin::Embedded(shipped.path)))
+}
+
+/// The users of the shipped accounts, and the identities `ticketd dev` gives them: (account,
+/// user, role, customer).
+const DEV_USERS: [(&str, &str, RoleName, Option<&str>); 7] = [
+    ("SUPPORT", "support", RoleName::Agent, None),
+    ("CUSTOMERS", "acme", RoleName::Customer, Some("acme")),
+    ("CUSTOMERS", "globex", RoleName::Customer, Some("globex")),
+    ("OPERATORS", "operator", RoleName::Operator, None),
+    ("IMPORTERS", "importer", RoleName::Importer, None),
+    ("EVENTS", "billing", RoleName::Subscriber, None),
+    ("EVENTS", "paging", RoleName::Subscriber, None),
+];
+
+/// `ticketd dev` on the shipped accounts: ticketd logs in as `ticketd`, reaches its streams
+/// through the import of the EVENTS account's JetStream API, and (unless the config names its
+/// own) maps the dev users to identities, each user its own actor.
+fn use_dev_accounts(config: &mut Config, port: u16) -> anyhow::Result<()> {
+    config.nats.url = Some(format!("nats://ticketd:ticketd-dev-password@127.0.0.1:{port}").parse()?);
+    if config.stream.api_prefix == "$JS.API" {
+        config.stream.api_prefix = "$JS.EVENTS.API".into();
+    }
+    if config.identities.is_empty() {
+        config.identities = DEV_USERS
+            .iter()
+            .map(|(account, user, role, customer)| IdentitySettings {
+                account: (*account).into(),
+                user: (*user).into(),
+                actor: None,
+                role: *role,
+                customer: customer.map(str::to_owned),
+            })
+            .collect();
+    }
+    for (account, user, role, customer) in DEV_USERS {
+        let customer = customer.map(|c| format!(" for customer {c}")).unwrap_or_default();
+        let role = format!("{role:?}").to_lowercase();
+        info!(
+            account,
+            user,
+            url = %format!("nats://{user}:{user}-dev-password@127.0.0.1:{port}"),
+            "dev user: {role}{customer}"
+        );
+    }
+    Ok(())
 }
 
 /// How `ticketd dev` runs its nats-server.
@@ -101,7 +150,11 @@ pub async fn dev(mut config: Config, nats: DevNats, clock: ticket_engine::Engine
         config = %origin,
         "local nats-server with JetStream started"
     );
-    config.nats.url = Some(format!("nats://127.0.0.1:{port}").parse()?);
+    if nats.config.is_some() {
+        config.nats.url = Some(format!("nats://127.0.0.1:{port}").parse()?);
+    } else {
+        use_dev_accounts(&mut config, port)?;
+    }
     let served = crate::serve::serve(config, clock).await;
     drop(child);
     served

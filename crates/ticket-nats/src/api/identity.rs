@@ -231,3 +231,94 @@ impl Identities {
         Ok(Caller::Identified { account: info.acc, user: info.user, actor, role: rule.role.clone() })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn rules() -> Identities {
+        let rule = |account: &str, user: &str, actor: Option<&str>, role: Role| IdentityRule {
+            account: account.into(),
+            user: user.into(),
+            actor: actor.map(|a| ActorId::new(a).unwrap()),
+            role,
+        };
+        Identities {
+            rules: vec![
+                rule("SUPPORT", "*", None, Role::Agent),
+                rule("SUPPORT", "lead", Some("team-lead"), Role::Operator),
+                rule("CUSTOMERS", "acme", None, Role::Customer { customer: CustomerId::new("acme").unwrap() }),
+            ],
+            unstamped: Unstamped::Deny,
+        }
+    }
+
+    const OPEN: Endpoint = Endpoint::Command(CommandEndpoint::Open);
+
+    #[test]
+    fn a_user_maps_by_name_before_its_accounts_wildcard() {
+        let ids = rules();
+        let Caller::Identified { actor, role, .. } =
+            ids.caller(Some(r#"{"acc":"SUPPORT","user":"li"}"#), OPEN).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((actor.as_str(), role), ("li", Role::Agent));
+        let Caller::Identified { actor, role, .. } =
+            ids.caller(Some(r#"{"acc":"SUPPORT","user":"lead","name":"x"}"#), OPEN).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((actor.as_str(), role), ("team-lead", Role::Operator));
+    }
+
+    #[test]
+    fn no_mapping_no_header_or_an_unshared_user_is_denied() {
+        let ids = rules();
+        let denied = ids.caller(Some(r#"{"acc":"OTHER","user":"x"}"#), OPEN).unwrap_err();
+        assert_eq!((denied.account.as_str(), denied.user.as_str()), ("OTHER", "x"));
+        assert_eq!(denied.error().code, pb::ErrorCode::PermissionDenied as i32);
+        assert_eq!(denied.error().details.get("endpoint").map(String::as_str), Some("tickets.cmd.open"));
+        let unstamped = ids.caller(None, OPEN).unwrap_err();
+        assert!(unstamped.reason.contains("service import"), "{}", unstamped.reason);
+        // An import without `share: true` stamps the account only: a wildcard has no user to name.
+        assert!(ids.caller(Some(r#"{"acc":"SUPPORT"}"#), OPEN).is_err());
+        assert!(ids.caller(Some("not json"), OPEN).is_err());
+        let trusting = Identities { unstamped: Unstamped::Trust, ..rules() };
+        assert_eq!(trusting.caller(None, OPEN).unwrap(), Caller::Trusted);
+    }
+
+    #[test]
+    fn each_role_reaches_its_endpoints_and_no_role_the_timers() {
+        let customer = Role::Customer { customer: CustomerId::new("acme").unwrap() };
+        let roles = [Role::Agent, customer.clone(), Role::Operator, Role::Importer, Role::Subscriber];
+        for role in &roles {
+            for timer in [
+                CommandEndpoint::RecordSlaWarning,
+                CommandEndpoint::RecordSlaBreach,
+                CommandEndpoint::DowngradeForNoResponse,
+            ] {
+                assert!(!role.may(Endpoint::Command(timer)), "{role:?} {timer:?}");
+            }
+        }
+        let may = |role: &Role| Endpoint::all().filter(|e| role.may(*e)).map(Endpoint::subject).collect::<Vec<_>>();
+        assert_eq!(may(&Role::Agent).len(), 8 + 5);
+        assert!(!Role::Agent.may(Endpoint::Command(CommandEndpoint::RecordCustomerReply)));
+        assert_eq!(
+            may(&customer),
+            [
+                "tickets.cmd.open",
+                "tickets.cmd.record_customer_reply",
+                "tickets.query.ticket",
+                "tickets.query.customer",
+                "tickets.query.timeline"
+            ]
+        );
+        assert_eq!(may(&Role::Operator).len(), 5 + 2);
+        assert!(may(&Role::Operator).iter().all(|s| !s.starts_with("tickets.cmd.")));
+        assert_eq!(may(&Role::Importer).len(), 9);
+        assert!(may(&Role::Subscriber).is_empty());
+    }
+}
