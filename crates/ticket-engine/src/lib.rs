@@ -360,7 +360,8 @@ impl Engine {
 
 /// Moves a simulated engine clock forward through every firing instant on the way, as a real
 /// clock passes them: at each, the timer records what is due (and reacts to what it recorded)
-/// before the clock moves on. Advances are serialized. Cheap to clone.
+/// before the clock moves on. Advances are serialized. Cheap to clone; it holds the log open,
+/// so the data directory is free again once the engine and every clone are dropped.
 #[derive(Debug, Clone)]
 pub struct TestClock {
     clock: Arc<SimulatedClock>,

@@ -318,3 +318,78 @@ async fn query_errors_are_query_replies_with_stable_codes() {
     assert_eq!(error_code(&unknown).0, unknown_code);
     assert_eq!(f.log.head(), 0);
 }
+
+/// A test clock that moves a simulated clock and records nothing (the engine's, which fires,
+/// is tested end to end in tests/it/test_clock.rs).
+struct Simulated(ticket_service::SimulatedClock);
+
+impl TestClockControl for Simulated {
+    fn now(&self) -> ticket_domain::Timestamp {
+        ticket_service::Clock::now(&self.0)
+    }
+
+    fn advance_to(
+        &self,
+        to: ticket_domain::Timestamp,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ClockAdvance, ClockAdvanceError>> + Send + '_>> {
+        Box::pin(async move {
+            let from = self.now();
+            if to < from {
+                return Err(ClockAdvanceError::Backwards(format!("{to} is before {from}")));
+            }
+            self.0.advance_to(to);
+            Ok(ClockAdvance { from, now: to, recorded: 0, last_position: 0, events: Vec::new() })
+        })
+    }
+}
+
+async fn clock_request(client: &Client, endpoint: &str, request: impl Message) -> pb::query_reply::Result {
+    query_result(&self::request(client, admin_subject(endpoint), request.encode_to_vec()).await)
+}
+
+#[tokio::test]
+async fn the_clock_is_read_on_the_wall_clock_and_advanced_only_on_a_test_clock_never_backwards() {
+    let f = fixture().await;
+    let pb::query_reply::Result::Clock(now) = clock_request(&f.client, "clock", pb::GetClock {}).await else {
+        panic!("expected the clock")
+    };
+    assert_eq!(now.kind(), pb::ClockKind::Wall);
+    let by = pb::AdvanceClock {
+        target: Some(pb::advance_clock::Target::By(pbjson_types::Duration { seconds: 60, nanos: 0 })),
+    };
+    let refused = request(&f.client, admin_subject("advance_clock"), by.encode_to_vec()).await;
+    assert_eq!(query_error_code(&refused).0, pb::ErrorCode::UnknownEndpoint as i32);
+
+    // The same API with a test clock.
+    let server = NatsServer::start().unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let log = MemoryLog::new();
+    let service = CommandService::new(log.clone(), Arc::new(regional_operator()), None, ServiceConfig::default());
+    let start_at = ticket_domain::testing::utc(2026, 11, 27, 8, 0);
+    let test_clock = TestClockHandle(Arc::new(Simulated(ticket_service::SimulatedClock::new(start_at))));
+    let config = ApiConfig { test_clock: Some(test_clock), ..ApiConfig::default() };
+    let views = Projector::open(log.clone(), None, ticket_projections::ProjectorConfig::default());
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    drop(views.spawn(stopped));
+    let _api = start(client.clone(), service, views, config).await.unwrap();
+
+    let pb::query_reply::Result::Clock(now) = clock_request(&client, "clock", pb::GetClock {}).await else {
+        panic!("expected the clock")
+    };
+    assert_eq!((now.kind(), now.now), (pb::ClockKind::Simulated, Some(ticket_proto::wire::timestamp(&start_at))));
+    let pb::query_reply::Result::ClockAdvanced(advanced) = clock_request(&client, "advance_clock", by).await else {
+        panic!("expected an advance")
+    };
+    let minute_later = start_at + chrono::TimeDelta::minutes(1);
+    assert_eq!(advanced.now, Some(ticket_proto::wire::timestamp(&minute_later)));
+    let malformed = pb::ErrorCode::MalformedRequest as i32;
+    let back =
+        pb::AdvanceClock { target: Some(pb::advance_clock::Target::To(ticket_proto::wire::timestamp(&start_at))) };
+    let negative = pb::AdvanceClock {
+        target: Some(pb::advance_clock::Target::By(pbjson_types::Duration { seconds: -1, nanos: 0 })),
+    };
+    for refused in [back, negative, pb::AdvanceClock { target: None }] {
+        let reply = request(&client, admin_subject("advance_clock"), refused.encode_to_vec()).await;
+        assert_eq!(query_error_code(&reply).0, malformed, "{refused:?}");
+    }
+}
