@@ -31,7 +31,20 @@ fn spawn_dev(data: &Path, flags: &[&str]) -> (Daemon, String) {
         vec!["--data-dir", data.to_str().unwrap(), "--policy", policy.to_str().unwrap(), "dev", "--port", &port_arg];
     args.extend_from_slice(flags);
     let daemon = Daemon::spawn(&args, data, &[("NATS_SERVER_BIN", nats.as_path())]);
-    (daemon, format!("nats://127.0.0.1:{port}"))
+    (daemon, format!("127.0.0.1:{port}"))
+}
+
+/// The URL of `ticketd dev`'s server at `address`, logged in as one of its dev users.
+fn as_user(address: &str, user: &str) -> String {
+    format!("nats://{user}:{user}-dev-password@{address}")
+}
+
+/// A connection to `ticketd dev`'s server as one of its dev users.
+async fn connect_as(address: &str, user: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), format!("{user}-dev-password"))
+        .connect(address)
+        .await
+        .unwrap()
 }
 
 fn ticketctl(url: &str, args: &[&str]) -> std::process::Output {
@@ -144,15 +157,18 @@ async fn a_subscriber_receives_a_weekends_warnings_breaches_and_escalations_in_o
     // Friday 2026-11-27, 16:00 in Beijing.
     let friday = beijing(2026, 11, 27, 16, 0);
     let start = friday.to_rfc3339();
-    let (mut daemon, url) = spawn_dev(data.path(), &["--test-clock", "--test-clock-start", &start]);
+    let (mut daemon, address) = spawn_dev(data.path(), &["--test-clock", "--test-clock-start", &start]);
     daemon.wait_for("ticketd ready", Duration::from_secs(60));
+    // The operator moves the clock; the support tool opens tickets as the agent `support`.
+    let url = as_user(&address, "operator");
     let now = clock_json(&ticketctl(&url, &["--json", "clock", "now"]));
     assert_eq!((instant(&now["now"]), now["kind"].as_str()), (friday, Some("CLOCK_KIND_SIMULATED")));
 
     // Opened on Friday afternoon: a critical ticket (24x7), a high technical one (09:00-24:00
     // every day) and a high billing one (weekdays 09:00-18:00), all stamped by the test clock.
-    let client = ticket_client::Client::new(async_nats::connect(&url).await.unwrap());
-    let agent = ticket_client::Issue::by(Actor { kind: ActorKind::Agent, id: ActorId::new("agent-li").unwrap() });
+    let client = ticket_client::Client::new(connect_as(&address, "support").await);
+    let operator = ticket_client::Client::new(connect_as(&address, "operator").await);
+    let agent = ticket_client::Issue::by(Actor { kind: ActorKind::Agent, id: ActorId::new("support").unwrap() });
     let mut expected = Vec::new();
     for (plan, category, severity) in [
         ("advanced", "technical", Severity::A),
@@ -173,10 +189,10 @@ async fn a_subscriber_receives_a_weekends_warnings_breaches_and_escalations_in_o
     assert!(expected.iter().any(|(at, _)| *at > beijing(2026, 11, 28, 0, 0) && *at < beijing(2026, 11, 30, 0, 0)));
     assert!(expected.iter().any(|(at, _)| *at > beijing(2026, 11, 30, 0, 0)), "nothing due on Monday: {expected:#?}");
 
-    // An integrator's subscribers: the whole event stream, and the breaches' paging copies.
-    let js = jetstream::new(async_nats::connect(&url).await.unwrap());
-    let mut events = subscribe(&js, "TICKETS", "integrator-events").await;
-    let mut pages = subscribe(&js, "TICKETS_SLA", "integrator-pages").await;
+    // An integrator's subscribers, each with the consumer named after itself: the whole event
+    // stream (`billing`), and the breaches' paging copies (`paging`).
+    let mut events = subscribe(&jetstream::new(connect_as(&address, "billing").await), "TICKETS", "billing").await;
+    let mut pages = subscribe(&jetstream::new(connect_as(&address, "paging").await), "TICKETS_SLA", "paging").await;
     let opened = receive(&mut events, 3).await;
     assert!(opened.iter().all(|m| m.subject.ends_with(".opened")), "{:?}", opened.iter().map(|m| &m.subject));
 
@@ -210,13 +226,13 @@ async fn a_subscriber_receives_a_weekends_warnings_breaches_and_escalations_in_o
     assert_eq!(paged, breaches, "the paging copies");
 
     // A second advance fires nothing twice; the clock never runs backwards.
-    let again = client.advance_clock_by(TimeDelta::days(1)).await.unwrap();
+    let again = operator.advance_clock_by(TimeDelta::days(1)).await.unwrap();
     assert_eq!((again.recorded, again.events.len()), (0, 0), "{again:?}");
-    let back = client.advance_clock_to(friday).await.unwrap_err();
+    let back = operator.advance_clock_to(friday).await.unwrap_err();
     assert_eq!(back.to_wire().map(|e| e.code()), Some(pb::ErrorCode::MalformedRequest), "{back}");
     let nothing = tokio::time::timeout(Duration::from_millis(500), events.next()).await;
     assert!(nothing.is_err(), "an event arrived after the second advance");
-    let now = client.clock_now().await.unwrap();
+    let now = operator.clock_now().await.unwrap();
     assert_eq!(now.now, Some(ticket_proto::wire::timestamp(&(monday_evening + TimeDelta::days(1)))));
 
     let (status, log) = daemon.terminate();
