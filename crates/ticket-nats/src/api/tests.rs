@@ -367,7 +367,7 @@ async fn the_clock_is_read_on_the_wall_clock_and_advanced_only_on_a_test_clock_n
     let service = CommandService::new(log.clone(), Arc::new(regional_operator()), None, ServiceConfig::default());
     let start_at = ticket_domain::testing::utc(2026, 11, 27, 8, 0);
     let test_clock = TestClockHandle(Arc::new(Simulated(ticket_service::SimulatedClock::new(start_at))));
-    let config = ApiConfig { test_clock: Some(test_clock), ..ApiConfig::default() };
+    let config = ApiConfig { test_clock: Some(test_clock), ..ApiConfig::trusting() };
     let views = Projector::open(log.clone(), None, ticket_projections::ProjectorConfig::default());
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     drop(views.spawn(stopped));
