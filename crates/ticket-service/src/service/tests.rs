@@ -563,3 +563,114 @@ async fn settling_confirms_a_staged_append_and_those_before_it_and_a_failure_cut
     service.settle(ticket_id(), tokens[0], true);
     assert_eq!(service.basis(ticket_id()).unwrap(), (state, None));
 }
+
+/// A wall clock an operator can set back.
+#[derive(Debug)]
+struct SettableClock(std::sync::Mutex<Timestamp>);
+
+impl SettableClock {
+    fn set(&self, at: Timestamp) {
+        *self.0.lock().unwrap() = at;
+    }
+}
+
+impl crate::Clock for SettableClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap()
+    }
+    fn wait_until(&self, _at: Timestamp) -> Wait<'_> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+fn on_clock(log: MemoryLog, at: Timestamp) -> (CommandService<MemoryLog>, Arc<SettableClock>) {
+    let clock = Arc::new(SettableClock(std::sync::Mutex::new(at)));
+    let service =
+        CommandService::with_clock(log, Arc::new(regional_operator()), None, ServiceConfig::default(), clock.clone());
+    (service, clock)
+}
+
+fn stamped(command: Command, stamp: Stamp) -> CommandRequest {
+    CommandRequest { stamp, ..CommandRequest::from(command) }
+}
+
+#[tokio::test]
+async fn a_wall_clock_set_back_never_runs_a_tickets_instants_backwards() {
+    // Given a ticket opened on the service clock at 09:30
+    let log = MemoryLog::new();
+    let (service, clock) = on_clock(log.clone(), beijing(2026, 11, 21, 9, 30));
+    let open = agent(utc(2100, 1, 1, 0, 0), open("advanced", "technical", Severity::A));
+    service.execute(stamped(open, Stamp::ServiceClock)).await.unwrap();
+    // When the wall clock is set back half an hour and an agent responds
+    clock.set(beijing(2026, 11, 21, 9, 0));
+    let respond = agent(utc(2100, 1, 1, 0, 0), CommandBody::RecordAgentResponse { message: text("on it") });
+    let result = service.execute(stamped(respond, Stamp::ServiceClock)).await.unwrap();
+    // Then the response is decided at the ticket's last instant, not before it, and not refused
+    assert_eq!(result.events[0].event.occurred_at, beijing(2026, 11, 21, 9, 30));
+    // And once the clock passes it again, commands take the clock's instant
+    clock.set(beijing(2026, 11, 21, 9, 45));
+    let reply = command(
+        ActorKind::Customer,
+        "acme",
+        utc(1999, 1, 1, 0, 0),
+        CommandBody::RecordCustomerReply { message: text("thanks") },
+    );
+    let result = service.execute(stamped(reply, Stamp::ServiceClock)).await.unwrap();
+    assert_eq!(result.events[0].event.occurred_at, beijing(2026, 11, 21, 9, 45));
+    assert!(result.events.iter().all(|e| !e.imported), "live events are not marked imported");
+}
+
+#[tokio::test]
+async fn an_imported_command_keeps_its_past_instant_and_is_marked_imported() {
+    let log = MemoryLog::new();
+    let (service, _clock) = on_clock(log.clone(), beijing(2026, 11, 30, 12, 0));
+    let result =
+        service.execute(stamped(agent(opened_at(), open("advanced", "technical", Severity::A)), Stamp::Imported)).await;
+    let result = result.unwrap();
+    assert_eq!(result.events[0].event.occurred_at, opened_at());
+    assert!(result.events.iter().all(|e| e.imported));
+    assert!(log.read_from(1, 10).unwrap().iter().all(|e| e.imported), "the mark is stored");
+    // Sent again (a resumed import), it is a duplicate, not a refusal.
+    let again =
+        service.execute(stamped(agent(opened_at(), open("advanced", "technical", Severity::A)), Stamp::Imported)).await;
+    assert!(again.unwrap().duplicate);
+}
+
+#[tokio::test]
+async fn an_imported_instant_ahead_of_the_service_clock_is_refused_and_nothing_appended() {
+    let log = MemoryLog::new();
+    let (service, _clock) = on_clock(log.clone(), opened_at());
+    let future = agent(opened_at() + TimeDelta::seconds(1), open("advanced", "technical", Severity::A));
+    let refused = service.execute(stamped(future, Stamp::Imported)).await.unwrap_err();
+    assert_eq!(refused.kind(), ServiceErrorKind::Rejected(ErrorKind::InvalidCommand));
+    let ServiceError::Rejected(DomainError::ImportedInstant { problem: ImportProblem::AheadOfClock { now }, .. }) =
+        refused
+    else {
+        panic!("not refused as ahead of the clock: {refused:?}");
+    };
+    assert_eq!(now, opened_at());
+    assert_eq!(log.head(), 0);
+}
+
+#[tokio::test]
+async fn an_imported_instant_before_the_tickets_last_event_is_refused_and_nothing_appended() {
+    let log = MemoryLog::new();
+    let (service, _clock) = on_clock(log.clone(), beijing(2026, 11, 30, 12, 0));
+    service
+        .execute(stamped(agent(opened_at(), open("advanced", "technical", Severity::A)), Stamp::Imported))
+        .await
+        .unwrap();
+    let respond = agent(opened_at() + TimeDelta::minutes(20), CommandBody::RecordAgentResponse { message: text("a") });
+    service.execute(stamped(respond, Stamp::Imported)).await.unwrap();
+    let earlier = agent(opened_at() + TimeDelta::minutes(10), CommandBody::RequestCustomerInfo { request: text("b") });
+    let refused = service.execute(stamped(earlier, Stamp::Imported)).await.unwrap_err();
+    let ServiceError::Rejected(DomainError::ImportedInstant {
+        problem: ImportProblem::OutOfOrder { last_event_at },
+        ..
+    }) = refused
+    else {
+        panic!("not refused as out of order: {refused:?}");
+    };
+    assert_eq!(last_event_at, opened_at() + TimeDelta::minutes(20));
+    assert_eq!(log.head(), 2);
+}
