@@ -236,10 +236,8 @@ fn arb_body() -> impl Strategy<Value = CommandBody> {
         (arb_metric(), any::<u32>(), 0u8..=100, arb_ts()).prop_map(|(metric, cycle, threshold_percent, warn_at)| {
             CommandBody::RecordSlaWarning { metric, cycle, threshold_percent, warn_at }
         }),
-        (arb_metric(), any::<u32>(), arb_ts()).prop_map(|(metric, cycle, due_at)| CommandBody::RecordSlaBreach {
-            metric,
-            cycle,
-            due_at
+        (arb_metric(), any::<u32>(), arb_ts(), any::<bool>()).prop_map(|(metric, cycle, due_at, at_import)| {
+            CommandBody::RecordSlaBreach { metric, cycle, due_at, at_import }
         }),
         (any::<u32>(), arb_ts()).prop_map(|(cycle, due_at)| CommandBody::DowngradeForNoResponse { cycle, due_at }),
     ]

@@ -204,7 +204,11 @@ async fn lifecycle(service: &CommandService<MemoryLog>) {
     let due = opened_at() + TimeDelta::hours(1);
     service
         .execute(
-            timer(due, CommandBody::RecordSlaBreach { metric: Metric::FirstResponse, cycle: 1, due_at: due }).into(),
+            timer(
+                due,
+                CommandBody::RecordSlaBreach { metric: Metric::FirstResponse, cycle: 1, due_at: due, at_import: false },
+            )
+            .into(),
         )
         .await
         .unwrap();
