@@ -64,7 +64,11 @@ pub fn history(data_dir: &Path, ticket: &str, json: bool) -> Result<(), Failure>
             e.event.kind.name().to_owned(),
             e.actor.id.to_string(),
             e.command_id.to_string(),
-            describe(&e.event.kind),
+            if e.imported {
+                format!("[imported {}] {}", instant(&e.recorded_at), describe(&e.event.kind))
+            } else {
+                describe(&e.event.kind)
+            },
         ]);
     }
     emit(&t)?;

@@ -678,3 +678,50 @@ async fn an_imported_instant_before_the_tickets_last_event_is_refused_and_nothin
     assert_eq!(last_event_at, opened_at() + TimeDelta::minutes(20));
     assert_eq!(log.head(), 2);
 }
+
+#[tokio::test]
+async fn the_audit_reports_decision_instants_that_run_backwards_or_lie_ahead_of_their_append() {
+    // Given a hand-made log: a ticket opened, then an event stamped before the opening, then
+    // one stamped a year after its append
+    let log = MemoryLog::new();
+    let open = agent(opened_at(), open("advanced", "technical", Severity::A));
+    let opened = decide(&open, &TicketState::initial(), &regional_operator()).unwrap();
+    let append = |command: Command, version: u64, events: Vec<Event>| ticket_log::AppendRequest {
+        token: ticket_log::AppendToken::next(),
+        command,
+        policy: None,
+        rules: Rules::CURRENT,
+        correlation_id: None,
+        causation_id: None,
+        imported: false,
+        streams: vec![ticket_log::StreamAppend {
+            ticket_id: ticket_id(),
+            expected_version: version,
+            after: None,
+            events,
+        }],
+    };
+    log.append(append(open, 0, opened)).await.unwrap();
+    let note = |at: Timestamp| Event {
+        ticket_id: ticket_id(),
+        occurred_at: at,
+        kind: EventKind::AgentResponded { message: text("note"), clocks: Vec::new() },
+    };
+    let early = opened_at() - TimeDelta::minutes(5);
+    let respond = agent(early, CommandBody::RecordAgentResponse { message: text("note") });
+    log.append(append(respond, 1, vec![note(early)])).await.unwrap();
+    let ahead = ticket_log::now() + TimeDelta::days(365);
+    let respond = agent(ahead, CommandBody::RecordAgentResponse { message: text("note") });
+    log.append(append(respond, 2, vec![note(ahead)])).await.unwrap();
+    // When it is audited
+    let report = audit(&log, &[], |_, _, _| {}).unwrap();
+    // Then both are reported, by position, for the ticket
+    let instants: Vec<(u64, &str)> = report
+        .problems
+        .iter()
+        .filter(|p| p.problem.starts_with("decided at"))
+        .map(|p| (p.position, if p.problem.contains("ahead") { "ahead" } else { "backwards" }))
+        .collect();
+    assert_eq!(instants, vec![(2, "backwards"), (3, "ahead")], "{:?}", report.problems);
+    assert!(report.problems.iter().all(|p| p.ticket_id == Some(ticket_id())));
+}
