@@ -7,6 +7,7 @@ mod ctl_modes;
 mod daemon;
 mod deploy;
 mod durability;
+mod import;
 mod lifecycle;
 mod nats_events;
 mod nats_permissions;
