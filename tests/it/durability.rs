@@ -221,7 +221,12 @@ pub async fn populate(data_dir: &Path) -> (ticket_domain::TicketId, ticket_domai
         agent(at, open("advanced", "technical", Severity::A)),
         timer(
             due,
-            CommandBody::RecordSlaBreach { metric: ticket_domain::Metric::FirstResponse, cycle: 1, due_at: due },
+            CommandBody::RecordSlaBreach {
+                metric: ticket_domain::Metric::FirstResponse,
+                cycle: 1,
+                due_at: due,
+                at_import: false,
+            },
         ),
         agent(due + TimeDelta::minutes(5), CommandBody::RequestCustomerInfo { request: text("send the logs") }),
         command(

@@ -138,7 +138,12 @@ fn a_critical_ticket_from_opening_to_resolution_over_protobuf() {
     // escalates to the duty manager.
     let due = opened_at + TimeDelta::hours(1);
     let breach = store.handle(
-        &cmd(3, &system, due, CommandBody::RecordSlaBreach { metric: Metric::FirstResponse, cycle: 1, due_at: due }),
+        &cmd(
+            3,
+            &system,
+            due,
+            CommandBody::RecordSlaBreach { metric: Metric::FirstResponse, cycle: 1, due_at: due, at_import: false },
+        ),
         &policy,
     );
     let pb::command_reply::Result::Accepted(accepted) = reply(&breach) else { panic!("expected acceptance") };

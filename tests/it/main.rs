@@ -8,6 +8,7 @@ mod daemon;
 mod deploy;
 mod durability;
 mod identity;
+mod import;
 mod lifecycle;
 mod nats_events;
 mod nats_permissions;

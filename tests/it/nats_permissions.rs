@@ -106,6 +106,7 @@ async fn each_user_can_do_its_job_and_nothing_else() {
         metric: ticket_domain::Metric::FirstResponse,
         cycle: 1,
         due_at: ticket_domain::testing::utc(2026, 11, 21, 1, 0),
+        at_import: false,
     };
     let subject = ticket_nats::command_subject("record_sla_breach");
     let unserved = support.request(subject, command(breach).into()).await;

@@ -27,6 +27,7 @@ async fn write(log: &SledLog, rules: Rules, commands: &[ticket_domain::Command])
             rules,
             correlation_id: None,
             causation_id: None,
+            imported: false,
             streams: vec![StreamAppend {
                 ticket_id: c.ticket_id,
                 expected_version: state.version(),

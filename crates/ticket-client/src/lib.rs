@@ -363,7 +363,7 @@ impl Client {
         cycle: u32,
         due_at: Timestamp,
     ) -> Result<Accepted, ClientError> {
-        self.send(issue, ticket, CommandBody::RecordSlaBreach { metric, cycle, due_at }).await
+        self.send(issue, ticket, CommandBody::RecordSlaBreach { metric, cycle, due_at, at_import: false }).await
     }
 
     /// The timer's command (NATS permissions keep it from support tools).

@@ -74,6 +74,11 @@ pub enum CommandBody {
         metric: Metric,
         cycle: u32,
         due_at: Timestamp,
+        /// The due instant was already past when the ticket's history was imported, and the
+        /// command is issued at the import's append instant: the breach is recorded as detected
+        /// at import, and so is every other breach due by then, without the warnings, downgrades
+        /// and escalations whose instants were past at import (they are not fired).
+        at_import: bool,
     },
     /// Issued by the timer service when the no-response window of an awaiting ticket passes.
     DowngradeForNoResponse {

@@ -22,6 +22,11 @@ pub enum FiringKind {
     Breach,
     /// The customer's no-response window ended: lower the severity.
     NoResponse,
+    /// An SLA clock was already due (at `due_at`) when the ticket's history was imported: the
+    /// breach is recorded as detected at the import's append instant (the firing's `at`), once
+    /// the import has gone quiet. Warnings and no-response windows past at import are not fired
+    /// at all.
+    BreachAtImport { due_at: Timestamp },
 }
 
 /// One instant the timer acts at.
@@ -39,15 +44,20 @@ impl Firing {
     pub fn command_id(&self) -> Result<CommandId, IdError> {
         let kind = match self.kind {
             FiringKind::Warning(p) => format!("warning-{p}"),
-            FiringKind::Breach => "breach".to_owned(),
+            // The same breach as the one fired live: recorded once, whichever comes first.
+            FiringKind::Breach | FiringKind::BreachAtImport { .. } => "breach".to_owned(),
             FiringKind::NoResponse => "no-response".to_owned(),
         };
         CommandId::new(format!("timer:{}:{}:{}:{kind}", self.ticket, self.metric, self.cycle))
     }
 
     /// The command that records this firing, issued at `now` (at or after `self.at`; later when
-    /// the timer was down).
+    /// the timer was down). A breach at import is issued at the import's instant, `self.at`.
     pub fn command(&self, now: Timestamp, actor: &ActorId) -> Result<Command, IdError> {
+        let issued_at = match self.kind {
+            FiringKind::BreachAtImport { .. } => self.at,
+            FiringKind::Warning(_) | FiringKind::Breach | FiringKind::NoResponse => now.max(self.at),
+        };
         let body = match self.kind {
             FiringKind::Warning(threshold_percent) => CommandBody::RecordSlaWarning {
                 metric: self.metric,
@@ -55,16 +65,22 @@ impl Firing {
                 threshold_percent,
                 warn_at: self.at,
             },
-            FiringKind::Breach => {
-                CommandBody::RecordSlaBreach { metric: self.metric, cycle: self.cycle, due_at: self.at }
-            }
+            FiringKind::Breach => CommandBody::RecordSlaBreach {
+                metric: self.metric,
+                cycle: self.cycle,
+                due_at: self.at,
+                at_import: false,
+            },
             FiringKind::NoResponse => CommandBody::DowngradeForNoResponse { cycle: self.cycle, due_at: self.at },
+            FiringKind::BreachAtImport { due_at } => {
+                CommandBody::RecordSlaBreach { metric: self.metric, cycle: self.cycle, due_at, at_import: true }
+            }
         };
         Ok(Command {
             id: self.command_id()?,
             ticket_id: self.ticket,
             actor: Actor { kind: ActorKind::System, id: actor.clone() },
-            issued_at: now.max(self.at),
+            issued_at,
             body,
         })
     }
@@ -161,6 +177,45 @@ impl DeadlineIndex {
             | EventKind::Resolved { .. }
             | EventKind::Reopened { .. }
             | EventKind::Linked { .. } => {}
+        }
+        if recorded.imported {
+            self.past_at_import(ticket, recorded.recorded_at);
+        }
+    }
+
+    /// An imported event of `ticket` was appended at `imported_at`: what its clocks had due by
+    /// then was past at import. Warnings and no-response windows are not fired; breaches are
+    /// recorded as detected at `imported_at`.
+    fn past_at_import(&mut self, ticket: TicketId, imported_at: Timestamp) {
+        for metric in Metric::ALL {
+            let Some(entry) = self.clocks.get_mut(&(ticket, metric)) else { continue };
+            let queue = &mut self.queue;
+            let mut pending = Vec::with_capacity(entry.pending.len());
+            for f in entry.pending.drain(..) {
+                let past = f.at <= imported_at;
+                let kind = match f.kind {
+                    FiringKind::Breach if past => Some(FiringKind::BreachAtImport { due_at: f.at }),
+                    FiringKind::BreachAtImport { due_at } => Some(FiringKind::BreachAtImport { due_at }),
+                    FiringKind::Warning(_) | FiringKind::NoResponse if past => None,
+                    FiringKind::Breach | FiringKind::Warning(_) | FiringKind::NoResponse => Some(f.kind),
+                };
+                let at = match kind {
+                    Some(FiringKind::BreachAtImport { .. }) => f.at.max(imported_at),
+                    Some(FiringKind::Breach | FiringKind::Warning(_) | FiringKind::NoResponse) | None => f.at,
+                };
+                let moved = Firing { at, kind: kind.unwrap_or(f.kind), ..f };
+                if kind.is_none() || moved != f {
+                    queue.remove(&f);
+                }
+                if kind.is_some() {
+                    queue.insert(moved);
+                    pending.push(moved);
+                }
+            }
+            entry.pending = pending;
+            if entry.pending.is_empty() && !entry.breached {
+                self.clocks.remove(&(ticket, metric));
+            }
         }
     }
 

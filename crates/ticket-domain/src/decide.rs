@@ -316,7 +316,7 @@ fn decide_on_ticket(
                 d.auto_escalate(rule, cause);
             }
         }
-        CommandBody::RecordSlaBreach { metric, cycle, due_at } => {
+        CommandBody::RecordSlaBreach { metric, cycle, due_at, at_import } => {
             ensure_system(command)?;
             if !metric.is_sla() {
                 return Err(DomainError::InvalidCommand(
@@ -325,6 +325,10 @@ fn decide_on_ticket(
             }
             let clock = firing_clock(ticket, *metric, *cycle)?;
             check_due(clock, *due_at, now)?;
+            if *at_import {
+                d.settle_breaches_at_import();
+                return Ok(d.events);
+            }
             // Settling records this breach, and any other that is due by now.
             d.settle();
         }
@@ -568,6 +572,25 @@ impl<'p, 't> Decision<'p, 't> {
         self.emit(EventKind::SlaBreached { metric, cycle, severity, due_at });
         if let Some(rule) = self.policy.escalation_on_breach(metric, severity) {
             self.auto_escalate(rule, EscalationCause::Breach { metric, cycle });
+        }
+    }
+
+    /// Every SLA breach due by now (the import's append instant), recorded at now in due order,
+    /// and nothing else: the warnings, downgrades and escalations due by then were past when the
+    /// history was imported, so they are not fired.
+    fn settle_breaches_at_import(&mut self) {
+        let now = self.now;
+        let mut overdue: Vec<(Timestamp, Metric, u32)> = self
+            .ticket()
+            .clocks
+            .values()
+            .filter(|c| c.metric.is_sla() && !c.breached)
+            .filter_map(|c| c.due_at().filter(|due| *due <= now).map(|due| (due, c.metric, c.cycle)))
+            .collect();
+        overdue.sort();
+        for (due_at, metric, cycle) in overdue {
+            let severity = self.ticket().severity;
+            self.emit(EventKind::SlaBreached { metric, cycle, severity, due_at });
         }
     }
 

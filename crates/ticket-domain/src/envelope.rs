@@ -20,6 +20,9 @@ pub struct RecordedEvent {
     pub command_id: CommandId,
     pub correlation_id: Option<TraceId>,
     pub causation_id: Option<TraceId>,
+    /// Decided on an importer's command (the command service's `Stamp::Imported`): the event's
+    /// instant is another helpdesk's, `recorded_at` the import's append.
+    pub imported: bool,
     pub event: Event,
 }
 
@@ -43,6 +46,7 @@ impl RecordedEvent {
             command_id: command.id.clone(),
             correlation_id: None,
             causation_id: None,
+            imported: false,
             event,
         }
     }

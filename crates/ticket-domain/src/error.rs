@@ -29,6 +29,19 @@ pub enum DomainError {
     TimerMoot { metric: Metric, cycle: u32, reason: MootReason },
     #[error("the {metric} firing is not due before {due_at} (command issued at {now})")]
     TimerNotDue { metric: Metric, due_at: Timestamp, now: Timestamp },
+    /// An importer's command whose instant is not in the past of the service's clock, or not in
+    /// time order with the ticket's history (an importer sends each ticket's history in order).
+    #[error("imported command issued at {issued_at} {problem}")]
+    ImportedInstant { issued_at: Timestamp, problem: ImportProblem },
+}
+
+/// Why an importer's instant was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ImportProblem {
+    #[error("lies ahead of the service's clock ({now}): only the past can be imported")]
+    AheadOfClock { now: Timestamp },
+    #[error("is before the ticket's last event at {last_event_at}: a ticket's history is imported in time order")]
+    OutOfOrder { last_event_at: Timestamp },
 }
 
 /// A lifecycle step that the ticket's status does not allow.
@@ -93,6 +106,7 @@ impl DomainError {
             DomainError::InvalidTransition(_) => ErrorKind::InvalidTransition,
             DomainError::TimerMoot { .. } => ErrorKind::TimerMoot,
             DomainError::TimerNotDue { .. } => ErrorKind::TimerNotDue,
+            DomainError::ImportedInstant { .. } => ErrorKind::InvalidCommand,
         }
     }
 }

@@ -23,7 +23,7 @@ pub use command::{Actor, ActorKind, Command, CommandBody, OpenTicket, SplitTicke
 pub use deadline::{ClockEntryOwned, ClockEntryRef, DeadlineIndex, Firing, FiringKind};
 pub use decide::{Rules, check_entitlement, decide, decide_under};
 pub use envelope::RecordedEvent;
-pub use error::{DomainError, ErrorKind, MootReason, Transition};
+pub use error::{DomainError, ErrorKind, ImportProblem, MootReason, Transition};
 pub use event::{
     ClockChange, ClockEffect, ClockOutcome, ClockPlan, EscalationCause, Event, EventKind, LinkRelation, Opened,
     WarningPlan,

@@ -35,6 +35,7 @@ pub fn append(command_id: &str, ticket: TicketId, expected_version: u64, notes: 
         rules: ticket_domain::Rules::CURRENT,
         correlation_id: None,
         causation_id: None,
+        imported: false,
         streams: vec![StreamAppend {
             ticket_id: ticket,
             expected_version,

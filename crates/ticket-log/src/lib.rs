@@ -79,6 +79,8 @@ pub struct AppendRequest {
     pub rules: Rules,
     pub correlation_id: Option<TraceId>,
     pub causation_id: Option<TraceId>,
+    /// The command is an importer's: every event it appends is marked imported.
+    pub imported: bool,
     pub streams: Vec<StreamAppend>,
 }
 
@@ -338,6 +340,7 @@ pub fn stamp_events(
                 command_id: request.command.id.clone(),
                 correlation_id: request.correlation_id.clone(),
                 causation_id: request.causation_id.clone(),
+                imported: request.imported,
                 event: event.clone(),
             });
         }

@@ -146,6 +146,7 @@ pub fn timeline<L: EventLog>(views: &impl Views, id: TicketId, log: &L) -> Resul
             command_id: e.command_id,
             policy: e.policy,
             summary: e.summary,
+            imported: e.imported,
         })
         .collect();
     Ok(pb::Timeline { ticket_id: id.to_string(), entries, position })

@@ -6,7 +6,7 @@ mod event;
 mod view;
 
 use prost::Message;
-use ticket_domain::{Command, DomainError, ErrorKind, RecordedEvent};
+use ticket_domain::{Command, DomainError, ErrorKind, ImportProblem, RecordedEvent};
 
 use crate::{ProtoError, SCHEMA_VERSION, pb, upcast};
 
@@ -84,6 +84,13 @@ impl From<&DomainError> for pb::Error {
                 put("metric", metric.to_string());
                 put("due_at", due_at.to_rfc3339());
                 put("now", now.to_rfc3339());
+            }
+            DomainError::ImportedInstant { issued_at, problem } => {
+                put("issued_at", issued_at.to_rfc3339());
+                match problem {
+                    ImportProblem::AheadOfClock { now } => put("now", now.to_rfc3339()),
+                    ImportProblem::OutOfOrder { last_event_at } => put("last_event_at", last_event_at.to_rfc3339()),
+                }
             }
         }
         pb::Error { code: error_code(error.kind()) as i32, message: error.to_string(), details }

@@ -1,12 +1,15 @@
 //! The audit: what `ticketctl audit verify` checks beyond an engine's own integrity check (the
-//! sled hash chain). Positions are gapless, each ticket's versions are contiguous, the stored
-//! commands account for every event, and re-running each stored decision with the policy it was
-//! made with reproduces exactly the stored events.
+//! sled hash chain). Positions are gapless, each ticket's versions are contiguous, its decision
+//! instants never run backwards and never lie ahead of the instant the log appended them, the
+//! stored commands account for every event, and re-running each stored decision with the policy
+//! it was made with reproduces exactly the stored events.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use ticket_domain::{Event, Policy, PolicyVersion, RecordedEvent, TicketId, TicketState, decide_under, evolve};
-use ticket_log::{CommandRecord, EventLog, LogError};
+use ticket_domain::{
+    Event, Policy, PolicyVersion, RecordedEvent, TicketId, TicketState, Timestamp, decide_under, evolve,
+};
+use ticket_log::{ClockKind, CommandRecord, EventLog, LogError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditProblem {
@@ -51,8 +54,24 @@ const MAX_PROBLEMS: usize = 1000;
 pub fn audit<L: EventLog>(
     log: &L,
     policies: &[Policy],
+    progress: impl FnMut(AuditPhase, u64, u64),
+) -> Result<AuditReport, LogError> {
+    audit_on(log, policies, ClockKind::Wall, progress)
+}
+
+/// [`audit`] of a log whose decision instants came from a `clock` of that kind. A simulated
+/// clock's instants (a test clock's, the demo's) run ahead of the wall clock that stamps the
+/// appends, so they are not compared with them; every other check applies.
+pub fn audit_on<L: EventLog>(
+    log: &L,
+    policies: &[Policy],
+    clock: ClockKind,
     mut progress: impl FnMut(AuditPhase, u64, u64),
 ) -> Result<AuditReport, LogError> {
+    let wall = match clock {
+        ClockKind::Wall => true,
+        ClockKind::Simulated => false,
+    };
     let head = log.head();
     let mut report = AuditReport::default();
     let problem = |report: &mut AuditReport, position, ticket_id, problem: String| {
@@ -61,8 +80,10 @@ pub fn audit<L: EventLog>(
         }
     };
 
-    // Events: gapless positions, contiguous versions per ticket.
+    // Events: gapless positions, contiguous versions and instants in order per ticket, none
+    // decided after it was appended.
     let mut versions: HashMap<TicketId, u64> = HashMap::new();
+    let mut instants: HashMap<TicketId, Timestamp> = HashMap::new();
     let mut next = 1;
     while next <= head {
         let batch = log.read_from(next, BATCH)?;
@@ -85,6 +106,17 @@ pub fn audit<L: EventLog>(
                 );
             }
             *last = e.version;
+            let (id, at) = (e.event.ticket_id, e.event.occurred_at);
+            if wall && at > e.recorded_at {
+                let why = format!("decided at {at}, ahead of its append at {}", e.recorded_at);
+                problem(&mut report, e.position, Some(id), why);
+            }
+            let latest = instants.entry(id).or_insert(at);
+            if at < *latest {
+                let why = format!("decided at {at}, before the ticket's previous decision at {latest}");
+                problem(&mut report, e.position, Some(id), why);
+            }
+            *latest = at.max(*latest);
             next = e.position + 1;
             report.events += 1;
         }

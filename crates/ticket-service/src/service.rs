@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use ticket_domain::{
-    Command, CommandId, DomainError, ErrorKind, Event, Policy, RecordedEvent, Rules, TicketId, TicketState, TraceId,
-    decide, evolve,
+    Command, CommandId, DomainError, ErrorKind, Event, ImportProblem, Policy, RecordedEvent, Rules, TicketId,
+    TicketState, Timestamp, TraceId, decide, evolve,
 };
 use ticket_log::{AppendOutcome, AppendRequest, AppendToken, EventLog, LogError, SnapshotStore, StreamAppend};
 use tokio::sync::watch;
@@ -40,8 +40,9 @@ pub enum Stamp {
     /// The service's clock, read once the ticket's lock is held, so that commands on one ticket
     /// get instants in the order they are decided (requests from support tools).
     ServiceClock,
-    /// An importer's past instant, taken as issued: the history of another helpdesk moved in
-    /// with its original instants.
+    /// An importer's past instant: the history of another helpdesk moved in with its original
+    /// instants. Accepted when it is not after the service's clock and not before the ticket's
+    /// last event; the events are marked imported.
     Imported,
 }
 
@@ -346,12 +347,15 @@ impl<L: EventLog> CommandService<L> {
             let token = AppendToken::next();
             let queued = {
                 let _serialized = inner.locks[shard].lock().await;
-                if request.stamp == Stamp::ServiceClock {
-                    command.issued_at = inner.clock.now();
-                }
                 // A stale cached state (another writer appended) fails the append's version or
                 // basis check and is then reloaded, so deciding needs no freshness check of its own.
                 let (state, after) = self.basis(ticket)?;
+                if let Err(refused) = stamp(&mut command, request.stamp, &state, inner.clock.now()) {
+                    return match self.stored_result(&command)? {
+                        Some(events) => Ok(CommandResult { events, duplicate: true }),
+                        None => Err(ServiceError::Rejected(refused)),
+                    };
+                }
                 let events = match decide(&command, &state, &inner.policy) {
                     Ok(events) => events,
                     Err(refused) => {
@@ -378,6 +382,7 @@ impl<L: EventLog> CommandService<L> {
                     rules: Rules::CURRENT,
                     correlation_id: request.correlation_id.clone(),
                     causation_id: request.causation_id.clone(),
+                    imported: request.stamp == Stamp::Imported,
                     streams: streams(ticket, state.version(), after, events.clone()),
                 };
                 let queued = inner.log.append(append);
@@ -543,6 +548,38 @@ enum Freshness {
     Cached,
     /// A cached state must match the log.
     Checked,
+}
+
+/// Gives a command its instant, under the ticket's lock, on the state it is decided on.
+///
+/// - [`Stamp::ServiceClock`]: the clock's `now`, unless the ticket's last decision is later (the
+///   wall clock was set back): instants never run backwards within a ticket, and are never later
+///   than both the clock and the ticket's own history.
+/// - [`Stamp::Imported`]: the importer's instant, if it is not after `now` and not before the
+///   ticket's last event; otherwise refused (nothing is appended).
+/// - [`Stamp::AsIssued`]: unchanged (the in-process timer, replays, tests).
+fn stamp(command: &mut Command, stamp: Stamp, state: &TicketState, now: Timestamp) -> Result<(), DomainError> {
+    let last_event_at = state.ticket().map(|t| t.last_event_at);
+    match stamp {
+        Stamp::AsIssued => Ok(()),
+        Stamp::ServiceClock => {
+            command.issued_at = last_event_at.map_or(now, |last| now.max(last));
+            Ok(())
+        }
+        Stamp::Imported => {
+            let issued_at = command.issued_at;
+            if issued_at > now {
+                return Err(DomainError::ImportedInstant { issued_at, problem: ImportProblem::AheadOfClock { now } });
+            }
+            match last_event_at {
+                Some(last_event_at) if issued_at < last_event_at => Err(DomainError::ImportedInstant {
+                    issued_at,
+                    problem: ImportProblem::OutOfOrder { last_event_at },
+                }),
+                Some(_) | None => Ok(()),
+            }
+        }
+    }
 }
 
 fn shard_of(ticket: TicketId, shards: usize) -> usize {

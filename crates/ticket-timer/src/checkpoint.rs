@@ -35,13 +35,19 @@ pub fn encode(index: &DeadlineIndex) -> Vec<u8> {
         for f in entry.pending {
             out.extend_from_slice(&f.at.timestamp().to_le_bytes());
             out.extend_from_slice(&f.at.timestamp_subsec_nanos().to_le_bytes());
-            let (kind, percent) = match f.kind {
-                FiringKind::Warning(p) => (0, p),
-                FiringKind::Breach => (1, 0),
-                FiringKind::NoResponse => (2, 0),
+            let (kind, percent, due_at) = match f.kind {
+                FiringKind::Warning(p) => (0, p, None),
+                FiringKind::Breach => (1, 0, None),
+                FiringKind::NoResponse => (2, 0, None),
+                // Added with imports: images without one read as before.
+                FiringKind::BreachAtImport { due_at } => (3, 0, Some(due_at)),
             };
             out.push(kind);
             out.push(percent);
+            if let Some(due_at) = due_at {
+                out.extend_from_slice(&due_at.timestamp().to_le_bytes());
+                out.extend_from_slice(&due_at.timestamp_subsec_nanos().to_le_bytes());
+            }
         }
     }
     let digest = Sha256::digest(&out);
@@ -77,6 +83,12 @@ pub fn decode(bytes: &[u8]) -> Result<DeadlineIndex, CheckpointError> {
                 (0, p) => FiringKind::Warning(p),
                 (1, _) => FiringKind::Breach,
                 (2, _) => FiringKind::NoResponse,
+                (3, _) => {
+                    let secs = i64::from_le_bytes(r.array()?);
+                    let nanos = u32::from_le_bytes(r.array()?);
+                    let due_at = DateTime::from_timestamp(secs, nanos).ok_or(CheckpointError::Malformed(r.at))?;
+                    FiringKind::BreachAtImport { due_at }
+                }
                 _ => return Err(CheckpointError::Malformed(r.at)),
             };
             pending.push(Firing { at, ticket, metric, cycle, kind });
@@ -201,5 +213,24 @@ mod golden {
                 "{STEM}-format-{format}.hex decodes as the current format"
             );
         }
+    }
+
+    #[test]
+    fn a_breach_at_import_survives_the_checkpoint() {
+        let mut entries = clocks(&golden_index());
+        let at = ticket_domain::testing::utc(2027, 1, 1, 0, 0);
+        let first = entries.first_mut().expect("a pending clock");
+        let due_at = first.pending.first().expect("a pending firing").at;
+        first.pending.push(Firing {
+            at,
+            ticket: first.ticket,
+            metric: first.metric,
+            cycle: first.cycle,
+            kind: FiringKind::BreachAtImport { due_at },
+        });
+        let index = DeadlineIndex::from_clock_entries(7, entries);
+        let decoded = decode(&encode(&index)).unwrap();
+        assert_eq!(clocks(&decoded), clocks(&index));
+        assert!(decoded.iter().any(|f| f.kind == FiringKind::BreachAtImport { due_at } && f.at == at));
     }
 }

@@ -44,6 +44,10 @@ pub struct TimerConfig {
     pub max_backoff: Duration,
     /// A firing refused for a reason that may pass is dropped after this many attempts.
     pub max_attempts: u32,
+    /// How long (on the clock) after a ticket's last imported event its breaches past at import
+    /// wait before they are recorded: the rest of the ticket's history may still be coming, and
+    /// an event at the import's instant would refuse it (time order per ticket).
+    pub import_quiet: chrono::TimeDelta,
 }
 
 impl TimerConfig {
@@ -56,6 +60,7 @@ impl TimerConfig {
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
             max_attempts: 8,
+            import_quiet: chrono::TimeDelta::seconds(60),
         }
     }
 }
@@ -211,12 +216,25 @@ impl<L: EventLog> Timer<L> {
             let now = clock.now();
             let retry_now = tokio::time::Instant::now();
             let mut next_wake = None;
+            // The earliest instant something pending acts at (a breach at import: once its
+            // quiet time has passed).
+            let mut next_at: Option<Timestamp> = None;
             let mut due_left = false;
             for firing in index.iter() {
                 if firing.at > now {
-                    next_wake = Some(firing.at);
+                    next_wake = Some(next_wake.map_or(firing.at, |w: Timestamp| w.min(firing.at)));
+                    next_at = Some(next_at.map_or(firing.at, |n| n.min(firing.at)));
                     break;
                 }
+                if let FiringKind::BreachAtImport { .. } = firing.kind {
+                    let quiet_until = firing.at + self.config.import_quiet;
+                    if quiet_until > now {
+                        next_wake = Some(next_wake.map_or(quiet_until, |w: Timestamp| w.min(quiet_until)));
+                        next_at = Some(next_at.map_or(quiet_until, |n| n.min(quiet_until)));
+                        continue;
+                    }
+                }
+                next_at = Some(next_at.map_or(firing.at, |n| n.min(firing.at)));
                 if in_flight.contains(firing) {
                     continue;
                 }
@@ -229,10 +247,14 @@ impl<L: EventLog> Timer<L> {
                 }
                 in_flight.insert(*firing);
                 let service = self.service.clone();
+                // A breach at import keeps the import's instant (checked like an importer's: past,
+                // and not before the ticket's last event); every other firing takes the clock's.
+                let stamp = match firing.kind {
+                    FiringKind::BreachAtImport { .. } => Stamp::Imported,
+                    FiringKind::Warning(_) | FiringKind::Breach | FiringKind::NoResponse => Stamp::ServiceClock,
+                };
                 let request = match firing.command(now, &self.config.actor) {
-                    Ok(command) => {
-                        CommandRequest { command, correlation_id: None, causation_id: None, stamp: Stamp::ServiceClock }
-                    }
+                    Ok(command) => CommandRequest { command, correlation_id: None, causation_id: None, stamp },
                     Err(e) => {
                         warn!(error = %e, "a firing has no valid command id; skipped");
                         continue;
@@ -244,7 +266,7 @@ impl<L: EventLog> Timer<L> {
             let next_retry = retries.values().map(|r| r.not_before).min();
             state.position = index.position();
             state.now = now;
-            state.next_at = index.next().map(|f| f.at);
+            state.next_at = next_at;
             state.pending = index.len();
             metrics::gauge!("ticketd_timer_pending_deadlines").set(state.pending as f64);
             state.idle = tasks.is_empty() && retries.is_empty() && !due_left && state.position >= log.head();
@@ -494,6 +516,7 @@ fn kind_name(kind: FiringKind) -> &'static str {
     match kind {
         FiringKind::Warning(_) => "warning",
         FiringKind::Breach => "breach",
+        FiringKind::BreachAtImport { .. } => "breach_at_import",
         FiringKind::NoResponse => "no_response",
     }
 }

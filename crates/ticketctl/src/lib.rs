@@ -7,6 +7,7 @@
 mod backend;
 mod clock;
 mod demo;
+mod import;
 mod issue;
 mod local;
 mod output;
@@ -32,8 +33,9 @@ pub struct Cli {
     #[arg(long, env = "TICKETD_POLICY", global = true)]
     pub policy: Option<PathBuf>,
     /// Who issues commands: `agent:<id>`, `customer:<id>` or `system:<id>` (default:
-    /// `agent:ticketctl` on a data directory; over NATS, none: ticketd records the identity the
-    /// NATS server vouches for, and refuses an actor that differs from it).
+    /// `agent:ticketctl`). Over NATS without it, none is sent: ticketd records the identity the
+    /// NATS server vouches for, and refuses an actor that differs from it. In local mode the kind
+    /// is kept and the id is the operating-system user's, `local:<user>`.
     #[arg(long, env = "TICKETCTL_ACTOR", global = true)]
     pub actor: Option<String>,
     /// The command's idempotency key (default: a fresh uuid v7). Repeating a command with the same
@@ -217,6 +219,14 @@ pub enum Command {
     },
     /// Every event of a ticket, in order.
     History { ticket: String },
+    /// Imports another helpdesk's history: one `ticket.v1.Command` per line (canonical proto3
+    /// JSON, every command with its id and past `issued_at`), sent in file order as an
+    /// importer's (locally, or to ticketd with --nats-url as an importer identity). Resumable:
+    /// a rerun reports what is already in as duplicates. Exits 1 if any line was refused.
+    Import {
+        /// The file; `-` reads standard input.
+        file: PathBuf,
+    },
     /// A ticket as it is, or as it was at an instant or a global position.
     State {
         ticket: String,
@@ -389,6 +399,20 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         .map_err(|e| Failure::Usage(format!("--nats-url: {e}")))?;
     // One runtime for the whole run: commands and NATS requests are async.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if let Command::Import { file } = &cli.command {
+        let target = match &nats_url {
+            Some(url) => import::Target::Remote {
+                url,
+                credentials: ticket_nats::connection::Credentials {
+                    creds_file: cli.nats_creds.clone(),
+                    nkey_seed_file: cli.nats_nkey_seed_file.clone(),
+                    ..Default::default()
+                },
+            },
+            None => import::Target::Local { data_dir: &cli.data_dir, policy: policy.as_deref() },
+        };
+        return import::run(file, target, &runtime, cli.json);
+    }
     match &nats_url {
         Some(url) => {
             let credentials = ticket_nats::connection::Credentials {
@@ -422,8 +446,14 @@ fn execute<B: backend::Backend>(
     policy: Option<&std::path::Path>,
 ) -> Result<(), Failure> {
     let json = cli.json;
-    let actor = cli.actor.as_deref().unwrap_or(DEFAULT_ACTOR);
-    let issue = issue::Issuer { backend, actor, command_id: cli.command_id.as_deref(), json };
+    // Local mode has no authenticated identity but the operating system's: the command is the
+    // local user's, whatever id --actor names.
+    let named = cli.actor.as_deref().unwrap_or(DEFAULT_ACTOR);
+    let actor = match data_dir {
+        Some(_) => local_actor(named),
+        None => named.to_owned(),
+    };
+    let issue = issue::Issuer { backend, actor: &actor, command_id: cli.command_id.as_deref(), json };
     let local_only = |what: &str| {
         data_dir.ok_or_else(|| {
             Failure::Usage(format!("{what} reads the log itself: run it on the data directory, without --nats-url"))
@@ -479,6 +509,8 @@ fn execute<B: backend::Backend>(
         }
         Command::Demo { keep } => demo::run(policy, keep.as_deref()),
         Command::History { ticket } => local::history(local_only("history")?, &ticket, json),
+        // Dispatched before a backend is chosen.
+        Command::Import { .. } => Err(Failure::Usage("import runs on its own target".into())),
         Command::Audit { command: AuditCommand::Verify { policies } } => {
             let data_dir = local_only("audit verify")?;
             // The policy commands are decided with (given, or the embedded default), and the others.
@@ -504,6 +536,28 @@ fn execute<B: backend::Backend>(
             local::export(local_only("export")?, format, from.as_deref(), to.as_deref(), output.as_deref())
         }
     }
+}
+
+/// `<kind>:local:<user>`: the kind `--actor` names (agent by default), the operating-system user
+/// (USER, else LOGNAME, else the uid).
+fn local_actor(actor: &str) -> String {
+    let kind = actor.split_once(':').map_or("agent", |(kind, _)| kind);
+    format!("{kind}:local:{}", os_user())
+}
+
+fn os_user() -> String {
+    let named = ["USER", "LOGNAME"].into_iter().filter_map(|v| std::env::var(v).ok()).find(|u| !u.trim().is_empty());
+    if let Some(user) = named {
+        return user.trim().to_owned();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(me) = std::fs::metadata("/proc/self") {
+            return format!("uid-{}", me.uid());
+        }
+    }
+    "unknown".to_owned()
 }
 
 /// The policy file when one is given, else the embedded default policy.

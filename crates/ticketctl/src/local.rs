@@ -10,7 +10,7 @@ use ticket_engine::DataDir;
 use ticket_log::EventLog;
 use ticket_log_sled::SledLog;
 use ticket_proto::pb;
-use ticket_service::audit::{AuditPhase, audit};
+use ticket_service::audit::{AuditPhase, audit_on};
 use ticket_service::replay::history as read_history;
 
 use crate::output::{emit, print_json, progress, table};
@@ -64,7 +64,11 @@ pub fn history(data_dir: &Path, ticket: &str, json: bool) -> Result<(), Failure>
             e.event.kind.name().to_owned(),
             e.actor.id.to_string(),
             e.command_id.to_string(),
-            describe(&e.event.kind),
+            if e.imported {
+                format!("[imported {}] {}", instant(&e.recorded_at), describe(&e.event.kind))
+            } else {
+                describe(&e.event.kind)
+            },
         ]);
     }
     emit(&t)?;
@@ -80,7 +84,9 @@ pub fn audit_verify(data_dir: &Path, policies: &[Policy], json: bool) -> Result<
     bar.finish_and_clear();
     let events_bar = progress(head, "events");
     let commands_bar = progress(head, "commands");
-    let report = audit(&log, policies, |phase, done, _| match phase {
+    // A test clock's instants are not the appends' wall clock: they are not compared.
+    let clock = log.clock_kind()?.unwrap_or(ticket_log::ClockKind::Wall);
+    let report = audit_on(&log, policies, clock, |phase, done, _| match phase {
         AuditPhase::Events => events_bar.set_position(done),
         AuditPhase::Commands => commands_bar.set_position(done),
     })?;

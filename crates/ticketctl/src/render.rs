@@ -228,12 +228,17 @@ pub fn timeline(timeline: &pb::Timeline, json: bool) -> Result<(), Failure> {
                 e.actor.clone(),
                 e.command_id.clone(),
                 e.policy.clone(),
-                e.summary.clone(),
+                imported_mark(e.imported, e.recorded_at.as_ref(), &e.summary),
             ]);
         }
         emit(&t)?;
         emit(&format!("{} events, as of position {}", timeline.entries.len(), timeline.position))
     })
+}
+
+/// An event's details, prefixed with when it was imported for one that came in with an import.
+fn imported_mark(imported: bool, recorded_at: Option<&pbjson_types::Timestamp>, details: &str) -> String {
+    if imported { format!("[imported {}] {details}", when(recorded_at)) } else { details.to_owned() }
 }
 
 /// SLA compliance (`ticket.v1.ComplianceReport`).

@@ -50,6 +50,7 @@ async fn a_ticket_whose_stored_event_does_not_fit_is_quarantined_and_the_rest_go
         rules: ticket_domain::Rules::CURRENT,
         correlation_id: None,
         causation_id: None,
+        imported: false,
         streams,
     };
     let stored = engine.log().append(append).await.unwrap().into_events();

@@ -35,6 +35,23 @@ impl Run {
         Ok(names)
     }
 
+    /// Decides an importer's command, its events appended (and marked imported) at `appended_at`.
+    fn import(&mut self, command: Command, appended_at: Timestamp) -> Vec<&'static str> {
+        let decided = decide(&command, &self.state, &self.policy).unwrap();
+        let names = decided.iter().map(|e| e.kind.name()).collect();
+        for event in decided {
+            evolve(&mut self.state, &event).unwrap();
+            let id = EventId::from_uuid(uuid::Uuid::from_u128(self.events.len() as u128 + 1));
+            let position = self.events.len() as u64 + 1;
+            let mut recorded = RecordedEvent::of_command(id, &command, self.state.version(), position, event);
+            recorded.imported = true;
+            recorded.recorded_at = appended_at;
+            self.index.apply(&recorded);
+            self.events.push(recorded);
+        }
+        names
+    }
+
     /// Fires everything due up to `until`, in order, as the timer would; returns what happened.
     fn advance(&mut self, until: Timestamp) -> Vec<(Firing, Vec<&'static str>)> {
         let timer = ActorId::new("ticket-timer").unwrap();
@@ -176,4 +193,55 @@ fn firings_after_downtime_carry_the_original_instant() {
     assert_eq!(due_at, at(4, 0));
     assert!(run.command(command).unwrap().contains(&"sla_breached"));
     assert_eq!(run.events.last().map(|e| e.event.occurred_at), Some(at(6, 0)));
+}
+
+#[test]
+fn nothing_past_at_import_is_fired_but_its_breach_detected_at_import() {
+    // Given a critical ticket opened at 03:00 in another helpdesk, imported at 03:50: its 50%
+    // (03:30) and 80% (03:48) warnings are past at import, its 04:00 breach is not
+    let mut run = Run::new();
+    run.import(agent(at(3, 0), open("advanced", "technical", Severity::A)), at(3, 50));
+    let first_response: Vec<(FiringKind, Timestamp)> =
+        run.pending().into_iter().filter(|(m, ..)| *m == Metric::FirstResponse).map(|(_, k, t)| (k, t)).collect();
+    // Then only the breach is pending (fired live at its instant): the warnings are not fired
+    assert_eq!(first_response, vec![(FiringKind::Breach, at(4, 0))]);
+}
+
+#[test]
+fn a_breach_already_due_at_import_is_recorded_as_detected_at_import() {
+    // Given the same ticket imported at 05:00, with its breach (04:00) past at import too
+    let mut run = Run::new();
+    run.import(agent(at(3, 0), open("advanced", "technical", Severity::A)), at(5, 0));
+    let first_response: Vec<(FiringKind, Timestamp)> =
+        run.pending().into_iter().filter(|(m, ..)| *m == Metric::FirstResponse).map(|(_, k, t)| (k, t)).collect();
+    // Then no warning is pending, and the breach waits as one detected at import, at 05:00
+    assert_eq!(first_response, vec![(FiringKind::BreachAtImport { due_at: at(4, 0) }, at(5, 0))]);
+    // When the timer fires it
+    let fired = run.advance(at(5, 0));
+    // Then the breach is recorded at the import's instant with its due instant, and nothing else
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].1, vec!["sla_breached"]);
+    let breach = run.events.last().unwrap();
+    assert_eq!(breach.event.occurred_at, at(5, 0));
+    let EventKind::SlaBreached { due_at, .. } = breach.event.kind else { panic!("not a breach") };
+    assert_eq!(due_at, at(4, 0));
+    assert!(run.pending().iter().all(|(m, ..)| *m != Metric::FirstResponse));
+}
+
+#[test]
+fn a_later_imported_event_moves_a_breach_at_import_to_its_own_instant_or_settles_it() {
+    let mut run = Run::new();
+    run.import(agent(at(3, 0), open("advanced", "technical", Severity::A)), at(5, 0));
+    // A later event of the history, before the due instant, appended a minute later
+    run.import(agent(at(3, 10), CommandBody::RequestCustomerInfo { request: text("logs?") }), at(5, 1));
+    let pending = run.pending();
+    assert!(pending.iter().all(|(_, k, t)| !matches!(k, FiringKind::Warning(_)) || *t > at(5, 1)));
+    // The history's late response settles the breach itself, at the response's instant
+    let names = run.import(agent(at(4, 30), CommandBody::RecordAgentResponse { message: text("fixed") }), at(5, 2));
+    assert!(names.contains(&"sla_breached") || names.contains(&"agent_responded"));
+    assert!(
+        run.pending()
+            .iter()
+            .all(|(m, k, _)| *m != Metric::FirstResponse || !matches!(k, FiringKind::BreachAtImport { .. }))
+    );
 }

@@ -37,7 +37,7 @@ fn set_severity(severity: Severity) -> CommandBody {
 }
 
 fn breach(metric: Metric, cycle: u32, due_at: Timestamp) -> CommandBody {
-    CommandBody::RecordSlaBreach { metric, cycle, due_at }
+    CommandBody::RecordSlaBreach { metric, cycle, due_at, at_import: false }
 }
 
 fn warning(metric: Metric, cycle: u32, threshold_percent: u8, warn_at: Timestamp) -> CommandBody {
@@ -760,4 +760,47 @@ fn versions_count_the_events_applied() {
     let outcome = critical_ticket_warned().when(timer(due, breach(Metric::FirstResponse, 1, due)));
     assert_eq!(outcome.before.version(), 4);
     assert_eq!(outcome.after.version(), 6);
+}
+
+// Imported history: consequences past at import.
+
+fn breach_at_import(metric: Metric, cycle: u32, due_at: Timestamp) -> CommandBody {
+    CommandBody::RecordSlaBreach { metric, cycle, due_at, at_import: true }
+}
+
+#[test]
+fn a_breach_past_at_import_is_recorded_as_detected_at_import_without_warnings_or_escalations() {
+    // Given a critical ticket imported as opened at 03:00 (its 50% and 80% warnings, the 80% one
+    // escalating, and its 04:00 breach, escalating too, all past), its history appended days later
+    let imported_at = beijing(2026, 11, 30, 12, 0);
+    let due = beijing(2026, 11, 21, 4, 0);
+    // When the timer records the first-response breach at the import's instant
+    let outcome = critical_ticket().when(timer(imported_at, breach_at_import(Metric::FirstResponse, 1, due)));
+    // Then the breach is recorded as detected at import, with its due instant, and the warnings
+    // and escalations past at import are not
+    outcome.then(&[Event {
+        ticket_id: ticket_id(),
+        occurred_at: imported_at,
+        kind: EventKind::SlaBreached { metric: Metric::FirstResponse, cycle: 1, severity: Severity::A, due_at: due },
+    }]);
+    assert_eq!(outcome.ticket().team, None, "no escalation past at import");
+    assert!(outcome.ticket().clocks.values().any(|c| c.metric == Metric::FirstResponse && c.breached));
+}
+
+#[test]
+fn a_breach_at_import_is_recorded_once() {
+    let imported_at = beijing(2026, 11, 30, 12, 0);
+    let due = beijing(2026, 11, 21, 4, 0);
+    critical_ticket()
+        .history([timer(imported_at, breach_at_import(Metric::FirstResponse, 1, due))])
+        .when(timer(imported_at, breach_at_import(Metric::FirstResponse, 1, due)))
+        .then_err(ErrorKind::TimerMoot);
+}
+
+#[test]
+fn a_breach_at_import_is_not_due_before_its_instant() {
+    let due = beijing(2026, 11, 21, 4, 0);
+    critical_ticket()
+        .when(timer(beijing(2026, 11, 21, 3, 59), breach_at_import(Metric::FirstResponse, 1, due)))
+        .then_err(ErrorKind::TimerNotDue);
 }

@@ -30,6 +30,8 @@ pub struct TimelineEntry {
     pub policy: String,
     /// What the event says, in one line (empty unless asked for with the log).
     pub summary: String,
+    /// The event came in with an import (read with the summary, from the log).
+    pub imported: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +150,7 @@ impl Timeline {
                 command_id: l.command_id.to_string(),
                 policy: self.name(l.policy),
                 summary: String::new(),
+                imported: false,
             })
             .collect()
     }
@@ -164,6 +167,7 @@ pub fn add_details<L: EventLog>(entries: &mut [TimelineEntry], ticket: TicketId,
     for entry in entries {
         if let Some(e) = by_position.get(&entry.position) {
             entry.summary = crate::describe::event(&e.event.kind);
+            entry.imported = e.imported;
         }
     }
     Ok(())

@@ -65,11 +65,14 @@ impl From<&CommandBody> for pb::command::Body {
                     warn_at: Some(timestamp(warn_at)),
                 })
             }
-            CommandBody::RecordSlaBreach { metric: m, cycle, due_at } => Body::RecordSlaBreach(pb::RecordSlaBreach {
-                metric: metric(*m),
-                cycle: *cycle,
-                due_at: Some(timestamp(due_at)),
-            }),
+            CommandBody::RecordSlaBreach { metric: m, cycle, due_at, at_import } => {
+                Body::RecordSlaBreach(pb::RecordSlaBreach {
+                    metric: metric(*m),
+                    cycle: *cycle,
+                    due_at: Some(timestamp(due_at)),
+                    at_import: *at_import,
+                })
+            }
             CommandBody::DowngradeForNoResponse { cycle, due_at } => {
                 Body::DowngradeForNoResponse(pb::DowngradeForNoResponse {
                     cycle: *cycle,
@@ -133,6 +136,7 @@ impl TryFrom<pb::Command> for Command {
                 metric: to_metric("record_sla_breach.metric", b.metric)?,
                 cycle: b.cycle,
                 due_at: to_timestamp("record_sla_breach.due_at", b.due_at)?,
+                at_import: b.at_import,
             },
             Body::DowngradeForNoResponse(d) => CommandBody::DowngradeForNoResponse {
                 cycle: d.cycle,

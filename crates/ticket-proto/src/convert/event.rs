@@ -23,6 +23,7 @@ impl From<&RecordedEvent> for pb::EventEnvelope {
             correlation_id: trace(r.correlation_id.as_ref()),
             causation_id: trace(r.causation_id.as_ref()),
             event: Some(pb::Event::from(&r.event.kind)),
+            imported: r.imported,
         }
     }
 }
@@ -49,6 +50,7 @@ impl TryFrom<pb::EventEnvelope> for RecordedEvent {
             command_id: to_command_id("command_id", e.command_id)?,
             correlation_id: to_trace("correlation_id", e.correlation_id)?,
             causation_id: to_trace("causation_id", e.causation_id)?,
+            imported: e.imported,
             event: Event {
                 ticket_id: to_ticket_id("ticket_id", &e.ticket_id)?,
                 occurred_at: to_timestamp("occurred_at", e.occurred_at)?,

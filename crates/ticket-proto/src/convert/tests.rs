@@ -170,6 +170,7 @@ fn arb_recorded() -> impl Strategy<Value = RecordedEvent> {
         proptest::option::of(arb_token()),
         proptest::option::of(arb_token()),
         (arb_ticket_id(), arb_ts(), arb_event_kind()),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -182,6 +183,7 @@ fn arb_recorded() -> impl Strategy<Value = RecordedEvent> {
                 correlation,
                 causation,
                 (ticket_id, occurred_at, kind),
+                imported,
             )| RecordedEvent {
                 event_id: EventId::from_uuid(Uuid::from_u128(id)),
                 version,
@@ -191,6 +193,7 @@ fn arb_recorded() -> impl Strategy<Value = RecordedEvent> {
                 command_id: CommandId::new(command_id).unwrap(),
                 correlation_id: correlation.map(|c| TraceId::new(c).unwrap()),
                 causation_id: causation.map(|c| TraceId::new(c).unwrap()),
+                imported,
                 event: Event { ticket_id, occurred_at, kind },
             },
         )
@@ -233,10 +236,8 @@ fn arb_body() -> impl Strategy<Value = CommandBody> {
         (arb_metric(), any::<u32>(), 0u8..=100, arb_ts()).prop_map(|(metric, cycle, threshold_percent, warn_at)| {
             CommandBody::RecordSlaWarning { metric, cycle, threshold_percent, warn_at }
         }),
-        (arb_metric(), any::<u32>(), arb_ts()).prop_map(|(metric, cycle, due_at)| CommandBody::RecordSlaBreach {
-            metric,
-            cycle,
-            due_at
+        (arb_metric(), any::<u32>(), arb_ts(), any::<bool>()).prop_map(|(metric, cycle, due_at, at_import)| {
+            CommandBody::RecordSlaBreach { metric, cycle, due_at, at_import }
         }),
         (any::<u32>(), arb_ts()).prop_map(|(cycle, due_at)| CommandBody::DowngradeForNoResponse { cycle, due_at }),
     ]
@@ -333,6 +334,7 @@ fn events_from_a_real_lifecycle_round_trip() {
                 command_id: command.id.clone(),
                 correlation_id: None,
                 causation_id: None,
+                imported: false,
                 event,
             };
             assert_eq!(decode_envelope(&encode_envelope(&recorded)).unwrap(), recorded);
@@ -354,6 +356,7 @@ fn valid_envelope() -> pb::EventEnvelope {
         command_id: CommandId::new("c").unwrap(),
         correlation_id: None,
         causation_id: None,
+        imported: false,
         event: Event {
             ticket_id: testing::ticket_id(),
             occurred_at: testing::utc(2026, 11, 21, 0, 0),

@@ -32,7 +32,7 @@ fn sample(endpoint: CommandEndpoint) -> CommandBody {
             warn_at: due_at,
         },
         CommandEndpoint::RecordSlaBreach => {
-            CommandBody::RecordSlaBreach { metric: Metric::FirstResponse, cycle: 1, due_at }
+            CommandBody::RecordSlaBreach { metric: Metric::FirstResponse, cycle: 1, due_at, at_import: false }
         }
         CommandEndpoint::DowngradeForNoResponse => CommandBody::DowngradeForNoResponse { cycle: 1, due_at },
     }

@@ -204,7 +204,11 @@ async fn lifecycle(service: &CommandService<MemoryLog>) {
     let due = opened_at() + TimeDelta::hours(1);
     service
         .execute(
-            timer(due, CommandBody::RecordSlaBreach { metric: Metric::FirstResponse, cycle: 1, due_at: due }).into(),
+            timer(
+                due,
+                CommandBody::RecordSlaBreach { metric: Metric::FirstResponse, cycle: 1, due_at: due, at_import: false },
+            )
+            .into(),
         )
         .await
         .unwrap();
@@ -562,4 +566,168 @@ async fn settling_confirms_a_staged_append_and_those_before_it_and_a_failure_cut
     assert_eq!(after, Some(tokens[0]));
     service.settle(ticket_id(), tokens[0], true);
     assert_eq!(service.basis(ticket_id()).unwrap(), (state, None));
+}
+
+/// A wall clock an operator can set back.
+#[derive(Debug)]
+struct SettableClock(std::sync::Mutex<Timestamp>);
+
+impl SettableClock {
+    fn set(&self, at: Timestamp) {
+        *self.0.lock().unwrap() = at;
+    }
+}
+
+impl crate::Clock for SettableClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap()
+    }
+    fn wait_until(&self, _at: Timestamp) -> Wait<'_> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+fn on_clock(log: MemoryLog, at: Timestamp) -> (CommandService<MemoryLog>, Arc<SettableClock>) {
+    let clock = Arc::new(SettableClock(std::sync::Mutex::new(at)));
+    let service =
+        CommandService::with_clock(log, Arc::new(regional_operator()), None, ServiceConfig::default(), clock.clone());
+    (service, clock)
+}
+
+fn stamped(command: Command, stamp: Stamp) -> CommandRequest {
+    CommandRequest { stamp, ..CommandRequest::from(command) }
+}
+
+#[tokio::test]
+async fn a_wall_clock_set_back_never_runs_a_tickets_instants_backwards() {
+    // Given a ticket opened on the service clock at 09:30
+    let log = MemoryLog::new();
+    let (service, clock) = on_clock(log.clone(), beijing(2026, 11, 21, 9, 30));
+    let open = agent(utc(2100, 1, 1, 0, 0), open("advanced", "technical", Severity::A));
+    service.execute(stamped(open, Stamp::ServiceClock)).await.unwrap();
+    // When the wall clock is set back half an hour and an agent responds
+    clock.set(beijing(2026, 11, 21, 9, 0));
+    let respond = agent(utc(2100, 1, 1, 0, 0), CommandBody::RecordAgentResponse { message: text("on it") });
+    let result = service.execute(stamped(respond, Stamp::ServiceClock)).await.unwrap();
+    // Then the response is decided at the ticket's last instant, not before it, and not refused
+    assert_eq!(result.events[0].event.occurred_at, beijing(2026, 11, 21, 9, 30));
+    // And once the clock passes it again, commands take the clock's instant
+    clock.set(beijing(2026, 11, 21, 9, 45));
+    let reply = command(
+        ActorKind::Customer,
+        "acme",
+        utc(1999, 1, 1, 0, 0),
+        CommandBody::RecordCustomerReply { message: text("thanks") },
+    );
+    let result = service.execute(stamped(reply, Stamp::ServiceClock)).await.unwrap();
+    assert_eq!(result.events[0].event.occurred_at, beijing(2026, 11, 21, 9, 45));
+    assert!(result.events.iter().all(|e| !e.imported), "live events are not marked imported");
+}
+
+#[tokio::test]
+async fn an_imported_command_keeps_its_past_instant_and_is_marked_imported() {
+    let log = MemoryLog::new();
+    let (service, _clock) = on_clock(log.clone(), beijing(2026, 11, 30, 12, 0));
+    let result =
+        service.execute(stamped(agent(opened_at(), open("advanced", "technical", Severity::A)), Stamp::Imported)).await;
+    let result = result.unwrap();
+    assert_eq!(result.events[0].event.occurred_at, opened_at());
+    assert!(result.events.iter().all(|e| e.imported));
+    assert!(log.read_from(1, 10).unwrap().iter().all(|e| e.imported), "the mark is stored");
+    // Sent again (a resumed import), it is a duplicate, not a refusal.
+    let again =
+        service.execute(stamped(agent(opened_at(), open("advanced", "technical", Severity::A)), Stamp::Imported)).await;
+    assert!(again.unwrap().duplicate);
+}
+
+#[tokio::test]
+async fn an_imported_instant_ahead_of_the_service_clock_is_refused_and_nothing_appended() {
+    let log = MemoryLog::new();
+    let (service, _clock) = on_clock(log.clone(), opened_at());
+    let future = agent(opened_at() + TimeDelta::seconds(1), open("advanced", "technical", Severity::A));
+    let refused = service.execute(stamped(future, Stamp::Imported)).await.unwrap_err();
+    assert_eq!(refused.kind(), ServiceErrorKind::Rejected(ErrorKind::InvalidCommand));
+    let ServiceError::Rejected(DomainError::ImportedInstant { problem: ImportProblem::AheadOfClock { now }, .. }) =
+        refused
+    else {
+        panic!("not refused as ahead of the clock: {refused:?}");
+    };
+    assert_eq!(now, opened_at());
+    assert_eq!(log.head(), 0);
+}
+
+#[tokio::test]
+async fn an_imported_instant_before_the_tickets_last_event_is_refused_and_nothing_appended() {
+    let log = MemoryLog::new();
+    let (service, _clock) = on_clock(log.clone(), beijing(2026, 11, 30, 12, 0));
+    service
+        .execute(stamped(agent(opened_at(), open("advanced", "technical", Severity::A)), Stamp::Imported))
+        .await
+        .unwrap();
+    let respond = agent(opened_at() + TimeDelta::minutes(20), CommandBody::RecordAgentResponse { message: text("a") });
+    service.execute(stamped(respond, Stamp::Imported)).await.unwrap();
+    let earlier = agent(opened_at() + TimeDelta::minutes(10), CommandBody::RequestCustomerInfo { request: text("b") });
+    let refused = service.execute(stamped(earlier, Stamp::Imported)).await.unwrap_err();
+    let ServiceError::Rejected(DomainError::ImportedInstant {
+        problem: ImportProblem::OutOfOrder { last_event_at },
+        ..
+    }) = refused
+    else {
+        panic!("not refused as out of order: {refused:?}");
+    };
+    assert_eq!(last_event_at, opened_at() + TimeDelta::minutes(20));
+    assert_eq!(log.head(), 2);
+}
+
+#[tokio::test]
+async fn the_audit_reports_decision_instants_that_run_backwards_or_lie_ahead_of_their_append() {
+    // Given a hand-made log: a ticket opened, then an event stamped before the opening, then
+    // one stamped a year after its append
+    let log = MemoryLog::new();
+    let open = agent(opened_at(), open("advanced", "technical", Severity::A));
+    let opened = decide(&open, &TicketState::initial(), &regional_operator()).unwrap();
+    let append = |command: Command, version: u64, events: Vec<Event>| ticket_log::AppendRequest {
+        token: ticket_log::AppendToken::next(),
+        command,
+        policy: None,
+        rules: Rules::CURRENT,
+        correlation_id: None,
+        causation_id: None,
+        imported: false,
+        streams: vec![ticket_log::StreamAppend {
+            ticket_id: ticket_id(),
+            expected_version: version,
+            after: None,
+            events,
+        }],
+    };
+    log.append(append(open, 0, opened)).await.unwrap();
+    let note = |at: Timestamp| Event {
+        ticket_id: ticket_id(),
+        occurred_at: at,
+        kind: EventKind::AgentResponded { message: text("note"), clocks: Vec::new() },
+    };
+    let early = opened_at() - TimeDelta::minutes(5);
+    let respond = agent(early, CommandBody::RecordAgentResponse { message: text("note") });
+    log.append(append(respond, 1, vec![note(early)])).await.unwrap();
+    let ahead = ticket_log::now() + TimeDelta::days(365);
+    let respond = agent(ahead, CommandBody::RecordAgentResponse { message: text("note") });
+    log.append(append(respond, 2, vec![note(ahead)])).await.unwrap();
+    // When it is audited
+    let report = audit(&log, &[], |_, _, _| {}).unwrap();
+    // Then both are reported, by position, for the ticket
+    let instants: Vec<(u64, &str)> = report
+        .problems
+        .iter()
+        .filter(|p| p.problem.starts_with("decided at"))
+        .map(|p| (p.position, if p.problem.contains("ahead") { "ahead" } else { "backwards" }))
+        .collect();
+    assert_eq!(instants, vec![(2, "backwards"), (3, "ahead")], "{:?}", report.problems);
+    assert!(report.problems.iter().all(|p| p.ticket_id == Some(ticket_id())));
+    // And on a test clock's log, whose instants run ahead of the wall clock by design, only the
+    // instant running backwards is
+    let simulated = crate::audit::audit_on(&log, &[], ticket_log::ClockKind::Simulated, |_, _, _| {}).unwrap();
+    let instants: Vec<u64> =
+        simulated.problems.iter().filter(|p| p.problem.starts_with("decided at")).map(|p| p.position).collect();
+    assert_eq!(instants, vec![2], "{:?}", simulated.problems);
 }

@@ -116,3 +116,72 @@ async fn a_command_is_answered_while_the_timer_rebuilds_its_index() {
     stop.send_replace(true);
     timer.join().await.unwrap();
 }
+
+/// A ticket opened in another helpdesk 20 minutes before its history is imported: its warnings
+/// and breach are still ahead and fire live. Another, opened two hours before: its warnings and
+/// its breach (with the escalations the policy attaches) are past at import.
+#[tokio::test]
+async fn the_timer_fires_nothing_past_at_import_and_records_past_breaches_as_detected_at_import() {
+    // The import's append instant is the log's (the wall clock): the simulated clock starts there.
+    let imported_at = ticket_log::now();
+    let clock = Arc::new(SimulatedClock::new(imported_at));
+    let log = MemoryLog::new();
+    let service = CommandService::with_clock(
+        log.clone(),
+        Arc::new(regional_operator()),
+        None,
+        ServiceConfig::default(),
+        clock.clone() as Arc<dyn Clock>,
+    );
+    let mut recent = open_ticket(imported_at - chrono::TimeDelta::minutes(20));
+    recent.stamp = Stamp::Imported;
+    let mut old = open_ticket(imported_at - chrono::TimeDelta::hours(2));
+    old.stamp = Stamp::Imported;
+    let (recent_id, old_id) = (recent.command.ticket_id, old.command.ticket_id);
+    service.execute(recent).await.unwrap();
+    let imported = service.execute(old).await.unwrap();
+    let (head, appended_at) = (imported.last_position(), imported.events[0].recorded_at);
+
+    let mut config = TimerConfig::new(ActorId::new("ticket-timer").unwrap());
+    config.import_quiet = chrono::TimeDelta::minutes(1);
+    let (stop, stopped) = watch::channel(false);
+    let timer = Timer::new(service.clone(), None, config).spawn(stopped);
+    // Within the quiet minute after the import nothing is recorded, past or not.
+    let mut progress = timer.watch();
+    let quiet = tokio::time::timeout(Duration::from_secs(30), progress.wait_for(|p| p.position >= head && p.idle));
+    quiet.await.unwrap().unwrap();
+    assert_eq!(log.head(), head, "nothing recorded while the import may go on");
+    // A minute later the old ticket's breach is recorded as detected at import; two hours on,
+    // the recent one's breach fires live.
+    let until = imported_at + chrono::TimeDelta::hours(2);
+    let progress = timer.step_to(&clock, until, || log.head(), Duration::from_secs(30)).await.unwrap();
+    // (after the recent one's 50% and 80% warnings, 10 and 28 minutes after the import)
+    assert_eq!(progress.fired, 4, "{progress:?}");
+    stop.send_replace(true);
+    timer.join().await.unwrap();
+
+    let after: Vec<RecordedEvent> = log.read_from(head + 1, 100).unwrap();
+    let described: Vec<(TicketId, &str, Timestamp, bool)> =
+        after.iter().map(|e| (e.event.ticket_id, e.event.kind.name(), e.event.occurred_at, e.imported)).collect();
+    assert!(
+        after.iter().all(|e| {
+            let ticket_domain::EventKind::SlaWarning { warn_at, .. } = e.event.kind else { return true };
+            warn_at > appended_at
+        }),
+        "no warning past at import: {described:?}"
+    );
+    let old_breach = after.iter().find(|e| e.event.ticket_id == old_id).expect("the old ticket's breach");
+    let ticket_domain::EventKind::SlaBreached { due_at, .. } = old_breach.event.kind else {
+        panic!("not a breach: {described:?}")
+    };
+    assert_eq!(due_at, imported_at - chrono::TimeDelta::hours(1));
+    assert_eq!(old_breach.event.occurred_at, appended_at, "detected at the import's instant");
+    assert!(old_breach.imported, "marked as detected at import");
+    assert_eq!(after.iter().filter(|e| e.event.ticket_id == old_id).count(), 1, "no escalation: {described:?}");
+    let recent_breach = after
+        .iter()
+        .find(|e| e.event.ticket_id == recent_id && e.event.kind.name() == "sla_breached")
+        .expect("the recent ticket's breach");
+    assert_eq!(recent_breach.event.occurred_at, imported_at + chrono::TimeDelta::minutes(40));
+    assert!(!recent_breach.imported);
+}
