@@ -61,9 +61,17 @@ async fn run_timer(data_dir: &Path) -> Vec<RecordedEvent> {
     appended
 }
 
-fn compliance(data_dir: &Path) -> Vec<(String, String, String, String, u64, u64)> {
-    let output =
-        run(data_dir, &["--json", "compliance", "--from", "2026-03-01T00:00:00Z", "--to", "2026-04-01T00:00:00Z"]);
+type ComplianceRows = Vec<(String, String, String, String, u64, u64)>;
+
+/// The compliance arguments of March 2026, when the example history happened.
+const MARCH: [&str; 6] = ["--json", "compliance", "--from", "2026-03-01T00:00:00Z", "--to", "2026-04-01T00:00:00Z"];
+
+fn compliance(data_dir: &Path) -> ComplianceRows {
+    compliance_rows(&run(data_dir, &MARCH))
+}
+
+/// The rows of `ticketctl --json compliance`'s output, sorted.
+fn compliance_rows(output: &Output) -> ComplianceRows {
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let report: pb::ComplianceReport = serde_json::from_slice(&output.stdout).unwrap();
     let mut rows: Vec<_> = report
@@ -77,6 +85,16 @@ fn compliance(data_dir: &Path) -> Vec<(String, String, String, String, u64, u64)
         .collect();
     rows.sort();
     rows
+}
+
+/// What the example history's instants imply.
+fn expected_compliance() -> ComplianceRows {
+    vec![
+        ("advanced".into(), "A".into(), "technical".into(), "first_response".into(), 2, 1),
+        ("advanced".into(), "A".into(), "technical".into(), "follow_up".into(), 2, 0),
+        ("standard".into(), "B".into(), "technical".into(), "first_response".into(), 0, 1),
+        ("standard".into(), "C".into(), "billing".into(), "first_response".into(), 1, 0),
+    ]
 }
 
 fn open_ticket() -> TicketId {
@@ -120,12 +138,7 @@ async fn the_example_history_imports_with_the_compliance_its_instants_imply_and_
     // And the compliance report is what the instants imply: critical tickets answered in 20
     // minutes (met), 90 minutes (breached at 11:00, recorded by the late response) and 30
     // minutes (met); the high one never answered (breached); the billing one answered on time
-    let expected = vec![
-        ("advanced".into(), "A".into(), "technical".into(), "first_response".into(), 2, 1),
-        ("advanced".into(), "A".into(), "technical".into(), "follow_up".into(), 2, 0),
-        ("standard".into(), "B".into(), "technical".into(), "first_response".into(), 0, 1),
-        ("standard".into(), "C".into(), "billing".into(), "first_response".into(), 1, 0),
-    ];
+    let expected = expected_compliance();
     assert_eq!(compliance(whole.path()), expected);
     // And the audit verifies it: instants in order per ticket, none ahead of its append
     let audit = run(whole.path(), &["audit", "verify"]);
@@ -224,4 +237,81 @@ fn a_history_out_of_time_order_is_refused_line_by_line_with_reasons() {
     );
     let reasons = summary["refused"].to_string();
     assert!(reasons.contains("time order") && reasons.contains("ahead of the service"), "{reasons}");
+}
+
+/// `ticketctl --nats-url <as user> ...` against `ticketd dev`'s server at `address`.
+fn remote(address: &str, user: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
+        .env_remove("TICKETCTL_ACTOR")
+        .arg("--nats-url")
+        .arg(format!("nats://{user}:{user}-dev-password@{address}"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_importer_moves_the_example_history_in_over_nats_and_an_agent_cannot() {
+    // Given `ticketd dev` with the shipped accounts, its timer recording breaches already due at
+    // import once a ticket's import has been quiet for a second
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("ticketd.toml");
+    std::fs::write(&config, "[timer]\nimport_quiet_secs = 1\n").unwrap();
+    let port = ticket_testkit::free_port().unwrap();
+    let nats = ticket_testkit::nats_server_bin().unwrap();
+    let policy = policy_path("regional-operator.toml");
+    let port_arg = port.to_string();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "dev",
+        "--port",
+        &port_arg,
+    ];
+    let mut daemon = crate::daemon::Daemon::spawn(&args, data.path(), &[("NATS_SERVER_BIN", nats.as_path())]);
+    daemon.wait_for("ticketd ready", Duration::from_secs(60));
+    let address = format!("127.0.0.1:{port}");
+    let file = example();
+
+    // When the support tool (an agent) tries to import it
+    let refused = remote(&address, "support", &["--json", "import", file.to_str().unwrap()]);
+    // Then every line is refused: another helpdesk's actors and past instants are the importer's
+    // alone (the actor is checked first)
+    assert_eq!(refused.status.code(), Some(1), "{}", String::from_utf8_lossy(&refused.stderr));
+    let refused = summary(&refused);
+    assert_eq!(refused["imported"].as_u64(), Some(0));
+    let codes: Vec<&str> = refused["refused"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, vec!["ERROR_CODE_PERMISSION_DENIED"; 12], "{refused}");
+
+    // When the importer imports it, then again (a rerun after a kill sends the same ids)
+    let imported = remote(&address, "importer", &["--json", "import", file.to_str().unwrap()]);
+    assert_eq!(imported.status.code(), Some(0), "{}", String::from_utf8_lossy(&imported.stderr));
+    assert_eq!(summary(&imported)["imported"].as_u64(), Some(12));
+    let again = summary(&remote(&address, "importer", &["--json", "import", file.to_str().unwrap()]));
+    assert_eq!((again["imported"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(12)), "{again}");
+
+    // Then the operator's compliance report comes to what the instants imply, once the open
+    // ticket's breach is detected at import
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let rows = loop {
+        let rows = compliance_rows(&remote(&address, "operator", &MARCH));
+        if rows == expected_compliance() || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(rows, expected_compliance());
+    // And the open ticket's timeline holds its imported opening and the breach detected at
+    // import, both marked imported: no warning or escalation whose instant was past
+    let timeline = remote(&address, "operator", &["--json", "timeline", &open_ticket().to_string()]);
+    assert_eq!(timeline.status.code(), Some(0), "{}", String::from_utf8_lossy(&timeline.stderr));
+    let timeline: pb::Timeline = serde_json::from_slice(&timeline.stdout).unwrap();
+    let entries: Vec<(&str, bool)> = timeline.entries.iter().map(|e| (e.event_type.as_str(), e.imported)).collect();
+    assert_eq!(entries, vec![("opened", true), ("sla_breached", true)], "{timeline:?}");
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "ticketd exited with {status}:\n{}", log.join("\n"));
 }

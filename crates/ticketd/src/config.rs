@@ -156,11 +156,20 @@ pub struct TimerSettings {
     pub max_in_flight: usize,
     /// How often the deadline index is checkpointed while it changes.
     pub checkpoint_secs: u64,
+    /// How long an imported ticket's history must have been quiet before a breach already due at
+    /// import is recorded as detected at import (the rest of its history may still be coming).
+    pub import_quiet_secs: u64,
 }
 
 impl Default for TimerSettings {
     fn default() -> Self {
-        Self { enabled: true, actor: "ticket-timer".into(), max_in_flight: 512, checkpoint_secs: 30 }
+        Self {
+            enabled: true,
+            actor: "ticket-timer".into(),
+            max_in_flight: 512,
+            checkpoint_secs: 30,
+            import_quiet_secs: 60,
+        }
     }
 }
 
@@ -384,6 +393,10 @@ impl Config {
         let mut config = ticket_timer::TimerConfig::new(actor);
         config.max_in_flight = self.timer.max_in_flight.max(1);
         config.checkpoint_every = Duration::from_secs(self.timer.checkpoint_secs.max(1));
+        config.import_quiet = i64::try_from(self.timer.import_quiet_secs)
+            .ok()
+            .and_then(chrono::TimeDelta::try_seconds)
+            .ok_or_else(|| anyhow::anyhow!("timer.import_quiet_secs: {} is too long", self.timer.import_quiet_secs))?;
         Ok(config)
     }
 
