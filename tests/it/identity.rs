@@ -135,6 +135,19 @@ async fn opened(f: &Fixture, customer: &str) -> TicketId {
     support.open(&issue(ActorKind::Agent, "support"), None, opening(customer)).await.unwrap().ticket_id
 }
 
+/// An opening for customer `acme` as a support tool sends it when it leaves to ticketd what is
+/// ticketd's: no actor, no `issued_at`, no ticket id.
+fn bare_opening() -> pb::Command {
+    let mut wire = pb::Command::from(&ticket_domain::testing::agent(
+        ticket_domain::testing::utc(2026, 11, 21, 0, 0),
+        CommandBody::Open(opening("acme")),
+    ));
+    wire.actor = None;
+    wire.issued_at = None;
+    wire.ticket_id = String::new();
+    wire
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_support_tool_cannot_record_a_customer_reply() {
     // Given a ticket opened by a support tool
@@ -204,13 +217,7 @@ async fn the_actor_is_the_stamped_identity_and_an_empty_one_is_filled_in() {
     let f = Fixture::start(identities()).await;
     let support = f.client("support").await;
     // When it opens a ticket without naming an actor
-    let mut wire = pb::Command::from(&ticket_domain::testing::agent(
-        ticket_domain::testing::utc(2026, 11, 21, 0, 0),
-        CommandBody::Open(opening("acme")),
-    ));
-    wire.actor = None;
-    wire.issued_at = None;
-    wire.ticket_id = String::new();
+    let wire = bare_opening();
     let accepted = support.send_wire(wire).await.unwrap();
     // Then the event records the identity nats-server stamped
     let actor = &accepted.events[0].actor;
@@ -299,13 +306,7 @@ async fn a_client_time_is_accepted_beside_the_service_clock() {
     let f = Fixture::start(identities()).await;
     let support = f.client("support").await;
     // When it opens a ticket with its own notion of the time
-    let mut wire = pb::Command::from(&ticket_domain::testing::agent(
-        ticket_domain::testing::utc(2026, 11, 21, 0, 0),
-        CommandBody::Open(opening("acme")),
-    ));
-    wire.actor = None;
-    wire.issued_at = None;
-    wire.ticket_id = String::new();
+    let mut wire = bare_opening();
     wire.client_time = Some(ticket_proto::wire::timestamp(&ticket_domain::testing::utc(2001, 1, 1, 0, 0)));
     let before = now();
     let accepted = support.send_wire(wire).await.unwrap();
@@ -320,13 +321,7 @@ async fn a_forged_request_info_header_is_not_trusted() {
     let f = Fixture::start(identities()).await;
     let support = nats(&f.server, "support").await;
     // When it sends a command with its own Nats-Request-Info claiming to be acme's portal
-    let mut wire = pb::Command::from(&ticket_domain::testing::agent(
-        ticket_domain::testing::utc(2026, 11, 21, 0, 0),
-        CommandBody::Open(opening("acme")),
-    ));
-    wire.actor = None;
-    wire.issued_at = None;
-    wire.ticket_id = String::new();
+    let wire = bare_opening();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(ticket_nats::REQUEST_INFO_HEADER, r#"{"acc":"CUSTOMERS","user":"acme"}"#);
     let reply = tokio::time::timeout(
