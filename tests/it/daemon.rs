@@ -190,6 +190,33 @@ pub(crate) fn spawn_serve(url: &str, flags: &[&str], data: &Path) -> Daemon {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_nats_down_stops_within_the_shutdown_deadline() {
+    // Given ticketd serving with a 2 s shutdown deadline, a ticket opened, then its nats-server
+    // killed
+    let mut server = NatsServer::start().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("ticketd.toml");
+    std::fs::write(&config, "[shutdown]\ndeadline_secs = 2\n").unwrap();
+    let mut daemon = spawn_serve(&server.url(), &["--config", config.to_str().unwrap()], data.path());
+    daemon.wait_for("ticketd ready", Duration::from_secs(30));
+    server.stop();
+    daemon.wait_for("NATS connection lost", Duration::from_secs(30));
+    // When it is told to stop
+    let started = Instant::now();
+    let (status, log) = daemon.terminate();
+    // Then it stops by itself within its deadline, without the watchdog's forced exit
+    assert!(status.success(), "ticketd exited with {status}:\n{}", log.join("\n"));
+    let stopped = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "ticketd stopped")
+        .unwrap_or_else(|| panic!("no stop line:\n{}", log.join("\n")));
+    let took = stopped["fields"]["took_ms"].as_u64().unwrap();
+    assert!(took <= 2_000 + 100, "the shutdown took {took} ms of its 2 s deadline:\n{}", log.join("\n"));
+    eprintln!("stopped {:?} after SIGTERM with NATS down (shutdown {took} ms)", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticketd_serve_takes_commands_publishes_and_stops_gracefully() {
     let server = NatsServer::start().unwrap();
     let data = tempfile::tempdir().unwrap();

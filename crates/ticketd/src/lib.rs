@@ -96,6 +96,8 @@ pub fn main() -> ExitCode {
             }
         }
     });
+    // A blocking task still running (a storage read on a stuck disk) does not hold the exit.
+    runtime.shutdown_timeout(serve::SHUTDOWN_GRACE);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

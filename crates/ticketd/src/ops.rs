@@ -129,8 +129,12 @@ pub async fn start(listen: Option<SocketAddr>) -> anyhow::Result<Ops> {
 /// Records the NATS connection's state from the client's events.
 pub fn nats_event(event: &async_nats::Event) {
     match event {
-        async_nats::Event::Connected => metrics::gauge!("ticketd_nats_connected").set(1.0),
+        async_nats::Event::Connected => {
+            tracing::info!("connected to NATS");
+            metrics::gauge!("ticketd_nats_connected").set(1.0)
+        }
         async_nats::Event::Disconnected | async_nats::Event::Closed => {
+            tracing::info!(event = %event, "NATS connection lost; reconnecting");
             metrics::gauge!("ticketd_nats_connected").set(0.0)
         }
         async_nats::Event::LameDuckMode

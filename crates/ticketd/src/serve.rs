@@ -8,7 +8,7 @@ use async_nats::jetstream;
 use ticket_engine::{AdvanceError, Engine, EngineClock, EngineConfig, TestClock};
 use ticket_log::EventLog;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 
@@ -136,17 +136,23 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
 
     // Without NATS there is nothing to drain to: what is appended is published at the next start.
     let deadline = if outcome.is_ok() { Duration::from_secs(config.shutdown.deadline_secs) } else { Duration::ZERO };
+    // Whatever NATS, the disk or a stuck task does, the process ends: past the deadline (and a
+    // second's grace for the steps below to say what they could not flush) it exits. Nothing
+    // acknowledged is lost: acknowledged events are durable in the log, and the outbox resumes
+    // from it at the next start.
+    arm_exit_watchdog(deadline + SHUTDOWN_GRACE);
     let started = tokio::time::Instant::now();
-    if !api.stop(deadline).await {
+    // Each step has what is left of the one deadline; past it, a step is tried once (a timeout
+    // of zero polls its future once).
+    let left = || deadline.saturating_sub(started.elapsed());
+    if !api.stop(left()).await {
         warn!("commands were still running at the shutdown deadline");
     }
     // The timer and the read models stop and checkpoint (what is not flushed is logged, and
     // rebuilt from the log at the next start).
-    let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
-    engine.stop(left).await;
+    engine.stop(left()).await;
     stop_publishing.send_replace(true);
-    let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
-    match tokio::time::timeout(left, publisher).await {
+    match tokio::time::timeout(left(), publisher).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => warn!(error = %e, "the outbox was not drained; it is published at the next start"),
         Ok(Err(e)) => warn!(error = %e, "the publisher failed"),
@@ -155,9 +161,33 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
             "outbox not drained by the deadline; it is published at the next start"
         ),
     }
-    let _ = tokio::time::timeout(deadline.max(Duration::from_secs(1)), client.flush()).await;
-    info!(head = log.head(), published = log.published().unwrap_or(0), "ticketd stopped");
+    let _ = tokio::time::timeout(left(), client.flush()).await;
+    info!(
+        head = log.head(),
+        published = log.published().unwrap_or(0),
+        took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "ticketd stopped"
+    );
     outcome
+}
+
+/// How long past the shutdown deadline the process may take before it is ended.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Ends the process `after` from now, from a thread of its own (so that neither a blocked
+/// runtime nor a stuck task can hold it), unless it has exited by then.
+fn arm_exit_watchdog(after: Duration) {
+    let spawned = std::thread::Builder::new().name("shutdown-watchdog".into()).spawn(move || {
+        std::thread::sleep(after);
+        error!(
+            after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            "shutdown did not end by its deadline; exiting now"
+        );
+        std::process::exit(1);
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start the shutdown watchdog");
+    }
 }
 
 /// The engine's test clock, as the API's operators move it.
