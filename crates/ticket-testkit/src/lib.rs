@@ -133,7 +133,7 @@ impl NatsServer {
             store,
             _store_dir: store_dir,
             config,
-            monitor_port: free_port()?,
+            monitor_port: 0,
             child: None,
             log: Arc::default(),
         };
@@ -146,25 +146,29 @@ impl NatsServer {
         command.arg("-a").arg("127.0.0.1").arg("-p");
         command.arg(if self.port == 0 { "-1".to_owned() } else { self.port.to_string() });
         command.arg("-js").arg("-sd").arg(&self.store).arg("-n").arg(&self.name);
-        command.arg("-m").arg(self.monitor_port.to_string());
+        // The server picks its own ports at the first start (no race with another test's bind),
+        // and keeps them across restarts.
+        command.arg("-m").arg(if self.monitor_port == 0 { "-1".to_owned() } else { self.monitor_port.to_string() });
         if let Some(file) = &self.config.config_file {
             command.arg("-c").arg(file);
         }
         command.args(&self.config.args);
         let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
         let stderr = child.stderr.take().ok_or_else(|| std::io::Error::other("no stderr"))?;
-        let (tx, rx) = mpsc::channel::<Option<u16>>();
+        let (tx, rx) = mpsc::channel::<(Option<u16>, Option<u16>)>();
         let log = self.log.clone();
         std::thread::spawn(move || {
-            let mut port = None;
+            let port_after = |line: &str, marker: &str| {
+                line.split(marker).nth(1).and_then(|rest| rest.trim().rsplit(':').next()?.parse().ok())
+            };
+            let (mut port, mut monitor) = (None, None);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
-                    port = rest.trim().rsplit(':').next().and_then(|p| p.parse().ok());
-                }
+                port = port.or_else(|| port_after(&line, "Listening for client connections on "));
+                monitor = monitor.or_else(|| port_after(&line, "Starting http monitor on "));
                 let ready = line.contains("Server is ready");
                 log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
                 if ready {
-                    let _ = tx.send(port);
+                    let _ = tx.send((port, monitor));
                 }
             }
         });
@@ -172,9 +176,12 @@ impl NatsServer {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(port) => {
+                Ok((port, monitor)) => {
                     if let Some(port) = port {
                         self.port = port;
+                    }
+                    if let Some(monitor) = monitor {
+                        self.monitor_port = monitor;
                     }
                     return Ok(());
                 }
@@ -272,7 +279,23 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Starts `n` routed servers. The route ports must be known before any server starts (each
+    /// names the others), so they are reserved and released; another process can bind one in
+    /// between, and the server that loses its port exits. The whole cluster is then started
+    /// again on fresh ports, a few times, before the error is returned.
     pub fn start(n: usize) -> Result<Self, TestkitError> {
+        const ATTEMPTS: usize = 4;
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(n) {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) if attempt >= ATTEMPTS => return Err(e),
+                Err(_) => attempt += 1,
+            }
+        }
+    }
+
+    fn start_once(n: usize) -> Result<Self, TestkitError> {
         let cluster_ports = (0..n).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
         let routes: Vec<String> = cluster_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
         let suffix = format!("{}-{}", std::process::id(), cluster_ports[0]);
@@ -291,6 +314,11 @@ impl Cluster {
                 ],
             };
             nodes.push(NatsServer::start_with(config)?);
+        }
+        for node in &mut nodes {
+            if !node.wait_for_log("Listening for route connections on", READY_WITHIN) || !node.is_running() {
+                return Err(TestkitError::NotReady { name: node.name.clone(), log: node.log_text() });
+            }
         }
         Ok(Self { nodes })
     }
