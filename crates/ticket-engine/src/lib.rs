@@ -22,7 +22,7 @@ use std::time::Duration;
 use ticket_domain::{Policy, RecordedEvent, Timestamp};
 pub use ticket_log::ClockKind;
 use ticket_log::{EventLog, LogError};
-use ticket_log_sled::{SledConfig, SledLog};
+use ticket_log_sled::{SledConfig, SledLog, SledState};
 use ticket_projections::{Checkpoints, Projector, ProjectorConfig, ProjectorError};
 pub use ticket_service::SimulatedClock;
 use ticket_service::{Clock, CommandService, ServiceConfig, SystemClock};
@@ -62,6 +62,12 @@ impl DataDir {
         self.root.join("projections")
     }
 
+    /// The state store: the read models' and the timer's durable state, rebuildable from the
+    /// log (ADR 0013).
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
     /// The nats-server store of `ticketd dev`.
     pub fn nats_store(&self) -> PathBuf {
         self.root.join("nats")
@@ -80,6 +86,11 @@ impl DataDir {
     /// Opens (or creates) the log. Blocking: sled opens and recovers its files.
     pub fn open_log(&self) -> Result<SledLog, LogError> {
         SledLog::open(SledConfig::new(self.log()))
+    }
+
+    /// Opens (or creates) the state store. Blocking, like [`DataDir::open_log`].
+    pub fn open_state(&self) -> Result<SledState, LogError> {
+        SledState::open(self.state())
     }
 
     pub fn timer_checkpoint_file(&self) -> CheckpointFile {

@@ -12,6 +12,7 @@
 
 pub mod keys;
 mod record;
+mod state;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use tracing::info;
 use keys::{EVENT, FORMAT, META_CLOCK, META_FORMAT, META_HASH, META_HEAD, META_PUBLISHED, positional, trailing_u64};
 pub use record::{GENESIS, decode_event};
 use record::{chain_hash, decode_command, decode_record};
+pub use state::{STATE_CACHE_BYTES, SledState};
 use writer::{Job, Writer};
 
 /// How to open a log.

@@ -13,6 +13,7 @@
 pub mod contract;
 pub mod durable;
 mod memory;
+pub mod state;
 mod subscription;
 
 use std::future::Future;
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ticket_domain::{Command, CommandId, Event, PolicyVersion, RecordedEvent, Rules, TicketId, TraceId};
 
 pub use memory::{MemoryLog, MemorySnapshots};
+pub use state::{MemoryState, StateBatch, StateSpace, StateStore};
 pub use subscription::Subscription;
 
 /// Identifies one append within this process, so that a later append can name it as the basis
