@@ -24,7 +24,8 @@ pub fn id(dir: &Path) -> anyhow::Result<String> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
     }
     let id = uuid::Uuid::now_v7().to_string();
-    std::fs::write(&file, format!("{id}\n")).with_context(|| format!("cannot write {}", file.display()))?;
+    ticket_log::durable::write_file(&file, format!("{id}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", file.display()))?;
     info!(instance = %id, file = %file.display(), "instance id made");
     Ok(id)
 }
