@@ -9,7 +9,9 @@
 
 mod golden;
 
-pub use golden::{check_golden, golden_files, golden_history, golden_policy, golden_split_ticket, golden_states};
+pub use golden::{
+    check_golden, golden_commands, golden_files, golden_history, golden_policy, golden_split_ticket, golden_states,
+};
 
 use chrono::{TimeZone, Utc};
 use uuid::Uuid;

@@ -7,6 +7,9 @@ use ticket_log::{CommandRecord, LogError};
 use ticket_proto::pb;
 
 pub const RECORD_FORMAT: u32 = 1;
+/// The stored command record's encoding (`ticket.v1.CommandRecord`); a change needs a new
+/// number and golden file (`golden/command-record-format-<N>.hex`).
+pub const COMMAND_RECORD_FORMAT: u32 = 1;
 pub const GENESIS: [u8; 32] = [0; 32];
 
 pub fn chain_hash(prev: &[u8; 32], envelope: &[u8]) -> [u8; 32] {

@@ -34,6 +34,36 @@ pub fn golden_split_ticket() -> TicketId {
 /// links), with trace ids on some, at consecutive positions from 1.
 pub fn golden_history() -> Vec<RecordedEvent> {
     let policy = golden_policy();
+    let mut states: BTreeMap<TicketId, TicketState> = BTreeMap::new();
+    let mut history = Vec::new();
+    for (n, command) in golden_commands().into_iter().enumerate() {
+        let state = states.get(&command.ticket_id).cloned().unwrap_or_else(TicketState::initial);
+        let events = decide_under(Rules::V2, &command, &state, &policy)
+            .unwrap_or_else(|e| panic!("golden command {n} was refused: {e}"));
+        for event in events {
+            let state = states.entry(event.ticket_id).or_insert_with(TicketState::initial);
+            evolve(state, &event).unwrap_or_else(|m| panic!("golden event does not fit: {m}"));
+            let position = history.len() as u64 + 1;
+            let mut recorded = RecordedEvent::of_command(
+                EventId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_9000_0000_0000_0000 + u128::from(position))),
+                &command,
+                state.version(),
+                position,
+                event,
+            );
+            if n % 2 == 1 {
+                recorded.correlation_id = Some(TraceId::new(format!("corr-{n}")).unwrap());
+                recorded.causation_id = Some(TraceId::new(format!("cause-{n}")).unwrap());
+            }
+            history.push(recorded);
+        }
+    }
+    history
+}
+
+/// The commands the golden history is decided from, in order (command `n` has the id
+/// `golden-<n>`; the events of the odd ones carry the trace ids `corr-<n>` and `cause-<n>`).
+pub fn golden_commands() -> Vec<Command> {
     let t0 = beijing(2026, 3, 2, 9, 0);
     let minutes = |m: i64| t0 + chrono::TimeDelta::minutes(m);
     let agent = Actor { kind: ActorKind::Agent, id: ActorId::new("agent-li").unwrap() };
@@ -80,38 +110,17 @@ pub fn golden_history() -> Vec<RecordedEvent> {
         (agent.clone(), 120 + 26 * 60 + 30, CommandBody::Resolve { resolution: text("route fixed") }),
         (customer, 120 + 27 * 60, CommandBody::Reopen { reason: text("down again") }),
     ];
-    let mut states: BTreeMap<TicketId, TicketState> = BTreeMap::new();
-    let mut history = Vec::new();
-    for (n, (actor, at, body)) in script.into_iter().enumerate() {
-        let command = Command {
+    script
+        .into_iter()
+        .enumerate()
+        .map(|(n, (actor, at, body))| Command {
             id: CommandId::new(format!("golden-{n}")).unwrap(),
             ticket_id: ticket_id(),
             actor,
             issued_at: minutes(at),
             body,
-        };
-        let state = states.get(&command.ticket_id).cloned().unwrap_or_else(TicketState::initial);
-        let events = decide_under(Rules::V2, &command, &state, &policy)
-            .unwrap_or_else(|e| panic!("golden command {n} was refused: {e}"));
-        for event in events {
-            let state = states.entry(event.ticket_id).or_insert_with(TicketState::initial);
-            evolve(state, &event).unwrap_or_else(|m| panic!("golden event does not fit: {m}"));
-            let position = history.len() as u64 + 1;
-            let mut recorded = RecordedEvent::of_command(
-                EventId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_9000_0000_0000_0000 + u128::from(position))),
-                &command,
-                state.version(),
-                position,
-                event,
-            );
-            if n % 2 == 1 {
-                recorded.correlation_id = Some(TraceId::new(format!("corr-{n}")).unwrap());
-                recorded.causation_id = Some(TraceId::new(format!("cause-{n}")).unwrap());
-            }
-            history.push(recorded);
-        }
-    }
-    history
+        })
+        .collect()
 }
 
 /// Each ticket's state after the golden history.
