@@ -76,9 +76,17 @@ pub struct Args {
     /// Write the SVG plot of restart time and peak memory against events here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Also write the JSON report here (whether or not `--json` prints it).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     /// (Default: the embedded deploy/policies/regional-operator.toml.)
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// ticketd is killed (and the size reported as failed) once its resident memory passes
+    /// this, so that a model that outgrows the machine does not take it down; the in-process
+    /// rebuild is skipped when ticketd's own rebuild peaked above half the memory available.
+    #[arg(long, default_value_t = 12_288)]
+    pub max_rss_mib: u64,
     /// How long ticketd may take to become ready and catch up, at any step.
     #[arg(long, default_value_t = 1800)]
     pub timeout_secs: u64,
@@ -96,7 +104,8 @@ struct Report {
 #[derive(Debug, Clone, Serialize)]
 struct SizeReport {
     events: u64,
-    tickets: u64,
+    /// Tickets in the read models (from the in-process rebuild).
+    tickets: Option<u64>,
     log_bytes: u64,
     generated: Option<Generated>,
     /// The first start at this size: catching up from the previous size's state.
@@ -111,9 +120,9 @@ struct SizeReport {
     rebuild_ticketd: Rebuild,
     /// The read models' and timer's files in the data directory after a graceful stop.
     state_bytes_on_disk: u64,
-    checkpoint: CheckpointWrite,
+    checkpoint: Option<CheckpointWrite>,
     queries: Queries,
-    rebuild_in_process: InProcess,
+    rebuild_in_process: Option<InProcess>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -135,6 +144,8 @@ struct Restart {
     /// The timer's own account of loading its index (`elapsed_ms`), and whether it rebuilt it.
     timer_load_ms: Option<u64>,
     timer_rebuilt: Option<bool>,
+    /// The events the timer read to get its index ready (from its checkpoint's position, or 0).
+    timer_replayed: Option<u64>,
     /// Peak resident memory of this start (VmHWM once caught up).
     hwm_mib: f64,
 }
@@ -288,6 +299,10 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     } else {
         print_extrapolation(&report.extrapolation);
     }
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(path) = &args.plot {
         std::fs::write(path, plot(&report)).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("scale: plot written to {}", path.display());
@@ -319,7 +334,7 @@ impl Ctx<'_> {
     }
 
     fn spawn(&self) -> anyhow::Result<Daemon> {
-        Daemon::spawn(self.ticketd, &self.url, self.data, self.args.policy.as_deref())
+        Daemon::spawn(self.ticketd, &self.url, self.data, self.args.policy.as_deref(), self.args.max_rss_mib)
     }
 }
 
@@ -358,11 +373,15 @@ async fn measure_size(ctx: &Ctx<'_>, dir: &Path, size: u64) -> anyhow::Result<Si
         daemon = ctx.spawn()?;
         let restart = daemon.wait_caught_up(&ctx.url, head, ctx.timeout()).await?;
         eprintln!(
-            "scale: restart {} after kill -9: ready {:.3} s, caught up {:.3} s, timer {}",
+            "scale: restart {} after kill -9: ready {:.3} s, caught up {:.3} s, timer {} (its index loaded in {} ms, rebuilt from the log: {}, {} events read), VmHWM {:.0} MiB",
             n + 1,
             restart.ready_s,
             restart.caught_up_s,
-            restart.timer_ready_s.map_or_else(|| "-".to_owned(), |s| format!("{s:.3} s"))
+            restart.timer_ready_s.map_or_else(|| "-".to_owned(), |s| format!("{s:.3} s")),
+            restart.timer_load_ms.map_or_else(|| "?".to_owned(), |ms| ms.to_string()),
+            restart.timer_rebuilt.map_or_else(|| "?".to_owned(), |r| r.to_string()),
+            restart.timer_replayed.map_or_else(|| "?".to_owned(), |r| r.to_string()),
+            restart.hwm_mib,
         );
         daemon.wait_outbox_drained(ctx.timeout()).await?;
         restarts.push(restart);
@@ -398,7 +417,17 @@ async fn measure_size(ctx: &Ctx<'_>, dir: &Path, size: u64) -> anyhow::Result<Si
     daemon.terminate(Duration::from_secs(60))?;
 
     // In process: rebuild rates and checkpoint writes.
-    let (rebuild_in_process, checkpoint, tickets) = in_process(ctx.data, dir).await?;
+    let available = meminfo_mib("MemAvailable").unwrap_or(0.0);
+    let (rebuild_in_process, checkpoint, tickets) = if rebuild_ticketd.hwm_mib * 2.0 < available {
+        let (rates, write, tickets) = in_process(ctx.data, dir).await?;
+        (Some(rates), Some(write), Some(tickets))
+    } else {
+        eprintln!(
+            "scale: in-process rebuild skipped: ticketd's rebuild peaked at {:.0} MiB, {available:.0} MiB available",
+            rebuild_ticketd.hwm_mib
+        );
+        (None, None, None)
+    };
 
     Ok(SizeReport {
         events: head,
@@ -605,10 +634,13 @@ struct Daemon {
     ops_port: u16,
     lines: Arc<Mutex<VecDeque<(Instant, String)>>>,
     timer_line: Arc<Mutex<Option<(Instant, String)>>>,
+    /// Set by the memory guard when it killed the process.
+    over_limit: Arc<AtomicBool>,
+    max_rss_mib: u64,
 }
 
 impl Daemon {
-    fn spawn(bin: &Path, url: &str, data: &DataDir, policy: Option<&Path>) -> anyhow::Result<Self> {
+    fn spawn(bin: &Path, url: &str, data: &DataDir, policy: Option<&Path>, max_rss_mib: u64) -> anyhow::Result<Self> {
         let ops_port = ticket_testkit::free_port()?;
         let mut command = Process::new(bin);
         command
@@ -647,7 +679,20 @@ impl Daemon {
                 }
             });
         }
-        Ok(Self { child, started, ops_port, lines, timer_line })
+        // The memory guard: SIGKILL past the limit, polled until the process is gone.
+        let over_limit = Arc::new(AtomicBool::new(false));
+        let (pid, flag) = (child.id(), over_limit.clone());
+        std::thread::spawn(move || {
+            while let Some(rss) = status_kib(pid, "VmRSS") {
+                if rss / 1024 > max_rss_mib {
+                    flag.store(true, Ordering::Relaxed);
+                    let _ = Process::new("kill").arg("-KILL").arg(pid.to_string()).status();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Ok(Self { child, started, ops_port, lines, timer_line, over_limit, max_rss_mib })
     }
 
     fn pid(&self) -> u32 {
@@ -661,6 +706,11 @@ impl Daemon {
 
     fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
+            anyhow::ensure!(
+                !self.over_limit.load(Ordering::Relaxed),
+                "ticketd's resident memory passed --max-rss-mib {} MiB: killed",
+                self.max_rss_mib
+            );
             anyhow::bail!("ticketd exited ({status}); its last lines:\n{}", self.last_lines());
         }
         Ok(())
@@ -709,16 +759,18 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let timer = self.timer_line.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let (timer_ready_s, timer_load_ms, timer_rebuilt) = match timer {
+        let (timer_ready_s, timer_load_ms, timer_rebuilt, timer_replayed) = match timer {
             Some((at, line)) => {
                 let fields = serde_json::from_str::<serde_json::Value>(&line).ok().map(|v| v["fields"].clone());
+                let field = |name: &str| fields.as_ref().and_then(|f| f[name].as_u64());
                 (
                     Some(at.duration_since(self.started).as_secs_f64()),
-                    fields.as_ref().and_then(|f| f["elapsed_ms"].as_u64()),
+                    field("elapsed_ms"),
                     fields.as_ref().and_then(|f| f["rebuilt"].as_bool()),
+                    field("position").zip(field("from")).map(|(to, from)| to.saturating_sub(from)),
                 )
             }
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         Ok(Restart {
             ready_s,
@@ -726,6 +778,7 @@ impl Daemon {
             timer_ready_s,
             timer_load_ms,
             timer_rebuilt,
+            timer_replayed,
             hwm_mib: self.status_mib("VmHWM").unwrap_or(0.0),
         })
     }
@@ -785,6 +838,16 @@ fn metric(page: &str, name: &str) -> Option<f64> {
     page.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+/// A field of `/proc/meminfo` in MiB.
+fn meminfo_mib(key: &str) -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
 }
 
 /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
@@ -863,26 +926,26 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 
 /// The metrics whose growth with history the issue asks about.
 fn extrapolate(sizes: &[SizeReport]) -> Vec<Extrapolation> {
-    type Get = fn(&SizeReport) -> f64;
+    type Get = fn(&SizeReport) -> Option<f64>;
     let metrics: [(&str, &str, Get); 13] = [
-        ("restart after kill -9: ready", "s", |s| s.restart_ready_median_s),
-        ("restart after kill -9: read models caught up", "s", |s| s.restart_caught_up_median_s),
-        ("restart after kill -9: timer index ready", "s", |s| s.restart_timer_median_s.unwrap_or(0.0)),
-        ("peak RSS while serving (VmHWM)", "MiB", |s| s.serving.hwm_mib),
-        ("peak RSS while serving (sampled during queries)", "MiB", |s| s.serving.peak_rss_mib),
-        ("peak RSS while rebuilding (VmHWM)", "MiB", |s| s.rebuild_ticketd.hwm_mib),
-        ("ticketd rebuild from nothing", "s", |s| s.rebuild_ticketd.caught_up_s),
-        ("state on disk (read models + timer)", "MB", |s| s.state_bytes_on_disk as f64 / 1e6),
-        ("checkpoint write: every read model", "s", |s| s.checkpoint.read_models_s),
-        ("checkpoint write: timer index", "s", |s| s.checkpoint.timer_s),
-        ("query p99: customer's tickets", "ms", |s| s.queries.customer.p99_ms),
-        ("query p99: board", "ms", |s| s.queries.board.p99_ms),
-        ("query p99: compliance", "ms", |s| s.queries.compliance.p99_ms),
+        ("restart after kill -9: ready", "s", |s| Some(s.restart_ready_median_s)),
+        ("restart after kill -9: read models caught up", "s", |s| Some(s.restart_caught_up_median_s)),
+        ("restart after kill -9: timer index ready", "s", |s| s.restart_timer_median_s),
+        ("peak RSS while serving (VmHWM)", "MiB", |s| Some(s.serving.hwm_mib)),
+        ("peak RSS while serving (sampled during queries)", "MiB", |s| Some(s.serving.peak_rss_mib)),
+        ("peak RSS while rebuilding (VmHWM)", "MiB", |s| Some(s.rebuild_ticketd.hwm_mib)),
+        ("ticketd rebuild from nothing", "s", |s| Some(s.rebuild_ticketd.caught_up_s)),
+        ("state on disk (read models + timer)", "MB", |s| Some(s.state_bytes_on_disk as f64 / 1e6)),
+        ("checkpoint write: every read model", "s", |s| s.checkpoint.map(|c| c.read_models_s)),
+        ("checkpoint write: timer index", "s", |s| s.checkpoint.map(|c| c.timer_s)),
+        ("query p99: customer's tickets", "ms", |s| Some(s.queries.customer.p99_ms)),
+        ("query p99: board", "ms", |s| Some(s.queries.board.p99_ms)),
+        ("query p99: compliance", "ms", |s| Some(s.queries.compliance.p99_ms)),
     ];
     metrics
         .iter()
         .filter_map(|(name, unit, get)| {
-            let points: Vec<(f64, f64)> = sizes.iter().map(|s| (s.events as f64, get(s))).collect();
+            let points: Vec<(f64, f64)> = sizes.iter().filter_map(|s| Some((s.events as f64, get(s)?))).collect();
             let fit = Fit::of(&points)?;
             let (lo, hi) = (points.first()?.0, points.last()?.0);
             let top = points.iter().map(|p| p.1.abs()).fold(0.0, f64::max);
@@ -902,7 +965,8 @@ fn extrapolate(sizes: &[SizeReport]) -> Vec<Extrapolation> {
 fn print_size(r: &SizeReport) {
     let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
     println!();
-    println!("== {} events, {} tickets, log {:.2} GB ==", r.events, r.tickets, r.log_bytes as f64 / 1e9);
+    let tickets = r.tickets.map_or_else(|| "?".to_owned(), |t| t.to_string());
+    println!("== {} events, {tickets} tickets, log {:.2} GB ==", r.events, r.log_bytes as f64 / 1e9);
     if let Some(g) = r.generated {
         println!(
             "{:<52} {:>12.0} ({} events in {:.1} s)",
@@ -936,19 +1000,21 @@ fn print_size(r: &SizeReport) {
     println!("{:<52} {:>12.0}", "ticketd rebuild from nothing: events/s", r.rebuild_ticketd.events_per_sec);
     println!("{:<52} {:>12.0}", "peak RSS while rebuilding (MiB, VmHWM)", r.rebuild_ticketd.hwm_mib);
     println!("{:<52} {:>12.1}", "read models' + timer's state on disk (MiB)", mib(r.state_bytes_on_disk));
-    println!(
-        "{:<52} {:>12.3}   ({:.1} MiB)",
-        "checkpoint write, every read model (s)",
-        r.checkpoint.read_models_s,
-        mib(r.checkpoint.read_models_bytes)
-    );
-    println!(
-        "{:<52} {:>12.3}   ({:.1} MiB, {} pending)",
-        "checkpoint write, timer index (s)",
-        r.checkpoint.timer_s,
-        mib(r.checkpoint.timer_bytes),
-        r.checkpoint.timer_pending
-    );
+    if let Some(c) = r.checkpoint {
+        println!(
+            "{:<52} {:>12.3}   ({:.1} MiB)",
+            "checkpoint write, every read model (s)",
+            c.read_models_s,
+            mib(c.read_models_bytes)
+        );
+        println!(
+            "{:<52} {:>12.3}   ({:.1} MiB, {} pending)",
+            "checkpoint write, timer index (s)",
+            c.timer_s,
+            mib(c.timer_bytes),
+            c.timer_pending
+        );
+    }
     for (name, l) in [
         ("ticket", r.queries.ticket),
         ("customer", r.queries.customer),
@@ -962,14 +1028,10 @@ fn print_size(r: &SizeReport) {
             format!("{:.2} / {:.2}", l.p50_ms, l.p99_ms)
         );
     }
-    println!(
-        "{:<52} {:>12.0}",
-        "in-process rebuild, every read model (events/s)", r.rebuild_in_process.read_models_events_per_sec
-    );
-    println!(
-        "{:<52} {:>12.0}",
-        "in-process rebuild, timer index (events/s)", r.rebuild_in_process.timer_index_events_per_sec
-    );
+    if let Some(p) = r.rebuild_in_process {
+        println!("{:<52} {:>12.0}", "in-process rebuild, every read model (events/s)", p.read_models_events_per_sec);
+        println!("{:<52} {:>12.0}", "in-process rebuild, timer index (events/s)", p.timer_index_events_per_sec);
+    }
 }
 
 fn print_extrapolation(rows: &[Extrapolation]) {
