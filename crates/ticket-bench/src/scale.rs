@@ -76,6 +76,9 @@ pub struct Args {
     /// Write the SVG plot of restart time and peak memory against events here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Measure nothing: draw `--plot` from the extrapolation of a report `--report` wrote.
+    #[arg(long, requires = "plot")]
+    pub plot_from: Option<PathBuf>,
     /// Also write the JSON report here (whether or not `--json` prints it).
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -197,7 +200,7 @@ struct InProcess {
 }
 
 /// A least-squares line through one metric against events.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Extrapolation {
     metric: String,
     unit: String,
@@ -209,7 +212,7 @@ struct Extrapolation {
 }
 
 /// `y = intercept + slope * x`.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Fit {
     pub intercept: f64,
     pub slope: f64,
@@ -244,6 +247,16 @@ struct GeneratorState {
 const GENERATOR_FILE: &str = "scale-generator.json";
 
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
+    if let (Some(from), Some(to)) = (&args.plot_from, &args.plot) {
+        #[derive(Deserialize)]
+        struct Saved {
+            extrapolation: Vec<Extrapolation>,
+        }
+        let saved: Saved =
+            serde_json::from_slice(&std::fs::read(from)?).with_context(|| format!("{}", from.display()))?;
+        std::fs::write(to, plot(&saved.extrapolation)).with_context(|| format!("writing {}", to.display()))?;
+        return Ok(());
+    }
     anyhow::ensure!(!args.sizes.is_empty(), "--sizes: at least one size");
     anyhow::ensure!(args.sizes.windows(2).all(|w| w[0] < w[1]), "--sizes must be ascending");
     let ticketd = match &args.ticketd {
@@ -304,7 +317,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.plot {
-        std::fs::write(path, plot(&report)).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, plot(&report.extrapolation)).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("scale: plot written to {}", path.display());
     }
     drop(nats);
@@ -1051,8 +1064,8 @@ fn print_extrapolation(rows: &[Extrapolation]) {
 
 /// An SVG of restart time and peak memory against events (log x axis): measured points, and
 /// each metric's least-squares line out to 10^8.
-fn plot(report: &Report) -> String {
-    let find = |name: &str| report.extrapolation.iter().find(|e| e.metric == name).cloned();
+fn plot(extrapolation: &[Extrapolation]) -> String {
+    let find = |name: &str| extrapolation.iter().find(|e| e.metric == name).cloned();
     let panels = [
         Panel {
             title: "restart after kill -9 (median)",
@@ -1113,15 +1126,20 @@ fn svg(panels: &[Panel]) -> String {
 
 fn svg_panel(panel: &Panel, left: f64) -> String {
     let (x_lo, x_hi) = (4.0_f64, 8.0_f64); // log10 of events
-    let top_value = panel
+    // Both axes logarithmic: the measured points and a line out to 10^8 fit one picture.
+    let values: Vec<f64> = panel
         .series
         .iter()
         .flat_map(|(_, _, e)| e.points.iter().map(|p| p.1).chain(std::iter::once(e.at_1e8)))
         .chain(panel.goal.map(|g| g.0))
-        .fold(0.0_f64, f64::max);
-    let y_hi = nice_ceiling(top_value * 1.1);
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .collect();
+    let (y_lo, y_hi) = decades(&values);
     let x = |events: f64| left + (events.max(1.0).log10() - x_lo) / (x_hi - x_lo) * PANEL_W;
-    let y = |v: f64| MARGIN_T + PANEL_H - (v.clamp(0.0, y_hi) / y_hi) * PANEL_H;
+    let y = |v: f64| {
+        let l = v.max(10f64.powi(y_lo)).log10().min(f64::from(y_hi));
+        MARGIN_T + PANEL_H - (l - f64::from(y_lo)) / f64::from(y_hi - y_lo) * PANEL_H
+    };
     let mut s = String::new();
     s.push_str(&format!(
         "<text x=\"{:.1}\" y=\"22\" font-size=\"14\" font-weight=\"bold\">{} ({})</text>\n",
@@ -1136,7 +1154,7 @@ fn svg_panel(panel: &Panel, left: f64) -> String {
         let px = x(10f64.powi(decade));
         s.push_str(&format!(
             "<line x1=\"{px:.1}\" y1=\"{MARGIN_T:.1}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n\
-             <text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">10^{decade}</text>\n",
+             <text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">10<tspan dy=\"-6\" font-size=\"9\">{decade}</tspan></text>\n",
             MARGIN_T + PANEL_H,
             MARGIN_T + PANEL_H + 16.0
         ));
@@ -1146,8 +1164,8 @@ fn svg_panel(panel: &Panel, left: f64) -> String {
         left + PANEL_W / 2.0,
         MARGIN_T + PANEL_H + 32.0
     ));
-    for k in 0..=5 {
-        let v = y_hi * k as f64 / 5.0;
+    for k in y_lo..=y_hi {
+        let v = 10f64.powi(k);
         let py = y(v);
         s.push_str(&format!(
             "<line x1=\"{left:.1}\" y1=\"{py:.1}\" x2=\"{:.1}\" y2=\"{py:.1}\" stroke=\"#eee\"/>\n\
@@ -1205,17 +1223,21 @@ fn svg_panel(panel: &Panel, left: f64) -> String {
     s
 }
 
-/// 1, 2 or 5 times a power of ten, at least `v`.
-fn nice_ceiling(v: f64) -> f64 {
-    if v <= 0.0 || !v.is_finite() {
-        return 1.0;
+/// The decades (powers of ten) below the smallest and above the largest of `values` (positive).
+fn decades(values: &[f64]) -> (i32, i32) {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(0.0_f64, f64::max);
+    if !lo.is_finite() || hi <= 0.0 {
+        return (0, 1);
     }
-    let p = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * p).find(|c| *c >= v).unwrap_or(10.0 * p)
+    let (lo, hi) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    (lo, hi.max(lo + 1))
 }
 
 fn short(v: f64) -> String {
-    if v.abs() >= 100.0 {
+    if v != 0.0 && v.abs() < 0.01 {
+        format!("{v:.0e}")
+    } else if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {
         format!("{v:.1}")
@@ -1260,11 +1282,10 @@ mod tests {
     }
 
     #[test]
-    fn nice_ceilings() {
-        assert_eq!(nice_ceiling(0.0), 1.0);
-        assert_eq!(nice_ceiling(1.3), 2.0);
-        assert_eq!(nice_ceiling(420.0), 500.0);
-        assert_eq!(nice_ceiling(1000.0), 1000.0);
+    fn decades_around_the_values() {
+        assert_eq!(decades(&[]), (0, 1));
+        assert_eq!(decades(&[0.3, 2.0, 420.0]), (-1, 3));
+        assert_eq!(decades(&[5.0]), (0, 1));
     }
 
     #[test]
