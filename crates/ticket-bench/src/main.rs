@@ -6,6 +6,7 @@ mod append;
 mod machine;
 mod nats;
 mod projections;
+mod scale;
 mod stats;
 mod timers;
 mod workload;
@@ -42,6 +43,10 @@ enum Bench {
     /// Every read model rebuilt from a log of a million events: events per second, and where
     /// the time goes (reading and decoding the log, applying to each model).
     Projections(projections::Args),
+    /// What grows with history: one log grown through several sizes, and at each the real
+    /// ticketd's restart after kill -9, resident memory serving and rebuilding, checkpoints,
+    /// query latency and rebuild rates; a least-squares extrapolation to 10^8 events.
+    Scale(scale::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
             Bench::Nats(args) => nats::run(args, cli.json).await,
             Bench::Timers(args) => timers::run(args, cli.json).await,
             Bench::Projections(args) => projections::run(args, cli.json).await,
+            Bench::Scale(args) => scale::run(args, cli.json).await,
         }
     });
     match result {

@@ -204,7 +204,9 @@ async fn write(log: &SledLog, policy: &Arc<Policy>, args: &Args) -> anyhow::Resu
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn lifecycle(i: u64, base: ticket_domain::Timestamp) -> anyhow::Result<Vec<Command>> {
+/// Ticket `i`'s six commands (open, respond, ask, reply, respond, resolve), issued from `base`
+/// at its spacing (`ticket-bench scale` sends them stamped by the service clock instead).
+pub(crate) fn lifecycle(i: u64, base: ticket_domain::Timestamp) -> anyhow::Result<Vec<Command>> {
     let ticket = crate::workload::ticket_id(i as usize);
     let opened = base + TimeDelta::seconds(i as i64 % 3_000_000);
     let spacing = TimeDelta::minutes(20 * (i as i64 % 4 + 1));
