@@ -35,4 +35,6 @@ pub use set::{At, ReadModels};
 pub use ticket_domain::business_times;
 
 #[cfg(test)]
+mod golden_tests;
+#[cfg(test)]
 mod tests;
