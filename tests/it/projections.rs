@@ -1,19 +1,57 @@
 //! The read models through the whole engine: a sled log, the command service, the timer on a
 //! simulated clock, and the projector following the log.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
 use ticket_domain::testing::{beijing, open, text};
-use ticket_domain::{CommandBody, Policy, Severity, Status, TicketId, Timestamp};
-use ticket_log::EventLog;
+use ticket_domain::{CommandBody, CustomerId, Policy, Severity, Status, TicketId, Timestamp};
+use ticket_log::{EventLog, StateBatch, StateStore};
+use ticket_log_sled::SledState;
+use ticket_projections::answer::{self, Views};
 use ticket_projections::whatif::what_if;
-use ticket_projections::{At, Checkpoints, Period, Projector, ProjectorConfig, ReadModels};
+use ticket_projections::{At, Period, Projector, ProjectorConfig, ReadModels};
+use ticket_proto::pb;
 use ticket_service::Clock;
 use tokio::sync::watch;
 
 use crate::shipped_policy;
 use crate::timers::{Engine, new_ticket};
+
+/// Every query's answer, as the API replies.
+#[derive(Debug, PartialEq)]
+struct Answers {
+    tickets: Vec<Result<pb::TicketView, pb::Error>>,
+    customers: Vec<pb::TicketList>,
+    board: pb::Board,
+    compliance: Vec<pb::ComplianceReport>,
+    timelines: Vec<Result<pb::Timeline, pb::Error>>,
+}
+
+fn answers(views: &impl Views, log: &impl EventLog, tickets: &[TicketId], policy: &Policy) -> Answers {
+    let now = beijing(2026, 11, 23, 12, 0);
+    let mut customers: Vec<CustomerId> =
+        tickets.iter().filter_map(|t| views.ticket(*t).0.map(|t| t.customer)).collect();
+    customers.sort();
+    customers.dedup();
+    let day = |d| Some(beijing(2026, 11, d, 0, 0));
+    Answers {
+        tickets: tickets.iter().map(|t| answer::ticket(views, *t, policy, now)).collect(),
+        customers: customers
+            .iter()
+            .flat_map(|c| {
+                [(false, 100), (true, 1000), (true, 3)].map(|(r, l)| answer::customer(views, c, r, l, policy, now))
+            })
+            .collect(),
+        board: answer::board(views, 1000),
+        compliance: [Period::default(), Period { from: day(21), to: day(22) }, Period { from: day(22), to: None }]
+            .into_iter()
+            .map(|p| answer::compliance(views, p, policy))
+            .collect(),
+        timelines: tickets.iter().map(|t| answer::timeline(views, *t, log)).collect(),
+    }
+}
 
 fn respond() -> CommandBody {
     CommandBody::RecordAgentResponse { message: text("looking into it") }
@@ -88,8 +126,9 @@ async fn what_if_reports_nothing_under_the_live_policy_and_exactly_the_tightened
 async fn queries_see_their_writes_and_a_rebuilt_projection_equals_the_live_one() {
     let engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 21, 2, 0));
     let dir = tempfile::tempdir().unwrap();
-    let config = ProjectorConfig { batch: 7, checkpoint_events: 25, ..ProjectorConfig::default() };
-    let projector = Projector::open(engine.log().clone(), Some(Checkpoints::new(dir.path())), config.clone());
+    let config = ProjectorConfig { batch: 7, flush_events: 25, ..ProjectorConfig::default() };
+    let store: Arc<dyn StateStore> = Arc::new(SledState::open(dir.path().join("state")).unwrap());
+    let projector = Projector::open(engine.log().clone(), Some(store.clone()), config.clone());
     let (stop, stopped) = watch::channel(false);
     let task = projector.spawn(stopped);
 
@@ -116,41 +155,42 @@ async fn queries_see_their_writes_and_a_rebuilt_projection_equals_the_live_one()
     let head = engine.log().head();
     assert!(projector.wait_for(head, Duration::from_secs(30)).await);
 
-    // A rebuild beside the live one, swapped in while the live one keeps serving.
+    // A rebuild in place, the follower running.
     let rebuilt = ReadModels::build(engine.log(), At::Now, |_, _| {}).unwrap();
-    assert_eq!(*projector.board.read(), rebuilt.board);
+    let log = engine.log();
+    let expected = answers(&rebuilt, log, &tickets, &engine.policy);
+    assert_eq!(answers(&projector, log, &tickets, &engine.policy), expected);
     projector.rebuild("board", |_, _| {}).unwrap();
     projector.rebuild("compliance", |_, _| {}).unwrap();
     assert!(projector.rebuild("nonsense", |_, _| {}).is_err());
-    assert_eq!(*projector.tickets.read(), rebuilt.tickets);
-    assert_eq!(*projector.board.read(), rebuilt.board);
-    assert_eq!(*projector.timeline.read(), rebuilt.timeline);
-    assert_eq!(*projector.compliance.read(), rebuilt.compliance);
+    assert_eq!(answers(&projector, log, &tickets, &engine.policy), expected);
     assert!(projector.lag().iter().all(|l| l.behind == 0), "{:?}", projector.lag());
-    let mut line = projector.timeline.read().model().ticket(tickets[0]);
-    ticket_projections::add_details(&mut line, tickets[0], engine.log()).unwrap();
+    let line = projector.timeline(tickets[0], log).unwrap().0;
     assert!(line.iter().all(|e| !e.summary.is_empty() && e.actor.contains(':') && !e.policy.is_empty()));
     assert_eq!(line.first().map(|e| e.event_type.as_str()), Some("opened"));
     assert_eq!(line.last().map(|e| e.event_type.as_str()), Some("resolved"));
 
-    // Stopped and reopened from its checkpoints: the same read models, nothing to catch up.
+    // Stopped and reopened from the state store: the same read models, nothing to catch up, and
+    // in memory only the open tickets' rows.
     stop.send_replace(true);
     task.await.unwrap().unwrap();
-    let reopened = Projector::open(engine.log().clone(), Some(Checkpoints::new(dir.path())), config);
+    drop(projector);
+    let reopened = Projector::open(engine.log().clone(), Some(store), config);
     assert_eq!(reopened.position(), head);
-    assert_eq!(*reopened.timeline.read(), rebuilt.timeline);
-    assert_eq!(*reopened.compliance.read(), rebuilt.compliance);
+    assert_eq!(answers(&reopened, log, &tickets, &engine.policy), expected);
+    let open = rebuilt.tickets.model().iter_live().filter(|t| t.status != Status::Resolved).count();
+    assert_eq!(reopened.live_rows(), [open; 3]);
 
     // Time travel: as of an earlier instant, the resolved tickets were still open.
     let earlier = ReadModels::build(engine.log(), At::Instant(beijing(2026, 11, 21, 3, 8)), |_, _| {}).unwrap();
-    assert_eq!(earlier.tickets.model().len(), 2);
+    assert_eq!(earlier.tickets.model().live(), 2);
     assert!(earlier.tickets.model().ticket(tickets[0]).is_some_and(|t| t.status == Status::Resolved));
     assert!(earlier.tickets.model().ticket(tickets[1]).is_some_and(|t| t.status == Status::Open));
     assert!(earlier.board.model().entry(tickets[1]).is_some());
     let before = ReadModels::build(engine.log(), At::Instant(beijing(2026, 11, 21, 2, 59)), |_, _| {}).unwrap();
-    assert!(before.tickets.model().is_empty());
+    assert_eq!(before.tickets.model().live(), 0);
     let at_two = ReadModels::build(engine.log(), At::Position(2), |_, _| {}).unwrap();
-    assert_eq!(at_two.timeline.position(), 2);
+    assert_eq!(at_two.timeline(tickets[0], log).unwrap().1, 2);
 }
 
 /// A log of `tickets` tickets with a few commands each, written by the engine.
@@ -180,19 +220,35 @@ async fn busy_log(tickets: usize) -> (Engine, Timestamp) {
     (engine, start)
 }
 
+/// The position stored in a model's space.
+fn stored_position(store: &SledState, name: &str) -> u64 {
+    let space = store.space(name).unwrap();
+    space.get(b"m:position").unwrap().map_or(0, |b| u64::from_be_bytes(b.as_slice().try_into().unwrap()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_projector_killed_mid_rebuild_resumes_from_its_checkpoints_to_the_same_read_models() {
+async fn a_projector_killed_mid_rebuild_resumes_from_the_state_store_to_the_same_read_models() {
     let (engine, _) = busy_log(1500).await;
     let data = engine.dir.path().to_path_buf();
     let head = engine.log().head();
     let expected = ReadModels::build(engine.log(), At::Now, |_, _| {}).unwrap();
+    let mut tickets = Vec::new();
+    let mut next = 1;
+    while let Some(batch) = Some(engine.log().read_from(next, 4096).unwrap()).filter(|b| !b.is_empty()) {
+        next += batch.len() as u64;
+        tickets.extend(batch.iter().map(|e| e.event.ticket_id));
+    }
+    tickets.sort();
+    tickets.dedup();
+    let policy = engine.policy.clone();
+    let expected = answers(&expected, engine.log(), &tickets, &policy);
     // Everything holding the log lets go of it: ticketctl opens it exclusively.
     let Engine { dir: _keep, timer, service, .. } = engine;
     timer.unwrap().stop().await;
     drop(service);
-    let checkpoints = Checkpoints::new(data.join("projections"));
+    let layout = ticket_engine::DataDir::new(&data);
 
-    // A rebuild that checkpoints every 50 events, killed once its first checkpoint is written.
+    // A rebuild that flushes every 50 events, killed once it has flushed some and not all.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
         .arg("--data-dir")
         .arg(&data)
@@ -201,18 +257,24 @@ async fn a_projector_killed_mid_rebuild_resumes_from_its_checkpoints_to_the_same
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // The store is ticketctl's while it runs: watch the size of its files grow instead.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !checkpoints.path("compliance").exists() {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint written");
+    let size = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir).into_iter().flatten().flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
+    };
+    while size(&layout.state()) < 64 * 1024 {
+        assert!(std::time::Instant::now() < deadline, "nothing flushed");
         assert!(child.try_wait().unwrap().is_none(), "the rebuild ended before it could be killed");
-        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(1));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let partial = checkpoints.load::<ticket_projections::Tickets>().unwrap().unwrap();
-    assert!(partial.position() < head, "killed mid-rebuild ({} of {head})", partial.position());
+    let store = SledState::open(layout.state()).unwrap();
+    let partial = stored_position(&store, "tickets");
+    drop(store);
+    assert!(partial < head, "killed mid-rebuild ({partial} of {head})");
 
-    // Restarted: caught up from its checkpoints, the read models equal a rebuild from scratch.
+    // Restarted: caught up from the store, the read models equal a rebuild from scratch.
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
         .arg("--data-dir")
         .arg(&data)
@@ -226,10 +288,52 @@ async fn a_projector_killed_mid_rebuild_resumes_from_its_checkpoints_to_the_same
     assert_eq!(projections.len(), 4, "{lag}");
     assert!(projections.iter().all(|l| l.get("behind").is_none_or(|b| b == "0")), "{lag}");
     assert!(lag.get("quarantined").is_none(), "{lag}");
-    assert_eq!(checkpoints.load::<ticket_projections::Tickets>().unwrap().unwrap(), expected.tickets);
-    assert_eq!(checkpoints.load::<ticket_projections::Board>().unwrap().unwrap(), expected.board);
-    assert_eq!(checkpoints.load::<ticket_projections::Timeline>().unwrap().unwrap(), expected.timeline);
-    assert_eq!(checkpoints.load::<ticket_projections::Compliance>().unwrap().unwrap(), expected.compliance);
+    let log = ticket_log_sled::SledLog::open(ticket_log_sled::SledConfig::new(layout.log())).unwrap();
+    let store: Arc<dyn StateStore> = Arc::new(SledState::open(layout.state()).unwrap());
+    let projector = Projector::open(log.clone(), Some(store), ProjectorConfig::default());
+    assert_eq!(projector.position(), head, "flushed at the end");
+    assert_eq!(answers(&projector, &log, &tickets, &policy), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_store_resumes_as_flushed_after_a_drop_without_a_stop_and_rebuilds_another_format() {
+    let (engine, _) = busy_log(60).await;
+    let head = engine.log().head();
+    let log = engine.log().clone();
+    let tickets: Vec<TicketId> = {
+        let mut t: Vec<_> = log.read_from(1, 100_000).unwrap().iter().map(|e| e.event.ticket_id).collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    let expected = answers(&ReadModels::build(&log, At::Now, |_, _| {}).unwrap(), &log, &tickets, &engine.policy);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    {
+        let store: Arc<dyn StateStore> = Arc::new(SledState::open(&path).unwrap());
+        let projector = Projector::open(log.clone(), Some(store), ProjectorConfig::default());
+        projector.catch_up(|_, _| {}).unwrap();
+        projector.flush().unwrap();
+        // Dropped without a stop (nothing more flushed).
+    }
+    let store = SledState::open(&path).unwrap();
+    assert_eq!(stored_position(&store, "board"), head);
+    let shared: Arc<dyn StateStore> = Arc::new(store.clone());
+    let reopened = Projector::open(log.clone(), Some(shared.clone()), ProjectorConfig::default());
+    assert_eq!(reopened.position(), head);
+    assert_eq!(answers(&reopened, &log, &tickets, &engine.policy), expected);
+    drop(reopened);
+
+    // Another format of the board: cleared and rebuilt from the log.
+    let mut batch = StateBatch::new();
+    batch.insert(b"m:format".to_vec(), vec![0, 0, 0, 9, 0, 0, 0, 9]);
+    store.space("board").unwrap().apply(batch).unwrap();
+    store.sync().unwrap();
+    let rebuilt = Projector::open(log.clone(), Some(shared), ProjectorConfig::default());
+    assert_eq!(rebuilt.board.position(), 0);
+    assert_eq!(rebuilt.tickets.position(), head);
+    rebuilt.catch_up(|_, _| {}).unwrap();
+    assert_eq!(answers(&rebuilt, &log, &tickets, &engine.policy), expected);
 }
 
 /// One step of a random history.
@@ -251,13 +355,14 @@ fn ops() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
 }
 
 /// Random commands through the engine (sled, the command service, the timer on a simulated
-/// clock), with the projector following the log live and restarted from its checkpoints now
+/// clock), with the projector following the log live and restarted from the state store now
 /// and then; at the end its read models equal a rebuild from scratch.
 async fn live_equals_rebuilt(ops: Vec<Op>) {
     let engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 20, 8, 0));
     let dir = tempfile::tempdir().unwrap();
-    let config = ProjectorConfig { batch: 5, checkpoint_events: 7, ..ProjectorConfig::default() };
-    let open_projector = || Projector::open(engine.log().clone(), Some(Checkpoints::new(dir.path())), config.clone());
+    let config = ProjectorConfig { batch: 5, flush_events: 7, ..ProjectorConfig::default() };
+    let store: Arc<dyn StateStore> = Arc::new(SledState::open(dir.path()).unwrap());
+    let open_projector = || Projector::open(engine.log().clone(), Some(store.clone()), config.clone());
     let mut projector = open_projector();
     let (mut stop, stopped) = watch::channel(false);
     let mut task = projector.spawn(stopped);
@@ -308,10 +413,8 @@ async fn live_equals_rebuilt(ops: Vec<Op>) {
     let head = engine.log().head();
     assert!(projector.wait_for(head, Duration::from_secs(60)).await, "the projector caught up");
     let rebuilt = ReadModels::build(engine.log(), At::Now, |_, _| {}).unwrap();
-    assert_eq!(*projector.tickets.read(), rebuilt.tickets);
-    assert_eq!(*projector.board.read(), rebuilt.board);
-    assert_eq!(*projector.timeline.read(), rebuilt.timeline);
-    assert_eq!(*projector.compliance.read(), rebuilt.compliance);
+    let log = engine.log();
+    assert_eq!(answers(&projector, log, &tickets, &engine.policy), answers(&rebuilt, log, &tickets, &engine.policy));
     stop.send_replace(true);
     task.await.unwrap().unwrap();
 }

@@ -2,10 +2,11 @@
 //! wires the engine's parts together.
 //!
 //! - [`DataDir`] spells the layout once: the sled log (`log/`), the timer's checkpoint
-//!   (`timer.checkpoint`), the projections' checkpoints (`projections/`) and, in `ticketd dev`,
-//!   the nats-server store (`nats/`).
+//!   (`timer.checkpoint`), the state store (`state/`: the read models' rows), the old
+//!   projections' checkpoints (`projections/`, no longer read) and, in `ticketd dev`, the
+//!   nats-server store (`nats/`).
 //! - [`Engine`] opens the log, builds the command service (with its snapshots), the timer (with
-//!   its checkpoint) and the projector (with its checkpoints) on a given [`Clock`] and
+//!   its checkpoint) and the projector (on the state store) on a given [`Clock`] and
 //!   [`Policy`], starts them, exposes what the adapters need, and stops them with one
 //!   [`Engine::stop`] bounded by a deadline.
 //! - [`EngineClock`] is the wall clock or a simulated one; the kind is recorded in the log when
@@ -23,7 +24,7 @@ use ticket_domain::{Policy, RecordedEvent, Timestamp};
 pub use ticket_log::ClockKind;
 use ticket_log::{EventLog, LogError};
 use ticket_log_sled::{SledConfig, SledLog, SledState};
-use ticket_projections::{Checkpoints, Projector, ProjectorConfig, ProjectorError};
+use ticket_projections::{Projector, ProjectorConfig, ProjectorError};
 pub use ticket_service::SimulatedClock;
 use ticket_service::{Clock, CommandService, ServiceConfig, SystemClock};
 use ticket_timer::{CheckpointFile, Progress, TimerConfig, TimerHandle};
@@ -57,7 +58,8 @@ impl DataDir {
         self.root.join("timer.checkpoint")
     }
 
-    /// The directory of the read models' checkpoints.
+    /// The directory of the read models' checkpoints before issue 13 (they live in the state
+    /// store now): an old data directory may still hold it; it is not read.
     pub fn projections(&self) -> PathBuf {
         self.root.join("projections")
     }
@@ -95,10 +97,6 @@ impl DataDir {
 
     pub fn timer_checkpoint_file(&self) -> CheckpointFile {
         CheckpointFile::new(self.timer_checkpoint())
-    }
-
-    pub fn checkpoints(&self) -> Checkpoints {
-        Checkpoints::new(self.projections())
     }
 }
 
@@ -261,8 +259,18 @@ impl Engine {
         let (stop, stopped) = watch::channel(false);
         let (views, projector_task) = match projector {
             Some(projector_config) => {
-                let (log, checkpoints) = (log.clone(), data_dir.checkpoints());
-                let views = blocking(move || Ok(Projector::open(log, Some(checkpoints), projector_config))).await?;
+                let (log, layout) = (log.clone(), data_dir.clone());
+                let views = blocking(move || {
+                    let state: Arc<dyn ticket_log::StateStore> = Arc::new(layout.open_state()?);
+                    if layout.projections().exists() {
+                        info!(
+                            dir = %layout.projections().display(),
+                            "the read models' old checkpoints are not read any more (they live in the state store)"
+                        );
+                    }
+                    Ok(Projector::open(log, Some(state), projector_config))
+                })
+                .await?;
                 let task = views.spawn(stopped.clone());
                 (Some(views), Some(task))
             }

@@ -30,7 +30,7 @@ fn the_layout_keeps_the_paths_deployed_directories_hold() {
         ]
         .map(PathBuf::from)
     );
-    assert_eq!(dir.checkpoints().dir(), dir.projections());
+    assert_eq!(dir.state(), PathBuf::from("/var/lib/ticketd/state"));
     assert_eq!(dir.timer_checkpoint_file().path(), dir.timer_checkpoint());
 }
 
@@ -47,6 +47,7 @@ async fn an_engine_decides_projects_and_leaves_its_checkpoints_at_stop() {
     let views = engine.views().unwrap();
     assert!(views.wait_for(result.last_position(), Duration::from_secs(30)).await);
     assert!(views.tickets.read().model().ticket(ticket).is_some());
+    assert_eq!(views.live_rows(), [1, 1, 1], "the open ticket's rows are in memory");
     let timer = engine.timer().unwrap();
     let pending = timer.settled(clock.now(), result.last_position());
     let progress = tokio::time::timeout(Duration::from_secs(30), pending).await.unwrap().unwrap();
@@ -56,7 +57,7 @@ async fn an_engine_decides_projects_and_leaves_its_checkpoints_at_stop() {
     assert!(stopped.clean, "{stopped:?}");
     assert_eq!(stopped.timer.map(|p| p.pending), Some(progress.pending));
     let layout = DataDir::new(dir.path());
-    assert!(layout.timer_checkpoint().is_file() && layout.projections().is_dir());
+    assert!(layout.timer_checkpoint().is_file() && layout.state().is_dir());
 
     // Started again on the same directory, the engine reads what it left.
     let engine = Engine::start(config(dir.path(), clock.clone())).await.unwrap();

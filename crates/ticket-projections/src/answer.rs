@@ -6,46 +6,47 @@
 //! or a set of models built for a past moment; [`Views`] is what both offer.
 
 use ticket_domain::{CustomerId, Policy, Ticket, TicketId, Timestamp};
-use ticket_log::EventLog;
+use ticket_log::{EventLog, LogError};
 use ticket_proto::{pb, wire};
 
-use crate::{Board, Compliance, Period, Projected, Projector, ReadModels, Tickets, Timeline};
+use crate::{BoardEntry, ComplianceRow, Period, Projector, ReadModels, TimelineEntry, models::timeline};
 
-/// Read access to each read model, one at a time.
+/// The read models' answers, each with the position it is as of: the live projector (its rows
+/// in memory and in the state store) and [`ReadModels`] (in memory, as of a moment: time travel
+/// and what-if) both give them.
 pub trait Views {
-    fn tickets<R>(&self, read: impl FnOnce(&Projected<Tickets>) -> R) -> R;
-    fn board<R>(&self, read: impl FnOnce(&Projected<Board>) -> R) -> R;
-    fn timeline<R>(&self, read: impl FnOnce(&Projected<Timeline>) -> R) -> R;
-    fn compliance<R>(&self, read: impl FnOnce(&Projected<Compliance>) -> R) -> R;
-}
-
-impl<L: EventLog> Views for Projector<L> {
-    fn tickets<R>(&self, read: impl FnOnce(&Projected<Tickets>) -> R) -> R {
-        read(&self.tickets.read())
-    }
-    fn board<R>(&self, read: impl FnOnce(&Projected<Board>) -> R) -> R {
-        read(&self.board.read())
-    }
-    fn timeline<R>(&self, read: impl FnOnce(&Projected<Timeline>) -> R) -> R {
-        read(&self.timeline.read())
-    }
-    fn compliance<R>(&self, read: impl FnOnce(&Projected<Compliance>) -> R) -> R {
-        read(&self.compliance.read())
-    }
+    /// A ticket (`None`: unknown).
+    fn ticket(&self, id: TicketId) -> (Option<Ticket>, u64);
+    /// A customer's tickets, open ones first by opening instant; resolved ones only if asked.
+    fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize) -> (Vec<Ticket>, u64);
+    /// The first `limit` lines of the board.
+    fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64);
+    /// A ticket's timeline, read from `log` (blocking I/O), as of the views' position.
+    fn timeline<L: EventLog>(&self, id: TicketId, log: &L) -> Result<(Vec<TimelineEntry>, u64), LogError>;
+    /// The compliance report over `period`, on the calendars of `policy`.
+    fn compliance(&self, period: Period, policy: &Policy) -> (Vec<ComplianceRow>, u64);
 }
 
 impl Views for ReadModels {
-    fn tickets<R>(&self, read: impl FnOnce(&Projected<Tickets>) -> R) -> R {
-        read(&self.tickets)
+    fn ticket(&self, id: TicketId) -> (Option<Ticket>, u64) {
+        (self.tickets.model().ticket(id), self.tickets.position())
     }
-    fn board<R>(&self, read: impl FnOnce(&Projected<Board>) -> R) -> R {
-        read(&self.board)
+
+    fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize) -> (Vec<Ticket>, u64) {
+        (self.tickets.model().customer(customer, include_resolved, limit), self.tickets.position())
     }
-    fn timeline<R>(&self, read: impl FnOnce(&Projected<Timeline>) -> R) -> R {
-        read(&self.timeline)
+
+    fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64) {
+        (self.board.model().entries(limit), self.board.position())
     }
-    fn compliance<R>(&self, read: impl FnOnce(&Projected<Compliance>) -> R) -> R {
-        read(&self.compliance)
+
+    fn timeline<L: EventLog>(&self, id: TicketId, log: &L) -> Result<(Vec<TimelineEntry>, u64), LogError> {
+        let (position, at) = (self.position(), self.at);
+        Ok((timeline::read_timeline(log, id, |e| e.position <= position && at.includes(e))?, position))
+    }
+
+    fn compliance(&self, period: Period, policy: &Policy) -> (Vec<ComplianceRow>, u64) {
+        (self.compliance.model().report(period, policy), self.compliance.position())
     }
 }
 
@@ -73,9 +74,8 @@ pub fn ticket_view(ticket: &Ticket, position: u64, policy: &Policy, now: Timesta
 
 /// `tickets.query.ticket`.
 pub fn ticket(views: &impl Views, id: TicketId, policy: &Policy, now: Timestamp) -> Result<pb::TicketView, pb::Error> {
-    views
-        .tickets(|tickets| tickets.model().ticket(id).map(|t| ticket_view(t, tickets.position(), policy, now)))
-        .ok_or_else(|| not_found(id))
+    let (ticket, position) = views.ticket(id);
+    ticket.map(|t| ticket_view(&t, position, policy, now)).ok_or_else(|| not_found(id))
 }
 
 /// `tickets.query.customer`: a customer's tickets, open ones first by default.
@@ -87,27 +87,20 @@ pub fn customer(
     policy: &Policy,
     now: Timestamp,
 ) -> pb::TicketList {
-    views.tickets(|read| {
-        let position = read.position();
-        let tickets = read
-            .model()
-            .customer(customer, include_resolved, limit)
-            .into_iter()
-            .map(|t| ticket_view(t, position, policy, now))
-            .collect();
-        pb::TicketList { tickets, position }
-    })
+    let (tickets, position) = views.customer(customer, include_resolved, limit);
+    let tickets = tickets.iter().map(|t| ticket_view(t, position, policy, now)).collect();
+    pb::TicketList { tickets, position }
 }
 
 /// `tickets.query.board`: open tickets by their nearest due instant.
 pub fn board(views: &impl Views, limit: usize) -> pb::Board {
     // The board orders; the tickets model gives each line its title.
-    let (lines, position) = views.board(|board| (board.model().entries(limit), board.position()));
-    let entries = views.tickets(|tickets| {
+    let (lines, position) = views.board(limit);
+    let entries = {
         lines
             .into_iter()
             .filter_map(|entry| {
-                let t = tickets.model().ticket(entry.ticket_id)?;
+                let t = views.ticket(entry.ticket_id).0?;
                 Some(pb::BoardEntry {
                     ticket_id: entry.ticket_id.to_string(),
                     customer: entry.customer.to_string(),
@@ -121,19 +114,17 @@ pub fn board(views: &impl Views, limit: usize) -> pb::Board {
                 })
             })
             .collect()
-    });
+    };
     pb::Board { entries, position }
 }
 
 /// `tickets.query.timeline`: every event of a ticket, each described from the log. Reads the
 /// log (blocking I/O: call it off the async runtime).
 pub fn timeline<L: EventLog>(views: &impl Views, id: TicketId, log: &L) -> Result<pb::Timeline, pb::Error> {
-    let (mut entries, position) = views.timeline(|timeline| (timeline.model().ticket(id), timeline.position()));
+    let (entries, position) = views.timeline(id, log).map_err(|e| error(pb::ErrorCode::Unavailable, e.to_string()))?;
     if entries.is_empty() {
         return Err(not_found(id));
     }
-    // Read from the log without holding the timeline's lock.
-    crate::add_details(&mut entries, id, log).map_err(|e| error(pb::ErrorCode::Unavailable, e.to_string()))?;
     let entries = entries
         .into_iter()
         .map(|e| pb::TimelineEntry {
@@ -154,10 +145,9 @@ pub fn timeline<L: EventLog>(views: &impl Views, id: TicketId, log: &L) -> Resul
 
 /// `tickets.query.compliance`: met and breached per plan, severity, category and clock.
 pub fn compliance(views: &impl Views, period: Period, policy: &Policy) -> pb::ComplianceReport {
-    views.compliance(|compliance| {
-        let rows = compliance
-            .model()
-            .report(period, policy)
+    let (rows, position) = views.compliance(period, policy);
+    {
+        let rows = rows
             .into_iter()
             .map(|r| pb::ComplianceRow {
                 plan: r.plan,
@@ -172,8 +162,8 @@ pub fn compliance(views: &impl Views, period: Period, policy: &Policy) -> pb::Co
                 p90_first_response_seconds: r.p90_first_response_secs,
             })
             .collect();
-        pb::ComplianceReport { rows, position: compliance.position() }
-    })
+        pb::ComplianceReport { rows, position }
+    }
 }
 
 /// `tickets.admin.lag`: each projection's position against the log's head, and the quarantined

@@ -1,30 +1,44 @@
 //! The projector runtime: follows the log for every read model, applies each event once
-//! (position-guarded), checkpoints, reports lag, rebuilds a projection beside the live one and
-//! swaps it in once it has caught up, and lets queries wait for a position (read-your-writes).
+//! (position-guarded), flushes what changed to the state store, reports lag, rebuilds a
+//! projection, and lets queries wait for a position (read-your-writes).
+//!
+//! Durability (issue 13): each model keeps its rows in its own space of a
+//! [`ticket_log::StateStore`]. A flush writes, per model, one atomic batch of the rows and
+//! records changed since the last flush with the model's position and format, then syncs the
+//! store once. Flushes are coalesced: every `flush_every` (200 ms) or `flush_events` (10,000
+//! events) while following the log, every `flush_events` during a catch-up or a rebuild, and at a
+//! clean stop. After a kill, each model resumes from the position its space holds and the
+//! catch-up replays only the tail of the log after it.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use ticket_domain::{RecordedEvent, TicketId};
-use ticket_log::{EventLog, LogError};
+use ticket_domain::{CustomerId, Policy, RecordedEvent, Ticket, TicketId};
+use ticket_log::{EventLog, LogError, StateStore};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::{Board, CheckpointError, Checkpoints, Compliance, Projected, Quarantine, ReadModel, Tickets, Timeline};
+use crate::answer::Views;
+use crate::rows::StateError;
+use crate::{Board, BoardEntry, Compliance, ComplianceRow, Period, Projected, Quarantine, ReadModel, Tickets};
+use crate::{TimelineEntry, models::timeline};
 
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
     /// Events read from the log per batch.
     pub batch: usize,
-    /// Checkpoint a projection once this much (real) time has passed since its last one...
-    pub checkpoint_every: Duration,
-    /// ...or once it has applied this many events since.
-    pub checkpoint_events: u64,
+    /// Flush what changed once this much (real) time has passed since the first change not
+    /// flushed...
+    pub flush_every: Duration,
+    /// ...or once this many events were applied since the last flush (also the rhythm of
+    /// flushes during a catch-up or a rebuild).
+    pub flush_events: u64,
 }
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
-        Self { batch: 1024, checkpoint_every: Duration::from_secs(30), checkpoint_events: 100_000 }
+        Self { batch: 1024, flush_every: Duration::from_millis(200), flush_events: 10_000 }
     }
 }
 
@@ -32,36 +46,46 @@ impl Default for ProjectorConfig {
 pub enum ProjectorError {
     #[error("the log failed: {0}")]
     Log(#[from] LogError),
-    #[error("checkpoint of {name}: {source}")]
-    Checkpoint { name: &'static str, source: CheckpointError },
+    #[error("the state of {name}: {source}")]
+    State { name: &'static str, source: StateError },
     #[error("no projection is named {0:?} (tickets, board, timeline, compliance)")]
     UnknownProjection(String),
     #[error("the projector stopped")]
     Stopped,
 }
 
-/// One live projection: read by queries, written by the runtime, swapped by a rebuild.
+/// One live projection: read by queries, written by the runtime, rebuilt in place.
 #[derive(Debug)]
 pub struct Shared<M> {
     inner: Arc<RwLock<Projected<M>>>,
     applied: watch::Sender<u64>,
+    /// A rebuild owns the projection: the follower leaves it alone.
+    rebuilding: Arc<AtomicBool>,
 }
 
 impl<M> Clone for Shared<M> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), applied: self.applied.clone() }
+        Self { inner: self.inner.clone(), applied: self.applied.clone(), rebuilding: self.rebuilding.clone() }
     }
 }
 
 impl<M: ReadModel> Shared<M> {
     fn new(projected: Projected<M>) -> Self {
         let position = projected.position();
-        Self { inner: Arc::new(RwLock::new(projected)), applied: watch::Sender::new(position) }
+        Self {
+            inner: Arc::new(RwLock::new(projected)),
+            applied: watch::Sender::new(position),
+            rebuilding: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// The projection as it is now (hold the guard briefly: the runtime waits for it).
     pub fn read(&self) -> RwLockReadGuard<'_, Projected<M>> {
         self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Projected<M>> {
+        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn position(&self) -> u64 {
@@ -75,74 +99,114 @@ impl<M: ReadModel> Shared<M> {
         matches!(tokio::time::timeout(deadline, applied.wait_for(|p| *p >= position)).await, Ok(Ok(_)))
     }
 
-    fn apply(&self, events: &[RecordedEvent]) -> u64 {
-        let mut guard = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let applied = events.iter().filter(|e| guard.apply(e)).count() as u64;
-        let position = guard.position();
-        drop(guard);
+    fn publish(&self, position: u64) {
         self.applied.send_if_modified(|p| {
             let moved = *p != position;
             *p = position;
             moved
         });
+    }
+
+    /// Applies `events` (unless a rebuild owns the projection).
+    fn apply(&self, events: &[RecordedEvent]) -> u64 {
+        if self.rebuilding.load(Ordering::Acquire) {
+            return 0;
+        }
+        let mut guard = self.write();
+        if self.rebuilding.load(Ordering::Acquire) {
+            return 0;
+        }
+        let applied = events.iter().filter(|e| guard.apply(e)).count() as u64;
+        let position = guard.position();
+        drop(guard);
+        self.publish(position);
         applied
     }
 
-    fn save(&self, checkpoints: &Checkpoints) -> Result<u64, ProjectorError> {
-        // The image is encoded under the read lock; the file is written after it is released.
-        let guard = self.read();
-        let position = guard.position();
-        let bytes = crate::checkpoint::encode(&*guard)
-            .map_err(|source| ProjectorError::Checkpoint { name: M::NAME, source })?;
-        drop(guard);
-        checkpoints.write(M::NAME, &bytes).map_err(|source| ProjectorError::Checkpoint { name: M::NAME, source })?;
-        Ok(position)
+    /// Writes what changed to the space (durable at the store's next sync).
+    pub(crate) fn flush(&self) -> Result<(), ProjectorError> {
+        self.write().flush().map_err(|source| ProjectorError::State { name: M::NAME, source })
     }
 
-    /// Builds the projection anew from the log beside the live one, then swaps it in (the live
-    /// one keeps serving until the new one has caught up with it) and checkpoints it. Returns
-    /// the events applied.
+    fn unflushed(&self) -> bool {
+        self.read().unflushed()
+    }
+
+    /// Rebuilds the projection in place: under the lock, clears it (and its space); then
+    /// applies the log batch by batch, each under the lock, flushing every `flush_events`;
+    /// the follower leaves it alone meanwhile. Queries see it lagging (from position 0 up) while
+    /// it rebuilds, and read-your-writes waits for it. Simpler than building beside the live
+    /// one in a second space, and memory stays bounded (the old model is not kept). Stops
+    /// between batches when `stop()` turns true, flushing what it applied (a restart resumes
+    /// from there). Returns the events applied.
     fn rebuild<L: EventLog>(
         &self,
         log: &L,
-        batch: usize,
+        config: &ProjectorConfig,
         progress: &mut dyn FnMut(u64, u64),
-        checkpoints: Option<&Checkpoints>,
+        stop: &dyn Fn() -> bool,
+        store: Option<&Arc<dyn StateStore>>,
     ) -> Result<u64, ProjectorError> {
-        let mut fresh = Projected::<M>::new();
-        let mut applied = 0;
-        // Most of the work without the lock...
-        let head = log.head();
-        crate::set::read_in_order(log, 1, head, batch, |events| {
-            applied += events.iter().filter(|e| fresh.apply(e)).count() as u64;
-            progress(fresh.position(), head);
-            events
-        })?;
-        // ...the tail (what was appended meanwhile) under it, then the swap.
-        let mut guard = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while fresh.position() < guard.position() || fresh.position() < log.head() {
-            let events = log.read_from(fresh.position() + 1, batch)?;
-            if events.is_empty() {
-                break;
+        let state = |source| ProjectorError::State { name: M::NAME, source };
+        self.rebuilding.store(true, Ordering::Release);
+        self.write().clear().map_err(state)?;
+        self.applied.send_replace(0);
+        let batch = config.batch.max(1);
+        let mut applied = 0u64;
+        let mut since_flush = 0u64;
+        let mut apply = |events: &[RecordedEvent]| -> Result<(), ProjectorError> {
+            let mut guard = self.write();
+            applied += events.iter().filter(|e| guard.apply(e)).count() as u64;
+            since_flush += events.len() as u64;
+            if since_flush >= config.flush_events {
+                guard.flush().map_err(state)?;
+                since_flush = 0;
             }
-            applied += events.iter().filter(|e| fresh.apply(e)).count() as u64;
+            let position = guard.position();
+            drop(guard);
+            self.publish(position);
+            Ok(())
+        };
+        // Most of the log read on several threads...
+        let head = log.head();
+        let mut failed = Ok(());
+        crate::set::read_in_order(log, 1, head, batch, |events| {
+            failed = apply(&events);
+            if let Some(last) = events.last() {
+                progress(last.position, head);
+            }
+            let go_on = failed.is_ok() && !stop();
+            (events, go_on)
+        })?;
+        failed?;
+        // ...then the tail, until the log has nothing more: then the follower takes over, under
+        // the lock (it applies what comes after, and skips what the rebuild applied).
+        loop {
+            if stop() {
+                self.write().flush().map_err(state)?;
+                if let Some(store) = store {
+                    store.sync()?;
+                }
+                return Err(ProjectorError::Stopped);
+            }
+            let next = self.read().position() + 1;
+            let events = log.read_from(next, batch)?;
+            if events.is_empty() {
+                let mut guard = self.write();
+                if log.read_from(next, 1)?.is_empty() {
+                    guard.flush().map_err(state)?;
+                    self.rebuilding.store(false, Ordering::Release);
+                    break;
+                }
+                continue;
+            }
+            apply(&events)?;
+            progress(next + events.len() as u64 - 1, log.head());
         }
-        *guard = fresh;
-        let position = guard.position();
-        drop(guard);
-        self.applied.send_replace(position);
-        if let Some(cp) = checkpoints {
-            self.save(cp)?;
+        if let Some(store) = store {
+            store.sync()?;
         }
         Ok(applied)
-    }
-
-    /// The projection itself, when nothing else holds it; else a copy.
-    fn into_projected(self) -> Projected<M> {
-        match Arc::try_unwrap(self.inner) {
-            Ok(lock) => lock.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
-            Err(shared) => shared.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
-        }
     }
 }
 
@@ -156,15 +220,14 @@ pub struct Lag {
     pub behind: u64,
 }
 
-/// The live read models, following a log.
+/// The live read models, following a log, kept in a state store (or in memory without one).
 #[derive(Debug)]
 pub struct Projector<L> {
     log: L,
-    checkpoints: Option<Checkpoints>,
+    store: Option<Arc<dyn StateStore>>,
     config: ProjectorConfig,
     pub tickets: Shared<Tickets>,
     pub board: Shared<Board>,
-    pub timeline: Shared<Timeline>,
     pub compliance: Shared<Compliance>,
 }
 
@@ -175,48 +238,39 @@ where
     fn clone(&self) -> Self {
         Self {
             log: self.log.clone(),
-            checkpoints: self.checkpoints.clone(),
+            store: self.store.clone(),
             config: self.config.clone(),
             tickets: self.tickets.clone(),
             board: self.board.clone(),
-            timeline: self.timeline.clone(),
             compliance: self.compliance.clone(),
         }
     }
 }
 
-fn restore<M: ReadModel>(checkpoints: Option<&Checkpoints>, head: u64) -> Projected<M> {
-    let Some(checkpoints) = checkpoints else { return Projected::new() };
-    match checkpoints.load::<M>() {
-        Ok(Some(p)) if p.position() <= head => {
-            debug!(projection = M::NAME, position = p.position(), "projection restored from its checkpoint");
-            p
-        }
-        Ok(Some(p)) => {
-            warn!(projection = M::NAME, checkpoint = p.position(), head, "checkpoint is ahead of the log; rebuilding");
-            Projected::new()
-        }
-        Ok(None) => Projected::new(),
+fn restore<M: ReadModel>(store: Option<&Arc<dyn StateStore>>, head: u64) -> Projected<M> {
+    let Some(store) = store else { return Projected::new() };
+    match store.space(M::NAME) {
+        Ok(space) => Projected::open(space, head),
         Err(e) => {
-            warn!(projection = M::NAME, error = %e, "checkpoint unusable; rebuilding");
+            warn!(projection = M::NAME, error = %e, "the state store has no space for the projection; kept in memory");
             Projected::new()
         }
     }
 }
 
 impl<L: EventLog> Projector<L> {
-    /// The read models of `log`, restored from `checkpoints` where they are usable (else empty,
-    /// to be caught up from the log by [`Projector::spawn`] or [`Projector::catch_up`]).
-    pub fn open(log: L, checkpoints: Option<Checkpoints>, config: ProjectorConfig) -> Self {
+    /// The read models of `log`, resumed from `store` where it holds them (else empty, to be
+    /// caught up from the log by [`Projector::spawn`] or [`Projector::catch_up`]). Without a
+    /// store they live in memory. Blocking: it loads the live rows.
+    pub fn open(log: L, store: Option<Arc<dyn StateStore>>, config: ProjectorConfig) -> Self {
         let head = log.head();
-        let cp = checkpoints.as_ref();
+        let st = store.as_ref();
         Self {
-            tickets: Shared::new(restore(cp, head)),
-            board: Shared::new(restore(cp, head)),
-            timeline: Shared::new(restore(cp, head)),
-            compliance: Shared::new(restore(cp, head)),
+            tickets: Shared::new(restore(st, head)),
+            board: Shared::new(restore(st, head)),
+            compliance: Shared::new(restore(st, head)),
             log,
-            checkpoints,
+            store,
             config,
         }
     }
@@ -227,7 +281,7 @@ impl<L: EventLog> Projector<L> {
 
     /// The lowest position every projection has applied.
     pub fn position(&self) -> u64 {
-        self.lag().iter().map(|l| l.position).min().unwrap_or(0)
+        self.tickets.position().min(self.board.position()).min(self.compliance.position())
     }
 
     /// Tickets whose stored history does not fit, with the first event that does not.
@@ -236,13 +290,23 @@ impl<L: EventLog> Projector<L> {
         tickets.model().quarantined().iter().map(|(id, q)| (*id, q.clone())).collect()
     }
 
+    /// Rows held in memory by tickets, board and compliance (the open tickets' with a store).
+    pub fn live_rows(&self) -> [usize; 3] {
+        [
+            self.tickets.read().model().live_rows(),
+            self.board.read().model().live_rows(),
+            self.compliance.read().model().live_rows(),
+        ]
+    }
+
     pub fn lag(&self) -> Vec<Lag> {
         let head = self.log.head();
         let lag = |name, position: u64| Lag { name, position, head, behind: head.saturating_sub(position) };
         vec![
             lag(Tickets::NAME, self.tickets.position()),
             lag(Board::NAME, self.board.position()),
-            lag(Timeline::NAME, self.timeline.position()),
+            // Served from the log, as of every model's position.
+            lag(timeline::NAME, self.position()),
             lag(Compliance::NAME, self.compliance.position()),
         ]
     }
@@ -253,14 +317,12 @@ impl<L: EventLog> Projector<L> {
         let left = || until.saturating_duration_since(tokio::time::Instant::now());
         self.tickets.wait_for(position, left()).await
             && self.board.wait_for(position, left()).await
-            && self.timeline.wait_for(position, left()).await
             && self.compliance.wait_for(position, left()).await
     }
 
     fn apply(&self, events: &[RecordedEvent]) -> u64 {
         self.tickets.apply(events);
         self.board.apply(events);
-        self.timeline.apply(events);
         let applied = self.compliance.apply(events);
         self.lag().iter().for_each(|l| {
             metrics::gauge!("ticketd_projection_lag_positions", "projection" => l.name).set(l.behind as f64)
@@ -270,76 +332,136 @@ impl<L: EventLog> Projector<L> {
 
     /// Applies everything the log holds now, without following it; `progress(position, head)`
     /// after each batch. Returns the last position applied.
-    pub fn catch_up(&self, mut progress: impl FnMut(u64, u64)) -> Result<u64, ProjectorError> {
-        let mut next = self.position() + 1;
-        let mut since_checkpoint = 0;
-        loop {
-            let head = self.log.head();
-            let events = self.log.read_from(next, self.config.batch)?;
-            let Some(last) = events.last().map(|e| e.position) else { break };
-            self.apply(&events);
-            since_checkpoint += events.len() as u64;
-            next = last + 1;
-            progress(last, head);
-            if since_checkpoint >= self.config.checkpoint_events {
-                self.checkpoint()?;
-                since_checkpoint = 0;
+    pub fn catch_up(&self, progress: impl FnMut(u64, u64)) -> Result<u64, ProjectorError> {
+        self.catch_up_until(progress, &|| false)
+    }
+
+    /// [`Projector::catch_up`] that stops between batches once `stop()` turns true, flushing
+    /// what it applied; flushes every `flush_events` events on the way, so a kill keeps the
+    /// progress (the rest is left to the caller's [`Projector::flush`] or the follower's rhythm).
+    pub fn catch_up_until(
+        &self,
+        mut progress: impl FnMut(u64, u64),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<u64, ProjectorError> {
+        let started = std::time::Instant::now();
+        let from = self.position() + 1;
+        let mut since_flush = 0u64;
+        let mut read = 0u64;
+        let mut failed = Ok(());
+        let mut step = |events: &[RecordedEvent], head: u64| -> Result<(), ProjectorError> {
+            self.apply(events);
+            read += events.len() as u64;
+            since_flush += events.len() as u64;
+            if let Some(last) = events.last() {
+                progress(last.position, head);
             }
+            if since_flush >= self.config.flush_events {
+                self.flush()?;
+                since_flush = 0;
+            }
+            Ok(())
+        };
+        // The bulk on several threads, then the tail.
+        let head = self.log.head();
+        crate::set::read_in_order(&self.log, from, head, self.config.batch.max(1), |events| {
+            failed = step(&events, head);
+            let go_on = failed.is_ok() && !stop();
+            (events, go_on)
+        })?;
+        failed?;
+        while !stop() {
+            let head = self.log.head();
+            let events = self.log.read_from(self.position() + 1, self.config.batch)?;
+            if events.is_empty() {
+                break;
+            }
+            step(&events, head)?;
         }
-        Ok(next - 1)
+        // What is left is flushed by the follower's rhythm (or the caller); a stop flushes now.
+        if stop() {
+            self.flush()?;
+        }
+        let position = self.position();
+        if read > 0 {
+            info!(
+                from = from - 1,
+                position,
+                events = read,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "projections caught up with the log"
+            );
+        }
+        Ok(position)
     }
 
-    /// The read models themselves, for a one-shot reader (copies when a clone of this
-    /// projector or a running follower still holds them).
-    pub fn into_read_models(self) -> crate::ReadModels {
-        crate::ReadModels {
-            tickets: self.tickets.into_projected(),
-            board: self.board.into_projected(),
-            timeline: self.timeline.into_projected(),
-            compliance: self.compliance.into_projected(),
-        }
+    /// Changes applied and not yet flushed.
+    pub fn unflushed(&self) -> bool {
+        self.tickets.unflushed() || self.board.unflushed() || self.compliance.unflushed()
     }
 
-    /// Writes every projection's checkpoint (nothing without a checkpoint directory).
-    pub fn checkpoint(&self) -> Result<(), ProjectorError> {
-        let Some(cp) = &self.checkpoints else { return Ok(()) };
-        let positions =
-            [self.tickets.save(cp)?, self.board.save(cp)?, self.timeline.save(cp)?, self.compliance.save(cp)?];
-        debug!(?positions, "projections checkpointed");
+    /// Writes what changed in every projection to the state store and syncs it once (nothing
+    /// without a store). Blocking I/O.
+    pub fn flush(&self) -> Result<(), ProjectorError> {
+        let Some(store) = &self.store else { return Ok(()) };
+        self.tickets.flush()?;
+        self.board.flush()?;
+        self.compliance.flush()?;
+        store.sync()?;
+        debug!(position = self.position(), "projections flushed");
         Ok(())
     }
 
-    /// Rebuilds one projection from the log beside the live one and swaps it in (see
-    /// [`Shared`]); `progress(position, head)` as it goes. Returns the events applied.
-    pub fn rebuild(&self, name: &str, mut progress: impl FnMut(u64, u64)) -> Result<u64, ProjectorError> {
+    /// Rebuilds one projection from the log, in place (see [`Shared`]'s `rebuild`);
+    /// `progress(position, head)` as it goes. Returns the events applied. The timeline has no
+    /// model to rebuild (it is read from the log): 0.
+    pub fn rebuild(&self, name: &str, progress: impl FnMut(u64, u64)) -> Result<u64, ProjectorError> {
+        self.rebuild_until(name, progress, &|| false)
+    }
+
+    /// [`Projector::rebuild`] that stops between batches once `stop()` turns true
+    /// ([`ProjectorError::Stopped`], what it applied flushed).
+    pub fn rebuild_until(
+        &self,
+        name: &str,
+        mut progress: impl FnMut(u64, u64),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<u64, ProjectorError> {
         let started = std::time::Instant::now();
-        let batch = self.config.batch.max(4096);
-        let (log, cp) = (&self.log, self.checkpoints.as_ref());
+        let (log, config, store) = (&self.log, &self.config, self.store.as_ref());
         let applied = match name {
-            Tickets::NAME => self.tickets.rebuild(log, batch, &mut progress, cp)?,
-            Board::NAME => self.board.rebuild(log, batch, &mut progress, cp)?,
-            Timeline::NAME => self.timeline.rebuild(log, batch, &mut progress, cp)?,
-            Compliance::NAME => self.compliance.rebuild(log, batch, &mut progress, cp)?,
+            Tickets::NAME => self.tickets.rebuild(log, config, &mut progress, stop, store)?,
+            Board::NAME => self.board.rebuild(log, config, &mut progress, stop, store)?,
+            Compliance::NAME => self.compliance.rebuild(log, config, &mut progress, stop, store)?,
+            timeline::NAME => 0,
             other => return Err(ProjectorError::UnknownProjection(other.to_owned())),
         };
         info!(
             projection = name,
             events = applied,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "projection rebuilt and swapped in"
+            "projection rebuilt"
         );
         Ok(applied)
     }
 
     /// Catches up with the log (on the blocking pool), then follows it until `shutdown` turns
-    /// true (or its sender is dropped), checkpointing as configured and once more at the end.
-    pub fn spawn(&self, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<Result<(), ProjectorError>> {
+    /// true (or its sender is dropped), flushing as configured and once more at the end. The
+    /// catch-up stops between batches when `shutdown` turns true.
+    pub fn spawn(&self, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<Result<(), ProjectorError>>
+    where
+        L: Clone + 'static,
+    {
         let this = self.clone();
         tokio::spawn(async move {
-            // What the log holds already (all of it without checkpoints: a long scan) is applied
+            // What the log holds already (all of it with an empty store: a long scan) is applied
             // on the blocking pool, so that the catch-up does not hold a worker commands need.
             let catcher = this.clone();
-            match tokio::task::spawn_blocking(move || catcher.catch_up(|_, _| {})).await {
+            let watching = shutdown.clone();
+            let caught_up = tokio::task::spawn_blocking(move || {
+                catcher.catch_up_until(|_, _| {}, &|| *watching.borrow() || watching.has_changed().is_err())
+            });
+            match caught_up.await {
                 Ok(Ok(position)) => debug!(position, "projections caught up with the log"),
                 Ok(Err(e)) => {
                     warn!(error = %e, "the projector stopped catching up with the log");
@@ -347,15 +469,28 @@ impl<L: EventLog> Projector<L> {
                 }
                 Err(_) => return Err(ProjectorError::Stopped),
             }
+            if *shutdown.borrow() {
+                return Ok(());
+            }
             let mut subscription = this.log.subscribe(this.position() + 1).with_batch(this.config.batch);
-            let mut since = (0u64, tokio::time::Instant::now());
+            // Events applied since the last flush, and when the first of them was.
+            let mut since: (u64, Option<tokio::time::Instant>) = (0, this.unflushed().then(tokio::time::Instant::now));
             loop {
-                tokio::select! {
+                let flush_at = since.1.map(|first| first + this.config.flush_every);
+                let due = async {
+                    match flush_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let flush = tokio::select! {
                     changed = shutdown.changed() => {
                         if changed.is_err() || *shutdown.borrow() {
                             break;
                         }
+                        false
                     }
+                    () = due => true,
                     batch = subscription.next_batch() => {
                         let batch = match batch {
                             Ok(batch) => batch,
@@ -367,28 +502,50 @@ impl<L: EventLog> Projector<L> {
                         };
                         this.apply(&batch);
                         since.0 += batch.len() as u64;
-                        if this.checkpoints.is_some()
-                            && (since.0 >= this.config.checkpoint_events
-                                || (since.0 > 0 && since.1.elapsed() >= this.config.checkpoint_every))
-                        {
-                            let saver = this.clone();
-                            match tokio::task::spawn_blocking(move || saver.checkpoint()).await {
-                                Ok(Ok(())) => {
-                                    for lag in this.lag() {
-                                        info!(projection = lag.name, position = lag.position, behind = lag.behind, "projection checkpointed");
-                                    }
-                                }
-                                Ok(Err(e)) => warn!(error = %e, "projection checkpoint not written"),
-                                Err(e) => warn!(error = %e, "projection checkpoint task failed"),
-                            }
-                            since = (0, tokio::time::Instant::now());
-                        }
+                        since.1.get_or_insert_with(tokio::time::Instant::now);
+                        since.0 >= this.config.flush_events
                     }
+                };
+                if flush && this.store.is_some() {
+                    let flusher = this.clone();
+                    match tokio::task::spawn_blocking(move || flusher.flush()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => warn!(error = %e, "projections not flushed"),
+                        Err(e) => warn!(error = %e, "projection flush task failed"),
+                    }
+                    since = (0, None);
                 }
             }
-            let saver = this.clone();
-            tokio::task::spawn_blocking(move || saver.checkpoint()).await.map_err(|_| ProjectorError::Stopped)??;
+            let flusher = this.clone();
+            tokio::task::spawn_blocking(move || flusher.flush()).await.map_err(|_| ProjectorError::Stopped)??;
             Ok(())
         })
+    }
+}
+
+impl<L: EventLog> Views for Projector<L> {
+    fn ticket(&self, id: TicketId) -> (Option<Ticket>, u64) {
+        let tickets = self.tickets.read();
+        (tickets.model().ticket(id), tickets.position())
+    }
+
+    fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize) -> (Vec<Ticket>, u64) {
+        let tickets = self.tickets.read();
+        (tickets.model().customer(customer, include_resolved, limit), tickets.position())
+    }
+
+    fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64) {
+        let board = self.board.read();
+        (board.model().entries(limit), board.position())
+    }
+
+    fn timeline<E: EventLog>(&self, id: TicketId, log: &E) -> Result<(Vec<TimelineEntry>, u64), LogError> {
+        let position = self.position();
+        Ok((timeline::read_timeline(log, id, |e| e.position <= position)?, position))
+    }
+
+    fn compliance(&self, period: Period, policy: &Policy) -> (Vec<ComplianceRow>, u64) {
+        let compliance = self.compliance.read();
+        (compliance.model().report(period, policy), compliance.position())
     }
 }

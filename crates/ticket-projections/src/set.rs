@@ -4,31 +4,44 @@
 use ticket_domain::RecordedEvent;
 use ticket_log::{EventLog, LogError};
 
-use crate::{Board, Compliance, Projected, Tickets, Timeline};
+use crate::{Board, Compliance, Projected, Tickets};
 
 pub use ticket_log::At;
 
 /// Events read from the log per round.
 const BATCH: usize = 8192;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Every read model in memory (no state store), as of a moment of the log. The timeline has no
+/// model: it is read from the log, as of the same moment.
+#[derive(Debug)]
 pub struct ReadModels {
     pub tickets: Projected<Tickets>,
     pub board: Projected<Board>,
-    pub timeline: Projected<Timeline>,
     pub compliance: Projected<Compliance>,
+    /// The moment the models were built as of (the timeline is read from the log as of it too).
+    pub at: At,
+}
+
+impl Default for ReadModels {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ReadModels {
     pub fn new() -> Self {
-        Self::default()
+        Self { tickets: Projected::new(), board: Projected::new(), compliance: Projected::new(), at: At::Now }
     }
 
     pub fn apply(&mut self, event: &RecordedEvent) {
         self.tickets.apply(event);
         self.board.apply(event);
-        self.timeline.apply(event);
         self.compliance.apply(event);
+    }
+
+    /// The position applied.
+    pub fn position(&self) -> u64 {
+        self.tickets.position()
     }
 
     /// Every read model as of `at`, computed from the log (it touches no live read model).
@@ -38,7 +51,7 @@ impl ReadModels {
             At::Position(p) => p.min(log.head()),
             At::Instant(_) | At::Now => log.head(),
         };
-        let mut models = Self::new();
+        let mut models = Self { at, ..Self::new() };
         read_in_order(log, 1, head, BATCH, |batch| {
             for event in batch.iter().filter(|e| at.includes(e)) {
                 models.apply(event);
@@ -46,20 +59,21 @@ impl ReadModels {
             if let Some(last) = batch.last() {
                 progress(last.position, head);
             }
-            batch
+            (batch, true)
         })?;
         Ok(models)
     }
 }
 
 /// Reads positions `from..=to` in batches on several threads (reading and decoding the log is
-/// most of a rebuild's work) and hands the batches to `apply` in log order, on this thread.
+/// most of a rebuild's work) and hands the batches to `apply` in log order, on this thread, until
+/// it answers false (to stop early).
 pub(crate) fn read_in_order<L: EventLog>(
     log: &L,
     from: u64,
     to: u64,
     batch: usize,
-    mut apply: impl FnMut(Vec<RecordedEvent>) -> Vec<RecordedEvent>,
+    mut apply: impl FnMut(Vec<RecordedEvent>) -> (Vec<RecordedEvent>, bool),
 ) -> Result<(), LogError> {
     if from > to {
         return Ok(());
@@ -109,9 +123,12 @@ pub(crate) fn read_in_order<L: EventLog>(
             match rx.recv() {
                 Ok(Ok(events)) if events.is_empty() => break,
                 Ok(Ok(events)) => {
-                    let events = apply(events);
+                    let (events, go_on) = apply(events);
                     if let Some(recycle) = recyclers.get(worker) {
                         let _ = recycle.send(events);
+                    }
+                    if !go_on {
+                        break;
                     }
                 }
                 Ok(Err(e)) => {

@@ -1,13 +1,142 @@
 //! Read models over generated histories: random commands on several tickets at random instants,
 //! decided by the Decider, with every timer firing fired at its instant.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::TimeDelta;
 use proptest::prelude::*;
 use ticket_domain::DeadlineIndex;
 use ticket_domain::testing::*;
 use ticket_domain::*;
+use ticket_log::{
+    AppendOutcome, AppendRequest, CommandRecord, EventLog, LogError, MemoryState, StateBatch, StateStore,
+};
+use ticket_proto::pb;
 
 use super::*;
+
+/// A log of given events, of which the first `visible` are there (it grows as a test says);
+/// counts the events read by position (the replay of a catch-up).
+#[derive(Debug, Clone)]
+struct VecLog {
+    events: Arc<Vec<RecordedEvent>>,
+    visible: Arc<AtomicU64>,
+    read: Arc<AtomicU64>,
+    head: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl VecLog {
+    fn new(events: Vec<RecordedEvent>) -> Self {
+        let visible = events.len() as u64;
+        Self {
+            events: Arc::new(events),
+            visible: Arc::new(AtomicU64::new(visible)),
+            read: Arc::new(AtomicU64::new(0)),
+            head: Arc::new(tokio::sync::watch::channel(visible).0),
+        }
+    }
+
+    fn show(&self, visible: u64) {
+        let visible = visible.min(self.events.len() as u64);
+        self.visible.store(visible, Ordering::SeqCst);
+        self.head.send_replace(visible);
+    }
+
+    fn visible(&self) -> &[RecordedEvent] {
+        let n = usize::try_from(self.head()).unwrap_or(usize::MAX).min(self.events.len());
+        &self.events[..n]
+    }
+}
+
+impl EventLog for VecLog {
+    fn append(
+        &self,
+        _request: AppendRequest,
+    ) -> impl std::future::Future<Output = Result<AppendOutcome, LogError>> + Send + 'static {
+        std::future::ready(Err(LogError::Closed))
+    }
+    fn stream_version(&self, ticket: TicketId) -> Result<u64, LogError> {
+        Ok(self.visible().iter().filter(|e| e.event.ticket_id == ticket).count() as u64)
+    }
+    fn read_stream(&self, ticket: TicketId, from_version: u64) -> Result<Vec<RecordedEvent>, LogError> {
+        Ok(self
+            .visible()
+            .iter()
+            .filter(|e| e.event.ticket_id == ticket && e.version >= from_version)
+            .cloned()
+            .collect())
+    }
+    fn read_from(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+        let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        let events: Vec<_> = self.visible().iter().skip(skip).take(limit).cloned().collect();
+        self.read.fetch_add(events.len() as u64, Ordering::SeqCst);
+        Ok(events)
+    }
+    fn head(&self) -> u64 {
+        self.visible.load(Ordering::SeqCst)
+    }
+    fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+    fn command(&self, _id: &CommandId) -> Result<Option<CommandRecord>, LogError> {
+        Ok(None)
+    }
+    fn commands_from(&self, _from: u64, _limit: usize) -> Result<Vec<CommandRecord>, LogError> {
+        Ok(Vec::new())
+    }
+    fn outbox_pending(&self, _limit: usize) -> Result<Vec<u64>, LogError> {
+        Ok(Vec::new())
+    }
+    fn mark_published(&self, _up_to: u64) -> Result<(), LogError> {
+        Ok(())
+    }
+    fn published(&self) -> Result<u64, LogError> {
+        Ok(0)
+    }
+}
+
+/// Every query's answer, as the API replies.
+#[derive(Debug, PartialEq)]
+struct Answers {
+    tickets: Vec<Result<pb::TicketView, pb::Error>>,
+    customers: Vec<pb::TicketList>,
+    board: pb::Board,
+    compliance: Vec<pb::ComplianceReport>,
+    timelines: Vec<Result<pb::Timeline, pb::Error>>,
+}
+
+fn answers(views: &impl answer::Views, h: &History, log: &VecLog) -> Answers {
+    let now = h.now;
+    let ids: Vec<TicketId> = h.tickets.iter().map(|(id, _)| *id).collect();
+    let mut customers = Vec::new();
+    for c in 0..3 {
+        let customer = CustomerId::new(format!("customer-{c}")).unwrap();
+        for (resolved, limit) in [(false, 100), (true, 100), (true, 2), (false, 1)] {
+            customers.push(answer::customer(views, &customer, resolved, limit, &h.policy, now));
+        }
+    }
+    let instants: Vec<Timestamp> = log.visible().iter().map(|e| e.event.occurred_at).collect();
+    let mid = instants.get(instants.len() / 2).copied();
+    let periods = [
+        Period::default(),
+        Period { from: mid, to: None },
+        Period { from: None, to: mid },
+        Period { from: instants.first().copied(), to: mid.map(|m| m + TimeDelta::hours(2)) },
+    ];
+    Answers {
+        tickets: ids.iter().map(|id| answer::ticket(views, *id, &h.policy, now)).collect(),
+        customers,
+        board: answer::board(views, 1000),
+        compliance: periods.iter().map(|p| answer::compliance(views, *p, &h.policy)).collect(),
+        timelines: ids.iter().map(|id| answer::timeline(views, *id, log)).collect(),
+    }
+}
+
+fn open_tickets(events: &[RecordedEvent]) -> usize {
+    let models = single_pass(events);
+    models.tickets.model().iter_live().filter(|t| t.status != Status::Resolved).count()
+}
 
 /// A log in memory written by the Decider and a timer that is never late.
 struct History {
@@ -137,7 +266,7 @@ fn ops() -> impl Strategy<Value = Vec<(u8, u8, u16)>> {
 /// The board's reference: computed from each ticket's full state, not from the board's fold.
 fn board_reference(tickets: &Tickets) -> Vec<(TicketId, Metric, u32, Timestamp, bool, bool, Severity)> {
     let mut rows: Vec<_> = tickets
-        .iter()
+        .iter_live()
         .filter(|t| t.status != Status::Resolved)
         .filter_map(|t| {
             let c = t
@@ -156,34 +285,55 @@ fn board_reference(tickets: &Tickets) -> Vec<(TicketId, Metric, u32, Timestamp, 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Applying the log in batches, with checkpoints written and read back at arbitrary cuts and
-    /// batches delivered again after a restart, gives the read models of one pass.
+    /// A projector on a state store, following a growing log and flushing at random points, is
+    /// killed (mid-flush too: any prefix of the unflushed batches survives), reopened and caught
+    /// up: every answer equals the in-memory models built from scratch, the reopened projector
+    /// replayed only the log after its durable position, and memory holds only open tickets.
     #[test]
-    fn batches_checkpoints_and_repeats_give_the_single_pass_models(ops in ops(), cuts in prop::collection::vec(any::<u16>(), 0..6)) {
+    fn a_projector_killed_at_any_point_resumes_to_the_models_of_a_single_pass(
+        ops in ops(),
+        cuts in prop::collection::vec((any::<u16>(), 0u8..6), 0..8),
+        flush_events in 1u64..60,
+        keep in any::<u16>(),
+    ) {
         let h = history(&ops);
-        let expected = single_pass(&h.events);
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| usize::from(c) % (h.events.len() + 1)).collect();
+        let total = h.events.len() as u64;
+        let log = VecLog::new(h.events.clone());
+        let store = MemoryState::new();
+        let config = ProjectorConfig { batch: 5, flush_events, ..ProjectorConfig::default() };
+        log.show(0);
+        let live = Projector::open(log.clone(), Some(Arc::new(store.clone()) as Arc<dyn StateStore>), config.clone());
+        let mut cuts: Vec<(u64, u8)> = cuts.into_iter().map(|(c, f)| (u64::from(c) % (total + 1), f)).collect();
         cuts.sort_unstable();
-        let mut live = ReadModels::new();
-        let mut from = 0;
-        for cut in cuts.into_iter().chain([h.events.len()]) {
-            for e in &h.events[from..cut.max(from)] {
-                live.apply(e);
+        cuts.push((total, 5));
+        for (cut, flush) in cuts {
+            log.show(cut);
+            live.catch_up(|_, _| {}).unwrap();
+            // A flush, none, or the writes of some spaces not yet synced (a kill mid-flush).
+            match flush {
+                0 => live.flush().unwrap(),
+                1 => live.tickets.flush().unwrap(),
+                2 => live.board.flush().unwrap(),
+                3 => live.compliance.flush().unwrap(),
+                _ => {}
             }
-            // A restart: the checkpoint is read back and the last batch is delivered again.
-            live = ReadModels {
-                tickets: checkpoint::decode(&checkpoint::encode(&live.tickets).unwrap()).unwrap(),
-                board: checkpoint::decode(&checkpoint::encode(&live.board).unwrap()).unwrap(),
-                timeline: checkpoint::decode(&checkpoint::encode(&live.timeline).unwrap()).unwrap(),
-                compliance: checkpoint::decode(&checkpoint::encode(&live.compliance).unwrap()).unwrap(),
-            };
-            for e in &h.events[from.saturating_sub(3)..cut.max(from)] {
-                live.apply(e);
-            }
-            from = cut.max(from);
         }
-        prop_assert_eq!(&live, &expected);
-        prop_assert_eq!(live.tickets.position(), h.events.len() as u64);
+
+        // The kill: each space keeps its synced state and some prefix of the batches after it.
+        let crashed = store.crash(|_, unsynced| usize::from(keep) % (unsynced + 1));
+        let reopened = Projector::open(log.clone(), Some(Arc::new(crashed) as Arc<dyn StateStore>), config);
+        let durable = reopened.position();
+        log.read.store(0, Ordering::SeqCst);
+        prop_assert_eq!(reopened.catch_up(|_, _| {}).unwrap(), total);
+        prop_assert!(log.read.load(Ordering::SeqCst) <= total - durable, "replayed only the tail after {}", durable);
+
+        let expected = single_pass(&h.events);
+        prop_assert_eq!(answers(&reopened, &h, &log), answers(&expected, &h, &log));
+        prop_assert_eq!(answers(&live, &h, &log), answers(&expected, &h, &log));
+        // Flushed: resolved tickets' rows left memory.
+        reopened.flush().unwrap();
+        let open = open_tickets(&h.events);
+        prop_assert_eq!(reopened.live_rows(), [open, open, open]);
     }
 
     /// The board's own fold of the clock plans agrees with the tickets' full states.
@@ -203,7 +353,8 @@ proptest! {
         let models = single_pass(&h.events);
         let mut total = 0;
         for (ticket, _) in &h.tickets {
-            let line = models.timeline.model().ticket(*ticket);
+            let line = timeline_of(&h.events, |e| e.event.ticket_id == *ticket);
+            prop_assert_eq!(models.position(), h.events.len() as u64);
             let events: Vec<&RecordedEvent> = h.events.iter().filter(|e| e.event.ticket_id == *ticket).collect();
             prop_assert_eq!(line.len(), events.len());
             for (entry, e) in line.iter().zip(events) {
@@ -254,7 +405,7 @@ fn a_severity_a_ticket_at_three_on_a_saturday_is_first_on_the_board_and_breached
     let entry = models.board.model().entry(ticket).unwrap();
     assert!(entry.breached && entry.at_risk);
 
-    let detail = TicketDetail::of(models.tickets.model().ticket(ticket).unwrap(), &h.policy, utc(2026, 11, 21, 4, 30));
+    let detail = TicketDetail::of(&models.tickets.model().ticket(ticket).unwrap(), &h.policy, utc(2026, 11, 21, 4, 30));
     let first = detail.clocks.iter().find(|c| c.metric == "first_response").unwrap();
     assert_eq!(first.due_at.as_deref(), Some("2026-11-21T04:00:00Z"));
     assert_eq!(first.remaining.as_deref(), Some("-00:30:00"), "thirty minutes overdue");
@@ -264,7 +415,7 @@ fn a_severity_a_ticket_at_three_on_a_saturday_is_first_on_the_board_and_breached
     let a = rows.iter().find(|r| r.severity == "A" && r.metric == "first_response").unwrap();
     assert_eq!((a.met, a.breached), (0, 1));
 
-    let line = models.timeline.model().ticket(ticket);
+    let line = timeline_of(&h.events, |e| e.event.ticket_id == ticket);
     assert_eq!(line.first().unwrap().event_type, "opened");
     assert!(line.iter().any(|e| e.event_type == "sla_breached" && e.actor == "system:ticket-timer"));
 }
@@ -292,23 +443,97 @@ fn first_response_business_time_is_measured_on_the_targets_calendar() {
 }
 
 #[test]
-fn a_damaged_checkpoint_is_refused_and_a_good_one_restores() {
-    let h = history(&[(0, 0, 0), (1, 0, 30), (0, 3, 5), (2, 1, 20)]);
-    let models = single_pass(&h.events);
-    let dir = tempfile::tempdir().unwrap();
-    let cps = Checkpoints::new(dir.path());
-    cps.save(&models.tickets).unwrap();
-    assert_eq!(cps.load::<Tickets>().unwrap().unwrap(), models.tickets);
-    assert!(cps.load::<Board>().unwrap().is_none());
-    let path = cps.path("tickets");
-    let mut bytes = std::fs::read(&path).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
-    std::fs::write(&path, &bytes).unwrap();
-    assert!(matches!(cps.load::<Tickets>(), Err(CheckpointError::Digest)));
-    std::fs::write(&path, &bytes[..10]).unwrap();
-    assert!(matches!(cps.load::<Tickets>(), Err(CheckpointError::Format)));
-    // Another projection's image under this name is not taken for this one.
-    std::fs::write(&path, checkpoint::encode(&models.board).unwrap()).unwrap();
-    assert!(matches!(cps.load::<Tickets>(), Err(CheckpointError::Format)));
+fn a_stored_model_of_another_format_or_unreadable_is_cleared_and_rebuilt() {
+    let h = history(&[(0, 0, 0), (1, 0, 30), (0, 3, 5), (2, 1, 20), (6, 0, 10)]);
+    let log = VecLog::new(h.events.clone());
+    let store = MemoryState::new();
+    let shared = || Some(Arc::new(store.clone()) as Arc<dyn StateStore>);
+    let projector = Projector::open(log.clone(), shared(), ProjectorConfig::default());
+    projector.catch_up(|_, _| {}).unwrap();
+    projector.flush().unwrap();
+    let expected = answers(&projector, &h, &log);
+
+    // Resumed as stored: nothing to replay.
+    let resumed = Projector::open(log.clone(), shared(), ProjectorConfig::default());
+    assert_eq!(resumed.position(), log.head());
+    assert_eq!(answers(&resumed, &h, &log), expected);
+
+    // Another format: cleared, rebuilt from the log to the same answers.
+    let space = store.space("board").unwrap();
+    let mut batch = StateBatch::new();
+    batch.insert(b"m:format".to_vec(), b"\0\0\0\x01\0\0\0\x63".to_vec());
+    batch.insert(b"lgarbage-row-with-16-bytes".to_vec(), b"not bincode".to_vec());
+    space.apply(batch).unwrap();
+    // A row that does not decode under the right format: the same.
+    let tickets = store.space("tickets").unwrap();
+    let mut batch = StateBatch::new();
+    batch.insert(b"l0123456789abcdef".to_vec(), b"\xff\xff".to_vec());
+    tickets.apply(batch).unwrap();
+    let reopened = Projector::open(log.clone(), shared(), ProjectorConfig::default());
+    assert_eq!(reopened.board.position(), 0, "board cleared");
+    assert_eq!(reopened.tickets.position(), 0, "tickets cleared");
+    assert_eq!(reopened.compliance.position(), log.head(), "compliance kept");
+    assert!(space.get(b"lgarbage-row-with-16-bytes").unwrap().is_none());
+    reopened.catch_up(|_, _| {}).unwrap();
+    reopened.flush().unwrap();
+    assert_eq!(answers(&reopened, &h, &log), expected);
+
+    // A log shorter than the stored position (another log): rebuilt.
+    log.show(2);
+    let shorter = Projector::open(log.clone(), shared(), ProjectorConfig::default());
+    assert_eq!(shorter.position(), 0);
+}
+
+#[test]
+fn memory_holds_the_open_tickets_rows_only() {
+    // Twenty tickets opened, fifteen resolved, one of them reopened.
+    let mut ops = Vec::new();
+    for i in 0..20u8 {
+        ops.push((0, i, 1));
+    }
+    for i in 0..15u8 {
+        ops.push((6, i, 1));
+    }
+    ops.push((7, 3, 1));
+    let h = history(&ops);
+    let open = open_tickets(&h.events);
+    assert_eq!(open, 6, "five never resolved and one reopened");
+    let log = VecLog::new(h.events.clone());
+    let store: Arc<dyn StateStore> = Arc::new(MemoryState::new());
+    let projector = Projector::open(log.clone(), Some(store.clone()), ProjectorConfig::default());
+    projector.catch_up(|_, _| {}).unwrap();
+    projector.flush().unwrap();
+    assert_eq!(projector.live_rows(), [open, open, open]);
+    // The resolved tickets are served from the store.
+    let expected = single_pass(&h.events);
+    assert_eq!(answers(&projector, &h, &log), answers(&expected, &h, &log));
+    // And a restart loads only the live rows.
+    let reopened = Projector::open(log.clone(), Some(store), ProjectorConfig::default());
+    assert_eq!(reopened.live_rows(), [open, open, open]);
+    assert_eq!(answers(&reopened, &h, &log), answers(&expected, &h, &log));
+}
+
+#[test]
+fn a_rebuild_in_place_gives_the_same_answers_and_stops_when_asked() {
+    let ops: Vec<(u8, u8, u16)> = (0..60u8).map(|i| (i % 9, i.wrapping_mul(7), u16::from(i) * 5)).collect();
+    let h = history(&ops);
+    let log = VecLog::new(h.events.clone());
+    let store: Arc<dyn StateStore> = Arc::new(MemoryState::new());
+    let config = ProjectorConfig { batch: 3, flush_events: 5, ..ProjectorConfig::default() };
+    let projector = Projector::open(log.clone(), Some(store.clone()), config.clone());
+    projector.catch_up(|_, _| {}).unwrap();
+    let expected = answers(&projector, &h, &log);
+    for name in ["tickets", "board", "compliance", "timeline"] {
+        projector.rebuild(name, |_, _| {}).unwrap();
+        assert_eq!(answers(&projector, &h, &log), expected, "{name}");
+    }
+    assert!(matches!(projector.rebuild("nonsense", |_, _| {}), Err(ProjectorError::UnknownProjection(_))));
+    // Asked to stop: it stops between batches with what it applied flushed, and a restart
+    // resumes from there.
+    let stopped = projector.rebuild_until("compliance", |_, _| {}, &|| true);
+    assert!(matches!(stopped, Err(ProjectorError::Stopped)), "{stopped:?}");
+    let reopened = Projector::open(log.clone(), Some(store), config);
+    assert!(reopened.compliance.position() < log.head());
+    reopened.catch_up(|_, _| {}).unwrap();
+    assert_eq!(answers(&reopened, &h, &log), expected);
 }

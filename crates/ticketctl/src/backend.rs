@@ -3,12 +3,16 @@
 //! messages, which `render` prints, so a view is the same in either mode.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use ticket_domain::{Command, CustomerId, Policy, TicketId, Timestamp};
+use ticket_domain::{Command, CustomerId, Policy, Ticket, TicketId, Timestamp};
 use ticket_engine::{DataDir, Engine, EngineConfig};
-use ticket_log::EventLog;
+use ticket_log::{EventLog, StateStore};
 use ticket_log_sled::SledLog;
-use ticket_projections::{At, Checkpoints, Period, Projector, ProjectorConfig, ReadModels, answer};
+use ticket_projections::answer::Views;
+use ticket_projections::{
+    At, BoardEntry, ComplianceRow, Period, Projector, ProjectorConfig, ReadModels, TimelineEntry, answer,
+};
 use ticket_proto::pb;
 use ticket_service::{CommandRequest, Stamp};
 
@@ -68,43 +72,88 @@ impl Local<'_> {
         crate::load_policy(self.policy)
     }
 
-    fn checkpoints(&self) -> Checkpoints {
-        DataDir::new(self.data_dir).checkpoints()
-    }
-
     fn open(&self) -> Result<SledLog, Failure> {
         crate::local::open(self.data_dir)
     }
 
-    fn projector(&self, log: SledLog, checkpoint_events: u64) -> Projector<SledLog> {
-        let config = ProjectorConfig { checkpoint_events: checkpoint_events.max(1), ..ProjectorConfig::default() };
-        Projector::open(log, Some(self.checkpoints()), config)
+    fn state(&self) -> Result<Arc<dyn StateStore>, Failure> {
+        Ok(Arc::new(DataDir::new(self.data_dir).open_state()?))
     }
 
-    /// Every read model as of `at`: for now, the checkpointed projections caught up from the log
-    /// (and checkpointed again); for a past moment, computed from the log and touching nothing.
-    /// With the instant the models describe (for the business time of running clocks).
-    fn models(&self, at: At) -> Result<(ReadModels, SledLog, Timestamp), Failure> {
+    /// The read models kept in the data directory's state store (opened exclusively, like the
+    /// log), flushed every `flush_events` events while catching up.
+    fn projector(&self, log: SledLog, flush_events: u64) -> Result<Projector<SledLog>, Failure> {
+        let config = ProjectorConfig { flush_events: flush_events.max(1), ..ProjectorConfig::default() };
+        Ok(Projector::open(log, Some(self.state()?), config))
+    }
+
+    /// The read models as of `at`: for now, those of the state store caught up from the log (and
+    /// flushed), answering from their rows in memory and on disk; for a past moment, computed from
+    /// the log in memory, touching nothing. With the instant the models describe (for the
+    /// business time of running clocks).
+    fn models(&self, at: At) -> Result<(Models, SledLog, Timestamp), Failure> {
         let log = self.open()?;
         if at != At::Now {
             let bar = progress(log.head(), "replaying");
             let models = ReadModels::build(&log, at, |done, _| bar.set_position(done))?;
             bar.finish_and_clear();
             let now = as_of(at, &log)?;
-            return Ok((models, log, now));
+            return Ok((Models::At(Box::new(models)), log, now));
         }
-        let projector = self.projector(log.clone(), ProjectorConfig::default().checkpoint_events);
+        let projector = self.projector(log.clone(), ProjectorConfig::default().flush_events)?;
         catch_up(&projector)?;
-        projector.checkpoint().map_err(|e| Failure::Data(e.into()))?;
         let now = as_of(at, &log)?;
-        Ok((projector.into_read_models(), log, now))
+        Ok((Models::Live(projector), log, now))
     }
 }
 
+/// The read models a local query is answered from.
+enum Models {
+    /// The store-backed projector, caught up.
+    Live(Projector<SledLog>),
+    /// Built in memory as of a past moment.
+    At(Box<ReadModels>),
+}
+
+impl Views for Models {
+    fn ticket(&self, id: TicketId) -> (Option<Ticket>, u64) {
+        match self {
+            Models::Live(p) => p.ticket(id),
+            Models::At(m) => m.ticket(id),
+        }
+    }
+    fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize) -> (Vec<Ticket>, u64) {
+        match self {
+            Models::Live(p) => p.customer(customer, include_resolved, limit),
+            Models::At(m) => m.customer(customer, include_resolved, limit),
+        }
+    }
+    fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64) {
+        match self {
+            Models::Live(p) => p.board(limit),
+            Models::At(m) => m.board(limit),
+        }
+    }
+    fn timeline<L: EventLog>(&self, id: TicketId, log: &L) -> Result<(Vec<TimelineEntry>, u64), ticket_log::LogError> {
+        match self {
+            Models::Live(p) => p.timeline(id, log),
+            Models::At(m) => m.timeline(id, log),
+        }
+    }
+    fn compliance(&self, period: Period, policy: &Policy) -> (Vec<ComplianceRow>, u64) {
+        match self {
+            Models::Live(p) => p.compliance(period, policy),
+            Models::At(m) => m.compliance(period, policy),
+        }
+    }
+}
+
+/// Catches the projector up with the log and flushes it.
 fn catch_up(projector: &Projector<SledLog>) -> Result<u64, Failure> {
     let bar = progress(projector.log().head(), "catching up");
     bar.set_position(projector.position());
     let last = projector.catch_up(|done, _| bar.set_position(done)).map_err(|e| Failure::Data(e.into()))?;
+    projector.flush().map_err(|e| Failure::Data(e.into()))?;
     bar.finish_and_clear();
     Ok(last)
 }
@@ -202,10 +251,9 @@ impl Backend for Local<'_> {
     }
 
     fn lags(&self, update: bool, checkpoint_events: u64) -> Result<pb::ProjectionLags, Failure> {
-        let projector = self.projector(self.open()?, checkpoint_events);
+        let projector = self.projector(self.open()?, checkpoint_events)?;
         if update {
             catch_up(&projector)?;
-            projector.checkpoint().map_err(|e| Failure::Data(e.into()))?;
         }
         Ok(answer::projection_status(&projector))
     }
@@ -214,22 +262,28 @@ impl Backend for Local<'_> {
         let log = self.open()?;
         let head = log.head();
         let Some(name) = name else {
-            // From scratch: the checkpoints go, then everything is applied again.
-            let checkpoints = self.checkpoints();
-            if checkpoints.dir().exists() {
-                std::fs::remove_dir_all(checkpoints.dir())?;
+            // From scratch: the stored models go (and the checkpoints of before the state store),
+            // then everything is applied again, flushed every `checkpoint_events`.
+            let old = DataDir::new(self.data_dir).projections();
+            if old.exists() {
+                std::fs::remove_dir_all(old)?;
             }
-            let projector = self.projector(log, checkpoint_events);
+            let state = self.state()?;
+            for space in ["tickets", "board", "compliance"] {
+                state.space(space)?.clear()?;
+            }
+            state.sync()?;
+            drop(state);
+            let projector = self.projector(log, checkpoint_events)?;
             let events = catch_up(&projector)?;
-            projector.checkpoint().map_err(|e| Failure::Data(e.into()))?;
             return Ok(pb::ProjectionRebuilt { name: "all".into(), events, position: head });
         };
-        let projector = self.projector(log, checkpoint_events);
+        let projector = self.projector(log, checkpoint_events)?;
         let bar = progress(head, "rebuilding");
         let events = projector.rebuild(name, |done, _| bar.set_position(done)).map_err(|e| match e {
             ticket_projections::ProjectorError::UnknownProjection(_) => Failure::Usage(e.to_string()),
             ticket_projections::ProjectorError::Log(_)
-            | ticket_projections::ProjectorError::Checkpoint { .. }
+            | ticket_projections::ProjectorError::State { .. }
             | ticket_projections::ProjectorError::Stopped => Failure::Data(e.into()),
         })?;
         bar.finish_and_clear();

@@ -256,7 +256,8 @@ async fn tour(policy: Arc<Policy>, dir: &Path) -> Result<(), Failure> {
     let downgrades: Vec<RecordedEvent> =
         fired.into_iter().filter(|e| e.event.ticket_id == umbrella || e.event.kind.name() == "sla_breached").collect();
     emit(&tour.events_table(&downgrades))?;
-    let detail = tour.projector.tickets.read().model().ticket(umbrella).map(|t| TicketDetail::of(t, &tour.policy, now));
+    let detail =
+        tour.projector.tickets.read().model().ticket(umbrella).map(|t| TicketDetail::of(&t, &tour.policy, now));
     if let Some(d) = detail {
         let mut t = table(&["severity changed (UTC)", "from", "to", "why"]);
         for s in d.severity_history {
@@ -296,7 +297,8 @@ async fn tour(policy: Arc<Policy>, dir: &Path) -> Result<(), Failure> {
     emit(&tour.board(None, now))?;
 
     tour.heading("acme's audit timeline: every event, who caused it, under which policy")?;
-    let entries = tour.projector.timeline.read().model().ticket(acme);
+    let position = tour.projector.position();
+    let entries = ticket_projections::read_timeline(tour.log(), acme, |e| e.position <= position)?;
     let mut t = table(&["pos", "when (Beijing)", "event", "actor", "command", "policy"]);
     for e in entries {
         t.add_row(vec![e.position.to_string(), local(&e.occurred_at), e.event_type, e.actor, e.command_id, e.policy]);

@@ -2,14 +2,17 @@
 //! with at-risk (a warning recorded in the clock's cycle) and breached marked. It follows the
 //! clock plans the events state, so it needs no policy.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use ticket_domain::{
     ClockChange, ClockEffect, CustomerId, EventKind, Metric, RecordedEvent, Severity, TicketId, Timestamp,
 };
+use ticket_log::{StateBatch, StateSpace};
 
 use crate::ReadModel;
+use crate::rows::{Row, Rows, StateError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct BoardClock {
@@ -20,7 +23,7 @@ struct BoardClock {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct BoardTicket {
+pub struct BoardTicket {
     customer: CustomerId,
     severity: Severity,
     resolved: bool,
@@ -29,9 +32,17 @@ struct BoardTicket {
     key: Option<(Timestamp, Metric)>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+impl Row for BoardTicket {
+    fn dormant(&self) -> bool {
+        self.resolved
+    }
+}
+
+/// The board's rows (open tickets in memory, resolved ones in the store) and its order, in
+/// memory: the open tickets, which are what it shows.
+#[derive(Debug)]
 pub struct Board {
-    tickets: HashMap<TicketId, BoardTicket>,
+    tickets: Rows<BoardTicket>,
     order: BTreeSet<(Timestamp, TicketId)>,
 }
 
@@ -51,21 +62,49 @@ pub struct BoardEntry {
 
 impl ReadModel for Board {
     const NAME: &'static str = "board";
-    const FORMAT: u32 = 1;
+    const FORMAT: u32 = 2;
+
+    fn empty(space: Option<Arc<dyn StateSpace>>) -> Self {
+        Self { tickets: Rows::new(space), order: BTreeSet::new() }
+    }
+
+    fn load(space: Arc<dyn StateSpace>) -> Result<Self, StateError> {
+        let tickets = Rows::<BoardTicket>::load(space)?;
+        let order = tickets.live().filter_map(|(id, t)| t.key.map(|(due, _)| (due, *id))).collect();
+        Ok(Self { tickets, order })
+    }
+
+    fn write(&self, batch: &mut StateBatch) -> Result<(), StateError> {
+        self.tickets.write(batch)
+    }
+
+    fn written(&mut self) {
+        self.tickets.written();
+    }
+
+    fn dirty(&self) -> usize {
+        self.tickets.dirty_len()
+    }
+
+    fn live_rows(&self) -> usize {
+        self.tickets.live_len()
+    }
 
     fn apply(&mut self, recorded: &RecordedEvent) {
         let id = recorded.event.ticket_id;
         let kind = &recorded.event.kind;
-        if let EventKind::Opened(o) = kind {
-            self.tickets.entry(id).or_insert_with(|| BoardTicket {
+        let ticket = if let EventKind::Opened(o) = kind {
+            self.tickets.get_or_insert_with(id, || BoardTicket {
                 customer: o.customer.clone(),
                 severity: o.severity,
                 resolved: false,
                 clocks: BTreeMap::new(),
                 key: None,
-            });
-        }
-        let Some(ticket) = self.tickets.get_mut(&id) else { return };
+            })
+        } else {
+            let Some(ticket) = self.tickets.get_mut(id) else { return };
+            ticket
+        };
         for change in kind.clocks() {
             apply_clock(&mut ticket.clocks, change);
         }
@@ -151,7 +190,7 @@ impl Board {
 
     /// The ticket's line, while it is on the board.
     pub fn entry(&self, id: TicketId) -> Option<BoardEntry> {
-        let t = self.tickets.get(&id)?;
+        let t = self.tickets.get_live(id)?;
         let (due_at, metric) = t.key?;
         let clock = t.clocks.get(&metric)?;
         Some(BoardEntry {

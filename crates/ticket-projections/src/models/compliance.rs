@@ -9,17 +9,27 @@
 //! running time after the last plan, on the target's calendar; the calendars come from the policy
 //! the query is asked with (they are policy data, not events).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 use ticket_domain::{
     CalendarId, CategoryId, ClockEffect, ClockOutcome, EventKind, Metric, PlanId, Policy, RecordedEvent, Severity,
-    TicketId, Timestamp,
+    Timestamp,
 };
+
+use ticket_log::{StateBatch, StateSpace};
 
 use super::span;
 use crate::ReadModel;
+use crate::rows::{Keyed, Row, Rows, StateError, decode, encode, instant_key};
+
+/// Keys of the space: `o ‖ at ‖ position ‖ seq` → an [`Outcome`] (a cycle met or breached at
+/// `at`), `f ‖ at ‖ position ‖ seq` → a [`FirstResponse`] (a first response given at `at`); the
+/// rows of the tickets' facts (`rows.rs`). Both records are written once and never change.
+const OUTCOME: u8 = b'o';
+const FIRST_RESPONSE: u8 = b'f';
 
 /// The cycle a clock is in, as far as compliance needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,8 +40,8 @@ struct Tracked {
     base_ms: i64,
     /// The running span after the latest plan: from, and to once paused.
     span: Option<(Timestamp, Option<Timestamp>)>,
-    /// The outcome this cycle already has (a recorded breach).
-    outcome: Option<usize>,
+    /// The outcome this cycle already has (a recorded breach, judged at this severity).
+    outcome: Option<Severity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +49,14 @@ struct TicketFacts {
     plan: PlanId,
     category: CategoryId,
     severity: Severity,
+    resolved: bool,
     clocks: BTreeMap<Metric, Tracked>,
+}
+
+impl Row for TicketFacts {
+    fn dormant(&self) -> bool {
+        self.resolved
+    }
 }
 
 /// The first response's business time: base plus the span on the calendar.
@@ -50,66 +67,126 @@ struct Measure {
     span: Option<(Timestamp, Timestamp)>,
 }
 
+/// The group a cycle's outcome counts in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Outcome {
-    at: Timestamp,
+struct Group {
     plan: PlanId,
     category: CategoryId,
     severity: Severity,
     metric: Metric,
-    met: bool,
-    /// For first responses, once the clock stopped.
-    first_response: Option<(Timestamp, Measure)>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Outcome {
+    group: Group,
+    met: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FirstResponse {
+    group: Group,
+    measure: Measure,
+}
+
+/// The tickets' facts (open tickets' in memory, resolved ones' in the store) and the outcomes
+/// and first responses as records keyed by their instant.
+#[derive(Debug)]
 pub struct Compliance {
-    tickets: HashMap<TicketId, TicketFacts>,
-    outcomes: Vec<Outcome>,
+    tickets: Rows<TicketFacts>,
+    records: Keyed,
+    /// The position of the event being applied and the records it wrote so far.
+    seq: (u64, u32),
+}
+
+impl Compliance {
+    fn put(&mut self, kind: u8, at: Timestamp, position: u64, value: Vec<u8>) {
+        if self.seq.0 != position {
+            self.seq = (position, 0);
+        }
+        let mut key = vec![kind];
+        key.extend_from_slice(&instant_key(&at));
+        key.extend_from_slice(&position.to_be_bytes());
+        key.extend_from_slice(&self.seq.1.to_be_bytes());
+        self.seq.1 += 1;
+        self.records.put(key, value);
+    }
 }
 
 impl ReadModel for Compliance {
     const NAME: &'static str = "compliance";
-    const FORMAT: u32 = 2;
+    const FORMAT: u32 = 3;
+
+    fn empty(space: Option<Arc<dyn StateSpace>>) -> Self {
+        Self { tickets: Rows::new(space.clone()), records: Keyed::new(space), seq: (0, 0) }
+    }
+
+    fn load(space: Arc<dyn StateSpace>) -> Result<Self, StateError> {
+        Ok(Self { tickets: Rows::load(space.clone())?, records: Keyed::new(Some(space)), seq: (0, 0) })
+    }
+
+    fn write(&self, batch: &mut StateBatch) -> Result<(), StateError> {
+        self.tickets.write(batch)?;
+        self.records.write(batch);
+        Ok(())
+    }
+
+    fn written(&mut self) {
+        self.tickets.written();
+        self.records.written();
+    }
+
+    fn dirty(&self) -> usize {
+        self.tickets.dirty_len() + self.records.pending_len()
+    }
+
+    fn live_rows(&self) -> usize {
+        self.tickets.live_len()
+    }
 
     fn apply(&mut self, e: &RecordedEvent) {
         let id = e.event.ticket_id;
         let at = e.event.occurred_at;
-        if let EventKind::Opened(o) = &e.event.kind {
-            self.tickets.entry(id).or_insert_with(|| TicketFacts {
+        let mut records: Vec<(u8, Timestamp, Vec<u8>)> = Vec::new();
+        let mut push = |kind: u8, at: Timestamp, record: Result<Vec<u8>, StateError>| match record {
+            Ok(bytes) => records.push((kind, at, bytes)),
+            Err(err) => tracing::warn!(position = e.position, error = %err, "compliance record not encoded"),
+        };
+        let facts = if let EventKind::Opened(o) = &e.event.kind {
+            self.tickets.get_or_insert_with(id, || TicketFacts {
                 plan: o.plan.clone(),
                 category: o.category.clone(),
                 severity: o.severity,
+                resolved: false,
                 clocks: BTreeMap::new(),
-            });
-        }
-        let Some(facts) = self.tickets.get_mut(&id) else { return };
+            })
+        } else {
+            let Some(facts) = self.tickets.get_mut(id) else { return };
+            facts
+        };
         match &e.event.kind {
             EventKind::SeveritySet { to, .. } | EventKind::DowngradedForNoResponse { to, .. } => facts.severity = *to,
             // A breach counts at its due instant, whenever it was detected (rules V2).
             EventKind::SlaBreached { metric, cycle, due_at, severity } => {
                 if let Some(tracked) = facts.clocks.get_mut(metric).filter(|t| t.cycle == *cycle && t.outcome.is_none())
                 {
-                    tracked.outcome = Some(self.outcomes.len());
-                    self.outcomes.push(Outcome {
-                        at: *due_at,
+                    tracked.outcome = Some(*severity);
+                    let group = Group {
                         plan: facts.plan.clone(),
                         category: facts.category.clone(),
                         severity: *severity,
                         metric: *metric,
-                        met: false,
-                        first_response: None,
-                    });
+                    };
+                    push(OUTCOME, *due_at, encode(&Outcome { group, met: false }));
                 }
             }
+            EventKind::Resolved { .. } => facts.resolved = true,
+            EventKind::Reopened { .. } => facts.resolved = false,
             EventKind::Opened(_)
             | EventKind::AgentResponded { .. }
             | EventKind::CustomerInfoRequested { .. }
             | EventKind::CustomerResponded { .. }
             | EventKind::Escalated { .. }
             | EventKind::SlaWarning { .. }
-            | EventKind::Resolved { .. }
-            | EventKind::Reopened { .. }
             | EventKind::Linked { .. } => {}
         }
         for change in e.event.kind.clocks() {
@@ -156,27 +233,37 @@ impl ReadModel for Compliance {
                         span: t.span.map(|(from, to)| (from, to.unwrap_or(at))),
                     });
                     let first_response = (change.metric == Metric::FirstResponse).then_some(measure).flatten();
+                    let group = |severity| Group {
+                        plan: facts.plan.clone(),
+                        category: facts.category.clone(),
+                        severity,
+                        metric: change.metric,
+                    };
                     match (t.outcome, outcome) {
-                        (Some(index), _) => {
-                            if let Some(o) = self.outcomes.get_mut(index) {
-                                o.first_response = first_response.map(|m| (at, m));
+                        // Breached already: the first response counts with the breach's group.
+                        (Some(severity), _) => {
+                            if let Some(measure) = first_response {
+                                push(FIRST_RESPONSE, at, encode(&FirstResponse { group: group(severity), measure }));
                             }
                         }
                         (None, ClockOutcome::Met | ClockOutcome::Breached) if t.calendar.is_some() => {
-                            self.outcomes.push(Outcome {
-                                at,
-                                plan: facts.plan.clone(),
-                                category: facts.category.clone(),
-                                severity: facts.severity,
-                                metric: change.metric,
-                                met: outcome == ClockOutcome::Met,
-                                first_response: first_response.map(|m| (at, m)),
-                            });
+                            let met = outcome == ClockOutcome::Met;
+                            push(OUTCOME, at, encode(&Outcome { group: group(facts.severity), met }));
+                            if let Some(measure) = first_response {
+                                push(
+                                    FIRST_RESPONSE,
+                                    at,
+                                    encode(&FirstResponse { group: group(facts.severity), measure }),
+                                );
+                            }
                         }
                         (None, _) => {}
                     }
                 }
             }
+        }
+        for (kind, at, bytes) in records {
+            self.put(kind, at, e.position, bytes);
         }
     }
 }
@@ -222,19 +309,37 @@ impl Compliance {
     pub fn report(&self, period: Period, policy: &Policy) -> Vec<ComplianceRow> {
         type Key = (PlanId, Severity, CategoryId, Metric);
         let mut groups: BTreeMap<Key, (u64, u64, Vec<TimeDelta>)> = BTreeMap::new();
-        for o in &self.outcomes {
-            let key = (o.plan.clone(), o.severity, o.category.clone(), o.metric);
-            if period.contains(o.at) {
-                let group = groups.entry(key.clone()).or_default();
-                if o.met { group.0 += 1 } else { group.1 += 1 }
+        let key_of = |g: Group| (g.plan, g.severity, g.category, g.metric);
+        let bounds = |kind: u8| {
+            let from = period.from.map_or(vec![kind], |f| [&[kind][..], &instant_key(&f)].concat());
+            let to = period.to.map_or(vec![kind + 1], |t| [&[kind][..], &instant_key(&t)].concat());
+            (from, to)
+        };
+        let (from, to) = bounds(OUTCOME);
+        let outcomes = self.records.scan(&from, Some(&to), |_, value| {
+            let o: Outcome = decode(value)?;
+            let group = groups.entry(key_of(o.group)).or_default();
+            if o.met {
+                group.0 += 1
+            } else {
+                group.1 += 1
             }
-            if let Some((at, m)) = o.first_response.as_ref().filter(|(at, _)| period.contains(*at)) {
-                let _ = at;
-                if let Some(calendar) = policy.calendar(&m.calendar) {
+            Ok(())
+        });
+        let (from, to) = bounds(FIRST_RESPONSE);
+        let first_responses = outcomes.and_then(|()| {
+            self.records.scan(&from, Some(&to), |_, value| {
+                let f: FirstResponse = decode(value)?;
+                if let Some(calendar) = policy.calendar(&f.measure.calendar) {
+                    let m = &f.measure;
                     let ran = m.span.map_or(TimeDelta::zero(), |(from, to)| calendar.elapsed(from, to));
-                    groups.entry(key).or_default().2.push(TimeDelta::milliseconds(m.base_ms) + ran);
+                    groups.entry(key_of(f.group)).or_default().2.push(TimeDelta::milliseconds(m.base_ms) + ran);
                 }
-            }
+                Ok(())
+            })
+        });
+        if let Err(e) = first_responses {
+            tracing::warn!(error = %e, "the compliance records could not be read in full");
         }
         groups
             .into_iter()

@@ -1,24 +1,41 @@
 //! Ticket detail and a customer's tickets: every ticket's state (the Decider's `evolve`) and an
 //! index of tickets by customer.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use ticket_domain::{
     ClockOutcome, ClockStatus, CustomerId, LinkRelation, Policy, RecordedEvent, SeverityCause, Status, Ticket,
     TicketId, TicketState, Timestamp, business_times, evolve,
 };
+use ticket_log::{StateBatch, StateSpace};
 
 use super::{instant, span};
 use crate::ReadModel;
+use crate::rows::{Keyed, Row, Rows, StateError, decode, encode, scan, ticket_key, ticket_of};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Keys of the space: `c ‖ customer ‖ 0x00 ‖ ticket` → (resolved, opened at), the customer index;
+/// `q ‖ ticket` → [`Quarantine`]; the rows (`rows.rs`).
+const CUSTOMER: u8 = b'c';
+const QUARANTINE: u8 = b'q';
+
+impl Row for TicketState {
+    fn dormant(&self) -> bool {
+        self.ticket().is_some_and(|t| t.status == Status::Resolved)
+    }
+}
+
+/// Every ticket's state (open ones in memory, resolved ones in the store), a customer's tickets
+/// as index keys, the quarantined tickets (in memory and in the store).
+#[derive(Debug)]
 pub struct Tickets {
-    states: HashMap<TicketId, TicketState>,
-    by_customer: BTreeMap<CustomerId, BTreeSet<TicketId>>,
+    states: Rows<TicketState>,
+    by_customer: Keyed,
     /// Tickets with a stored event that does not fit their history: kept as they were before
     /// that event, which is reported; their later events are not applied.
     quarantined: BTreeMap<TicketId, Quarantine>,
+    quarantined_since_flush: BTreeSet<TicketId>,
 }
 
 /// Why a ticket is quarantined: the first stored event that does not fit its history.
@@ -28,16 +45,54 @@ pub struct Quarantine {
     pub problem: String,
 }
 
+fn customer_prefix(customer: &CustomerId) -> Vec<u8> {
+    let mut key = vec![CUSTOMER];
+    key.extend_from_slice(customer.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+/// What the customer index holds of a ticket: resolved, opened at.
+fn indexed(state: &TicketState) -> Option<(bool, Timestamp)> {
+    state.ticket().map(|t| (t.status == Status::Resolved, t.opened_at))
+}
+
 impl ReadModel for Tickets {
     const NAME: &'static str = "tickets";
-    const FORMAT: u32 = 2;
+    const FORMAT: u32 = 3;
+
+    fn empty(space: Option<Arc<dyn StateSpace>>) -> Self {
+        Self {
+            states: Rows::new(space.clone()),
+            by_customer: Keyed::new(space),
+            quarantined: BTreeMap::new(),
+            quarantined_since_flush: BTreeSet::new(),
+        }
+    }
+
+    fn load(space: Arc<dyn StateSpace>) -> Result<Self, StateError> {
+        let mut quarantined = BTreeMap::new();
+        scan(&*space, &[QUARANTINE], Some(&[QUARANTINE + 1]), |key, value| {
+            let id =
+                ticket_of(key).ok_or_else(|| StateError::Decode("a quarantine key without a ticket".to_owned()))?;
+            quarantined.insert(id, decode(value)?);
+            Ok(())
+        })?;
+        Ok(Self {
+            states: Rows::load(space.clone())?,
+            by_customer: Keyed::new(Some(space)),
+            quarantined,
+            quarantined_since_flush: BTreeSet::new(),
+        })
+    }
 
     fn apply(&mut self, recorded: &RecordedEvent) {
         let id = recorded.event.ticket_id;
         if self.quarantined.contains_key(&id) {
             return;
         }
-        let state = self.states.entry(id).or_default();
+        let state = self.states.get_or_insert_with(id, TicketState::default);
+        let before = indexed(state);
         if let Err(misfit) = evolve(state, &recorded.event) {
             tracing::error!(
                 ticket_id = %id, position = recorded.position, problem = %misfit,
@@ -45,12 +100,45 @@ impl ReadModel for Tickets {
             );
             let quarantine = Quarantine { position: recorded.position, problem: misfit.to_string() };
             self.quarantined.insert(id, quarantine);
+            self.quarantined_since_flush.insert(id);
             return;
         }
-        // A ticket's customer is set when it is opened and never changes.
-        if let ticket_domain::EventKind::Opened(o) = &recorded.event.kind {
-            self.by_customer.entry(o.customer.clone()).or_default().insert(id);
+        // The index changes when a ticket is opened, resolved or reopened.
+        let after = indexed(state);
+        if after != before
+            && let (Some(t), Some(entry)) = (state.ticket(), after)
+        {
+            let key = ticket_key(&customer_prefix(&t.customer), id);
+            match encode(&entry) {
+                Ok(value) => self.by_customer.put(key, value),
+                Err(e) => tracing::warn!(ticket_id = %id, error = %e, "customer index entry not encoded"),
+            }
         }
+    }
+
+    fn write(&self, batch: &mut StateBatch) -> Result<(), StateError> {
+        self.states.write(batch)?;
+        self.by_customer.write(batch);
+        for id in &self.quarantined_since_flush {
+            if let Some(q) = self.quarantined.get(id) {
+                batch.insert(ticket_key(&[QUARANTINE], *id), encode(q)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn written(&mut self) {
+        self.states.written();
+        self.by_customer.written();
+        self.quarantined_since_flush.clear();
+    }
+
+    fn dirty(&self) -> usize {
+        self.states.dirty_len() + self.by_customer.pending_len() + self.quarantined_since_flush.len()
+    }
+
+    fn live_rows(&self) -> usize {
+        self.states.live_len()
     }
 }
 
@@ -60,35 +148,41 @@ impl Tickets {
         &self.quarantined
     }
 
-    pub fn ticket(&self, id: TicketId) -> Option<&Ticket> {
-        self.states.get(&id).and_then(TicketState::ticket)
+    /// The ticket (from memory, or from the store when it is resolved).
+    pub fn ticket(&self, id: TicketId) -> Option<Ticket> {
+        self.states.get(id).and_then(|state| state.ticket().cloned())
     }
 
-    pub fn len(&self) -> usize {
-        self.states.len()
+    /// Tickets held in memory (open ones; all of them without a store).
+    pub fn live(&self) -> usize {
+        self.states.live_len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.states.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Ticket> {
-        self.states.values().filter_map(TicketState::ticket)
+    /// The tickets held in memory.
+    pub fn iter_live(&self) -> impl Iterator<Item = &Ticket> {
+        self.states.live().filter_map(|(_, state)| state.ticket())
     }
 
     /// A customer's tickets, open ones first by opening instant; resolved ones only if asked.
-    pub fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize) -> Vec<&Ticket> {
-        let mut tickets: Vec<&Ticket> = self
-            .by_customer
-            .get(customer)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.ticket(*id))
-            .filter(|t| include_resolved || t.status != Status::Resolved)
-            .collect();
-        tickets.sort_by_key(|t| (t.status == Status::Resolved, t.opened_at, t.id));
-        tickets.truncate(limit);
-        tickets
+    /// Reads the customer's index keys and loads only the tickets it returns.
+    pub fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize) -> Vec<Ticket> {
+        let prefix = customer_prefix(customer);
+        let end = ticket_log::state::prefix_end(&prefix);
+        let mut found: Vec<(bool, Timestamp, TicketId)> = Vec::new();
+        let scanned = self.by_customer.scan(&prefix, end.as_deref(), |key, value| {
+            let (resolved, opened_at): (bool, Timestamp) = decode(value)?;
+            if let Some(id) = ticket_of(key)
+                && (include_resolved || !resolved)
+            {
+                found.push((resolved, opened_at, id));
+            }
+            Ok(())
+        });
+        if let Err(e) = scanned {
+            tracing::warn!(customer = %customer, error = %e, "a customer's tickets could not be read in full");
+        }
+        found.sort();
+        found.into_iter().filter_map(|(_, _, id)| self.ticket(id)).take(limit).collect()
     }
 }
 

@@ -1,0 +1,287 @@
+//! The read models' rows, kept in memory while they change and in the state store once they rest.
+//!
+//! - [`Rows`]: one row per ticket. A row that is not dormant (an open ticket) lives in memory; a
+//!   dormant one (a resolved ticket) is written to the store at the next flush and dropped from
+//!   memory; a later event for it (a reopen, a late breach) loads it back. Memory holds the open
+//!   tickets, not the history. Without a store (time travel, what-if, tests), every row stays in
+//!   memory.
+//! - [`Keyed`]: append-mostly records under ordered keys (a customer's tickets, compliance
+//!   outcomes): written since the last flush in memory, the rest in the store; a scan sees both.
+//!
+//! Key layout of a model's space (one space per model): `l ‖ ticket` a live row, `d ‖ ticket` a
+//! dormant row, other first bytes are the model's own records, `m:` its meta keys (position and
+//! format, see `model.rs`). Values are bincode (state rebuildable from the log, ADR 0004).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use ticket_domain::{TicketId, Timestamp};
+use ticket_log::{LogError, StateBatch, StateSpace};
+use tracing::warn;
+
+/// Entries read from the store per page.
+const PAGE: usize = 4096;
+
+const LIVE: u8 = b'l';
+const DORMANT: u8 = b'd';
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("the state store failed: {0}")]
+    Store(#[from] LogError),
+    #[error("stored state does not decode: {0}")]
+    Decode(String),
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StateError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| StateError::Decode(e.to_string()))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StateError> {
+    let (value, read): (T, usize) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map_err(|e| StateError::Decode(e.to_string()))?;
+    if read != bytes.len() {
+        return Err(StateError::Decode(format!("{} trailing bytes", bytes.len() - read)));
+    }
+    Ok(value)
+}
+
+/// `prefix ‖ ticket` (16 bytes).
+pub(crate) fn ticket_key(prefix: &[u8], id: TicketId) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(id.as_uuid().as_bytes());
+    key
+}
+
+/// The ticket in the last 16 bytes of a key.
+pub(crate) fn ticket_of(key: &[u8]) -> Option<TicketId> {
+    let tail = key.len().checked_sub(16).and_then(|start| key.get(start..))?;
+    let bytes: [u8; 16] = tail.try_into().ok()?;
+    Some(TicketId::from_uuid(uuid::Uuid::from_bytes(bytes)))
+}
+
+/// An instant as 12 bytes that sort as the instants do: seconds (i64, sign bit flipped, big
+/// endian), then nanoseconds (u32, big endian).
+pub(crate) fn instant_key(t: &Timestamp) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    let seconds = (t.timestamp() as u64) ^ (1 << 63);
+    key[..8].copy_from_slice(&seconds.to_be_bytes());
+    key[8..].copy_from_slice(&t.timestamp_subsec_nanos().to_be_bytes());
+    key
+}
+
+/// Every entry of `space` with `from <= key < to`, page by page.
+pub(crate) fn scan(
+    space: &dyn StateSpace,
+    from: &[u8],
+    to: Option<&[u8]>,
+    mut each: impl FnMut(&[u8], &[u8]) -> Result<(), StateError>,
+) -> Result<(), StateError> {
+    let mut start = from.to_vec();
+    loop {
+        let page = space.range(&start, to, PAGE)?;
+        let full = page.len() == PAGE;
+        for (key, value) in &page {
+            each(key, value)?;
+        }
+        match page.last() {
+            Some((last, _)) if full => {
+                start = last.clone();
+                start.push(0);
+            }
+            Some(_) | None => return Ok(()),
+        }
+    }
+}
+
+/// A row of a per-ticket model.
+pub trait Row: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// A dormant row (a resolved ticket's) leaves memory at the next flush.
+    fn dormant(&self) -> bool;
+}
+
+/// Per-ticket rows: the live ones in memory, the dormant ones in the store (see the module).
+#[derive(Debug)]
+pub struct Rows<V> {
+    space: Option<Arc<dyn StateSpace>>,
+    live: HashMap<TicketId, V>,
+    /// Rows changed since the last flush.
+    dirty: HashSet<TicketId>,
+}
+
+impl<V: Row> Rows<V> {
+    pub(crate) fn new(space: Option<Arc<dyn StateSpace>>) -> Self {
+        Self { space, live: HashMap::new(), dirty: HashSet::new() }
+    }
+
+    /// The live rows stored in `space`.
+    pub(crate) fn load(space: Arc<dyn StateSpace>) -> Result<Self, StateError> {
+        let mut live = HashMap::new();
+        scan(&*space, &[LIVE], Some(&[LIVE + 1]), |key, value| {
+            let id = ticket_of(key).ok_or_else(|| StateError::Decode("a row key without a ticket".to_owned()))?;
+            live.insert(id, decode::<V>(value)?);
+            Ok(())
+        })?;
+        Ok(Self { space: Some(space), live, dirty: HashSet::new() })
+    }
+
+    /// A dormant row from the store; a row that cannot be read is reported and taken as absent
+    /// (the model is rebuilt from the log when its format changes).
+    fn stored(&self, id: TicketId) -> Option<V> {
+        let space = self.space.as_ref()?;
+        let read = space.get(&ticket_key(&[DORMANT], id)).map_err(StateError::from);
+        match read.and_then(|bytes| bytes.map(|b| decode::<V>(&b)).transpose()) {
+            Ok(row) => row,
+            Err(e) => {
+                warn!(ticket_id = %id, error = %e, "a dormant read-model row could not be read");
+                None
+            }
+        }
+    }
+
+    /// The row, from memory or the store.
+    pub(crate) fn get(&self, id: TicketId) -> Option<Cow<'_, V>> {
+        match self.live.get(&id) {
+            Some(row) => Some(Cow::Borrowed(row)),
+            None => self.stored(id).map(Cow::Owned),
+        }
+    }
+
+    /// The row if it is in memory (every row that is not dormant is).
+    pub(crate) fn get_live(&self, id: TicketId) -> Option<&V> {
+        self.live.get(&id)
+    }
+
+    /// The row to change (loaded back into memory if dormant).
+    pub(crate) fn get_mut(&mut self, id: TicketId) -> Option<&mut V> {
+        if !self.live.contains_key(&id) {
+            let row = self.stored(id)?;
+            self.live.insert(id, row);
+        }
+        self.dirty.insert(id);
+        self.live.get_mut(&id)
+    }
+
+    /// The row to change, created by `new` if there is none.
+    pub(crate) fn get_or_insert_with(&mut self, id: TicketId, new: impl FnOnce() -> V) -> &mut V {
+        if !self.live.contains_key(&id)
+            && let Some(row) = self.stored(id)
+        {
+            self.live.insert(id, row);
+        }
+        self.dirty.insert(id);
+        self.live.entry(id).or_insert_with(new)
+    }
+
+    /// The live rows (all of them without a store).
+    pub(crate) fn live(&self) -> impl Iterator<Item = (&TicketId, &V)> {
+        self.live.iter()
+    }
+
+    pub(crate) fn live_len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub(crate) fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Adds the changed rows to `batch` (live ones under `l`, dormant ones under `d`).
+    pub(crate) fn write(&self, batch: &mut StateBatch) -> Result<(), StateError> {
+        if self.space.is_none() {
+            return Ok(());
+        }
+        for id in &self.dirty {
+            let Some(row) = self.live.get(id) else { continue };
+            let (live, dormant) = (ticket_key(&[LIVE], *id), ticket_key(&[DORMANT], *id));
+            if row.dormant() {
+                batch.remove(live);
+                batch.insert(dormant, encode(row)?);
+            } else {
+                batch.remove(dormant);
+                batch.insert(live, encode(row)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// After the batch of [`Rows::write`] was applied: nothing is dirty, dormant rows leave memory.
+    pub(crate) fn written(&mut self) {
+        if self.space.is_none() {
+            return;
+        }
+        for id in self.dirty.drain() {
+            if self.live.get(&id).is_some_and(Row::dormant) {
+                self.live.remove(&id);
+            }
+        }
+        if self.live.capacity() > 64 && self.live.capacity() > 4 * self.live.len() {
+            self.live.shrink_to_fit();
+        }
+    }
+}
+
+/// Records under ordered keys: those written since the last flush in memory, the others in the
+/// store. Without a store, all of them stay in memory.
+#[derive(Debug)]
+pub struct Keyed {
+    space: Option<Arc<dyn StateSpace>>,
+    pending: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Keyed {
+    pub(crate) fn new(space: Option<Arc<dyn StateSpace>>) -> Self {
+        Self { space, pending: BTreeMap::new() }
+    }
+
+    pub(crate) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.pending.insert(key, value);
+    }
+
+    pub(crate) fn pending_len(&self) -> usize {
+        if self.space.is_some() { self.pending.len() } else { 0 }
+    }
+
+    /// Every record with `from <= key < to`, the newest value of each (not in key order: the
+    /// stored ones first, then those not yet flushed).
+    pub(crate) fn scan(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        if let Some(space) = &self.space {
+            scan(
+                &**space,
+                from,
+                to,
+                |key, value| {
+                    if self.pending.contains_key(key) { Ok(()) } else { each(key, value) }
+                },
+            )?;
+        }
+        let upper = to.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        for (key, value) in self.pending.range::<[u8], _>((std::ops::Bound::Included(from), upper)) {
+            each(key, value)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn write(&self, batch: &mut StateBatch) {
+        if self.space.is_none() {
+            return;
+        }
+        for (key, value) in &self.pending {
+            batch.insert(key.clone(), value.clone());
+        }
+    }
+
+    pub(crate) fn written(&mut self) {
+        if self.space.is_some() {
+            self.pending.clear();
+        }
+    }
+}
