@@ -1,11 +1,11 @@
 //! The composition root of ticketd: the one place that knows the data directory's layout and
 //! wires the engine's parts together.
 //!
-//! - [`DataDir`] spells the layout once: the sled log (`log/`), the timer's checkpoint
-//!   (`timer.checkpoint`), the projections' checkpoints (`projections/`) and, in `ticketd dev`,
-//!   the nats-server store (`nats/`).
+//! - [`DataDir`] spells the layout once: the sled log (`log/`), the state store (`state/`, where
+//!   the timer keeps its deadline index), the projections' checkpoints (`projections/`) and, in
+//!   `ticketd dev`, the nats-server store (`nats/`).
 //! - [`Engine`] opens the log, builds the command service (with its snapshots), the timer (with
-//!   its checkpoint) and the projector (with its checkpoints) on a given [`Clock`] and
+//!   its index in the state store) and the projector (with its checkpoints) on a given [`Clock`] and
 //!   [`Policy`], starts them, exposes what the adapters need, and stops them with one
 //!   [`Engine::stop`] bounded by a deadline.
 //! - [`EngineClock`] is the wall clock or a simulated one; the kind is recorded in the log when
@@ -26,7 +26,7 @@ use ticket_log_sled::{SledConfig, SledLog, SledState};
 use ticket_projections::{Checkpoints, Projector, ProjectorConfig, ProjectorError};
 pub use ticket_service::SimulatedClock;
 use ticket_service::{Clock, CommandService, ServiceConfig, SystemClock};
-use ticket_timer::{CheckpointFile, Progress, TimerConfig, TimerHandle};
+use ticket_timer::{IndexStore, Progress, TimerConfig, TimerHandle};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -52,7 +52,8 @@ impl DataDir {
         self.root.join("log")
     }
 
-    /// The timer's deadline index checkpoint.
+    /// The timer's former whole-image checkpoint (the index is now in the state store): deleted
+    /// when a timer starts.
     pub fn timer_checkpoint(&self) -> PathBuf {
         self.root.join("timer.checkpoint")
     }
@@ -93,8 +94,20 @@ impl DataDir {
         SledState::open(self.state())
     }
 
-    pub fn timer_checkpoint_file(&self) -> CheckpointFile {
-        CheckpointFile::new(self.timer_checkpoint())
+    /// The timer's index in the state store, with the former checkpoint file deleted. Blocking.
+    pub fn open_timer_store(&self, state: SledState) -> Result<IndexStore, LogError> {
+        let old = self.timer_checkpoint();
+        if old.exists() {
+            match std::fs::remove_file(&old) {
+                Ok(()) => {
+                    info!(path = %old.display(), "the timer's former checkpoint file is deleted: its index is in the state store")
+                }
+                Err(e) => {
+                    warn!(path = %old.display(), error = %e, "the timer's former checkpoint file (unused) is not deleted")
+                }
+            }
+        }
+        IndexStore::open(Arc::new(state))
     }
 
     pub fn checkpoints(&self) -> Checkpoints {
@@ -268,10 +281,14 @@ impl Engine {
             }
             None => (None, None),
         };
-        let timer = timer.map(|timer_config| {
-            ticket_timer::Timer::new(service.clone(), Some(data_dir.timer_checkpoint_file()), timer_config)
-                .spawn(stopped)
-        });
+        let timer = match timer {
+            Some(timer_config) => {
+                let dir = data_dir.clone();
+                let store = blocking(move || Ok(dir.open_timer_store(dir.open_state()?)?)).await?;
+                Some(ticket_timer::Timer::new(service.clone(), Some(store), timer_config).spawn(stopped))
+            }
+            None => None,
+        };
         info!(
             data_dir = %data_dir.root().display(),
             head = log.head(),
