@@ -20,7 +20,7 @@ use ticket_log_sled::{SledConfig, SledLog};
 use ticket_service::{
     Clock, CommandRequest, CommandResult, CommandService, ServiceConfig, ServiceError, SimulatedClock, Stamp,
 };
-use ticket_timer::{CheckpointFile, Progress, Timer, TimerConfig, TimerHandle};
+use ticket_timer::{IndexStore, Progress, Timer, TimerConfig, TimerHandle};
 use tokio::sync::watch;
 
 /// How long a test waits for the timer to settle before it fails.
@@ -33,10 +33,12 @@ pub struct RunningTimer {
 }
 
 impl RunningTimer {
-    pub fn start(service: &CommandService<SledLog>, checkpoint: &Path) -> Self {
+    /// A timer keeping its index in the state store at `state` (a sled directory).
+    pub fn start(service: &CommandService<SledLog>, state: &Path) -> Self {
         let (shutdown, stop) = watch::channel(false);
         let config = TimerConfig::new(ActorId::new("ticket-timer").unwrap());
-        let handle = Timer::new(service.clone(), Some(CheckpointFile::new(checkpoint)), config).spawn(stop);
+        let store = IndexStore::open(Arc::new(ticket_log_sled::SledState::open(state).unwrap())).unwrap();
+        let handle = Timer::new(service.clone(), Some(store), config).spawn(stop);
         Self { handle, shutdown }
     }
 
@@ -69,7 +71,7 @@ impl Engine {
         let clock = Arc::new(SimulatedClock::new(start));
         let policy = Arc::new(policy);
         let service = service(&DataDir::new(dir.path()).log(), &policy, &clock);
-        let timer = Some(RunningTimer::start(&service, &DataDir::new(dir.path()).timer_checkpoint()));
+        let timer = Some(RunningTimer::start(&service, &DataDir::new(dir.path()).state()));
         Self { dir, clock, service, timer, policy }
     }
 
@@ -86,8 +88,9 @@ impl Engine {
         self.service.log()
     }
 
-    pub fn checkpoint(&self) -> std::path::PathBuf {
-        DataDir::new(self.dir.path()).timer_checkpoint()
+    /// The state store the timer keeps its index in.
+    pub fn state(&self) -> std::path::PathBuf {
+        DataDir::new(self.dir.path()).state()
     }
 
     /// Moves the clock and waits until the timer has fired everything due by then.

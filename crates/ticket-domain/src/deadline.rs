@@ -6,7 +6,7 @@
 //! command id of the command it issues, so a firing is recorded once however often it is issued.
 //! The timer (`ticket-timer`) runs it against the log and checkpoints it; what-if replays it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::{
     Actor, ActorId, ActorKind, ClockEffect, ClockPlan, Command, CommandBody, CommandId, EventKind, IdError, Metric,
@@ -94,12 +94,38 @@ struct ClockEntry {
     pending: Vec<Firing>,
 }
 
+/// The key of one clock in a [`DeadlineIndex`].
+pub type ClockKey = (TicketId, Metric);
+
 /// Every pending firing, ordered by instant; a projection of the log, position-guarded.
+///
+/// With [`DeadlineIndex::track_changes`] it also records which clocks changed (by an applied
+/// event, a settle, a breach past at import) since the last [`DeadlineIndex::take_changes`], so
+/// that a durable copy can be kept up to date by writing only those (the timer's state store).
 #[derive(Debug, Default, Clone)]
 pub struct DeadlineIndex {
-    clocks: HashMap<(TicketId, Metric), ClockEntry>,
+    clocks: HashMap<ClockKey, ClockEntry>,
     queue: BTreeSet<Firing>,
     position: u64,
+    /// The clocks changed since the last `take_changes`; `None`: changes are not tracked.
+    changed: Option<HashSet<ClockKey>>,
+}
+
+/// What changed in a [`DeadlineIndex`] since the last [`DeadlineIndex::take_changes`]: each
+/// changed clock with its current entry (`None`: the index no longer tracks it), and the
+/// position the index reflects. Writing these over a copy of the index as it was at the last
+/// `take_changes` gives a copy of the index as it is now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub position: u64,
+    pub clocks: Vec<(ClockKey, Option<ClockEntryOwned>)>,
+}
+
+impl Changes {
+    /// The clocks that changed.
+    pub fn keys(&self) -> impl Iterator<Item = ClockKey> + '_ {
+        self.clocks.iter().map(|(key, _)| *key)
+    }
 }
 
 impl DeadlineIndex {
@@ -131,6 +157,58 @@ impl DeadlineIndex {
         self.queue.iter().take_while(move |f| f.at <= now)
     }
 
+    /// Starts recording which clocks change (see [`DeadlineIndex::take_changes`]); what
+    /// changed before is not recorded.
+    pub fn track_changes(&mut self) {
+        if self.changed.is_none() {
+            self.changed = Some(HashSet::new());
+        }
+    }
+
+    /// True when changes are recorded.
+    pub fn tracks_changes(&self) -> bool {
+        self.changed.is_some()
+    }
+
+    /// Clocks changed since the last [`DeadlineIndex::take_changes`] (0 when not tracking).
+    pub fn changed(&self) -> usize {
+        self.changed.as_ref().map_or(0, HashSet::len)
+    }
+
+    /// Each clock changed since the last call, with its current entry (`None`: removed), and
+    /// the position; the record starts empty again. Empty when changes are not tracked.
+    pub fn take_changes(&mut self) -> Changes {
+        let keys = self.changed.as_mut().map(std::mem::take).unwrap_or_default();
+        let clocks = keys
+            .into_iter()
+            .map(|key| {
+                let entry = self.clocks.get(&key).map(|e| ClockEntryOwned {
+                    ticket: key.0,
+                    metric: key.1,
+                    cycle: e.cycle,
+                    breached: e.breached,
+                    pending: e.pending.clone(),
+                });
+                (key, entry)
+            })
+            .collect();
+        Changes { position: self.position, clocks }
+    }
+
+    /// Records `keys` as changed again (changes taken but not written, to be written with the
+    /// next ones). Nothing when changes are not tracked.
+    pub fn mark_changed(&mut self, keys: impl IntoIterator<Item = ClockKey>) {
+        if let Some(changed) = self.changed.as_mut() {
+            changed.extend(keys);
+        }
+    }
+
+    fn touch(&mut self, key: ClockKey) {
+        if let Some(changed) = self.changed.as_mut() {
+            changed.insert(key);
+        }
+    }
+
     /// Applies one stored event. An event at or below the applied position is ignored, so
     /// replaying a batch twice is harmless.
     pub fn apply(&mut self, recorded: &RecordedEvent) {
@@ -141,6 +219,7 @@ impl DeadlineIndex {
         let ticket = recorded.event.ticket_id;
         for change in recorded.event.kind.clocks() {
             let key = (ticket, change.metric);
+            self.touch(key);
             match change.effect {
                 ClockEffect::Started => {
                     self.replace(key, change.cycle, false, change.plan.as_ref());
@@ -158,9 +237,11 @@ impl DeadlineIndex {
         }
         match &recorded.event.kind {
             EventKind::SlaWarning { metric, cycle, threshold_percent, .. } => {
+                self.touch((ticket, *metric));
                 self.forget((ticket, *metric), *cycle, |k| k == FiringKind::Warning(*threshold_percent));
             }
             EventKind::SlaBreached { metric, cycle, .. } => {
+                self.touch((ticket, *metric));
                 if let Some(entry) = self.clocks.get_mut(&(ticket, *metric)).filter(|c| c.cycle == *cycle) {
                     entry.breached = true;
                 }
@@ -188,6 +269,9 @@ impl DeadlineIndex {
     /// recorded as detected at `imported_at`.
     fn past_at_import(&mut self, ticket: TicketId, imported_at: Timestamp) {
         for metric in Metric::ALL {
+            if self.clocks.contains_key(&(ticket, metric)) {
+                self.touch((ticket, metric));
+            }
             let Some(entry) = self.clocks.get_mut(&(ticket, metric)) else { continue };
             let queue = &mut self.queue;
             let mut pending = Vec::with_capacity(entry.pending.len());
@@ -226,6 +310,7 @@ impl DeadlineIndex {
             return;
         }
         let key = (firing.ticket, firing.metric);
+        self.touch(key);
         if let Some(entry) = self.clocks.get_mut(&key) {
             entry.pending.retain(|f| f != firing);
             if entry.pending.is_empty() && !entry.breached {
@@ -314,6 +399,7 @@ impl DeadlineIndex {
     /// checkpoint image), reflecting the log up to `position`.
     pub fn from_clock_entries(position: u64, entries: impl IntoIterator<Item = ClockEntryOwned>) -> Self {
         let mut index = Self { position, ..Self::default() };
+        // (not tracking changes: the entries are what a durable copy already holds)
         for ClockEntryOwned { ticket, metric, cycle, breached, pending } in entries {
             index.queue.extend(pending.iter().copied());
             index.clocks.insert((ticket, metric), ClockEntry { cycle, breached, pending });

@@ -20,7 +20,7 @@ pub mod testing;
 
 pub use calendar::{Calendar, Timestamp};
 pub use command::{Actor, ActorKind, Command, CommandBody, OpenTicket, SplitTicket};
-pub use deadline::{ClockEntryOwned, ClockEntryRef, DeadlineIndex, Firing, FiringKind};
+pub use deadline::{Changes, ClockEntryOwned, ClockEntryRef, ClockKey, DeadlineIndex, Firing, FiringKind};
 pub use decide::{Rules, check_entitlement, decide, decide_under};
 pub use envelope::RecordedEvent;
 pub use error::{DomainError, ErrorKind, ImportProblem, MootReason, Transition};

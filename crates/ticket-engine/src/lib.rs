@@ -1,12 +1,12 @@
 //! The composition root of ticketd: the one place that knows the data directory's layout and
 //! wires the engine's parts together.
 //!
-//! - [`DataDir`] spells the layout once: the sled log (`log/`), the timer's checkpoint
-//!   (`timer.checkpoint`), the state store (`state/`: the read models' rows), the old
-//!   projections' checkpoints (`projections/`, no longer read) and, in `ticketd dev`, the
-//!   nats-server store (`nats/`).
-//! - [`Engine`] opens the log, builds the command service (with its snapshots), the timer (with
-//!   its checkpoint) and the projector (on the state store) on a given [`Clock`] and
+//! - [`DataDir`] spells the layout once: the sled log (`log/`), the state store (`state/`: the
+//!   read models' rows and the timer's deadline index, ADR 0013), the former checkpoints
+//!   (`timer.checkpoint`, `projections/`, no longer read) and, in `ticketd dev`, the nats-server
+//!   store (`nats/`).
+//! - [`Engine`] opens the log and the state store, builds the command service (with its
+//!   snapshots), the timer and the projector (both on the state store) on a given [`Clock`] and
 //!   [`Policy`], starts them, exposes what the adapters need, and stops them with one
 //!   [`Engine::stop`] bounded by a deadline.
 //! - [`EngineClock`] is the wall clock or a simulated one; the kind is recorded in the log when
@@ -27,7 +27,7 @@ use ticket_log_sled::{SledConfig, SledLog, SledState};
 use ticket_projections::{Projector, ProjectorConfig, ProjectorError};
 pub use ticket_service::SimulatedClock;
 use ticket_service::{Clock, CommandService, ServiceConfig, SystemClock};
-use ticket_timer::{CheckpointFile, Progress, TimerConfig, TimerHandle};
+use ticket_timer::{IndexStore, Progress, TimerConfig, TimerHandle};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -53,7 +53,8 @@ impl DataDir {
         self.root.join("log")
     }
 
-    /// The timer's deadline index checkpoint.
+    /// The timer's former whole-image checkpoint (the index is now in the state store): deleted
+    /// when a timer starts.
     pub fn timer_checkpoint(&self) -> PathBuf {
         self.root.join("timer.checkpoint")
     }
@@ -95,8 +96,20 @@ impl DataDir {
         SledState::open(self.state())
     }
 
-    pub fn timer_checkpoint_file(&self) -> CheckpointFile {
-        CheckpointFile::new(self.timer_checkpoint())
+    /// The timer's index in the state store, with the former checkpoint file deleted. Blocking.
+    pub fn open_timer_store(&self, state: SledState) -> Result<IndexStore, LogError> {
+        let old = self.timer_checkpoint();
+        if old.exists() {
+            match std::fs::remove_file(&old) {
+                Ok(()) => {
+                    info!(path = %old.display(), "the timer's former checkpoint file is deleted: its index is in the state store")
+                }
+                Err(e) => {
+                    warn!(path = %old.display(), error = %e, "the timer's former checkpoint file (unused) is not deleted")
+                }
+            }
+        }
+        IndexStore::open(Arc::new(state))
     }
 }
 
@@ -257,11 +270,19 @@ impl Engine {
         let snapshots: Arc<dyn ticket_log::SnapshotStore> = Arc::new(log.snapshots());
         let service = CommandService::with_clock(log.clone(), policy, Some(snapshots), service, clock);
         let (stop, stopped) = watch::channel(false);
-        let (views, projector_task) = match projector {
-            Some(projector_config) => {
+        // One state store for the projector and the timer (sled locks its directory).
+        let state = match (&projector, &timer) {
+            (None, None) => None,
+            (Some(_), _) | (_, Some(_)) => {
+                let layout = data_dir.clone();
+                Some(blocking(move || Ok(layout.open_state()?)).await?)
+            }
+        };
+        let (views, projector_task) = match (projector, state.clone()) {
+            (Some(projector_config), Some(state)) => {
                 let (log, layout) = (log.clone(), data_dir.clone());
                 let views = blocking(move || {
-                    let state: Arc<dyn ticket_log::StateStore> = Arc::new(layout.open_state()?);
+                    let state: Arc<dyn ticket_log::StateStore> = Arc::new(state);
                     if layout.projections().exists() {
                         info!(
                             dir = %layout.projections().display(),
@@ -274,12 +295,16 @@ impl Engine {
                 let task = views.spawn(stopped.clone());
                 (Some(views), Some(task))
             }
-            None => (None, None),
+            (None, _) | (Some(_), None) => (None, None),
         };
-        let timer = timer.map(|timer_config| {
-            ticket_timer::Timer::new(service.clone(), Some(data_dir.timer_checkpoint_file()), timer_config)
-                .spawn(stopped)
-        });
+        let timer = match (timer, state) {
+            (Some(timer_config), Some(state)) => {
+                let dir = data_dir.clone();
+                let store = blocking(move || Ok(dir.open_timer_store(state)?)).await?;
+                Some(ticket_timer::Timer::new(service.clone(), Some(store), timer_config).spawn(stopped))
+            }
+            (None, _) | (Some(_), None) => None,
+        };
         info!(
             data_dir = %data_dir.root().display(),
             head = log.head(),

@@ -29,30 +29,67 @@ pub fn encode(index: &DeadlineIndex) -> Vec<u8> {
     for entry in index.clock_entries() {
         out.extend_from_slice(entry.ticket.as_uuid().as_bytes());
         out.push(metric_code(entry.metric));
-        out.extend_from_slice(&entry.cycle.to_le_bytes());
-        out.push(u8::from(entry.breached));
-        out.extend_from_slice(&(entry.pending.len() as u32).to_le_bytes());
-        for f in entry.pending {
-            out.extend_from_slice(&f.at.timestamp().to_le_bytes());
-            out.extend_from_slice(&f.at.timestamp_subsec_nanos().to_le_bytes());
-            let (kind, percent, due_at) = match f.kind {
-                FiringKind::Warning(p) => (0, p, None),
-                FiringKind::Breach => (1, 0, None),
-                FiringKind::NoResponse => (2, 0, None),
-                // Added with imports: images without one read as before.
-                FiringKind::BreachAtImport { due_at } => (3, 0, Some(due_at)),
-            };
-            out.push(kind);
-            out.push(percent);
-            if let Some(due_at) = due_at {
-                out.extend_from_slice(&due_at.timestamp().to_le_bytes());
-                out.extend_from_slice(&due_at.timestamp_subsec_nanos().to_le_bytes());
-            }
-        }
+        encode_clock(&mut out, entry.cycle, entry.breached, entry.pending);
     }
     let digest = Sha256::digest(&out);
     out.extend_from_slice(&digest);
     out
+}
+
+/// One clock's entry after its key (ticket and metric): cycle, breach, pending firings. Shared
+/// by the image and the state store's rows (`crate::store`).
+pub(crate) fn encode_clock(out: &mut Vec<u8>, cycle: u32, breached: bool, pending: &[Firing]) {
+    out.extend_from_slice(&cycle.to_le_bytes());
+    out.push(u8::from(breached));
+    out.extend_from_slice(&(pending.len() as u32).to_le_bytes());
+    for f in pending {
+        out.extend_from_slice(&f.at.timestamp().to_le_bytes());
+        out.extend_from_slice(&f.at.timestamp_subsec_nanos().to_le_bytes());
+        let (kind, percent, due_at) = match f.kind {
+            FiringKind::Warning(p) => (0, p, None),
+            FiringKind::Breach => (1, 0, None),
+            FiringKind::NoResponse => (2, 0, None),
+            // Added with imports: images without one read as before.
+            FiringKind::BreachAtImport { due_at } => (3, 0, Some(due_at)),
+        };
+        out.push(kind);
+        out.push(percent);
+        if let Some(due_at) = due_at {
+            out.extend_from_slice(&due_at.timestamp().to_le_bytes());
+            out.extend_from_slice(&due_at.timestamp_subsec_nanos().to_le_bytes());
+        }
+    }
+}
+
+/// Reads what [`encode_clock`] wrote, for the clock of `ticket` and `metric`.
+pub(crate) fn decode_clock(
+    r: &mut Reader<'_>,
+    ticket: TicketId,
+    metric: Metric,
+) -> Result<ClockEntryOwned, CheckpointError> {
+    let cycle = u32::from_le_bytes(r.array()?);
+    let breached = r.u8()? != 0;
+    let n = u32::from_le_bytes(r.array()?);
+    let mut pending = Vec::new();
+    for _ in 0..n {
+        let secs = i64::from_le_bytes(r.array()?);
+        let nanos = u32::from_le_bytes(r.array()?);
+        let at = DateTime::from_timestamp(secs, nanos).ok_or(CheckpointError::Malformed(r.at))?;
+        let kind = match (r.u8()?, r.u8()?) {
+            (0, p) => FiringKind::Warning(p),
+            (1, _) => FiringKind::Breach,
+            (2, _) => FiringKind::NoResponse,
+            (3, _) => {
+                let secs = i64::from_le_bytes(r.array()?);
+                let nanos = u32::from_le_bytes(r.array()?);
+                let due_at = DateTime::from_timestamp(secs, nanos).ok_or(CheckpointError::Malformed(r.at))?;
+                FiringKind::BreachAtImport { due_at }
+            }
+            _ => return Err(CheckpointError::Malformed(r.at)),
+        };
+        pending.push(Firing { at, ticket, metric, cycle, kind });
+    }
+    Ok(ClockEntryOwned { ticket, metric, cycle, breached, pending })
 }
 
 /// Reads a checkpoint image; any defect is an error (and the caller rebuilds).
@@ -71,29 +108,7 @@ pub fn decode(bytes: &[u8]) -> Result<DeadlineIndex, CheckpointError> {
     for _ in 0..count {
         let ticket = TicketId::from_uuid(Uuid::from_bytes(r.array()?));
         let metric = r.metric()?;
-        let cycle = u32::from_le_bytes(r.array()?);
-        let breached = r.u8()? != 0;
-        let n = u32::from_le_bytes(r.array()?);
-        let mut pending = Vec::new();
-        for _ in 0..n {
-            let secs = i64::from_le_bytes(r.array()?);
-            let nanos = u32::from_le_bytes(r.array()?);
-            let at = DateTime::from_timestamp(secs, nanos).ok_or(CheckpointError::Malformed(r.at))?;
-            let kind = match (r.u8()?, r.u8()?) {
-                (0, p) => FiringKind::Warning(p),
-                (1, _) => FiringKind::Breach,
-                (2, _) => FiringKind::NoResponse,
-                (3, _) => {
-                    let secs = i64::from_le_bytes(r.array()?);
-                    let nanos = u32::from_le_bytes(r.array()?);
-                    let due_at = DateTime::from_timestamp(secs, nanos).ok_or(CheckpointError::Malformed(r.at))?;
-                    FiringKind::BreachAtImport { due_at }
-                }
-                _ => return Err(CheckpointError::Malformed(r.at)),
-            };
-            pending.push(Firing { at, ticket, metric, cycle, kind });
-        }
-        clocks.push(ClockEntryOwned { ticket, metric, cycle, breached, pending });
+        clocks.push(decode_clock(&mut r, ticket, metric)?);
     }
     if r.at != body.len() {
         return Err(CheckpointError::Malformed(r.at));
@@ -101,7 +116,7 @@ pub fn decode(bytes: &[u8]) -> Result<DeadlineIndex, CheckpointError> {
     Ok(DeadlineIndex::from_clock_entries(position, clocks))
 }
 
-fn metric_code(metric: Metric) -> u8 {
+pub(crate) fn metric_code(metric: Metric) -> u8 {
     match metric {
         Metric::FirstResponse => 0,
         Metric::FollowUp => 1,
@@ -110,20 +125,29 @@ fn metric_code(metric: Metric) -> u8 {
     }
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
-impl Reader<'_> {
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], CheckpointError> {
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0 }
+    }
+
+    /// True when every byte was read.
+    pub(crate) fn done(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], CheckpointError> {
         let end = self.at.checked_add(N).ok_or(CheckpointError::Malformed(self.at))?;
         let slice = self.bytes.get(self.at..end).ok_or(CheckpointError::Malformed(self.at))?;
         self.at = end;
         slice.try_into().map_err(|_| CheckpointError::Malformed(self.at))
     }
 
-    fn u8(&mut self) -> Result<u8, CheckpointError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, CheckpointError> {
         Ok(self.array::<1>()?[0])
     }
 
@@ -131,7 +155,7 @@ impl Reader<'_> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
-    fn metric(&mut self) -> Result<Metric, CheckpointError> {
+    pub(crate) fn metric(&mut self) -> Result<Metric, CheckpointError> {
         let code = self.u8()?;
         Metric::ALL.into_iter().find(|m| metric_code(*m) == code).ok_or(CheckpointError::Malformed(self.at))
     }

@@ -1,8 +1,14 @@
 //! The timer service: keeps the deadline index caught up with the log and fires what is due by
 //! issuing commands to the command service.
 //!
-//! - At start the index is read from its checkpoint and caught up from the log, or rebuilt from
-//!   the log when the checkpoint is missing, unreadable or ahead of the log.
+//! - At start the index is read from its durable copy in the state store (`crate::store`) and
+//!   caught up from the log (only the events after the copy's position), or rebuilt from the
+//!   log when the copy is missing, of another format, unreadable or ahead of the log. A long
+//!   catch-up flushes every `catch_up_flush_events` events (a kill keeps its progress) and stops
+//!   between batches when shutdown is asked.
+//! - While running, what changed in the index (events applied, firings settled) is flushed to
+//!   the store, coalesced: once `flush_every` has passed since the last flush, or at once when
+//!   `flush_changed` clocks are waiting, and at a clean stop.
 //! - Every firing due by the clock's current instant is issued as a command with its
 //!   deterministic id, stamped by the service's clock under the ticket's lock. A firing detected
 //!   late (the timer was down) records the original due instant in the event and the instant of
@@ -14,11 +20,10 @@
 //!   events in the log, a command finishing, a retry, or shutdown.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ticket_domain::{ActorId, ErrorKind, Timestamp};
+use ticket_domain::{ActorId, ErrorKind, RecordedEvent, Timestamp};
 use ticket_log::{EventLog, LogError};
 use ticket_service::{
     Clock, CommandRequest, CommandResult, CommandService, ServiceError, ServiceErrorKind, SimulatedClock, Stamp,
@@ -27,7 +32,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::{CheckpointError, DeadlineIndex, Firing, FiringKind};
+use crate::store::IndexStore;
+use crate::{DeadlineIndex, Firing, FiringKind};
 
 #[derive(Debug, Clone)]
 pub struct TimerConfig {
@@ -37,8 +43,17 @@ pub struct TimerConfig {
     pub max_in_flight: usize,
     /// Events read from the log per round while catching up.
     pub read_batch: usize,
-    /// How often (real time) the index is checkpointed while it changes.
+    /// No longer used: the index is kept in the state store and flushed every `flush_every`
+    /// (kept so that configurations setting it still build; issue 13).
     pub checkpoint_every: Duration,
+    /// At most how long (real time) a change of the index waits before it is flushed to the
+    /// state store: changes are coalesced into one batch and one sync.
+    pub flush_every: Duration,
+    /// Changed clocks that are flushed at once, without waiting for `flush_every`.
+    pub flush_changed: usize,
+    /// While catching up (at start, or after a rebuild), the index is flushed every this many
+    /// events, so that a kill during a long catch-up keeps what it applied.
+    pub catch_up_flush_events: u64,
     /// The first wait before a failed firing is issued again; it doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -57,40 +72,14 @@ impl TimerConfig {
             max_in_flight: 512,
             read_batch: 4096,
             checkpoint_every: Duration::from_secs(30),
+            flush_every: Duration::from_millis(200),
+            flush_changed: 10_000,
+            catch_up_flush_events: 100_000,
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
             max_attempts: 8,
             import_quiet: chrono::TimeDelta::seconds(60),
         }
-    }
-}
-
-/// The checkpoint file: written to a temporary file, synced, renamed over the old one.
-#[derive(Debug, Clone)]
-pub struct CheckpointFile {
-    path: PathBuf,
-}
-
-impl CheckpointFile {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The stored index; `Ok(None)` when there is none, `Err` when it is unusable.
-    pub fn load(&self) -> Result<Option<DeadlineIndex>, CheckpointError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => crate::checkpoint::decode(&bytes).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(_) => Err(CheckpointError::Format),
-        }
-    }
-
-    pub fn save(&self, index: &DeadlineIndex) -> std::io::Result<()> {
-        ticket_log::durable::write_file(&self.path, &crate::checkpoint::encode(index))
     }
 }
 
@@ -139,24 +128,22 @@ pub type FiredHook = Arc<dyn Fn(&Firing, Timestamp) + Send + Sync>;
 
 pub struct Timer<L> {
     service: CommandService<L>,
-    checkpoint: Option<CheckpointFile>,
+    store: Option<IndexStore>,
     config: TimerConfig,
     on_fired: Option<FiredHook>,
 }
 
 impl<L> std::fmt::Debug for Timer<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Timer")
-            .field("checkpoint", &self.checkpoint)
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        f.debug_struct("Timer").field("store", &self.store).field("config", &self.config).finish_non_exhaustive()
     }
 }
 
 impl<L: EventLog> Timer<L> {
-    /// A timer issuing commands to `service`, on the service's clock.
-    pub fn new(service: CommandService<L>, checkpoint: Option<CheckpointFile>, config: TimerConfig) -> Self {
-        Self { service, checkpoint, config, on_fired: None }
+    /// A timer issuing commands to `service`, on the service's clock, keeping its index in
+    /// `store` (`None`: in memory only, rebuilt from the log at each start).
+    pub fn new(service: CommandService<L>, store: Option<IndexStore>, config: TimerConfig) -> Self {
+        Self { service, store, config, on_fired: None }
     }
 
     pub fn on_fired(mut self, hook: FiredHook) -> Self {
@@ -165,7 +152,7 @@ impl<L: EventLog> Timer<L> {
     }
 
     /// Starts the scheduler; it runs until `shutdown` turns true (or its sender is dropped), then
-    /// checkpoints the index.
+    /// flushes the index.
     pub fn spawn(self, shutdown: watch::Receiver<bool>) -> TimerHandle {
         let (progress_tx, progress) = watch::channel(Progress {
             position: 0,
@@ -182,11 +169,13 @@ impl<L: EventLog> Timer<L> {
         TimerHandle { progress, task }
     }
 
-    /// The index as of the log's head: from the checkpoint plus the events after it, or from the
-    /// whole log. Also used by operators and the benchmark. Blocking (file and log reads, a full
-    /// replay without a checkpoint): the scheduler runs it on the blocking pool.
+    /// The index as of the log's head: from the store plus the events after its position, or
+    /// from the whole log (flushed to the store as it goes). Also used by operators and the
+    /// benchmark. Blocking (store and log reads, a full replay without a usable copy): the
+    /// scheduler runs it on the blocking pool.
     pub fn load_index(&self) -> Result<DeadlineIndex, TimerError> {
-        load_index(self.service.log(), self.checkpoint.as_ref(), self.config.read_batch)
+        let (_, never) = watch::channel(false);
+        load_index(self.service.log(), self.store.as_ref(), &self.config, &never).map(|(index, _)| index)
     }
 
     async fn run(
@@ -197,22 +186,35 @@ impl<L: EventLog> Timer<L> {
         let clock = self.service.clock().clone();
         let log = self.service.log().clone();
         let mut head = log.watch_head();
-        // Loading reads a file and the log (a full replay without a checkpoint: seconds for a
-        // million deadlines), so it runs on the blocking pool, not on a worker that commands need.
-        let (loader, checkpoint, batch) = (log.clone(), self.checkpoint.clone(), self.config.read_batch);
-        let mut index = tokio::task::spawn_blocking(move || load_index(&loader, checkpoint.as_ref(), batch))
-            .await
-            .map_err(|_| TimerError::Cancelled)??;
+        // Loading reads the store and the log (a full replay without a usable copy: seconds for
+        // a million deadlines), so it runs on the blocking pool, not on a worker that commands
+        // need. It stops between batches when shutdown is asked, keeping what it applied.
+        let (loader, store, config, stop) = (log.clone(), self.store.clone(), self.config.clone(), shutdown.clone());
+        let (mut index, store) = tokio::task::spawn_blocking(move || {
+            load_index(&loader, store.as_ref(), &config, &stop).map(|(index, usable)| (index, store.filter(|_| usable)))
+        })
+        .await
+        .map_err(|_| TimerError::Cancelled)??;
         let mut state = Progress { position: index.position(), ..*progress.borrow() };
         let mut in_flight: HashSet<Firing> = HashSet::new();
         let mut retries: HashMap<Firing, Retry> = HashMap::new();
         let mut tasks: JoinSet<(Firing, Result<CommandResult, ServiceError>)> = JoinSet::new();
-        let mut checkpointed = (index.position(), tokio::time::Instant::now());
+        let mut flushed = FlushState { position: index.position(), at: tokio::time::Instant::now() };
+        // Events applied per round at most, so that flushes and shutdown are seen in between.
+        let round = self.config.read_batch.max(1).saturating_mul(16);
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            catch_up(&log, &mut index, self.config.read_batch, |_| {})?;
+            let caught_up = catch_up_some(&log, &mut index, self.config.read_batch, round)?;
+            if flushed.due(&index, &self.config) {
+                flush(store.as_ref(), &mut index, &mut flushed).await;
+            }
+            if !caught_up {
+                // Firings are decided on an index caught up with the log.
+                tokio::task::yield_now().await;
+                continue;
+            }
             let now = clock.now();
             let retry_now = tokio::time::Instant::now();
             let mut next_wake = None;
@@ -272,11 +274,6 @@ impl<L: EventLog> Timer<L> {
             state.idle = tasks.is_empty() && retries.is_empty() && !due_left && state.position >= log.head();
             progress.send_replace(state);
 
-            if index.position() > checkpointed.0 && checkpointed.1.elapsed() >= self.config.checkpoint_every {
-                self.save(&index).await;
-                checkpointed = (index.position(), tokio::time::Instant::now());
-            }
-
             let wake = async {
                 match next_wake {
                     Some(at) => clock.wait_until(at).await,
@@ -285,6 +282,13 @@ impl<L: EventLog> Timer<L> {
             };
             let retry = async {
                 match next_retry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let flush_at = (store.is_some() && flushed.dirty(&index)).then(|| flushed.at + self.config.flush_every);
+            let flush_wait = async {
+                match flush_at {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
@@ -313,17 +317,19 @@ impl<L: EventLog> Timer<L> {
                 }
                 () = wake => {}
                 () = retry => {}
+                () = flush_wait => {}
             }
         }
         // Commands in flight finish (their replies are durable or not; either way they are
-        // idempotent), then the index is checkpointed.
+        // idempotent), then what changed is flushed. The events after the index's position are
+        // not applied now: the next start replays them.
         while let Some(joined) = tasks.join_next().await {
             if let Ok((firing, outcome)) = joined {
                 self.settle(&mut index, &mut retries, &mut state, firing, outcome);
             }
         }
-        if catch_up(&log, &mut index, self.config.read_batch, |_| {}).is_ok() {
-            self.save(&index).await;
+        if flushed.dirty(&index) {
+            flush(store.as_ref(), &mut index, &mut flushed).await;
         }
         state.position = index.position();
         state.pending = index.len();
@@ -398,56 +404,206 @@ impl<L: EventLog> Timer<L> {
             }
         }
     }
+}
 
-    /// Writes the checkpoint: the image is encoded here, and written and synced (tens of MB for
-    /// a million deadlines) on the blocking pool.
-    async fn save(&self, index: &DeadlineIndex) {
-        let Some(file) = self.checkpoint.clone() else { return };
-        let (position, pending, image) = (index.position(), index.len(), crate::checkpoint::encode(index));
-        let path = file.path().to_owned();
-        match tokio::task::spawn_blocking(move || ticket_log::durable::write_file(file.path(), &image)).await {
-            Ok(Ok(())) => debug!(position, pending, "deadline index checkpointed"),
-            Ok(Err(e)) => warn!(error = %e, path = %path.display(), "deadline checkpoint not written"),
-            Err(e) => warn!(error = %e, path = %path.display(), "deadline checkpoint task failed"),
+/// When the index was last flushed, and at which position.
+#[derive(Debug, Clone, Copy)]
+struct FlushState {
+    position: u64,
+    at: tokio::time::Instant,
+}
+
+impl FlushState {
+    /// Something changed since the last flush.
+    fn dirty(&self, index: &DeadlineIndex) -> bool {
+        index.changed() > 0 || index.position() > self.position
+    }
+
+    /// A flush is due: something changed and `flush_every` has passed, or many clocks changed.
+    fn due(&self, index: &DeadlineIndex, config: &TimerConfig) -> bool {
+        self.dirty(index) && (self.at.elapsed() >= config.flush_every || index.changed() >= config.flush_changed)
+    }
+}
+
+/// Flushes what changed in `index` to `store` (none: nothing to do): the batch is encoded here,
+/// written and synced on the blocking pool. A failed flush keeps the changes for the next one.
+async fn flush(store: Option<&IndexStore>, index: &mut DeadlineIndex, flushed: &mut FlushState) {
+    let Some(store) = store.cloned() else {
+        // No durability: nothing is kept, so nothing needs remembering.
+        index.take_changes();
+        *flushed = FlushState { position: index.position(), at: tokio::time::Instant::now() };
+        return;
+    };
+    let changes = index.take_changes();
+    let batch = IndexStore::batch(&changes);
+    let (position, clocks, bytes) = (changes.position, changes.clocks.len(), crate::store::batch_bytes(&batch));
+    let started = std::time::Instant::now();
+    let written = tokio::task::spawn_blocking(move || store.write(batch)).await;
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    let failure = match written {
+        Ok(Ok(())) => {
+            debug!(position, clocks, bytes, elapsed_us, "deadline index flushed");
+            metrics::histogram!("ticketd_timer_flush_seconds").record(elapsed_us as f64 / 1e6);
+            None
+        }
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    match failure {
+        None => *flushed = FlushState { position, at: tokio::time::Instant::now() },
+        Some(error) => {
+            // Written again with the next changes; the store keeps its older, consistent copy.
+            index.mark_changed(changes.keys());
+            flushed.at = tokio::time::Instant::now();
+            warn!(position, clocks, error, "deadline index not flushed; retrying with the next changes");
         }
     }
 }
 
-/// See [`Timer::load_index`].
+/// Applies up to `limit` events after the index's position (in reads of `batch`); true when
+/// the index reached the log's head.
+fn catch_up_some<L: EventLog>(
+    log: &L,
+    index: &mut DeadlineIndex,
+    batch: usize,
+    limit: usize,
+) -> Result<bool, LogError> {
+    let mut applied = 0usize;
+    loop {
+        let events = log.read_from(index.position() + 1, batch.max(1))?;
+        let Some(last) = events.last().map(|e| e.position) else { return Ok(true) };
+        for event in &events {
+            index.apply(event);
+        }
+        // An index that did not move would loop forever; the log must hand out later positions.
+        if index.position() < last {
+            return Ok(true);
+        }
+        applied += events.len();
+        if applied >= limit {
+            return Ok(index.position() >= log.head());
+        }
+    }
+}
+
+/// See [`Timer::load_index`]. Also says whether `store` is usable (false: it failed, and the
+/// index lives in memory only until the next start). When `shutdown` turns true it stops
+/// between batches: the index returned is then behind the log (and flushed as far as it got).
 fn load_index<L: EventLog>(
     log: &L,
-    checkpoint: Option<&CheckpointFile>,
-    batch: usize,
-) -> Result<DeadlineIndex, TimerError> {
+    store: Option<&IndexStore>,
+    config: &TimerConfig,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(DeadlineIndex, bool), TimerError> {
     let head = log.head();
-    let from_checkpoint = match checkpoint.map(CheckpointFile::load) {
-        None | Some(Ok(None)) => None,
-        Some(Ok(Some(index))) if index.position() <= head => Some(index),
-        Some(Ok(Some(index))) => {
-            warn!(checkpoint = index.position(), head, "deadline checkpoint is ahead of the log; rebuilding");
-            None
-        }
+    let started = std::time::Instant::now();
+    let (mut index, rebuilt, usable) = match store.map(|s| s.load(head)) {
+        None => (DeadlineIndex::new(), true, false),
+        Some(Ok(loaded)) => (loaded.index, loaded.rebuild.is_some(), true),
         Some(Err(e)) => {
-            warn!(error = %e, "deadline checkpoint unusable; rebuilding");
-            None
+            warn!(error = %e, "the state store failed; the deadline index is rebuilt from the log and kept in memory only");
+            (DeadlineIndex::new(), true, false)
         }
     };
-    let rebuilt = from_checkpoint.is_none();
-    let mut index = from_checkpoint.unwrap_or_default();
-    let started = std::time::Instant::now();
+    let store = store.filter(|_| usable);
     let from = index.position();
-    catch_up(log, &mut index, batch, |applied| {
-        info!(position = applied, head, "deadline index catching up");
-    })?;
+    let caught = catch_up_durably(
+        |from, limit| log.read_from(from, limit),
+        &mut index,
+        store,
+        config.read_batch,
+        config.catch_up_flush_events,
+        || *shutdown.borrow(),
+        |applied| info!(position = applied, head, "deadline index catching up"),
+    )?;
     info!(
         rebuilt,
         from,
         position = index.position(),
+        read = caught.read,
         pending = index.len(),
+        durable = store.is_some(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "deadline index ready"
     );
-    Ok(index)
+    if caught.stopped {
+        info!(
+            position = index.position(),
+            head, "deadline index catch-up stopped for shutdown; the rest is replayed at the next start"
+        );
+    }
+    Ok((index, usable))
+}
+
+/// What [`catch_up_durably`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CaughtUp {
+    /// Events read from the log.
+    pub read: u64,
+    /// It stopped before the log's end because `stop` said so.
+    pub stopped: bool,
+}
+
+/// Applies every event after the index's position, read in batches through `read` (`from`,
+/// `limit`, as `EventLog::read_from`), flushing the index to `store` every `flush_every` events
+/// and at the end, so that a kill during a long catch-up keeps what it applied. Between batches
+/// it asks `stop`; when true it flushes and returns (`stopped`). A failed flush is logged and
+/// written again with the next one.
+pub fn catch_up_durably(
+    mut read: impl FnMut(u64, usize) -> Result<Vec<RecordedEvent>, LogError>,
+    index: &mut DeadlineIndex,
+    store: Option<&IndexStore>,
+    batch: usize,
+    flush_every: u64,
+    stop: impl Fn() -> bool,
+    mut progress: impl FnMut(u64),
+) -> Result<CaughtUp, LogError> {
+    let mut caught = CaughtUp::default();
+    let mut since_flush = 0u64;
+    let mut rounds = 0u64;
+    let flush = |index: &mut DeadlineIndex| {
+        if let Some(store) = store {
+            match store.flush(index) {
+                Ok(flushed) => debug!(
+                    position = flushed.position,
+                    clocks = flushed.clocks,
+                    "deadline index flushed while catching up"
+                ),
+                Err(e) => {
+                    warn!(position = index.position(), error = %e, "deadline index not flushed while catching up")
+                }
+            }
+        }
+    };
+    loop {
+        if stop() {
+            caught.stopped = true;
+            break;
+        }
+        let events = read(index.position() + 1, batch.max(1))?;
+        let Some(last) = events.last().map(|e| e.position) else { break };
+        caught.read += events.len() as u64;
+        since_flush += events.len() as u64;
+        for event in &events {
+            index.apply(event);
+        }
+        // An index that did not move would loop forever; the log must hand out later positions.
+        if index.position() < last {
+            break;
+        }
+        if since_flush >= flush_every.max(1) {
+            flush(index);
+            since_flush = 0;
+        }
+        rounds += 1;
+        if rounds.is_multiple_of(64) {
+            progress(index.position());
+        }
+    }
+    if since_flush > 0 || caught.stopped {
+        flush(index);
+    }
+    Ok(caught)
 }
 
 /// The scheduler's task and what it reports.

@@ -207,7 +207,7 @@ async fn a_deadline_passed_while_the_timer_was_down_fires_at_start_with_both_ins
     // Down from 03:50 to 05:30: the breach at 04:00 passes unseen.
     engine.clock.advance_to(beijing(2026, 11, 21, 5, 30));
     assert!(engine.breaches(ticket).is_empty());
-    engine.timer = Some(RunningTimer::start(&engine.service, &engine.checkpoint()));
+    engine.timer = Some(RunningTimer::start(&engine.service, &engine.state()));
     let progress = engine.advance_to(beijing(2026, 11, 21, 5, 30)).await;
     assert_eq!(
         engine.breaches(ticket),
@@ -216,38 +216,48 @@ async fn a_deadline_passed_while_the_timer_was_down_fires_at_start_with_both_ins
     );
     assert_eq!(progress.fired, 1);
 
-    // A restart after the firing (from the checkpoint the stop wrote) does not fire again.
+    // A restart after the firing (from the index the stop flushed) does not fire again.
     engine.timer.take().unwrap().stop().await;
-    engine.timer = Some(RunningTimer::start(&engine.service, &engine.checkpoint()));
+    engine.timer = Some(RunningTimer::start(&engine.service, &engine.state()));
     let progress = engine.advance_to(beijing(2026, 11, 21, 9, 0)).await;
     assert_eq!((progress.fired, progress.repeated), (0, 0));
     assert_eq!(engine.breaches(ticket).len(), 1);
 }
 
 #[tokio::test]
-async fn a_restart_from_a_stale_or_broken_checkpoint_fires_once() {
+async fn a_restart_from_a_stale_or_broken_stored_index_fires_once() {
     let mut engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 21, 2, 0));
     let ticket = new_ticket();
     engine.at(beijing(2026, 11, 21, 3, 0), ticket, open("advanced", "technical", Severity::A)).await.unwrap();
     engine.advance_to(beijing(2026, 11, 21, 3, 55)).await;
     engine.timer.take().unwrap().stop().await;
-    let stale = std::fs::read(engine.checkpoint()).unwrap();
+    let stale = engine.dir.path().join("stale-state");
+    copy_dir(&engine.state(), &stale);
 
-    engine.timer = Some(RunningTimer::start(&engine.service, &engine.checkpoint()));
+    engine.timer = Some(RunningTimer::start(&engine.service, &engine.state()));
     engine.advance_to(beijing(2026, 11, 21, 4, 30)).await;
     engine.timer.take().unwrap().stop().await;
     assert_eq!(engine.breaches(ticket).len(), 1);
 
-    // The checkpoint from before the breach: the log says it was recorded.
-    std::fs::write(engine.checkpoint(), &stale).unwrap();
-    engine.timer = Some(RunningTimer::start(&engine.service, &engine.checkpoint()));
+    // The stored index from before the breach: the log says it was recorded.
+    std::fs::remove_dir_all(engine.state()).unwrap();
+    copy_dir(&stale, &engine.state());
+    engine.timer = Some(RunningTimer::start(&engine.service, &engine.state()));
     let progress = engine.advance_to(beijing(2026, 11, 21, 5, 0)).await;
     assert_eq!((progress.fired, progress.repeated, progress.moot), (0, 0, 0));
     engine.timer.take().unwrap().stop().await;
 
-    // A torn checkpoint: rebuilt from the log, nothing fires again.
-    std::fs::write(engine.checkpoint(), &stale[..stale.len() / 2]).unwrap();
-    engine.timer = Some(RunningTimer::start(&engine.service, &engine.checkpoint()));
+    // A row that does not decode (a torn or foreign write): rebuilt from the log, nothing fires
+    // again.
+    {
+        let state = ticket_log_sled::SledState::open(engine.state()).unwrap();
+        let space = ticket_log::StateStore::space(&state, ticket_timer::store::SPACE).unwrap();
+        let mut batch = ticket_log::StateBatch::new();
+        batch.insert(b"c-not-a-clock".to_vec(), vec![1, 2, 3]);
+        space.apply(batch).unwrap();
+        ticket_log::StateStore::sync(&state).unwrap();
+    }
+    engine.timer = Some(RunningTimer::start(&engine.service, &engine.state()));
     let progress = engine.advance_to(beijing(2026, 11, 21, 6, 0)).await;
     assert_eq!((progress.fired, progress.repeated, progress.moot), (0, 0, 0));
     assert_eq!(engine.breaches(ticket).len(), 1);
@@ -266,7 +276,7 @@ async fn two_timers_racing_on_one_log_fire_once() {
         ticket_service::ServiceConfig::default(),
         engine.clock.clone(),
     );
-    let second = RunningTimer::start(&second_service, &engine.dir.path().join("second.checkpoint"));
+    let second = RunningTimer::start(&second_service, &engine.dir.path().join("second-state"));
     let tickets: Vec<_> = (0..20).map(|_| new_ticket()).collect();
     for ticket in &tickets {
         engine.execute(*ticket, open("advanced", "technical", Severity::A)).await.unwrap();
@@ -292,4 +302,18 @@ async fn two_timers_racing_on_one_log_fire_once() {
         "each firing recorded by exactly one of them: {first:?} {second_progress:?}"
     );
     second.stop().await;
+}
+
+/// Copies a closed sled directory.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

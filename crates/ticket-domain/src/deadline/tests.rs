@@ -2,6 +2,7 @@ use crate::testing::*;
 use crate::*;
 
 use super::*;
+use std::collections::HashMap;
 
 /// A log in memory: decides commands, stamps positions, feeds the index.
 struct Run {
@@ -244,4 +245,64 @@ fn a_later_imported_event_moves_a_breach_at_import_to_its_own_instant_or_settles
             .iter()
             .all(|(m, k, _)| *m != Metric::FirstResponse || !matches!(k, FiringKind::BreachAtImport { .. }))
     );
+}
+
+/// A copy of the index kept only from its changes: writing each `take_changes` over it.
+fn mirror_apply(mirror: &mut HashMap<ClockKey, ClockEntryOwned>, changes: Changes) {
+    for (key, entry) in changes.clocks {
+        match entry {
+            Some(entry) => mirror.insert(key, entry),
+            None => mirror.remove(&key),
+        };
+    }
+}
+
+fn entries(index: &DeadlineIndex) -> HashMap<ClockKey, ClockEntryOwned> {
+    index
+        .clock_entries()
+        .map(|e| {
+            let entry = ClockEntryOwned {
+                ticket: e.ticket,
+                metric: e.metric,
+                cycle: e.cycle,
+                breached: e.breached,
+                pending: e.pending.to_vec(),
+            };
+            ((e.ticket, e.metric), entry)
+        })
+        .collect()
+}
+
+#[test]
+fn the_changes_taken_keep_a_copy_equal_to_the_index() {
+    let mut run = Run::new();
+    assert_eq!(run.index.take_changes(), Changes::default(), "nothing is tracked until asked");
+    run.index.track_changes();
+    let mut mirror = HashMap::new();
+    run.import(agent(at(3, 0), open("advanced", "technical", Severity::A)), at(5, 0));
+    assert!(run.index.changed() > 0);
+    let changes = run.index.take_changes();
+    assert_eq!(changes.position, run.index.position());
+    mirror_apply(&mut mirror, changes);
+    assert_eq!(mirror, entries(&run.index));
+    assert_eq!(run.index.changed(), 0);
+    // Firings recorded (a settle before its event), a breach, responses, a request for info.
+    let breach = *run.index.next().unwrap();
+    run.index.settle(&breach);
+    mirror_apply(&mut mirror, run.index.take_changes());
+    assert_eq!(mirror, entries(&run.index));
+    run.advance(at(5, 0));
+    run.command(agent(at(5, 10), CommandBody::RecordAgentResponse { message: text("on it") })).unwrap();
+    mirror_apply(&mut mirror, run.index.take_changes());
+    assert_eq!(mirror, entries(&run.index));
+    run.command(agent(at(5, 20), CommandBody::RequestCustomerInfo { request: text("logs") })).unwrap();
+    run.advance(beijing(2026, 11, 23, 6, 0));
+    let changes = run.index.take_changes();
+    // A change taken and not written is marked again and written with the next ones.
+    let keys: Vec<ClockKey> = changes.keys().collect();
+    assert!(!keys.is_empty());
+    run.index.mark_changed(keys.iter().copied());
+    run.command(agent(beijing(2026, 11, 23, 7, 0), CommandBody::Resolve { resolution: text("done") })).ok();
+    mirror_apply(&mut mirror, run.index.take_changes());
+    assert_eq!(mirror, entries(&run.index));
 }
