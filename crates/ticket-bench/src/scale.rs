@@ -166,6 +166,9 @@ struct Rebuild {
     ready_s: f64,
     caught_up_s: f64,
     timer_ready_s: Option<f64>,
+    /// Whether the timer said it rebuilt its index from the log (it should: its state was
+    /// deleted; if not, the state lives somewhere `DataDir` does not name here).
+    timer_rebuilt: Option<bool>,
     events_per_sec: f64,
     peak_rss_mib: f64,
     hwm_mib: f64,
@@ -418,10 +421,14 @@ async fn measure_size(ctx: &Ctx<'_>, dir: &Path, size: u64) -> anyhow::Result<Si
         ready_s: rebuilt.ready_s,
         caught_up_s: rebuilt.caught_up_s,
         timer_ready_s: rebuilt.timer_ready_s,
+        timer_rebuilt: rebuilt.timer_rebuilt,
         events_per_sec: head as f64 / rebuilt.caught_up_s.max(1e-9),
         peak_rss_mib: rebuild_peak,
         hwm_mib: rebuilt.hwm_mib,
     };
+    if rebuilt.timer_rebuilt == Some(false) {
+        eprintln!("scale: WARNING: the timer did not rebuild its index after its state was deleted");
+    }
     eprintln!(
         "scale: ticketd rebuilt from nothing in {:.2} s, peak RSS {:.0} MiB",
         rebuilt.caught_up_s, rebuilt.hwm_mib
@@ -762,10 +769,19 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let caught_up_s = self.started.elapsed().as_secs_f64();
-        // The timer loads its index beside the projector; wait for it too (it logs when ready).
+        // The timer loads its index beside the projector; wait for it too: it logs `deadline
+        // index ready`, and its scheduler sets `ticketd_timer_pending_deadlines` once the index
+        // is loaded (the gauge, should the line change).
+        let mut gauge_seen = None;
         loop {
             self.check_alive()?;
             if self.timer_line.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some() {
+                break;
+            }
+            if let Ok((200, page)) = ticket_testkit::http_get(self.ops_port, "/metrics")
+                && metric(&page, "ticketd_timer_pending_deadlines").is_some()
+            {
+                gauge_seen = Some(Instant::now());
                 break;
             }
             anyhow::ensure!(Instant::now() < deadline, "the timer's index not ready within {within:?}");
@@ -773,6 +789,7 @@ impl Daemon {
         }
         let timer = self.timer_line.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let (timer_ready_s, timer_load_ms, timer_rebuilt, timer_replayed) = match timer {
+            None => (gauge_seen.map(|at| at.duration_since(self.started).as_secs_f64()), None, None, None),
             Some((at, line)) => {
                 let fields = serde_json::from_str::<serde_json::Value>(&line).ok().map(|v| v["fields"].clone());
                 let field = |name: &str| fields.as_ref().and_then(|f| f[name].as_u64());
@@ -783,7 +800,6 @@ impl Daemon {
                     field("position").zip(field("from")).map(|(to, from)| to.saturating_sub(from)),
                 )
             }
-            None => (None, None, None, None),
         };
         Ok(Restart {
             ready_s,
