@@ -210,7 +210,7 @@ struct Extrapolation {
     points: Vec<(f64, f64)>,
     fit: Fit,
     at_1e8: f64,
-    /// The fitted line moves by less than 10% of the largest value over the measured range.
+    /// See [`Fit::is_flat`].
     flat: bool,
 }
 
@@ -238,6 +238,16 @@ impl Fit {
 
     pub(crate) fn at(&self, x: f64) -> f64 {
         self.intercept + self.slope * x
+    }
+
+    /// Flat: over the measured range the line moves by less than 10% of the largest value, or
+    /// by less than twice the points' scatter around it (a trend within the noise).
+    pub(crate) fn is_flat(&self, points: &[(f64, f64)]) -> bool {
+        let (Some(first), Some(last)) = (points.first(), points.last()) else { return true };
+        let moved = (self.at(last.0) - self.at(first.0)).abs();
+        let top = points.iter().map(|p| p.1.abs()).fold(0.0, f64::max);
+        let scatter = (points.iter().map(|p| (p.1 - self.at(p.0)).powi(2)).sum::<f64>() / points.len() as f64).sqrt();
+        moved <= (0.1 * top).max(2.0 * scatter)
     }
 }
 
@@ -976,14 +986,11 @@ fn extrapolate(sizes: &[SizeReport]) -> Vec<Extrapolation> {
         .filter_map(|(name, unit, get)| {
             let points: Vec<(f64, f64)> = sizes.iter().filter_map(|s| Some((s.events as f64, get(s)?))).collect();
             let fit = Fit::of(&points)?;
-            let (lo, hi) = (points.first()?.0, points.last()?.0);
-            let top = points.iter().map(|p| p.1.abs()).fold(0.0, f64::max);
-            let moved = (fit.at(hi) - fit.at(lo)).abs();
             Some(Extrapolation {
                 metric: (*name).to_owned(),
                 unit: (*unit).to_owned(),
                 at_1e8: fit.at(1e8),
-                flat: moved <= 0.1 * top,
+                flat: fit.is_flat(&points),
                 fit,
                 points,
             })
@@ -1278,6 +1285,17 @@ mod tests {
         let flat = Fit::of(&[(5.0, 4.0)]).unwrap();
         assert_eq!(flat, Fit { intercept: 4.0, slope: 0.0 });
         assert!(Fit::of(&[]).is_none());
+    }
+
+    #[test]
+    fn flat_means_within_ten_percent_or_within_the_noise() {
+        let growing = [(1e5, 0.5), (1e6, 2.9), (3e6, 8.6)];
+        assert!(!Fit::of(&growing).unwrap().is_flat(&growing));
+        let level = [(1e5, 1.00), (1e6, 1.05), (3e6, 1.02)];
+        assert!(Fit::of(&level).unwrap().is_flat(&level));
+        // 8, 14 and 11 ms: a slope, but no larger than the scatter.
+        let noisy = [(1e5, 8.0), (1e6, 14.0), (3e6, 11.0)];
+        assert!(Fit::of(&noisy).unwrap().is_flat(&noisy));
     }
 
     #[test]
