@@ -166,6 +166,9 @@ struct Rebuild {
     ready_s: f64,
     caught_up_s: f64,
     timer_ready_s: Option<f64>,
+    /// Whether the timer said it rebuilt its index from the log (it should: its state was
+    /// deleted; if not, the state lives somewhere `DataDir` does not name here).
+    timer_rebuilt: Option<bool>,
     events_per_sec: f64,
     peak_rss_mib: f64,
     hwm_mib: f64,
@@ -207,7 +210,7 @@ struct Extrapolation {
     points: Vec<(f64, f64)>,
     fit: Fit,
     at_1e8: f64,
-    /// The fitted line moves by less than 10% of the largest value over the measured range.
+    /// See [`Fit::is_flat`].
     flat: bool,
 }
 
@@ -235,6 +238,16 @@ impl Fit {
 
     pub(crate) fn at(&self, x: f64) -> f64 {
         self.intercept + self.slope * x
+    }
+
+    /// Flat: over the measured range the line moves by less than 10% of the largest value, or
+    /// by less than twice the points' scatter around it (a trend within the noise).
+    pub(crate) fn is_flat(&self, points: &[(f64, f64)]) -> bool {
+        let (Some(first), Some(last)) = (points.first(), points.last()) else { return true };
+        let moved = (self.at(last.0) - self.at(first.0)).abs();
+        let top = points.iter().map(|p| p.1.abs()).fold(0.0, f64::max);
+        let scatter = (points.iter().map(|p| (p.1 - self.at(p.0)).powi(2)).sum::<f64>() / points.len() as f64).sqrt();
+        moved <= (0.1 * top).max(2.0 * scatter)
     }
 }
 
@@ -418,10 +431,14 @@ async fn measure_size(ctx: &Ctx<'_>, dir: &Path, size: u64) -> anyhow::Result<Si
         ready_s: rebuilt.ready_s,
         caught_up_s: rebuilt.caught_up_s,
         timer_ready_s: rebuilt.timer_ready_s,
+        timer_rebuilt: rebuilt.timer_rebuilt,
         events_per_sec: head as f64 / rebuilt.caught_up_s.max(1e-9),
         peak_rss_mib: rebuild_peak,
         hwm_mib: rebuilt.hwm_mib,
     };
+    if rebuilt.timer_rebuilt == Some(false) {
+        eprintln!("scale: WARNING: the timer did not rebuild its index after its state was deleted");
+    }
     eprintln!(
         "scale: ticketd rebuilt from nothing in {:.2} s, peak RSS {:.0} MiB",
         rebuilt.caught_up_s, rebuilt.hwm_mib
@@ -762,10 +779,19 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let caught_up_s = self.started.elapsed().as_secs_f64();
-        // The timer loads its index beside the projector; wait for it too (it logs when ready).
+        // The timer loads its index beside the projector; wait for it too: it logs `deadline
+        // index ready`, and its scheduler sets `ticketd_timer_pending_deadlines` once the index
+        // is loaded (the gauge, should the line change).
+        let mut gauge_seen = None;
         loop {
             self.check_alive()?;
             if self.timer_line.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some() {
+                break;
+            }
+            if let Ok((200, page)) = ticket_testkit::http_get(self.ops_port, "/metrics")
+                && metric(&page, "ticketd_timer_pending_deadlines").is_some()
+            {
+                gauge_seen = Some(Instant::now());
                 break;
             }
             anyhow::ensure!(Instant::now() < deadline, "the timer's index not ready within {within:?}");
@@ -773,6 +799,7 @@ impl Daemon {
         }
         let timer = self.timer_line.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let (timer_ready_s, timer_load_ms, timer_rebuilt, timer_replayed) = match timer {
+            None => (gauge_seen.map(|at| at.duration_since(self.started).as_secs_f64()), None, None, None),
             Some((at, line)) => {
                 let fields = serde_json::from_str::<serde_json::Value>(&line).ok().map(|v| v["fields"].clone());
                 let field = |name: &str| fields.as_ref().and_then(|f| f[name].as_u64());
@@ -783,7 +810,6 @@ impl Daemon {
                     field("position").zip(field("from")).map(|(to, from)| to.saturating_sub(from)),
                 )
             }
-            None => (None, None, None, None),
         };
         Ok(Restart {
             ready_s,
@@ -960,14 +986,11 @@ fn extrapolate(sizes: &[SizeReport]) -> Vec<Extrapolation> {
         .filter_map(|(name, unit, get)| {
             let points: Vec<(f64, f64)> = sizes.iter().filter_map(|s| Some((s.events as f64, get(s)?))).collect();
             let fit = Fit::of(&points)?;
-            let (lo, hi) = (points.first()?.0, points.last()?.0);
-            let top = points.iter().map(|p| p.1.abs()).fold(0.0, f64::max);
-            let moved = (fit.at(hi) - fit.at(lo)).abs();
             Some(Extrapolation {
                 metric: (*name).to_owned(),
                 unit: (*unit).to_owned(),
                 at_1e8: fit.at(1e8),
-                flat: moved <= 0.1 * top,
+                flat: fit.is_flat(&points),
                 fit,
                 points,
             })
@@ -1262,6 +1285,17 @@ mod tests {
         let flat = Fit::of(&[(5.0, 4.0)]).unwrap();
         assert_eq!(flat, Fit { intercept: 4.0, slope: 0.0 });
         assert!(Fit::of(&[]).is_none());
+    }
+
+    #[test]
+    fn flat_means_within_ten_percent_or_within_the_noise() {
+        let growing = [(1e5, 0.5), (1e6, 2.9), (3e6, 8.6)];
+        assert!(!Fit::of(&growing).unwrap().is_flat(&growing));
+        let level = [(1e5, 1.00), (1e6, 1.05), (3e6, 1.02)];
+        assert!(Fit::of(&level).unwrap().is_flat(&level));
+        // 8, 14 and 11 ms: a slope, but no larger than the scatter.
+        let noisy = [(1e5, 8.0), (1e6, 14.0), (3e6, 11.0)];
+        assert!(Fit::of(&noisy).unwrap().is_flat(&noisy));
     }
 
     #[test]
