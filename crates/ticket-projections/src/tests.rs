@@ -293,7 +293,8 @@ proptest! {
     fn a_projector_killed_at_any_point_resumes_to_the_models_of_a_single_pass(
         ops in ops(),
         cuts in prop::collection::vec((any::<u16>(), 0u8..6), 0..8),
-        flush_events in 1u64..60,
+        flush_events in 1u64..400,
+        last in 0u8..6,
         keep in any::<u16>(),
     ) {
         let h = history(&ops);
@@ -305,7 +306,7 @@ proptest! {
         let live = Projector::open(log.clone(), Some(Arc::new(store.clone()) as Arc<dyn StateStore>), config.clone());
         let mut cuts: Vec<(u64, u8)> = cuts.into_iter().map(|(c, f)| (u64::from(c) % (total + 1), f)).collect();
         cuts.sort_unstable();
-        cuts.push((total, 5));
+        cuts.push((total, last));
         for (cut, flush) in cuts {
             log.show(cut);
             live.catch_up(|_, _| {}).unwrap();
