@@ -170,7 +170,9 @@ impl<V: Row> Rows<V> {
             let row = self.stored(id)?;
             self.live.insert(id, (row, Stored::Dormant));
         }
-        self.dirty.insert(id);
+        if self.space.is_some() {
+            self.dirty.insert(id);
+        }
         self.live.get_mut(&id).map(|(row, _)| row)
     }
 
@@ -181,7 +183,9 @@ impl<V: Row> Rows<V> {
         {
             self.live.insert(id, (row, Stored::Dormant));
         }
-        self.dirty.insert(id);
+        if self.space.is_some() {
+            self.dirty.insert(id);
+        }
         &mut self.live.entry(id).or_insert_with(|| (new(), Stored::No)).0
     }
 
