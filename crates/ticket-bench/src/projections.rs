@@ -43,6 +43,9 @@ pub struct Args {
     /// Keep the log here and reuse it on the next run (default: a temporary directory).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
+    /// The rebuild into the state store flushes every this many events.
+    #[arg(long, default_value_t = ProjectorConfig::default().flush_events)]
+    pub flush_events: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,11 +91,11 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let state_dir = dir.join("projections-state");
     let _ = std::fs::remove_dir_all(&state_dir);
     let (stored_rebuild_seconds, stored_live_rows, state_on_disk_mb, restart_seconds) = {
-        let (log, state_dir) = (log.clone(), state_dir.clone());
+        let (log, state_dir, flush_events) = (log.clone(), state_dir.clone(), args.flush_events.max(1));
         tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, [usize; 3], f64, f64)> {
             let state = SledState::open(&state_dir)?;
             let store: Arc<dyn StateStore> = Arc::new(state.clone());
-            let config = ProjectorConfig { batch: 8192, ..ProjectorConfig::default() };
+            let config = ProjectorConfig { batch: 8192, flush_events, ..ProjectorConfig::default() };
             let started = Instant::now();
             let projector = Projector::open(log.clone(), Some(store.clone()), config.clone());
             projector.catch_up(|_, _| {})?;

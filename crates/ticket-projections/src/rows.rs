@@ -103,11 +103,20 @@ pub trait Row: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     fn dormant(&self) -> bool;
 }
 
+/// Where a row in memory is in the store: not yet, under `l` or under `d` (so that a flush
+/// removes only a key that is there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    No,
+    Live,
+    Dormant,
+}
+
 /// Per-ticket rows: the live ones in memory, the dormant ones in the store (see the module).
 #[derive(Debug)]
 pub struct Rows<V> {
     space: Option<Arc<dyn StateSpace>>,
-    live: HashMap<TicketId, V>,
+    live: HashMap<TicketId, (V, Stored)>,
     /// Rows changed since the last flush.
     dirty: HashSet<TicketId>,
 }
@@ -122,7 +131,7 @@ impl<V: Row> Rows<V> {
         let mut live = HashMap::new();
         scan(&*space, &[LIVE], Some(&[LIVE + 1]), |key, value| {
             let id = ticket_of(key).ok_or_else(|| StateError::Decode("a row key without a ticket".to_owned()))?;
-            live.insert(id, decode::<V>(value)?);
+            live.insert(id, (decode::<V>(value)?, Stored::Live));
             Ok(())
         })?;
         Ok(Self { space: Some(space), live, dirty: HashSet::new() })
@@ -145,24 +154,26 @@ impl<V: Row> Rows<V> {
     /// The row, from memory or the store.
     pub(crate) fn get(&self, id: TicketId) -> Option<Cow<'_, V>> {
         match self.live.get(&id) {
-            Some(row) => Some(Cow::Borrowed(row)),
+            Some((row, _)) => Some(Cow::Borrowed(row)),
             None => self.stored(id).map(Cow::Owned),
         }
     }
 
     /// The row if it is in memory (every row that is not dormant is).
     pub(crate) fn get_live(&self, id: TicketId) -> Option<&V> {
-        self.live.get(&id)
+        self.live.get(&id).map(|(row, _)| row)
     }
 
     /// The row to change (loaded back into memory if dormant).
     pub(crate) fn get_mut(&mut self, id: TicketId) -> Option<&mut V> {
         if !self.live.contains_key(&id) {
             let row = self.stored(id)?;
-            self.live.insert(id, row);
+            self.live.insert(id, (row, Stored::Dormant));
         }
-        self.dirty.insert(id);
-        self.live.get_mut(&id)
+        if self.space.is_some() {
+            self.dirty.insert(id);
+        }
+        self.live.get_mut(&id).map(|(row, _)| row)
     }
 
     /// The row to change, created by `new` if there is none.
@@ -170,15 +181,17 @@ impl<V: Row> Rows<V> {
         if !self.live.contains_key(&id)
             && let Some(row) = self.stored(id)
         {
-            self.live.insert(id, row);
+            self.live.insert(id, (row, Stored::Dormant));
         }
-        self.dirty.insert(id);
-        self.live.entry(id).or_insert_with(new)
+        if self.space.is_some() {
+            self.dirty.insert(id);
+        }
+        &mut self.live.entry(id).or_insert_with(|| (new(), Stored::No)).0
     }
 
     /// The live rows (all of them without a store).
     pub(crate) fn live(&self) -> impl Iterator<Item = (&TicketId, &V)> {
-        self.live.iter()
+        self.live.iter().map(|(id, (row, _))| (id, row))
     }
 
     pub(crate) fn live_len(&self) -> usize {
@@ -195,13 +208,17 @@ impl<V: Row> Rows<V> {
             return Ok(());
         }
         for id in &self.dirty {
-            let Some(row) = self.live.get(id) else { continue };
+            let Some((row, stored)) = self.live.get(id) else { continue };
             let (live, dormant) = (ticket_key(&[LIVE], *id), ticket_key(&[DORMANT], *id));
             if row.dormant() {
-                batch.remove(live);
+                if *stored == Stored::Live {
+                    batch.remove(live);
+                }
                 batch.insert(dormant, encode(row)?);
             } else {
-                batch.remove(dormant);
+                if *stored == Stored::Dormant {
+                    batch.remove(dormant);
+                }
                 batch.insert(live, encode(row)?);
             }
         }
@@ -214,8 +231,12 @@ impl<V: Row> Rows<V> {
             return;
         }
         for id in self.dirty.drain() {
-            if self.live.get(&id).is_some_and(Row::dormant) {
-                self.live.remove(&id);
+            match self.live.get_mut(&id) {
+                Some((row, _)) if row.dormant() => {
+                    self.live.remove(&id);
+                }
+                Some((_, stored)) => *stored = Stored::Live,
+                None => {}
             }
         }
         if self.live.capacity() > 64 && self.live.capacity() > 4 * self.live.len() {

@@ -148,6 +148,9 @@ impl<M: ReadModel> Shared<M> {
         store: Option<&Arc<dyn StateStore>>,
     ) -> Result<u64, ProjectorError> {
         let state = |source| ProjectorError::State { name: M::NAME, source };
+        if stop() {
+            return Err(ProjectorError::Stopped);
+        }
         self.rebuilding.store(true, Ordering::Release);
         self.write().clear().map_err(state)?;
         self.applied.send_replace(0);
@@ -226,6 +229,9 @@ pub struct Projector<L> {
     log: L,
     store: Option<Arc<dyn StateStore>>,
     config: ProjectorConfig,
+    /// Set when the follower of [`Projector::spawn`] is told to stop: a rebuild running beside
+    /// it stops between batches too.
+    stopping: Arc<AtomicBool>,
     pub tickets: Shared<Tickets>,
     pub board: Shared<Board>,
     pub compliance: Shared<Compliance>,
@@ -240,6 +246,7 @@ where
             log: self.log.clone(),
             store: self.store.clone(),
             config: self.config.clone(),
+            stopping: self.stopping.clone(),
             tickets: self.tickets.clone(),
             board: self.board.clone(),
             compliance: self.compliance.clone(),
@@ -272,6 +279,7 @@ impl<L: EventLog> Projector<L> {
             log,
             store,
             config,
+            stopping: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -414,9 +422,11 @@ impl<L: EventLog> Projector<L> {
 
     /// Rebuilds one projection from the log, in place (see [`Shared`]'s `rebuild`);
     /// `progress(position, head)` as it goes. Returns the events applied. The timeline has no
-    /// model to rebuild (it is read from the log): 0.
+    /// model to rebuild (it is read from the log): 0. Stops between batches
+    /// ([`ProjectorError::Stopped`]) once the follower of [`Projector::spawn`] is told to stop.
     pub fn rebuild(&self, name: &str, progress: impl FnMut(u64, u64)) -> Result<u64, ProjectorError> {
-        self.rebuild_until(name, progress, &|| false)
+        let stopping = self.stopping.clone();
+        self.rebuild_until(name, progress, &|| stopping.load(Ordering::Acquire))
     }
 
     /// [`Projector::rebuild`] that stops between batches once `stop()` turns true
@@ -459,7 +469,14 @@ impl<L: EventLog> Projector<L> {
             let catcher = this.clone();
             let watching = shutdown.clone();
             let caught_up = tokio::task::spawn_blocking(move || {
-                catcher.catch_up_until(|_, _| {}, &|| *watching.borrow() || watching.has_changed().is_err())
+                let stop = || {
+                    let stop = *watching.borrow() || watching.has_changed().is_err();
+                    if stop {
+                        catcher.stopping.store(true, Ordering::Release);
+                    }
+                    stop
+                };
+                catcher.catch_up_until(|_, _| {}, &stop)
             });
             match caught_up.await {
                 Ok(Ok(position)) => debug!(position, "projections caught up with the log"),
@@ -486,6 +503,7 @@ impl<L: EventLog> Projector<L> {
                 let flush = tokio::select! {
                     changed = shutdown.changed() => {
                         if changed.is_err() || *shutdown.borrow() {
+                            this.stopping.store(true, Ordering::Release);
                             break;
                         }
                         false
@@ -494,7 +512,10 @@ impl<L: EventLog> Projector<L> {
                     batch = subscription.next_batch() => {
                         let batch = match batch {
                             Ok(batch) => batch,
-                            Err(LogError::Closed) => break,
+                            Err(LogError::Closed) => {
+                                this.stopping.store(true, Ordering::Release);
+                                break;
+                            }
                             Err(e) => {
                                 warn!(error = %e, "the projector stopped following the log");
                                 return Err(e.into());

@@ -293,7 +293,8 @@ proptest! {
     fn a_projector_killed_at_any_point_resumes_to_the_models_of_a_single_pass(
         ops in ops(),
         cuts in prop::collection::vec((any::<u16>(), 0u8..6), 0..8),
-        flush_events in 1u64..60,
+        flush_events in 1u64..400,
+        last in 0u8..6,
         keep in any::<u16>(),
     ) {
         let h = history(&ops);
@@ -305,7 +306,7 @@ proptest! {
         let live = Projector::open(log.clone(), Some(Arc::new(store.clone()) as Arc<dyn StateStore>), config.clone());
         let mut cuts: Vec<(u64, u8)> = cuts.into_iter().map(|(c, f)| (u64::from(c) % (total + 1), f)).collect();
         cuts.sort_unstable();
-        cuts.push((total, 5));
+        cuts.push((total, last));
         for (cut, flush) in cuts {
             log.show(cut);
             live.catch_up(|_, _| {}).unwrap();
@@ -530,10 +531,48 @@ fn a_rebuild_in_place_gives_the_same_answers_and_stops_when_asked() {
     assert!(matches!(projector.rebuild("nonsense", |_, _| {}), Err(ProjectorError::UnknownProjection(_))));
     // Asked to stop: it stops between batches with what it applied flushed, and a restart
     // resumes from there.
-    let stopped = projector.rebuild_until("compliance", |_, _| {}, &|| true);
+    let asked = AtomicU64::new(0);
+    let stopped = projector.rebuild_until("compliance", |_, _| {}, &|| asked.fetch_add(1, Ordering::SeqCst) >= 1);
     assert!(matches!(stopped, Err(ProjectorError::Stopped)), "{stopped:?}");
     let reopened = Projector::open(log.clone(), Some(store), config);
     assert!(reopened.compliance.position() < log.head());
     reopened.catch_up(|_, _| {}).unwrap();
     assert_eq!(answers(&reopened, &h, &log), expected);
+}
+
+#[test]
+fn a_catch_up_stops_between_batches_when_asked_with_what_it_applied_flushed() {
+    let ops: Vec<(u8, u8, u16)> = (0..80u8).map(|i| (i % 9, i.wrapping_mul(5), u16::from(i) * 3)).collect();
+    let h = history(&ops);
+    let log = VecLog::new(h.events.clone());
+    let store: Arc<dyn StateStore> = Arc::new(MemoryState::new());
+    let config = ProjectorConfig { batch: 4, flush_events: 1_000_000, ..ProjectorConfig::default() };
+    let projector = Projector::open(log.clone(), Some(store.clone()), config.clone());
+    let asked = AtomicU64::new(0);
+    let position = projector.catch_up_until(|_, _| {}, &|| asked.fetch_add(1, Ordering::SeqCst) >= 2).unwrap();
+    assert!(position > 0 && position < log.head(), "stopped early, at {position} of {}", log.head());
+    // What it applied was flushed: a restart resumes from there.
+    let reopened = Projector::open(log.clone(), Some(store), config);
+    assert_eq!(reopened.position(), position);
+    reopened.catch_up(|_, _| {}).unwrap();
+    let expected = single_pass(&h.events);
+    assert_eq!(answers(&reopened, &h, &log), answers(&expected, &h, &log));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_follower_stops_when_told_and_flushes_and_so_does_a_rebuild_beside_it() {
+    let ops: Vec<(u8, u8, u16)> = (0..80u8).map(|i| (i % 9, i.wrapping_mul(5), u16::from(i) * 3)).collect();
+    let h = history(&ops);
+    let log = VecLog::new(h.events.clone());
+    let store: Arc<dyn StateStore> = Arc::new(MemoryState::new());
+    let projector = Projector::open(log.clone(), Some(store.clone()), ProjectorConfig::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = projector.spawn(stopped);
+    assert!(projector.wait_for(log.head(), std::time::Duration::from_secs(30)).await);
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
+    let reopened = Projector::open(log.clone(), Some(store), ProjectorConfig::default());
+    assert_eq!(reopened.position(), log.head(), "flushed at the stop");
+    // The follower was told to stop: a rebuild on the same projector stops at once.
+    assert!(matches!(projector.rebuild("board", |_, _| {}), Err(ProjectorError::Stopped)));
 }

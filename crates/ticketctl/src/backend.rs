@@ -43,9 +43,9 @@ pub trait Backend {
     fn board(&self, limit: u32, at: At) -> Result<pb::Board, Failure>;
     fn timeline(&self, ticket: TicketId, at: At) -> Result<pb::Timeline, Failure>;
     fn compliance(&self, period: Period, at: At) -> Result<pb::ComplianceReport, Failure>;
-    /// The projections' positions; with `update`, caught up (and checkpointed) first (local).
+    /// The projections' positions; with `update`, caught up (and flushed to the state store) first (local).
     fn lags(&self, update: bool, checkpoint_events: u64) -> Result<pb::ProjectionLags, Failure>;
-    /// Rebuilds one projection beside the live one, or (locally, no name) all from scratch.
+    /// Rebuilds one projection in place, or (locally, no name) all from scratch.
     fn rebuild(&self, name: Option<&str>, checkpoint_events: u64) -> Result<pb::ProjectionRebuilt, Failure>;
 }
 

@@ -294,19 +294,19 @@ pub enum AuditCommand {
 pub enum ProjectionsCommand {
     /// Each projection's checkpointed position against the log's head.
     Status {
-        /// Catch the projections up from the log (and checkpoint them) first.
+        /// Catch the projections up from the log (and flush them to the state store) first.
         #[arg(long)]
         update: bool,
-        /// Checkpoint every this many events while catching up.
-        #[arg(long, default_value_t = 100_000)]
+        /// Flush to the state store every this many events while catching up.
+        #[arg(long, default_value_t = 10_000)]
         checkpoint_events: u64,
     },
-    /// Rebuilds projections from the log: all from scratch, or one (tickets, board, timeline,
-    /// compliance) beside its checkpointed version, swapped in once caught up.
+    /// Rebuilds projections from the log: all from scratch, or one (tickets, board, compliance;
+    /// the timeline is read from the log and has nothing to rebuild) in place in the state store.
     Rebuild {
         name: Option<String>,
-        /// Checkpoint every this many events on the way.
-        #[arg(long, default_value_t = 100_000)]
+        /// Flush to the state store every this many events on the way.
+        #[arg(long, default_value_t = 10_000)]
         checkpoint_events: u64,
     },
 }

@@ -1,5 +1,5 @@
 //! The operators' endpoints (`tickets.admin.<endpoint>`): the projections' lag, a rebuild
-//! beside the live projection, and the engine's clock (read on any deployment, advanced only on
+//! in place in the state store, and the engine's clock (read on any deployment, advanced only on
 //! one started with a test clock).
 
 use std::future::Future;
