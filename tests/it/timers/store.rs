@@ -55,3 +55,82 @@ async fn a_flushed_index_is_what_a_killed_process_finds_on_sled() {
     assert_eq!(loaded.rebuild, None, "the stored index is used");
     assert_eq!(view(&loaded.index), flushed, "position and clocks as flushed");
 }
+
+/// Measures (run by hand: `cargo test -p tests timers::store::measure -- --ignored --nocapture`)
+/// a flush of every clock of a large index, a flush of 10,000 changed clocks, and a load.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_flush_and_load_of_a_large_index() {
+    use ticket_domain::{ClockEntryOwned, FiringKind, Metric, TicketId};
+    let clocks = 1_000_000u128;
+    let dir = tempfile::tempdir().unwrap();
+    let state = SledState::open(dir.path().join("state")).unwrap();
+    let store = IndexStore::open(Arc::new(state.clone())).unwrap();
+    store.load(0).unwrap();
+    let at = beijing(2026, 11, 21, 2, 0);
+    let entry = |i: u128, cycle: u32| {
+        let ticket = TicketId::from_uuid(uuid::Uuid::from_u128(i + 1));
+        let metric = Metric::Resolution;
+        let pending = [FiringKind::Warning(50), FiringKind::Warning(80), FiringKind::Breach]
+            .map(|kind| Firing { at, ticket, metric, cycle, kind })
+            .to_vec();
+        ClockEntryOwned { ticket, metric, cycle, breached: false, pending }
+    };
+    // Written as a rebuild writes it: a flush every 100,000 events (about 50,000 clocks).
+    let started = std::time::Instant::now();
+    let mut bytes = 0;
+    for chunk in 0..clocks / 50_000 {
+        let some = ticket_domain::Changes {
+            position: 1,
+            clocks: (chunk * 50_000..(chunk + 1) * 50_000)
+                .map(|i| entry(i, 1))
+                .map(|e| ((e.ticket, e.metric), Some(e)))
+                .collect(),
+        };
+        let batch = IndexStore::batch(&some);
+        bytes += ticket_timer::store::batch_bytes(&batch);
+        store.write(batch).unwrap();
+    }
+    eprintln!("{clocks} clocks in flushes of 50000: {bytes} bytes, {:?}", started.elapsed());
+    for round in 0..3u32 {
+        let some = ticket_domain::Changes {
+            position: 2 + u64::from(round),
+            clocks: (0..10_000u128)
+                .map(|i| entry(i * 97, 2 + round))
+                .map(|e| ((e.ticket, e.metric), Some(e)))
+                .collect(),
+        };
+        let started = std::time::Instant::now();
+        let batch = IndexStore::batch(&some);
+        let bytes = ticket_timer::store::batch_bytes(&batch);
+        store.write(batch).unwrap();
+        eprintln!("flush of 10000 changed clocks: {bytes} bytes, {:?}", started.elapsed());
+    }
+    drop(store);
+    drop(state);
+    let started = std::time::Instant::now();
+    let state = SledState::open(dir.path().join("state")).unwrap();
+    let opened = started.elapsed();
+    let space = state.space(ticket_timer::store::SPACE).unwrap();
+    let started = std::time::Instant::now();
+    let mut from = b"c".to_vec();
+    let mut rows = 0;
+    loop {
+        let page = space.range(&from, Some(b"d"), 4096).unwrap();
+        let Some((last, _)) = page.last() else { break };
+        rows += page.len();
+        from = last.clone();
+        from.push(0);
+    }
+    let scanned = started.elapsed();
+    let started = std::time::Instant::now();
+    let loaded = IndexStore::open(Arc::new(state.clone())).unwrap().load(10).unwrap();
+    assert!(loaded.rebuild.is_none());
+    assert_eq!(loaded.index.clocks(), clocks as usize);
+    eprintln!(
+        "{clocks} clocks ({} firings): sled open {opened:?}, scan of {rows} rows {scanned:?}, load (scan again, decode, index) {:?}; {} bytes on disk",
+        loaded.index.len(),
+        started.elapsed(),
+        state.size_on_disk()
+    );
+}
