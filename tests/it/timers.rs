@@ -6,6 +6,7 @@ mod paging;
 mod quarantine;
 mod random;
 mod scenarios;
+mod store;
 
 use std::path::Path;
 use std::sync::Arc;

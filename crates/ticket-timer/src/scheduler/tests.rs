@@ -185,3 +185,57 @@ async fn the_timer_fires_nothing_past_at_import_and_records_past_breaches_as_det
     assert_eq!(recent_breach.event.occurred_at, imported_at + chrono::TimeDelta::minutes(40));
     assert!(!recent_breach.imported);
 }
+
+/// SIGTERM during a long rebuild: the catch-up stops between batches, flushes what it applied,
+/// and the timer ends at once; the next start resumes from there and reads only the rest.
+#[tokio::test]
+async fn a_shutdown_during_a_long_catch_up_stops_it_and_keeps_its_progress() {
+    let now = utc(2026, 11, 23, 1, 0);
+    let (entered, mut rebuilding) = watch::channel(false);
+    let log = GatedLog { inner: MemoryLog::new(), gate: Arc::default(), entered };
+    log.set_gate(true);
+    let clock: Arc<dyn Clock> = Arc::new(SimulatedClock::new(now));
+    let service =
+        CommandService::with_clock(log.clone(), Arc::new(regional_operator()), None, ServiceConfig::default(), clock);
+    for _ in 0..300 {
+        service.execute(open_ticket(now)).await.unwrap();
+    }
+    let head = log.head();
+    log.set_gate(false);
+
+    let state = Arc::new(ticket_log::MemoryState::new());
+    let store = IndexStore::open(state.clone()).unwrap();
+    let mut config = TimerConfig::new(ActorId::new("ticket-timer").unwrap());
+    config.read_batch = 10;
+    config.catch_up_flush_events = 20;
+    let (stop, stopped) = watch::channel(false);
+    let timer = Timer::new(service.clone(), Some(store.clone()), config.clone()).spawn(stopped);
+    rebuilding.wait_for(|entered| *entered).await.unwrap();
+    stop.send_replace(true);
+    log.set_gate(true);
+    let progress = tokio::time::timeout(Duration::from_secs(10), timer.join()).await.unwrap().unwrap();
+    assert!(progress.position > 0 && progress.position < head, "stopped part way: {progress:?} of {head}");
+    // What it applied is durable (a kill now keeps it).
+    let crashed = IndexStore::open(Arc::new(state.crash(|_, _| 0))).unwrap();
+    assert_eq!(crashed.position().unwrap(), Some(progress.position));
+
+    // The next start reads only the events after it.
+    let loaded = crashed.load(head).unwrap();
+    assert!(loaded.rebuild.is_none());
+    let mut index = loaded.index;
+    let caught = catch_up_durably(
+        |from, limit| log.inner.read_from(from, limit),
+        &mut index,
+        Some(&crashed),
+        100,
+        1_000,
+        || false,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(caught.read, head - progress.position);
+    let mut rebuilt = DeadlineIndex::new();
+    catch_up(&log.inner, &mut rebuilt, 100, |_| {}).unwrap();
+    assert_eq!(index.iter().collect::<Vec<_>>(), rebuilt.iter().collect::<Vec<_>>());
+    assert_eq!(crashed.position().unwrap(), Some(head), "flushed at the end of the catch-up");
+}
