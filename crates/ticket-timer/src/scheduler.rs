@@ -43,9 +43,6 @@ pub struct TimerConfig {
     pub max_in_flight: usize,
     /// Events read from the log per round while catching up.
     pub read_batch: usize,
-    /// No longer used: the index is kept in the state store and flushed every `flush_every`
-    /// (kept so that configurations setting it still build; issue 13).
-    pub checkpoint_every: Duration,
     /// At most how long (real time) a change of the index waits before it is flushed to the
     /// state store: changes are coalesced into one batch and one sync.
     pub flush_every: Duration,
@@ -71,7 +68,6 @@ impl TimerConfig {
             actor,
             max_in_flight: 512,
             read_batch: 4096,
-            checkpoint_every: Duration::from_secs(30),
             flush_every: Duration::from_millis(200),
             flush_changed: 10_000,
             catch_up_flush_events: 100_000,

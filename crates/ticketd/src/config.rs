@@ -154,8 +154,12 @@ pub struct TimerSettings {
     pub actor: String,
     /// Firing commands in flight at once.
     pub max_in_flight: usize,
-    /// How often the deadline index is checkpointed while it changes.
-    pub checkpoint_secs: u64,
+    /// At most how long a change of the deadline index waits before it is flushed to the state
+    /// store (ADR 0013).
+    pub flush_ms: u64,
+    /// No longer read (the index is flushed incrementally, `flush_ms`); accepted so that older
+    /// configuration files still start, with a warning.
+    pub checkpoint_secs: Option<u64>,
     /// How long an imported ticket's history must have been quiet before a breach already due at
     /// import is recorded as detected at import (the rest of its history may still be coming).
     pub import_quiet_secs: u64,
@@ -167,7 +171,8 @@ impl Default for TimerSettings {
             enabled: true,
             actor: "ticket-timer".into(),
             max_in_flight: 512,
-            checkpoint_secs: 30,
+            flush_ms: 200,
+            checkpoint_secs: None,
             import_quiet_secs: 60,
         }
     }
@@ -392,7 +397,14 @@ impl Config {
             ticket_domain::ActorId::new(self.timer.actor.clone()).map_err(|e| anyhow::anyhow!("timer.actor: {e}"))?;
         let mut config = ticket_timer::TimerConfig::new(actor);
         config.max_in_flight = self.timer.max_in_flight.max(1);
-        config.checkpoint_every = Duration::from_secs(self.timer.checkpoint_secs.max(1));
+        config.flush_every = Duration::from_millis(self.timer.flush_ms.max(1));
+        if let Some(secs) = self.timer.checkpoint_secs {
+            tracing::warn!(
+                checkpoint_secs = secs,
+                "timer.checkpoint_secs is no longer read: the deadline index is flushed to the state store as it \
+                 changes (timer.flush_ms)"
+            );
+        }
         config.import_quiet = i64::try_from(self.timer.import_quiet_secs)
             .ok()
             .and_then(chrono::TimeDelta::try_seconds)
