@@ -216,6 +216,62 @@ async fn sigterm_with_nats_down_stops_within_the_shutdown_deadline() {
     eprintln!("stopped {:?} after SIGTERM with NATS down (shutdown {took} ms)", started.elapsed());
 }
 
+/// The JSON log line whose message is `message`.
+fn logged(log: &[String], message: &str) -> Option<serde_json::Value> {
+    log.iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_long_rebuild_stops_within_the_deadline_and_the_next_start_resumes() {
+    // Given a log of a few thousand events and no read models (a rebuild from nothing), and
+    // ticketd flushing them every 5 events (a long rebuild: one sync per 5 events)
+    let (engine, _) = crate::projections::busy_log(1000).await;
+    let head = ticket_log::EventLog::head(engine.service.log());
+    let crate::timers::Engine { dir, timer, service, .. } = engine;
+    if let Some(timer) = timer {
+        timer.stop().await;
+    }
+    drop(service);
+    let data = dir.path();
+    let _ = std::fs::remove_dir_all(data.join("state"));
+    let server = NatsServer::start().unwrap();
+    let config = data.join("ticketd.toml");
+    std::fs::write(
+        &config,
+        "[shutdown]\ndeadline_secs = 3\n[timer]\nenabled = false\n[projections]\nflush_events = 5\n",
+    )
+    .unwrap();
+    let flags = ["--config", config.to_str().unwrap()];
+    let mut daemon = spawn_serve(&server.url(), &flags, data);
+    daemon.wait_for("ticketd ready", Duration::from_secs(60));
+
+    // When it is told to stop while it rebuilds
+    let (status, log) = daemon.terminate();
+
+    // Then it stops cleanly within its deadline, the rebuild stopped part way with what it
+    // applied flushed
+    assert!(status.success(), "ticketd exited with {status}:\n{}", log.join("\n"));
+    let took = logged(&log, "ticketd stopped").and_then(|l| l["fields"]["took_ms"].as_u64());
+    let took = took.unwrap_or_else(|| panic!("no stop line:\n{}", log.join("\n")));
+    assert!(took <= 3_000 + 100, "the shutdown took {took} ms of its 3 s deadline:\n{}", log.join("\n"));
+    let stopped = logged(&log, "projections stopped catching up (shutdown); what they applied is flushed")
+        .unwrap_or_else(|| panic!("the rebuild was not stopped part way:\n{}", log.join("\n")));
+    let position = stopped["fields"]["position"].as_u64().unwrap();
+    assert!(position < head, "stopped at {position} of {head}");
+    eprintln!("the rebuild stopped at {position} of {head} after SIGTERM (shutdown {took} ms)");
+
+    // And the next start resumes from there, not from the beginning
+    let mut daemon = spawn_serve(&server.url(), &["--config", config.to_str().unwrap()], data);
+    let caught_up = daemon.wait_for("projections caught up with the log", Duration::from_secs(120));
+    let caught_up: serde_json::Value = serde_json::from_str(&caught_up).unwrap();
+    assert_eq!(caught_up["fields"]["from"].as_u64(), Some(position), "{caught_up}");
+    assert_eq!(caught_up["fields"]["position"].as_u64(), Some(head), "{caught_up}");
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "ticketd exited with {status}:\n{}", log.join("\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticketd_serve_takes_commands_publishes_and_stops_gracefully() {
     let server = NatsServer::start().unwrap();

@@ -194,7 +194,7 @@ async fn queries_see_their_writes_and_a_rebuilt_projection_equals_the_live_one()
 }
 
 /// A log of `tickets` tickets with a few commands each, written by the engine.
-async fn busy_log(tickets: usize) -> (Engine, Timestamp) {
+pub(crate) async fn busy_log(tickets: usize) -> (Engine, Timestamp) {
     let engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 21, 2, 0));
     let start = beijing(2026, 11, 21, 3, 0);
     engine.advance_to(start).await;

@@ -24,7 +24,8 @@ use ticket_domain::{Policy, RecordedEvent, Timestamp};
 pub use ticket_log::ClockKind;
 use ticket_log::{EventLog, LogError};
 use ticket_log_sled::{SledConfig, SledLog, SledState};
-use ticket_projections::{Projector, ProjectorConfig, ProjectorError};
+pub use ticket_projections::ProjectorConfig;
+use ticket_projections::{Projector, ProjectorError};
 pub use ticket_service::SimulatedClock;
 use ticket_service::{Clock, CommandService, ServiceConfig, SystemClock};
 use ticket_timer::{IndexStore, Progress, TimerConfig, TimerHandle};
@@ -176,9 +177,9 @@ pub struct EngineConfig {
     /// The instant commands are decided at and the timer fires by.
     pub clock: EngineClock,
     pub service: ServiceConfig,
-    /// The timer, checkpointed in the data directory (none: no firings in this process).
+    /// The timer, its index in the state store (none: no firings in this process).
     pub timer: Option<TimerConfig>,
-    /// The projector, checkpointed in the data directory (none: no live read models).
+    /// The projector, its read models in the state store (none: no live read models).
     pub projector: Option<ProjectorConfig>,
 }
 

@@ -387,11 +387,21 @@ impl<L: EventLog> Projector<L> {
             step(&events, head)?;
         }
         // What is left is flushed by the follower's rhythm (or the caller); a stop flushes now.
-        if stop() {
+        let stopped = stop();
+        if stopped {
             self.flush()?;
         }
         let position = self.position();
-        if read > 0 {
+        if stopped {
+            info!(
+                from = from - 1,
+                position,
+                head = self.log.head(),
+                events = read,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "projections stopped catching up (shutdown); what they applied is flushed"
+            );
+        } else if read > 0 {
             info!(
                 from = from - 1,
                 position,

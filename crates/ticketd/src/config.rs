@@ -74,6 +74,7 @@ pub struct Config {
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
     pub timer: TimerSettings,
+    pub projections: ProjectionSettings,
     pub ops: OpsSettings,
     /// Who may do what on the API: `[[identities]]` entries, each an account's user (or `*`,
     /// every user of it) mapped to an actor and a role.
@@ -134,6 +135,24 @@ impl IdentitySettings {
             .transpose()
             .map_err(|e| anyhow::anyhow!("{}: actor: {e}", at()))?;
         Ok(ticket_nats::IdentityRule { account: self.account.clone(), user: self.user.clone(), actor, role })
+    }
+}
+
+/// The read models, kept in the state store (ADR 0013).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectionSettings {
+    /// At most how long an applied change waits before it is flushed to the state store.
+    pub flush_ms: u64,
+    /// ...or flushed once this many events were applied since the last flush (also the rhythm
+    /// of a catch-up or a rebuild: what a kill during one loses at most).
+    pub flush_events: u64,
+}
+
+impl Default for ProjectionSettings {
+    fn default() -> Self {
+        let defaults = ticket_engine::ProjectorConfig::default();
+        Self { flush_ms: defaults.flush_every.as_millis() as u64, flush_events: defaults.flush_events }
     }
 }
 
@@ -296,6 +315,7 @@ impl Default for Config {
             shutdown: ShutdownSettings::default(),
             log: LogSettings::default(),
             timer: TimerSettings::default(),
+            projections: ProjectionSettings::default(),
             ops: OpsSettings::default(),
             identities: Vec::new(),
         }
@@ -390,6 +410,14 @@ impl Config {
         let (policy, origin) = ticket_defaults::policy(self.policy.as_deref())?;
         tracing::info!(policy = %policy.version(), source = %origin, "SLA policy loaded");
         Ok(policy)
+    }
+
+    pub fn projector(&self) -> ticket_engine::ProjectorConfig {
+        ticket_engine::ProjectorConfig {
+            flush_every: Duration::from_millis(self.projections.flush_ms.max(1)),
+            flush_events: self.projections.flush_events.max(1),
+            ..ticket_engine::ProjectorConfig::default()
+        }
     }
 
     pub fn timer(&self) -> anyhow::Result<ticket_timer::TimerConfig> {

@@ -70,7 +70,15 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
     api_config.instance_id = Some(instance.clone());
 
     let timer = if config.timer.enabled { Some(config.timer()?) } else { None };
-    let engine = match Engine::start(EngineConfig { timer, clock, ..EngineConfig::new(data, policy.clone()) }).await {
+    let projector = Some(config.projector());
+    let engine = match Engine::start(EngineConfig {
+        timer,
+        clock,
+        projector,
+        ..EngineConfig::new(data, policy.clone())
+    })
+    .await
+    {
         Ok(engine) => engine,
         // The log's lock: another ticketd has this data directory open.
         Err(e) if e.to_string().contains("could not acquire lock") => anyhow::bail!(
