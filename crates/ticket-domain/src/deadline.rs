@@ -418,6 +418,19 @@ pub struct ClockEntryRef<'a> {
     pub pending: &'a [Firing],
 }
 
+impl ClockEntryRef<'_> {
+    /// The same entry, owned.
+    pub fn to_entry(&self) -> ClockEntryOwned {
+        ClockEntryOwned {
+            ticket: self.ticket,
+            metric: self.metric,
+            cycle: self.cycle,
+            breached: self.breached,
+            pending: self.pending.to_vec(),
+        }
+    }
+}
+
 /// One clock of a [`DeadlineIndex`], to build one from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClockEntryOwned {

@@ -195,16 +195,7 @@ mod golden {
 
     /// The index's clocks in a stable order, to compare two indexes.
     fn clocks(index: &DeadlineIndex) -> Vec<ClockEntryOwned> {
-        let mut clocks: Vec<ClockEntryOwned> = index
-            .clock_entries()
-            .map(|e| ClockEntryOwned {
-                ticket: e.ticket,
-                metric: e.metric,
-                cycle: e.cycle,
-                breached: e.breached,
-                pending: e.pending.to_vec(),
-            })
-            .collect();
+        let mut clocks: Vec<ClockEntryOwned> = index.clock_entries().map(|e| e.to_entry()).collect();
         clocks.sort_by_key(|c| (c.ticket, c.metric));
         clocks
     }

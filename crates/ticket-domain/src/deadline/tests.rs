@@ -258,19 +258,7 @@ fn mirror_apply(mirror: &mut HashMap<ClockKey, ClockEntryOwned>, changes: Change
 }
 
 fn entries(index: &DeadlineIndex) -> HashMap<ClockKey, ClockEntryOwned> {
-    index
-        .clock_entries()
-        .map(|e| {
-            let entry = ClockEntryOwned {
-                ticket: e.ticket,
-                metric: e.metric,
-                cycle: e.cycle,
-                breached: e.breached,
-                pending: e.pending.to_vec(),
-            };
-            ((e.ticket, e.metric), entry)
-        })
-        .collect()
+    index.clock_entries().map(|e| ((e.ticket, e.metric), e.to_entry())).collect()
 }
 
 #[test]

@@ -36,19 +36,7 @@ impl StateStore for LazyStore {
 
 /// The index's clocks in key order, and its pending firings.
 fn view(index: &DeadlineIndex) -> (BTreeMap<ClockKey, ClockEntryOwned>, Vec<Firing>) {
-    let clocks = index
-        .clock_entries()
-        .map(|e| {
-            let entry = ClockEntryOwned {
-                ticket: e.ticket,
-                metric: e.metric,
-                cycle: e.cycle,
-                breached: e.breached,
-                pending: e.pending.to_vec(),
-            };
-            ((e.ticket, e.metric), entry)
-        })
-        .collect();
+    let clocks = index.clock_entries().map(|e| ((e.ticket, e.metric), e.to_entry())).collect();
     (clocks, index.iter().copied().collect())
 }
 
