@@ -70,6 +70,22 @@ impl EventLog for GatedLog {
     }
 }
 
+/// A gated log holding `tickets` opened tickets at `now`, its command service, and the watch
+/// that turns true when a read enters the gate (the gate is open again on return).
+async fn gated_log_of(tickets: usize, now: Timestamp) -> (GatedLog, CommandService<GatedLog>, watch::Receiver<bool>) {
+    let (entered, rebuilding) = watch::channel(false);
+    let log = GatedLog { inner: MemoryLog::new(), gate: Arc::default(), entered };
+    log.set_gate(true);
+    let clock: Arc<dyn Clock> = Arc::new(SimulatedClock::new(now));
+    let service =
+        CommandService::with_clock(log.clone(), Arc::new(regional_operator()), None, ServiceConfig::default(), clock);
+    for _ in 0..tickets {
+        service.execute(open_ticket(now)).await.unwrap();
+    }
+    log.set_gate(false);
+    (log, service, rebuilding)
+}
+
 fn open_ticket(now: Timestamp) -> CommandRequest {
     let mut command = agent(now, open("advanced", "technical", Severity::A));
     command.ticket_id = TicketId::from_uuid(uuid::Uuid::now_v7());
@@ -83,18 +99,9 @@ fn open_ticket(now: Timestamp) -> CommandRequest {
 #[tokio::test(flavor = "current_thread")]
 async fn a_command_is_answered_while_the_timer_rebuilds_its_index() {
     let now = utc(2026, 11, 23, 1, 0);
-    let (entered, mut rebuilding) = watch::channel(false);
-    let log = GatedLog { inner: MemoryLog::new(), gate: Arc::default(), entered };
-    log.set_gate(true);
-    let clock: Arc<dyn Clock> = Arc::new(SimulatedClock::new(now));
-    let service =
-        CommandService::with_clock(log.clone(), Arc::new(regional_operator()), None, ServiceConfig::default(), clock);
     let tickets = 2_000;
-    for _ in 0..tickets {
-        service.execute(open_ticket(now)).await.unwrap();
-    }
+    let (log, service, mut rebuilding) = gated_log_of(tickets, now).await;
     let head = log.head();
-    log.set_gate(false);
 
     let (stop, stopped) = watch::channel(false);
     let timer = Timer::new(service.clone(), None, TimerConfig::new(ActorId::new("ticket-timer").unwrap()));
@@ -191,17 +198,8 @@ async fn the_timer_fires_nothing_past_at_import_and_records_past_breaches_as_det
 #[tokio::test]
 async fn a_shutdown_during_a_long_catch_up_stops_it_and_keeps_its_progress() {
     let now = utc(2026, 11, 23, 1, 0);
-    let (entered, mut rebuilding) = watch::channel(false);
-    let log = GatedLog { inner: MemoryLog::new(), gate: Arc::default(), entered };
-    log.set_gate(true);
-    let clock: Arc<dyn Clock> = Arc::new(SimulatedClock::new(now));
-    let service =
-        CommandService::with_clock(log.clone(), Arc::new(regional_operator()), None, ServiceConfig::default(), clock);
-    for _ in 0..300 {
-        service.execute(open_ticket(now)).await.unwrap();
-    }
+    let (log, service, mut rebuilding) = gated_log_of(300, now).await;
     let head = log.head();
-    log.set_gate(false);
 
     let state = Arc::new(ticket_log::MemoryState::new());
     let store = IndexStore::open(state.clone()).unwrap();
