@@ -140,12 +140,12 @@ async fn queries_see_their_writes_and_a_rebuilt_projection_equals_the_live_one()
         let severity = if i % 3 == 0 { Severity::A } else { Severity::B };
         let opened = engine.at(at, ticket, open("advanced", "technical", severity)).await.unwrap();
         assert!(projector.wait_for(opened.last_position(), Duration::from_secs(30)).await);
-        assert!(projector.tickets.read().model().ticket(ticket).is_some(), "the open is visible");
+        assert!(ticket_projections::answer::Views::ticket(&projector, ticket).0.is_some(), "the open is visible");
         assert!(projector.board.read().model().entry(ticket).is_some(), "and on the board");
         if i % 2 == 0 {
             let resolved = engine.execute(ticket, CommandBody::Resolve { resolution: text("fixed") }).await.unwrap();
             assert!(projector.wait_for(resolved.last_position(), Duration::from_secs(30)).await);
-            let status = projector.tickets.read().model().ticket(ticket).map(|t| t.status);
+            let status = ticket_projections::answer::Views::ticket(&projector, ticket).0.map(|t| t.status);
             assert_eq!(status, Some(Status::Resolved));
             assert!(projector.board.read().model().entry(ticket).is_none(), "resolved tickets leave the board");
         }
@@ -184,8 +184,8 @@ async fn queries_see_their_writes_and_a_rebuilt_projection_equals_the_live_one()
     // Time travel: as of an earlier instant, the resolved tickets were still open.
     let earlier = ReadModels::build(engine.log(), At::Instant(beijing(2026, 11, 21, 3, 8)), |_, _| {}).unwrap();
     assert_eq!(earlier.tickets.model().live(), 2);
-    assert!(earlier.tickets.model().ticket(tickets[0]).is_some_and(|t| t.status == Status::Resolved));
-    assert!(earlier.tickets.model().ticket(tickets[1]).is_some_and(|t| t.status == Status::Open));
+    assert!(earlier.tickets.model().ticket(tickets[0], u64::MAX).is_some_and(|t| t.status == Status::Resolved));
+    assert!(earlier.tickets.model().ticket(tickets[1], u64::MAX).is_some_and(|t| t.status == Status::Open));
     assert!(earlier.board.model().entry(tickets[1]).is_some());
     let before = ReadModels::build(engine.log(), At::Instant(beijing(2026, 11, 21, 2, 59)), |_, _| {}).unwrap();
     assert_eq!(before.tickets.model().live(), 0);

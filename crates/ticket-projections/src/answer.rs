@@ -29,11 +29,12 @@ pub trait Views {
 
 impl Views for ReadModels {
     fn ticket(&self, id: TicketId) -> (Option<Ticket>, u64) {
-        (self.tickets.model().ticket(id), self.tickets.position())
+        (self.tickets.model().ticket(id, self.tickets.position()), self.tickets.position())
     }
 
     fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize) -> (Vec<Ticket>, u64) {
-        (self.tickets.model().customer(customer, include_resolved, limit), self.tickets.position())
+        let position = self.tickets.position();
+        (self.tickets.model().customer(customer, include_resolved, limit, position), position)
     }
 
     fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64) {

@@ -4,7 +4,8 @@
 //!   of the last event applied, so applying an event twice (after a restart, a replayed batch) is
 //!   harmless.
 //! - Each model keeps its rows in its own space of a [`ticket_log::StateStore`], incrementally:
-//!   open tickets' rows in memory, resolved ones' on disk, index records by key (`rows.rs`); its
+//!   open tickets' rows in memory, resolved ones' on disk (or, for a ticket's state, folded back
+//!   from its stream in the log when asked: [`History`]), index records by key (`rows.rs`); its
 //!   position and format in the same atomic batch. State of another format, unreadable or ahead
 //!   of the log is cleared and rebuilt from the log. The timeline has no model: it is read from
 //!   the ticket's stream at query time.
@@ -16,6 +17,7 @@
 
 pub mod answer;
 pub mod describe;
+mod history;
 mod model;
 pub mod models;
 mod rows;
@@ -23,6 +25,7 @@ mod runtime;
 mod set;
 pub mod whatif;
 
+pub use history::History;
 pub use model::{Projected, ReadModel};
 pub use models::board::{Board, BoardEntry};
 pub use models::compliance::{Compliance, ComplianceRow, Period};

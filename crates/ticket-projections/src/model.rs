@@ -4,6 +4,7 @@ use ticket_domain::RecordedEvent;
 use ticket_log::{StateBatch, StateSpace};
 use tracing::{info, warn};
 
+use crate::History;
 use crate::rows::StateError;
 
 /// A read model: a pure fold over the log's events. It is state that can be rebuilt from the
@@ -35,6 +36,15 @@ pub trait ReadModel: Send + Sync + Sized + 'static {
 
     /// Rows held in memory.
     fn live_rows(&self) -> usize;
+
+    /// The log's streams, for a model that gets resting rows back from them rather than keeping
+    /// them (by default a model keeps all its rows and ignores it).
+    fn set_history(&mut self, _history: Arc<dyn History>) {}
+
+    /// What [`ReadModel::set_history`] gave.
+    fn history(&self) -> Option<Arc<dyn History>> {
+        None
+    }
 }
 
 /// The meta keys of a model's space.
@@ -131,6 +141,11 @@ impl<M: ReadModel> Projected<M> {
         &self.model
     }
 
+    /// Gives the model the log's streams (see [`ReadModel::set_history`]).
+    pub fn set_history(&mut self, history: Arc<dyn History>) {
+        self.model.set_history(history);
+    }
+
     /// Applies an event after the applied position; an earlier one is ignored.
     pub fn apply(&mut self, event: &RecordedEvent) -> bool {
         if event.position <= self.position {
@@ -165,6 +180,7 @@ impl<M: ReadModel> Projected<M> {
 
     /// Empties the model (and its space): a rebuild from nothing.
     pub fn clear(&mut self) -> Result<(), StateError> {
+        let history = self.model.history();
         *self = match &self.space {
             Some(space) => {
                 space.clear()?;
@@ -172,6 +188,9 @@ impl<M: ReadModel> Projected<M> {
             }
             None => Self::new(),
         };
+        if let Some(history) = history {
+            self.model.set_history(history);
+        }
         Ok(())
     }
 }

@@ -3,8 +3,9 @@
 //! - [`Rows`]: one row per ticket. A row that is not dormant (an open ticket) lives in memory; a
 //!   dormant one (a resolved ticket) is written to the store at the next flush and dropped from
 //!   memory; a later event for it (a reopen, a late breach) loads it back. Memory holds the open
-//!   tickets, not the history. Without a store (time travel, what-if, tests), every row stays in
-//!   memory.
+//!   tickets, not the history. A model whose rows the log itself can give back (the tickets'
+//!   states, folded from a ticket's stream: [`Rows::forget_dormant`]) does not store dormant rows
+//!   at all. Without a store (time travel, what-if, tests), every row stays in memory.
 //! - [`Keyed`]: append-mostly records under ordered keys (a customer's tickets, compliance
 //!   outcomes): written since the last flush in memory, the rest in the store; a scan sees both.
 //!
@@ -119,11 +120,20 @@ pub struct Rows<V> {
     live: HashMap<TicketId, (V, Stored)>,
     /// Rows changed since the last flush.
     dirty: HashSet<TicketId>,
+    /// Dormant rows are written to the store (else they are only dropped: the model gets them
+    /// back from the log).
+    keep_dormant: bool,
 }
 
 impl<V: Row> Rows<V> {
     pub(crate) fn new(space: Option<Arc<dyn StateSpace>>) -> Self {
-        Self { space, live: HashMap::new(), dirty: HashSet::new() }
+        Self { space, live: HashMap::new(), dirty: HashSet::new(), keep_dormant: true }
+    }
+
+    /// Dormant rows leave memory at the next flush without being stored (a live row they were
+    /// is removed from the store): the model gets them back from the log when it needs them.
+    pub(crate) fn forget_dormant(&mut self) {
+        self.keep_dormant = false;
     }
 
     /// The live rows stored in `space`.
@@ -134,13 +144,13 @@ impl<V: Row> Rows<V> {
             live.insert(id, (decode::<V>(value)?, Stored::Live));
             Ok(())
         })?;
-        Ok(Self { space: Some(space), live, dirty: HashSet::new() })
+        Ok(Self { space: Some(space), live, dirty: HashSet::new(), keep_dormant: true })
     }
 
     /// A dormant row from the store; a row that cannot be read is reported and taken as absent
     /// (the model is rebuilt from the log when its format changes).
     fn stored(&self, id: TicketId) -> Option<V> {
-        let space = self.space.as_ref()?;
+        let space = self.space.as_ref().filter(|_| self.keep_dormant)?;
         let read = space.get(&ticket_key(&[DORMANT], id)).map_err(StateError::from);
         match read.and_then(|bytes| bytes.map(|b| decode::<V>(&b)).transpose()) {
             Ok(row) => row,
@@ -162,6 +172,14 @@ impl<V: Row> Rows<V> {
     /// The row if it is in memory (every row that is not dormant is).
     pub(crate) fn get_live(&self, id: TicketId) -> Option<&V> {
         self.live.get(&id).map(|(row, _)| row)
+    }
+
+    /// Puts a row the model got back from the log into memory (not stored yet).
+    pub(crate) fn insert(&mut self, id: TicketId, row: V) {
+        if self.space.is_some() {
+            self.dirty.insert(id);
+        }
+        self.live.insert(id, (row, Stored::No));
     }
 
     /// The row to change (loaded back into memory if dormant).
@@ -214,7 +232,9 @@ impl<V: Row> Rows<V> {
                 if *stored == Stored::Live {
                     batch.remove(live);
                 }
-                batch.insert(dormant, encode(row)?);
+                if self.keep_dormant {
+                    batch.insert(dormant, encode(row)?);
+                }
             } else {
                 if *stored == Stored::Dormant {
                     batch.remove(dormant);

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::answer::Views;
+use crate::history::{History, LogHistory};
 use crate::rows::StateError;
 use crate::{Board, BoardEntry, Compliance, ComplianceRow, Period, Projected, Quarantine, ReadModel, Tickets};
 use crate::{TimelineEntry, models::timeline};
@@ -254,15 +255,17 @@ where
     }
 }
 
-fn restore<M: ReadModel>(store: Option<&Arc<dyn StateStore>>, head: u64) -> Projected<M> {
-    let Some(store) = store else { return Projected::new() };
-    match store.space(M::NAME) {
-        Ok(space) => Projected::open(space, head),
-        Err(e) => {
+fn restore<M: ReadModel>(store: Option<&Arc<dyn StateStore>>, head: u64, history: Arc<dyn History>) -> Projected<M> {
+    let mut projected = match store.map(|store| store.space(M::NAME)) {
+        None => Projected::new(),
+        Some(Ok(space)) => Projected::open(space, head),
+        Some(Err(e)) => {
             warn!(projection = M::NAME, error = %e, "the state store has no space for the projection; kept in memory");
             Projected::new()
         }
-    }
+    };
+    projected.set_history(history);
+    projected
 }
 
 impl<L: EventLog> Projector<L> {
@@ -272,10 +275,11 @@ impl<L: EventLog> Projector<L> {
     pub fn open(log: L, store: Option<Arc<dyn StateStore>>, config: ProjectorConfig) -> Self {
         let head = log.head();
         let st = store.as_ref();
+        let history: Arc<dyn History> = Arc::new(LogHistory(log.clone()));
         Self {
-            tickets: Shared::new(restore(st, head)),
-            board: Shared::new(restore(st, head)),
-            compliance: Shared::new(restore(st, head)),
+            tickets: Shared::new(restore(st, head, history.clone())),
+            board: Shared::new(restore(st, head, history.clone())),
+            compliance: Shared::new(restore(st, head, history)),
             log,
             store,
             config,
@@ -557,12 +561,14 @@ impl<L: EventLog> Projector<L> {
 impl<L: EventLog> Views for Projector<L> {
     fn ticket(&self, id: TicketId) -> (Option<Ticket>, u64) {
         let tickets = self.tickets.read();
-        (tickets.model().ticket(id), tickets.position())
+        let position = tickets.position();
+        (tickets.model().ticket(id, position), position)
     }
 
     fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize) -> (Vec<Ticket>, u64) {
         let tickets = self.tickets.read();
-        (tickets.model().customer(customer, include_resolved, limit), tickets.position())
+        let position = tickets.position();
+        (tickets.model().customer(customer, include_resolved, limit, position), position)
     }
 
     fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64) {

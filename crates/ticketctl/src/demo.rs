@@ -256,8 +256,9 @@ async fn tour(policy: Arc<Policy>, dir: &Path) -> Result<(), Failure> {
     let downgrades: Vec<RecordedEvent> =
         fired.into_iter().filter(|e| e.event.ticket_id == umbrella || e.event.kind.name() == "sla_breached").collect();
     emit(&tour.events_table(&downgrades))?;
-    let detail =
-        tour.projector.tickets.read().model().ticket(umbrella).map(|t| TicketDetail::of(&t, &tour.policy, now));
+    let detail = ticket_projections::answer::Views::ticket(&tour.projector, umbrella)
+        .0
+        .map(|t| TicketDetail::of(&t, &tour.policy, now));
     if let Some(d) = detail {
         let mut t = table(&["severity changed (UTC)", "from", "to", "why"]);
         for s in d.severity_history {
