@@ -235,7 +235,7 @@ async fn sigterm_during_a_long_rebuild_stops_within_the_deadline_and_the_next_st
     }
     drop(service);
     let data = dir.path();
-    let _ = std::fs::remove_dir_all(data.join("state"));
+    let _ = std::fs::remove_file(ticket_engine::DataDir::new(data).state());
     let server = NatsServer::start().unwrap();
     let config = data.join("ticketd.toml");
     std::fs::write(

@@ -8,7 +8,7 @@ use chrono::TimeDelta;
 use ticket_domain::testing::{beijing, open, text};
 use ticket_domain::{CommandBody, CustomerId, Policy, Severity, Status, TicketId, Timestamp};
 use ticket_log::{EventLog, StateBatch, StateStore};
-use ticket_log_sled::SledState;
+use ticket_log_sled::RedbState;
 use ticket_projections::answer::{self, Views};
 use ticket_projections::whatif::what_if;
 use ticket_projections::{At, Period, Projector, ProjectorConfig, ReadModels};
@@ -127,7 +127,7 @@ async fn queries_see_their_writes_and_a_rebuilt_projection_equals_the_live_one()
     let engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 21, 2, 0));
     let dir = tempfile::tempdir().unwrap();
     let config = ProjectorConfig { batch: 7, flush_events: 25, ..ProjectorConfig::default() };
-    let store: Arc<dyn StateStore> = Arc::new(SledState::open(dir.path().join("state")).unwrap());
+    let store: Arc<dyn StateStore> = Arc::new(RedbState::open(dir.path().join("state.redb")).unwrap());
     let projector = Projector::open(engine.log().clone(), Some(store.clone()), config.clone());
     let (stop, stopped) = watch::channel(false);
     let task = projector.spawn(stopped);
@@ -221,7 +221,7 @@ pub(crate) async fn busy_log(tickets: usize) -> (Engine, Timestamp) {
 }
 
 /// The position stored in a model's space.
-fn stored_position(store: &SledState, name: &str) -> u64 {
+fn stored_position(store: &RedbState, name: &str) -> u64 {
     let space = store.space(name).unwrap();
     space.get(b"m:position").unwrap().map_or(0, |b| u64::from_be_bytes(b.as_slice().try_into().unwrap()))
 }
@@ -248,7 +248,9 @@ async fn a_projector_killed_mid_rebuild_resumes_from_the_state_store_to_the_same
     drop(service);
     let layout = ticket_engine::DataDir::new(&data);
 
-    // A rebuild that flushes every 50 events, killed once it has flushed some and not all.
+    // A rebuild that flushes every 50 events, killed once it has flushed some and not all. (The
+    // engine's state goes first, so that the file's growth is the rebuild's.)
+    std::fs::remove_file(layout.state()).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
         .arg("--data-dir")
         .arg(&data)
@@ -257,22 +259,22 @@ async fn a_projector_killed_mid_rebuild_resumes_from_the_state_store_to_the_same
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // The store is ticketctl's while it runs: watch the size of its files grow instead.
+    // The store is ticketctl's while it runs (redb locks its file): watch the file grow instead.
+    // Its first durable flush (after the first batch of 1024 events) has happened by 2 MiB; the
+    // whole rebuild leaves some 4 MiB.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let size = |dir: &std::path::Path| -> u64 {
-        std::fs::read_dir(dir).into_iter().flatten().flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
-    };
-    while size(&layout.state()) < 64 * 1024 {
+    let size = |file: &std::path::Path| std::fs::metadata(file).map_or(0, |m| m.len());
+    while size(&layout.state()) < 2 * 1024 * 1024 {
         assert!(std::time::Instant::now() < deadline, "nothing flushed");
         assert!(child.try_wait().unwrap().is_none(), "the rebuild ended before it could be killed");
         std::thread::sleep(Duration::from_millis(1));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let store = SledState::open(layout.state()).unwrap();
+    let store = RedbState::open(layout.state()).unwrap();
     let partial = stored_position(&store, "tickets");
     drop(store);
-    assert!(partial < head, "killed mid-rebuild ({partial} of {head})");
+    assert!(partial > 0 && partial < head, "killed mid-rebuild ({partial} of {head})");
 
     // Restarted: caught up from the store, the read models equal a rebuild from scratch.
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
@@ -289,7 +291,7 @@ async fn a_projector_killed_mid_rebuild_resumes_from_the_state_store_to_the_same
     assert!(projections.iter().all(|l| l.get("behind").is_none_or(|b| b == "0")), "{lag}");
     assert!(lag.get("quarantined").is_none(), "{lag}");
     let log = ticket_log_sled::SledLog::open(ticket_log_sled::SledConfig::new(layout.log())).unwrap();
-    let store: Arc<dyn StateStore> = Arc::new(SledState::open(layout.state()).unwrap());
+    let store: Arc<dyn StateStore> = Arc::new(RedbState::open(layout.state()).unwrap());
     let projector = Projector::open(log.clone(), Some(store), ProjectorConfig::default());
     assert_eq!(projector.position(), head, "flushed at the end");
     assert_eq!(answers(&projector, &log, &tickets, &policy), expected);
@@ -308,15 +310,15 @@ async fn a_sled_store_resumes_as_flushed_after_a_drop_without_a_stop_and_rebuild
     };
     let expected = answers(&ReadModels::build(&log, At::Now, |_, _| {}).unwrap(), &log, &tickets, &engine.policy);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state");
+    let path = dir.path().join("state.redb");
     {
-        let store: Arc<dyn StateStore> = Arc::new(SledState::open(&path).unwrap());
+        let store: Arc<dyn StateStore> = Arc::new(RedbState::open(&path).unwrap());
         let projector = Projector::open(log.clone(), Some(store), ProjectorConfig::default());
         projector.catch_up(|_, _| {}).unwrap();
         projector.flush().unwrap();
         // Dropped without a stop (nothing more flushed).
     }
-    let store = SledState::open(&path).unwrap();
+    let store = RedbState::open(&path).unwrap();
     assert_eq!(stored_position(&store, "board"), head);
     let shared: Arc<dyn StateStore> = Arc::new(store.clone());
     let reopened = Projector::open(log.clone(), Some(shared.clone()), ProjectorConfig::default());
@@ -361,7 +363,7 @@ async fn live_equals_rebuilt(ops: Vec<Op>) {
     let engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 20, 8, 0));
     let dir = tempfile::tempdir().unwrap();
     let config = ProjectorConfig { batch: 5, flush_events: 7, ..ProjectorConfig::default() };
-    let store: Arc<dyn StateStore> = Arc::new(SledState::open(dir.path()).unwrap());
+    let store: Arc<dyn StateStore> = Arc::new(RedbState::open(dir.path().join("state.redb")).unwrap());
     let open_projector = || Projector::open(engine.log().clone(), Some(store.clone()), config.clone());
     let mut projector = open_projector();
     let (mut stop, stopped) = watch::channel(false);

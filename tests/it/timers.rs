@@ -38,7 +38,7 @@ impl RunningTimer {
     pub fn start(service: &CommandService<SledLog>, state: &Path) -> Self {
         let (shutdown, stop) = watch::channel(false);
         let config = TimerConfig::new(ActorId::new("ticket-timer").unwrap());
-        let store = IndexStore::open(Arc::new(ticket_log_sled::SledState::open(state).unwrap())).unwrap();
+        let store = IndexStore::open(Arc::new(ticket_log_sled::RedbState::open(state).unwrap())).unwrap();
         let handle = Timer::new(service.clone(), Some(store), config).spawn(stop);
         Self { handle, shutdown }
     }

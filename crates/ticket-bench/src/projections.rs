@@ -23,7 +23,7 @@ use ticket_domain::{
     RecordedEvent, Severity, Text,
 };
 use ticket_log::{EventLog, StateStore};
-use ticket_log_sled::{SledConfig, SledLog, SledState};
+use ticket_log_sled::{RedbState, SledConfig, SledLog};
 use ticket_projections::{At, Board, Compliance, Projected, Projector, ProjectorConfig, ReadModels, Tickets};
 use ticket_service::{CommandRequest, CommandService, ServiceConfig};
 
@@ -88,12 +88,12 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let head = log.head();
 
     // The rebuild into the state store, as ticketd keeps the models, then a restart on it.
-    let state_dir = dir.join("projections-state");
-    let _ = std::fs::remove_dir_all(&state_dir);
+    let state_dir = dir.join("projections-state.redb");
+    let _ = std::fs::remove_file(&state_dir);
     let (stored_rebuild_seconds, stored_live_rows, state_on_disk_mb, restart_seconds) = {
         let (log, state_dir, flush_events) = (log.clone(), state_dir.clone(), args.flush_events.max(1));
         tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, [usize; 3], f64, f64)> {
-            let state = SledState::open(&state_dir)?;
+            let state = RedbState::open(&state_dir)?;
             let store: Arc<dyn StateStore> = Arc::new(state.clone());
             let config = ProjectorConfig { batch: 8192, flush_events, ..ProjectorConfig::default() };
             let started = Instant::now();

@@ -37,8 +37,8 @@ use ticket_domain::Policy;
 use ticket_engine::DataDir;
 use ticket_log::EventLog;
 use ticket_log::StateStore;
+use ticket_log_sled::RedbState;
 use ticket_log_sled::SledLog;
-use ticket_log_sled::SledState;
 use ticket_projections::{At, Projector, ProjectorConfig, ReadModels};
 use ticket_service::{CommandRequest, CommandService, ServiceConfig, Stamp, SystemClock};
 use ticket_timer::{DeadlineIndex, IndexStore};
@@ -569,7 +569,7 @@ async fn generate(ctx: &Ctx<'_>, target: u64, state: &mut GeneratorState) -> any
 /// and the size of the durable state.
 async fn in_process(data: &DataDir, dir: &Path) -> anyhow::Result<(InProcess, CheckpointWrite, u64)> {
     let data = data.clone();
-    let scratch = dir.join("scale-state");
+    let scratch = dir.join("scale-state.redb");
     tokio::task::spawn_blocking(move || {
         let log: SledLog = data.open_log()?;
         let head = log.head();
@@ -585,8 +585,8 @@ async fn in_process(data: &DataDir, dir: &Path) -> anyhow::Result<(InProcess, Ch
         let pending = index.len();
         drop(index);
 
-        let _ = std::fs::remove_dir_all(&scratch);
-        let state = SledState::open(&scratch)?;
+        let _ = std::fs::remove_file(&scratch);
+        let state = RedbState::open(&scratch)?;
         let store: Arc<dyn StateStore> = Arc::new(state.clone());
         let projector = Projector::open(log.clone(), Some(store.clone()), ProjectorConfig::default());
         let started = Instant::now();
@@ -611,7 +611,7 @@ async fn in_process(data: &DataDir, dir: &Path) -> anyhow::Result<(InProcess, Ch
         let timer_s = started.elapsed().as_secs_f64();
         let timer_bytes = state.size_on_disk().saturating_sub(read_models_bytes);
         drop((timer_store, state, log));
-        std::fs::remove_dir_all(&scratch)?;
+        std::fs::remove_file(&scratch)?;
         let rates = InProcess {
             read_models_s,
             read_models_events_per_sec: head as f64 / read_models_s.max(1e-9),
@@ -969,11 +969,11 @@ fn dir_size(path: &Path) -> u64 {
 /// The read models' and the timer's state in the data directory, as `DataDir` names it (the
 /// state store; the former checkpoint paths while an older ticketd is measured).
 fn state_size(data: &DataDir) -> u64 {
-    dir_size(&data.state()) + dir_size(&data.projections()) + dir_size(&data.timer_checkpoint())
+    [data.state(), data.state_sled(), data.projections(), data.timer_checkpoint()].iter().map(|p| dir_size(p)).sum()
 }
 
 fn remove_state(data: &DataDir) -> anyhow::Result<()> {
-    for path in [data.state(), data.projections(), data.timer_checkpoint()] {
+    for path in [data.state(), data.state_sled(), data.projections(), data.timer_checkpoint()] {
         let result = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         match result {
             Ok(()) => {}

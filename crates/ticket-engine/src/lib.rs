@@ -23,7 +23,7 @@ use std::time::Duration;
 use ticket_domain::{Policy, RecordedEvent, Timestamp};
 pub use ticket_log::ClockKind;
 use ticket_log::{EventLog, LogError};
-use ticket_log_sled::{SledConfig, SledLog, SledState};
+use ticket_log_sled::{RedbState, SledConfig, SledLog};
 pub use ticket_projections::ProjectorConfig;
 use ticket_projections::{Projector, ProjectorError};
 pub use ticket_service::SimulatedClock;
@@ -67,8 +67,14 @@ impl DataDir {
     }
 
     /// The state store: the read models' and the timer's durable state, rebuildable from the
-    /// log (ADR 0013).
+    /// log (ADR 0013), one redb file.
     pub fn state(&self) -> PathBuf {
+        self.root.join("state.redb")
+    }
+
+    /// The state store's directory when it was a sled database (before redb): an old data
+    /// directory may still hold it; it is deleted when the store is opened.
+    pub fn state_sled(&self) -> PathBuf {
         self.root.join("state")
     }
 
@@ -92,13 +98,25 @@ impl DataDir {
         SledLog::open(SledConfig::new(self.log()))
     }
 
-    /// Opens (or creates) the state store. Blocking, like [`DataDir::open_log`].
-    pub fn open_state(&self) -> Result<SledState, LogError> {
-        SledState::open(self.state())
+    /// Opens (or creates) the state store, deleting a former sled state store (rebuildable:
+    /// the models and the timer index are then rebuilt from the log). Blocking.
+    pub fn open_state(&self) -> Result<RedbState, LogError> {
+        let old = self.state_sled();
+        if old.is_dir() {
+            match std::fs::remove_dir_all(&old) {
+                Ok(()) => {
+                    info!(path = %old.display(), "the former sled state store is deleted: the state is rebuilt from the log into redb")
+                }
+                Err(e) => {
+                    warn!(path = %old.display(), error = %e, "the former sled state store (unused) is not deleted")
+                }
+            }
+        }
+        RedbState::open(self.state())
     }
 
     /// The timer's index in the state store, with the former checkpoint file deleted. Blocking.
-    pub fn open_timer_store(&self, state: SledState) -> Result<IndexStore, LogError> {
+    pub fn open_timer_store(&self, state: RedbState) -> Result<IndexStore, LogError> {
         let old = self.timer_checkpoint();
         if old.exists() {
             match std::fs::remove_file(&old) {

@@ -30,7 +30,8 @@ fn the_layout_keeps_the_paths_deployed_directories_hold() {
         ]
         .map(PathBuf::from)
     );
-    assert_eq!(dir.state(), PathBuf::from("/var/lib/ticketd/state"));
+    assert_eq!(dir.state(), PathBuf::from("/var/lib/ticketd/state.redb"));
+    assert_eq!(dir.state_sled(), PathBuf::from("/var/lib/ticketd/state"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +57,7 @@ async fn an_engine_decides_projects_and_leaves_its_checkpoints_at_stop() {
     assert!(stopped.clean, "{stopped:?}");
     assert_eq!(stopped.timer.map(|p| p.pending), Some(progress.pending));
     let layout = DataDir::new(dir.path());
-    assert!(layout.state().is_dir() && !layout.timer_checkpoint().exists() && !layout.projections().exists());
+    assert!(layout.state().is_file() && !layout.timer_checkpoint().exists() && !layout.projections().exists());
 
     // Started again on the same directory, the engine reads what it left.
     let engine = Engine::start(config(dir.path(), clock.clone())).await.unwrap();

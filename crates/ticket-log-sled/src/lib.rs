@@ -28,7 +28,7 @@ use tracing::info;
 use keys::{EVENT, FORMAT, META_CLOCK, META_FORMAT, META_HASH, META_HEAD, META_PUBLISHED, positional, trailing_u64};
 pub use record::{COMMAND_RECORD_FORMAT, GENESIS, decode_event};
 use record::{chain_hash, decode_command, decode_record};
-pub use state::{STATE_CACHE_BYTES, SledState};
+pub use state::{RedbState, STATE_CACHE_BYTES};
 use writer::{Job, Writer};
 
 /// How to open a log.

@@ -231,8 +231,8 @@ async fn a_restart_from_a_stale_or_broken_stored_index_fires_once() {
     engine.at(beijing(2026, 11, 21, 3, 0), ticket, open("advanced", "technical", Severity::A)).await.unwrap();
     engine.advance_to(beijing(2026, 11, 21, 3, 55)).await;
     engine.timer.take().unwrap().stop().await;
-    let stale = engine.dir.path().join("stale-state");
-    copy_dir(&engine.state(), &stale);
+    let stale = engine.dir.path().join("stale-state.redb");
+    std::fs::copy(engine.state(), &stale).unwrap();
 
     engine.timer = Some(RunningTimer::start(&engine.service, &engine.state()));
     engine.advance_to(beijing(2026, 11, 21, 4, 30)).await;
@@ -240,8 +240,7 @@ async fn a_restart_from_a_stale_or_broken_stored_index_fires_once() {
     assert_eq!(engine.breaches(ticket).len(), 1);
 
     // The stored index from before the breach: the log says it was recorded.
-    std::fs::remove_dir_all(engine.state()).unwrap();
-    copy_dir(&stale, &engine.state());
+    std::fs::copy(&stale, engine.state()).unwrap();
     engine.timer = Some(RunningTimer::start(&engine.service, &engine.state()));
     let progress = engine.advance_to(beijing(2026, 11, 21, 5, 0)).await;
     assert_eq!((progress.fired, progress.repeated, progress.moot), (0, 0, 0));
@@ -250,7 +249,7 @@ async fn a_restart_from_a_stale_or_broken_stored_index_fires_once() {
     // A row that does not decode (a torn or foreign write): rebuilt from the log, nothing fires
     // again.
     {
-        let state = ticket_log_sled::SledState::open(engine.state()).unwrap();
+        let state = ticket_log_sled::RedbState::open(engine.state()).unwrap();
         let space = ticket_log::StateStore::space(&state, ticket_timer::store::SPACE).unwrap();
         let mut batch = ticket_log::StateBatch::new();
         batch.insert(b"c-not-a-clock".to_vec(), vec![1, 2, 3]);
@@ -302,18 +301,4 @@ async fn two_timers_racing_on_one_log_fire_once() {
         "each firing recorded by exactly one of them: {first:?} {second_progress:?}"
     );
     second.stop().await;
-}
-
-/// Copies a closed sled directory.
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

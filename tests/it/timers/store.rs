@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ticket_domain::testing::{beijing, open};
 use ticket_domain::{DeadlineIndex, Firing, Severity};
 use ticket_log::{EventLog, StateStore};
-use ticket_log_sled::SledState;
+use ticket_log_sled::RedbState;
 use ticket_timer::IndexStore;
 
 use super::{Engine, new_ticket};
@@ -32,7 +32,7 @@ async fn a_flushed_index_is_what_a_killed_process_finds_on_sled() {
     }
     let path = engine.dir.path().join("timer-state");
     let (flushed, head) = {
-        let state = SledState::open(&path).unwrap();
+        let state = RedbState::open(&path).unwrap();
         let store = IndexStore::open(Arc::new(state.clone())).unwrap();
         let head = engine.log().head();
         let mut index = store.load(head).unwrap().index;
@@ -50,7 +50,7 @@ async fn a_flushed_index_is_what_a_killed_process_finds_on_sled() {
         // Dropped here without a flush: the process is gone.
     };
     assert!(!flushed.1.is_empty());
-    let state = SledState::open(&path).unwrap();
+    let state = RedbState::open(&path).unwrap();
     let loaded = IndexStore::open(Arc::new(state)).unwrap().load(head).unwrap();
     assert_eq!(loaded.rebuild, None, "the stored index is used");
     assert_eq!(view(&loaded.index), flushed, "position and clocks as flushed");
@@ -64,7 +64,7 @@ fn measure_flush_and_load_of_a_large_index() {
     use ticket_domain::{ClockEntryOwned, FiringKind, Metric, TicketId};
     let clocks = 1_000_000u128;
     let dir = tempfile::tempdir().unwrap();
-    let state = SledState::open(dir.path().join("state")).unwrap();
+    let state = RedbState::open(dir.path().join("state.redb")).unwrap();
     let store = IndexStore::open(Arc::new(state.clone())).unwrap();
     store.load(0).unwrap();
     let at = beijing(2026, 11, 21, 2, 0);
@@ -109,7 +109,7 @@ fn measure_flush_and_load_of_a_large_index() {
     drop(store);
     drop(state);
     let started = std::time::Instant::now();
-    let state = SledState::open(dir.path().join("state")).unwrap();
+    let state = RedbState::open(dir.path().join("state.redb")).unwrap();
     let opened = started.elapsed();
     let space = state.space(ticket_timer::store::SPACE).unwrap();
     let started = std::time::Instant::now();
