@@ -609,7 +609,8 @@ async fn in_process(data: &DataDir, dir: &Path) -> anyhow::Result<(InProcess, Ch
             |_| {},
         )?;
         let timer_s = started.elapsed().as_secs_f64();
-        let timer_bytes = state.size_on_disk().saturating_sub(read_models_bytes);
+        // One file holds both: the timer's share is the bytes of its rows (keys and values).
+        let timer_bytes = space_bytes(&state, ticket_timer::store::SPACE)?;
         drop((timer_store, state, log));
         std::fs::remove_file(&scratch)?;
         let rates = InProcess {
@@ -628,6 +629,23 @@ async fn in_process(data: &DataDir, dir: &Path) -> anyhow::Result<(InProcess, Ch
         anyhow::Ok((rates, write, tickets))
     })
     .await?
+}
+
+/// The bytes of a space's keys and values.
+fn space_bytes(store: &dyn StateStore, name: &str) -> anyhow::Result<u64> {
+    let space = store.space(name)?;
+    let (mut from, mut bytes) = (Vec::new(), 0u64);
+    loop {
+        let page = space.range(&from, None, 4096)?;
+        bytes += page.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
+        match page.last() {
+            Some((last, _)) if page.len() == 4096 => {
+                from = last.clone();
+                from.push(0);
+            }
+            Some(_) | None => return Ok(bytes),
+        }
+    }
 }
 
 /// Tickets in the log: the streams its openings start.
