@@ -101,34 +101,30 @@ impl DataDir {
     /// Opens (or creates) the state store, deleting a former sled state store (rebuildable:
     /// the models and the timer index are then rebuilt from the log). Blocking.
     pub fn open_state(&self) -> Result<RedbState, LogError> {
-        let old = self.state_sled();
-        if old.is_dir() {
-            match std::fs::remove_dir_all(&old) {
-                Ok(()) => {
-                    info!(path = %old.display(), "the former sled state store is deleted: the state is rebuilt from the log into redb")
-                }
-                Err(e) => {
-                    warn!(path = %old.display(), error = %e, "the former sled state store (unused) is not deleted")
-                }
-            }
-        }
+        remove_former(&self.state_sled(), "the former sled state store (the state is rebuilt from the log into redb)");
         RedbState::open(self.state())
     }
 
     /// The timer's index in the state store, with the former checkpoint file deleted. Blocking.
     pub fn open_timer_store(&self, state: RedbState) -> Result<IndexStore, LogError> {
-        let old = self.timer_checkpoint();
-        if old.exists() {
-            match std::fs::remove_file(&old) {
-                Ok(()) => {
-                    info!(path = %old.display(), "the timer's former checkpoint file is deleted: its index is in the state store")
-                }
-                Err(e) => {
-                    warn!(path = %old.display(), error = %e, "the timer's former checkpoint file (unused) is not deleted")
-                }
-            }
-        }
+        remove_former(&self.timer_checkpoint(), "the timer's former checkpoint file (its index is in the state store)");
         IndexStore::open(Arc::new(state))
+    }
+}
+
+/// Deletes a file or directory an older ticketd left and this one no longer reads (state that
+/// is rebuilt from the log), saying so; a failure to delete is only reported.
+fn remove_former(path: &std::path::Path, what: &str) {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else if path.exists() {
+        std::fs::remove_file(path)
+    } else {
+        return;
+    };
+    match removed {
+        Ok(()) => info!(path = %path.display(), "{what} is deleted"),
+        Err(e) => warn!(path = %path.display(), error = %e, "{what} is not deleted (it is not read)"),
     }
 }
 
