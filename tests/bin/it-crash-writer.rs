@@ -42,7 +42,11 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(async move {
-        let log = match SledLog::open(SledConfig::new(dir)) {
+        // A small hot tier, so that kills also land in the middle of moves into the archive.
+        let mut config = SledConfig::new(dir);
+        config.hot_events = 64;
+        config.seal_chunk = 16;
+        let log = match SledLog::open(config) {
             Ok(log) => log,
             Err(e) => {
                 eprintln!("{e}");

@@ -39,7 +39,11 @@ pub(crate) fn seed() -> u64 {
 }
 
 fn open_log(path: &Path) -> SledLog {
-    SledLog::open(SledConfig::new(path)).unwrap()
+    // The crash writer's tiers (`tests/bin/it-crash-writer.rs`).
+    let mut config = SledConfig::new(path);
+    config.hot_events = 64;
+    config.seal_chunk = 16;
+    SledLog::open(config).unwrap()
 }
 
 /// Runs the writer until `kill_after` has passed since it was ready, kills it with SIGKILL, and
@@ -136,12 +140,14 @@ fn acknowledged_commands_survive_sigkill_exactly_once() {
         }
         check(&log_dir, &acked, &policy);
     }
-    let head = open_log(&log_dir).head();
+    let log = open_log(&log_dir);
+    let (head, sealed) = (log.head(), log.sealed());
     eprintln!(
-        "{} commands acknowledged across {CYCLES} kills, all present once; {head} events in the log",
+        "{} commands acknowledged across {CYCLES} kills, all present once; {head} events in the log, {sealed} of them sealed",
         acked.len()
     );
     assert!(acked.len() > 100, "only {} commands were acknowledged across {CYCLES} cycles", acked.len());
+    assert!(sealed > 0, "nothing was moved into the archive, so the kills never met a move");
 }
 
 fn service(log: &SledLog) -> CommandService<SledLog> {

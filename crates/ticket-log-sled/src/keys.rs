@@ -6,7 +6,9 @@
 //! | `e` position (u64 BE) | `LogRecord` (envelope + hash chain) |
 //! | `s` ticket (16 bytes) version (u64 BE) | position (u64 BE) |
 //! | `i` command id (UTF-8) | `CommandRecord` (the command, its policy, its positions) |
-//! | `m` name | metadata: `head`, `hash`, `format`, `published` (the outbox watermark), `clock` (`wall` or `simulated`) |
+//! | `m` name | metadata: `head`, `hash`, `format`, `published` (the outbox watermark), `clock` (`wall` or `simulated`), `sealed` (the last position moved to the archive) |
+//!
+//! Records of positions up to `sealed` are in the archive (`archive.redb`), under the same keys.
 
 use ticket_domain::{CommandId, TicketId};
 
@@ -19,6 +21,7 @@ pub const META_HASH: &[u8] = b"mhash";
 pub const META_FORMAT: &[u8] = b"mformat";
 pub const META_PUBLISHED: &[u8] = b"mpublished";
 pub const META_CLOCK: &[u8] = b"mclock";
+pub const META_SEALED: &[u8] = b"msealed";
 
 /// The on-disk layout version; a different one is refused at open.
 pub const FORMAT: u32 = 1;

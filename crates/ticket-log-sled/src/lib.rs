@@ -9,10 +9,15 @@
 //!   the chain and reports the first broken link by position.
 //! - Reads never go past the durable head, so nothing that could still vanish in a crash is
 //!   ever read, published or decided upon.
+//! - Only the newest events stay in sled: a sealer moves older ones, in chunks, to the log's
+//!   archive (`archive.redb` in the log's directory), so that opening the log costs the same
+//!   whatever its history (ADR 0014). Reads see one log.
 
+mod archive;
 pub mod keys;
 mod record;
 mod state;
+mod tiers;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -25,11 +30,17 @@ use ticket_log::{AppendOutcome, AppendRequest, ClockKind, CommandRecord, EventLo
 use tokio::sync::{oneshot, watch};
 use tracing::info;
 
+pub use archive::ARCHIVE_CACHE_BYTES;
+use archive::Archive;
 use keys::{EVENT, FORMAT, META_CLOCK, META_FORMAT, META_HASH, META_HEAD, META_PUBLISHED, positional, trailing_u64};
 pub use record::{COMMAND_RECORD_FORMAT, GENESIS, decode_event};
 use record::{chain_hash, decode_command, decode_record};
 pub use state::{RedbState, STATE_CACHE_BYTES};
+use tiers::{Sealer, Tiers};
 use writer::{Job, Writer};
+
+/// The file of the log's sealed history, inside the log's (sled's) directory.
+pub const ARCHIVE_FILE: &str = "archive.redb";
 
 /// How to open a log.
 #[derive(Debug, Clone)]
@@ -39,11 +50,22 @@ pub struct SledConfig {
     pub cache_capacity_bytes: u64,
     /// The most appends one group commit takes.
     pub max_group: usize,
+    /// About how many of the newest events stay in sled; older ones are sealed into the
+    /// archive. At least 1.
+    pub hot_events: u64,
+    /// How many events one move into the archive takes. At least 1.
+    pub seal_chunk: u64,
 }
 
 impl SledConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), cache_capacity_bytes: 256 * 1024 * 1024, max_group: 4096 }
+        Self {
+            path: path.into(),
+            cache_capacity_bytes: 256 * 1024 * 1024,
+            max_group: 4096,
+            hot_events: 500_000,
+            seal_chunk: 8192,
+        }
     }
 }
 
@@ -82,10 +104,12 @@ pub struct SledLog {
 #[derive(Debug)]
 struct Shared {
     db: sled::Db,
+    tiers: Arc<Tiers>,
     tree: sled::Tree,
     snapshots: sled::Tree,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    sealer: Mutex<Option<JoinHandle<()>>>,
     head: Arc<watch::Sender<u64>>,
     failed: Arc<AtomicBool>,
     path: PathBuf,
@@ -96,6 +120,10 @@ impl Drop for Shared {
         // Closing the queue ends the writer after it has committed what it holds.
         self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(handle) = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            let _ = handle.join();
+        }
+        // The writer's end closes the sealer's queue; it finishes the chunk it is moving.
+        if let Some(handle) = self.sealer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             let _ = handle.join();
         }
         let _ = self.db.flush();
@@ -113,11 +141,14 @@ pub struct ChainReport {
 
 impl SledLog {
     /// Opens (or creates) a log, recovering from an interrupted run: sled restores the last
-    /// durable state, and the head, the last record and the chain's last hash are cross-checked.
+    /// durable state, a move into the archive that a crash interrupted is finished, and the
+    /// head, the last record and the chain's last hash are cross-checked.
     pub fn open(config: SledConfig) -> Result<Self, LogError> {
         let db = open_db(&config)?;
         let tree = db.open_tree("log").map_err(|e| storage("open tree", e))?;
         let snapshots = db.open_tree("snapshots").map_err(|e| storage("open tree", e))?;
+        let archive = Archive::open(config.path.join(ARCHIVE_FILE))?;
+        let tiers = Arc::new(Tiers::new(tree.clone(), archive));
 
         match tree.get(META_FORMAT).map_err(|e| storage("read format", e))? {
             Some(v) if trailing_u64(&v) == Some(u64::from(FORMAT)) => {}
@@ -139,11 +170,15 @@ impl SledLog {
                 .map_err(|_| LogError::Corrupt { position: head, problem: "head hash is not 32 bytes".into() })?,
             None => GENESIS,
         };
-        let last = tree
-            .scan_prefix([EVENT])
-            .next_back()
-            .transpose()
-            .map_err(|e| storage("read last event", e))?
+        tiers.finish_move()?;
+        if tiers.archive.sealed() > head {
+            return Err(LogError::Corrupt {
+                position: head + 1,
+                problem: format!("the archive holds events up to {} but the head is {head}", tiers.archive.sealed()),
+            });
+        }
+        let last = tiers
+            .last(&positional(EVENT, 0), &positional(EVENT, u64::MAX), |_| true)?
             .map(|(k, v)| (trailing_u64(&k).unwrap_or(0), v));
         match &last {
             None if head == 0 => {}
@@ -172,21 +207,39 @@ impl SledLog {
 
         let head_tx = Arc::new(watch::channel(head).0);
         let failed = Arc::new(AtomicBool::new(false));
+        let (heads_tx, heads_rx) = mpsc::channel();
+        let sealer = Sealer { tiers: tiers.clone(), hot: config.hot_events.max(1), chunk: config.seal_chunk.max(1) };
+        let sealer = std::thread::Builder::new()
+            .name("ticket-log-sealer".into())
+            .spawn(move || sealer.run(heads_rx))
+            .map_err(|e| storage("spawn sealer", e))?;
+        // What is due already (a log written before sealing existed, or a larger hot tier).
+        let _ = heads_tx.send(head);
         let (tx, rx) = mpsc::channel();
-        let writer =
-            Writer::new(db.clone(), tree.clone(), head_tx.clone(), failed.clone(), head, hash, config.max_group);
+        let writer = Writer::new(
+            db.clone(),
+            tiers.clone(),
+            heads_tx,
+            head_tx.clone(),
+            failed.clone(),
+            head,
+            hash,
+            config.max_group,
+        );
         let handle = std::thread::Builder::new()
             .name("ticket-log-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| storage("spawn writer", e))?;
-        info!(path = %config.path.display(), head, "event log opened");
+        info!(path = %config.path.display(), head, sealed = tiers.archive.sealed(), "event log opened");
         Ok(Self {
             shared: Arc::new(Shared {
                 db,
+                tiers,
                 tree,
                 snapshots,
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
+                sealer: Mutex::new(Some(sealer)),
                 head: head_tx,
                 failed,
                 path: config.path,
@@ -255,30 +308,36 @@ impl SledLog {
     fn event_at(&self, position: u64) -> Result<RecordedEvent, LogError> {
         let bytes = self
             .shared
-            .tree
-            .get(positional(EVENT, position))
-            .map_err(|e| storage("read event", e))?
+            .tiers
+            .get(&positional(EVENT, position))?
             .ok_or_else(|| LogError::Corrupt { position, problem: "indexed event is missing".into() })?;
         decode_event(position, &bytes)
     }
 
-    /// The stored record bytes (envelope and hash chain) of up to `limit` events from `from`:
-    /// for backups, and for benchmarks that write the same bytes to a bare sled.
-    pub fn read_raw(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+    /// The last position whose event has been moved into the archive (0: none).
+    pub fn sealed(&self) -> u64 {
+        self.shared.tiers.archive.sealed()
+    }
+
+    /// The stored record bytes of up to `limit` events from `from` (fewer if the head is
+    /// nearer), from both tiers, in position order.
+    fn raw_events(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
         let head = self.durable_head();
         let from = from.max(1);
         if from > head || limit == 0 {
             return Ok(Vec::new());
         }
         let last = head.min(from.saturating_add(limit as u64 - 1));
-        self.shared
-            .tree
-            .range(positional(EVENT, from)..=positional(EVENT, last))
-            .map(|item| {
-                let (key, bytes) = item.map_err(|e| storage("read events", e))?;
-                Ok((trailing_u64(&key).unwrap_or(0), bytes.to_vec()))
-            })
-            .collect()
+        let expected = usize::try_from(last - from + 1).unwrap_or(usize::MAX);
+        let entries =
+            self.shared.tiers.range(&positional(EVENT, from), &positional(EVENT, last), |hot| hot.len() == expected)?;
+        Ok(entries.into_iter().map(|(key, bytes)| (trailing_u64(&key).unwrap_or(0), bytes)).collect())
+    }
+
+    /// The stored record bytes (envelope and hash chain) of up to `limit` events from `from`:
+    /// for backups, and for benchmarks that write the same bytes to a bare sled.
+    pub fn read_raw(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        self.raw_events(from, limit)
     }
 
     /// Walks every record from position 1: positions gapless, each record's previous hash equal
@@ -289,39 +348,42 @@ impl SledLog {
         let mut prev = GENESIS;
         let mut expected = 1;
         let mut report = ChainReport { events: 0, head, broken: None };
-        let range = positional(EVENT, 1)..=positional(EVENT, head.max(1));
-        for item in self.shared.tree.range(range) {
-            let (key, bytes) = item.map_err(|e| storage("read event", e))?;
-            let position = trailing_u64(&key).unwrap_or(0);
-            let broken = |problem: String| Some((expected.min(position), problem));
-            if position != expected {
-                report.broken = broken(format!("position {expected} is missing"));
-                return Ok(report);
+        while expected <= head {
+            let batch = self.raw_events(expected, 10_000)?;
+            if batch.is_empty() {
+                break;
             }
-            let record = match decode_record(position, &bytes) {
-                Ok(r) => r,
-                Err(e) => {
+            for (position, bytes) in batch {
+                let broken = |problem: String| Some((expected.min(position), problem));
+                if position != expected {
+                    report.broken = broken(format!("position {expected} is missing"));
+                    return Ok(report);
+                }
+                let record = match decode_record(position, &bytes) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        report.broken = broken(e.to_string());
+                        return Ok(report);
+                    }
+                };
+                if record.prev_hash != prev {
+                    report.broken = broken("the record's previous hash does not match its predecessor".into());
+                    return Ok(report);
+                }
+                if chain_hash(&prev, &record.envelope) != record.hash {
+                    report.broken = broken("the record's hash does not match its contents".into());
+                    return Ok(report);
+                }
+                if let Err(e) = decode_event(position, &bytes) {
                     report.broken = broken(e.to_string());
                     return Ok(report);
                 }
-            };
-            if record.prev_hash != prev {
-                report.broken = broken("the record's previous hash does not match its predecessor".into());
-                return Ok(report);
-            }
-            if chain_hash(&prev, &record.envelope) != record.hash {
-                report.broken = broken("the record's hash does not match its contents".into());
-                return Ok(report);
-            }
-            if let Err(e) = decode_event(position, &bytes) {
-                report.broken = broken(e.to_string());
-                return Ok(report);
-            }
-            prev = record.hash;
-            expected += 1;
-            report.events += 1;
-            if report.events.is_multiple_of(10_000) {
-                progress(report.events, head);
+                prev = record.hash;
+                expected += 1;
+                report.events += 1;
+                if report.events.is_multiple_of(10_000) {
+                    progress(report.events, head);
+                }
             }
         }
         progress(report.events, head);
@@ -344,21 +406,22 @@ impl EventLog for SledLog {
 
     fn stream_version(&self, ticket: TicketId) -> Result<u64, LogError> {
         let head = self.durable_head();
-        for item in self.shared.tree.scan_prefix(keys::stream_prefix(ticket)).rev() {
-            let (key, value) = item.map_err(|e| storage("read stream", e))?;
-            if trailing_u64(&value).is_some_and(|p| p <= head) {
-                return Ok(trailing_u64(&key).unwrap_or(0));
-            }
-        }
-        Ok(0)
+        let last = self.shared.tiers.last(&keys::stream(ticket, 0), &keys::stream(ticket, u64::MAX), |value| {
+            trailing_u64(value).is_some_and(|p| p <= head)
+        })?;
+        Ok(last.and_then(|(key, _)| trailing_u64(&key)).unwrap_or(0))
     }
 
     fn read_stream(&self, ticket: TicketId, from_version: u64) -> Result<Vec<RecordedEvent>, LogError> {
         let head = self.durable_head();
-        let range = keys::stream(ticket, from_version.max(1))..=keys::stream(ticket, u64::MAX);
-        let mut out = Vec::new();
-        for item in self.shared.tree.range(range) {
-            let (_, value) = item.map_err(|e| storage("read stream", e))?;
+        let first = keys::stream(ticket, from_version.max(1));
+        // sled holds the newest versions of a stream: if it holds the first one asked for, it
+        // holds them all.
+        let index = self.shared.tiers.range(&first, &keys::stream(ticket, u64::MAX), |hot| {
+            hot.first().is_some_and(|(key, _)| key[..] == first)
+        })?;
+        let mut out = Vec::with_capacity(index.len());
+        for (_, value) in index {
             let position = trailing_u64(&value).ok_or_else(|| LogError::Corrupt {
                 position: 0,
                 problem: format!("stream index of {ticket} is malformed"),
@@ -377,11 +440,9 @@ impl EventLog for SledLog {
         if from > head || limit == 0 {
             return Ok(Vec::new());
         }
-        let last = head.min(from.saturating_add(limit as u64 - 1));
-        let mut out = Vec::with_capacity(usize::try_from(last - from + 1).unwrap_or(0));
-        for item in self.shared.tree.range(positional(EVENT, from)..=positional(EVENT, last)) {
-            let (key, bytes) = item.map_err(|e| storage("read events", e))?;
-            let position = trailing_u64(&key).unwrap_or(0);
+        let events = self.raw_events(from, limit)?;
+        let mut out = Vec::with_capacity(events.len());
+        for (position, bytes) in events {
             let expected = from + out.len() as u64;
             if position != expected {
                 return Err(LogError::Corrupt { position: expected, problem: "event missing from the log".into() });
@@ -400,7 +461,7 @@ impl EventLog for SledLog {
     }
 
     fn command(&self, id: &CommandId) -> Result<Option<CommandRecord>, LogError> {
-        let Some(bytes) = self.shared.tree.get(keys::command_id(id)).map_err(|e| storage("read command", e))? else {
+        let Some(bytes) = self.shared.tiers.get(&keys::command_id(id))? else {
             return Ok(None);
         };
         let record = decode_command(0, &bytes)?;

@@ -169,3 +169,159 @@ async fn a_log_with_events_and_no_clock_kind_is_a_wall_clock_log() {
     assert_eq!(log.claim_clock(ClockKind::Simulated).unwrap(), ClockKind::Wall);
     assert_eq!(log.clock_kind().unwrap(), Some(ClockKind::Wall));
 }
+
+fn open_sealing(dir: &tempfile::TempDir, hot_events: u64, seal_chunk: u64) -> SledLog {
+    let mut config = SledConfig::new(dir.path().join("log"));
+    config.hot_events = hot_events;
+    config.seal_chunk = seal_chunk;
+    SledLog::open(config).unwrap()
+}
+
+/// Waits (with a deadline) until the sealer has moved events up to `at_least`.
+async fn wait_sealed(log: &SledLog, at_least: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while log.sealed() < at_least {
+        assert!(std::time::Instant::now() < deadline, "sealed only up to {} of {at_least}", log.sealed());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// The contract again, with the sealer moving every event but the newest into the archive
+/// while the contract appends and reads.
+#[tokio::test]
+async fn the_sled_log_keeps_the_contract_while_sealing_constantly() {
+    let dirs: std::sync::Mutex<Vec<(tempfile::TempDir, SledLog)>> = std::sync::Mutex::new(Vec::new());
+    contract::run_all(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_sealing(&dir, 1, 1);
+        dirs.lock().unwrap().push((dir, log.clone()));
+        log
+    })
+    .await;
+    let sealed: u64 = dirs.lock().unwrap().iter().map(|(_, log)| log.sealed()).sum();
+    assert!(sealed > 0, "the sealer moved nothing while the contract ran");
+}
+
+/// Given a log whose older events were sealed into the archive, when it is read and appended
+/// to (before and after a reopen), then it behaves as one log, and sled keeps none of them.
+#[tokio::test]
+async fn sealed_history_reads_as_one_log_and_leaves_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = contract::ticket(100);
+    {
+        let log = open_sealing(&dir, 10, 4);
+        log.append(contract::append("old", old, 0, &["a", "b"])).await.unwrap();
+        for round in 0..5u64 {
+            for t in 0..6u128 {
+                let id = format!("c{round}-{t}");
+                log.append(contract::append(&id, contract::ticket(t), round * 2, &["x", "y"])).await.unwrap();
+            }
+        }
+        wait_sealed(&log, 40).await;
+    }
+    let log = open_sealing(&dir, 10, 4);
+    let sealed = log.sealed();
+    assert!(sealed >= 40, "sealed {sealed}");
+    assert_eq!(log.head(), 62);
+    let positions: Vec<u64> = log.read_from(1, usize::MAX).unwrap().iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=62).collect::<Vec<_>>());
+    for t in 0..6u128 {
+        let versions: Vec<u64> = log.read_stream(contract::ticket(t), 0).unwrap().iter().map(|e| e.version).collect();
+        assert_eq!(versions, (1..=10).collect::<Vec<_>>(), "ticket {t}");
+        let tail: Vec<u64> = log.read_stream(contract::ticket(t), 4).unwrap().iter().map(|e| e.version).collect();
+        assert_eq!(tail, (4..=10).collect::<Vec<_>>());
+        assert_eq!(log.stream_version(contract::ticket(t)).unwrap(), 10);
+    }
+    assert_eq!(log.stream_version(old).unwrap(), 2, "a stream wholly in the archive");
+    let record = log.command(&CommandId::new("old").unwrap()).unwrap().unwrap();
+    assert_eq!((record.first_position, record.last_position), (1, 2));
+    let retried = log.append(contract::append("old", old, 0, &["a", "b"])).await.unwrap();
+    assert!(retried.is_duplicate());
+    assert_eq!(retried.events().iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(log.commands_from(1, usize::MAX).unwrap().len(), 31);
+    assert_eq!(log.verify_chain(|_, _| {}).unwrap(), ChainReport { events: 62, head: 62, broken: None });
+    assert_eq!(
+        log.append(contract::append("stale", old, 1, &["c"])).await.unwrap_err(),
+        LogError::VersionConflict { ticket_id: old, expected: 1, actual: 2 },
+        "the version of a sealed stream is known to the writer"
+    );
+    log.append(contract::append("new", old, 2, &["c"])).await.unwrap();
+    assert_eq!(log.read_stream(old, 0).unwrap().iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 2, 63]);
+    drop(log);
+
+    let (_db, tree) = raw(&dir);
+    assert_eq!(tree.get(keys::META_SEALED).unwrap().and_then(|v| keys::trailing_u64(&v)), Some(sealed));
+    for position in 1..=sealed {
+        assert!(tree.get(keys::positional(keys::EVENT, position)).unwrap().is_none(), "{position} still in sled");
+    }
+    assert!(tree.get(keys::stream(old, 1)).unwrap().is_none());
+    assert!(tree.get(keys::command_id(&CommandId::new("old").unwrap())).unwrap().is_none());
+    assert!(tree.get(keys::positional(keys::EVENT, 62)).unwrap().is_some(), "the hot tail stays");
+}
+
+/// Given a crash after a chunk was committed to the archive and before sled's copy was
+/// deleted, when the log is reopened, then the move is finished and the log reads once.
+#[tokio::test]
+async fn a_move_interrupted_between_its_steps_is_finished_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(&dir);
+        for i in 0..10u64 {
+            log.append(contract::append(&format!("c{i}"), contract::ticket(1), i * 2, &["a", "b"])).await.unwrap();
+        }
+    }
+    {
+        let (db, tree) = raw(&dir);
+        let tiers = Tiers::new(tree.clone(), Archive::open(dir.path().join("log").join(ARCHIVE_FILE)).unwrap());
+        let records = tiers.sealable(1, 7).unwrap();
+        assert!(records.iter().any(|(k, _)| k[0] == keys::COMMAND_ID), "command records move with their events");
+        tiers.archive.seal(&records, 7).unwrap();
+        assert!(tree.get(keys::positional(keys::EVENT, 1)).unwrap().is_some(), "step 2 never ran");
+        db.flush().unwrap();
+    }
+    {
+        let log = open(&dir);
+        assert_eq!(log.sealed(), 7);
+        let positions: Vec<u64> = log.read_from(1, 100).unwrap().iter().map(|e| e.position).collect();
+        assert_eq!(positions, (1..=20).collect::<Vec<_>>());
+        assert_eq!(log.read_stream(contract::ticket(1), 0).unwrap().len(), 20);
+        assert_eq!(log.verify_chain(|_, _| {}).unwrap().broken, None);
+        // c3 wrote 7 and 8: its record stays in sled until its last event is sealed.
+        assert!(log.command(&CommandId::new("c3").unwrap()).unwrap().is_some());
+    }
+    let (_db, tree) = raw(&dir);
+    assert!(tree.get(keys::positional(keys::EVENT, 1)).unwrap().is_none(), "the move was finished");
+    assert!(tree.get(keys::positional(keys::EVENT, 8)).unwrap().is_some());
+    assert_eq!(tree.get(keys::META_SEALED).unwrap().and_then(|v| keys::trailing_u64(&v)), Some(7));
+}
+
+/// Sealed history is part of the log: losing the archive is refused at open, and a record
+/// tampered with in the archive breaks the chain at its position.
+#[tokio::test]
+async fn a_lost_or_tampered_archive_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open_sealing(&dir, 2, 2);
+        for i in 0..8u64 {
+            log.append(contract::append(&format!("c{i}"), contract::ticket(1), i, &["a"])).await.unwrap();
+        }
+        wait_sealed(&log, 4).await;
+    }
+    let archive = dir.path().join("log").join(ARCHIVE_FILE);
+    {
+        let archive = Archive::open(&archive).unwrap();
+        let key = keys::positional(keys::EVENT, 3);
+        let mut bytes = archive.get(&key).unwrap().unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        let sealed = archive.sealed();
+        archive.seal(&[(key.to_vec(), bytes)], sealed).unwrap();
+    }
+    {
+        let log = open_sealing(&dir, 2, 2);
+        assert_eq!(log.verify_chain(|_, _| {}).unwrap().broken.map(|(p, _)| p), Some(3));
+    }
+    std::fs::remove_file(&archive).unwrap();
+    let err = SledLog::open(SledConfig::new(dir.path().join("log"))).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { position: 1, .. }), "{err}");
+}

@@ -9,9 +9,10 @@ use ticket_log::{AppendOutcome, AppendRequest, CommandRecord, LogError, StreamTi
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error};
 
-use crate::keys::{EVENT, META_HASH, META_HEAD, command_id, positional, stream, stream_prefix, trailing_u64};
+use crate::keys::{EVENT, META_HASH, META_HEAD, command_id, positional, stream, trailing_u64};
 use crate::record::{decode_command, decode_event, encode_command, encode_record};
 use crate::storage;
+use crate::tiers::Tiers;
 
 pub struct Job {
     pub request: AppendRequest,
@@ -30,7 +31,9 @@ pub fn failed_error() -> LogError {
 
 pub struct Writer {
     db: sled::Db,
-    tree: sled::Tree,
+    tiers: Arc<Tiers>,
+    /// Told the head after every commit (the sealer).
+    heads: mpsc::Sender<u64>,
     head_tx: Arc<watch::Sender<u64>>,
     failed: Arc<AtomicBool>,
     head: u64,
@@ -44,9 +47,11 @@ pub struct Writer {
 type Reply = oneshot::Sender<Result<AppendOutcome, LogError>>;
 
 impl Writer {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: sled::Db,
-        tree: sled::Tree,
+        tiers: Arc<Tiers>,
+        heads: mpsc::Sender<u64>,
         head_tx: Arc<watch::Sender<u64>>,
         failed: Arc<AtomicBool>,
         head: u64,
@@ -57,7 +62,8 @@ impl Writer {
         metrics::gauge!("ticketd_log_head").set(head as f64);
         Self {
             db,
-            tree,
+            tiers,
+            heads,
             head_tx,
             failed,
             head,
@@ -84,16 +90,16 @@ impl Writer {
 
     /// The original events of a command id already in the log.
     fn stored_duplicate(&self, id: &CommandId) -> Result<Option<Vec<RecordedEvent>>, LogError> {
-        let Some(bytes) = self.tree.get(command_id(id)).map_err(|e| storage("read command", e))? else {
+        let Some(bytes) = self.tiers.get(&command_id(id))? else {
             return Ok(None);
         };
         let record = decode_command(0, &bytes)?;
         let mut events = Vec::new();
         for position in record.first_position..=record.last_position {
-            let bytes =
-                self.tree.get(positional(EVENT, position)).map_err(|e| storage("read event", e))?.ok_or_else(|| {
-                    LogError::Corrupt { position, problem: "event of a stored command is missing".into() }
-                })?;
+            let bytes = self.tiers.get(&positional(EVENT, position))?.ok_or_else(|| LogError::Corrupt {
+                position,
+                problem: "event of a stored command is missing".into(),
+            })?;
             events.push(decode_event(position, &bytes)?);
         }
         Ok(Some(events))
@@ -105,10 +111,8 @@ impl Writer {
         if let Some(tip) = self.versions.get(&ticket) {
             return Ok(*tip);
         }
-        let version = match self.tree.scan_prefix(stream_prefix(ticket)).next_back() {
-            None => 0,
-            Some(item) => trailing_u64(&item.map_err(|e| storage("read stream", e))?.0).unwrap_or(0),
-        };
+        let last = self.tiers.last(&stream(ticket, 0), &stream(ticket, u64::MAX), |_| true)?;
+        let version = last.and_then(|(key, _)| trailing_u64(&key)).unwrap_or(0);
         let tip = StreamTip { version, last: None };
         self.versions.put(ticket, tip);
         Ok(tip)
@@ -183,7 +187,7 @@ impl Writer {
         batch.insert(META_HASH, &hash[..]);
 
         let started = std::time::Instant::now();
-        let applied = self.tree.apply_batch(batch);
+        let applied = self.tiers.tree.apply_batch(batch);
         let apply_us = started.elapsed().as_micros() as u64;
         let committed = applied.and_then(|()| self.db.flush()).map(|flushed_bytes| {
             let flush_us = started.elapsed().as_micros() as u64 - apply_us;
@@ -201,6 +205,7 @@ impl Writer {
                     self.versions.put(ticket, tip);
                 }
                 self.head_tx.send_replace(head);
+                let _ = self.heads.send(head);
                 for (reply, index) in echoes {
                     let _ = reply.send(Ok(AppendOutcome::Duplicate(accepted[index].1.clone())));
                 }
