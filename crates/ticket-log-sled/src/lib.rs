@@ -110,6 +110,7 @@ struct Shared {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     sealer: Mutex<Option<JoinHandle<()>>>,
+    stop_sealing: Arc<AtomicBool>,
     head: Arc<watch::Sender<u64>>,
     failed: Arc<AtomicBool>,
     path: PathBuf,
@@ -122,7 +123,8 @@ impl Drop for Shared {
         if let Some(handle) = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             let _ = handle.join();
         }
-        // The writer's end closes the sealer's queue; it finishes the chunk it is moving.
+        // The sealer finishes the chunk it is moving; the rest waits for the next open.
+        self.stop_sealing.store(true, Ordering::Release);
         if let Some(handle) = self.sealer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             let _ = handle.join();
         }
@@ -208,7 +210,13 @@ impl SledLog {
         let head_tx = Arc::new(watch::channel(head).0);
         let failed = Arc::new(AtomicBool::new(false));
         let (heads_tx, heads_rx) = mpsc::channel();
-        let sealer = Sealer { tiers: tiers.clone(), hot: config.hot_events.max(1), chunk: config.seal_chunk.max(1) };
+        let stop_sealing = Arc::new(AtomicBool::new(false));
+        let sealer = Sealer {
+            tiers: tiers.clone(),
+            hot: config.hot_events.max(1),
+            chunk: config.seal_chunk.max(1),
+            stop: stop_sealing.clone(),
+        };
         let sealer = std::thread::Builder::new()
             .name("ticket-log-sealer".into())
             .spawn(move || sealer.run(heads_rx))
@@ -240,6 +248,7 @@ impl SledLog {
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
                 sealer: Mutex::new(Some(sealer)),
+                stop_sealing,
                 head: head_tx,
                 failed,
                 path: config.path,

@@ -8,6 +8,7 @@
 //! deletion (one sled batch).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, mpsc};
 
 use ticket_domain::CommandId;
@@ -167,12 +168,8 @@ impl Tiers {
         for (key, bytes) in events {
             let position = trailing_u64(&key).unwrap_or(0);
             let event = decode_event(position, &bytes)?;
-            let index_key = stream(event.event.ticket_id, event.version);
-            let index =
-                self.tree.get(index_key).map_err(|e| storage("read the stream index", e))?.ok_or_else(|| {
-                    LogError::Corrupt { position, problem: "the event is missing from its stream index".into() }
-                })?;
-            records.push((index_key.to_vec(), index.to_vec()));
+            // A stream index entry's value is its event's position (they are written together).
+            records.push((stream(event.event.ticket_id, event.version).to_vec(), position.to_be_bytes().to_vec()));
             commands.insert(event.command_id);
             records.push((key, bytes));
         }
@@ -199,6 +196,8 @@ pub struct Sealer {
     pub tiers: Arc<Tiers>,
     pub hot: u64,
     pub chunk: u64,
+    /// Set when the log closes: the sealer stops after the chunk it is moving.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Sealer {
@@ -209,7 +208,9 @@ impl Sealer {
             while let Ok(newer) = heads.try_recv() {
                 head = newer;
             }
-            while head >= retry_at && head.saturating_sub(self.tiers.archive.sealed()) >= self.hot + self.chunk {
+            while !self.stop.load(Ordering::Acquire)
+                && head >= retry_at
+                && head.saturating_sub(self.tiers.archive.sealed()) >= self.hot + self.chunk {
                 let from = self.tiers.archive.sealed() + 1;
                 let to = from + self.chunk - 1;
                 let started = std::time::Instant::now();
