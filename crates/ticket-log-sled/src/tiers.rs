@@ -210,7 +210,8 @@ impl Sealer {
             }
             while !self.stop.load(Ordering::Acquire)
                 && head >= retry_at
-                && head.saturating_sub(self.tiers.archive.sealed()) >= self.hot + self.chunk {
+                && head.saturating_sub(self.tiers.archive.sealed()) >= self.hot + self.chunk
+            {
                 let from = self.tiers.archive.sealed() + 1;
                 let to = from + self.chunk - 1;
                 let started = std::time::Instant::now();
