@@ -14,6 +14,7 @@
 //!   whatever its history (ADR 0014). Reads see one log.
 
 mod archive;
+mod compact;
 pub mod keys;
 mod record;
 mod state;
@@ -55,6 +56,9 @@ pub struct SledConfig {
     pub hot_events: u64,
     /// How many events one move into the archive takes. At least 1.
     pub seal_chunk: u64,
+    /// sled's file is rewritten at open when it is larger than this and than 16 KiB per event
+    /// still in sled (see `compact.rs`).
+    pub compact_above_bytes: u64,
 }
 
 impl SledConfig {
@@ -63,30 +67,31 @@ impl SledConfig {
             path: path.into(),
             cache_capacity_bytes: 256 * 1024 * 1024,
             max_group: 4096,
-            hot_events: 500_000,
+            hot_events: 100_000,
             seal_chunk: 8192,
+            compact_above_bytes: 1 << 30,
         }
     }
 }
 
 /// Opens sled, waiting a bounded time for a lock that a process that just closed the same log
 /// may still hold (sled releases it from a background thread).
-fn open_db(config: &SledConfig) -> Result<sled::Db, LogError> {
+fn open_db(path: &Path, config: &SledConfig) -> Result<sled::Db, LogError> {
     // Every commit flushes explicitly, so sled's periodic background flush is not needed.
     let sled_config =
-        sled::Config::new().path(&config.path).cache_capacity(config.cache_capacity_bytes).flush_every_ms(None);
+        sled::Config::new().path(path).cache_capacity(config.cache_capacity_bytes).flush_every_ms(None);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let attempt = sled_config.clone();
         // sled 0.34 can panic on some corrupted files; a panic must not take the caller down.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || attempt.open()))
-            .map_err(|_| LogError::Storage(format!("sled panicked opening {}", config.path.display())))?;
+            .map_err(|_| LogError::Storage(format!("sled panicked opening {}", path.display())))?;
         match opened {
             Ok(db) => return Ok(db),
             Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err(e) => return Err(storage(&format!("cannot open the log at {}", config.path.display()), e)),
+            Err(e) => return Err(storage(&format!("cannot open the log at {}", path.display()), e)),
         }
     }
 }
@@ -146,11 +151,26 @@ impl SledLog {
     /// durable state, a move into the archive that a crash interrupted is finished, and the
     /// head, the last record and the chain's last hash are cross-checked.
     pub fn open(config: SledConfig) -> Result<Self, LogError> {
-        let db = open_db(&config)?;
-        let tree = db.open_tree("log").map_err(|e| storage("open tree", e))?;
-        let snapshots = db.open_tree("snapshots").map_err(|e| storage("open tree", e))?;
+        let mut sled_dir = compact::sled_dir(&config.path)?;
+        compact::remove_leftovers(&config.path, &sled_dir)?;
+        let mut db = open_db(&sled_dir, &config)?;
+        let mut tree = db.open_tree("log").map_err(|e| storage("open tree", e))?;
         let archive = Archive::open(config.path.join(ARCHIVE_FILE))?;
-        let tiers = Arc::new(Tiers::new(tree.clone(), archive));
+        let mut tiers = Tiers::new(tree.clone(), archive);
+        tiers.finish_move()?;
+        let stored_head = tree.get(META_HEAD).map_err(|e| storage("read head", e))?.and_then(|v| trailing_u64(&v));
+        if compact::needed(&sled_dir, config.compact_above_bytes, stored_head.unwrap_or(0).saturating_sub(tiers.archive.sealed())) {
+            let (dir, compacted) = compact::compact(&config.path, &sled_dir, &db, &config)?;
+            let archive = tiers.into_archive();
+            drop(tree);
+            db = compacted;
+            tree = db.open_tree("log").map_err(|e| storage("open tree", e))?;
+            tiers = Tiers::new(tree.clone(), archive);
+            sled_dir = dir;
+            compact::remove_leftovers(&config.path, &sled_dir)?;
+        }
+        let snapshots = db.open_tree("snapshots").map_err(|e| storage("open tree", e))?;
+        let tiers = Arc::new(tiers);
 
         match tree.get(META_FORMAT).map_err(|e| storage("read format", e))? {
             Some(v) if trailing_u64(&v) == Some(u64::from(FORMAT)) => {}
@@ -172,7 +192,6 @@ impl SledLog {
                 .map_err(|_| LogError::Corrupt { position: head, problem: "head hash is not 32 bytes".into() })?,
             None => GENESIS,
         };
-        tiers.finish_move()?;
         if tiers.archive.sealed() > head {
             return Err(LogError::Corrupt {
                 position: head + 1,

@@ -4,7 +4,8 @@ use super::*;
 
 /// The raw sled database of a closed log, to tamper with it as an attacker with disk access would.
 fn raw(dir: &tempfile::TempDir) -> (sled::Db, sled::Tree) {
-    let db = open_db(&SledConfig::new(dir.path().join("log"))).unwrap();
+    let root = dir.path().join("log");
+    let db = open_db(&compact::sled_dir(&root).unwrap(), &SledConfig::new(&root)).unwrap();
     let tree = db.open_tree("log").unwrap();
     (db, tree)
 }
@@ -412,4 +413,62 @@ async fn reads_racing_the_sealer_never_see_a_gap() {
     for t in 0..8u128 {
         assert_eq!(log.read_stream(contract::ticket(t), 0).unwrap().len(), 200);
     }
+}
+
+fn open_compacting(dir: &tempfile::TempDir) -> SledLog {
+    let mut config = SledConfig::new(dir.path().join("log"));
+    config.hot_events = 2;
+    config.seal_chunk = 2;
+    config.compact_above_bytes = 0;
+    SledLog::open(config).unwrap()
+}
+
+/// Given a log whose sled file is mostly sealed history, when it is opened, then sled is
+/// rewritten into a directory of its own named in `CURRENT` and the former files are removed;
+/// the log reads, verifies, deduplicates and appends as before, across repeated compactions.
+#[tokio::test]
+async fn a_mostly_sealed_sled_is_compacted_at_open_and_the_log_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("log");
+    {
+        let log = open_sealing(&dir, 2, 2);
+        for i in 0..20u64 {
+            log.append(contract::append(&format!("c{i}"), contract::ticket(1), i * 2, &["a", "b"])).await.unwrap();
+        }
+        wait_sealed(&log, 30).await;
+        log.snapshots().save(contract::ticket(1), vec![7; 3]).unwrap();
+    }
+    assert!(root.join("db").exists() && !root.join("CURRENT").exists());
+    for round in 1..=2u64 {
+        let log = open_compacting(&dir);
+        assert_eq!(std::fs::read_to_string(root.join("CURRENT")).unwrap(), format!("sled-{round}"));
+        assert!(!root.join("db").exists() && !root.join("conf").exists(), "the former sled files are removed");
+        assert!(!root.join(format!("sled-{}", round - 1)).exists(), "the former copy is removed");
+        assert_eq!(log.head(), 40 + round - 1);
+        assert_eq!(log.verify_chain(|_, _| {}).unwrap().broken, None);
+        assert_eq!(log.read_stream(contract::ticket(1), 0).unwrap().len() as u64, 40 + round - 1);
+        assert!(log.append(contract::append("c3", contract::ticket(1), 0, &["x"])).await.unwrap().is_duplicate());
+        assert_eq!(log.snapshots().load(contract::ticket(1)).unwrap(), Some(vec![7; 3]));
+        assert_eq!(log.clock_kind().unwrap(), None);
+        let version = 40 + round - 1;
+        log.append(contract::append(&format!("n{round}"), contract::ticket(1), version, &["c"])).await.unwrap();
+    }
+}
+
+/// Given a crash in the middle of a compaction (a partial copy, `CURRENT` not switched), when
+/// the log is opened, then the copy is discarded and the log is as it was.
+#[tokio::test]
+async fn a_compaction_interrupted_before_its_switch_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("log");
+    {
+        let log = open(&dir);
+        log.append(contract::append("c1", contract::ticket(1), 0, &["a", "b"])).await.unwrap();
+    }
+    std::fs::create_dir_all(root.join("sled-1")).unwrap();
+    std::fs::write(root.join("sled-1").join("db"), b"half a copy").unwrap();
+    let log = open(&dir);
+    assert!(!root.join("sled-1").exists());
+    assert!(!root.join("CURRENT").exists());
+    assert_eq!(log.read_from(1, 10).unwrap().len(), 2);
 }

@@ -53,6 +53,11 @@ impl Tiers {
         Self { tree, archive, moving: RwLock::new(()) }
     }
 
+    /// The archive, for tiers on another sled tree (after a compaction).
+    pub fn into_archive(self) -> Archive {
+        self.archive
+    }
+
     /// Held across a scan of sled that must not see half of a chunk's deletion.
     pub fn reading(&self) -> RwLockReadGuard<'_, ()> {
         self.moving.read().unwrap_or_else(std::sync::PoisonError::into_inner)
