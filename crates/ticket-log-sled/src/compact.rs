@@ -27,9 +27,13 @@ pub fn sled_dir(root: &Path) -> Result<PathBuf, LogError> {
     match std::fs::read_to_string(root.join(CURRENT)) {
         Ok(name) => {
             let name = name.trim();
-            let valid = name.strip_prefix(PREFIX).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let valid =
+                name.strip_prefix(PREFIX).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
             if !valid {
-                return Err(LogError::Storage(format!("{} names {name:?}, not a sled directory", root.join(CURRENT).display())));
+                return Err(LogError::Storage(format!(
+                    "{} names {name:?}, not a sled directory",
+                    root.join(CURRENT).display()
+                )));
             }
             Ok(root.join(name))
         }
@@ -50,7 +54,8 @@ pub fn remove_leftovers(root: &Path, current: &Path) -> Result<(), LogError> {
         let entry = entry.map_err(|e| storage(&format!("list {}", root.display()), e))?;
         let (name, path) = (entry.file_name().to_string_lossy().into_owned(), entry.path());
         let stale_copy = name.starts_with(PREFIX) && path != current;
-        let former = current != root && (name == "db" || name == "conf" || name == "blobs" || name.starts_with("snap."));
+        let former =
+            current != root && (name == "db" || name == "conf" || name == "blobs" || name.starts_with("snap."));
         if !(stale_copy || former) {
             continue;
         }

@@ -78,8 +78,7 @@ impl SledConfig {
 /// may still hold (sled releases it from a background thread).
 fn open_db(path: &Path, config: &SledConfig) -> Result<sled::Db, LogError> {
     // Every commit flushes explicitly, so sled's periodic background flush is not needed.
-    let sled_config =
-        sled::Config::new().path(path).cache_capacity(config.cache_capacity_bytes).flush_every_ms(None);
+    let sled_config = sled::Config::new().path(path).cache_capacity(config.cache_capacity_bytes).flush_every_ms(None);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let attempt = sled_config.clone();
@@ -159,7 +158,11 @@ impl SledLog {
         let mut tiers = Tiers::new(tree.clone(), archive);
         tiers.finish_move()?;
         let stored_head = tree.get(META_HEAD).map_err(|e| storage("read head", e))?.and_then(|v| trailing_u64(&v));
-        if compact::needed(&sled_dir, config.compact_above_bytes, stored_head.unwrap_or(0).saturating_sub(tiers.archive.sealed())) {
+        if compact::needed(
+            &sled_dir,
+            config.compact_above_bytes,
+            stored_head.unwrap_or(0).saturating_sub(tiers.archive.sealed()),
+        ) {
             let (dir, compacted) = compact::compact(&config.path, &sled_dir, &db, &config)?;
             let archive = tiers.into_archive();
             drop(tree);
