@@ -213,6 +213,15 @@ impl Sealer {
             while let Ok(newer) = heads.try_recv() {
                 head = newer;
             }
+            // A backlog (a log written before sealing, or a smaller hot tier) takes minutes:
+            // said when it starts and as it goes.
+            let backlog = head.saturating_sub(self.tiers.archive.sealed()).saturating_sub(self.hot);
+            let reporting = backlog >= BACKLOG_REPORT;
+            if reporting {
+                info!(events = backlog, up_to = head - self.hot, "sealing a backlog of events into the log's archive");
+            }
+            let started_backlog = std::time::Instant::now();
+            let mut next_report = self.tiers.archive.sealed() + BACKLOG_REPORT;
             while !self.stop.load(Ordering::Acquire)
                 && head >= retry_at
                 && head.saturating_sub(self.tiers.archive.sealed()) >= self.hot + self.chunk
@@ -224,6 +233,10 @@ impl Sealer {
                     Ok(()) => {
                         metrics::gauge!("ticketd_log_sealed").set(to as f64);
                         debug!(from, to, took_ms = started.elapsed().as_millis() as u64, "events sealed");
+                        if reporting && to >= next_report {
+                            info!(sealed = to, head, "sealing the backlog");
+                            next_report = to + BACKLOG_REPORT;
+                        }
                     }
                     Err(e) => {
                         error!(error = %e, from, to, "sealing events into the archive failed; they stay in sled");
@@ -232,7 +245,17 @@ impl Sealer {
                     }
                 }
             }
+            if reporting && head.saturating_sub(self.tiers.archive.sealed()) < self.hot + self.chunk {
+                info!(
+                    sealed = self.tiers.archive.sealed(),
+                    took_s = started_backlog.elapsed().as_secs(),
+                    "the backlog is sealed"
+                );
+            }
         }
         debug!("log sealer stopped");
     }
 }
+
+/// A backlog this large is logged at its start and every time this many more are sealed.
+const BACKLOG_REPORT: u64 = 1_000_000;
