@@ -109,7 +109,6 @@ pub struct SledLog {
 struct Shared {
     db: sled::Db,
     tiers: Arc<Tiers>,
-    tree: sled::Tree,
     snapshots: sled::Tree,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -157,23 +156,6 @@ impl SledLog {
         let archive = Archive::open(config.path.join(ARCHIVE_FILE))?;
         let mut tiers = Tiers::new(tree.clone(), archive);
         tiers.finish_move()?;
-        let stored_head = tree.get(META_HEAD).map_err(|e| storage("read head", e))?.and_then(|v| trailing_u64(&v));
-        if compact::needed(
-            &sled_dir,
-            config.compact_above_bytes,
-            stored_head.unwrap_or(0).saturating_sub(tiers.archive.sealed()),
-        ) {
-            let (dir, compacted) = compact::compact(&config.path, &sled_dir, &db, &config)?;
-            let archive = tiers.into_archive();
-            drop(tree);
-            db = compacted;
-            tree = db.open_tree("log").map_err(|e| storage("open tree", e))?;
-            tiers = Tiers::new(tree.clone(), archive);
-            sled_dir = dir;
-            compact::remove_leftovers(&config.path, &sled_dir)?;
-        }
-        let snapshots = db.open_tree("snapshots").map_err(|e| storage("open tree", e))?;
-        let tiers = Arc::new(tiers);
 
         match tree.get(META_FORMAT).map_err(|e| storage("read format", e))? {
             Some(v) if trailing_u64(&v) == Some(u64::from(FORMAT)) => {}
@@ -195,6 +177,20 @@ impl SledLog {
                 .map_err(|_| LogError::Corrupt { position: head, problem: "head hash is not 32 bytes".into() })?,
             None => GENESIS,
         };
+        // sled's file rewritten when sealed history left it mostly empty (the copy holds the
+        // same records, so the head and hash read above stand).
+        if compact::needed(&sled_dir, config.compact_above_bytes, head.saturating_sub(tiers.archive.sealed())) {
+            let (dir, compacted) = compact::compact(&config.path, &sled_dir, &db, &config)?;
+            let archive = tiers.into_archive();
+            drop(tree);
+            db = compacted;
+            tree = db.open_tree("log").map_err(|e| storage("open tree", e))?;
+            tiers = Tiers::new(tree.clone(), archive);
+            sled_dir = dir;
+            compact::remove_leftovers(&config.path, &sled_dir)?;
+        }
+        let snapshots = db.open_tree("snapshots").map_err(|e| storage("open tree", e))?;
+        let tiers = Arc::new(tiers);
         if tiers.archive.sealed() > head {
             return Err(LogError::Corrupt {
                 position: head + 1,
@@ -265,7 +261,6 @@ impl SledLog {
             shared: Arc::new(Shared {
                 db,
                 tiers,
-                tree,
                 snapshots,
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
@@ -285,7 +280,7 @@ impl SledLog {
     /// The kind of clock this log's instants come from, as recorded by [`SledLog::claim_clock`];
     /// `None` before it is recorded.
     pub fn clock_kind(&self) -> Result<Option<ClockKind>, LogError> {
-        let Some(value) = self.shared.tree.get(META_CLOCK).map_err(|e| storage("read clock kind", e))? else {
+        let Some(value) = self.shared.tiers.tree.get(META_CLOCK).map_err(|e| storage("read clock kind", e))? else {
             return Ok(None);
         };
         let name = String::from_utf8_lossy(&value);
@@ -305,6 +300,7 @@ impl SledLog {
         let claimed = if self.head() > 0 { ClockKind::Wall } else { kind };
         let swapped = self
             .shared
+            .tiers
             .tree
             .compare_and_swap(META_CLOCK, None::<&[u8]>, Some(claimed.name().as_bytes()))
             .map_err(|e| storage("write clock kind", e))?;
@@ -350,9 +346,10 @@ impl SledLog {
         self.shared.tiers.archive.sealed()
     }
 
-    /// The stored record bytes of up to `limit` events from `from` (fewer if the head is
-    /// nearer), from both tiers, in position order.
-    fn raw_events(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+    /// The stored record bytes (envelope and hash chain) of up to `limit` events from `from`
+    /// (fewer if the head is nearer), from both tiers, in position order: for backups, chain
+    /// verification, and benchmarks that write the same bytes to a bare sled.
+    pub fn read_raw(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
         let head = self.durable_head();
         let from = from.max(1);
         if from > head || limit == 0 {
@@ -365,12 +362,6 @@ impl SledLog {
         Ok(entries.into_iter().map(|(key, bytes)| (trailing_u64(&key).unwrap_or(0), bytes)).collect())
     }
 
-    /// The stored record bytes (envelope and hash chain) of up to `limit` events from `from`:
-    /// for backups, and for benchmarks that write the same bytes to a bare sled.
-    pub fn read_raw(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
-        self.raw_events(from, limit)
-    }
-
     /// Walks every record from position 1: positions gapless, each record's previous hash equal
     /// to its predecessor's hash, each hash equal to SHA-256(previous hash || envelope), each
     /// envelope decodable and at its own position. `progress(done, total)` is called as it goes.
@@ -380,7 +371,7 @@ impl SledLog {
         let mut expected = 1;
         let mut report = ChainReport { events: 0, head, broken: None };
         while expected <= head {
-            let batch = self.raw_events(expected, 10_000)?;
+            let batch = self.read_raw(expected, 10_000)?;
             if batch.is_empty() {
                 break;
             }
@@ -437,10 +428,7 @@ impl EventLog for SledLog {
 
     fn stream_version(&self, ticket: TicketId) -> Result<u64, LogError> {
         let head = self.durable_head();
-        let last = self.shared.tiers.last(&keys::stream(ticket, 0), &keys::stream(ticket, u64::MAX), |value| {
-            trailing_u64(value).is_some_and(|p| p <= head)
-        })?;
-        Ok(last.and_then(|(key, _)| trailing_u64(&key)).unwrap_or(0))
+        self.shared.tiers.stream_version(ticket, Some(head))
     }
 
     fn read_stream(&self, ticket: TicketId, from_version: u64) -> Result<Vec<RecordedEvent>, LogError> {
@@ -471,7 +459,7 @@ impl EventLog for SledLog {
         if from > head || limit == 0 {
             return Ok(Vec::new());
         }
-        let events = self.raw_events(from, limit)?;
+        let events = self.read_raw(from, limit)?;
         let mut out = Vec::with_capacity(events.len());
         for (position, bytes) in events {
             let expected = from + out.len() as u64;
@@ -536,7 +524,7 @@ impl EventLog for SledLog {
         // ids, and the broker's de-duplication drops them. The update is a compare-and-swap loop
         // so the watermark never moves back.
         let up_to = up_to.min(self.durable_head());
-        let tree = &self.shared.tree;
+        let tree = &self.shared.tiers.tree;
         loop {
             let current = tree.get(META_PUBLISHED).map_err(|e| storage("read watermark", e))?;
             if current.as_ref().and_then(|v| trailing_u64(v)).unwrap_or(0) >= up_to {
@@ -552,7 +540,7 @@ impl EventLog for SledLog {
     }
 
     fn published(&self) -> Result<u64, LogError> {
-        let value = self.shared.tree.get(META_PUBLISHED).map_err(|e| storage("read watermark", e))?;
+        let value = self.shared.tiers.tree.get(META_PUBLISHED).map_err(|e| storage("read watermark", e))?;
         Ok(value.and_then(|v| trailing_u64(&v)).unwrap_or(0))
     }
 }

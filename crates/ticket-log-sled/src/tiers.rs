@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, mpsc};
 
-use ticket_domain::CommandId;
+use ticket_domain::{CommandId, TicketId};
 use ticket_log::LogError;
 use tracing::{debug, error, info};
 
@@ -98,6 +98,14 @@ impl Tiers {
             return Ok(None);
         }
         self.archive.last(from, to)
+    }
+
+    /// The version of `ticket`'s last event (at a position up to `head`, if given; 0: none).
+    pub fn stream_version(&self, ticket: TicketId, head: Option<u64>) -> Result<u64, LogError> {
+        let last = self.last(&stream(ticket, 0), &stream(ticket, u64::MAX), |value| {
+            head.is_none_or(|head| trailing_u64(value).is_some_and(|p| p <= head))
+        })?;
+        Ok(last.and_then(|(key, _)| trailing_u64(&key)).unwrap_or(0))
     }
 
     /// sled's sealed marker: every record of a position up to it has been deleted from sled.

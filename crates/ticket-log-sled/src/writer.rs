@@ -9,7 +9,7 @@ use ticket_log::{AppendOutcome, AppendRequest, CommandRecord, LogError, StreamTi
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error};
 
-use crate::keys::{EVENT, META_HASH, META_HEAD, command_id, positional, stream, trailing_u64};
+use crate::keys::{EVENT, META_HASH, META_HEAD, command_id, positional, stream};
 use crate::record::{decode_command, decode_event, encode_command, encode_record};
 use crate::storage;
 use crate::tiers::Tiers;
@@ -111,8 +111,7 @@ impl Writer {
         if let Some(tip) = self.versions.get(&ticket) {
             return Ok(*tip);
         }
-        let last = self.tiers.last(&stream(ticket, 0), &stream(ticket, u64::MAX), |_| true)?;
-        let version = last.and_then(|(key, _)| trailing_u64(&key)).unwrap_or(0);
+        let version = self.tiers.stream_version(ticket, None)?;
         let tip = StreamTip { version, last: None };
         self.versions.put(ticket, tip);
         Ok(tip)
