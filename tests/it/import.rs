@@ -195,6 +195,32 @@ async fn the_example_history_imports_with_the_compliance_its_instants_imply_and_
     assert_eq!(compliance(killed.path()), expected);
 }
 
+#[tokio::test]
+async fn an_agents_response_after_the_import_fires_nothing_past_at_import() {
+    // Given the example history imported, its still-open ticket's first response overdue since
+    // long before the import, the timer not yet run
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(dir.path(), &["--json", "import", example().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let head = DataDir::new(dir.path()).open_log().unwrap().head();
+    // When an agent responds on it
+    let ticket = open_ticket().to_string();
+    let respond = run(dir.path(), &["respond", &ticket, "--message", "sorry for the wait"]);
+    assert_eq!(respond.status.code(), Some(0), "{}", String::from_utf8_lossy(&respond.stderr));
+    // Then the breach is recorded as detected then, with its due instant, and no warning,
+    // escalation or downgrade past at import is
+    let log = DataDir::new(dir.path()).open_log().unwrap();
+    let appended = log.read_from(head + 1, 100).unwrap();
+    let names: Vec<&str> = appended.iter().map(|e| e.event.kind.name()).collect();
+    assert_eq!(names, ["sla_breached", "agent_responded"]);
+    let EventKind::SlaBreached { due_at, .. } = appended[0].event.kind else { unreachable!() };
+    assert_eq!(due_at, ticket_domain::testing::utc(2026, 3, 3, 6, 0));
+    assert!(appended.iter().all(|e| !e.imported), "live events");
+    drop(log);
+    // And the timer, run afterwards, has nothing left to record
+    assert_eq!(run_timer(dir.path()).await, Vec::new());
+}
+
 #[test]
 fn a_history_out_of_time_order_is_refused_line_by_line_with_reasons() {
     let dir = tempfile::tempdir().unwrap();

@@ -33,17 +33,23 @@ pub enum Rules {
     /// consequence due by its instant in due-instant order before it checks the command; warning
     /// instants are exact and never early (ADR 0005).
     V2,
+    /// As V2, and a live decision on a ticket whose history was imported settles nothing that
+    /// was past at import (its `imported_at`): no warning, no no-response downgrade, no
+    /// escalation; a breach due by then is recorded, as detected at import, without the policy's
+    /// escalation. The timer never fires these either, so no decision depends on its lag.
+    V3,
 }
 
 impl Rules {
     /// The rules new commands are decided under.
-    pub const CURRENT: Rules = Rules::V2;
+    pub const CURRENT: Rules = Rules::V3;
 
     /// The number stored with a command (0, in records older than this field, means 1).
     pub const fn number(self) -> u32 {
         match self {
             Rules::V1 => 1,
             Rules::V2 => 2,
+            Rules::V3 => 3,
         }
     }
 
@@ -52,6 +58,7 @@ impl Rules {
         match number {
             0 | 1 => Some(Rules::V1),
             2 => Some(Rules::V2),
+            3 => Some(Rules::V3),
             _ => None,
         }
     }
@@ -502,7 +509,7 @@ impl<'p, 't> Decision<'p, 't> {
     fn settle(&mut self) {
         match self.rules {
             Rules::V1 => self.settle_overdue_breaches(),
-            Rules::V2 => self.settle_due(),
+            Rules::V2 | Rules::V3 => self.settle_due(),
         }
     }
 
@@ -522,7 +529,11 @@ impl<'p, 't> Decision<'p, 't> {
                         self.auto_escalate(rule, EscalationCause::Warning { metric, cycle, threshold_percent });
                     }
                 }
-                Due::Breach { metric, cycle, due_at } => self.breach(metric, cycle, due_at),
+                Due::Breach { metric, cycle, due_at, at_import: false } => self.breach(metric, cycle, due_at),
+                Due::Breach { metric, cycle, due_at, at_import: true } => {
+                    let severity = self.ticket().severity;
+                    self.emit(EventKind::SlaBreached { metric, cycle, severity, due_at });
+                }
                 Due::Downgrade { cycle, due_at } => {
                     let from = self.ticket().severity;
                     let to = from.lowered();
@@ -543,24 +554,30 @@ impl<'p, 't> Decision<'p, 't> {
 
     /// The earliest consequence due by now: by instant, then warnings before breaches before
     /// downgrades, then by metric.
+    /// Under rules V3, in a live decision on an imported ticket, nothing past at import is due
+    /// but its breaches, which are recorded as detected at import.
     fn next_due(&mut self) -> Option<Due> {
         let now = self.now;
+        let rules = self.rules;
         let ticket = self.ticket();
         let awaiting = ticket.status == Status::AwaitingCustomer;
+        // An importer's own decisions are at instants before the import: only a later one is live.
+        let imported_at = ticket.imported_at.filter(|at| rules >= Rules::V3 && now > *at);
+        let past = |at: Timestamp| imported_at.is_some_and(|imported_at| at <= imported_at);
         let mut candidates = Vec::new();
         for clock in ticket.clocks.values() {
             let Some(due_at) = clock.due_at().filter(|_| !clock.breached) else { continue };
             let (metric, cycle) = (clock.metric, clock.cycle);
             if metric.is_sla() {
                 let warnings = clock.plan.iter().flat_map(|p| &p.warnings);
-                for w in warnings.filter(|w| w.at <= now && w.at < due_at) {
+                for w in warnings.filter(|w| w.at <= now && w.at < due_at && !past(w.at)) {
                     let threshold_percent = w.threshold_percent;
                     candidates.push(Due::Warning { metric, cycle, threshold_percent, at: w.at, due_at });
                 }
                 if due_at <= now {
-                    candidates.push(Due::Breach { metric, cycle, due_at });
+                    candidates.push(Due::Breach { metric, cycle, due_at, at_import: past(due_at) });
                 }
-            } else if awaiting && due_at <= now {
+            } else if awaiting && due_at <= now && !past(due_at) {
                 candidates.push(Due::Downgrade { cycle, due_at });
             }
         }
@@ -634,9 +651,24 @@ const MAX_SETTLED: usize = 1000;
 /// A time-driven consequence due by a decision's instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Due {
-    Warning { metric: Metric, cycle: u32, threshold_percent: u8, at: Timestamp, due_at: Timestamp },
-    Breach { metric: Metric, cycle: u32, due_at: Timestamp },
-    Downgrade { cycle: u32, due_at: Timestamp },
+    Warning {
+        metric: Metric,
+        cycle: u32,
+        threshold_percent: u8,
+        at: Timestamp,
+        due_at: Timestamp,
+    },
+    /// `at_import`: due by the instant the ticket's history was imported.
+    Breach {
+        metric: Metric,
+        cycle: u32,
+        due_at: Timestamp,
+        at_import: bool,
+    },
+    Downgrade {
+        cycle: u32,
+        due_at: Timestamp,
+    },
 }
 
 impl Due {
@@ -718,7 +750,7 @@ impl<'p> ClockEditor<'p> {
                     .filter_map(|&t| {
                         let at_elapsed = match self.rules {
                             Rules::V1 => TimeDelta::seconds(target_duration.num_seconds() * i64::from(t) / 100),
-                            Rules::V2 => share_of(target_duration, t),
+                            Rules::V2 | Rules::V3 => share_of(target_duration, t),
                         };
                         let at = calendar.add(self.now, (at_elapsed - elapsed).max(TimeDelta::zero()));
                         (at < due).then_some(WarningPlan { threshold_percent: t, at })

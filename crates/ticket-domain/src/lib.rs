@@ -36,4 +36,5 @@ pub use policy::{Policy, PolicyError, PolicyVersion, Target, TargetAmount};
 pub use severity::{Metric, Severity};
 pub use state::{
     Clock, ClockStatus, Misfit, SeverityCause, SeverityChange, Status, Ticket, TicketState, business_times, evolve,
+    evolve_recorded,
 };

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::calendar::{Calendar, Timestamp};
+use crate::envelope::RecordedEvent;
 use crate::event::{ClockChange, ClockEffect, ClockOutcome, ClockPlan, Event, EventKind, LinkRelation};
 use crate::ids::{CategoryId, CustomerId, PlanId, Team, Text, TicketId, Tier};
 use crate::policy::{Policy, PolicyVersion};
@@ -92,6 +93,9 @@ pub struct Ticket {
     pub version: u64,
     /// The instant of the last event applied: time never runs backwards within a ticket.
     pub last_event_at: Timestamp,
+    /// When the ticket's history was imported: the append instant of its latest imported event
+    /// (set by [`evolve_recorded`]). What its clocks had due by then was past at import.
+    pub imported_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -213,6 +217,7 @@ pub fn evolve(state: &mut TicketState, event: &Event) -> Result<(), Misfit> {
                     policy: o.policy.clone(),
                     version: 1,
                     last_event_at: event.occurred_at,
+                    imported_at: None,
                 };
                 apply_clocks(&mut ticket.clocks, event.occurred_at, &o.clocks);
                 *state = TicketState::Opened(Box::new(ticket));
@@ -244,6 +249,18 @@ pub fn evolve(state: &mut TicketState, event: &Event) -> Result<(), Misfit> {
             Ok(())
         }
     }
+}
+
+/// Applies a stored event: [`evolve`], and for an imported one the instant of its import, which
+/// the next live decision needs (rules V3: nothing past at import is settled).
+pub fn evolve_recorded(state: &mut TicketState, recorded: &RecordedEvent) -> Result<(), Misfit> {
+    evolve(state, &recorded.event)?;
+    if recorded.imported
+        && let TicketState::Opened(ticket) = state
+    {
+        ticket.imported_at = Some(ticket.imported_at.map_or(recorded.recorded_at, |at| at.max(recorded.recorded_at)));
+    }
+    Ok(())
 }
 
 /// Checks, without changing anything, that every clock change of an event names a clock that is

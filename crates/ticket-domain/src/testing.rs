@@ -19,12 +19,13 @@ use uuid::Uuid;
 use crate::calendar::Timestamp;
 use crate::command::{Actor, ActorKind, Command, CommandBody, OpenTicket};
 use crate::decide::decide;
+use crate::envelope::RecordedEvent;
 use crate::error::{DomainError, ErrorKind};
 use crate::event::{ClockChange, Event, EventKind};
-use crate::ids::{ActorId, CategoryId, CommandId, CustomerId, PlanId, Text, TicketId};
+use crate::ids::{ActorId, CategoryId, CommandId, CustomerId, EventId, PlanId, Text, TicketId};
 use crate::policy::Policy;
 use crate::severity::{Metric, Severity};
-use crate::state::{Ticket, TicketState, evolve};
+use crate::state::{Ticket, TicketState, evolve, evolve_recorded};
 
 /// The regional-operator policy shipped in `deploy/policies`.
 pub fn regional_operator() -> Policy {
@@ -111,6 +112,26 @@ impl Given {
                 .unwrap_or_else(|e| panic!("given command {} was refused: {e}", c.body.name()));
             for e in events.iter().filter(|e| e.ticket_id == c.ticket_id) {
                 evolve(&mut self.state, e).unwrap_or_else(|m| panic!("given event does not fit: {m}"));
+            }
+            self.history.extend(events);
+        }
+        self
+    }
+
+    /// Decides each command in turn as an importer's, the events appended at `imported_at` and
+    /// marked imported, as the command service stores another helpdesk's history.
+    pub fn imported(mut self, imported_at: Timestamp, commands: impl IntoIterator<Item = Command>) -> Self {
+        for c in commands {
+            let events = decide(&c, &self.state, &self.policy)
+                .unwrap_or_else(|e| panic!("imported command {} was refused: {e}", c.body.name()));
+            for e in events.iter().filter(|e| e.ticket_id == c.ticket_id) {
+                let version = self.state.version() + 1;
+                let mut recorded =
+                    RecordedEvent::of_command(EventId::from_uuid(Uuid::nil()), &c, version, version, e.clone());
+                recorded.recorded_at = imported_at;
+                recorded.imported = true;
+                evolve_recorded(&mut self.state, &recorded)
+                    .unwrap_or_else(|m| panic!("imported event does not fit: {m}"));
             }
             self.history.extend(events);
         }

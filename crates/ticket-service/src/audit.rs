@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ticket_domain::{
-    Event, Policy, PolicyVersion, RecordedEvent, TicketId, TicketState, Timestamp, decide_under, evolve,
+    Event, Policy, PolicyVersion, RecordedEvent, TicketId, TicketState, Timestamp, decide_under, evolve_recorded,
 };
 use ticket_log::{ClockKind, CommandRecord, EventLog, LogError};
 
@@ -173,7 +173,7 @@ pub fn audit_on<L: EventLog>(
                 if quarantined.contains(&id) {
                     continue;
                 }
-                if let Err(misfit) = evolve(states.entry(id).or_default(), &e.event) {
+                if let Err(misfit) = evolve_recorded(states.entry(id).or_default(), e) {
                     let why =
                         format!("the stored event does not fit the ticket's history ({misfit}); ticket quarantined");
                     problem(&mut report, e.position, Some(id), why);

@@ -1,6 +1,6 @@
 //! History and time travel over the log: a ticket's events, and its state as it was.
 
-use ticket_domain::{RecordedEvent, TicketId, TicketState, evolve};
+use ticket_domain::{RecordedEvent, TicketId, TicketState, evolve_recorded};
 use ticket_log::{EventLog, LogError};
 
 pub use ticket_log::At;
@@ -16,7 +16,7 @@ pub fn state_at<L: EventLog>(log: &L, ticket: TicketId, at: At) -> Result<(Ticke
     let mut state = TicketState::initial();
     let mut last = 0;
     for e in log.read_stream(ticket, 1)?.iter().take_while(|e| at.includes(e)) {
-        evolve(&mut state, &e.event)
+        evolve_recorded(&mut state, e)
             .map_err(|misfit| LogError::Corrupt { position: e.position, problem: misfit.to_string() })?;
         last = e.position;
     }

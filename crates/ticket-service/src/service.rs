@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 use ticket_domain::{
     Command, CommandId, DomainError, ErrorKind, Event, ImportProblem, Policy, RecordedEvent, Rules, TicketId,
-    TicketState, Timestamp, TraceId, decide, evolve,
+    TicketState, Timestamp, TraceId, decide, evolve, evolve_recorded,
 };
 use ticket_log::{AppendOutcome, AppendRequest, AppendToken, EventLog, LogError, SnapshotStore, StreamAppend};
 use tokio::sync::watch;
@@ -385,8 +385,15 @@ impl<L: EventLog> CommandService<L> {
                     imported: request.stamp == Stamp::Imported,
                     streams: streams(ticket, state.version(), after, events.clone()),
                 };
+                let imported = append.imported;
                 let queued = inner.log.append(append);
-                self.stage(ticket, &state, token, staged);
+                if imported {
+                    // The next decision needs the import's instant, which the log stamps: it
+                    // is decided on the ticket as the log has it, not on a staged state.
+                    self.forget(ticket);
+                } else {
+                    self.stage(ticket, &state, token, staged);
+                }
                 queued
             };
             let outcome = queued.await;
@@ -453,7 +460,7 @@ impl<L: EventLog> CommandService<L> {
             None => (TicketState::initial(), 0),
         };
         for e in log.read_stream(ticket, state.version() + 1).map_err(ServiceError::Log)? {
-            evolve(&mut state, &e.event).map_err(|misfit| {
+            evolve_recorded(&mut state, &e).map_err(|misfit| {
                 error!(ticket_id = %ticket, position = e.position, problem = %misfit, "stored event does not fit; ticket quarantined");
                 ServiceError::Quarantined { ticket_id: ticket, position: e.position, problem: misfit.to_string() }
             })?;
@@ -501,6 +508,12 @@ impl<L: EventLog> CommandService<L> {
         {
             entry.staged.push_back((token, Arc::new(state)));
         }
+    }
+
+    /// Drops a ticket's cached state and its chain: the next command on it loads the ticket from
+    /// the log, and an append of the chain still in flight settles nothing.
+    fn forget(&self, ticket: TicketId) {
+        self.cache().pop(&ticket);
     }
 
     /// A queued append finished. Appended: it and every append before it in the chain are

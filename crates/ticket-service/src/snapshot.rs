@@ -4,7 +4,7 @@
 use ticket_domain::TicketState;
 
 /// Bump when the shape of `TicketState` changes: older snapshots are then rebuilt.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 pub fn encode_snapshot(state: &TicketState) -> Option<Vec<u8>> {
     let mut bytes = SNAPSHOT_FORMAT.to_be_bytes().to_vec();

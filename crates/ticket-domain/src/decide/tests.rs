@@ -804,3 +804,75 @@ fn a_breach_at_import_is_not_due_before_its_instant() {
         .when(timer(beijing(2026, 11, 21, 3, 59), breach_at_import(Metric::FirstResponse, 1, due)))
         .then_err(ErrorKind::TimerNotDue);
 }
+
+// Imported history: a live decision after the import settles nothing past at import (rules V3).
+
+/// The critical ticket opened Saturday 03:00, its history imported (appended) at `imported_at`.
+fn critical_ticket_imported(imported_at: Timestamp, later: impl IntoIterator<Item = crate::command::Command>) -> Given {
+    let opening = agent(saturday_0300(), open("advanced", "technical", Severity::A));
+    given(regional_operator()).imported(imported_at, std::iter::once(opening).chain(later))
+}
+
+#[test]
+fn a_live_decision_after_an_import_records_a_past_breach_as_detected_at_import_and_no_past_warning_or_escalation() {
+    // Given the critical ticket's history imported at 12:00: its 50% and 80% warnings (the 80%
+    // one escalating) and its 04:00 breach (escalating too) were past at import
+    let imported_at = beijing(2026, 11, 21, 12, 0);
+    let given = critical_ticket_imported(imported_at, []);
+    // When an agent responds at 12:10, before the timer recorded the breach at import
+    let response = beijing(2026, 11, 21, 12, 10);
+    let outcome = given.clone().when(agent(response, respond()));
+    // Then the breach is recorded with its due instant, as the timer would at import, and
+    // neither the warnings nor an escalation are
+    outcome.then_names(&["sla_breached", "agent_responded"]);
+    let EventKind::SlaBreached { metric, due_at, .. } = outcome.event("sla_breached") else { unreachable!() };
+    assert_eq!((*metric, *due_at), (Metric::FirstResponse, beijing(2026, 11, 21, 4, 0)));
+    assert_eq!(outcome.ticket().team, None, "no escalation past at import");
+    // (Under rules V2 the same decision fired both warnings and both escalations.)
+    let v2 =
+        crate::decide::decide_under(crate::Rules::V2, &agent(response, respond()), given.state(), &regional_operator())
+            .unwrap();
+    assert!(v2.iter().any(|e| e.kind.name() == "sla_warning") && v2.iter().any(|e| e.kind.name() == "escalated"));
+}
+
+#[test]
+fn a_live_decision_after_an_import_settles_what_fell_due_after_it() {
+    // Given the critical ticket's history imported at 03:40, after its 50% warning (03:30) and
+    // before its 80% one (03:48, escalating to tier 2)
+    let given = critical_ticket_imported(beijing(2026, 11, 21, 3, 40), []);
+    // When an agent responds at 03:50
+    let outcome = given.when(agent(beijing(2026, 11, 21, 3, 50), respond()));
+    // Then only the 80% warning and its escalation are settled: they fell due after the import
+    outcome.then_names(&["sla_warning", "escalated", "agent_responded"]);
+    let EventKind::SlaWarning { threshold_percent, .. } = outcome.event("sla_warning") else { unreachable!() };
+    assert_eq!(*threshold_percent, 80);
+}
+
+#[test]
+fn a_no_response_window_past_at_import_does_not_lower_the_severity_of_a_live_decision() {
+    // Given an imported history: the critical ticket answered at 03:20, the customer asked at
+    // 04:20 (the no-response window ran out Sunday 04:20), imported Sunday 12:00
+    let history = [agent(beijing(2026, 11, 21, 3, 20), respond()), agent(beijing(2026, 11, 21, 4, 20), request_info())];
+    let given = critical_ticket_imported(beijing(2026, 11, 22, 12, 0), history);
+    // When the customer replies at 12:30
+    let outcome =
+        given.clone().when(command(crate::command::ActorKind::Customer, "c-1", beijing(2026, 11, 22, 12, 30), reply()));
+    // Then the ticket keeps severity A: the window's expiry was past at import
+    assert!(!outcome.events().iter().any(|e| e.kind.name() == "downgraded_for_no_response"));
+    assert_eq!(outcome.ticket().severity, Severity::A);
+    assert_eq!(outcome.ticket().status, Status::Open);
+    // (Under rules V2 the same reply was decided after a downgrade to B.)
+    let reply_v2 = command(crate::command::ActorKind::Customer, "c-1", beijing(2026, 11, 22, 12, 30), reply());
+    let v2 = crate::decide::decide_under(crate::Rules::V2, &reply_v2, given.state(), &regional_operator()).unwrap();
+    assert!(v2.iter().any(|e| e.kind.name() == "downgraded_for_no_response"));
+}
+
+#[test]
+fn an_importers_own_decisions_settle_the_history_between_its_instants() {
+    // Given the critical ticket's opening imported at 12:00
+    let given = critical_ticket_imported(beijing(2026, 11, 21, 12, 0), []);
+    // When the importer's next command, at 03:50 of the history, is decided
+    let outcome = given.when(agent(beijing(2026, 11, 21, 3, 50), respond()));
+    // Then the warnings due within the history are part of it
+    outcome.then_names(&["sla_warning", "sla_warning", "escalated", "agent_responded"]);
+}

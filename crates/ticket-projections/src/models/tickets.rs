@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use ticket_domain::{
     ClockOutcome, ClockStatus, CustomerId, EventKind, LinkRelation, Policy, RecordedEvent, SeverityCause, Status,
-    Ticket, TicketId, TicketState, Timestamp, business_times, evolve,
+    Ticket, TicketId, TicketState, Timestamp, business_times, evolve_recorded,
 };
 use ticket_log::{StateBatch, StateSpace};
 
@@ -65,8 +65,9 @@ fn indexed(state: &TicketState) -> Option<(bool, Timestamp)> {
 
 impl ReadModel for Tickets {
     const NAME: &'static str = "tickets";
-    /// 4: resolved tickets' states are no longer stored (folded from the log).
-    const FORMAT: u32 = 4;
+    /// 4: resolved tickets' states are no longer stored (folded from the log). 5: a ticket's
+    /// state carries the instant its history was imported.
+    const FORMAT: u32 = 5;
 
     fn empty(space: Option<Arc<dyn StateSpace>>) -> Self {
         Self {
@@ -110,7 +111,7 @@ impl ReadModel for Tickets {
         }
         let state = self.states.get_or_insert_with(id, TicketState::default);
         let before = indexed(state);
-        if let Err(misfit) = evolve(state, &recorded.event) {
+        if let Err(misfit) = evolve_recorded(state, recorded) {
             tracing::error!(
                 ticket_id = %id, position = recorded.position, problem = %misfit,
                 "stored event does not fit the ticket's history; ticket quarantined in the read models"
@@ -199,7 +200,7 @@ impl Tickets {
         let mut state = TicketState::default();
         let mut folded = false;
         for recorded in events.iter().take_while(|e| e.position <= upto) {
-            if evolve(&mut state, &recorded.event).is_err() {
+            if evolve_recorded(&mut state, recorded).is_err() {
                 break;
             }
             folded = true;

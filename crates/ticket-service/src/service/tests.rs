@@ -731,3 +731,82 @@ async fn the_audit_reports_decision_instants_that_run_backwards_or_lie_ahead_of_
         simulated.problems.iter().filter(|p| p.problem.starts_with("decided at")).map(|p| p.position).collect();
     assert_eq!(instants, vec![2], "{:?}", simulated.problems);
 }
+
+/// A severity A ticket opened three hours ago, imported (appended) now: its first-response
+/// warnings, breach and escalations were all past at import.
+fn imported_three_hours_ago() -> Command {
+    agent(ticket_log::now() - TimeDelta::hours(3), open("advanced", "technical", Severity::A))
+}
+
+fn live_response() -> CommandRequest {
+    stamped(
+        agent(utc(2100, 1, 1, 0, 0), CommandBody::RecordAgentResponse { message: text("on it") }),
+        Stamp::ServiceClock,
+    )
+}
+
+fn names(result: &CommandResult) -> Vec<&'static str> {
+    result.events.iter().map(|e| e.event.kind.name()).collect()
+}
+
+#[tokio::test]
+async fn a_live_command_after_an_import_fires_nothing_past_at_import_and_the_audit_re_runs_it() {
+    // Given a ticket whose history was imported
+    let log = MemoryLog::new();
+    let service = service(log.clone());
+    service.execute(stamped(imported_three_hours_ago(), Stamp::Imported)).await.unwrap();
+    // When an agent responds on the service's (wall) clock
+    let result = service.execute(live_response()).await.unwrap();
+    // Then the breach past at import is recorded as detected at import, and no warning and no
+    // escalation past at import is
+    assert_eq!(names(&result), ["sla_breached", "agent_responded"]);
+    assert!(result.events.iter().all(|e| !e.imported));
+    // And the audit, folding the log, decides it the same way
+    assert_audit_clean(&log);
+}
+
+#[tokio::test]
+async fn a_live_command_sent_while_an_import_is_in_flight_is_decided_on_the_import_as_stored() {
+    // Given a ticket opened by an import, and an imported response held before the log
+    let log = GatedLog::default();
+    let service = gated_service(&log);
+    let opening = with_id(imported_three_hours_ago(), "import-open");
+    let opened_at = opening.issued_at;
+    service.execute(stamped(opening, Stamp::Imported)).await.unwrap();
+    log.close();
+    let response = with_id(
+        agent(opened_at + TimeDelta::minutes(10), CommandBody::RecordAgentResponse { message: text("imported") }),
+        "import-respond",
+    );
+    let imported = {
+        let service = service.clone();
+        tokio::spawn(async move { service.execute(stamped(response, Stamp::Imported)).await })
+    };
+    until(|| log.held() == 1).await;
+    // When a live command arrives before the import's append is durable
+    let live = {
+        let service = service.clone();
+        let request = stamped(
+            agent(
+                utc(2100, 1, 1, 0, 0),
+                CommandBody::Escalate { tier: Tier::new("tier-2").unwrap(), team: None, reason: text("x") },
+            ),
+            Stamp::ServiceClock,
+        );
+        tokio::spawn(async move { service.execute(request).await })
+    };
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    log.open();
+    let imported = imported.await.unwrap().unwrap();
+    let live = live.await.unwrap().unwrap();
+    // Then the live decision comes after the imported one and settles nothing past at import
+    assert!(live.events[0].position > imported.events[imported.events.len() - 1].position);
+    assert!(
+        live.events.iter().all(|e| !matches!(e.event.kind.name(), "sla_warning" | "sla_breached")),
+        "{:?}",
+        names(&live)
+    );
+    assert_audit_clean(&log.log);
+}
