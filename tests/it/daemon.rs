@@ -240,7 +240,7 @@ async fn sigterm_during_a_long_rebuild_stops_within_the_deadline_and_the_next_st
     let config = data.join("ticketd.toml");
     std::fs::write(
         &config,
-        "[shutdown]\ndeadline_secs = 3\n[timer]\nenabled = false\n[projections]\nflush_events = 5\n",
+        "[shutdown]\ndeadline_secs = 3\n[timer]\nenabled = false\n[projections]\ncatch_up_flush_events = 5\ncatch_up_sync_events = 5\n",
     )
     .unwrap();
     let flags = ["--config", config.to_str().unwrap()];

@@ -126,7 +126,8 @@ async fn what_if_reports_nothing_under_the_live_policy_and_exactly_the_tightened
 async fn queries_see_their_writes_and_a_rebuilt_projection_equals_the_live_one() {
     let engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 21, 2, 0));
     let dir = tempfile::tempdir().unwrap();
-    let config = ProjectorConfig { batch: 7, flush_events: 25, ..ProjectorConfig::default() };
+    let config =
+        ProjectorConfig { batch: 7, flush_events: 25, catch_up_flush_events: 25, ..ProjectorConfig::default() };
     let store: Arc<dyn StateStore> = Arc::new(RedbState::open(dir.path().join("state.redb")).unwrap());
     let projector = Projector::open(engine.log().clone(), Some(store.clone()), config.clone());
     let (stop, stopped) = watch::channel(false);
@@ -362,7 +363,13 @@ fn ops() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
 async fn live_equals_rebuilt(ops: Vec<Op>) {
     let engine = Engine::start(shipped_policy("regional-operator.toml"), beijing(2026, 11, 20, 8, 0));
     let dir = tempfile::tempdir().unwrap();
-    let config = ProjectorConfig { batch: 5, flush_events: 7, ..ProjectorConfig::default() };
+    let config = ProjectorConfig {
+        batch: 5,
+        flush_events: 7,
+        catch_up_flush_events: 7,
+        catch_up_sync_events: 20,
+        ..ProjectorConfig::default()
+    };
     let store: Arc<dyn StateStore> = Arc::new(RedbState::open(dir.path().join("state.redb")).unwrap());
     let open_projector = || Projector::open(engine.log().clone(), Some(store.clone()), config.clone());
     let mut projector = open_projector();

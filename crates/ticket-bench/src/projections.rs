@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
     /// The rebuild into the state store flushes every this many events.
-    #[arg(long, default_value_t = ProjectorConfig::default().flush_events)]
+    #[arg(long, default_value_t = ProjectorConfig::default().catch_up_flush_events)]
     pub flush_events: u64,
 }
 
@@ -95,7 +95,8 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, [usize; 3], f64, f64)> {
             let state = RedbState::open(&state_dir)?;
             let store: Arc<dyn StateStore> = Arc::new(state.clone());
-            let config = ProjectorConfig { batch: 8192, flush_events, ..ProjectorConfig::default() };
+            let config =
+                ProjectorConfig { batch: 8192, catch_up_flush_events: flush_events, ..ProjectorConfig::default() };
             let started = Instant::now();
             let projector = Projector::open(log.clone(), Some(store.clone()), config.clone());
             projector.catch_up(|_, _| {})?;

@@ -294,6 +294,7 @@ proptest! {
         ops in ops(),
         cuts in prop::collection::vec((any::<u16>(), 0u8..6), 0..8),
         flush_events in 1u64..400,
+        sync_events in 1u64..800,
         last in 0u8..6,
         keep in any::<u16>(),
     ) {
@@ -301,7 +302,13 @@ proptest! {
         let total = h.events.len() as u64;
         let log = VecLog::new(h.events.clone());
         let store = MemoryState::new();
-        let config = ProjectorConfig { batch: 5, flush_events, ..ProjectorConfig::default() };
+        let config = ProjectorConfig {
+            batch: 5,
+            flush_events,
+            catch_up_flush_events: flush_events,
+            catch_up_sync_events: sync_events,
+            ..ProjectorConfig::default()
+        };
         log.show(0);
         let live = Projector::open(log.clone(), Some(Arc::new(store.clone()) as Arc<dyn StateStore>), config.clone());
         let mut cuts: Vec<(u64, u8)> = cuts.into_iter().map(|(c, f)| (u64::from(c) % (total + 1), f)).collect();
@@ -524,7 +531,7 @@ fn a_rebuild_in_place_gives_the_same_answers_and_stops_when_asked() {
     let h = history(&ops);
     let log = VecLog::new(h.events.clone());
     let store: Arc<dyn StateStore> = Arc::new(MemoryState::new());
-    let config = ProjectorConfig { batch: 3, flush_events: 5, ..ProjectorConfig::default() };
+    let config = ProjectorConfig { batch: 3, flush_events: 5, catch_up_flush_events: 5, ..ProjectorConfig::default() };
     let projector = Projector::open(log.clone(), Some(store.clone()), config.clone());
     projector.catch_up(|_, _| {}).unwrap();
     let expected = answers(&projector, &h, &log);
@@ -550,7 +557,13 @@ fn a_catch_up_stops_between_batches_when_asked_with_what_it_applied_flushed() {
     let h = history(&ops);
     let log = VecLog::new(h.events.clone());
     let store: Arc<dyn StateStore> = Arc::new(MemoryState::new());
-    let config = ProjectorConfig { batch: 4, flush_events: 1_000_000, ..ProjectorConfig::default() };
+    let config = ProjectorConfig {
+        batch: 4,
+        flush_events: 1_000_000,
+        catch_up_flush_events: 1_000_000,
+        catch_up_sync_events: 1_000_000,
+        ..ProjectorConfig::default()
+    };
     let projector = Projector::open(log.clone(), Some(store.clone()), config.clone());
     let asked = AtomicU64::new(0);
     let position = projector.catch_up_until(|_, _| {}, &|| asked.fetch_add(1, Ordering::SeqCst) >= 2).unwrap();

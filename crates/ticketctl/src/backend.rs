@@ -81,9 +81,15 @@ impl Local<'_> {
     }
 
     /// The read models kept in the data directory's state store (opened exclusively, like the
-    /// log), flushed every `flush_events` events while catching up.
-    fn projector(&self, log: SledLog, flush_events: u64) -> Result<Projector<SledLog>, Failure> {
-        let config = ProjectorConfig { flush_events: flush_events.max(1), ..ProjectorConfig::default() };
+    /// log), made durable every `checkpoint_events` events while catching up.
+    fn projector(&self, log: SledLog, checkpoint_events: u64) -> Result<Projector<SledLog>, Failure> {
+        let defaults = ProjectorConfig::default();
+        let sync = checkpoint_events.max(1);
+        let config = ProjectorConfig {
+            catch_up_flush_events: defaults.catch_up_flush_events.min(sync),
+            catch_up_sync_events: sync,
+            ..defaults
+        };
         Ok(Projector::open(log, Some(self.state()?), config))
     }
 
@@ -100,7 +106,7 @@ impl Local<'_> {
             let now = as_of(at, &log)?;
             return Ok((Models::At(Box::new(models)), log, now));
         }
-        let projector = self.projector(log.clone(), ProjectorConfig::default().flush_events)?;
+        let projector = self.projector(log.clone(), ProjectorConfig::default().catch_up_sync_events)?;
         catch_up(&projector)?;
         let now = as_of(at, &log)?;
         Ok((Models::Live(projector), log, now))

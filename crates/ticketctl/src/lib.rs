@@ -297,16 +297,17 @@ pub enum ProjectionsCommand {
         /// Catch the projections up from the log (and flush them to the state store) first.
         #[arg(long)]
         update: bool,
-        /// Flush to the state store every this many events while catching up.
-        #[arg(long, default_value_t = 10_000)]
+        /// Make the progress durable every this many events while catching up (and at the end).
+        #[arg(long, default_value_t = ticket_projections::ProjectorConfig::default().catch_up_sync_events)]
         checkpoint_events: u64,
     },
     /// Rebuilds projections from the log: all from scratch, or one (tickets, board, compliance;
     /// the timeline is read from the log and has nothing to rebuild) in place in the state store.
     Rebuild {
         name: Option<String>,
-        /// Flush to the state store every this many events on the way.
-        #[arg(long, default_value_t = 10_000)]
+        /// Make the progress durable every this many events on the way (and at the end); one
+        /// named read model is written to the store as often and made durable at the end.
+        #[arg(long, default_value_t = ticket_projections::ProjectorConfig::default().catch_up_sync_events)]
         checkpoint_events: u64,
     },
 }

@@ -144,15 +144,24 @@ impl IdentitySettings {
 pub struct ProjectionSettings {
     /// At most how long an applied change waits before it is flushed to the state store.
     pub flush_ms: u64,
-    /// ...or flushed once this many events were applied since the last flush (also the rhythm
-    /// of a catch-up or a rebuild: what a kill during one loses at most).
+    /// ...or flushed once this many events were applied since the last flush.
     pub flush_events: u64,
+    /// A catch-up (a start behind the log, a rebuild from nothing) writes to the state store
+    /// every this many events: its memory grows with it, its time shrinks.
+    pub catch_up_flush_events: u64,
+    /// ...and makes it durable every this many: what a kill during one replays at most.
+    pub catch_up_sync_events: u64,
 }
 
 impl Default for ProjectionSettings {
     fn default() -> Self {
         let defaults = ticket_engine::ProjectorConfig::default();
-        Self { flush_ms: defaults.flush_every.as_millis() as u64, flush_events: defaults.flush_events }
+        Self {
+            flush_ms: defaults.flush_every.as_millis() as u64,
+            flush_events: defaults.flush_events,
+            catch_up_flush_events: defaults.catch_up_flush_events,
+            catch_up_sync_events: defaults.catch_up_sync_events,
+        }
     }
 }
 
@@ -416,6 +425,8 @@ impl Config {
         ticket_engine::ProjectorConfig {
             flush_every: Duration::from_millis(self.projections.flush_ms.max(1)),
             flush_events: self.projections.flush_events.max(1),
+            catch_up_flush_events: self.projections.catch_up_flush_events.max(1),
+            catch_up_sync_events: self.projections.catch_up_sync_events.max(1),
             ..ticket_engine::ProjectorConfig::default()
         }
     }
