@@ -32,7 +32,7 @@ struct Answers {
 fn answers(views: &impl Views, log: &impl EventLog, tickets: &[TicketId], policy: &Policy) -> Answers {
     let now = beijing(2026, 11, 23, 12, 0);
     let mut customers: Vec<CustomerId> =
-        tickets.iter().filter_map(|t| views.ticket(*t).0.map(|t| t.customer)).collect();
+        tickets.iter().filter_map(|t| views.ticket(*t).unwrap().0.map(|t| t.customer)).collect();
     customers.sort();
     customers.dedup();
     let day = |d| Some(beijing(2026, 11, d, 0, 0));
@@ -41,13 +41,14 @@ fn answers(views: &impl Views, log: &impl EventLog, tickets: &[TicketId], policy
         customers: customers
             .iter()
             .flat_map(|c| {
-                [(false, 100), (true, 1000), (true, 3)].map(|(r, l)| answer::customer(views, c, r, l, policy, now))
+                [(false, 100), (true, 1000), (true, 3)]
+                    .map(|(r, l)| answer::customer(views, c, r, l, policy, now).unwrap())
             })
             .collect(),
-        board: answer::board(views, 1000),
+        board: answer::board(views, 1000).unwrap(),
         compliance: [Period::default(), Period { from: day(21), to: day(22) }, Period { from: day(22), to: None }]
             .into_iter()
-            .map(|p| answer::compliance(views, p, policy))
+            .map(|p| answer::compliance(views, p, policy).unwrap())
             .collect(),
         timelines: tickets.iter().map(|t| answer::timeline(views, *t, log)).collect(),
     }
@@ -141,12 +142,15 @@ async fn queries_see_their_writes_and_a_rebuilt_projection_equals_the_live_one()
         let severity = if i % 3 == 0 { Severity::A } else { Severity::B };
         let opened = engine.at(at, ticket, open("advanced", "technical", severity)).await.unwrap();
         assert!(projector.wait_for(opened.last_position(), Duration::from_secs(30)).await);
-        assert!(ticket_projections::answer::Views::ticket(&projector, ticket).0.is_some(), "the open is visible");
+        assert!(
+            ticket_projections::answer::Views::ticket(&projector, ticket).unwrap().0.is_some(),
+            "the open is visible"
+        );
         assert!(projector.board.read().model().entry(ticket).is_some(), "and on the board");
         if i % 2 == 0 {
             let resolved = engine.execute(ticket, CommandBody::Resolve { resolution: text("fixed") }).await.unwrap();
             assert!(projector.wait_for(resolved.last_position(), Duration::from_secs(30)).await);
-            let status = ticket_projections::answer::Views::ticket(&projector, ticket).0.map(|t| t.status);
+            let status = ticket_projections::answer::Views::ticket(&projector, ticket).unwrap().0.map(|t| t.status);
             assert_eq!(status, Some(Status::Resolved));
             assert!(projector.board.read().model().entry(ticket).is_none(), "resolved tickets leave the board");
         }
@@ -185,8 +189,10 @@ async fn queries_see_their_writes_and_a_rebuilt_projection_equals_the_live_one()
     // Time travel: as of an earlier instant, the resolved tickets were still open.
     let earlier = ReadModels::build(engine.log(), At::Instant(beijing(2026, 11, 21, 3, 8)), |_, _| {}).unwrap();
     assert_eq!(earlier.tickets.model().live(), 2);
-    assert!(earlier.tickets.model().ticket(tickets[0], u64::MAX).is_some_and(|t| t.status == Status::Resolved));
-    assert!(earlier.tickets.model().ticket(tickets[1], u64::MAX).is_some_and(|t| t.status == Status::Open));
+    assert!(
+        earlier.tickets.model().ticket(tickets[0], u64::MAX).unwrap().is_some_and(|t| t.status == Status::Resolved)
+    );
+    assert!(earlier.tickets.model().ticket(tickets[1], u64::MAX).unwrap().is_some_and(|t| t.status == Status::Open));
     assert!(earlier.board.model().entry(tickets[1]).is_some());
     let before = ReadModels::build(engine.log(), At::Instant(beijing(2026, 11, 21, 2, 59)), |_, _| {}).unwrap();
     assert_eq!(before.tickets.model().live(), 0);

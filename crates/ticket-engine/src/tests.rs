@@ -46,7 +46,7 @@ async fn an_engine_decides_projects_and_leaves_its_checkpoints_at_stop() {
     let result = engine.service().execute(request).await.unwrap();
     let views = engine.views().unwrap();
     assert!(views.wait_for(result.last_position(), Duration::from_secs(30)).await);
-    assert!(ticket_projections::answer::Views::ticket(views, ticket).0.is_some());
+    assert!(ticket_projections::answer::Views::ticket(views, ticket).unwrap().0.is_some());
     assert_eq!(views.live_rows(), [1, 1, 1], "the open ticket's rows are in memory");
     let timer = engine.timer().unwrap();
     let pending = timer.settled(clock.now(), result.last_position());

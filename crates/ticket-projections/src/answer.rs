@@ -15,26 +15,36 @@ use crate::{BoardEntry, ComplianceRow, Period, Projector, ReadModels, TimelineEn
 /// in memory and in the state store) and [`ReadModels`] (in memory, as of a moment: time travel
 /// and what-if) both give them.
 pub trait Views {
-    /// A ticket (`None`: unknown).
-    fn ticket(&self, id: TicketId) -> (Option<Ticket>, u64);
+    /// A ticket (`None`: unknown). An error: the stored state or the log could not be read.
+    fn ticket(&self, id: TicketId) -> Result<(Option<Ticket>, u64), LogError>;
     /// A customer's tickets, open ones first by opening instant; resolved ones only if asked.
-    fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize) -> (Vec<Ticket>, u64);
+    fn customer(
+        &self,
+        customer: &CustomerId,
+        include_resolved: bool,
+        limit: usize,
+    ) -> Result<(Vec<Ticket>, u64), LogError>;
     /// The first `limit` lines of the board.
     fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64);
     /// A ticket's timeline, read from `log` (blocking I/O), as of the views' position.
     fn timeline<L: EventLog>(&self, id: TicketId, log: &L) -> Result<(Vec<TimelineEntry>, u64), LogError>;
     /// The compliance report over `period`, on the calendars of `policy`.
-    fn compliance(&self, period: Period, policy: &Policy) -> (Vec<ComplianceRow>, u64);
+    fn compliance(&self, period: Period, policy: &Policy) -> Result<(Vec<ComplianceRow>, u64), LogError>;
 }
 
 impl Views for ReadModels {
-    fn ticket(&self, id: TicketId) -> (Option<Ticket>, u64) {
-        (self.tickets.model().ticket(id, self.tickets.position()), self.tickets.position())
+    fn ticket(&self, id: TicketId) -> Result<(Option<Ticket>, u64), LogError> {
+        Ok((self.tickets.model().ticket(id, self.tickets.position())?, self.tickets.position()))
     }
 
-    fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize) -> (Vec<Ticket>, u64) {
+    fn customer(
+        &self,
+        customer: &CustomerId,
+        include_resolved: bool,
+        limit: usize,
+    ) -> Result<(Vec<Ticket>, u64), LogError> {
         let position = self.tickets.position();
-        (self.tickets.model().customer(customer, include_resolved, limit, position), position)
+        Ok((self.tickets.model().customer(customer, include_resolved, limit, position)?, position))
     }
 
     fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64) {
@@ -46,13 +56,19 @@ impl Views for ReadModels {
         Ok((timeline::read_timeline(log, id, |e| e.position <= position && at.includes(e))?, position))
     }
 
-    fn compliance(&self, period: Period, policy: &Policy) -> (Vec<ComplianceRow>, u64) {
-        (self.compliance.model().report(period, policy), self.compliance.position())
+    fn compliance(&self, period: Period, policy: &Policy) -> Result<(Vec<ComplianceRow>, u64), LogError> {
+        Ok((self.compliance.model().report(period, policy)?, self.compliance.position()))
     }
 }
 
 fn error(code: pb::ErrorCode, message: String) -> pb::Error {
     pb::Error { code: code as i32, message, details: Default::default() }
+}
+
+/// The stored state or the log could not be read: `UNAVAILABLE`, never an answer that leaves
+/// out what could not be read.
+fn unavailable(e: &LogError) -> pb::Error {
+    error(pb::ErrorCode::Unavailable, e.to_string())
 }
 
 fn not_found(ticket: TicketId) -> pb::Error {
@@ -75,7 +91,7 @@ pub fn ticket_view(ticket: &Ticket, position: u64, policy: &Policy, now: Timesta
 
 /// `tickets.query.ticket`.
 pub fn ticket(views: &impl Views, id: TicketId, policy: &Policy, now: Timestamp) -> Result<pb::TicketView, pb::Error> {
-    let (ticket, position) = views.ticket(id);
+    let (ticket, position) = views.ticket(id).map_err(|e| unavailable(&e))?;
     ticket.map(|t| ticket_view(&t, position, policy, now)).ok_or_else(|| not_found(id))
 }
 
@@ -87,42 +103,38 @@ pub fn customer(
     limit: usize,
     policy: &Policy,
     now: Timestamp,
-) -> pb::TicketList {
-    let (tickets, position) = views.customer(customer, include_resolved, limit);
+) -> Result<pb::TicketList, pb::Error> {
+    let (tickets, position) = views.customer(customer, include_resolved, limit).map_err(|e| unavailable(&e))?;
     let tickets = tickets.iter().map(|t| ticket_view(t, position, policy, now)).collect();
-    pb::TicketList { tickets, position }
+    Ok(pb::TicketList { tickets, position })
 }
 
 /// `tickets.query.board`: open tickets by their nearest due instant.
-pub fn board(views: &impl Views, limit: usize) -> pb::Board {
+pub fn board(views: &impl Views, limit: usize) -> Result<pb::Board, pb::Error> {
     // The board orders; the tickets model gives each line its title.
     let (lines, position) = views.board(limit);
-    let entries = {
-        lines
-            .into_iter()
-            .filter_map(|entry| {
-                let t = views.ticket(entry.ticket_id).0?;
-                Some(pb::BoardEntry {
-                    ticket_id: entry.ticket_id.to_string(),
-                    customer: entry.customer.to_string(),
-                    severity: wire::severity(entry.severity),
-                    metric: wire::metric(entry.metric),
-                    cycle: entry.cycle,
-                    due_at: Some(wire::timestamp(&entry.due_at)),
-                    at_risk: entry.at_risk,
-                    breached: entry.breached,
-                    title: t.title.to_string(),
-                })
-            })
-            .collect()
-    };
-    pb::Board { entries, position }
+    let mut entries = Vec::with_capacity(lines.len());
+    for entry in lines {
+        let Some(t) = views.ticket(entry.ticket_id).map_err(|e| unavailable(&e))?.0 else { continue };
+        entries.push(pb::BoardEntry {
+            ticket_id: entry.ticket_id.to_string(),
+            customer: entry.customer.to_string(),
+            severity: wire::severity(entry.severity),
+            metric: wire::metric(entry.metric),
+            cycle: entry.cycle,
+            due_at: Some(wire::timestamp(&entry.due_at)),
+            at_risk: entry.at_risk,
+            breached: entry.breached,
+            title: t.title.to_string(),
+        });
+    }
+    Ok(pb::Board { entries, position })
 }
 
 /// `tickets.query.timeline`: every event of a ticket, each described from the log. Reads the
 /// log (blocking I/O: call it off the async runtime).
 pub fn timeline<L: EventLog>(views: &impl Views, id: TicketId, log: &L) -> Result<pb::Timeline, pb::Error> {
-    let (entries, position) = views.timeline(id, log).map_err(|e| error(pb::ErrorCode::Unavailable, e.to_string()))?;
+    let (entries, position) = views.timeline(id, log).map_err(|e| unavailable(&e))?;
     if entries.is_empty() {
         return Err(not_found(id));
     }
@@ -145,8 +157,8 @@ pub fn timeline<L: EventLog>(views: &impl Views, id: TicketId, log: &L) -> Resul
 }
 
 /// `tickets.query.compliance`: met and breached per plan, severity, category and clock.
-pub fn compliance(views: &impl Views, period: Period, policy: &Policy) -> pb::ComplianceReport {
-    let (rows, position) = views.compliance(period, policy);
+pub fn compliance(views: &impl Views, period: Period, policy: &Policy) -> Result<pb::ComplianceReport, pb::Error> {
+    let (rows, position) = views.compliance(period, policy).map_err(|e| unavailable(&e))?;
     {
         let rows = rows
             .into_iter()
@@ -163,7 +175,7 @@ pub fn compliance(views: &impl Views, period: Period, policy: &Policy) -> pb::Co
                 p90_first_response_seconds: r.p90_first_response_secs,
             })
             .collect();
-        pb::ComplianceReport { rows, position }
+        Ok(pb::ComplianceReport { rows, position })
     }
 }
 

@@ -37,6 +37,19 @@ pub enum StateError {
     Decode(String),
 }
 
+impl From<StateError> for LogError {
+    /// A query that could not read the stored state fails as the store's error, never as an
+    /// absent row.
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::Store(e) => e,
+            StateError::Decode(problem) => {
+                LogError::Storage(format!("stored read-model state does not decode: {problem}"))
+            }
+        }
+    }
+}
+
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StateError> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| StateError::Decode(e.to_string()))
 }

@@ -593,16 +593,21 @@ impl<L: EventLog> Projector<L> {
 }
 
 impl<L: EventLog> Views for Projector<L> {
-    fn ticket(&self, id: TicketId) -> (Option<Ticket>, u64) {
+    fn ticket(&self, id: TicketId) -> Result<(Option<Ticket>, u64), LogError> {
         let tickets = self.tickets.read();
         let position = tickets.position();
-        (tickets.model().ticket(id, position), position)
+        Ok((tickets.model().ticket(id, position)?, position))
     }
 
-    fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize) -> (Vec<Ticket>, u64) {
+    fn customer(
+        &self,
+        customer: &CustomerId,
+        include_resolved: bool,
+        limit: usize,
+    ) -> Result<(Vec<Ticket>, u64), LogError> {
         let tickets = self.tickets.read();
         let position = tickets.position();
-        (tickets.model().customer(customer, include_resolved, limit, position), position)
+        Ok((tickets.model().customer(customer, include_resolved, limit, position)?, position))
     }
 
     fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64) {
@@ -615,8 +620,8 @@ impl<L: EventLog> Views for Projector<L> {
         Ok((timeline::read_timeline(log, id, |e| e.position <= position)?, position))
     }
 
-    fn compliance(&self, period: Period, policy: &Policy) -> (Vec<ComplianceRow>, u64) {
+    fn compliance(&self, period: Period, policy: &Policy) -> Result<(Vec<ComplianceRow>, u64), LogError> {
         let compliance = self.compliance.read();
-        (compliance.model().report(period, policy), compliance.position())
+        Ok((compliance.model().report(period, policy)?, compliance.position()))
     }
 }

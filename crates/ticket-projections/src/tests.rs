@@ -24,6 +24,8 @@ struct VecLog {
     visible: Arc<AtomicU64>,
     read: Arc<AtomicU64>,
     head: Arc<tokio::sync::watch::Sender<u64>>,
+    /// A ticket's stream cannot be read (a failing disk).
+    broken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl VecLog {
@@ -34,6 +36,7 @@ impl VecLog {
             visible: Arc::new(AtomicU64::new(visible)),
             read: Arc::new(AtomicU64::new(0)),
             head: Arc::new(tokio::sync::watch::channel(visible).0),
+            broken: Arc::default(),
         }
     }
 
@@ -60,6 +63,9 @@ impl EventLog for VecLog {
         Ok(self.visible().iter().filter(|e| e.event.ticket_id == ticket).count() as u64)
     }
     fn read_stream(&self, ticket: TicketId, from_version: u64) -> Result<Vec<RecordedEvent>, LogError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(LogError::Storage("an input/output error".to_owned()));
+        }
         Ok(self
             .visible()
             .iter()
@@ -113,7 +119,7 @@ fn answers(views: &impl answer::Views, h: &History, log: &VecLog) -> Answers {
     for c in 0..3 {
         let customer = CustomerId::new(format!("customer-{c}")).unwrap();
         for (resolved, limit) in [(false, 100), (true, 100), (true, 2), (false, 1)] {
-            customers.push(answer::customer(views, &customer, resolved, limit, &h.policy, now));
+            customers.push(answer::customer(views, &customer, resolved, limit, &h.policy, now).unwrap());
         }
     }
     let instants: Vec<Timestamp> = log.visible().iter().map(|e| e.event.occurred_at).collect();
@@ -127,8 +133,8 @@ fn answers(views: &impl answer::Views, h: &History, log: &VecLog) -> Answers {
     Answers {
         tickets: ids.iter().map(|id| answer::ticket(views, *id, &h.policy, now)).collect(),
         customers,
-        board: answer::board(views, 1000),
-        compliance: periods.iter().map(|p| answer::compliance(views, *p, &h.policy)).collect(),
+        board: answer::board(views, 1000).unwrap(),
+        compliance: periods.iter().map(|p| answer::compliance(views, *p, &h.policy).unwrap()).collect(),
         timelines: ids.iter().map(|id| answer::timeline(views, *id, log)).collect(),
     }
 }
@@ -381,7 +387,7 @@ proptest! {
     fn compliance_counts_every_recorded_breach_once(ops in ops()) {
         let h = history(&ops);
         let models = single_pass(&h.events);
-        let rows = models.compliance.model().report(Period::default(), &h.policy);
+        let rows = models.compliance.model().report(Period::default(), &h.policy).unwrap();
         let breached: u64 = rows.iter().map(|r| r.breached).sum();
         let recorded = h.events.iter().filter(|e| matches!(e.event.kind, EventKind::SlaBreached { .. })).count() as u64;
         prop_assert_eq!(breached, recorded);
@@ -414,7 +420,7 @@ fn a_severity_a_ticket_at_three_on_a_saturday_is_first_on_the_board_and_breached
     assert!(entry.breached && entry.at_risk);
 
     let detail = TicketDetail::of(
-        &models.tickets.model().ticket(ticket, u64::MAX).unwrap(),
+        &models.tickets.model().ticket(ticket, u64::MAX).unwrap().unwrap(),
         &h.policy,
         utc(2026, 11, 21, 4, 30),
     );
@@ -423,7 +429,7 @@ fn a_severity_a_ticket_at_three_on_a_saturday_is_first_on_the_board_and_breached
     assert_eq!(first.remaining.as_deref(), Some("-00:30:00"), "thirty minutes overdue");
     assert!(first.breached);
 
-    let rows = models.compliance.model().report(Period::default(), &h.policy);
+    let rows = models.compliance.model().report(Period::default(), &h.policy).unwrap();
     let a = rows.iter().find(|r| r.severity == "A" && r.metric == "first_response").unwrap();
     assert_eq!((a.met, a.breached), (0, 1));
 
@@ -443,11 +449,11 @@ fn first_response_business_time_is_measured_on_the_targets_calendar() {
     h.advance(at);
     h.issue(0, ActorKind::Agent, at, CommandBody::RecordAgentResponse { message: text("on it") });
     let models = single_pass(&h.events);
-    let rows = models.compliance.model().report(Period::default(), &h.policy);
+    let rows = models.compliance.model().report(Period::default(), &h.policy).unwrap();
     let row = rows.iter().find(|r| r.metric == "first_response").unwrap();
     assert_eq!(row.first_responses, 1);
     let calendar_hours = row.median_first_response_secs.unwrap();
-    let ticket = models.tickets.model().ticket(h.tickets[0].0, u64::MAX).unwrap();
+    let ticket = models.tickets.model().ticket(h.tickets[0].0, u64::MAX).unwrap().unwrap();
     let clock = ticket.clock(Metric::FirstResponse).unwrap();
     let calendar = h.policy.calendar(&clock.plan.as_ref().unwrap().target.calendar).unwrap();
     assert_eq!(calendar_hours, calendar.elapsed(beijing(2026, 11, 20, 17, 0), at).num_seconds());
@@ -592,4 +598,38 @@ async fn the_follower_stops_when_told_and_flushes_and_so_does_a_rebuild_beside_i
     assert_eq!(reopened.position(), log.head(), "flushed at the stop");
     // The follower was told to stop: a rebuild on the same projector stops at once.
     assert!(matches!(projector.rebuild("board", |_, _| {}), Err(ProjectorError::Stopped)));
+}
+
+#[test]
+fn a_query_that_cannot_read_the_log_is_unavailable_not_an_unknown_ticket_or_a_shorter_list() {
+    // Given the read models in a state store, with resolved tickets (folded from the log on
+    // demand) and open ones (in memory)
+    let ops: Vec<(u8, u8, u16)> = (0..80u8).map(|i| (i % 9, i.wrapping_mul(5), u16::from(i) * 3)).collect();
+    let h = history(&ops);
+    let log = VecLog::new(h.events.clone());
+    let store: Arc<dyn StateStore> = Arc::new(MemoryState::new());
+    let projector = Projector::open(log.clone(), Some(store), ProjectorConfig::default());
+    projector.catch_up(|_, _| {}).unwrap();
+    projector.flush().unwrap();
+    let expected = single_pass(&h.events);
+    let status = |id: &TicketId| expected.tickets.model().ticket(*id, u64::MAX).unwrap().map(|t| t.status);
+    let resolved = h.tickets.iter().map(|(id, _)| *id).find(|id| status(id) == Some(Status::Resolved)).unwrap();
+    let open = h.tickets.iter().map(|(id, _)| *id).find(|id| status(id) == Some(Status::Open)).unwrap();
+    let customer = expected.tickets.model().ticket(resolved, u64::MAX).unwrap().unwrap().customer;
+    let now = h.now;
+    // When the log's streams cannot be read
+    log.broken.store(true, Ordering::SeqCst);
+    // Then a resolved ticket and a list with resolved tickets are UNAVAILABLE, with the cause
+    let unavailable = pb::ErrorCode::Unavailable as i32;
+    let err = answer::ticket(&projector, resolved, &h.policy, now).unwrap_err();
+    assert_eq!(err.code, unavailable, "{err:?}");
+    assert!(err.message.contains("an input/output error"), "{}", err.message);
+    let err = answer::customer(&projector, &customer, true, 1000, &h.policy, now).unwrap_err();
+    assert_eq!(err.code, unavailable, "{err:?}");
+    // And what memory holds is still answered
+    assert!(answer::ticket(&projector, open, &h.policy, now).is_ok());
+    assert!(answer::board(&projector, 1000).is_ok());
+    // And once the log reads again, so do they
+    log.broken.store(false, Ordering::SeqCst);
+    assert_eq!(answer::ticket(&projector, resolved, &h.policy, now).unwrap().status, pb::TicketStatus::Resolved as i32);
 }

@@ -50,6 +50,12 @@ pub trait Backend {
 }
 
 /// A query's error reply as a failure.
+/// A query's refusal: an unknown ticket as ticketctl reports one, anything else (the stored
+/// state could not be read: `UNAVAILABLE`) as the API's error.
+fn refused(e: pb::Error, ticket: TicketId) -> Failure {
+    if e.code == pb::ErrorCode::TicketNotFound as i32 { not_found(ticket) } else { Failure::Refused(e) }
+}
+
 fn not_found(ticket: TicketId) -> Failure {
     Failure::Refused(pb::Error {
         code: pb::ErrorCode::TicketNotFound as i32,
@@ -122,13 +128,18 @@ enum Models {
 }
 
 impl Views for Models {
-    fn ticket(&self, id: TicketId) -> (Option<Ticket>, u64) {
+    fn ticket(&self, id: TicketId) -> Result<(Option<Ticket>, u64), ticket_log::LogError> {
         match self {
             Models::Live(p) => p.ticket(id),
             Models::At(m) => m.ticket(id),
         }
     }
-    fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize) -> (Vec<Ticket>, u64) {
+    fn customer(
+        &self,
+        customer: &CustomerId,
+        include_resolved: bool,
+        limit: usize,
+    ) -> Result<(Vec<Ticket>, u64), ticket_log::LogError> {
         match self {
             Models::Live(p) => p.customer(customer, include_resolved, limit),
             Models::At(m) => m.customer(customer, include_resolved, limit),
@@ -146,7 +157,7 @@ impl Views for Models {
             Models::At(m) => m.timeline(id, log),
         }
     }
-    fn compliance(&self, period: Period, policy: &Policy) -> (Vec<ComplianceRow>, u64) {
+    fn compliance(&self, period: Period, policy: &Policy) -> Result<(Vec<ComplianceRow>, u64), ticket_log::LogError> {
         match self {
             Models::Live(p) => p.compliance(period, policy),
             Models::At(m) => m.compliance(period, policy),
@@ -208,7 +219,7 @@ impl Backend for Local<'_> {
     fn detail(&self, ticket: TicketId, at: At) -> Result<pb::TicketView, Failure> {
         let policy = self.policy()?;
         let (models, _, now) = self.models(at)?;
-        answer::ticket(&models, ticket, &policy, now).map_err(|_| not_found(ticket))
+        answer::ticket(&models, ticket, &policy, now).map_err(|e| refused(e, ticket))
     }
 
     fn state(&self, ticket: TicketId, at: At) -> Result<pb::TicketView, Failure> {
@@ -235,25 +246,23 @@ impl Backend for Local<'_> {
     ) -> Result<pb::TicketList, Failure> {
         let policy = self.policy()?;
         let (models, _, now) = self.models(at)?;
-        Ok(answer::customer(&models, &customer, include_resolved, limit as usize, &policy, now))
+        answer::customer(&models, &customer, include_resolved, limit as usize, &policy, now).map_err(Failure::Refused)
     }
 
     fn board(&self, limit: u32, at: At) -> Result<pb::Board, Failure> {
         let (models, _, _) = self.models(at)?;
-        Ok(answer::board(&models, limit as usize))
+        answer::board(&models, limit as usize).map_err(Failure::Refused)
     }
 
     fn timeline(&self, ticket: TicketId, at: At) -> Result<pb::Timeline, Failure> {
         let (models, log, _) = self.models(at)?;
-        answer::timeline(&models, ticket, &log).map_err(|e| {
-            if e.code == pb::ErrorCode::TicketNotFound as i32 { not_found(ticket) } else { Failure::Refused(e) }
-        })
+        answer::timeline(&models, ticket, &log).map_err(|e| refused(e, ticket))
     }
 
     fn compliance(&self, period: Period, at: At) -> Result<pb::ComplianceReport, Failure> {
         let policy = self.policy()?;
         let (models, _, _) = self.models(at)?;
-        Ok(answer::compliance(&models, period, &policy))
+        answer::compliance(&models, period, &policy).map_err(Failure::Refused)
     }
 
     fn lags(&self, update: bool, checkpoint_events: u64) -> Result<pb::ProjectionLags, Failure> {

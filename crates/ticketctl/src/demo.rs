@@ -256,7 +256,7 @@ async fn tour(policy: Arc<Policy>, dir: &Path) -> Result<(), Failure> {
     let downgrades: Vec<RecordedEvent> =
         fired.into_iter().filter(|e| e.event.ticket_id == umbrella || e.event.kind.name() == "sla_breached").collect();
     emit(&tour.events_table(&downgrades))?;
-    let detail = ticket_projections::answer::Views::ticket(&tour.projector, umbrella)
+    let detail = ticket_projections::answer::Views::ticket(&tour.projector, umbrella)?
         .0
         .map(|t| TicketDetail::of(&t, &tour.policy, now));
     if let Some(d) = detail {
@@ -312,7 +312,7 @@ async fn tour(policy: Arc<Policy>, dir: &Path) -> Result<(), Failure> {
     emit(&tour.board(Some(&then), past))?;
 
     tour.heading("SLA compliance so far (business time on each target's calendar)")?;
-    let rows = tour.projector.compliance.read().model().report(Period::default(), &tour.policy);
+    let rows = tour.projector.compliance.read().model().report(Period::default(), &tour.policy)?;
     emit(&crate::views::compliance_table(&rows))?;
 
     tour.heading("the audit: hash chain, gapless positions, and every decision re-run")?;

@@ -74,7 +74,7 @@ async fn a_ticket_whose_stored_event_does_not_fit_is_quarantined_and_the_rest_go
     // ... the read models are built around it, reporting it
     let models = ReadModels::build(engine.log(), At::Now, |_, _| {}).unwrap();
     let tickets = models.tickets.model();
-    assert!(tickets.ticket(healthy, u64::MAX).unwrap().clock(Metric::FirstResponse).unwrap().breached);
+    assert!(tickets.ticket(healthy, u64::MAX).unwrap().unwrap().clock(Metric::FirstResponse).unwrap().breached);
     let quarantine = tickets.quarantined().get(&poisoned).expect("the poisoned ticket is quarantined");
     assert_eq!(quarantine.position, bad_position);
     assert_eq!(tickets.quarantined().len(), 1);

@@ -76,10 +76,10 @@ pub(super) async fn handle<L: EventLog>(
                 Ok(c) => c,
                 Err(e) => return malformed("customer id", &e),
             };
-            let list = answer::customer(views, &customer, query.include_resolved, limit(query.limit), policy, now);
-            Ok(pb::query_reply::Result::Tickets(list))
+            answer::customer(views, &customer, query.include_resolved, limit(query.limit), policy, now)
+                .map(pb::query_reply::Result::Tickets)
         }
-        Query::Board(query) => Ok(pb::query_reply::Result::Board(answer::board(views, limit(query.limit)))),
+        Query::Board(query) => answer::board(views, limit(query.limit)).map(pb::query_reply::Result::Board),
         Query::Timeline(query) => {
             let ticket = match TicketId::parse(&query.ticket_id) {
                 Ok(t) => t,
@@ -95,7 +95,7 @@ pub(super) async fn handle<L: EventLog>(
                 (Ok(from), Ok(to)) => ticket_projections::Period { from, to },
                 (Err(e), _) | (_, Err(e)) => return malformed("period", &e),
             };
-            Ok(pb::query_reply::Result::Compliance(answer::compliance(views, period, policy)))
+            answer::compliance(views, period, policy).map(pb::query_reply::Result::Compliance)
         }
     };
     match answered {

@@ -19,7 +19,7 @@ use ticket_domain::{
     Timestamp,
 };
 
-use ticket_log::{StateBatch, StateSpace};
+use ticket_log::{LogError, StateBatch, StateSpace};
 
 use super::span;
 use crate::ReadModel;
@@ -306,7 +306,7 @@ pub struct ComplianceRow {
 
 impl Compliance {
     /// The report over `period`; business times on the calendars of `policy`.
-    pub fn report(&self, period: Period, policy: &Policy) -> Vec<ComplianceRow> {
+    pub fn report(&self, period: Period, policy: &Policy) -> Result<Vec<ComplianceRow>, LogError> {
         type Key = (PlanId, Severity, CategoryId, Metric);
         let mut groups: BTreeMap<Key, (u64, u64, Vec<TimeDelta>)> = BTreeMap::new();
         let key_of = |g: Group| (g.plan, g.severity, g.category, g.metric);
@@ -338,10 +338,8 @@ impl Compliance {
                 Ok(())
             })
         });
-        if let Err(e) = first_responses {
-            tracing::warn!(error = %e, "the compliance records could not be read in full");
-        }
-        groups
+        first_responses?;
+        let rows = groups
             .into_iter()
             .map(|((plan, severity, category, metric), (met, breached, mut times))| {
                 times.sort();
@@ -372,6 +370,7 @@ impl Compliance {
                     metric_kind: metric,
                 }
             })
-            .collect()
+            .collect();
+        Ok(rows)
     }
 }

@@ -9,7 +9,7 @@ use ticket_domain::{
     ClockOutcome, ClockStatus, CustomerId, EventKind, LinkRelation, Policy, RecordedEvent, SeverityCause, Status,
     Ticket, TicketId, TicketState, Timestamp, business_times, evolve_recorded,
 };
-use ticket_log::{StateBatch, StateSpace};
+use ticket_log::{LogError, StateBatch, StateSpace};
 
 use super::{instant, span};
 use crate::rows::{Keyed, Row, Rows, StateError, decode, encode, scan, ticket_key, ticket_of};
@@ -177,26 +177,28 @@ impl Tickets {
 
     /// The ticket as of `upto` (the model's position): from memory, or folded from its stream
     /// when it rests (resolved).
-    pub fn ticket(&self, id: TicketId, upto: u64) -> Option<Ticket> {
+    pub fn ticket(&self, id: TicketId, upto: u64) -> Result<Option<Ticket>, LogError> {
         match self.states.get(id) {
-            Some(state) => state.ticket().cloned(),
-            None => self.folded_from_log(id, upto).and_then(|state| state.ticket().cloned()),
+            Some(state) => Ok(state.ticket().cloned()),
+            None => Ok(self.read_from_log(id, upto)?.and_then(|state| state.ticket().cloned())),
         }
+    }
+
+    /// [`Tickets::read_from_log`] for a later event of a resting ticket: a stream that cannot be
+    /// read is reported, and the event then does not fit (the ticket is quarantined).
+    fn folded_from_log(&self, id: TicketId, upto: u64) -> Option<TicketState> {
+        self.read_from_log(id, upto).unwrap_or_else(|e| {
+            tracing::warn!(ticket_id = %id, error = %e, "a resting ticket's stream could not be read");
+            None
+        })
     }
 
     /// The ticket's state folded from its stream, up to position `upto`, as the model keeps it:
     /// a stream that stops fitting is folded up to the event that does not fit (the ticket is
-    /// quarantined there). `None` without a history, for a ticket without events, or when the
-    /// log cannot be read (reported).
-    fn folded_from_log(&self, id: TicketId, upto: u64) -> Option<TicketState> {
-        let history = self.history.as_ref()?;
-        let events = match history.stream(id) {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::warn!(ticket_id = %id, error = %e, "a resting ticket's stream could not be read");
-                return None;
-            }
-        };
+    /// quarantined there). `None` without a history or for a ticket without events.
+    fn read_from_log(&self, id: TicketId, upto: u64) -> Result<Option<TicketState>, LogError> {
+        let Some(history) = self.history.as_ref() else { return Ok(None) };
+        let events = history.stream(id)?;
         let mut state = TicketState::default();
         let mut folded = false;
         for recorded in events.iter().take_while(|e| e.position <= upto) {
@@ -205,7 +207,7 @@ impl Tickets {
             }
             folded = true;
         }
-        folded.then_some(state)
+        Ok(folded.then_some(state))
     }
 
     /// Tickets held in memory (open ones; all of them without a store).
@@ -220,7 +222,13 @@ impl Tickets {
 
     /// A customer's tickets, open ones first by opening instant; resolved ones only if asked.
     /// Reads the customer's index keys and loads only the tickets it returns.
-    pub fn customer(&self, customer: &CustomerId, include_resolved: bool, limit: usize, upto: u64) -> Vec<Ticket> {
+    pub fn customer(
+        &self,
+        customer: &CustomerId,
+        include_resolved: bool,
+        limit: usize,
+        upto: u64,
+    ) -> Result<Vec<Ticket>, LogError> {
         let prefix = customer_prefix(customer);
         let end = ticket_log::state::prefix_end(&prefix);
         let mut found: Vec<(bool, Timestamp, TicketId)> = Vec::new();
@@ -233,11 +241,16 @@ impl Tickets {
             }
             Ok(())
         });
-        if let Err(e) = scanned {
-            tracing::warn!(customer = %customer, error = %e, "a customer's tickets could not be read in full");
-        }
+        scanned?;
         found.sort();
-        found.into_iter().filter_map(|(_, _, id)| self.ticket(id, upto)).take(limit).collect()
+        let mut tickets = Vec::new();
+        for (_, _, id) in found {
+            if tickets.len() == limit {
+                break;
+            }
+            tickets.extend(self.ticket(id, upto)?);
+        }
+        Ok(tickets)
     }
 }
 
