@@ -87,7 +87,7 @@ async fn history_state_audit_and_export_on_a_data_directory() {
     )
     .unwrap();
     assert_eq!(unreplayed["replayed"], 0);
-    assert_eq!(unreplayed["not_replayed"]["regional-operator@2026-11-21.1"], audit["commands"]);
+    assert_eq!(unreplayed["not_replayed"]["regional-operator@2026-12-01.1"], audit["commands"]);
 
     let file = dir.path().join("export.jsonl");
     let export = ticketctl(

@@ -65,7 +65,7 @@ fn tightened() -> Policy {
     assert!(text.contains(a), "the shipped policy states A's first response as the test expects");
     let candidate = text
         .replace(a, "first_response = { minutes = 30, calendar = \"always\" }")
-        .replace("version = \"2026-11-21.1\"", "version = \"candidate\"");
+        .replace("version = \"2026-12-01.1\"", "version = \"candidate\"");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("candidate.toml");
     std::fs::write(&path, candidate).unwrap();

@@ -36,7 +36,9 @@ pub enum Rules {
     /// As V2, and a live decision on a ticket whose history was imported settles nothing that
     /// was past at import (its `imported_at`): no warning, no no-response downgrade, no
     /// escalation; a breach due by then is recorded, as detected at import, without the policy's
-    /// escalation. The timer never fires these either, so no decision depends on its lag.
+    /// escalation. The timer never fires these either, so no decision depends on its lag. And
+    /// the policy's automatic escalations never lower a ticket's tier (in the policy's order of
+    /// tiers): a ticket a person escalated higher stays there.
     V3,
 }
 
@@ -627,8 +629,16 @@ impl<'p, 't> Decision<'p, 't> {
     }
 
     fn auto_escalate(&mut self, rule: &EscalationRule, cause: EscalationCause) {
+        let (rules, policy) = (self.rules, self.policy);
         let t = self.ticket();
         if t.tier.as_ref() == Some(&rule.tier) && t.team == rule.team {
+            return;
+        }
+        let rank = |tier: Option<&crate::ids::Tier>| tier.and_then(|tier| policy.tier_rank(tier));
+        if rules >= Rules::V3
+            && let (Some(current), Some(target)) = (rank(t.tier.as_ref()), rank(Some(&rule.tier)))
+            && target < current
+        {
             return;
         }
         let reason = match cause {

@@ -163,6 +163,8 @@ pub struct Policy {
     warning_thresholds: Vec<u8>,
     paused_while_awaiting_customer: BTreeSet<Metric>,
     escalations: Vec<EscalationRule>,
+    /// The support tiers, lowest first (`tiers` in the file; may be empty).
+    tiers: Vec<Tier>,
 }
 
 impl Policy {
@@ -263,6 +265,12 @@ impl Policy {
 
     pub fn escalations(&self) -> &[EscalationRule] {
         &self.escalations
+    }
+
+    /// A tier's rank in the policy's order of tiers (0: the lowest); `None` for a tier the
+    /// policy does not order.
+    pub fn tier_rank(&self, tier: &Tier) -> Option<usize> {
+        self.tiers.iter().position(|t| t == tier)
     }
 }
 

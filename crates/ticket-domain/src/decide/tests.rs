@@ -220,7 +220,7 @@ fn regional_a_first_response_is_due_one_hour_later_on_a_saturday_night() {
     assert_eq!(outcome.due(Metric::FirstResponse), Some(beijing(2026, 11, 21, 4, 0)));
     let plan = outcome.clock_changes(Metric::FirstResponse)[0].plan.clone().unwrap();
     assert_eq!(plan.target_duration, TimeDelta::hours(1));
-    assert_eq!(plan.policy.to_string(), "regional-operator@2026-11-21.1");
+    assert_eq!(plan.policy.to_string(), "regional-operator@2026-12-01.1");
     let warnings: Vec<(u8, Timestamp)> = plan.warnings.iter().map(|w| (w.threshold_percent, w.at)).collect();
     assert_eq!(warnings, vec![(50, beijing(2026, 11, 21, 3, 30)), (80, beijing(2026, 11, 21, 3, 48))]);
     // The policy sets no resolution target: the clock measures time without a due instant.
@@ -509,6 +509,45 @@ fn an_automatic_escalation_is_not_repeated_for_a_ticket_already_there() {
         )])
         .when(timer(due, breach(Metric::FirstResponse, 1, due)))
         .then_names(&["sla_breached"]);
+}
+
+#[test]
+fn an_automatic_escalation_never_lowers_the_tier_a_person_chose() {
+    // Given a critical ticket a person escalated to tier 3 before its 80% warning
+    let (w50, at) = (beijing(2026, 11, 21, 3, 30), beijing(2026, 11, 21, 3, 48));
+    let to_tier_3 = CommandBody::Escalate { tier: Tier::new("tier-3").unwrap(), team: None, reason: text("vip") };
+    let given = critical_ticket().history([
+        agent(beijing(2026, 11, 21, 3, 10), to_tier_3),
+        timer(w50, warning(Metric::FirstResponse, 1, 50, w50)),
+    ]);
+    // When the 80% warning (which escalates to tier 2) is recorded
+    let warned = timer(at, warning(Metric::FirstResponse, 1, 80, at));
+    let outcome = given.clone().when(warned.clone());
+    // Then the ticket stays at tier 3
+    outcome.then_names(&["sla_warning"]);
+    assert_eq!(outcome.ticket().tier.as_ref().map(Tier::as_str), Some("tier-3"));
+    // (Under rules V2 it was moved down to tier 2.)
+    let v2 = crate::decide::decide_under(crate::Rules::V2, &warned, given.state(), &regional_operator()).unwrap();
+    assert!(v2.iter().any(|e| matches!(&e.kind, EventKind::Escalated { tier, .. } if tier.as_str() == "tier-2")));
+    // And the breach still brings the duty manager in, at tier 3
+    let due = beijing(2026, 11, 21, 4, 0);
+    let breached = given.history([warned]).when(timer(due, breach(Metric::FirstResponse, 1, due)));
+    breached.then_names(&["sla_breached", "escalated"]);
+    assert_eq!(breached.ticket().team.as_ref().map(Team::as_str), Some("duty-manager"));
+}
+
+#[test]
+fn an_automatic_escalation_raises_a_ticket_a_person_put_in_a_lower_tier() {
+    let (w50, at) = (beijing(2026, 11, 21, 3, 30), beijing(2026, 11, 21, 3, 48));
+    let to_tier_1 = CommandBody::Escalate { tier: Tier::new("tier-1").unwrap(), team: None, reason: text("triage") };
+    let outcome = critical_ticket()
+        .history([
+            agent(beijing(2026, 11, 21, 3, 10), to_tier_1),
+            timer(w50, warning(Metric::FirstResponse, 1, 50, w50)),
+        ])
+        .when(timer(at, warning(Metric::FirstResponse, 1, 80, at)));
+    outcome.then_names(&["sla_warning", "escalated"]);
+    assert_eq!(outcome.ticket().tier.as_ref().map(Tier::as_str), Some("tier-2"));
 }
 
 // Severity A follow-up continues until resolved.

@@ -57,6 +57,8 @@ struct RawPolicy {
     no_response: BTreeMap<String, toml::Value>,
     #[serde(default)]
     escalations: Vec<toml::Value>,
+    #[serde(default)]
+    tiers: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -309,6 +311,16 @@ pub(super) fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
         }
     }
 
+    let mut tiers: Vec<Tier> = Vec::with_capacity(raw.tiers.len());
+    for (index, name) in raw.tiers.into_iter().enumerate() {
+        let key = format!("tiers[{index}]");
+        let tier = Tier::new(name).map_err(|e| ctx.err(&key, e.to_string()))?;
+        if tiers.contains(&tier) {
+            return Err(ctx.err(&key, format!("{tier} is named twice")));
+        }
+        tiers.push(tier);
+    }
+
     let mut escalations = Vec::new();
     for (index, value) in raw.escalations.into_iter().enumerate() {
         let path = format!("escalations[{index}]");
@@ -352,6 +364,9 @@ pub(super) fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
             return Err(ctx.err(format!("{path}.severities"), "must name at least one severity"));
         }
         let tier = Tier::new(rule.tier).map_err(|e| ctx.err(format!("{path}.tier"), e.to_string()))?;
+        if !tiers.is_empty() && !tiers.contains(&tier) {
+            return Err(ctx.err(format!("{path}.tier"), format!("{tier} is not one of tiers")));
+        }
         let team = rule.team.map(Team::new).transpose().map_err(|e| ctx.err(format!("{path}.team"), e.to_string()))?;
         escalations.push(EscalationRule { trigger, metric, severities, tier, team });
     }
@@ -367,6 +382,7 @@ pub(super) fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
         warning_thresholds,
         paused_while_awaiting_customer,
         escalations,
+        tiers,
     })
 }
 

@@ -43,7 +43,7 @@ fn error_of(text: &str) -> PolicyError {
 
 #[test]
 fn shipped_policies_load() {
-    assert_eq!(regional().version().to_string(), "regional-operator@2026-11-21.1");
+    assert_eq!(regional().version().to_string(), "regional-operator@2026-12-01.1");
     let professional = Policy::from_toml("professional.toml", PROFESSIONAL).unwrap();
     assert_eq!(professional.severity_name(Severity::A), "highest");
 }
@@ -164,6 +164,25 @@ fn thresholds_pauses_and_escalations_are_validated() {
     assert_eq!(e.key, "escalations[0].threshold_percent");
     let e = error_of(&format!("{MINIMAL}[no_response.C]\nhours = 1\ncalendar = \"always\"\n"));
     assert_eq!(e.key, "no_response.C");
+}
+
+#[test]
+fn tiers_are_ordered_named_once_and_every_escalation_names_one() {
+    let p = regional();
+    let rank = |t: &str| p.tier_rank(&Tier::new(t).unwrap());
+    assert_eq!(
+        (rank("tier-1"), rank("tier-2"), rank("tier-3"), rank("specialists")),
+        (Some(0), Some(1), Some(2), None)
+    );
+    let with_tiers = |tiers: &str| MINIMAL.replace("version = \"1\"", &format!("version = \"1\"\ntiers = {tiers}"));
+    let e = error_of(&with_tiers("[\"t1\", \"t2\", \"t1\"]"));
+    assert_eq!(e.key, "tiers[2]");
+    let escalation =
+        "[[escalations]]\non = \"breach\"\nmetric = \"first_response\"\nseverities = [\"A\"]\ntier = \"t3\"\n";
+    let e = error_of(&format!("{}{escalation}", with_tiers("[\"t1\", \"t2\"]")));
+    assert_eq!(e.key, "escalations[0].tier");
+    // Without an order, any tier will do (and none is lower than another).
+    assert!(Policy::from_toml("t.toml", &format!("{MINIMAL}{escalation}")).is_ok());
 }
 
 #[test]
