@@ -29,7 +29,7 @@ pub use history::History;
 pub use model::{Projected, ReadModel};
 pub use models::board::{Board, BoardEntry};
 pub use models::compliance::{Compliance, ComplianceRow, Period};
-pub use models::tickets::{ClockView, CustomerTicket, Quarantine, TicketDetail, Tickets};
+pub use models::tickets::{ClockView, Quarantine, TicketDetail, Tickets};
 pub use models::timeline::{TimelineEntry, add_details, read_timeline, timeline_of};
 pub use rows::StateError;
 pub use runtime::{Lag, Projector, ProjectorConfig, ProjectorError, Shared};

@@ -254,37 +254,6 @@ impl Tickets {
     }
 }
 
-/// One row of a customer's tickets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CustomerTicket {
-    pub ticket_id: String,
-    pub title: String,
-    pub severity: String,
-    pub status: String,
-    pub opened_at: String,
-    /// The nearest due instant of a running SLA clock.
-    pub next_due_at: Option<String>,
-}
-
-impl CustomerTicket {
-    pub fn of(t: &Ticket) -> Self {
-        Self {
-            ticket_id: t.id.to_string(),
-            title: t.title.to_string(),
-            severity: t.severity.to_string(),
-            status: status(t.status).to_owned(),
-            opened_at: instant(&t.opened_at),
-            next_due_at: t
-                .clocks
-                .values()
-                .filter(|c| c.metric.is_sla())
-                .filter_map(ticket_domain::Clock::due_at)
-                .min()
-                .map(|d| instant(&d)),
-        }
-    }
-}
-
 pub fn status(s: Status) -> &'static str {
     match s {
         Status::Open => "open",
