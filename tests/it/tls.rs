@@ -103,7 +103,13 @@ async fn ticketd_the_client_and_ticketctl_work_over_tls_and_a_client_without_the
     let server = pki.server(false);
     let url = tls_url(&server);
     let data = tempfile::tempdir().unwrap();
-    let mut daemon = spawn_serve(&url, &["--nats-tls-ca", path(&pki.ca())], data.path());
+    // (No timer: on this one-account server an import is taken as sent, not marked imported,
+    // and a timer would fire the history's past deadlines between its lines.)
+    let config = data.path().join("ticketd.toml");
+    std::fs::write(&config, "[timer]\nenabled = false\n").unwrap();
+    let ca = pki.ca();
+    let flags = ["--nats-tls-ca", path(&ca), "--config", path(&config)];
+    let mut daemon = spawn_serve(&url, &flags, data.path());
     daemon.wait_for("ticketd ready", Duration::from_secs(30));
 
     let trusted = Tls { ca_file: Some(pki.ca()), ..Tls::default() };
@@ -115,6 +121,13 @@ async fn ticketd_the_client_and_ticketctl_work_over_tls_and_a_client_without_the
     assert!(board.status.success(), "{}", String::from_utf8_lossy(&board.stderr));
     let board: serde_json::Value = serde_json::from_slice(&board.stdout).unwrap();
     assert!(board["entries"].as_array().is_some_and(|e| !e.is_empty()), "{board}");
+
+    // An import over TLS takes the same flags (on this one-account server, trusted as sent).
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/import-history.jsonl");
+    let import = ticketctl(&["--nats-url", &url, "--nats-tls-ca", path(&pki.ca()), "--json", "import", path(&example)]);
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&import.stdout).unwrap();
+    assert_eq!(summary["imported"].as_u64(), Some(12), "{summary}");
 
     // Without the CA, neither the client nor ticketctl trusts the server's certificate.
     let untrusted = connect(&url, &Tls::default()).await.unwrap_err().to_string();

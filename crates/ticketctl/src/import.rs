@@ -21,8 +21,15 @@ use crate::output::{emit, print_json, progress, table};
 
 /// Where the commands go.
 pub enum Target<'a> {
-    Local { data_dir: &'a Path, policy: Option<&'a Path> },
-    Remote { url: &'a ticket_nats::connection::NatsUrl, credentials: ticket_nats::connection::Credentials },
+    Local {
+        data_dir: &'a Path,
+        policy: Option<&'a Path>,
+    },
+    Remote {
+        url: &'a ticket_nats::connection::NatsUrl,
+        credentials: ticket_nats::connection::Credentials,
+        tls: ticket_nats::connection::Tls,
+    },
 }
 
 /// One line's outcome.
@@ -124,8 +131,8 @@ pub fn run(file: &Path, target: Target<'_>, runtime: &tokio::runtime::Runtime, j
                 let config = EngineConfig { projector: None, ..EngineConfig::new(DataDir::new(data_dir), policy) };
                 Sender::Local(Box::new(Engine::start(config).await.map_err(|e| Failure::Data(e.into()))?))
             }
-            Target::Remote { url, credentials } => {
-                let client = ticket_client::Client::connect(url, &credentials, "ticketctl-import")
+            Target::Remote { url, credentials, tls } => {
+                let client = ticket_client::Client::connect_with_tls(url, &credentials, &tls, "ticketctl-import")
                     .await
                     .map_err(|e| Failure::Data(e.into()))?;
                 Sender::Remote(client)

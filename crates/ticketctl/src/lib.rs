@@ -402,30 +402,14 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     if let Command::Import { file } = &cli.command {
         let target = match &nats_url {
-            Some(url) => import::Target::Remote {
-                url,
-                credentials: ticket_nats::connection::Credentials {
-                    creds_file: cli.nats_creds.clone(),
-                    nkey_seed_file: cli.nats_nkey_seed_file.clone(),
-                    ..Default::default()
-                },
-            },
+            Some(url) => import::Target::Remote { url, credentials: credentials(&cli), tls: tls(&cli) },
             None => import::Target::Local { data_dir: &cli.data_dir, policy: policy.as_deref() },
         };
         return import::run(file, target, &runtime, cli.json);
     }
     match &nats_url {
         Some(url) => {
-            let credentials = ticket_nats::connection::Credentials {
-                creds_file: cli.nats_creds.clone(),
-                nkey_seed_file: cli.nats_nkey_seed_file.clone(),
-                ..Default::default()
-            };
-            let tls = ticket_nats::connection::Tls {
-                ca_file: cli.nats_tls_ca.clone(),
-                cert_file: cli.nats_tls_cert.clone(),
-                key_file: cli.nats_tls_key.clone(),
-            };
+            let (credentials, tls) = (credentials(&cli), tls(&cli));
             let remote =
                 backend::Remote { url, credentials, tls, runtime: &runtime, stamped_actor: cli.actor.is_none() };
             execute(cli, &remote, None, policy.as_deref())
@@ -440,6 +424,24 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
 
 /// Runs `cli`'s command on `backend`; `data_dir` is set in local mode, where the commands that
 /// read the log itself (history, audits, exports, what-if) work.
+/// The NATS login of remote mode: every command (an import too) uses the same flags.
+fn credentials(cli: &Cli) -> ticket_nats::connection::Credentials {
+    ticket_nats::connection::Credentials {
+        creds_file: cli.nats_creds.clone(),
+        nkey_seed_file: cli.nats_nkey_seed_file.clone(),
+        ..Default::default()
+    }
+}
+
+/// The TLS of remote mode (a private CA, a client certificate).
+fn tls(cli: &Cli) -> ticket_nats::connection::Tls {
+    ticket_nats::connection::Tls {
+        ca_file: cli.nats_tls_ca.clone(),
+        cert_file: cli.nats_tls_cert.clone(),
+        key_file: cli.nats_tls_key.clone(),
+    }
+}
+
 fn execute<B: backend::Backend>(
     cli: Cli,
     backend: &B,
