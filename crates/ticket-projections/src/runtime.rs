@@ -531,7 +531,9 @@ impl<L: EventLog> Projector<L> {
                 Err(_) => return Err(ProjectorError::Stopped),
             }
             if *shutdown.borrow() {
-                // Told to stop once the catch-up had ended: what it applied is flushed all the same.
+                // Told to stop once the catch-up had ended: stopped all the same (a rebuild beside
+                // it stops too), with what it applied flushed.
+                this.stopping.store(true, Ordering::Release);
                 let flusher = this.clone();
                 return tokio::task::spawn_blocking(move || flusher.flush())
                     .await
