@@ -1,10 +1,9 @@
 //! `decide`: checks a command against a ticket's state and the SLA policy and returns the events
 //! it causes, or why it is refused. Pure and deterministic.
 
-use std::collections::BTreeMap;
-
 use chrono::TimeDelta;
 
+use crate::MetricMap;
 use crate::calendar::Timestamp;
 use crate::command::{ActorKind, Command, CommandBody, OpenTicket, SplitTicket};
 use crate::error::{DomainError, MootReason, Transition};
@@ -141,7 +140,7 @@ fn open_ticket(rules: Rules, command: &Command, open: &OpenTicket, policy: &Poli
     check_entitlement(policy, &open.plan, &open.category, open.severity)?;
     let at = command.issued_at;
     let mut clocks =
-        ClockEditor::new(rules, policy, at, at, &open.plan, &open.category, open.severity, BTreeMap::new());
+        ClockEditor::new(rules, policy, at, at, &open.plan, &open.category, open.severity, MetricMap::new());
     clocks.start(Metric::FirstResponse);
     clocks.start(Metric::Resolution);
     Ok(vec![Event {
@@ -380,7 +379,7 @@ fn decide_on_ticket(
 
 fn split_child(rules: Rules, parent: &Ticket, split: &SplitTicket, policy: &Policy, now: Timestamp) -> [Event; 2] {
     let mut clocks =
-        ClockEditor::new(rules, policy, now, now, &parent.plan, &split.category, split.severity, BTreeMap::new());
+        ClockEditor::new(rules, policy, now, now, &parent.plan, &split.category, split.severity, MetricMap::new());
     clocks.start(Metric::FirstResponse);
     clocks.start(Metric::Resolution);
     let opened = Opened {
@@ -712,7 +711,7 @@ struct ClockEditor<'p> {
     plan: PlanId,
     category: CategoryId,
     severity: Severity,
-    clocks: BTreeMap<Metric, Clock>,
+    clocks: MetricMap<Clock>,
     changes: Vec<ClockChange>,
 }
 
@@ -726,7 +725,7 @@ impl<'p> ClockEditor<'p> {
         plan: &PlanId,
         category: &CategoryId,
         severity: Severity,
-        clocks: BTreeMap<Metric, Clock>,
+        clocks: MetricMap<Clock>,
     ) -> Self {
         let (plan, category) = (plan.clone(), category.clone());
         Self { rules, policy, now, recorded_at, plan, category, severity, clocks, changes: Vec::new() }

@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod ids;
+mod metric_map;
 pub mod policy;
 #[cfg(feature = "serde-state")]
 mod serde_delta;
@@ -32,6 +33,7 @@ pub use ids::{
     ActorId, CalendarId, CategoryId, CommandId, CustomerId, EventId, IdError, PlanId, Team, Text, TicketId, Tier,
     TraceId,
 };
+pub use metric_map::MetricMap;
 pub use policy::{Policy, PolicyError, PolicyVersion, Target, TargetAmount};
 pub use severity::{Metric, Severity};
 pub use state::{

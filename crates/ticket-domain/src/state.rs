@@ -1,8 +1,7 @@
 //! The state of one ticket, and `evolve`: a left fold of its events. Evolve needs no policy: the
 //! events carry every due instant.
 
-use std::collections::BTreeMap;
-
+use crate::MetricMap;
 use crate::calendar::{Calendar, Timestamp};
 use crate::envelope::RecordedEvent;
 use crate::event::{ClockChange, ClockEffect, ClockOutcome, ClockPlan, Event, EventKind, LinkRelation};
@@ -84,7 +83,7 @@ pub struct Ticket {
     pub tier: Option<Tier>,
     pub team: Option<Team>,
     /// The current cycle of each clock the ticket has had.
-    pub clocks: BTreeMap<Metric, Clock>,
+    pub clocks: MetricMap<Clock>,
     pub severity_history: Vec<SeverityChange>,
     pub links: Vec<(TicketId, LinkRelation)>,
     /// The policy the ticket was opened under.
@@ -191,7 +190,7 @@ pub fn evolve(state: &mut TicketState, event: &Event) -> Result<(), Misfit> {
     match state {
         TicketState::Unopened => match &event.kind {
             EventKind::Opened(o) => {
-                check_clocks(&BTreeMap::new(), &o.clocks)?;
+                check_clocks(&MetricMap::new(), &o.clocks)?;
                 let mut ticket = Ticket {
                     id: event.ticket_id,
                     customer: o.customer.clone(),
@@ -206,7 +205,7 @@ pub fn evolve(state: &mut TicketState, event: &Event) -> Result<(), Misfit> {
                     resolved_at: None,
                     tier: None,
                     team: None,
-                    clocks: BTreeMap::new(),
+                    clocks: MetricMap::new(),
                     severity_history: vec![SeverityChange {
                         at: event.occurred_at,
                         from: None,
@@ -265,10 +264,12 @@ pub fn evolve_recorded(state: &mut TicketState, recorded: &RecordedEvent) -> Res
 
 /// Checks, without changing anything, that every clock change of an event names a clock that is
 /// there: a new cycle follows the current one, and every other change is of the current cycle.
-fn check_clocks(clocks: &BTreeMap<Metric, Clock>, changes: &[ClockChange]) -> Result<(), Misfit> {
-    let mut cycles: BTreeMap<Metric, u32> = clocks.iter().map(|(m, c)| (*m, c.cycle)).collect();
-    for change in changes {
-        let current = cycles.get(&change.metric).copied();
+fn check_clocks(clocks: &MetricMap<Clock>, changes: &[ClockChange]) -> Result<(), Misfit> {
+    for (i, change) in changes.iter().enumerate() {
+        // The cycle this metric is in: as an earlier change of this event left it, else the
+        // ticket's (no allocation: it runs for every event folded).
+        let earlier = changes.get(..i).and_then(|before| before.iter().rev().find(|c| c.metric == change.metric));
+        let current = earlier.map(|c| c.cycle).or_else(|| clocks.get(&change.metric).map(|c| c.cycle));
         let fits = match change.effect {
             ClockEffect::Started => change.cycle == current.map_or(1, |c| c.saturating_add(1)),
             ClockEffect::Paused | ClockEffect::Resumed | ClockEffect::Retargeted | ClockEffect::Stopped(_) => {
@@ -284,7 +285,6 @@ fn check_clocks(clocks: &BTreeMap<Metric, Clock>, changes: &[ClockChange]) -> Re
                     .map_or_else(|| "the ticket has no such clock".to_owned(), |c| format!("cycle {c} is current")),
             });
         }
-        cycles.insert(change.metric, change.cycle);
     }
     Ok(())
 }
@@ -377,7 +377,7 @@ fn apply(ticket: &mut Ticket, event: &Event) {
 
 /// Applies clock changes in order; `decide` uses it on a scratch copy while it builds changes.
 /// A change of a clock that is not there is skipped (`evolve` checks every change first).
-pub(crate) fn apply_clocks(clocks: &mut BTreeMap<Metric, Clock>, occurred_at: Timestamp, changes: &[ClockChange]) {
+pub(crate) fn apply_clocks(clocks: &mut MetricMap<Clock>, occurred_at: Timestamp, changes: &[ClockChange]) {
     for change in changes {
         let at = change.effective_at(occurred_at);
         match change.effect {

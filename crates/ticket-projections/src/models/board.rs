@@ -2,12 +2,12 @@
 //! with at-risk (a warning recorded in the clock's cycle) and breached marked. It follows the
 //! clock plans the events state, so it needs no policy.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use ticket_domain::{
-    ClockChange, ClockEffect, CustomerId, EventKind, Metric, RecordedEvent, Severity, TicketId, Timestamp,
+    ClockChange, ClockEffect, CustomerId, EventKind, Metric, MetricMap, RecordedEvent, Severity, TicketId, Timestamp,
 };
 use ticket_log::{StateBatch, StateSpace};
 
@@ -27,7 +27,7 @@ pub struct BoardTicket {
     customer: CustomerId,
     severity: Severity,
     resolved: bool,
-    clocks: BTreeMap<Metric, BoardClock>,
+    clocks: MetricMap<BoardClock>,
     /// The ticket's key in the order, while it is on the board.
     key: Option<(Timestamp, Metric)>,
 }
@@ -98,7 +98,7 @@ impl ReadModel for Board {
                 customer: o.customer.clone(),
                 severity: o.severity,
                 resolved: false,
-                clocks: BTreeMap::new(),
+                clocks: MetricMap::new(),
                 key: None,
             })
         } else {
@@ -146,7 +146,7 @@ impl ReadModel for Board {
     }
 }
 
-fn apply_clock(clocks: &mut BTreeMap<Metric, BoardClock>, change: &ClockChange) {
+fn apply_clock(clocks: &mut MetricMap<BoardClock>, change: &ClockChange) {
     if !change.metric.is_sla() {
         return;
     }
@@ -156,7 +156,7 @@ fn apply_clock(clocks: &mut BTreeMap<Metric, BoardClock>, change: &ClockChange) 
             clocks.insert(change.metric, BoardClock { cycle: change.cycle, due_at, warned: false, breached: false });
         }
         ClockEffect::Resumed | ClockEffect::Retargeted | ClockEffect::Paused => {
-            let clock = clocks.entry(change.metric).or_insert(BoardClock {
+            let clock = clocks.get_or_insert_with(change.metric, || BoardClock {
                 cycle: change.cycle,
                 due_at: None,
                 warned: false,

@@ -15,15 +15,15 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 use ticket_domain::{
-    CalendarId, CategoryId, ClockEffect, ClockOutcome, EventKind, Metric, PlanId, Policy, RecordedEvent, Severity,
-    Timestamp,
+    CalendarId, CategoryId, ClockEffect, ClockOutcome, EventKind, Metric, MetricMap, PlanId, Policy, RecordedEvent,
+    Severity, Timestamp,
 };
 
 use ticket_log::{LogError, StateBatch, StateSpace};
 
 use super::span;
 use crate::ReadModel;
-use crate::rows::{Keyed, Row, Rows, StateError, decode, encode, instant_key};
+use crate::rows::{Key, Keyed, Row, Rows, StateError, decode, encode, instant_key};
 
 /// Keys of the space: `o ‖ at ‖ position ‖ seq` → an [`Outcome`] (a cycle met or breached at
 /// `at`), `f ‖ at ‖ position ‖ seq` → a [`FirstResponse`] (a first response given at `at`); the
@@ -50,7 +50,7 @@ struct TicketFacts {
     category: CategoryId,
     severity: Severity,
     resolved: bool,
-    clocks: BTreeMap<Metric, Tracked>,
+    clocks: MetricMap<Tracked>,
 }
 
 impl Row for TicketFacts {
@@ -103,7 +103,8 @@ impl Compliance {
         if self.seq.0 != position {
             self.seq = (position, 0);
         }
-        let mut key = vec![kind];
+        let mut key = Key::new();
+        key.push(kind);
         key.extend_from_slice(&instant_key(&at));
         key.extend_from_slice(&position.to_be_bytes());
         key.extend_from_slice(&self.seq.1.to_be_bytes());
@@ -157,7 +158,7 @@ impl ReadModel for Compliance {
                 category: o.category.clone(),
                 severity: o.severity,
                 resolved: false,
-                clocks: BTreeMap::new(),
+                clocks: MetricMap::new(),
             })
         } else {
             let Some(facts) = self.tickets.get_mut(id) else { return };

@@ -12,7 +12,7 @@ use ticket_domain::{
 use ticket_log::{LogError, StateBatch, StateSpace};
 
 use super::{instant, span};
-use crate::rows::{Keyed, Row, Rows, StateError, decode, encode, scan, ticket_key, ticket_of};
+use crate::rows::{Key, Keyed, Row, Rows, StateError, decode, encode, scan, ticket_key, ticket_of};
 use crate::{History, ReadModel};
 
 /// Keys of the space: `c ‖ customer ‖ 0x00 ‖ ticket` → (resolved, opened at), the customer index;
@@ -126,7 +126,8 @@ impl ReadModel for Tickets {
         if after != before
             && let (Some(t), Some(entry)) = (state.ticket(), after)
         {
-            let key = ticket_key(&customer_prefix(&t.customer), id);
+            let mut key = Key::from_slice(&customer_prefix(&t.customer));
+            key.extend_from_slice(id.as_uuid().as_bytes());
             match encode(&entry) {
                 Ok(value) => self.by_customer.put(key, value),
                 Err(e) => tracing::warn!(ticket_id = %id, error = %e, "customer index entry not encoded"),
