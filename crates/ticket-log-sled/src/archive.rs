@@ -116,6 +116,24 @@ impl Archive {
         Ok(entries.unwrap_or_default())
     }
 
+    /// Calls `each` on every record with a key in `from..=to`, in key order, on the stored
+    /// bytes (nothing copied).
+    pub fn each(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        let done = self.read(|table| {
+            for entry in table.range::<&[u8]>(from..=to).map_err(|e| failed("scan", e))? {
+                let (key, value) = entry.map_err(|e| failed("scan", e))?;
+                each(key.value(), value.value())?;
+            }
+            Ok(())
+        })?;
+        Ok(done.unwrap_or_default())
+    }
+
     /// The last record with a key in `from..=to`.
     pub fn last(&self, from: &[u8], to: &[u8]) -> Result<Option<Entry>, LogError> {
         let entry = self.read(|table| {

@@ -459,15 +459,18 @@ impl EventLog for SledLog {
         if from > head || limit == 0 {
             return Ok(Vec::new());
         }
-        let events = self.read_raw(from, limit)?;
-        let mut out = Vec::with_capacity(events.len());
-        for (position, bytes) in events {
+        // Decoded from the stored bytes as they are scanned (no copy of each record first).
+        let last = head.min(from.saturating_add(limit as u64 - 1));
+        let count = usize::try_from(last - from + 1).unwrap_or(usize::MAX);
+        let mut out = Vec::with_capacity(count);
+        self.shared.tiers.each(&positional(EVENT, from), &positional(EVENT, last), count, |key, bytes| {
             let expected = from + out.len() as u64;
-            if position != expected {
+            if trailing_u64(key) != Some(expected) {
                 return Err(LogError::Corrupt { position: expected, problem: "event missing from the log".into() });
             }
-            out.push(decode_event(position, &bytes)?);
-        }
+            out.push(decode_event(expected, bytes)?);
+            Ok(())
+        })?;
         Ok(out)
     }
 

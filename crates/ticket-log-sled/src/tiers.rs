@@ -84,6 +84,32 @@ impl Tiers {
         Ok(merge(self.archive.range(from, to)?, hot))
     }
 
+    /// Calls `each` on every record with a key in `from..=to`, from both tiers, in key order, on
+    /// the stored bytes (a scan of the archive copies nothing). The archive is read only when
+    /// sled holds fewer than `expected` of them.
+    pub fn each(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        expected: usize,
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        let _reading = self.reading();
+        let hot = self.tree.range(from..=to).collect::<Result<Vec<_>, _>>().map_err(|e| storage("read the log", e))?;
+        if self.archive.sealed() == 0 || hot.len() >= expected {
+            return hot.iter().try_for_each(|(key, value)| each(key, value));
+        }
+        // As `merge`: each key once, sled's copy when both tiers hold it.
+        let mut hot = hot.iter().peekable();
+        self.archive.each(from, to, |key, value| {
+            while let Some((k, v)) = hot.next_if(|(k, _)| k.as_ref() < key) {
+                each(k, v)?;
+            }
+            if hot.peek().is_some_and(|(k, _)| k.as_ref() == key) { Ok(()) } else { each(key, value) }
+        })?;
+        hot.try_for_each(|(key, value)| each(key, value))
+    }
+
     /// The last record with a key in `from..=to` that `accept`s, from sled, else from the
     /// archive (which holds only records older than any in sled).
     pub fn last(&self, from: &[u8], to: &[u8], accept: impl Fn(&[u8]) -> bool) -> Result<Option<Entry>, LogError> {
