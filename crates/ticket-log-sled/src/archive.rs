@@ -124,14 +124,15 @@ impl Archive {
         to: &[u8],
         mut each: impl FnMut(&[u8], &[u8]) -> Result<(), LogError>,
     ) -> Result<(), LogError> {
-        let done = self.read(|table| {
+        // Nothing sealed yet: nothing to call `each` on.
+        self.read(|table| {
             for entry in table.range::<&[u8]>(from..=to).map_err(|e| failed("scan", e))? {
                 let (key, value) = entry.map_err(|e| failed("scan", e))?;
                 each(key.value(), value.value())?;
             }
             Ok(())
         })?;
-        Ok(done.unwrap_or_default())
+        Ok(())
     }
 
     /// The last record with a key in `from..=to`.
