@@ -14,6 +14,7 @@
 //! format, see `model.rs`). Values are bincode (state rebuildable from the log, ADR 0004).
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -126,13 +127,30 @@ enum Stored {
     Dormant,
 }
 
+/// The rows' hasher: every event applied looks its ticket up in each model, and SipHash (std's
+/// default) was a tenth of a rebuild. foldhash is seeded per process, so ids a client chooses
+/// cannot be aimed at one bucket.
+type Hasher = foldhash::fast::RandomState;
+
+/// A dormant row from `space`; a row that cannot be read is reported and taken as absent.
+fn stored_row<V: Row>(space: &dyn StateSpace, id: TicketId) -> Option<V> {
+    let read = space.get(&ticket_key(&[DORMANT], id)).map_err(StateError::from);
+    match read.and_then(|bytes| bytes.map(|b| decode::<V>(&b)).transpose()) {
+        Ok(row) => row,
+        Err(e) => {
+            warn!(ticket_id = %id, error = %e, "a dormant read-model row could not be read");
+            None
+        }
+    }
+}
+
 /// Per-ticket rows: the live ones in memory, the dormant ones in the store (see the module).
 #[derive(Debug)]
 pub struct Rows<V> {
     space: Option<Arc<dyn StateSpace>>,
-    live: HashMap<TicketId, (V, Stored)>,
+    live: HashMap<TicketId, (V, Stored), Hasher>,
     /// Rows changed since the last flush.
-    dirty: HashSet<TicketId>,
+    dirty: HashSet<TicketId, Hasher>,
     /// Dormant rows are written to the store (else they are only dropped: the model gets them
     /// back from the log).
     keep_dormant: bool,
@@ -140,7 +158,7 @@ pub struct Rows<V> {
 
 impl<V: Row> Rows<V> {
     pub(crate) fn new(space: Option<Arc<dyn StateSpace>>) -> Self {
-        Self { space, live: HashMap::new(), dirty: HashSet::new(), keep_dormant: true }
+        Self { space, live: HashMap::default(), dirty: HashSet::default(), keep_dormant: true }
     }
 
     /// Dormant rows leave memory at the next flush without being stored (a live row they were
@@ -151,27 +169,20 @@ impl<V: Row> Rows<V> {
 
     /// The live rows stored in `space`.
     pub(crate) fn load(space: Arc<dyn StateSpace>) -> Result<Self, StateError> {
-        let mut live = HashMap::new();
+        let mut live = HashMap::default();
         scan(&*space, &[LIVE], Some(&[LIVE + 1]), |key, value| {
             let id = ticket_of(key).ok_or_else(|| StateError::Decode("a row key without a ticket".to_owned()))?;
             live.insert(id, (decode::<V>(value)?, Stored::Live));
             Ok(())
         })?;
-        Ok(Self { space: Some(space), live, dirty: HashSet::new(), keep_dormant: true })
+        Ok(Self { space: Some(space), live, dirty: HashSet::default(), keep_dormant: true })
     }
 
     /// A dormant row from the store; a row that cannot be read is reported and taken as absent
     /// (the model is rebuilt from the log when its format changes).
     fn stored(&self, id: TicketId) -> Option<V> {
         let space = self.space.as_ref().filter(|_| self.keep_dormant)?;
-        let read = space.get(&ticket_key(&[DORMANT], id)).map_err(StateError::from);
-        match read.and_then(|bytes| bytes.map(|b| decode::<V>(&b)).transpose()) {
-            Ok(row) => row,
-            Err(e) => {
-                warn!(ticket_id = %id, error = %e, "a dormant read-model row could not be read");
-                None
-            }
-        }
+        stored_row(&**space, id)
     }
 
     /// The row, from memory or the store.
@@ -197,27 +208,38 @@ impl<V: Row> Rows<V> {
 
     /// The row to change (loaded back into memory if dormant).
     pub(crate) fn get_mut(&mut self, id: TicketId) -> Option<&mut V> {
-        if !self.live.contains_key(&id) {
-            let row = self.stored(id)?;
-            self.live.insert(id, (row, Stored::Dormant));
-        }
+        let row = match self.live.entry(id) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let space = self.space.as_ref().filter(|_| self.keep_dormant)?;
+                entry.insert((stored_row(&**space, id)?, Stored::Dormant))
+            }
+        };
         if self.space.is_some() {
             self.dirty.insert(id);
         }
-        self.live.get_mut(&id).map(|(row, _)| row)
+        Some(&mut row.0)
     }
 
     /// The row to change, created by `new` if there is none.
     pub(crate) fn get_or_insert_with(&mut self, id: TicketId, new: impl FnOnce() -> V) -> &mut V {
-        if !self.live.contains_key(&id)
-            && let Some(row) = self.stored(id)
-        {
-            self.live.insert(id, (row, Stored::Dormant));
-        }
         if self.space.is_some() {
             self.dirty.insert(id);
         }
-        &mut self.live.entry(id).or_insert_with(|| (new(), Stored::No)).0
+        match self.live.entry(id) {
+            Entry::Occupied(entry) => &mut entry.into_mut().0,
+            Entry::Vacant(entry) => {
+                let stored = match &self.space {
+                    Some(space) if self.keep_dormant => stored_row::<V>(&**space, id),
+                    Some(_) | None => None,
+                };
+                let row = match stored {
+                    Some(row) => (row, Stored::Dormant),
+                    None => (new(), Stored::No),
+                };
+                &mut entry.insert(row).0
+            }
+        }
     }
 
     /// The live rows (all of them without a store).
