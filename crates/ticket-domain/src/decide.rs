@@ -532,8 +532,7 @@ impl<'p, 't> Decision<'p, 't> {
                 }
                 Due::Breach { metric, cycle, due_at, at_import: false } => self.breach(metric, cycle, due_at),
                 Due::Breach { metric, cycle, due_at, at_import: true } => {
-                    let severity = self.ticket().severity;
-                    self.emit(EventKind::SlaBreached { metric, cycle, severity, due_at });
+                    self.record_breach(metric, cycle, due_at);
                 }
                 Due::Downgrade { cycle, due_at } => {
                     let from = self.ticket().severity;
@@ -585,9 +584,17 @@ impl<'p, 't> Decision<'p, 't> {
         candidates.into_iter().min_by_key(Due::order)
     }
 
-    fn breach(&mut self, metric: Metric, cycle: u32, due_at: Timestamp) {
+    /// Records a breach judged at the ticket's severity, without the policy's escalation (as a
+    /// breach detected at import is); returns that severity.
+    fn record_breach(&mut self, metric: Metric, cycle: u32, due_at: Timestamp) -> Severity {
         let severity = self.ticket().severity;
         self.emit(EventKind::SlaBreached { metric, cycle, severity, due_at });
+        severity
+    }
+
+    /// Records a breach and escalates as the policy says.
+    fn breach(&mut self, metric: Metric, cycle: u32, due_at: Timestamp) {
+        let severity = self.record_breach(metric, cycle, due_at);
         if let Some(rule) = self.policy.escalation_on_breach(metric, severity) {
             self.auto_escalate(rule, EscalationCause::Breach { metric, cycle });
         }
@@ -607,8 +614,7 @@ impl<'p, 't> Decision<'p, 't> {
             .collect();
         overdue.sort();
         for (due_at, metric, cycle) in overdue {
-            let severity = self.ticket().severity;
-            self.emit(EventKind::SlaBreached { metric, cycle, severity, due_at });
+            self.record_breach(metric, cycle, due_at);
         }
     }
 
