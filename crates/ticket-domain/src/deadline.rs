@@ -104,12 +104,16 @@ pub type ClockKey = (TicketId, Metric);
 /// that a durable copy can be kept up to date by writing only those (the timer's state store).
 #[derive(Debug, Default, Clone)]
 pub struct DeadlineIndex {
-    clocks: HashMap<ClockKey, ClockEntry>,
+    clocks: HashMap<ClockKey, ClockEntry, Hasher>,
     queue: BTreeSet<Firing>,
     position: u64,
     /// The clocks changed since the last `take_changes`; `None`: changes are not tracked.
-    changed: Option<HashSet<ClockKey>>,
+    changed: Option<HashSet<ClockKey, Hasher>>,
 }
+
+/// Every event applied looks its clocks up: foldhash (seeded per process, so ids a client
+/// chooses cannot be aimed at one bucket) rather than std's slower SipHash.
+type Hasher = foldhash::fast::RandomState;
 
 /// What changed in a [`DeadlineIndex`] since the last [`DeadlineIndex::take_changes`]: each
 /// changed clock with its current entry (`None`: the index no longer tracks it), and the
@@ -161,7 +165,7 @@ impl DeadlineIndex {
     /// changed before is not recorded.
     pub fn track_changes(&mut self) {
         if self.changed.is_none() {
-            self.changed = Some(HashSet::new());
+            self.changed = Some(HashSet::default());
         }
     }
 
