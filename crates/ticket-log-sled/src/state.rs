@@ -205,4 +205,26 @@ mod tests {
         assert_eq!(space.get(b"r1").unwrap(), None);
         assert_eq!(store.space("timer").unwrap().count().unwrap(), 1, "other spaces are untouched");
     }
+
+    /// Given a batch that writes keys out of order and some twice, when it is applied, then
+    /// each key holds its last write in the batch.
+    #[test]
+    fn a_batch_keeps_each_keys_last_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbState::open(dir.path().join("state.redb")).unwrap();
+        let space = store.space("tickets").unwrap();
+        let mut batch = StateBatch::new();
+        batch.insert(b"z".to_vec(), b"1".to_vec());
+        batch.insert(b"a".to_vec(), b"1".to_vec());
+        batch.remove(b"z".to_vec());
+        batch.insert(b"m".to_vec(), b"1".to_vec());
+        batch.remove(b"a".to_vec());
+        batch.insert(b"a".to_vec(), b"2".to_vec());
+        batch.insert(b"m".to_vec(), b"3".to_vec());
+        space.apply(batch).unwrap();
+        assert_eq!(space.get(b"z").unwrap(), None);
+        assert_eq!(space.get(b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(space.get(b"m").unwrap(), Some(b"3".to_vec()));
+        assert_eq!(space.count().unwrap(), 2);
+    }
 }
