@@ -463,14 +463,20 @@ impl EventLog for SledLog {
         let last = head.min(from.saturating_add(limit as u64 - 1));
         let count = usize::try_from(last - from + 1).unwrap_or(usize::MAX);
         let mut out = Vec::with_capacity(count);
-        self.shared.tiers.each(&positional(EVENT, from), &positional(EVENT, last), count, |key, bytes| {
-            let expected = from + out.len() as u64;
-            if trailing_u64(key) != Some(expected) {
-                return Err(LogError::Corrupt { position: expected, problem: "event missing from the log".into() });
-            }
-            out.push(decode_event(expected, bytes)?);
-            Ok(())
-        })?;
+        let (first, last) = (positional(EVENT, from), positional(EVENT, last));
+        self.shared.tiers.each(
+            &first,
+            &last,
+            |hot| hot.len() == count,
+            |key, bytes| {
+                let expected = from + out.len() as u64;
+                if trailing_u64(key) != Some(expected) {
+                    return Err(LogError::Corrupt { position: expected, problem: "event missing from the log".into() });
+                }
+                out.push(decode_event(expected, bytes)?);
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 

@@ -31,23 +31,6 @@ fn sled_entries(iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)
     iter.map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| storage("read the log", e))).collect()
 }
 
-/// Two key-ordered lists as one, each key once (a chunk being moved is in both for a moment).
-fn merge(cold: Vec<Entry>, hot: Vec<Entry>) -> Vec<Entry> {
-    let mut out = Vec::with_capacity(cold.len() + hot.len());
-    let mut hot = hot.into_iter().peekable();
-    for entry in cold {
-        while hot.peek().is_some_and(|h| h.0 < entry.0) {
-            out.extend(hot.next());
-        }
-        if hot.peek().is_some_and(|h| h.0 == entry.0) {
-            continue;
-        }
-        out.push(entry);
-    }
-    out.extend(hot);
-    out
-}
-
 impl Tiers {
     pub fn new(tree: sled::Tree, archive: Archive) -> Self {
         Self { tree, archive, moving: RwLock::new(()) }
@@ -73,33 +56,37 @@ impl Tiers {
         self.archive.get(key)
     }
 
-    /// The records with keys in `from..=to`, from both tiers. The archive is read only when
-    /// what sled holds is not `complete`.
-    pub fn range(&self, from: &[u8], to: &[u8], complete: impl Fn(&[Entry]) -> bool) -> Result<Vec<Entry>, LogError> {
-        let _reading = self.reading();
-        let hot = sled_entries(self.tree.range(from..=to))?;
-        if self.archive.sealed() == 0 || complete(&hot) {
-            return Ok(hot);
-        }
-        Ok(merge(self.archive.range(from, to)?, hot))
+    /// The records with keys in `from..=to`, from both tiers, copied (see [`Tiers::each`]).
+    pub fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        complete: impl Fn(&[(sled::IVec, sled::IVec)]) -> bool,
+    ) -> Result<Vec<Entry>, LogError> {
+        let mut entries = Vec::new();
+        self.each(from, to, complete, |key, value| {
+            entries.push((key.to_vec(), value.to_vec()));
+            Ok(())
+        })?;
+        Ok(entries)
     }
 
-    /// Calls `each` on every record with a key in `from..=to`, from both tiers, in key order, on
-    /// the stored bytes (a scan of the archive copies nothing). The archive is read only when
-    /// sled holds fewer than `expected` of them.
+    /// Calls `each` on every record with a key in `from..=to`, from both tiers, in key order and
+    /// each key once (sled's copy when a chunk being moved is in both), on the stored bytes (a
+    /// scan of the archive copies nothing). The archive is read only when what sled holds is not
+    /// `complete`.
     pub fn each(
         &self,
         from: &[u8],
         to: &[u8],
-        expected: usize,
+        complete: impl Fn(&[(sled::IVec, sled::IVec)]) -> bool,
         mut each: impl FnMut(&[u8], &[u8]) -> Result<(), LogError>,
     ) -> Result<(), LogError> {
         let _reading = self.reading();
         let hot = self.tree.range(from..=to).collect::<Result<Vec<_>, _>>().map_err(|e| storage("read the log", e))?;
-        if self.archive.sealed() == 0 || hot.len() >= expected {
+        if self.archive.sealed() == 0 || complete(&hot) {
             return hot.iter().try_for_each(|(key, value)| each(key, value));
         }
-        // As `merge`: each key once, sled's copy when both tiers hold it.
         let mut hot = hot.iter().peekable();
         self.archive.each(from, to, |key, value| {
             while let Some((k, v)) = hot.next_if(|(k, _)| k.as_ref() < key) {

@@ -132,8 +132,11 @@ enum Stored {
 /// cannot be aimed at one bucket.
 type Hasher = foldhash::fast::RandomState;
 
-/// A dormant row from `space`; a row that cannot be read is reported and taken as absent.
-fn stored_row<V: Row>(space: &dyn StateSpace, id: TicketId) -> Option<V> {
+/// A dormant row from `space`, if the rows keep them there; a row that cannot be read is
+/// reported and taken as absent (the model is rebuilt from the log when its format changes).
+/// A function of the fields it reads, so that it can run while the live map is borrowed.
+fn stored_row<V: Row>(space: &Option<Arc<dyn StateSpace>>, keep_dormant: bool, id: TicketId) -> Option<V> {
+    let space = space.as_ref().filter(|_| keep_dormant)?;
     let read = space.get(&ticket_key(&[DORMANT], id)).map_err(StateError::from);
     match read.and_then(|bytes| bytes.map(|b| decode::<V>(&b)).transpose()) {
         Ok(row) => row,
@@ -178,11 +181,9 @@ impl<V: Row> Rows<V> {
         Ok(Self { space: Some(space), live, dirty: HashSet::default(), keep_dormant: true })
     }
 
-    /// A dormant row from the store; a row that cannot be read is reported and taken as absent
-    /// (the model is rebuilt from the log when its format changes).
+    /// A dormant row from the store (see [`stored_row`]).
     fn stored(&self, id: TicketId) -> Option<V> {
-        let space = self.space.as_ref().filter(|_| self.keep_dormant)?;
-        stored_row(&**space, id)
+        stored_row(&self.space, self.keep_dormant, id)
     }
 
     /// The row, from memory or the store.
@@ -210,10 +211,7 @@ impl<V: Row> Rows<V> {
     pub(crate) fn get_mut(&mut self, id: TicketId) -> Option<&mut V> {
         let row = match self.live.entry(id) {
             Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let space = self.space.as_ref().filter(|_| self.keep_dormant)?;
-                entry.insert((stored_row(&**space, id)?, Stored::Dormant))
-            }
+            Entry::Vacant(entry) => entry.insert((stored_row(&self.space, self.keep_dormant, id)?, Stored::Dormant)),
         };
         if self.space.is_some() {
             self.dirty.insert(id);
@@ -229,11 +227,7 @@ impl<V: Row> Rows<V> {
         match self.live.entry(id) {
             Entry::Occupied(entry) => &mut entry.into_mut().0,
             Entry::Vacant(entry) => {
-                let stored = match &self.space {
-                    Some(space) if self.keep_dormant => stored_row::<V>(&**space, id),
-                    Some(_) | None => None,
-                };
-                let row = match stored {
+                let row = match stored_row(&self.space, self.keep_dormant, id) {
                     Some(row) => (row, Stored::Dormant),
                     None => (new(), Stored::No),
                 };
