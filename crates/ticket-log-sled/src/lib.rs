@@ -392,7 +392,7 @@ impl SledLog {
                     report.broken = broken("the record's previous hash does not match its predecessor".into());
                     return Ok(report);
                 }
-                if chain_hash(&prev, &record.envelope) != record.hash {
+                if chain_hash(&prev, record.envelope) != record.hash {
                     report.broken = broken("the record's hash does not match its contents".into());
                     return Ok(report);
                 }

@@ -27,28 +27,119 @@ pub fn encode_record(event: &RecordedEvent, prev: &[u8; 32]) -> (Vec<u8>, [u8; 3
     (record.encode_to_vec(), hash)
 }
 
-/// A decoded record, before its envelope is decoded.
-pub struct Record {
-    pub envelope: Vec<u8>,
+/// A decoded record, before its envelope is decoded: the envelope borrowed from the stored
+/// bytes (a rebuild decodes every record, and copying each envelope was a twentieth of it).
+pub struct Record<'a> {
+    pub envelope: &'a [u8],
     pub prev_hash: [u8; 32],
     pub hash: [u8; 32],
 }
 
-pub fn decode_record(position: u64, bytes: &[u8]) -> Result<Record, LogError> {
+/// Decodes a `ticket.v1.LogRecord` as prost does (the last occurrence of a field wins, unknown
+/// fields are skipped), borrowing its envelope.
+pub fn decode_record(position: u64, bytes: &[u8]) -> Result<Record<'_>, LogError> {
     let corrupt = |problem: String| LogError::Corrupt { position, problem };
-    let record = pb::LogRecord::decode(bytes).map_err(|e| corrupt(format!("record does not decode: {e}")))?;
-    if record.format != RECORD_FORMAT {
-        return Err(corrupt(format!("unknown record format {}", record.format)));
+    let (mut format, mut envelope, mut prev_hash, mut hash): (u64, &[u8], &[u8], &[u8]) = (0, &[], &[], &[]);
+    for field in wire::Fields(bytes) {
+        let (tag, value) = field.map_err(|e| corrupt(format!("record does not decode: {e}")))?;
+        match (tag, value) {
+            (1, wire::Value::Varint(v)) => format = v,
+            (2, wire::Value::Bytes(b)) => envelope = b,
+            (3, wire::Value::Bytes(b)) => prev_hash = b,
+            (4, wire::Value::Bytes(b)) => hash = b,
+            (1..=4, _) => return Err(corrupt(format!("record does not decode: field {tag} has the wrong wire type"))),
+            _ => {}
+        }
     }
-    let prev_hash: [u8; 32] =
-        record.prev_hash.try_into().map_err(|_| corrupt("previous hash is not 32 bytes".into()))?;
-    let hash: [u8; 32] = record.hash.try_into().map_err(|_| corrupt("hash is not 32 bytes".into()))?;
-    Ok(Record { envelope: record.envelope, prev_hash, hash })
+    if format != u64::from(RECORD_FORMAT) {
+        return Err(corrupt(format!("unknown record format {format}")));
+    }
+    let prev_hash: [u8; 32] = prev_hash.try_into().map_err(|_| corrupt("previous hash is not 32 bytes".into()))?;
+    let hash: [u8; 32] = hash.try_into().map_err(|_| corrupt("hash is not 32 bytes".into()))?;
+    Ok(Record { envelope, prev_hash, hash })
+}
+
+/// The protobuf wire format's fields, read without copying (only what a record needs).
+mod wire {
+    pub enum Value<'a> {
+        Varint(u64),
+        Bytes(&'a [u8]),
+        Fixed,
+    }
+
+    fn varint(bytes: &mut &[u8]) -> Result<u64, &'static str> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let (&byte, rest) = bytes.split_first().ok_or("a varint runs past the end")?;
+            *bytes = rest;
+            // The tenth byte may only carry the 64th bit.
+            if i == 9 && byte > 1 {
+                return Err("a varint overflows 64 bits");
+            }
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err("a varint overflows 64 bits")
+    }
+
+    fn take<'a>(bytes: &mut &'a [u8], n: u64) -> Result<&'a [u8], &'static str> {
+        let n = usize::try_from(n).map_err(|_| "a length runs past the end")?;
+        if n > bytes.len() {
+            return Err("a length runs past the end");
+        }
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        Ok(head)
+    }
+
+    /// Every field of a message, in order: (tag, value). Groups (deprecated, never written by
+    /// this engine) are refused.
+    pub struct Fields<'a>(pub &'a [u8]);
+
+    impl<'a> Fields<'a> {
+        fn field(&mut self) -> Result<(u32, Value<'a>), &'static str> {
+            let bytes = &mut self.0;
+            let key = u32::try_from(varint(bytes)?).map_err(|_| "a field key overflows 32 bits")?;
+            let tag = key >> 3;
+            if tag == 0 {
+                return Err("a field has tag 0");
+            }
+            let value = match key & 7 {
+                0 => Value::Varint(varint(bytes)?),
+                1 => take(bytes, 8).map(|_| Value::Fixed)?,
+                2 => {
+                    let n = varint(bytes)?;
+                    Value::Bytes(take(bytes, n)?)
+                }
+                5 => take(bytes, 4).map(|_| Value::Fixed)?,
+                _ => return Err("a field has an unsupported wire type"),
+            };
+            Ok((tag, value))
+        }
+    }
+
+    impl<'a> Iterator for Fields<'a> {
+        type Item = Result<(u32, Value<'a>), &'static str>;
+
+        fn next(&mut self) -> Option<Self::Item> {
+            if self.0.is_empty() {
+                return None;
+            }
+            let field = self.field();
+            if field.is_err() {
+                // Nothing more after a malformed field.
+                self.0 = &[];
+            }
+            Some(field)
+        }
+    }
 }
 
 pub fn decode_event(position: u64, bytes: &[u8]) -> Result<RecordedEvent, LogError> {
     let record = decode_record(position, bytes)?;
-    let event = ticket_proto::decode_envelope(&record.envelope)
+    let event = ticket_proto::decode_envelope(record.envelope)
         .map_err(|e| LogError::Corrupt { position, problem: format!("envelope does not decode: {e}") })?;
     if event.position != position {
         return Err(LogError::Corrupt { position, problem: format!("record claims position {}", event.position) });
@@ -93,4 +184,69 @@ pub fn decode_command(position: u64, bytes: &[u8]) -> Result<CommandRecord, LogE
         first_position: r.first_position,
         last_position: r.last_position,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use prost::Message;
+    use ticket_proto::pb;
+
+    use super::{RECORD_FORMAT, decode_record};
+
+    /// What prost makes of the same bytes, with the checks `decode_record` adds.
+    fn by_prost(bytes: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        let r = pb::LogRecord::decode(bytes).ok()?;
+        (r.format == RECORD_FORMAT && r.prev_hash.len() == 32 && r.hash.len() == 32).then_some((
+            r.envelope,
+            r.prev_hash,
+            r.hash,
+        ))
+    }
+
+    fn mine(bytes: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        let r = decode_record(1, bytes).ok()?;
+        Some((r.envelope.to_vec(), r.prev_hash.to_vec(), r.hash.to_vec()))
+    }
+
+    proptest! {
+        /// Every record prost encodes, with fields repeated, reordered or unknown, decodes as
+        /// prost decodes it.
+        #[test]
+        fn a_record_decodes_as_prost_decodes_it(
+            format in prop_oneof![Just(RECORD_FORMAT), any::<u32>()],
+            envelope in proptest::collection::vec(any::<u8>(), 0..300),
+            prev in proptest::collection::vec(any::<u8>(), 30..34),
+            hash in proptest::collection::vec(any::<u8>(), 30..34),
+            extra in proptest::collection::vec(any::<u8>(), 0..40),
+            order in 0usize..3,
+        ) {
+            let record = pb::LogRecord { format, envelope, prev_hash: prev, hash };
+            let mut bytes = record.encode_to_vec();
+            // An unknown field (tag 9, bytes), and the record again after it: the last one wins.
+            let unknown = pb::LogRecord::default();
+            match order {
+                0 => {}
+                1 => {
+                    // Under 128 bytes: its length is one byte.
+                    bytes.extend_from_slice(&[9 << 3 | 2, extra.len() as u8]);
+                    bytes.extend_from_slice(&extra);
+                }
+                _ => {
+                    let mut first = pb::LogRecord { envelope: extra, ..unknown }.encode_to_vec();
+                    first.extend_from_slice(&bytes);
+                    bytes = first;
+                }
+            }
+            prop_assert_eq!(mine(&bytes), by_prost(&bytes));
+        }
+
+        /// Whatever bytes it is given, a record it accepts is the one prost reads.
+        #[test]
+        fn any_bytes_it_accepts_are_what_prost_reads(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            if let Some(decoded) = mine(&bytes) {
+                prop_assert_eq!(Some(decoded), by_prost(&bytes));
+            }
+        }
+    }
 }

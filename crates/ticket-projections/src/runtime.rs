@@ -44,6 +44,9 @@ pub struct ProjectorConfig {
     /// applied since it last did, and at its end: a kill during a catch-up replays at most this
     /// many events.
     pub catch_up_sync_events: u64,
+    /// A batch of at least this many events (a catch-up's) is applied to the models on threads
+    /// of their own, side by side; a smaller one (the follower's) on the caller's thread.
+    pub parallel_batch: usize,
 }
 
 impl Default for ProjectorConfig {
@@ -54,6 +57,7 @@ impl Default for ProjectorConfig {
             flush_events: 10_000,
             catch_up_flush_events: 200_000,
             catch_up_sync_events: 1_000_000,
+            parallel_batch: 256,
         }
     }
 }
@@ -348,9 +352,22 @@ impl<L: EventLog> Projector<L> {
     }
 
     fn apply(&self, events: &[RecordedEvent]) -> u64 {
-        self.tickets.apply(events);
-        self.board.apply(events);
-        let applied = self.compliance.apply(events);
+        // The models are independent: a large batch (a catch-up's) is applied to board and
+        // compliance on threads of their own beside the tickets model, each under its own lock.
+        let applied = if events.len() >= self.config.parallel_batch {
+            std::thread::scope(|scope| {
+                let board = scope.spawn(|| self.board.apply(events));
+                let compliance = scope.spawn(|| self.compliance.apply(events));
+                self.tickets.apply(events);
+                let rethrow = |panicked| std::panic::resume_unwind(panicked);
+                board.join().unwrap_or_else(rethrow);
+                compliance.join().unwrap_or_else(rethrow)
+            })
+        } else {
+            self.tickets.apply(events);
+            self.board.apply(events);
+            self.compliance.apply(events)
+        };
         self.lag().iter().for_each(|l| {
             metrics::gauge!("ticketd_projection_lag_positions", "projection" => l.name).set(l.behind as f64)
         });
@@ -459,9 +476,15 @@ impl<L: EventLog> Projector<L> {
         if self.store.is_none() {
             return Ok(());
         }
-        self.tickets.flush()?;
-        self.board.flush()?;
-        self.compliance.flush()
+        // Each model encodes its changed rows on its own thread (the store applies one batch
+        // at a time).
+        std::thread::scope(|scope| {
+            let board = scope.spawn(|| self.board.flush());
+            let compliance = scope.spawn(|| self.compliance.flush());
+            let tickets = self.tickets.flush();
+            let rethrow = |panicked| std::panic::resume_unwind(panicked);
+            tickets.and(board.join().unwrap_or_else(rethrow)).and(compliance.join().unwrap_or_else(rethrow))
+        })
     }
 
     /// Rebuilds one projection from the log, in place (see [`Shared`]'s `rebuild`);

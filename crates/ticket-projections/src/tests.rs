@@ -303,6 +303,7 @@ proptest! {
         sync_events in 1u64..800,
         last in 0u8..6,
         keep in any::<u16>(),
+        parallel in any::<bool>(),
     ) {
         let h = history(&ops);
         let total = h.events.len() as u64;
@@ -313,6 +314,8 @@ proptest! {
             flush_events,
             catch_up_flush_events: flush_events,
             catch_up_sync_events: sync_events,
+            // The models applied side by side, or one after the other.
+            parallel_batch: if parallel { 1 } else { usize::MAX },
             ..ProjectorConfig::default()
         };
         log.show(0);
