@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 mod metric_map;
+pub mod partition;
 pub mod policy;
 #[cfg(feature = "serde-state")]
 mod serde_delta;
@@ -34,6 +35,7 @@ pub use ids::{
     TraceId,
 };
 pub use metric_map::MetricMap;
+pub use partition::{MAX_PARTITIONS, Partition, PartitionCountError, Partitions};
 pub use policy::{Policy, PolicyError, PolicyVersion, Target, TargetAmount};
 pub use severity::{Metric, Severity};
 pub use state::{
