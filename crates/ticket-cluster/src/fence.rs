@@ -1,0 +1,360 @@
+//! The partitions' replicated log: one JetStream stream (`TICKETS_LOG`: file storage, R3 on a
+//! three-server cluster), one subject per partition (`tickets.log.<partition>`), one message per
+//! group commit of the partition's owner ([`pb::PartitionEntry`]).
+//!
+//! **The fence is in the log, not only in the lease.** An owner publishes every entry with
+//! `Nats-Expected-Last-Subject-Sequence` set to the last sequence of its partition's subject
+//! that it knows, so the stream takes an entry only directly after the one its publisher saw
+//! last. A node that takes a partition over first appends a [`pb::Takeover`] the same way; from
+//! then on an earlier owner's append, which expects an earlier sequence, is refused (error
+//! 10071 "wrong last sequence", or 10164 while another append on the subject is still being
+//! replicated), however long that owner was paused or cut off. Nothing depends on clocks.
+//!
+//! An append whose outcome is unknown (the acknowledgement timed out, the connection broke)
+//! poisons the fence: the owner must take the partition again before it appends anything else.
+//! The new takeover settles what the stream holds (everything before it is final, and the
+//! owner reads back whether its group is there), as Temporal re-acquires a shard, bumping its
+//! range id, after a write of unknown outcome (ADR 0015).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, message::PublishMessage, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message as _;
+use ticket_domain::Partition;
+use ticket_proto::pb;
+use tracing::{debug, info, warn};
+
+/// How the log stream is named and kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogStreamConfig {
+    /// The stream's name.
+    pub name: String,
+    /// Partition `p` appends on `<subject_prefix>.<p>`.
+    pub subject_prefix: String,
+    /// Replicas of every entry: 3 on a three-server cluster (an append is acknowledged once a
+    /// majority stored it), 1 on a single server.
+    pub replicas: usize,
+    /// A read of the stream that receives nothing for this long fails instead of waiting.
+    pub read_idle: Duration,
+    /// Takeovers tried in a row before [`LogStream::take`] gives up because other nodes keep
+    /// appending in between.
+    pub take_attempts: u32,
+}
+
+impl Default for LogStreamConfig {
+    fn default() -> Self {
+        Self {
+            name: "TICKETS_LOG".to_owned(),
+            subject_prefix: "tickets.log".to_owned(),
+            replicas: 1,
+            read_idle: Duration::from_secs(10),
+            take_attempts: 16,
+        }
+    }
+}
+
+impl LogStreamConfig {
+    /// The stream as JetStream keeps it: every entry on file, replicated, never discarded,
+    /// deleted or purged (the log is never truncated), duplicates of a publish id (a retried
+    /// publish) dropped within two minutes.
+    pub fn stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.name.clone(),
+            description: Some("ticketd's partitions' log (issue 14, ADR 0015)".to_owned()),
+            subjects: vec![format!("{}.*", self.subject_prefix)],
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas.max(1),
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::New,
+            deny_delete: true,
+            deny_purge: true,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        }
+    }
+}
+
+/// A failure of the stream itself (not of one append's fence).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("the log stream: {what}: {detail}")]
+    Nats { what: &'static str, detail: String },
+    #[error("partition {partition}: other nodes kept appending while it was being taken over ({attempts} attempts)")]
+    Contended { partition: Partition, attempts: u32 },
+    #[error("partition {partition}: the entry at stream sequence {sequence} does not decode: {problem}")]
+    Corrupt { partition: Partition, sequence: u64, problem: String },
+    #[error("partition {partition}: nothing arrived for {idle:?} while reading up to stream sequence {upto}")]
+    Stalled { partition: Partition, upto: u64, idle: Duration },
+}
+
+fn nats(what: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> StreamError {
+    move |e| StreamError::Nats { what, detail: e.to_string() }
+}
+
+/// Why an owner's append did not land, or may not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// Another node appended to the partition after the entry this owner saw last (it took
+    /// the partition over): this owner is deposed and must stop serving the partition.
+    #[error("partition {partition}: deposed, another node appended after stream sequence {expected}{}", found.map(|f| format!(" (the partition's last is {f})")).unwrap_or_default())]
+    Deposed { partition: Partition, expected: u64, found: Option<u64> },
+    /// The append may or may not be in the stream (no acknowledgement came): the fence is
+    /// poisoned until the partition is taken again.
+    #[error("partition {partition}: the append's outcome is unknown ({detail}); the partition must be taken again")]
+    Unknown { partition: Partition, detail: String },
+    /// An earlier append's outcome is unknown: nothing more is appended until the partition is
+    /// taken again.
+    #[error("partition {partition}: an earlier append's outcome is unknown; the partition must be taken again")]
+    Poisoned { partition: Partition },
+    /// The stream refused the append for another reason (too large, no stream): it is not there.
+    #[error("partition {partition}: the log stream refused the append: {detail}")]
+    Refused { partition: Partition, detail: String },
+}
+
+/// The partitions' log stream.
+#[derive(Debug, Clone)]
+pub struct LogStream {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    config: LogStreamConfig,
+}
+
+impl LogStream {
+    /// Opens the stream, creating it as `config` says if there is none. An existing stream is
+    /// used as it is (a replica count differing from the configuration is reported).
+    pub async fn ensure(js: jetstream::Context, config: LogStreamConfig) -> Result<Self, StreamError> {
+        let mut stream =
+            js.get_or_create_stream(config.stream_config()).await.map_err(|e| nats("create or open the stream")(&e))?;
+        let replicas =
+            stream.info().await.map_err(|e| nats("read the stream's configuration")(&e))?.config.num_replicas;
+        if replicas != config.replicas.max(1) {
+            warn!(stream = %config.name, replicas, configured = config.replicas, "the log stream has another replica count than configured; kept as it is");
+        }
+        Ok(Self { js, stream, config })
+    }
+
+    pub fn config(&self) -> &LogStreamConfig {
+        &self.config
+    }
+
+    /// The subject partition `p` appends on.
+    pub fn subject(&self, partition: Partition) -> String {
+        format!("{}.{partition}", self.config.subject_prefix)
+    }
+
+    /// The stream sequence of the partition's last entry; 0 when it has none.
+    pub async fn last(&self, partition: Partition) -> Result<u64, StreamError> {
+        match self.stream.get_last_raw_message_by_subject(&self.subject(partition)).await {
+            Ok(message) => Ok(message.sequence),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(nats("read a partition's last entry")(&e)),
+        }
+    }
+
+    /// Takes the partition over for `node`: appends a [`pb::Takeover`] directly after the
+    /// partition's last entry, retrying while other nodes append in between. Once it is
+    /// acknowledged, every earlier owner is fenced off and every entry before it is final.
+    pub async fn take(&self, partition: Partition, node: &str) -> Result<Fenced, StreamError> {
+        let subject = self.subject(partition);
+        for attempt in 1..=self.config.take_attempts.max(1) {
+            let after = self.last(partition).await?;
+            let entry = pb::PartitionEntry {
+                kind: Some(pb::partition_entry::Kind::Takeover(pb::Takeover { node: node.to_owned(), after })),
+            };
+            match publish(&self.js, &subject, partition, after, node, entry.encode_to_vec()).await {
+                Ok(sequence) => {
+                    info!(partition = partition.index(), node, after, sequence, attempt, "partition taken over");
+                    return Ok(Fenced {
+                        stream: self.clone(),
+                        partition,
+                        node: node.to_owned(),
+                        last: sequence,
+                        poisoned: false,
+                    });
+                }
+                // Someone appended after what was read: read again and take over after it, a
+                // little later each time (and at a different moment than the other nodes).
+                Err(e @ AppendError::Deposed { .. }) => {
+                    debug!(partition = partition.index(), node, attempt, error = %e, "takeover raced; trying again");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                // A takeover of unknown outcome is harmless (the next one goes after it), but the
+                // stream is not answering: the caller tries again later.
+                Err(AppendError::Refused { detail, .. } | AppendError::Unknown { detail, .. }) => {
+                    return Err(StreamError::Nats { what: "append a takeover", detail });
+                }
+                Err(e @ AppendError::Poisoned { .. }) => {
+                    return Err(StreamError::Nats { what: "append a takeover", detail: e.to_string() });
+                }
+            }
+        }
+        Err(StreamError::Contended { partition, attempts: self.config.take_attempts.max(1) })
+    }
+
+    /// Calls `each(sequence, entry)` for every entry of the partition with a stream sequence in
+    /// `from..=upto`, in order; `upto` must be the sequence of one of the partition's entries
+    /// (its last, or a takeover's). Fails if the stream goes quiet before `upto`.
+    pub async fn read(
+        &self,
+        partition: Partition,
+        from: u64,
+        upto: u64,
+        mut each: impl FnMut(u64, pb::PartitionEntry) -> Result<(), StreamError>,
+    ) -> Result<(), StreamError> {
+        if from.max(1) > upto {
+            return Ok(());
+        }
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: self.subject(partition),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats("open a reader of a partition")(&e))?;
+        let mut messages = consumer.messages().await.map_err(|e| nats("read a partition")(&e))?;
+        let idle = self.config.read_idle;
+        loop {
+            let next = tokio::time::timeout(idle, messages.next()).await;
+            let message = match next {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(e))) => return Err(nats("read a partition")(&e)),
+                Ok(None) | Err(_) => return Err(StreamError::Stalled { partition, upto, idle }),
+            };
+            let sequence = message.info().map_err(|e| nats("read an entry's sequence")(&e))?.stream_sequence;
+            if sequence > upto {
+                return Ok(());
+            }
+            let entry = pb::PartitionEntry::decode(message.payload.as_ref()).map_err(|e| StreamError::Corrupt {
+                partition,
+                sequence,
+                problem: e.to_string(),
+            })?;
+            each(sequence, entry)?;
+            if sequence == upto {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A partition taken over by this node: appends go directly after the last entry it knows.
+#[derive(Debug)]
+pub struct Fenced {
+    stream: LogStream,
+    partition: Partition,
+    node: String,
+    /// The stream sequence of the partition's last entry, as this owner knows it.
+    last: u64,
+    poisoned: bool,
+}
+
+impl Fenced {
+    pub fn partition(&self) -> Partition {
+        self.partition
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The stream sequence of the partition's last entry (this owner's takeover, or its last
+    /// append).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Appends one group commit, fenced; returns its stream sequence once a majority of the
+    /// stream's replicas stored it. One append at a time per partition (the stream refuses a
+    /// second one on the subject while the first is being replicated).
+    pub async fn append(&mut self, mut group: pb::PartitionGroup) -> Result<u64, AppendError> {
+        if self.poisoned {
+            return Err(AppendError::Poisoned { partition: self.partition });
+        }
+        group.node.clone_from(&self.node);
+        let entry = pb::PartitionEntry { kind: Some(pb::partition_entry::Kind::Group(group)) };
+        let subject = self.stream.subject(self.partition);
+        match publish(&self.stream.js, &subject, self.partition, self.last, &self.node, entry.encode_to_vec()).await {
+            Ok(sequence) => {
+                self.last = sequence;
+                Ok(sequence)
+            }
+            Err(e) => {
+                if matches!(e, AppendError::Unknown { .. }) {
+                    self.poisoned = true;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Up to 5 ms times the attempt, jittered.
+fn backoff(attempt: u32) -> Duration {
+    use std::hash::BuildHasher;
+    let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt) % 1000;
+    Duration::from_micros(u64::from(attempt.min(20)) * 5 * jitter)
+}
+
+/// Publishes `payload` on `subject` only directly after stream sequence `after` of that subject.
+/// The publish id names the node, the partition and `after`, so a retried publish is dropped as
+/// a duplicate and two nodes' appends after the same entry never are.
+async fn publish(
+    js: &jetstream::Context,
+    subject: &str,
+    partition: Partition,
+    after: u64,
+    node: &str,
+    payload: Vec<u8>,
+) -> Result<u64, AppendError> {
+    let message = PublishMessage::build()
+        .payload(Bytes::from(payload))
+        .expected_last_subject_sequence(after)
+        .message_id(format!("{node}:{partition}:{after}"));
+    let acked = match js.send_publish(subject.to_owned(), message).await {
+        Ok(ack) => ack.await,
+        Err(e) => Err(e),
+    };
+    match acked {
+        Ok(ack) => Ok(ack.sequence),
+        Err(e) => Err(classify(&e, partition, after)),
+    }
+}
+
+/// What a failed publish means for the fence.
+fn classify(e: &jetstream::context::PublishError, partition: Partition, expected: u64) -> AppendError {
+    let server = std::error::Error::source(e).and_then(|s| s.downcast_ref::<jetstream::Error>());
+    match e.kind() {
+        PublishErrorKind::WrongLastSequence => {
+            AppendError::Deposed { partition, expected, found: server.and_then(|s| found_sequence(&s.to_string())) }
+        }
+        // Another append on the subject is being replicated: not this owner's (it appends one
+        // at a time), so another node's.
+        PublishErrorKind::Other
+            if server.is_some_and(|s| s.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT) =>
+        {
+            AppendError::Deposed { partition, expected, found: None }
+        }
+        // The server answered with an error: nothing was stored.
+        PublishErrorKind::Other if server.is_some() => AppendError::Refused { partition, detail: e.to_string() },
+        PublishErrorKind::StreamNotFound
+        | PublishErrorKind::MaxPayloadExceeded
+        | PublishErrorKind::WrongLastMessageId
+        | PublishErrorKind::MaxAckPending => AppendError::Refused { partition, detail: e.to_string() },
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::Other => {
+            AppendError::Unknown { partition, detail: e.to_string() }
+        }
+    }
+}
+
+/// The sequence in "wrong last sequence: 42 (code 400, error code 10071)".
+fn found_sequence(description: &str) -> Option<u64> {
+    let rest = description.split("wrong last sequence:").nth(1)?;
+    rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests;

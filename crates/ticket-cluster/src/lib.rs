@@ -1,0 +1,9 @@
+//! ticketd as a cluster on NATS JetStream (issue 14, ADR 0015).
+//!
+//! Tickets are divided among a fixed number of partitions ([`ticket_domain::Partitions`]); each
+//! partition has one owner at a time, and every append of an owner goes to the partition's
+//! subject of one replicated stream, fenced: [`fence`].
+
+pub mod fence;
+
+pub use fence::{AppendError, Fenced, LogStream, LogStreamConfig, StreamError};
