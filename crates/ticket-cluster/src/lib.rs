@@ -5,5 +5,7 @@
 //! subject of one replicated stream, fenced: [`fence`].
 
 pub mod fence;
+pub mod lease;
 
 pub use fence::{AppendError, Fenced, LogStream, LogStreamConfig, StreamError};
+pub use lease::{Lease, LeaseConfig, LeaseError, Leases};

@@ -1,0 +1,204 @@
+//! Who owns which partition: a lease per partition in a JetStream key-value bucket
+//! (`TICKETS_LEASES`, replicated like the log), key `p<partition>`, value the owner's node name.
+//!
+//! - **Taken** with a create, which succeeds only while the key is absent (never held,
+//!   released, or expired): of nodes racing for a partition, one gets it.
+//! - **Renewed** with a compare-and-set on the revision the owner holds: it fails once anyone
+//!   else wrote the key, so a lease never silently changes hands.
+//! - **Expired** by the server: the bucket's `max_age` is the lease's time to live, and every
+//!   renewal is a new revision whose age starts at zero, so a lease that is not renewed
+//!   disappears on the servers' clock. No node's clock is trusted to decide who owns what.
+//! - **Released** with a delete on the owner's revision, for a planned handover.
+//!
+//! A lease says who should own a partition, which keeps nodes from fighting over it; it is not
+//! what makes an append safe. That is the fence in the log ([`crate::fence`]): a node that lost
+//! its lease without noticing (paused past the time to live) is refused at its next append by
+//! the new owner's takeover, whatever it believes about its lease.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use ticket_domain::Partition;
+use tracing::{debug, info};
+
+/// How the leases are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseConfig {
+    pub bucket: String,
+    /// A lease not renewed for this long expires.
+    pub ttl: Duration,
+    /// Replicas of the bucket: 3 on a three-server cluster.
+    pub replicas: usize,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self { bucket: "TICKETS_LEASES".to_owned(), ttl: Duration::from_secs(10), replicas: 1 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    /// Someone else wrote the partition's lease (it expired and was taken, or was released):
+    /// this node no longer holds it.
+    #[error("partition {partition}: the lease was lost{}", holder.as_ref().map(|h| format!(" (held by {h})")).unwrap_or_default())]
+    Lost { partition: Partition, holder: Option<String> },
+    #[error("the leases: {what}: {detail}")]
+    Nats { what: &'static str, detail: String },
+}
+
+fn nats(what: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> LeaseError {
+    move |e| LeaseError::Nats { what, detail: e.to_string() }
+}
+
+/// A lease this node holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    partition: Partition,
+    node: String,
+    revision: u64,
+    /// When this node last wrote it (its own monotonic clock: the lease cannot have expired
+    /// before `written + ttl` on the server, which received the write after this instant).
+    written: Instant,
+}
+
+impl Lease {
+    pub fn partition(&self) -> Partition {
+        self.partition
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// When this node last took or renewed it.
+    pub fn written(&self) -> Instant {
+        self.written
+    }
+}
+
+/// The partitions' leases.
+#[derive(Debug, Clone)]
+pub struct Leases {
+    kv: kv::Store,
+    config: LeaseConfig,
+}
+
+impl Leases {
+    /// Opens the bucket, creating it if there is none.
+    pub async fn ensure(js: &jetstream::Context, config: LeaseConfig) -> Result<Self, LeaseError> {
+        let kv = match js.get_key_value(config.bucket.clone()).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: config.bucket.clone(),
+                    description: "ticketd's partition leases (ADR 0015)".to_owned(),
+                    history: 1,
+                    max_age: config.ttl,
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: config.replicas.max(1),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| nats("create the bucket")(&e))?,
+        };
+        Ok(Self { kv, config })
+    }
+
+    pub fn config(&self) -> &LeaseConfig {
+        &self.config
+    }
+
+    fn key(partition: Partition) -> String {
+        format!("p{partition}")
+    }
+
+    /// The node holding the partition's lease, if any (with the lease's revision).
+    pub async fn holder(&self, partition: Partition) -> Result<Option<(String, u64)>, LeaseError> {
+        let entry = self.kv.entry(Self::key(partition)).await.map_err(|e| nats("read a lease")(&e))?;
+        Ok(entry.filter(|e| e.operation == kv::Operation::Put).map(|e| {
+            let node = String::from_utf8_lossy(&e.value).into_owned();
+            (node, e.revision)
+        }))
+    }
+
+    /// Takes the partition's lease for `node` if nobody holds it; None if someone does.
+    pub async fn acquire(&self, partition: Partition, node: &str) -> Result<Option<Lease>, LeaseError> {
+        let written = Instant::now();
+        match self.kv.create(Self::key(partition), Bytes::from(node.to_owned())).await {
+            Ok(revision) => {
+                info!(partition = partition.index(), node, revision, "lease acquired");
+                Ok(Some(Lease { partition, node: node.to_owned(), revision, written }))
+            }
+            // Held (or two creates raced on a released key and the other one won).
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(nats("acquire a lease")(&e)),
+        }
+    }
+
+    /// Renews a lease this node holds; [`LeaseError::Lost`] if anyone else wrote it since.
+    pub async fn renew(&self, lease: &mut Lease) -> Result<(), LeaseError> {
+        let written = Instant::now();
+        match self.kv.update(Self::key(lease.partition), Bytes::from(lease.node.clone()), lease.revision).await {
+            Ok(revision) => {
+                debug!(partition = lease.partition.index(), revision, "lease renewed");
+                lease.revision = revision;
+                lease.written = written;
+                Ok(())
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                let holder = self.holder(lease.partition).await.ok().flatten().map(|(node, _)| node);
+                Err(LeaseError::Lost { partition: lease.partition, holder })
+            }
+            Err(e) => Err(nats("renew a lease")(&e)),
+        }
+    }
+
+    /// Gives a lease up (a planned handover): another node can take it at once.
+    /// [`LeaseError::Lost`] if it was not this node's any more.
+    pub async fn release(&self, lease: Lease) -> Result<(), LeaseError> {
+        match self.kv.delete_expect_revision(Self::key(lease.partition), Some(lease.revision)).await {
+            Ok(()) => {
+                info!(partition = lease.partition.index(), node = %lease.node, "lease released");
+                Ok(())
+            }
+            Err(e) if wrong_sequence(&e) => {
+                let holder = self.holder(lease.partition).await.ok().flatten().map(|(node, _)| node);
+                Err(LeaseError::Lost { partition: lease.partition, holder })
+            }
+            Err(e) => Err(nats("release a lease")(&e)),
+        }
+    }
+}
+
+/// A write refused because the key's revision was not the one expected (somewhere in the
+/// error's sources).
+fn wrong_sequence(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(publish) = s.downcast_ref::<jetstream::context::PublishError>()
+            && publish.kind() == jetstream::context::PublishErrorKind::WrongLastSequence
+        {
+            return true;
+        }
+        if let Some(server) = s.downcast_ref::<jetstream::Error>()
+            && [
+                jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE,
+                jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT,
+            ]
+            .contains(&server.error_code())
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests;
