@@ -38,7 +38,7 @@ pub use record::{COMMAND_RECORD_FORMAT, GENESIS, decode_event};
 use record::{chain_hash, decode_command, decode_record};
 pub use state::{RedbState, STATE_CACHE_BYTES};
 use tiers::{Sealer, Tiers};
-use writer::{Job, Writer};
+use writer::{AppendJob, Job, Writer};
 
 /// The file of the log's sealed history, inside the log's (sled's) directory.
 pub const ARCHIVE_FILE: &str = "archive.redb";
@@ -59,6 +59,8 @@ pub struct SledConfig {
     /// sled's file is rewritten at open when it is larger than this and than 16 KiB per event
     /// still in sled (see `compact.rs`).
     pub compact_above_bytes: u64,
+    /// Where each group commit goes, durably, before the log writes it (cluster mode, ADR 0015).
+    pub replicator: Option<Arc<dyn ticket_log::Replicator>>,
 }
 
 impl SledConfig {
@@ -70,6 +72,7 @@ impl SledConfig {
             hot_events: 100_000,
             seal_chunk: 8192,
             compact_above_bytes: 1 << 30,
+            replicator: None,
         }
     }
 }
@@ -116,6 +119,8 @@ struct Shared {
     stop_sealing: Arc<AtomicBool>,
     head: Arc<watch::Sender<u64>>,
     failed: Arc<AtomicBool>,
+    /// Why the log stopped accepting appends, when its replicator refused a group.
+    stopped: Arc<std::sync::OnceLock<LogError>>,
     path: PathBuf,
 }
 
@@ -242,6 +247,7 @@ impl SledLog {
         // What is due already (a log written before sealing existed, or a larger hot tier).
         let _ = heads_tx.send(head);
         let (tx, rx) = mpsc::channel();
+        let stopped = Arc::new(std::sync::OnceLock::new());
         let writer = Writer::new(
             db.clone(),
             tiers.clone(),
@@ -251,6 +257,8 @@ impl SledLog {
             head,
             hash,
             config.max_group,
+            config.replicator.clone(),
+            stopped.clone(),
         );
         let handle = std::thread::Builder::new()
             .name("ticket-log-writer".into())
@@ -268,6 +276,7 @@ impl SledLog {
                 stop_sealing,
                 head: head_tx,
                 failed,
+                stopped,
                 path: config.path,
             }),
         })
@@ -318,14 +327,51 @@ impl SledLog {
     }
 
     fn enqueue(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<AppendOutcome, LogError>>, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Append(AppendJob { request, reply }))?;
+        Ok(answer)
+    }
+
+    fn send(&self, job: Job) -> Result<(), LogError> {
+        if let Some(reason) = self.shared.stopped.get() {
+            return Err(reason.clone());
+        }
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(writer::failed_error());
         }
-        let (reply, answer) = oneshot::channel();
         let jobs = self.shared.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let sender = jobs.as_ref().ok_or(LogError::Closed)?;
-        sender.send(Job { request, reply }).map_err(|_| LogError::Closed)?;
-        Ok(answer)
+        sender.send(job).map_err(|_| LogError::Closed)
+    }
+
+    /// Writes a group commit another copy of this log made (the partition owner's, read from the
+    /// cluster's log stream), in its place after every append queued before it; returns the new
+    /// head. The group must continue this log exactly: the next position, a hash chain that goes
+    /// on from this log's head, each ticket's next versions; otherwise nothing of it is written
+    /// and the error says why.
+    pub fn apply_replicated(
+        &self,
+        group: ticket_log::ReplicaGroup,
+    ) -> impl std::future::Future<Output = Result<u64, LogError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.send(Job::Replicated { group, reply });
+        async move {
+            queued?;
+            answer.await.map_err(|_| LogError::Closed)?
+        }
+    }
+
+    /// The position and hash of the last record: where a replicated group must continue.
+    pub fn chain_head(&self) -> Result<(u64, [u8; 32]), LogError> {
+        let head = self.durable_head();
+        if head == 0 {
+            return Ok((0, record::GENESIS));
+        }
+        let bytes = self.shared.tiers.get(&keys::positional(keys::EVENT, head))?.ok_or_else(|| LogError::Corrupt {
+            position: head,
+            problem: "the head names an event that is not stored".into(),
+        })?;
+        Ok((head, decode_record(head, &bytes)?.hash))
     }
 
     fn durable_head(&self) -> u64 {

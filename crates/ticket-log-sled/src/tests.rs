@@ -472,3 +472,129 @@ async fn a_compaction_interrupted_before_its_switch_is_discarded() {
     assert!(!root.join("CURRENT").exists());
     assert_eq!(log.read_from(1, 10).unwrap().len(), 2);
 }
+
+/// Every group commit a log hands its replicator; refuses from the `refuse_from`th group on.
+#[derive(Debug, Default)]
+struct Recording {
+    groups: std::sync::Mutex<Vec<ticket_log::ReplicaGroup>>,
+    refuse_from: Option<usize>,
+}
+
+impl ticket_log::Replicator for Recording {
+    fn replicate(&self, group: &ticket_log::ReplicaGroup) -> Result<(), LogError> {
+        let mut groups = self.groups.lock().unwrap();
+        if self.refuse_from.is_some_and(|n| groups.len() >= n) {
+            return Err(LogError::NotOwner("node-b took the partition over".into()));
+        }
+        groups.push(group.clone());
+        Ok(())
+    }
+}
+
+fn open_replicating(dir: &tempfile::TempDir, replicator: Arc<Recording>) -> SledLog {
+    let mut config = SledConfig::new(dir.path().join("log"));
+    config.replicator = Some(replicator);
+    SledLog::open(config).unwrap()
+}
+
+/// Given a log that hands its group commits to a replicator, when another log applies the same
+/// groups in order, then both hold the same records, hash chain, streams and command records,
+/// and a retried command is answered from the copy as from the original.
+#[tokio::test]
+async fn a_copy_fed_with_the_replicated_groups_is_the_same_log() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replicator = Arc::new(Recording::default());
+    let original = open_replicating(&a_dir, replicator.clone());
+    let mut appends = Vec::new();
+    for i in 0..12u64 {
+        let ticket = contract::ticket(u128::from(i % 3 + 1));
+        appends.push(original.append(contract::append(&format!("c{i}"), ticket, i / 3 * 2, &["a", "b"])));
+    }
+    for append in appends {
+        append.await.unwrap();
+    }
+    let groups = replicator.groups.lock().unwrap().clone();
+    assert_eq!(groups.iter().map(|g| g.records.len()).sum::<usize>(), 24);
+    assert_eq!(groups.iter().map(|g| g.commands.len()).sum::<usize>(), 12);
+
+    let copy = open(&b_dir);
+    for group in groups {
+        let head = copy.apply_replicated(group.clone()).await.unwrap();
+        assert_eq!(head, group.last_position());
+    }
+    assert_eq!(copy.chain_head().unwrap(), original.chain_head().unwrap());
+    assert_eq!(copy.read_from(1, 100).unwrap(), original.read_from(1, 100).unwrap());
+    for n in 1..=3 {
+        let t = contract::ticket(n);
+        assert_eq!(copy.read_stream(t, u64::MAX).unwrap(), original.read_stream(t, u64::MAX).unwrap());
+    }
+    let retried = copy.append(contract::append("c5", contract::ticket(3), 1, &["x"])).await.unwrap();
+    assert!(retried.is_duplicate());
+    assert_eq!(copy.verify_chain(|_, _| {}).unwrap().broken, None);
+    // The copy goes on appending after the replicated history (it became the owner).
+    copy.append(contract::append("c12", contract::ticket(1), 8, &["c"])).await.unwrap();
+    assert_eq!(copy.head(), 25);
+}
+
+/// A replicated group that does not continue the log exactly (a gap, a repeat, a broken chain,
+/// a ticket's version skipped) is refused with the reason, and nothing of it is written.
+#[tokio::test]
+async fn a_group_that_does_not_continue_the_log_is_refused_whole() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replicator = Arc::new(Recording::default());
+    let original = open_replicating(&a_dir, replicator.clone());
+    for i in 0..3u64 {
+        original.append(contract::append(&format!("c{i}"), contract::ticket(1), i, &["a"])).await.unwrap();
+    }
+    let groups = replicator.groups.lock().unwrap().clone();
+    assert_eq!(groups.len(), 3);
+    let copy = open(&b_dir);
+
+    // A gap: the second group before the first.
+    assert!(matches!(copy.apply_replicated(groups[1].clone()).await, Err(LogError::InvalidAppend(_))));
+    copy.apply_replicated(groups[0].clone()).await.unwrap();
+    // A repeat.
+    assert!(matches!(copy.apply_replicated(groups[0].clone()).await, Err(LogError::InvalidAppend(_))));
+    // A flipped byte in the envelope: the hash does not match.
+    let mut flipped = groups[1].clone();
+    let record = &mut flipped.records[0];
+    let middle = record.len() / 2;
+    record[middle] ^= 0x01;
+    assert!(matches!(copy.apply_replicated(flipped).await, Err(LogError::Corrupt { position: 2, .. })));
+    // Another log's record at the right position: it does not chain.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_replicator = Arc::new(Recording::default());
+    let other = open_replicating(&other_dir, other_replicator.clone());
+    other.append(contract::append("x0", contract::ticket(9), 0, &["a"])).await.unwrap();
+    other.append(contract::append("x1", contract::ticket(9), 1, &["a"])).await.unwrap();
+    let foreign = other_replicator.groups.lock().unwrap()[1].clone();
+    assert!(matches!(copy.apply_replicated(foreign).await, Err(LogError::Corrupt { position: 2, .. })));
+    assert_eq!(copy.head(), 1, "nothing of a refused group was written");
+    // The right one still fits.
+    copy.apply_replicated(groups[1].clone()).await.unwrap();
+    copy.apply_replicated(groups[2].clone()).await.unwrap();
+    assert_eq!(copy.chain_head().unwrap(), original.chain_head().unwrap());
+}
+
+/// Given a replicator that refuses a group (this node was deposed), the group's appends fail
+/// with its reason, nothing of the group is written, and every later append is refused the same
+/// way, in this run and not after a reopen without the replicator's refusal.
+#[tokio::test]
+async fn a_group_the_replicator_refuses_is_not_written_and_the_log_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicator = Arc::new(Recording { refuse_from: Some(2), ..Recording::default() });
+    {
+        let log = open_replicating(&dir, replicator.clone());
+        log.append(contract::append("c0", contract::ticket(1), 0, &["a"])).await.unwrap();
+        log.append(contract::append("c1", contract::ticket(1), 1, &["b"])).await.unwrap();
+        let refused = log.append(contract::append("c2", contract::ticket(1), 2, &["c"])).await.unwrap_err();
+        assert_eq!(refused, LogError::NotOwner("node-b took the partition over".into()));
+        assert_eq!(log.head(), 2);
+        let later = log.append(contract::append("c3", contract::ticket(2), 0, &["d"])).await.unwrap_err();
+        assert_eq!(later, refused);
+        assert!(matches!(log.apply_replicated(ticket_log::ReplicaGroup::default()).await, Err(LogError::NotOwner(_))));
+    }
+    let log = open(&dir);
+    assert_eq!(log.head(), 2);
+    assert_eq!(log.verify_chain(|_, _| {}).unwrap().broken, None);
+}

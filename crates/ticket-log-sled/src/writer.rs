@@ -2,26 +2,41 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, OnceLock, mpsc};
 
 use ticket_domain::{CommandId, RecordedEvent, TicketId};
-use ticket_log::{AppendOutcome, AppendRequest, CommandRecord, LogError, StreamTip, now, stamp_events};
+use ticket_log::{
+    AppendOutcome, AppendRequest, CommandRecord, LogError, ReplicaGroup, Replicator, StreamTip, now, stamp_events,
+};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error};
 
 use crate::keys::{EVENT, META_HASH, META_HEAD, command_id, positional, stream};
-use crate::record::{decode_command, decode_event, encode_command, encode_record};
+use crate::record::{chain_hash, decode_command, decode_event, decode_record, encode_command, encode_record};
 use crate::storage;
 use crate::tiers::Tiers;
 
-pub struct Job {
+/// What the writer does, in the order it was asked. Appends are nearly every job and move
+/// through the queue once, so they stay unboxed.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Job {
+    Append(AppendJob),
+    /// A group commit made by another copy of the log (cluster mode: the partition's owner).
+    Replicated {
+        group: ReplicaGroup,
+        reply: oneshot::Sender<Result<u64, LogError>>,
+    },
+}
+
+pub struct AppendJob {
     pub request: AppendRequest,
     pub reply: oneshot::Sender<Result<AppendOutcome, LogError>>,
 }
 
-impl std::fmt::Debug for Job {
+impl std::fmt::Debug for AppendJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("command_id", &self.request.command.id).finish_non_exhaustive()
+        f.debug_struct("AppendJob").field("command_id", &self.request.command.id).finish_non_exhaustive()
     }
 }
 
@@ -39,6 +54,10 @@ pub struct Writer {
     head: u64,
     hash: [u8; 32],
     max_group: usize,
+    /// Where each group goes before it is written (cluster mode).
+    replicator: Option<Arc<dyn Replicator>>,
+    /// Why the log stopped accepting appends, when a replicator refused a group.
+    stopped: Arc<OnceLock<LogError>>,
     /// Committed tips (version and last append) of recently written tickets. A ticket read
     /// back from the tree has no known last append, so an append decided after one is refused.
     versions: lru::LruCache<TicketId, StreamTip>,
@@ -57,6 +76,8 @@ impl Writer {
         head: u64,
         hash: [u8; 32],
         max_group: usize,
+        replicator: Option<Arc<dyn Replicator>>,
+        stopped: Arc<OnceLock<LogError>>,
     ) -> Self {
         let capacity = std::num::NonZeroUsize::new(1 << 20).unwrap_or(std::num::NonZeroUsize::MIN);
         metrics::gauge!("ticketd_log_head").set(head as f64);
@@ -69,21 +90,43 @@ impl Writer {
             head,
             hash,
             max_group: max_group.max(1),
+            replicator,
+            stopped,
             versions: lru::LruCache::new(capacity),
         }
     }
 
-    /// Takes every append queued while the previous group was being flushed into the next group.
+    /// Takes every append queued while the previous group was being flushed into the next group;
+    /// a replicated group is applied on its own, in its place in the queue.
     pub fn run(mut self, jobs: mpsc::Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
-            let mut group = vec![first];
-            while group.len() < self.max_group {
-                match jobs.try_recv() {
-                    Ok(job) => group.push(job),
+        let mut next: Option<Job> = None;
+        loop {
+            let first = match next.take() {
+                Some(job) => job,
+                None => match jobs.recv() {
+                    Ok(job) => job,
                     Err(_) => break,
+                },
+            };
+            match first {
+                Job::Replicated { group, reply } => {
+                    let _ = reply.send(self.apply_replicated(&group));
+                }
+                Job::Append(first) => {
+                    let mut group = vec![first];
+                    while group.len() < self.max_group {
+                        match jobs.try_recv() {
+                            Ok(Job::Append(job)) => group.push(job),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(group);
                 }
             }
-            self.commit(group);
         }
         debug!("event log writer stopped");
     }
@@ -117,7 +160,7 @@ impl Writer {
         Ok(tip)
     }
 
-    fn commit(&mut self, group: Vec<Job>) {
+    fn commit(&mut self, group: Vec<AppendJob>) {
         let mut batch = sled::Batch::default();
         let (mut head, mut hash) = (self.head, self.hash);
         let mut staged_versions: HashMap<TicketId, StreamTip> = HashMap::new();
@@ -126,7 +169,14 @@ impl Writer {
         let mut echoes: Vec<(Reply, usize)> = Vec::new();
         let recorded_at = now();
 
-        for Job { request, reply } in group {
+        // The group as stored, for the replicator.
+        let mut replica =
+            self.replicator.as_ref().map(|_| ReplicaGroup { first_position: head + 1, ..Default::default() });
+        for AppendJob { request, reply } in group {
+            if let Some(reason) = self.stopped.get() {
+                let _ = reply.send(Err(reason.clone()));
+                continue;
+            }
             if self.failed.load(Ordering::Acquire) {
                 let _ = reply.send(Err(failed_error()));
                 continue;
@@ -160,6 +210,9 @@ impl Writer {
             let first = head + 1;
             for e in &events {
                 let (bytes, next) = encode_record(e, &hash);
+                if let Some(replica) = replica.as_mut() {
+                    replica.records.push(bytes.clone());
+                }
                 batch.insert(&positional(EVENT, e.position)[..], bytes);
                 batch.insert(&stream(e.event.ticket_id, e.version)[..], &e.position.to_be_bytes()[..]);
                 staged_versions.insert(e.event.ticket_id, StreamTip { version: e.version, last: Some(request.token) });
@@ -175,7 +228,11 @@ impl Writer {
                 first_position: first,
                 last_position: head,
             };
-            batch.insert(command_id(&record.command.id), encode_command(&record));
+            let command = encode_command(&record);
+            if let Some(replica) = replica.as_mut() {
+                replica.commands.push(command.clone());
+            }
+            batch.insert(command_id(&record.command.id), command);
             staged_ids.insert(record.command.id, accepted.len());
             accepted.push((reply, events));
         }
@@ -184,6 +241,25 @@ impl Writer {
         }
         batch.insert(META_HEAD, &head.to_be_bytes()[..]);
         batch.insert(META_HASH, &hash[..]);
+
+        // Durable elsewhere first (cluster mode): what the replicator refused is never written.
+        if let (Some(replicator), Some(replica)) = (&self.replicator, &replica) {
+            let started = std::time::Instant::now();
+            if let Err(e) = replicator.replicate(replica) {
+                error!(error = %e, head = self.head, "a group commit was not replicated; the log stops accepting appends");
+                let _ = self.stopped.set(e.clone());
+                self.failed.store(true, Ordering::Release);
+                self.versions.clear();
+                for (reply, _) in echoes {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                for (reply, _) in accepted {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return;
+            }
+            metrics::histogram!("ticketd_log_replicate_duration_seconds").record(started.elapsed().as_secs_f64());
+        }
 
         let started = std::time::Instant::now();
         let applied = self.tiers.tree.apply_batch(batch);
@@ -224,6 +300,96 @@ impl Writer {
                 for (reply, _) in accepted {
                     let _ = reply.send(Err(storage("commit", &e)));
                 }
+            }
+        }
+    }
+
+    /// Writes a group commit another copy of the log made (its owner's, in cluster mode), after
+    /// checking that it continues this log: it starts at the next position, every record chains
+    /// to the one before (the hash of the previous record and of its envelope) and decodes at its
+    /// position, each ticket's versions follow on, and its commands' records name its positions.
+    /// Returns the new head. Nothing of a group that does not fit is written.
+    fn apply_replicated(&mut self, group: &ReplicaGroup) -> Result<u64, LogError> {
+        if let Some(reason) = self.stopped.get() {
+            return Err(reason.clone());
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(failed_error());
+        }
+        if group.records.is_empty() || group.first_position != self.head + 1 {
+            return Err(LogError::InvalidAppend(format!(
+                "a replicated group of {} records at position {} does not continue the log at {}",
+                group.records.len(),
+                group.first_position,
+                self.head
+            )));
+        }
+        let mut batch = sled::Batch::default();
+        let (mut head, mut hash) = (self.head, self.hash);
+        let mut staged_versions: HashMap<TicketId, StreamTip> = HashMap::new();
+        for bytes in &group.records {
+            let position = head + 1;
+            let corrupt =
+                |problem: &str| LogError::Corrupt { position, problem: format!("replicated record: {problem}") };
+            let record = decode_record(position, bytes)?;
+            if record.prev_hash != hash {
+                return Err(corrupt("it does not chain to the record before it"));
+            }
+            if chain_hash(&hash, record.envelope) != record.hash {
+                return Err(corrupt("its hash does not match its contents"));
+            }
+            let event = decode_event(position, bytes)?;
+            let ticket = event.event.ticket_id;
+            let tip = match staged_versions.get(&ticket) {
+                Some(tip) => *tip,
+                None => self.stream_tip(ticket)?,
+            };
+            if event.version != tip.version + 1 {
+                return Err(corrupt(&format!(
+                    "ticket {ticket} is at version {}, not {}",
+                    tip.version,
+                    event.version - 1
+                )));
+            }
+            batch.insert(&positional(EVENT, position)[..], bytes.as_slice());
+            batch.insert(&stream(ticket, event.version)[..], &position.to_be_bytes()[..]);
+            staged_versions.insert(ticket, StreamTip { version: event.version, last: None });
+            hash = record.hash;
+            head = position;
+        }
+        for bytes in &group.commands {
+            let record = decode_command(0, bytes)?;
+            if record.first_position < group.first_position || record.last_position > head {
+                return Err(LogError::Corrupt {
+                    position: record.first_position,
+                    problem: format!(
+                        "a replicated command record names positions {}..={} outside its group {}..={head}",
+                        record.first_position, record.last_position, group.first_position
+                    ),
+                });
+            }
+            batch.insert(command_id(&record.command.id), bytes.as_slice());
+        }
+        batch.insert(META_HEAD, &head.to_be_bytes()[..]);
+        batch.insert(META_HASH, &hash[..]);
+        match self.tiers.tree.apply_batch(batch).and_then(|()| self.db.flush()) {
+            Ok(_) => {
+                debug!(first = group.first_position, head, "replicated group written");
+                metrics::gauge!("ticketd_log_head").set(head as f64);
+                self.head = head;
+                self.hash = hash;
+                for (ticket, tip) in staged_versions {
+                    self.versions.put(ticket, tip);
+                }
+                self.head_tx.send_replace(head);
+                let _ = self.heads.send(head);
+                Ok(head)
+            }
+            Err(e) => {
+                error!(error = %e, head = self.head, "a replicated group failed to write; the log stops accepting appends");
+                self.failed.store(true, Ordering::Release);
+                self.versions.clear();
+                Err(storage("commit", &e))
             }
         }
     }

@@ -13,6 +13,7 @@
 pub mod contract;
 pub mod durable;
 mod memory;
+pub mod replica;
 pub mod state;
 mod subscription;
 
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ticket_domain::{Command, CommandId, Event, PolicyVersion, RecordedEvent, Rules, TicketId, TraceId};
 
 pub use memory::{MemoryLog, MemorySnapshots};
+pub use replica::{ReplicaGroup, Replicator};
 pub use state::{MemoryState, StateBatch, StateSpace, StateStore};
 pub use subscription::Subscription;
 
@@ -186,6 +188,10 @@ pub enum LogError {
     Storage(String),
     #[error("the log is closed")]
     Closed,
+    /// This node does not own the log's partition (any more): another node appends to it. The
+    /// command may be retried with the same id; it reaches the owner once routing knows it.
+    #[error("not the owner of this log: {0}")]
+    NotOwner(String),
 }
 
 /// Which clock a log's instants come from, recorded in the log's data when it is first used so
@@ -228,6 +234,7 @@ pub enum LogErrorKind {
     Corrupt,
     Storage,
     Closed,
+    NotOwner,
 }
 
 impl LogError {
@@ -239,6 +246,7 @@ impl LogError {
             LogError::Corrupt { .. } => LogErrorKind::Corrupt,
             LogError::Storage(_) => LogErrorKind::Storage,
             LogError::Closed => LogErrorKind::Closed,
+            LogError::NotOwner(_) => LogErrorKind::NotOwner,
         }
     }
 }

@@ -106,7 +106,7 @@ impl ServiceError {
         match self {
             ServiceError::Rejected(e) => ServiceErrorKind::Rejected(e.kind()),
             ServiceError::Conflict { .. } => ServiceErrorKind::Conflict,
-            ServiceError::Log(LogError::Closed) => ServiceErrorKind::Unavailable,
+            ServiceError::Log(LogError::Closed | LogError::NotOwner(_)) => ServiceErrorKind::Unavailable,
             ServiceError::Quarantined { .. } => ServiceErrorKind::Quarantined,
             ServiceError::Log(
                 LogError::Storage(_)
