@@ -6,6 +6,10 @@
 
 pub mod fence;
 pub mod lease;
+pub mod partition_log;
+#[cfg(test)]
+mod test_support;
 
 pub use fence::{AppendError, Fenced, LogStream, LogStreamConfig, StreamError};
 pub use lease::{Lease, LeaseConfig, LeaseError, Leases};
+pub use partition_log::{CatchUpError, StreamReplicator, catch_up};

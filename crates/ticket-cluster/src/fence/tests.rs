@@ -4,40 +4,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
-use ticket_domain::{Partition, Partitions};
+use ticket_domain::Partition;
 use ticket_proto::pb;
 use ticket_proto::pb::partition_entry::Kind;
 use ticket_testkit::{Cluster, NatsServer};
 
 use super::*;
-
-fn partition(index: u64) -> Partition {
-    Partitions::new(16).unwrap().get(index).unwrap()
-}
+use crate::test_support::{log_stream, partition};
 
 fn group(first_position: u64) -> pb::PartitionGroup {
     pb::PartitionGroup { first_position, records: vec![first_position.to_be_bytes().to_vec()], ..Default::default() }
-}
-
-/// The log stream on `url`, created (JetStream on a fresh cluster elects its leaders first, so
-/// creating it is retried until a deadline).
-async fn log_stream(url: &str, replicas: usize) -> LogStream {
-    let client = async_nats::connect(url).await.unwrap();
-    let mut js = jetstream::new(client);
-    js.set_timeout(Duration::from_secs(3));
-    let config = LogStreamConfig { replicas, read_idle: Duration::from_secs(5), ..LogStreamConfig::default() };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match LogStream::ensure(js.clone(), config.clone()).await {
-            Ok(stream) => return stream,
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(error = %e, "the log stream is not there yet");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("no log stream within the deadline: {e}"),
-        }
-    }
 }
 
 /// A partition's entries as (sequence, "takeover" or "group", node, first position).

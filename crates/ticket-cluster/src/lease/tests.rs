@@ -3,14 +3,10 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use ticket_domain::{Partition, Partitions};
 use ticket_testkit::NatsServer;
 
 use super::*;
-
-fn partition(index: u64) -> Partition {
-    Partitions::new(16).unwrap().get(index).unwrap()
-}
+use crate::test_support::partition;
 
 async fn leases(url: &str, ttl: Duration) -> Leases {
     let js = jetstream::new(async_nats::connect(url).await.unwrap());

@@ -1,0 +1,176 @@
+//! A partition's sled log in cluster mode: its group commits go through the fence into the log
+//! stream before they are written ([`StreamReplicator`]), and a node that takes the partition
+//! over first brings its own copy up to date from the stream ([`catch_up`]).
+//!
+//! The stream is the source of truth. The owner writes a group to its sled log only after the
+//! stream acknowledged it (replicated to a majority), so a sled log never holds what the stream
+//! refused; a crash between the two leaves the sled log behind, and [`catch_up`] repairs it.
+
+use std::sync::Mutex;
+
+use ticket_domain::Partition;
+use ticket_log::{EventLog, LogError, ReplicaGroup, Replicator};
+use ticket_log_sled::SledLog;
+use ticket_proto::pb;
+use ticket_proto::pb::partition_entry::Kind;
+use tracing::{info, warn};
+
+use crate::fence::{AppendError, Fenced, LogStream, StreamError};
+
+/// Groups are published in parts of whole commands of at most this many bytes of records (the
+/// servers' `max_payload` is 1 MiB by default).
+pub const MAX_PART_BYTES: usize = 512 * 1024;
+
+/// Publishes each group commit of a partition's log to the log stream, fenced, before the log
+/// writes it. Blocking (it runs on the log's writer thread, outside the async runtime).
+#[derive(Debug)]
+pub struct StreamReplicator {
+    fenced: Mutex<Fenced>,
+    runtime: tokio::runtime::Handle,
+    max_part_bytes: usize,
+}
+
+impl StreamReplicator {
+    /// `runtime` runs the publishes (the log's writer thread blocks on them).
+    pub fn new(fenced: Fenced, runtime: tokio::runtime::Handle) -> Self {
+        Self { fenced: Mutex::new(fenced), runtime, max_part_bytes: MAX_PART_BYTES }
+    }
+
+    /// At most this many bytes of records per published part.
+    pub fn with_max_part_bytes(mut self, bytes: usize) -> Self {
+        self.max_part_bytes = bytes.max(1);
+        self
+    }
+
+    /// The stream sequence of the partition's last entry this owner appended or took over at.
+    pub fn last(&self) -> u64 {
+        self.fenced.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last()
+    }
+}
+
+impl Replicator for StreamReplicator {
+    fn replicate(&self, group: &ReplicaGroup) -> Result<(), LogError> {
+        let mut fenced = self.fenced.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let partition = fenced.partition();
+        for part in parts(group, self.max_part_bytes) {
+            let (first, last) = (part.first_position, part.first_position + part.records.len() as u64 - 1);
+            let appended = self.runtime.block_on(fenced.append(part));
+            if let Err(e) = appended {
+                warn!(partition = partition.index(), first, last, error = %e, "a group commit was not replicated");
+                return Err(match e {
+                    AppendError::Refused { .. } => LogError::Storage(e.to_string()),
+                    AppendError::Deposed { .. } | AppendError::Unknown { .. } | AppendError::Poisoned { .. } => {
+                        LogError::NotOwner(e.to_string())
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `group` in parts of whole commands (a command's records and its command record always in
+/// the same part), each at most `max_bytes` of records unless one command alone is larger. A
+/// group whose commands do not cover its records one after another (never written so by the
+/// log) goes as one part.
+fn parts(group: &ReplicaGroup, max_bytes: usize) -> Vec<pb::PartitionGroup> {
+    let whole = || {
+        vec![pb::PartitionGroup {
+            first_position: group.first_position,
+            records: group.records.clone(),
+            commands: group.commands.clone(),
+            ..Default::default()
+        }]
+    };
+    let mut spans = Vec::with_capacity(group.commands.len());
+    let mut next = group.first_position;
+    for bytes in &group.commands {
+        match command_span(bytes) {
+            Some((first, last)) if first == next && last <= group.last_position() => {
+                spans.push((first, last, bytes));
+                next = last + 1;
+            }
+            Some(_) | None => return whole(),
+        }
+    }
+    if next != group.last_position() + 1 {
+        return whole();
+    }
+    let mut out = Vec::new();
+    let mut current: Option<pb::PartitionGroup> = None;
+    let mut bytes = 0usize;
+    for (first, last, command) in spans {
+        let span = (first - group.first_position) as usize..=(last - group.first_position) as usize;
+        let Some(records) = group.records.get(span) else { return whole() };
+        let size: usize = records.iter().map(Vec::len).sum();
+        if let Some(full) = current.take_if(|_| bytes + size > max_bytes) {
+            out.push(full);
+            bytes = 0;
+        }
+        let part = current.get_or_insert_with(|| pb::PartitionGroup { first_position: first, ..Default::default() });
+        part.records.extend_from_slice(records);
+        part.commands.push(command.clone());
+        bytes += size;
+    }
+    out.extend(current);
+    out
+}
+
+/// The positions a stored command record names.
+fn command_span(bytes: &[u8]) -> Option<(u64, u64)> {
+    use prost::Message as _;
+    let record = pb::CommandRecord::decode(bytes).ok()?;
+    (record.first_position >= 1 && record.last_position >= record.first_position)
+        .then_some((record.first_position, record.last_position))
+}
+
+/// Why a partition's sled log could not be brought up to date from the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("partition {partition}: the log refused the stream's group at stream sequence {sequence}: {source}")]
+    Log { partition: Partition, sequence: u64, source: LogError },
+    #[error(
+        "partition {partition}: the stream's group at sequence {sequence} starts at position {first}, after a gap from the log's head {head}"
+    )]
+    Gap { partition: Partition, sequence: u64, first: u64, head: u64 },
+}
+
+/// Brings `log` up to date with the partition's entries in the stream up to stream sequence
+/// `upto` (a takeover's, or the partition's last): every group the log does not hold yet is
+/// applied in order, each checked to continue the log's hash chain. Returns the log's head.
+pub async fn catch_up(log: &SledLog, stream: &LogStream, partition: Partition, upto: u64) -> Result<u64, CatchUpError> {
+    let mut groups = Vec::new();
+    let mut head = log.head();
+    let started = head;
+    // Read what is due, then apply it (the reader's callback is not async).
+    stream
+        .read(partition, 1, upto, |sequence, entry| {
+            if let Some(Kind::Group(group)) = entry.kind {
+                let last = group.first_position + group.records.len() as u64;
+                if last > head + 1 {
+                    groups.push((sequence, group));
+                    head = last - 1;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    for (sequence, group) in groups {
+        let current = log.head();
+        if group.first_position > current + 1 {
+            return Err(CatchUpError::Gap { partition, sequence, first: group.first_position, head: current });
+        }
+        // A group partly held already (never written so by an owner) is refused by the log.
+        let replica =
+            ReplicaGroup { first_position: group.first_position, records: group.records, commands: group.commands };
+        log.apply_replicated(replica).await.map_err(|source| CatchUpError::Log { partition, sequence, source })?;
+    }
+    let head = log.head();
+    info!(partition = partition.index(), from = started, head, upto, "partition log caught up from the stream");
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! A partition's sled logs, fed through the fence, against a real nats-server.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use prost::Message as _;
+use ticket_log::contract;
+use ticket_log_sled::SledConfig;
+use ticket_testkit::NatsServer;
+
+use super::*;
+use crate::test_support::{log_stream, partition};
+
+fn open(dir: &tempfile::TempDir, replicator: Option<Arc<StreamReplicator>>) -> SledLog {
+    let mut config = SledConfig::new(dir.path().join("log"));
+    config.replicator = replicator.map(|r| r as Arc<dyn Replicator>);
+    SledLog::open(config).unwrap()
+}
+
+/// The owner's appends, then a takeover by a node with an empty data directory, then the old
+/// owner coming back: at every step the node serving the partition holds exactly what the
+/// stream holds (same head, same hash chain), the deposed owner's appends are refused and
+/// leave nothing anywhere, and a command retried on the new owner is answered from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_catches_up_from_the_stream_and_the_old_one_is_fenced() {
+    let server = NatsServer::start().unwrap();
+    let stream = log_stream(&server.url(), 1).await;
+    let p = partition(3);
+    let runtime = tokio::runtime::Handle::current();
+
+    // Node a owns the partition and appends (in parts of a few hundred bytes, to publish
+    // groups in several parts).
+    let a_dir = tempfile::tempdir().unwrap();
+    let a_fence = stream.take(p, "node-a").await.unwrap();
+    let a_replicator = Arc::new(StreamReplicator::new(a_fence, runtime.clone()).with_max_part_bytes(300));
+    let a_log = open(&a_dir, Some(a_replicator.clone()));
+    let mut appends = Vec::new();
+    for i in 0..10u64 {
+        let ticket = contract::ticket(u128::from(i % 2 + 1));
+        appends.push(a_log.append(contract::append(&format!("c{i}"), ticket, i / 2 * 2, &["a", "b"])));
+    }
+    for append in appends {
+        append.await.unwrap();
+    }
+    assert_eq!(a_log.head(), 20);
+
+    // Node b takes it over with an empty data directory and catches up to its takeover.
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_fence = stream.take(p, "node-b").await.unwrap();
+    let b_taken = b_fence.last();
+    let b_log = open(&b_dir, Some(Arc::new(StreamReplicator::new(b_fence, runtime.clone()))));
+    assert_eq!(catch_up(&b_log, &stream, p, b_taken).await.unwrap(), 20);
+    assert_eq!(b_log.chain_head().unwrap(), a_log.chain_head().unwrap());
+    assert_eq!(b_log.read_from(1, 100).unwrap(), a_log.read_from(1, 100).unwrap());
+
+    // Node a does not know yet: its next append is refused, and lands nowhere.
+    let refused = a_log.append(contract::append("c10", contract::ticket(1), 10, &["x"])).await.unwrap_err();
+    assert!(matches!(refused, LogError::NotOwner(_)), "{refused:?}");
+    assert_eq!(a_log.head(), 20);
+    assert_eq!(stream.last(p).await.unwrap(), b_taken, "nothing of node a after node b's takeover");
+
+    // Node b serves: a retried command is answered from the log, a new one appended.
+    assert!(b_log.append(contract::append("c3", contract::ticket(2), 2, &["a"])).await.unwrap().is_duplicate());
+    b_log.append(contract::append("c10", contract::ticket(1), 10, &["y"])).await.unwrap();
+    assert_eq!(b_log.head(), 21);
+
+    // Node a comes back (its log reopened), takes the partition again and catches up.
+    drop(a_log);
+    let a_log = open(&a_dir, None);
+    let a_again = stream.take(p, "node-a").await.unwrap();
+    assert_eq!(catch_up(&a_log, &stream, p, a_again.last()).await.unwrap(), 21);
+    assert_eq!(a_log.chain_head().unwrap(), b_log.chain_head().unwrap());
+    for log in [&a_log, &b_log] {
+        assert_eq!(log.verify_chain(|_, _| {}).unwrap().broken, None);
+    }
+    // Caught up already: nothing more to do.
+    assert_eq!(catch_up(&a_log, &stream, p, a_again.last()).await.unwrap(), 21);
+}
+
+fn command(first: u64, last: u64) -> Vec<u8> {
+    pb::CommandRecord { first_position: first, last_position: last, ..Default::default() }.encode_to_vec()
+}
+
+proptest! {
+    /// A group's parts hold its records in order, each part whole commands starting where the
+    /// one before ended, and no part over the budget unless it is one command.
+    #[test]
+    fn a_group_is_published_in_parts_of_whole_commands(
+        first in 1u64..1000,
+        commands in proptest::collection::vec(proptest::collection::vec(1usize..200, 1..4), 1..20),
+        budget in 1usize..800,
+    ) {
+        let mut group = ReplicaGroup { first_position: first, ..ReplicaGroup::default() };
+        let mut position = first;
+        for sizes in &commands {
+            let start = position;
+            for size in sizes {
+                group.records.push(vec![position as u8; *size]);
+                position += 1;
+            }
+            group.commands.push(command(start, position - 1));
+        }
+        let parts = parts(&group, budget);
+        let records: Vec<Vec<u8>> = parts.iter().flat_map(|p| p.records.clone()).collect();
+        prop_assert_eq!(&records, &group.records);
+        let mut next = first;
+        for part in &parts {
+            prop_assert_eq!(part.first_position, next);
+            let mut covered = part.first_position;
+            for c in &part.commands {
+                let (from, to) = command_span(c).unwrap();
+                prop_assert_eq!(from, covered);
+                covered = to + 1;
+            }
+            prop_assert_eq!(covered, part.first_position + part.records.len() as u64);
+            let size: usize = part.records.iter().map(Vec::len).sum();
+            prop_assert!(size <= budget || part.commands.len() == 1, "a part of {} bytes", size);
+            next = covered;
+        }
+        prop_assert_eq!(parts.iter().map(|p| p.commands.len()).sum::<usize>(), group.commands.len());
+    }
+}
