@@ -6,10 +6,12 @@
 
 pub mod fence;
 pub mod lease;
+pub mod node;
 pub mod partition_log;
 #[cfg(test)]
 mod test_support;
 
 pub use fence::{AppendError, Fenced, LogStream, LogStreamConfig, StreamError};
 pub use lease::{Lease, LeaseConfig, LeaseError, Leases};
+pub use node::{NodeConfig, NodeError, NodeHandle, Owned};
 pub use partition_log::{CatchUpError, StreamReplicator, catch_up};

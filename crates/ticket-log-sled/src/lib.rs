@@ -361,6 +361,12 @@ impl SledLog {
         }
     }
 
+    /// Why the log stopped accepting appends, if its replicator refused a group (cluster mode:
+    /// another node took the partition over).
+    pub fn stopped(&self) -> Option<LogError> {
+        self.shared.stopped.get().cloned()
+    }
+
     /// The position and hash of the last record: where a replicated group must continue.
     pub fn chain_head(&self) -> Result<(u64, [u8; 32]), LogError> {
         let head = self.durable_head();

@@ -1,0 +1,286 @@
+//! A node of the cluster: it keeps a fair share of the partitions, and for each partition it
+//! owns, a sled log fed through the fence (ADR 0015).
+//!
+//! Every `renew_every` the node:
+//! 1. says it is alive (a key of its own in the `TICKETS_NODES` bucket, which expires like a
+//!    lease), and counts the live nodes;
+//! 2. renews the lease of every partition it owns, and gives up a partition whose lease was lost
+//!    or whose log stopped (deposed: its fence refused an append);
+//! 3. takes one free partition if it owns fewer than its share (the partitions divided by the
+//!    live nodes, rounded up): its lease, then the fence (a takeover in the log stream), then its
+//!    sled log caught up from the stream, and only then it serves it;
+//! 4. hands one partition over if it owns more than its share (a node joined): its log closed,
+//!    then its lease released, so another node takes it at once.
+//!
+//! A node that stops gracefully hands every partition over. A node that dies keeps nothing: its
+//! leases expire and the others take its partitions; if it was only paused, its next append
+//! meets the new owner's takeover.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use ticket_domain::{Partition, Partitions};
+use ticket_log::{EventLog, Replicator};
+use ticket_log_sled::{SledConfig, SledLog};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::fence::{LogStream, LogStreamConfig};
+use crate::lease::{Lease, LeaseConfig, Leases};
+use crate::partition_log::{StreamReplicator, catch_up};
+
+/// How a node runs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's name, unique in the cluster.
+    pub name: String,
+    /// Partition `p`'s log is under `<data_dir>/partitions/<p>/log`.
+    pub data_dir: PathBuf,
+    pub partitions: Partitions,
+    pub log: LogStreamConfig,
+    pub leases: LeaseConfig,
+    /// The node's round: renew, rebalance (a fraction of the leases' time to live).
+    pub renew_every: Duration,
+    /// The bucket of live nodes.
+    pub nodes_bucket: String,
+}
+
+impl NodeConfig {
+    pub fn new(name: impl Into<String>, data_dir: impl Into<PathBuf>, partitions: Partitions) -> Self {
+        let leases = LeaseConfig::default();
+        Self {
+            name: name.into(),
+            data_dir: data_dir.into(),
+            partitions,
+            log: LogStreamConfig::default(),
+            renew_every: leases.ttl / 4,
+            leases,
+            nodes_bucket: "TICKETS_NODES".to_owned(),
+        }
+    }
+
+    fn log_dir(&self, partition: Partition) -> PathBuf {
+        self.data_dir.join("partitions").join(partition.to_string()).join("log")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("the cluster's streams: {0}")]
+    Setup(String),
+}
+
+/// A partition this node serves.
+#[derive(Debug, Clone)]
+pub struct Owned {
+    pub partition: Partition,
+    /// Its sled log, caught up from the stream; every append goes through the fence.
+    pub log: SledLog,
+}
+
+struct Held {
+    owned: Owned,
+    lease: Lease,
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    owned: watch::Receiver<BTreeMap<Partition, Owned>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NodeHandle {
+    /// The partitions the node serves now (changes as it takes and hands over partitions).
+    pub fn owned(&self) -> watch::Receiver<BTreeMap<Partition, Owned>> {
+        self.owned.clone()
+    }
+
+    /// Stops gracefully: every partition handed over (its log closed, its lease released).
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        if let Err(e) = self.task.await {
+            warn!(error = %e, "the node's task failed");
+        }
+    }
+
+    /// Stops without handing anything over, as a crash would (the leases expire).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a node on `js`: it creates the log stream and the buckets if they are not there.
+pub async fn start(js: jetstream::Context, config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
+    let stream = LogStream::ensure(js.clone(), config.log.clone()).await.map_err(|e| setup(&e))?;
+    let leases = Leases::ensure(&js, config.leases.clone()).await.map_err(|e| setup(&e))?;
+    let nodes = match js.get_key_value(config.nodes_bucket.clone()).await {
+        Ok(kv) => kv,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: config.nodes_bucket.clone(),
+                description: "ticketd's live nodes (ADR 0015)".to_owned(),
+                history: 1,
+                max_age: config.leases.ttl,
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: config.leases.replicas.max(1),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup(&e))?,
+    };
+    let (owned_tx, owned) = watch::channel(BTreeMap::new());
+    let (stop, stopped) = watch::channel(false);
+    let node = Node { config, stream, leases, nodes, held: BTreeMap::new(), owned: owned_tx };
+    let task = tokio::spawn(node.run(stopped));
+    Ok(NodeHandle { owned, stop, task })
+}
+
+struct Node {
+    config: NodeConfig,
+    stream: LogStream,
+    leases: Leases,
+    nodes: kv::Store,
+    held: BTreeMap<Partition, Held>,
+    owned: watch::Sender<BTreeMap<Partition, Owned>>,
+}
+
+impl Node {
+    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let mut round = tokio::time::interval(self.config.renew_every);
+        round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = round.tick() => self.round().await,
+                changed = stopped.changed() => {
+                    if changed.is_err() || *stopped.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        for partition in self.held.keys().copied().collect::<Vec<_>>() {
+            self.hand_over(partition).await;
+        }
+        if let Err(e) = self.nodes.delete(&self.config.name).await {
+            warn!(node = %self.config.name, error = %e, "could not say the node left");
+        }
+        info!(node = %self.config.name, "node stopped; its partitions handed over");
+    }
+
+    async fn round(&mut self) {
+        let live = match self.heartbeat().await {
+            Ok(live) => live.max(1),
+            Err(e) => {
+                warn!(node = %self.config.name, error = %e, "the live nodes could not be counted; keeping what it holds");
+                return;
+            }
+        };
+        self.renew().await;
+        let share = usize::from(self.config.partitions.count()).div_ceil(live);
+        if self.held.len() < share {
+            self.take_one().await;
+        } else if self.held.len() > share
+            && let Some(partition) = self.held.keys().next_back().copied()
+        {
+            self.hand_over(partition).await;
+        }
+    }
+
+    /// Says this node is alive; returns how many nodes are.
+    async fn heartbeat(&self) -> Result<usize, String> {
+        self.nodes.put(&self.config.name, Bytes::new()).await.map_err(|e| e.to_string())?;
+        let keys = self.nodes.keys().await.map_err(|e| e.to_string())?;
+        use futures::TryStreamExt;
+        let keys: Vec<String> = keys.try_collect().await.map_err(|e| e.to_string())?;
+        Ok(keys.len())
+    }
+
+    /// Renews every lease held; drops the partitions whose lease was lost or whose log stopped.
+    async fn renew(&mut self) {
+        let mut lost = Vec::new();
+        for (partition, held) in &mut self.held {
+            let stopped = held.owned.log.stopped().is_some();
+            match self.leases.renew(&mut held.lease).await {
+                Ok(()) if !stopped => {}
+                Ok(()) => lost.push((*partition, "its log stopped: the fence refused an append".to_owned())),
+                Err(e) => lost.push((*partition, e.to_string())),
+            }
+        }
+        for (partition, why) in lost {
+            warn!(node = %self.config.name, partition = partition.index(), why, "partition given up");
+            self.hand_over(partition).await;
+        }
+    }
+
+    /// Takes the first free partition, if any: lease, fence, catch-up, then serves it.
+    async fn take_one(&mut self) {
+        for partition in self.config.partitions.all() {
+            if self.held.contains_key(&partition) {
+                continue;
+            }
+            let lease = match self.leases.acquire(partition, &self.config.name).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(node = %self.config.name, error = %e, "a lease could not be acquired");
+                    return;
+                }
+            };
+            match self.serve(partition).await {
+                Ok(owned) => {
+                    info!(node = %self.config.name, partition = partition.index(), head = owned.log.head(), "partition served");
+                    self.held.insert(partition, Held { owned, lease });
+                    self.publish();
+                }
+                Err(e) => {
+                    warn!(node = %self.config.name, partition = partition.index(), error = %e, "partition not served; lease released");
+                    let _ = self.leases.release(lease).await;
+                }
+            }
+            return;
+        }
+    }
+
+    /// Fences the partition, opens its log with the fence as replicator and catches it up.
+    async fn serve(&self, partition: Partition) -> Result<Owned, String> {
+        let fenced = self.stream.take(partition, &self.config.name).await.map_err(|e| e.to_string())?;
+        let upto = fenced.last();
+        let replicator: Arc<dyn Replicator> =
+            Arc::new(StreamReplicator::new(fenced, tokio::runtime::Handle::current()));
+        let mut config = SledConfig::new(self.config.log_dir(partition));
+        config.replicator = Some(replicator);
+        let log = tokio::task::spawn_blocking(move || SledLog::open(config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        catch_up(&log, &self.stream, partition, upto).await.map_err(|e| e.to_string())?;
+        Ok(Owned { partition, log })
+    }
+
+    /// Stops serving the partition (its log closed) and releases its lease.
+    async fn hand_over(&mut self, partition: Partition) {
+        let Some(held) = self.held.remove(&partition) else { return };
+        self.publish();
+        let Held { owned, lease } = held;
+        drop(owned);
+        match self.leases.release(lease).await {
+            Ok(()) => info!(node = %self.config.name, partition = partition.index(), "partition handed over"),
+            Err(e) => warn!(node = %self.config.name, partition = partition.index(), error = %e, "lease not released"),
+        }
+    }
+
+    fn publish(&self) {
+        let owned = self.held.iter().map(|(p, h)| (*p, h.owned.clone())).collect();
+        self.owned.send_replace(owned);
+    }
+}
+
+#[cfg(test)]
+mod tests;

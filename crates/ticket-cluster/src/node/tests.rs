@@ -1,0 +1,95 @@
+//! Nodes sharing partitions on a real nats-server.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use ticket_log::{LogError, contract};
+use ticket_testkit::NatsServer;
+
+use super::*;
+
+fn config(name: &str, dir: &tempfile::TempDir) -> NodeConfig {
+    let mut config = NodeConfig::new(name, dir.path().join(name), Partitions::new(16).unwrap());
+    config.leases.ttl = Duration::from_secs(3);
+    config.renew_every = Duration::from_millis(250);
+    config
+}
+
+async fn node(url: &str, name: &str, dir: &tempfile::TempDir) -> NodeHandle {
+    let js = jetstream::new(async_nats::connect(url).await.unwrap());
+    start(js, config(name, dir)).await.unwrap()
+}
+
+fn owned(node: &NodeHandle) -> BTreeSet<Partition> {
+    node.owned().borrow().keys().copied().collect()
+}
+
+/// Waits, up to a minute, until `done` holds of what each node owns.
+async fn wait_until(nodes: &[&NodeHandle], what: &str, done: impl Fn(&[BTreeSet<Partition>]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now: Vec<_> = nodes.iter().map(|n| owned(n)).collect();
+        if done(&now) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: never happened; the nodes own {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every partition owned by exactly one of the nodes.
+fn partitioned(owned: &[BTreeSet<Partition>]) -> bool {
+    let all: usize = owned.iter().map(BTreeSet::len).sum();
+    let union: BTreeSet<_> = owned.iter().flatten().collect();
+    all == 16 && union.len() == 16
+}
+
+/// Three nodes start, and each ends up with about a third of the 16 partitions, each partition
+/// with one of them; one stops gracefully and the other two take its partitions over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_the_partitions_and_a_stopped_nodes_share_moves() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(&server.url(), "node-a", &dir).await;
+    let b = node(&server.url(), "node-b", &dir).await;
+    let c = node(&server.url(), "node-c", &dir).await;
+    wait_until(&[&a, &b, &c], "a third each", |owned| {
+        partitioned(owned) && owned.iter().all(|o| (4..=6).contains(&o.len()))
+    })
+    .await;
+    c.stop().await;
+    wait_until(&[&a, &b], "half each", |owned| partitioned(owned) && owned.iter().all(|o| o.len() == 8)).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A node dies holding partitions (nothing handed over): once its leases expire the other node
+/// takes them, with the dead node's appends in their logs; an append still made through the
+/// dead node's log is refused by the fence and lands nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_partitions_are_taken_over_with_their_history_and_it_is_fenced() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(&server.url(), "node-a", &dir).await;
+    let b = node(&server.url(), "node-b", &dir).await;
+    wait_until(&[&a, &b], "half each", |owned| partitioned(owned) && owned.iter().all(|o| o.len() == 8)).await;
+    let (partition, log) = {
+        let held = a.owned().borrow().clone();
+        let (p, owned) = held.into_iter().next().unwrap();
+        (p, owned.log)
+    };
+    log.append(contract::append("c1", contract::ticket(1), 0, &["opened", "responded"])).await.unwrap();
+    let before = log.chain_head().unwrap();
+
+    a.abort();
+    wait_until(&[&b], "all on node b", |owned| owned[0].len() == 16).await;
+    let taken = b.owned().borrow().get(&partition).cloned().unwrap();
+    assert_eq!(taken.log.chain_head().unwrap(), before, "the new owner holds the dead node's appends");
+
+    let refused = log.append(contract::append("c2", contract::ticket(1), 2, &["late"])).await.unwrap_err();
+    assert!(matches!(refused, LogError::NotOwner(_)), "{refused:?}");
+    assert_eq!(log.head(), before.0);
+    taken.log.append(contract::append("c2", contract::ticket(1), 2, &["served"])).await.unwrap();
+    assert_eq!(taken.log.head(), before.0 + 1);
+    b.stop().await;
+}
