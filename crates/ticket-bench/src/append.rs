@@ -130,7 +130,7 @@ pub(crate) fn progress(label: &'static str, done: Arc<AtomicU64>, total: Option<
     })
 }
 
-async fn engine_phase(args: &WorkloadArgs, log: &SledLog, policy: Arc<Policy>) -> anyhow::Result<Phase> {
+pub(crate) async fn engine_phase(args: &WorkloadArgs, log: &SledLog, policy: Arc<Policy>) -> anyhow::Result<Phase> {
     let service = CommandService::with_clock(
         log.clone(),
         policy,

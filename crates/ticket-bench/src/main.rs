@@ -3,6 +3,7 @@
 
 mod alloc;
 mod append;
+mod cluster;
 mod machine;
 mod nats;
 mod projections;
@@ -47,6 +48,10 @@ enum Bench {
     /// ticketd's restart after kill -9, resident memory serving and rebuilding, checkpoints,
     /// query latency and rebuild rates; a least-squares extrapolation to 10^8 events.
     Scale(scale::Args),
+    /// Acknowledgement after replication (the fenced log stream, R3 on three nats-servers with
+    /// fsync on every write) against local acknowledgement, and a partition rebuilt from the
+    /// stream by a node with an empty data directory.
+    Cluster(cluster::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
             Bench::Timers(args) => timers::run(args, cli.json).await,
             Bench::Projections(args) => projections::run(args, cli.json).await,
             Bench::Scale(args) => scale::run(args, cli.json).await,
+            Bench::Cluster(args) => cluster::run(args, cli.json).await,
         }
     });
     match result {

@@ -137,6 +137,20 @@ pub enum CatchUpError {
     Gap { partition: Partition, sequence: u64, first: u64, head: u64 },
 }
 
+/// Records written to the log in one commit while catching up.
+const CATCH_UP_BATCH: usize = 8192;
+
+/// Writes `group` (read from stream sequence `sequence` on) to `log`.
+async fn apply(log: &SledLog, partition: Partition, sequence: u64, group: ReplicaGroup) -> Result<(), CatchUpError> {
+    let head = log.head();
+    if group.first_position > head + 1 {
+        return Err(CatchUpError::Gap { partition, sequence, first: group.first_position, head });
+    }
+    // A group partly held already (never written so by an owner) is refused by the log.
+    log.apply_replicated(group).await.map_err(|source| CatchUpError::Log { partition, sequence, source })?;
+    Ok(())
+}
+
 /// Brings `log` up to date with the partition's entries in the stream up to stream sequence
 /// `upto` (a takeover's, or the partition's last): every group the log does not hold yet is
 /// applied in order, each checked to continue the log's hash chain. Returns the log's head.
@@ -157,15 +171,26 @@ pub async fn catch_up(log: &SledLog, stream: &LogStream, partition: Partition, u
             Ok(())
         })
         .await?;
+    // Consecutive groups are written together (one fsync per batch, not per group).
+    let mut batch: Option<(u64, ReplicaGroup)> = None;
     for (sequence, group) in groups {
-        let current = log.head();
-        if group.first_position > current + 1 {
-            return Err(CatchUpError::Gap { partition, sequence, first: group.first_position, head: current });
+        let first = group.first_position;
+        let continues = batch.as_ref().is_some_and(|(_, b)| b.last_position() + 1 == first);
+        if !continues && let Some((at, full)) = batch.take() {
+            apply(log, partition, at, full).await?;
         }
-        // A group partly held already (never written so by an owner) is refused by the log.
-        let replica =
-            ReplicaGroup { first_position: group.first_position, records: group.records, commands: group.commands };
-        log.apply_replicated(replica).await.map_err(|source| CatchUpError::Log { partition, sequence, source })?;
+        let (_, pending) =
+            batch.get_or_insert_with(|| (sequence, ReplicaGroup { first_position: first, ..Default::default() }));
+        pending.records.extend(group.records);
+        pending.commands.extend(group.commands);
+        if pending.records.len() >= CATCH_UP_BATCH
+            && let Some((at, full)) = batch.take()
+        {
+            apply(log, partition, at, full).await?;
+        }
+    }
+    if let Some((at, full)) = batch.take() {
+        apply(log, partition, at, full).await?;
     }
     let head = log.head();
     info!(partition = partition.index(), from = started, head, upto, "partition log caught up from the stream");

@@ -284,10 +284,16 @@ impl Cluster {
     /// between, and the server that loses its port exits. The whole cluster is then started
     /// again on fresh ports, a few times, before the error is returned.
     pub fn start(n: usize) -> Result<Self, TestkitError> {
+        Self::start_with(n, None)
+    }
+
+    /// [`Cluster::start`], every server also given `config_file` (`-c`: for example
+    /// `jetstream { sync_interval: always }`).
+    pub fn start_with(n: usize, config_file: Option<PathBuf>) -> Result<Self, TestkitError> {
         const ATTEMPTS: usize = 4;
         let mut attempt = 1;
         loop {
-            match Self::start_once(n) {
+            match Self::start_once(n, config_file.clone()) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) if attempt >= ATTEMPTS => return Err(e),
                 Err(_) => attempt += 1,
@@ -295,7 +301,7 @@ impl Cluster {
         }
     }
 
-    fn start_once(n: usize) -> Result<Self, TestkitError> {
+    fn start_once(n: usize, config_file: Option<PathBuf>) -> Result<Self, TestkitError> {
         let cluster_ports = (0..n).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
         let routes: Vec<String> = cluster_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
         let suffix = format!("{}-{}", std::process::id(), cluster_ports[0]);
@@ -303,7 +309,7 @@ impl Cluster {
         for (i, port) in cluster_ports.iter().enumerate() {
             let config = ServerConfig {
                 name: Some(format!("ticketd-node-{i}-{suffix}")),
-                config_file: None,
+                config_file: config_file.clone(),
                 args: vec![
                     "--cluster_name".into(),
                     format!("ticketd-{suffix}"),

@@ -1,0 +1,182 @@
+//! `ticket-bench cluster` (issue 14, ADR 0015): what acknowledgement after replication costs,
+//! and how fast a node with an empty data directory rebuilds a partition from the log stream.
+//! In one run, on this machine:
+//!
+//! 1. **Local acknowledgement**: the command service on a sled log, as a single node runs it
+//!    (`ticket-bench append`'s workload, the same clients and tickets).
+//! 2. **Replicated acknowledgement**: the same on a partition's sled log whose group commits go
+//!    through the fence into the log stream first (R3 on three nats-servers on loopback, each
+//!    with `sync_interval: always`), acknowledged once both hold them.
+//! 3. **Rebuild from the stream**: a fresh sled log caught up from what phase 2 published, as a
+//!    new owner with an empty data directory does.
+//!
+//! Not measured yet (the nodes are not in ticketd yet): failover time from kill -9 to serving.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use ticket_cluster::{LogStream, LogStreamConfig, StreamReplicator, catch_up};
+use ticket_domain::Partitions;
+use ticket_log_sled::{SledConfig, SledLog};
+
+use crate::machine::Machine;
+use crate::stats::Phase;
+use crate::workload::WorkloadArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    benchmark: &'static str,
+    machine: Machine,
+    clients: usize,
+    tickets: usize,
+    nats_servers: usize,
+    replicas: usize,
+    local: Phase,
+    replicated: Phase,
+    /// Replicated commands/s divided by local commands/s.
+    ratio: f64,
+    goal_ratio_met: bool,
+    /// Groups published to the stream by phase 2 (each one fenced publish, one round trip).
+    groups_published: u64,
+    rebuild_events: u64,
+    rebuild_seconds: f64,
+    rebuild_events_per_sec: f64,
+}
+
+pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
+    let args = args.workload;
+    let policy = Arc::new(ticket_defaults::policy(args.policy.as_deref())?.0);
+    let (dir, _cleanup) = crate::data_dir(args.data_dir.clone())?;
+    let machine = Machine::detect();
+    eprintln!(
+        "cluster: {} clients, {} tickets, {} s per phase, on {} cores ({}), data in {}",
+        args.clients,
+        args.tickets,
+        args.seconds,
+        machine.cores,
+        machine.cpu,
+        dir.display()
+    );
+
+    // 1. Local acknowledgement.
+    let local = {
+        let log = SledLog::open(SledConfig::new(dir.join("local")))?;
+        crate::append::engine_phase(&args, &log, policy.clone()).await?
+    };
+
+    // 2. Replicated acknowledgement: three servers fsyncing every write, an R3 log stream.
+    let config_file = dir.join("sync-always.conf");
+    std::fs::write(&config_file, "jetstream { sync_interval: always }\n")?;
+    let servers = ticket_testkit::Cluster::start_with(3, Some(config_file))?;
+    servers.wait_routed(Duration::from_secs(30))?;
+    let client = async_nats::connect(servers.nodes[0].url()).await?;
+    let js = async_nats::jetstream::new(client);
+    let stream = ensure_stream(&js).await?;
+    let partition = Partitions::SINGLE.all().next().ok_or_else(|| anyhow::anyhow!("no partition"))?;
+    let fenced = stream.take(partition, "bench-owner").await?;
+    let taken = fenced.last();
+    let replicator = Arc::new(StreamReplicator::new(fenced, tokio::runtime::Handle::current()));
+    let replicated = {
+        let mut config = SledConfig::new(dir.join("replicated"));
+        config.replicator = Some(replicator.clone());
+        let log = SledLog::open(config)?;
+        crate::append::engine_phase(&args, &log, policy).await?
+    };
+    let last = replicator.last();
+    let groups_published = count_groups(&stream, partition, taken, last).await?;
+
+    // 3. A new owner's rebuild of the partition from the stream.
+    let rebuilt = SledLog::open(SledConfig::new(dir.join("rebuilt")))?;
+    let started = Instant::now();
+    let head = catch_up(&rebuilt, &stream, partition, last).await?;
+    let rebuild_seconds = started.elapsed().as_secs_f64();
+    drop(servers);
+
+    let ratio = if local.commands_per_sec > 0.0 { replicated.commands_per_sec / local.commands_per_sec } else { 0.0 };
+    let report = Report {
+        benchmark: "cluster",
+        machine,
+        clients: args.clients,
+        tickets: args.tickets,
+        nats_servers: 3,
+        replicas: 3,
+        goal_ratio_met: ratio >= 0.25,
+        local,
+        replicated,
+        ratio,
+        groups_published,
+        rebuild_events: head,
+        rebuild_seconds,
+        rebuild_events_per_sec: head as f64 / rebuild_seconds.max(1e-9),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+/// The log stream, R3 (a fresh cluster elects its JetStream leaders first: retried).
+async fn ensure_stream(js: &async_nats::jetstream::Context) -> anyhow::Result<LogStream> {
+    let config = LogStreamConfig { replicas: 3, ..LogStreamConfig::default() };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match LogStream::ensure(js.clone(), config.clone()).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "the log stream is not there yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn count_groups(
+    stream: &LogStream,
+    partition: ticket_domain::Partition,
+    after: u64,
+    last: u64,
+) -> anyhow::Result<u64> {
+    let mut groups = 0u64;
+    stream
+        .read(partition, after + 1, last, |_, _| {
+            groups += 1;
+            Ok(())
+        })
+        .await?;
+    Ok(groups)
+}
+
+fn print_table(r: &Report) {
+    let (a, b) = (&r.local, &r.replicated);
+    println!("{:<28} {:>14} {:>14} {:>8}", "", "local ack", "replicated", "ratio");
+    let row = |name: &str, x: f64, y: f64| {
+        println!("{name:<28} {x:>14.1} {y:>14.1} {:>7.1}%", if x > 0.0 { 100.0 * y / x } else { 0.0 })
+    };
+    row("commands/s", a.commands_per_sec, b.commands_per_sec);
+    row("events/s", a.events_per_sec, b.events_per_sec);
+    let ms = |name: &str, x: f64, y: f64| println!("{name:<28} {x:>14.3} {y:>14.3}");
+    ms("latency p50 (ms)", a.latency.p50_ms, b.latency.p50_ms);
+    ms("latency p99 (ms)", a.latency.p99_ms, b.latency.p99_ms);
+    ms("latency max (ms)", a.latency.max_ms, b.latency.max_ms);
+    println!("{:<28} {:>14} {:>14}", "commands", a.commands, b.commands);
+    println!("{:<28} {:>14} {:>14}", "groups published (fenced)", "", r.groups_published);
+    println!(
+        "{:<28} {:>14.0} ({} events in {:.2} s)",
+        "rebuild from the stream, events/s", r.rebuild_events_per_sec, r.rebuild_events, r.rebuild_seconds
+    );
+    println!(
+        "goal: replicated >= 25% of local: {} ({:.1}%)",
+        if r.goal_ratio_met { "met" } else { "NOT met" },
+        100.0 * r.ratio
+    );
+}
