@@ -1,0 +1,171 @@
+//! The cluster's fence with real processes (issue 14, ADR 0015): a node paused past its leases
+//! (SIGSTOP) while another takes its partitions over cannot append once it resumes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use prost::Message as _;
+use ticket_cluster::{LogStream, LogStreamConfig, NodeConfig};
+use ticket_domain::{CommandId, Partitions};
+use ticket_log::EventLog;
+use ticket_proto::pb::partition_entry::Kind;
+use ticket_testkit::NatsServer;
+
+use crate::policy_path;
+
+/// A node process and the lines it printed.
+struct NodeProcess {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl NodeProcess {
+    fn start(url: &str, name: &str, dir: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_it-cluster-node"))
+            .arg(url)
+            .arg(name)
+            .arg(dir)
+            .arg(policy_path("regional-operator.toml"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(signal).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill {signal}");
+    }
+
+    /// (partition, command id) of every `ACK` line.
+    fn acks(&self) -> BTreeSet<(String, String)> {
+        self.words("ACK")
+    }
+
+    fn refused(&self) -> BTreeSet<(String, String)> {
+        self.words("REFUSED")
+    }
+
+    fn words(&self, kind: &str) -> BTreeSet<(String, String)> {
+        self.lines()
+            .iter()
+            .filter_map(|l| {
+                let mut words = l.split(' ');
+                (words.next() == Some(kind))
+                    .then(|| (words.next().unwrap().to_owned(), words.next().unwrap().to_owned()))
+            })
+            .collect()
+    }
+
+    fn owns(&self) -> Option<usize> {
+        self.lines().iter().rev().find_map(|l| l.strip_prefix("OWNS ").and_then(|n| n.parse().ok()))
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within the deadline");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Given node a (a process) owning every partition and acknowledging commands, when it is
+/// paused past its leases and node b takes every partition over, then when a resumes each of
+/// its writers is refused (nothing it had in flight lands); the stream has, in every partition,
+/// no group of a node after another node's takeover, every command a acknowledged exactly once
+/// and none it was refused; and b's logs hold what the stream holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_cannot_append_once_its_partitions_were_taken_over() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = NodeProcess::start(&server.url(), "node-a", &dir.path().join("a"));
+    wait_for("node a owning every partition and acknowledging", || a.owns() == Some(16) && a.acks().len() >= 100).await;
+
+    a.signal("-STOP");
+    let partitions = Partitions::new(16).unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut config = NodeConfig::new("node-b", dir.path().join("b"), partitions);
+    config.leases.ttl = Duration::from_secs(2);
+    config.renew_every = Duration::from_millis(200);
+    let b = ticket_cluster::node::start(js.clone(), config).await.unwrap();
+    let owned = b.owned();
+    wait_for("node b owning every partition", || owned.borrow().len() == 16).await;
+
+    a.signal("-CONT");
+    wait_for("node a refused on every partition it wrote to before the pause", || a.refused().len() >= 16).await;
+    a.signal("-KILL");
+
+    // The stream, the source of truth: in each partition no group of a node after another
+    // node's takeover; every command a acknowledged is there exactly once, none it was refused.
+    let stream = LogStream::ensure(js, LogStreamConfig::default()).await.unwrap();
+    let mut commands: BTreeMap<String, usize> = BTreeMap::new();
+    for partition in partitions.all() {
+        let last = stream.last(partition).await.unwrap();
+        let mut owner = String::new();
+        let mut misplaced = Vec::new();
+        stream
+            .read(partition, 1, last, |sequence, entry| {
+                match entry.kind {
+                    Some(Kind::Takeover(t)) => owner = t.node,
+                    Some(Kind::Group(g)) => {
+                        if g.node != owner {
+                            misplaced.push((sequence, g.node.clone()));
+                        }
+                        for bytes in &g.commands {
+                            let record = ticket_proto::pb::CommandRecord::decode(bytes.as_slice()).unwrap();
+                            *commands.entry(record.command.unwrap().command_id).or_default() += 1;
+                        }
+                    }
+                    None => {}
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert!(
+            misplaced.is_empty(),
+            "partition {partition}: groups of a node after another's takeover: {misplaced:?}"
+        );
+    }
+    let acked = a.acks();
+    for (partition, id) in &acked {
+        assert_eq!(commands.get(id), Some(&1), "acknowledged command {id} of partition {partition}");
+    }
+    for (_, id) in a.refused() {
+        assert_eq!(commands.get(&id), None, "refused command {id} is not in the stream");
+    }
+    // Node b's logs hold what the stream holds for the partitions it owns (node a may have
+    // taken some back once it resumed and the two rebalanced).
+    for (partition, owned) in owned.borrow().iter() {
+        assert_eq!(owned.log.verify_chain(|_, _| {}).unwrap().broken, None);
+        for (_, id) in acked.iter().filter(|(p, _)| *p == partition.to_string()) {
+            assert!(owned.log.command(&CommandId::new(id.clone()).unwrap()).unwrap().is_some(), "{id} in node b's log");
+        }
+    }
+    b.stop().await;
+}
