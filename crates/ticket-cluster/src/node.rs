@@ -137,7 +137,7 @@ pub async fn start(js: jetstream::Context, config: NodeConfig) -> Result<NodeHan
     };
     let (owned_tx, owned) = watch::channel(BTreeMap::new());
     let (stop, stopped) = watch::channel(false);
-    let node = Node { config, stream, leases, nodes, held: BTreeMap::new(), owned: owned_tx };
+    let node = Node { config, stream, leases, nodes, held: BTreeMap::new(), owned: owned_tx, failing: BTreeMap::new() };
     let task = tokio::spawn(node.run(stopped));
     Ok(NodeHandle { owned, stop, task })
 }
@@ -149,7 +149,13 @@ struct Node {
     nodes: kv::Store,
     held: BTreeMap<Partition, Held>,
     owned: watch::Sender<BTreeMap<Partition, Owned>>,
+    /// Partitions that could not be served lately, with the rounds left before trying again
+    /// (so that one broken partition does not keep the node from taking the others).
+    failing: BTreeMap<Partition, u32>,
 }
+
+/// Rounds a partition that could not be served is left alone.
+const FAILING_ROUNDS: u32 = 20;
 
 impl Node {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
@@ -175,6 +181,12 @@ impl Node {
     }
 
     async fn round(&mut self) {
+        // Renewals first: nothing else in a round may make a lease lapse.
+        self.renew().await;
+        self.failing.retain(|_, rounds| {
+            *rounds = rounds.saturating_sub(1);
+            *rounds > 0
+        });
         let live = match self.heartbeat().await {
             Ok(live) => live.max(1),
             Err(e) => {
@@ -182,7 +194,6 @@ impl Node {
                 return;
             }
         };
-        self.renew().await;
         let share = usize::from(self.config.partitions.count()).div_ceil(live);
         if self.held.len() < share {
             self.take_one().await;
@@ -222,7 +233,7 @@ impl Node {
     /// Takes the first free partition, if any: lease, fence, catch-up, then serves it.
     async fn take_one(&mut self) {
         for partition in self.config.partitions.all() {
-            if self.held.contains_key(&partition) {
+            if self.held.contains_key(&partition) || self.failing.contains_key(&partition) {
                 continue;
             }
             let lease = match self.leases.acquire(partition, &self.config.name).await {
@@ -241,6 +252,7 @@ impl Node {
                 }
                 Err(e) => {
                     warn!(node = %self.config.name, partition = partition.index(), error = %e, "partition not served; lease released");
+                    self.failing.insert(partition, FAILING_ROUNDS);
                     let _ = self.leases.release(lease).await;
                 }
             }
@@ -269,7 +281,11 @@ impl Node {
         let Some(held) = self.held.remove(&partition) else { return };
         self.publish();
         let Held { owned, lease } = held;
-        drop(owned);
+        // Closing a log waits for its writer, which may be waiting for a publish that needs this
+        // runtime: never on one of its workers.
+        if let Err(e) = tokio::task::spawn_blocking(move || drop(owned)).await {
+            warn!(node = %self.config.name, partition = partition.index(), error = %e, "closing the log failed");
+        }
         match self.leases.release(lease).await {
             Ok(()) => info!(node = %self.config.name, partition = partition.index(), "partition handed over"),
             Err(e) => warn!(node = %self.config.name, partition = partition.index(), error = %e, "lease not released"),

@@ -10,15 +10,15 @@ use std::sync::Mutex;
 
 use ticket_domain::Partition;
 use ticket_log::{EventLog, LogError, ReplicaGroup, Replicator};
-use ticket_log_sled::SledLog;
+use ticket_log_sled::{SledLog, record_hash};
 use ticket_proto::pb;
 use ticket_proto::pb::partition_entry::Kind;
 use tracing::{info, warn};
 
 use crate::fence::{AppendError, Fenced, LogStream, StreamError};
 
-/// Groups are published in parts of whole commands of at most this many bytes of records (the
-/// servers' `max_payload` is 1 MiB by default).
+/// Groups are published in parts of whole commands of at most this many bytes of records and
+/// command records (the servers' `max_payload` is 1 MiB by default).
 pub const MAX_PART_BYTES: usize = 512 * 1024;
 
 /// Publishes each group commit of a partition's log to the log stream, fenced, before the log
@@ -102,7 +102,7 @@ fn parts(group: &ReplicaGroup, max_bytes: usize) -> Vec<pb::PartitionGroup> {
     for (first, last, command) in spans {
         let span = (first - group.first_position) as usize..=(last - group.first_position) as usize;
         let Some(records) = group.records.get(span) else { return whole() };
-        let size: usize = records.iter().map(Vec::len).sum();
+        let size: usize = records.iter().map(Vec::len).sum::<usize>() + command.len();
         if let Some(full) = current.take_if(|_| bytes + size > max_bytes) {
             out.push(full);
             bytes = 0;
@@ -135,6 +135,18 @@ pub enum CatchUpError {
         "partition {partition}: the stream's group at sequence {sequence} starts at position {first}, after a gap from the log's head {head}"
     )]
     Gap { partition: Partition, sequence: u64, first: u64, head: u64 },
+    /// The local log's last record (at `local`) is not the stream's record at that position
+    /// (`sequence`: the stream's group holding it), or the stream has no record there: the
+    /// local log is not a copy of the partition's log, and is not continued.
+    #[error("partition {partition}: the local log (head {local}) is not a copy of the stream's{}", diverged_at(*sequence))]
+    Diverged { partition: Partition, local: u64, sequence: Option<u64> },
+}
+
+fn diverged_at(sequence: Option<u64>) -> String {
+    match sequence {
+        Some(s) => format!(" (it differs from the group at stream sequence {s})"),
+        None => " (the stream does not reach its head)".to_owned(),
+    }
 }
 
 /// Records written to the log in one commit while catching up.
@@ -156,21 +168,43 @@ async fn apply(log: &SledLog, partition: Partition, sequence: u64, group: Replic
 /// applied in order, each checked to continue the log's hash chain. Returns the log's head.
 pub async fn catch_up(log: &SledLog, stream: &LogStream, partition: Partition, upto: u64) -> Result<u64, CatchUpError> {
     let mut groups = Vec::new();
-    let mut head = log.head();
-    let started = head;
+    // The log's last record must be the stream's record at that position: a log that is ahead
+    // of the stream or differs from it (a stream recreated, a data directory reused) is refused,
+    // never continued.
+    let (local, local_hash) =
+        log.chain_head().map_err(|source| CatchUpError::Log { partition, sequence: 0, source })?;
+    let mut matched = local == 0;
+    let mut head = local;
+    let mut diverged = None;
     // Read what is due, then apply it (the reader's callback is not async).
     stream
         .read(partition, 1, upto, |sequence, entry| {
             if let Some(Kind::Group(group)) = entry.kind {
-                let last = group.first_position + group.records.len() as u64;
-                if last > head + 1 {
+                let first = group.first_position;
+                let end = first.saturating_add(group.records.len() as u64);
+                if (first..end).contains(&local) {
+                    let at = usize::try_from(local - first).unwrap_or(usize::MAX);
+                    let same = group.records.get(at).and_then(|r| record_hash(local, r).ok()) == Some(local_hash);
+                    matched = same;
+                    if !same {
+                        diverged.get_or_insert(sequence);
+                    }
+                }
+                if end > head.saturating_add(1) {
                     groups.push((sequence, group));
-                    head = last - 1;
+                    head = end - 1;
                 }
             }
             Ok(())
         })
         .await?;
+    if let Some(sequence) = diverged {
+        return Err(CatchUpError::Diverged { partition, local, sequence: Some(sequence) });
+    }
+    if !matched {
+        return Err(CatchUpError::Diverged { partition, local, sequence: None });
+    }
+    let started = local;
     // Consecutive groups are written together (one fsync per batch, not per group).
     let mut batch: Option<(u64, ReplicaGroup)> = None;
     for (sequence, group) in groups {

@@ -34,7 +34,7 @@ use tracing::info;
 pub use archive::ARCHIVE_CACHE_BYTES;
 use archive::Archive;
 use keys::{EVENT, FORMAT, META_CLOCK, META_FORMAT, META_HASH, META_HEAD, META_PUBLISHED, positional, trailing_u64};
-pub use record::{COMMAND_RECORD_FORMAT, GENESIS, decode_event};
+pub use record::{COMMAND_RECORD_FORMAT, GENESIS, decode_event, record_hash};
 use record::{chain_hash, decode_command, decode_record};
 pub use state::{RedbState, STATE_CACHE_BYTES};
 use tiers::{Sealer, Tiers};
@@ -363,8 +363,10 @@ impl SledLog {
 
     /// Why the log stopped accepting appends, if its replicator refused a group (cluster mode:
     /// another node took the partition over).
+    /// (Or why it failed: a write whose outcome is unknown stops it until it is reopened.)
     pub fn stopped(&self) -> Option<LogError> {
-        self.shared.stopped.get().cloned()
+        let failed = || self.shared.failed.load(Ordering::Acquire).then(writer::failed_error);
+        self.shared.stopped.get().cloned().or_else(failed)
     }
 
     /// The position and hash of the last record: where a replicated group must continue.

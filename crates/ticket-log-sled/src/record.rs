@@ -137,6 +137,11 @@ mod wire {
     }
 }
 
+/// The hash a stored record carries (the chain's link at its position).
+pub fn record_hash(position: u64, bytes: &[u8]) -> Result<[u8; 32], LogError> {
+    Ok(decode_record(position, bytes)?.hash)
+}
+
 pub fn decode_event(position: u64, bytes: &[u8]) -> Result<RecordedEvent, LogError> {
     let record = decode_record(position, bytes)?;
     let event = ticket_proto::decode_envelope(record.envelope)

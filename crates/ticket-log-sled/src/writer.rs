@@ -344,11 +344,10 @@ impl Writer {
                 Some(tip) => *tip,
                 None => self.stream_tip(ticket)?,
             };
-            if event.version != tip.version + 1 {
+            if event.version != tip.version.saturating_add(1) {
                 return Err(corrupt(&format!(
-                    "ticket {ticket} is at version {}, not {}",
-                    tip.version,
-                    event.version - 1
+                    "ticket {ticket} is at version {}, and this record is version {}",
+                    tip.version, event.version
                 )));
             }
             batch.insert(&positional(EVENT, position)[..], bytes.as_slice());

@@ -120,3 +120,45 @@ proptest! {
         prop_assert_eq!(parts.iter().map(|p| p.commands.len()).sum::<usize>(), group.commands.len());
     }
 }
+
+/// A local log that is not a copy of the partition's (written elsewhere, or ahead of the
+/// stream) is refused by the catch-up, never continued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_log_that_is_not_a_copy_of_the_stream_is_refused() {
+    let server = NatsServer::start().unwrap();
+    let stream = log_stream(&server.url(), 1).await;
+    let p = partition(5);
+    let runtime = tokio::runtime::Handle::current();
+    let owner_dir = tempfile::tempdir().unwrap();
+    let fence = stream.take(p, "node-a").await.unwrap();
+    let owner = open(&owner_dir, Some(Arc::new(StreamReplicator::new(fence, runtime))));
+    for i in 0..3u64 {
+        owner.append(contract::append(&format!("c{i}"), contract::ticket(1), i, &["a"])).await.unwrap();
+    }
+    let upto = stream.last(p).await.unwrap();
+
+    // Other records at the same positions.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open(&other_dir, None);
+    for i in 0..2u64 {
+        other.append(contract::append(&format!("x{i}"), contract::ticket(2), i, &["b"])).await.unwrap();
+    }
+    let refused = catch_up(&other, &stream, p, upto).await.unwrap_err();
+    assert!(matches!(refused, CatchUpError::Diverged { local: 2, sequence: Some(_), .. }), "{refused}");
+    assert_eq!(other.head(), 2, "nothing was written to it");
+
+    // A log ahead of the stream.
+    let ahead_dir = tempfile::tempdir().unwrap();
+    let ahead = open(&ahead_dir, None);
+    for i in 0..5u64 {
+        ahead.append(contract::append(&format!("c{i}"), contract::ticket(1), i, &["a"])).await.unwrap();
+    }
+    let refused = catch_up(&ahead, &stream, p, upto).await.unwrap_err();
+    assert!(matches!(refused, CatchUpError::Diverged { local: 5, sequence: None, .. }), "{refused}");
+
+    // A true copy, behind: caught up.
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = open(&copy_dir, None);
+    assert_eq!(catch_up(&copy, &stream, p, upto).await.unwrap(), 3);
+    assert_eq!(copy.chain_head().unwrap(), owner.chain_head().unwrap());
+}
