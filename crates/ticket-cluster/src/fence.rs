@@ -203,8 +203,19 @@ impl LogStream {
         upto: u64,
         mut each: impl FnMut(u64, pb::PartitionEntry) -> Result<(), StreamError>,
     ) -> Result<(), StreamError> {
+        let mut entries = self.entries(partition, from, upto).await?;
+        while let Some((sequence, entry)) = entries.next().await? {
+            each(sequence, entry)?;
+        }
+        Ok(())
+    }
+
+    /// The entries of the partition with a stream sequence in `from..=upto`, in order, read as
+    /// they are asked for (see [`LogStream::read`]).
+    pub async fn entries(&self, partition: Partition, from: u64, upto: u64) -> Result<Entries, StreamError> {
+        let idle = self.config.read_idle;
         if from.max(1) > upto {
-            return Ok(());
+            return Ok(Entries { messages: None, partition, upto, idle });
         }
         let consumer = self
             .stream
@@ -215,29 +226,49 @@ impl LogStream {
             })
             .await
             .map_err(|e| nats("open a reader of a partition")(&e))?;
-        let mut messages = consumer.messages().await.map_err(|e| nats("read a partition")(&e))?;
-        let idle = self.config.read_idle;
-        loop {
-            let next = tokio::time::timeout(idle, messages.next()).await;
-            let message = match next {
-                Ok(Some(Ok(message))) => message,
-                Ok(Some(Err(e))) => return Err(nats("read a partition")(&e)),
-                Ok(None) | Err(_) => return Err(StreamError::Stalled { partition, upto, idle }),
-            };
-            let sequence = message.info().map_err(|e| nats("read an entry's sequence")(&e))?.stream_sequence;
+        let messages = consumer.messages().await.map_err(|e| nats("read a partition")(&e))?;
+        Ok(Entries { messages: Some(messages), partition, upto, idle })
+    }
+}
+
+/// A partition's entries up to a stream sequence, read one by one ([`LogStream::entries`]).
+pub struct Entries {
+    /// None once `upto` was read.
+    messages: Option<consumer::pull::Ordered>,
+    partition: Partition,
+    upto: u64,
+    idle: Duration,
+}
+
+impl std::fmt::Debug for Entries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entries").field("partition", &self.partition).field("upto", &self.upto).finish_non_exhaustive()
+    }
+}
+
+impl Entries {
+    /// The next entry with its stream sequence; None after `upto`.
+    pub async fn next(&mut self) -> Result<Option<(u64, pb::PartitionEntry)>, StreamError> {
+        let (partition, upto, idle) = (self.partition, self.upto, self.idle);
+        let Some(messages) = self.messages.as_mut() else { return Ok(None) };
+        let message = match tokio::time::timeout(idle, messages.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(e))) => return Err(nats("read a partition")(&e)),
+            Ok(None) | Err(_) => return Err(StreamError::Stalled { partition, upto, idle }),
+        };
+        let sequence = message.info().map_err(|e| nats("read an entry's sequence")(&e))?.stream_sequence;
+        if sequence >= upto {
+            self.messages = None;
             if sequence > upto {
-                return Ok(());
-            }
-            let entry = pb::PartitionEntry::decode(message.payload.as_ref()).map_err(|e| StreamError::Corrupt {
-                partition,
-                sequence,
-                problem: e.to_string(),
-            })?;
-            each(sequence, entry)?;
-            if sequence == upto {
-                return Ok(());
+                return Ok(None);
             }
         }
+        let entry = pb::PartitionEntry::decode(message.payload.as_ref()).map_err(|e| StreamError::Corrupt {
+            partition,
+            sequence,
+            problem: e.to_string(),
+        })?;
+        Ok(Some((sequence, entry)))
     }
 }
 

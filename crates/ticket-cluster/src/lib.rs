@@ -14,4 +14,4 @@ mod test_support;
 pub use fence::{AppendError, Fenced, LogStream, LogStreamConfig, StreamError};
 pub use lease::{Lease, LeaseConfig, LeaseError, Leases};
 pub use node::{NodeConfig, NodeError, NodeHandle, Owned};
-pub use partition_log::{CatchUpError, StreamReplicator, catch_up};
+pub use partition_log::{CatchUpError, StreamReplicator, catch_up, catch_up_from};

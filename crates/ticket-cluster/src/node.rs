@@ -8,7 +8,8 @@
 //!    or whose log stopped (deposed: its fence refused an append);
 //! 3. takes one free partition if it owns fewer than its share (the partitions divided by the
 //!    live nodes, rounded up): its lease, then the fence (a takeover in the log stream), then its
-//!    sled log caught up from the stream, and only then it serves it;
+//!    sled log caught up from the stream (beside the rounds, which keep renewing the lease, from
+//!    where the last catch-up of that partition ended), and only then it serves it;
 //! 4. hands one partition over if it owns more than its share (a node joined): its log closed,
 //!    then its lease released, so another node takes it at once.
 //!
@@ -31,7 +32,7 @@ use tracing::{info, warn};
 
 use crate::fence::{LogStream, LogStreamConfig};
 use crate::lease::{Lease, LeaseConfig, Leases};
-use crate::partition_log::{StreamReplicator, catch_up};
+use crate::partition_log::{CatchUpError, StreamReplicator, catch_up_from};
 
 /// How a node runs.
 #[derive(Debug, Clone)]
@@ -65,6 +66,11 @@ impl NodeConfig {
 
     fn log_dir(&self, partition: Partition) -> PathBuf {
         self.data_dir.join("partitions").join(partition.to_string()).join("log")
+    }
+
+    /// Where a partition's last catch-up ended in the stream (where the next one starts).
+    fn hint_file(&self, partition: Partition) -> PathBuf {
+        self.data_dir.join("partitions").join(partition.to_string()).join("stream-sequence")
     }
 }
 
@@ -115,6 +121,33 @@ impl NodeHandle {
     }
 }
 
+/// Fences the partition, opens its log with the fence as replicator and catches it up from the
+/// stream, from the sequence the last catch-up remembered (from the start if that does not fit).
+async fn serve(stream: &LogStream, config: &NodeConfig, partition: Partition) -> Result<Owned, String> {
+    let fenced = stream.take(partition, &config.name).await.map_err(|e| e.to_string())?;
+    let upto = fenced.last();
+    let replicator: Arc<dyn Replicator> = Arc::new(StreamReplicator::new(fenced, tokio::runtime::Handle::current()));
+    let mut sled = SledConfig::new(config.log_dir(partition));
+    sled.replicator = Some(replicator);
+    let log = tokio::task::spawn_blocking(move || SledLog::open(sled))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let hint_file = config.hint_file(partition);
+    let hint = std::fs::read_to_string(&hint_file).ok().and_then(|h| h.trim().parse::<u64>().ok()).unwrap_or(1);
+    let caught = match catch_up_from(&log, stream, partition, hint, upto).await {
+        Err(CatchUpError::Diverged { sequence: None, .. }) if hint > 1 => {
+            catch_up_from(&log, stream, partition, 1, upto).await
+        }
+        other => other,
+    };
+    let (_, holding) = caught.map_err(|e| e.to_string())?;
+    if let Err(e) = ticket_log::durable::write_file(&hint_file, holding.max(1).to_string().as_bytes()) {
+        warn!(partition = partition.index(), error = %e, "where the catch-up ended could not be remembered");
+    }
+    Ok(Owned { partition, log })
+}
+
 /// Starts a node on `js`: it creates the log stream and the buckets if they are not there.
 pub async fn start(js: jetstream::Context, config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
@@ -137,7 +170,16 @@ pub async fn start(js: jetstream::Context, config: NodeConfig) -> Result<NodeHan
     };
     let (owned_tx, owned) = watch::channel(BTreeMap::new());
     let (stop, stopped) = watch::channel(false);
-    let node = Node { config, stream, leases, nodes, held: BTreeMap::new(), owned: owned_tx, failing: BTreeMap::new() };
+    let node = Node {
+        config,
+        stream,
+        leases,
+        nodes,
+        held: BTreeMap::new(),
+        owned: owned_tx,
+        failing: BTreeMap::new(),
+        pending: BTreeMap::new(),
+    };
     let task = tokio::spawn(node.run(stopped));
     Ok(NodeHandle { owned, stop, task })
 }
@@ -152,6 +194,9 @@ struct Node {
     /// Partitions that could not be served lately, with the rounds left before trying again
     /// (so that one broken partition does not keep the node from taking the others).
     failing: BTreeMap<Partition, u32>,
+    /// Partitions taken over and being caught up from the stream, beside the rounds (which keep
+    /// renewing their leases, however long a catch-up takes).
+    pending: BTreeMap<Partition, (Lease, tokio::task::JoinHandle<Result<Owned, String>>)>,
 }
 
 /// Rounds a partition that could not be served is left alone.
@@ -171,7 +216,8 @@ impl Node {
                 }
             }
         }
-        for partition in self.held.keys().copied().collect::<Vec<_>>() {
+        let all: Vec<Partition> = self.held.keys().chain(self.pending.keys()).copied().collect();
+        for partition in all {
             self.hand_over(partition).await;
         }
         if let Err(e) = self.nodes.delete(&self.config.name).await {
@@ -194,10 +240,11 @@ impl Node {
                 return;
             }
         };
+        self.settle_pending().await;
         let share = usize::from(self.config.partitions.count()).div_ceil(live);
-        if self.held.len() < share {
+        if self.held.len() + self.pending.len() < share {
             self.take_one().await;
-        } else if self.held.len() > share
+        } else if self.held.len() + self.pending.len() > share
             && let Some(partition) = self.held.keys().next_back().copied()
         {
             self.hand_over(partition).await;
@@ -224,6 +271,11 @@ impl Node {
                 Err(e) => lost.push((*partition, e.to_string())),
             }
         }
+        for (partition, (lease, _)) in &mut self.pending {
+            if let Err(e) = self.leases.renew(lease).await {
+                lost.push((*partition, e.to_string()));
+            }
+        }
         for (partition, why) in lost {
             warn!(node = %self.config.name, partition = partition.index(), why, "partition given up");
             self.hand_over(partition).await;
@@ -232,6 +284,9 @@ impl Node {
 
     /// Takes the first free partition, if any: lease, fence, catch-up, then serves it.
     async fn take_one(&mut self) {
+        if !self.pending.is_empty() {
+            return;
+        }
         for partition in self.config.partitions.all() {
             if self.held.contains_key(&partition) || self.failing.contains_key(&partition) {
                 continue;
@@ -244,7 +299,20 @@ impl Node {
                     return;
                 }
             };
-            match self.serve(partition).await {
+            let (stream, config) = (self.stream.clone(), self.config.clone());
+            let task = tokio::spawn(async move { serve(&stream, &config, partition).await });
+            self.pending.insert(partition, (lease, task));
+            return;
+        }
+    }
+
+    /// Serves the partitions whose catch-up finished; releases those whose catch-up failed.
+    async fn settle_pending(&mut self) {
+        let done: Vec<Partition> =
+            self.pending.iter().filter(|(_, (_, task))| task.is_finished()).map(|(p, _)| *p).collect();
+        for partition in done {
+            let Some((lease, task)) = self.pending.remove(&partition) else { continue };
+            match task.await.map_err(|e| e.to_string()).and_then(|served| served) {
                 Ok(owned) => {
                     info!(node = %self.config.name, partition = partition.index(), head = owned.log.head(), "partition served");
                     self.held.insert(partition, Held { owned, lease });
@@ -256,28 +324,19 @@ impl Node {
                     let _ = self.leases.release(lease).await;
                 }
             }
-            return;
         }
-    }
-
-    /// Fences the partition, opens its log with the fence as replicator and catches it up.
-    async fn serve(&self, partition: Partition) -> Result<Owned, String> {
-        let fenced = self.stream.take(partition, &self.config.name).await.map_err(|e| e.to_string())?;
-        let upto = fenced.last();
-        let replicator: Arc<dyn Replicator> =
-            Arc::new(StreamReplicator::new(fenced, tokio::runtime::Handle::current()));
-        let mut config = SledConfig::new(self.config.log_dir(partition));
-        config.replicator = Some(replicator);
-        let log = tokio::task::spawn_blocking(move || SledLog::open(config))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        catch_up(&log, &self.stream, partition, upto).await.map_err(|e| e.to_string())?;
-        Ok(Owned { partition, log })
     }
 
     /// Stops serving the partition (its log closed) and releases its lease.
     async fn hand_over(&mut self, partition: Partition) {
+        if let Some((lease, task)) = self.pending.remove(&partition) {
+            task.abort();
+            let _ = task.await;
+            if let Err(e) = self.leases.release(lease).await {
+                warn!(node = %self.config.name, partition = partition.index(), error = %e, "lease not released");
+            }
+            return;
+        }
         let Some(held) = self.held.remove(&partition) else { return };
         self.publish();
         let Held { owned, lease } = held;

@@ -164,51 +164,55 @@ async fn apply(log: &SledLog, partition: Partition, sequence: u64, group: Replic
 }
 
 /// Brings `log` up to date with the partition's entries in the stream up to stream sequence
-/// `upto` (a takeover's, or the partition's last): every group the log does not hold yet is
-/// applied in order, each checked to continue the log's hash chain. Returns the log's head.
+/// `upto` (a takeover's, or the partition's last), reading from its first entry: see
+/// [`catch_up_from`]. Returns the log's head.
 pub async fn catch_up(log: &SledLog, stream: &LogStream, partition: Partition, upto: u64) -> Result<u64, CatchUpError> {
-    let mut groups = Vec::new();
-    // The log's last record must be the stream's record at that position: a log that is ahead
-    // of the stream or differs from it (a stream recreated, a data directory reused) is refused,
-    // never continued.
+    catch_up_from(log, stream, partition, 1, upto).await.map(|(head, _)| head)
+}
+
+/// Brings `log` up to date with the partition's entries in the stream from stream sequence
+/// `from` up to `upto`: every group the log does not hold yet is applied in order (consecutive
+/// ones in one commit), each checked to continue the log's hash chain; memory holds one batch,
+/// not the partition. `from` must be at or before the group holding the log's head (the
+/// sequence the last catch-up returned, or 1). The log's last record must be the stream's
+/// record at that position: a log that is ahead of the stream or differs from it (a stream
+/// recreated, a data directory reused) is refused ([`CatchUpError::Diverged`], with no
+/// sequence also when `from` was past the log's head), never continued. Returns the log's head
+/// and the stream sequence of the group holding it (0 for an empty log): the next `from`.
+pub async fn catch_up_from(
+    log: &SledLog,
+    stream: &LogStream,
+    partition: Partition,
+    from: u64,
+    upto: u64,
+) -> Result<(u64, u64), CatchUpError> {
     let (local, local_hash) =
         log.chain_head().map_err(|source| CatchUpError::Log { partition, sequence: 0, source })?;
     let mut matched = local == 0;
     let mut head = local;
-    let mut diverged = None;
-    // Read what is due, then apply it (the reader's callback is not async).
-    stream
-        .read(partition, 1, upto, |sequence, entry| {
-            if let Some(Kind::Group(group)) = entry.kind {
-                let first = group.first_position;
-                let end = first.saturating_add(group.records.len() as u64);
-                if (first..end).contains(&local) {
-                    let at = usize::try_from(local - first).unwrap_or(usize::MAX);
-                    let same = group.records.get(at).and_then(|r| record_hash(local, r).ok()) == Some(local_hash);
-                    matched = same;
-                    if !same {
-                        diverged.get_or_insert(sequence);
-                    }
-                }
-                if end > head.saturating_add(1) {
-                    groups.push((sequence, group));
-                    head = end - 1;
-                }
-            }
-            Ok(())
-        })
-        .await?;
-    if let Some(sequence) = diverged {
-        return Err(CatchUpError::Diverged { partition, local, sequence: Some(sequence) });
-    }
-    if !matched {
-        return Err(CatchUpError::Diverged { partition, local, sequence: None });
-    }
-    let started = local;
-    // Consecutive groups are written together (one fsync per batch, not per group).
+    let mut holding = 0u64;
+    let mut entries = stream.entries(partition, from, upto).await?;
     let mut batch: Option<(u64, ReplicaGroup)> = None;
-    for (sequence, group) in groups {
+    while let Some((sequence, entry)) = entries.next().await? {
+        let Some(Kind::Group(group)) = entry.kind else { continue };
         let first = group.first_position;
+        let end = first.saturating_add(group.records.len() as u64);
+        if !matched {
+            if (first..end).contains(&local) {
+                let at = usize::try_from(local - first).unwrap_or(usize::MAX);
+                if group.records.get(at).and_then(|r| record_hash(local, r).ok()) != Some(local_hash) {
+                    return Err(CatchUpError::Diverged { partition, local, sequence: Some(sequence) });
+                }
+                matched = true;
+                holding = sequence;
+            } else if first > local {
+                return Err(CatchUpError::Diverged { partition, local, sequence: None });
+            }
+        }
+        if !matched || end <= head.saturating_add(1) {
+            continue;
+        }
+        // Consecutive groups are written together (one fsync per batch, not per group).
         let continues = batch.as_ref().is_some_and(|(_, b)| b.last_position() + 1 == first);
         if !continues && let Some((at, full)) = batch.take() {
             apply(log, partition, at, full).await?;
@@ -217,18 +221,23 @@ pub async fn catch_up(log: &SledLog, stream: &LogStream, partition: Partition, u
             batch.get_or_insert_with(|| (sequence, ReplicaGroup { first_position: first, ..Default::default() }));
         pending.records.extend(group.records);
         pending.commands.extend(group.commands);
+        head = end - 1;
+        holding = sequence;
         if pending.records.len() >= CATCH_UP_BATCH
             && let Some((at, full)) = batch.take()
         {
             apply(log, partition, at, full).await?;
         }
     }
+    if !matched {
+        return Err(CatchUpError::Diverged { partition, local, sequence: None });
+    }
     if let Some((at, full)) = batch.take() {
         apply(log, partition, at, full).await?;
     }
     let head = log.head();
-    info!(partition = partition.index(), from = started, head, upto, "partition log caught up from the stream");
-    Ok(head)
+    info!(partition = partition.index(), from = local, head, upto, "partition log caught up from the stream");
+    Ok((head, holding))
 }
 
 #[cfg(test)]

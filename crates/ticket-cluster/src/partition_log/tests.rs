@@ -162,3 +162,38 @@ async fn a_local_log_that_is_not_a_copy_of_the_stream_is_refused() {
     assert_eq!(catch_up(&copy, &stream, p, upto).await.unwrap(), 3);
     assert_eq!(copy.chain_head().unwrap(), owner.chain_head().unwrap());
 }
+
+/// A catch-up started where the last one ended reads only from there; one started past the
+/// log's head is refused (the node then starts from the beginning).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_goes_on_from_where_the_last_one_ended() {
+    let server = NatsServer::start().unwrap();
+    let stream = log_stream(&server.url(), 1).await;
+    let p = partition(6);
+    let owner_dir = tempfile::tempdir().unwrap();
+    let fence = stream.take(p, "node-a").await.unwrap();
+    let owner = open(&owner_dir, Some(Arc::new(StreamReplicator::new(fence, tokio::runtime::Handle::current()))));
+    for i in 0..3u64 {
+        owner.append(contract::append(&format!("c{i}"), contract::ticket(1), i, &["a"])).await.unwrap();
+    }
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = open(&copy_dir, None);
+    let (head, holding) = catch_up_from(&copy, &stream, p, 1, stream.last(p).await.unwrap()).await.unwrap();
+    assert_eq!((head, holding), (3, stream.last(p).await.unwrap()));
+
+    for i in 3..6u64 {
+        owner.append(contract::append(&format!("c{i}"), contract::ticket(1), i, &["a"])).await.unwrap();
+    }
+    let upto = stream.last(p).await.unwrap();
+    let (head, next) = catch_up_from(&copy, &stream, p, holding, upto).await.unwrap();
+    assert_eq!((head, next), (6, upto));
+    assert_eq!(copy.chain_head().unwrap(), owner.chain_head().unwrap());
+
+    // Started past the group holding the head: refused, nothing written.
+    owner.append(contract::append("c6", contract::ticket(1), 6, &["a"])).await.unwrap();
+    let upto = stream.last(p).await.unwrap();
+    let refused = catch_up_from(&copy, &stream, p, upto, upto).await.unwrap_err();
+    assert!(matches!(refused, CatchUpError::Diverged { local: 6, sequence: None, .. }), "{refused}");
+    assert_eq!(copy.head(), 6);
+    assert_eq!(catch_up_from(&copy, &stream, p, next, upto).await.unwrap(), (7, upto));
+}
