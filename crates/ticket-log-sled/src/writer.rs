@@ -273,14 +273,7 @@ impl Writer {
                 debug!(appends = accepted.len(), head, apply_us, flush_us, flushed_bytes, "group committed");
                 metrics::histogram!("ticketd_log_group_commit_appends").record(accepted.len() as f64);
                 metrics::histogram!("ticketd_log_fsync_duration_seconds").record(flush_us as f64 / 1e6);
-                metrics::gauge!("ticketd_log_head").set(head as f64);
-                self.head = head;
-                self.hash = hash;
-                for (ticket, tip) in staged_versions {
-                    self.versions.put(ticket, tip);
-                }
-                self.head_tx.send_replace(head);
-                let _ = self.heads.send(head);
+                self.committed(head, hash, staged_versions);
                 for (reply, index) in echoes {
                     let _ = reply.send(Ok(AppendOutcome::Duplicate(accepted[index].1.clone())));
                 }
@@ -302,6 +295,19 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// After a durable commit: the new head and hash, the streams' tips, and the head told to
+    /// readers and to the sealer.
+    fn committed(&mut self, head: u64, hash: [u8; 32], staged_versions: HashMap<TicketId, StreamTip>) {
+        metrics::gauge!("ticketd_log_head").set(head as f64);
+        self.head = head;
+        self.hash = hash;
+        for (ticket, tip) in staged_versions {
+            self.versions.put(ticket, tip);
+        }
+        self.head_tx.send_replace(head);
+        let _ = self.heads.send(head);
     }
 
     /// Writes a group commit another copy of the log made (its owner's, in cluster mode), after
@@ -374,14 +380,7 @@ impl Writer {
         match self.tiers.tree.apply_batch(batch).and_then(|()| self.db.flush()) {
             Ok(_) => {
                 debug!(first = group.first_position, head, "replicated group written");
-                metrics::gauge!("ticketd_log_head").set(head as f64);
-                self.head = head;
-                self.hash = hash;
-                for (ticket, tip) in staged_versions {
-                    self.versions.put(ticket, tip);
-                }
-                self.head_tx.send_replace(head);
-                let _ = self.heads.send(head);
+                self.committed(head, hash, staged_versions);
                 Ok(head)
             }
             Err(e) => {
