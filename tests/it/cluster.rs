@@ -94,37 +94,20 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Given node a (a process) owning every partition and acknowledging commands, when it is
-/// paused past its leases and node b takes every partition over, then when a resumes each of
-/// its writers is refused; the stream has, in every partition, no group of a node after another
-/// node's takeover, every command a acknowledged exactly once, none it was refused as deposed
-/// (one whose outcome it could not know at most once); and b's logs hold what the stream holds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_owner_cannot_append_once_its_partitions_were_taken_over() {
-    let server = NatsServer::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let a = NodeProcess::start(&server.url(), "node-a", &dir.path().join("a"));
-    wait_for("node a owning every partition and acknowledging", || a.owns() == Some(16) && a.acks().len() >= 100).await;
-
-    a.signal("-STOP");
-    let partitions = Partitions::new(16).unwrap();
-    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    let mut config = NodeConfig::new("node-b", dir.path().join("b"), partitions);
+/// Node b, in this process, with short leases.
+async fn node_b(js: &jetstream::Context, dir: &std::path::Path) -> ticket_cluster::NodeHandle {
+    let mut config = NodeConfig::new("node-b", dir.join("b"), Partitions::new(16).unwrap());
     config.leases.ttl = Duration::from_secs(2);
     config.renew_every = Duration::from_millis(200);
-    let b = ticket_cluster::node::start(js.clone(), config).await.unwrap();
-    let owned = b.owned();
-    wait_for("node b owning every partition", || owned.borrow().len() == 16).await;
+    ticket_cluster::node::start(js.clone(), config).await.unwrap()
+}
 
-    a.signal("-CONT");
-    wait_for("node a refused on every partition it wrote to before the pause", || a.refused() >= 16).await;
-    a.signal("-KILL");
-
-    // The stream, the source of truth: in each partition no group of a node after another
-    // node's takeover; every command a acknowledged is there exactly once, none it was refused.
-    let stream = LogStream::ensure(js, LogStreamConfig::default()).await.unwrap();
+/// Every command id in the groups of the stream, with how many times it is there; and in each
+/// partition no group of a node after another node's takeover.
+async fn commands_in_the_stream(js: &jetstream::Context) -> BTreeMap<String, usize> {
+    let stream = LogStream::ensure(js.clone(), LogStreamConfig::default()).await.unwrap();
     let mut commands: BTreeMap<String, usize> = BTreeMap::new();
-    for partition in partitions.all() {
+    for partition in Partitions::new(16).unwrap().all() {
         let last = stream.last(partition).await.unwrap();
         let mut owner = String::new();
         let mut misplaced = Vec::new();
@@ -152,6 +135,42 @@ async fn a_paused_owner_cannot_append_once_its_partitions_were_taken_over() {
             "partition {partition}: groups of a node after another's takeover: {misplaced:?}"
         );
     }
+    commands
+}
+
+/// Node b's logs hold every command of `acked` in the partitions it owns, and their chains verify.
+fn b_holds(b: &ticket_cluster::NodeHandle, acked: &BTreeSet<(String, String)>) {
+    for (partition, owned) in b.owned().borrow().iter() {
+        assert_eq!(owned.log.verify_chain(|_, _| {}).unwrap().broken, None);
+        for (_, id) in acked.iter().filter(|(p, _)| *p == partition.to_string()) {
+            assert!(owned.log.command(&CommandId::new(id.clone()).unwrap()).unwrap().is_some(), "{id} in node b's log");
+        }
+    }
+}
+
+/// Given node a (a process) owning every partition and acknowledging commands, when it is
+/// paused past its leases and node b takes every partition over, then when a resumes each of
+/// its writers is refused; the stream has, in every partition, no group of a node after another
+/// node's takeover, every command a acknowledged exactly once, none it was refused as deposed
+/// (one whose outcome it could not know at most once); and b's logs hold what the stream holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_cannot_append_once_its_partitions_were_taken_over() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = NodeProcess::start(&server.url(), "node-a", &dir.path().join("a"));
+    wait_for("node a owning every partition and acknowledging", || a.owns() == Some(16) && a.acks().len() >= 100).await;
+
+    a.signal("-STOP");
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let b = node_b(&js, dir.path()).await;
+    let owned = b.owned();
+    wait_for("node b owning every partition", || owned.borrow().len() == 16).await;
+
+    a.signal("-CONT");
+    wait_for("node a refused on every partition it wrote to before the pause", || a.refused() >= 16).await;
+    a.signal("-KILL");
+
+    let commands = commands_in_the_stream(&js).await;
     let acked = a.acks();
     for (partition, id) in &acked {
         assert_eq!(commands.get(id), Some(&1), "acknowledged command {id} of partition {partition}");
@@ -170,11 +189,38 @@ async fn a_paused_owner_cannot_append_once_its_partitions_were_taken_over() {
     }
     // Node b's logs hold what the stream holds for the partitions it owns (node a may have
     // taken some back once it resumed and the two rebalanced).
-    for (partition, owned) in owned.borrow().iter() {
-        assert_eq!(owned.log.verify_chain(|_, _| {}).unwrap().broken, None);
-        for (_, id) in acked.iter().filter(|(p, _)| *p == partition.to_string()) {
-            assert!(owned.log.command(&CommandId::new(id.clone()).unwrap()).unwrap().is_some(), "{id} in node b's log");
-        }
-    }
+    b_holds(&b, &acked);
     b.stop().await;
+}
+
+/// Given node a (a process) owning every partition under a load of commands, when it is killed
+/// (SIGKILL) and node b starts, then b takes every partition over once a's leases expire; and
+/// over several rounds of that (b stopping gracefully, a started again on its data directory,
+/// caught up from where it was, and killed again), every command a acknowledged is in the
+/// stream exactly once and in b's logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owners_acknowledged_commands_are_all_served_by_the_next_owner() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut acked = BTreeSet::new();
+    for round in 0..3 {
+        let a = NodeProcess::start(&server.url(), "node-a", &dir.path().join("a"));
+        wait_for("node a owning every partition and acknowledging", || a.owns() == Some(16) && a.acks().len() >= 100)
+            .await;
+        a.signal("-KILL");
+        let these = a.acks();
+        assert!(acked.is_disjoint(&these), "round {round}: command ids are fresh");
+        acked.extend(these);
+
+        let b = node_b(&js, dir.path()).await;
+        let owned = b.owned();
+        wait_for("node b owning every partition", || owned.borrow().len() == 16).await;
+        let commands = commands_in_the_stream(&js).await;
+        for (partition, id) in &acked {
+            assert_eq!(commands.get(id), Some(&1), "round {round}: acknowledged command {id} of partition {partition}");
+        }
+        b_holds(&b, &acked);
+        b.stop().await;
+    }
 }
