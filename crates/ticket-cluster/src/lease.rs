@@ -107,6 +107,18 @@ impl Leases {
                 .await
                 .map_err(|e| nats("create the bucket")(&e))?,
         };
+        // The time to live is the cluster's: every node must renew within it, and a bucket
+        // whose entries never expire would keep a dead node's partitions forever.
+        let max_age = kv.status().await.map_err(|e| nats("read the bucket's configuration")(&e))?.max_age();
+        if max_age != config.ttl {
+            return Err(LeaseError::Nats {
+                what: "the leases bucket",
+                detail: format!(
+                    "its entries live {max_age:?} but this node renews for a time to live of {:?} (every node of a cluster uses the bucket's)",
+                    config.ttl
+                ),
+            });
+        }
         Ok(Self { kv, config })
     }
 

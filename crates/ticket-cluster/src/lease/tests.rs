@@ -84,3 +84,15 @@ async fn a_released_lease_is_taken_at_once_and_stays_lost_to_its_old_owner() {
     assert_eq!(a.release(stale).await, Err(lost));
     assert_eq!(b.holder(p).await.unwrap(), Some(("node-b".to_owned(), taken.revision())));
 }
+
+/// The leases' time to live is the cluster's: a node configured with another one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_time_to_live_than_the_buckets_is_refused() {
+    let server = NatsServer::start().unwrap();
+    leases(&server.url(), Duration::from_secs(30)).await;
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let other = Leases::ensure(&js, LeaseConfig { ttl: Duration::from_secs(10), ..LeaseConfig::default() }).await;
+    assert!(matches!(other, Err(LeaseError::Nats { what: "the leases bucket", .. })), "{other:?}");
+    let same = Leases::ensure(&js, LeaseConfig { ttl: Duration::from_secs(30), ..LeaseConfig::default() }).await;
+    assert!(same.is_ok());
+}
