@@ -92,21 +92,10 @@ pub struct Leases {
 impl Leases {
     /// Opens the bucket, creating it if there is none.
     pub async fn ensure(js: &jetstream::Context, config: LeaseConfig) -> Result<Self, LeaseError> {
-        let kv = match js.get_key_value(config.bucket.clone()).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: config.bucket.clone(),
-                    description: "ticketd's partition leases (ADR 0015)".to_owned(),
-                    history: 1,
-                    max_age: config.ttl,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: config.replicas.max(1),
-                    ..Default::default()
-                })
+        let kv =
+            expiring_bucket(js, &config.bucket, "ticketd's partition leases (ADR 0015)", config.ttl, config.replicas)
                 .await
-                .map_err(|e| nats("create the bucket")(&e))?,
-        };
+                .map_err(|e| nats("create the bucket")(&e))?;
         // The time to live is the cluster's: every node must renew within it, and a bucket
         // whose entries never expire would keep a dead node's partitions forever.
         let max_age = kv.status().await.map_err(|e| nats("read the bucket's configuration")(&e))?.max_age();
@@ -186,6 +175,30 @@ impl Leases {
             Err(e) => Err(nats("release a lease")(&e)),
         }
     }
+}
+
+/// The key-value bucket `bucket` (one value per key, on file, entries expiring after `ttl`),
+/// created if there is none; an existing one is opened as it is.
+pub(crate) async fn expiring_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<kv::Store, jetstream::context::CreateKeyValueError> {
+    if let Ok(kv) = js.get_key_value(bucket).await {
+        return Ok(kv);
+    }
+    js.create_key_value(kv::Config {
+        bucket: bucket.to_owned(),
+        description: description.to_owned(),
+        history: 1,
+        max_age: ttl,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    })
+    .await
 }
 
 /// A write refused because the key's revision was not the one expected (somewhere in the

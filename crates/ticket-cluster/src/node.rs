@@ -153,21 +153,15 @@ pub async fn start(js: jetstream::Context, config: NodeConfig) -> Result<NodeHan
     let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
     let stream = LogStream::ensure(js.clone(), config.log.clone()).await.map_err(|e| setup(&e))?;
     let leases = Leases::ensure(&js, config.leases.clone()).await.map_err(|e| setup(&e))?;
-    let nodes = match js.get_key_value(config.nodes_bucket.clone()).await {
-        Ok(kv) => kv,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: config.nodes_bucket.clone(),
-                description: "ticketd's live nodes (ADR 0015)".to_owned(),
-                history: 1,
-                max_age: config.leases.ttl,
-                storage: jetstream::stream::StorageType::File,
-                num_replicas: config.leases.replicas.max(1),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| setup(&e))?,
-    };
+    let nodes = crate::lease::expiring_bucket(
+        &js,
+        &config.nodes_bucket,
+        "ticketd's live nodes (ADR 0015)",
+        config.leases.ttl,
+        config.leases.replicas,
+    )
+    .await
+    .map_err(|e| setup(&e))?;
     let (owned_tx, owned) = watch::channel(BTreeMap::new());
     let (stop, stopped) = watch::channel(false);
     let node = Node {
