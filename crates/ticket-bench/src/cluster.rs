@@ -78,7 +78,8 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     servers.wait_routed(Duration::from_secs(30))?;
     let client = async_nats::connect(servers.nodes[0].url()).await?;
     let js = async_nats::jetstream::new(client);
-    let stream = ensure_stream(&js).await?;
+    let config = LogStreamConfig { replicas: 3, ..LogStreamConfig::default() };
+    let stream = LogStream::ensure_within(js, config, Duration::from_secs(60)).await?;
     let partition = Partitions::SINGLE.all().next().ok_or_else(|| anyhow::anyhow!("no partition"))?;
     let fenced = stream.take(partition, "bench-owner").await?;
     let taken = fenced.last();
@@ -122,22 +123,6 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         print_table(&report);
     }
     Ok(())
-}
-
-/// The log stream, R3 (a fresh cluster elects its JetStream leaders first: retried).
-async fn ensure_stream(js: &async_nats::jetstream::Context) -> anyhow::Result<LogStream> {
-    let config = LogStreamConfig { replicas: 3, ..LogStreamConfig::default() };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match LogStream::ensure(js.clone(), config.clone()).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(error = %e, "the log stream is not there yet");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 async fn count_groups(

@@ -135,6 +135,25 @@ impl LogStream {
         Ok(Self { js, stream, config })
     }
 
+    /// [`LogStream::ensure`], tried again until `within` has passed: a cluster of servers that
+    /// just started elects its JetStream leaders first, and refuses until then.
+    pub async fn ensure_within(
+        js: jetstream::Context,
+        config: LogStreamConfig,
+        within: Duration,
+    ) -> Result<Self, StreamError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match Self::ensure(js.clone(), config.clone()).await {
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    debug!(error = %e, "the log stream is not there yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
     pub fn config(&self) -> &LogStreamConfig {
         &self.config
     }
