@@ -104,10 +104,10 @@ async fn node_b(js: &jetstream::Context, dir: &std::path::Path) -> ticket_cluste
 
 /// Every command id in the groups of the stream, with how many times it is there; and in each
 /// partition no group of a node after another node's takeover.
-async fn commands_in_the_stream(js: &jetstream::Context) -> BTreeMap<String, usize> {
+pub(crate) async fn commands_in_the_stream(js: &jetstream::Context, partitions: u64) -> BTreeMap<String, usize> {
     let stream = LogStream::ensure(js.clone(), LogStreamConfig::default()).await.unwrap();
     let mut commands: BTreeMap<String, usize> = BTreeMap::new();
-    for partition in Partitions::new(16).unwrap().all() {
+    for partition in Partitions::new(partitions).unwrap().all() {
         let last = stream.last(partition).await.unwrap();
         let mut owner = String::new();
         let mut misplaced = Vec::new();
@@ -170,7 +170,7 @@ async fn a_paused_owner_cannot_append_once_its_partitions_were_taken_over() {
     wait_for("node a refused on every partition it wrote to before the pause", || a.refused() >= 16).await;
     a.signal("-KILL");
 
-    let commands = commands_in_the_stream(&js).await;
+    let commands = commands_in_the_stream(&js, 16).await;
     let acked = a.acks();
     for (partition, id) in &acked {
         assert_eq!(commands.get(id), Some(&1), "acknowledged command {id} of partition {partition}");
@@ -216,7 +216,7 @@ async fn a_killed_owners_acknowledged_commands_are_all_served_by_the_next_owner(
         let b = node_b(&js, dir.path()).await;
         let owned = b.owned();
         wait_for("node b owning every partition", || owned.borrow().len() == 16).await;
-        let commands = commands_in_the_stream(&js).await;
+        let commands = commands_in_the_stream(&js, 16).await;
         for (partition, id) in &acked {
             assert_eq!(commands.get(id), Some(&1), "round {round}: acknowledged command {id} of partition {partition}");
         }

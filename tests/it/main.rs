@@ -4,6 +4,7 @@
 
 mod client;
 mod cluster;
+mod cluster_daemon;
 mod ctl_modes;
 mod daemon;
 mod deploy;

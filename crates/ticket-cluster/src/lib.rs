@@ -13,5 +13,5 @@ mod test_support;
 
 pub use fence::{AppendError, Fenced, LogStream, LogStreamConfig, StreamError};
 pub use lease::{Lease, LeaseConfig, LeaseError, Leases};
-pub use node::{NodeConfig, NodeError, NodeHandle, Owned};
+pub use node::{LogsOnly, NodeConfig, NodeError, NodeHandle, Owned, PartitionService, Serving, start, start_serving};
 pub use partition_log::{CatchUpError, StreamReplicator, catch_up, catch_up_from};

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use ticket_domain::{Partition, Partitions};
 use ticket_log::{EventLog, Replicator};
 use ticket_log_sled::{SledConfig, SledLog};
@@ -88,9 +89,40 @@ pub struct Owned {
     pub log: SledLog,
 }
 
+/// What a node runs on each partition it serves (ticketd: the command service, the timer, the
+/// outbox, the API's share of the partition). It is started once the partition's log is caught
+/// up, and stopped before the log is closed and the lease released.
+pub trait PartitionService: Send + Sync + 'static {
+    /// Starts serving `owned`. An error leaves the partition to another node (its lease released).
+    fn start(&self, owned: Owned) -> BoxFuture<'static, Result<Box<dyn Serving>, String>>;
+}
+
+/// A partition being served, stopped by [`Serving::stop`] (or dropped, when the node is aborted).
+pub trait Serving: Send + Sync + 'static {
+    /// Stops serving: nothing more is appended through it once this returns.
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// Serves nothing beyond the logs (the node's own tests, and tools that only hold partitions).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogsOnly;
+
+impl PartitionService for LogsOnly {
+    fn start(&self, _owned: Owned) -> BoxFuture<'static, Result<Box<dyn Serving>, String>> {
+        Box::pin(async { Ok(Box::new(LogsOnly) as Box<dyn Serving>) })
+    }
+}
+
+impl Serving for LogsOnly {
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
 struct Held {
     owned: Owned,
     lease: Lease,
+    serving: Box<dyn Serving>,
 }
 
 /// A running node.
@@ -148,8 +180,19 @@ async fn serve(stream: &LogStream, config: &NodeConfig, partition: Partition) ->
     Ok(Owned { partition, log })
 }
 
-/// Starts a node on `js`: it creates the log stream and the buckets if they are not there.
+/// Starts a node on `js` that holds partitions' logs and serves nothing else on them (see
+/// [`start_serving`]).
 pub async fn start(js: jetstream::Context, config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    start_serving(js, config, Arc::new(LogsOnly)).await
+}
+
+/// Starts a node on `js` running `service` on each partition it serves: it creates the log
+/// stream and the buckets if they are not there.
+pub async fn start_serving(
+    js: jetstream::Context,
+    config: NodeConfig,
+    service: Arc<dyn PartitionService>,
+) -> Result<NodeHandle, NodeError> {
     let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
     let stream = LogStream::ensure(js.clone(), config.log.clone()).await.map_err(|e| setup(&e))?;
     let leases = Leases::ensure(&js, config.leases.clone()).await.map_err(|e| setup(&e))?;
@@ -169,6 +212,7 @@ pub async fn start(js: jetstream::Context, config: NodeConfig) -> Result<NodeHan
         stream,
         leases,
         nodes,
+        service,
         held: BTreeMap::new(),
         owned: owned_tx,
         failing: BTreeMap::new(),
@@ -183,6 +227,7 @@ struct Node {
     stream: LogStream,
     leases: Leases,
     nodes: kv::Store,
+    service: Arc<dyn PartitionService>,
     held: BTreeMap<Partition, Held>,
     owned: watch::Sender<BTreeMap<Partition, Owned>>,
     /// Partitions that could not be served lately, with the rounds left before trying again
@@ -306,10 +351,21 @@ impl Node {
             self.pending.iter().filter(|(_, (_, task))| task.is_finished()).map(|(p, _)| *p).collect();
         for partition in done {
             let Some((lease, task)) = self.pending.remove(&partition) else { continue };
-            match task.await.map_err(|e| e.to_string()).and_then(|served| served) {
-                Ok(owned) => {
+            let caught_up = task.await.map_err(|e| e.to_string()).and_then(|served| served);
+            let started = match caught_up {
+                Ok(owned) => match self.service.start(owned.clone()).await {
+                    Ok(serving) => Ok((owned, serving)),
+                    Err(e) => {
+                        close(owned, &self.config.name).await;
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok((owned, serving)) => {
                     info!(node = %self.config.name, partition = partition.index(), head = owned.log.head(), "partition served");
-                    self.held.insert(partition, Held { owned, lease });
+                    self.held.insert(partition, Held { owned, lease, serving });
                     self.publish();
                 }
                 Err(e) => {
@@ -333,12 +389,9 @@ impl Node {
         }
         let Some(held) = self.held.remove(&partition) else { return };
         self.publish();
-        let Held { owned, lease } = held;
-        // Closing a log waits for its writer, which may be waiting for a publish that needs this
-        // runtime: never on one of its workers.
-        if let Err(e) = tokio::task::spawn_blocking(move || drop(owned)).await {
-            warn!(node = %self.config.name, partition = partition.index(), error = %e, "closing the log failed");
-        }
+        let Held { owned, lease, serving } = held;
+        serving.stop().await;
+        close(owned, &self.config.name).await;
         match self.leases.release(lease).await {
             Ok(()) => info!(node = %self.config.name, partition = partition.index(), "partition handed over"),
             Err(e) => warn!(node = %self.config.name, partition = partition.index(), error = %e, "lease not released"),
@@ -348,6 +401,15 @@ impl Node {
     fn publish(&self) {
         let owned = self.held.iter().map(|(p, h)| (*p, h.owned.clone())).collect();
         self.owned.send_replace(owned);
+    }
+}
+
+/// Closes a partition's log. Closing waits for its writer, which may be waiting for a publish
+/// that needs this runtime: never on one of its workers.
+async fn close(owned: Owned, node: &str) {
+    let partition = owned.partition;
+    if let Err(e) = tokio::task::spawn_blocking(move || drop(owned)).await {
+        warn!(node, partition = partition.index(), error = %e, "closing the log failed");
     }
 }
 

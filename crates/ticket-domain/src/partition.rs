@@ -72,6 +72,13 @@ impl Partitions {
         Partition((hash(id.as_uuid().as_bytes()) % u32::from(self.0)) as u16)
     }
 
+    /// The partition a key names (the same hash as a ticket's, over the key's bytes): where a
+    /// ticket opened without an id is placed, by its command id, so that a retry of the same
+    /// command reaches the same partition and is answered from its log.
+    pub fn of_key(self, key: &[u8]) -> Partition {
+        Partition((hash(key) % u32::from(self.0)) as u16)
+    }
+
     /// The partition numbered `index`, if there is one.
     pub fn get(self, index: u64) -> Option<Partition> {
         u16::try_from(index).ok().filter(|i| *i < self.0).map(Partition)

@@ -26,7 +26,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, kv, stream};
 use ticket_domain::{EventKind, RecordedEvent};
 use ticket_log::{EventLog, LogError};
 use tokio::sync::watch;
@@ -202,12 +202,40 @@ async fn last_position(js: &jetstream::Context, stream: &str, subjects: &str) ->
     })
 }
 
+/// Header: the partition whose log the event's position is in (cluster mode, ADR 0015).
+pub const HEADER_PARTITION: &str = "Ticket-Partition";
+
+/// How the publisher learns, at start and after a failure, what the streams already hold.
+#[derive(Debug, Clone)]
+pub enum Reconcile {
+    /// The event stream's last message names the log's position: one log feeds the stream
+    /// (single-node ticketd).
+    LastMessage,
+    /// A cluster's partition: every partition's log feeds the stream, so its last message says
+    /// nothing of this log. The watermark is shared in a key-value bucket instead (`key`, moved
+    /// forward by compare-and-set after every round, so the partition's next owner starts
+    /// there); what was published after it is sent again with the same `Nats-Msg-Id` and dropped
+    /// by the streams as a duplicate (ADR 0015). Each event carries `Ticket-Partition`.
+    Shared { store: Box<kv::Store>, key: String, partition: u16 },
+}
+
 /// Publishes what the outbox holds until `shutdown` turns true; then returns once the outbox is
 /// drained or the last round failed.
 pub async fn run<L: EventLog>(
     log: L,
     js: jetstream::Context,
     config: PublisherConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), PublishError> {
+    run_with(log, js, config, Reconcile::LastMessage, shutdown).await
+}
+
+/// [`run`], reconciling as `reconcile` says.
+pub async fn run_with<L: EventLog>(
+    log: L,
+    js: jetstream::Context,
+    config: PublisherConfig,
+    reconcile: Reconcile,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), PublishError> {
     let mut head = log.watch_head();
@@ -216,7 +244,7 @@ pub async fn run<L: EventLog>(
     let mut copies = None;
     loop {
         let Some(copied) = copies else {
-            match reconcile(&log, &js, &config).await {
+            match reconcile_by(&reconcile, &log, &js, &config).await {
                 Ok(copied) => copies = Some(copied),
                 Err(e) => {
                     warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the stream, will retry");
@@ -241,7 +269,16 @@ pub async fn run<L: EventLog>(
             }
             continue;
         }
-        match publish_in_order(&log, &js, &config, pending[0], pending.len(), copied).await {
+        let partition = match &reconcile {
+            Reconcile::LastMessage => None,
+            Reconcile::Shared { partition, .. } => Some(*partition),
+        };
+        let published = publish_in_order(&log, &js, &config, pending[0], pending.len(), copied, partition).await;
+        let shared = match (&published, &reconcile) {
+            (Ok(_), Reconcile::Shared { store, key, .. }) => share_watermark(store, key, log.published()?).await,
+            (Ok(_) | Err(_), _) => Ok(()),
+        };
+        match published.and_then(|copied| shared.map(|()| copied)) {
             Ok(copied) => {
                 copies = Some(copied);
                 backoff = Duration::from_millis(50);
@@ -269,6 +306,55 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, delay: Duration) -> bool {
     }
 }
 
+/// Makes sure of the streams and moves the published watermark forward to what they hold, as
+/// `how` says; returns the position of the last paging copy known to be in its stream.
+async fn reconcile_by<L: EventLog>(
+    how: &Reconcile,
+    log: &L,
+    js: &jetstream::Context,
+    config: &PublisherConfig,
+) -> Result<u64, PublishError> {
+    let (store, key) = match how {
+        Reconcile::LastMessage => return reconcile(log, js, config).await,
+        Reconcile::Shared { store, key, .. } => (store, key),
+    };
+    ensure_stream(js, config).await?;
+    let shared = shared_watermark(store, key).await?.map_or(0, |(position, _)| position);
+    if shared > log.published()? {
+        info!(key = %key, position = shared, "the shared watermark is ahead of this log's; moving it");
+        log.mark_published(shared.min(log.head()))?;
+    }
+    // The copies after the watermark are sent again, and dropped as duplicates if they are in.
+    Ok(log.published()?)
+}
+
+/// The shared watermark under `key` and its revision (none: nothing published yet).
+async fn shared_watermark(store: &kv::Store, key: &str) -> Result<Option<(u64, u64)>, PublishError> {
+    let Some(entry) = store.entry(key).await.map_err(js_error)? else { return Ok(None) };
+    if entry.operation != kv::Operation::Put {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(&entry.value).map_err(js_error)?;
+    let position = text.trim().parse::<u64>().map_err(js_error)?;
+    Ok(Some((position, entry.revision)))
+}
+
+/// Moves the shared watermark under `key` forward to `position` (never back: a deposed owner's
+/// late round cannot undo its successor's).
+async fn share_watermark(store: &kv::Store, key: &str, position: u64) -> Result<(), PublishError> {
+    for _ in 0..3 {
+        let written = match shared_watermark(store, key).await? {
+            Some((shared, _)) if shared >= position => return Ok(()),
+            Some((_, revision)) => store.update(key, position.to_string().into(), revision).await.is_ok(),
+            None => store.create(key, position.to_string().into()).await.is_ok(),
+        };
+        if written {
+            return Ok(());
+        }
+    }
+    Err(PublishError::JetStream(format!("the shared watermark {key} kept changing under this publisher")))
+}
+
 /// Makes sure of the streams and moves the published watermark to the last event the event
 /// stream holds; returns the position of the last copy the copies' stream holds.
 async fn reconcile<L: EventLog>(
@@ -294,6 +380,7 @@ async fn publish_in_order<L: EventLog>(
     from: u64,
     count: usize,
     mut copied: u64,
+    partition: Option<u16>,
 ) -> Result<u64, PublishError> {
     for event in log.read_from(from, count)? {
         let mut headers = HeaderMap::new();
@@ -301,6 +388,9 @@ async fn publish_in_order<L: EventLog>(
         headers.insert(HEADER_EVENT_TYPE, event.event.kind.name());
         headers.insert(HEADER_VERSION, event.version.to_string().as_str());
         headers.insert(HEADER_POSITION, event.position.to_string().as_str());
+        if let Some(partition) = partition {
+            headers.insert(HEADER_PARTITION, partition.to_string().as_str());
+        }
         let payload = bytes::Bytes::from(ticket_proto::encode_envelope(&event));
         if let Some(subject) = config.breach_subject(&event).filter(|_| event.position > copied) {
             let mut copy = headers.clone();

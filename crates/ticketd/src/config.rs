@@ -52,6 +52,10 @@ pub struct Flags {
     /// The JetStream API prefix (default `$JS.API`; `$JS.EVENTS.API` with the shipped accounts).
     #[arg(long, env = "TICKETD_STREAM_API_PREFIX", global = true)]
     pub stream_api_prefix: Option<String>,
+    /// Serve as the named node of a cluster (`[cluster]`, ADR 0015): partitions owned under
+    /// leases in NATS JetStream, every append fenced and replicated before it is acknowledged.
+    #[arg(long, env = "TICKETD_CLUSTER_NODE", global = true)]
+    pub cluster_node: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -76,6 +80,7 @@ pub struct Config {
     pub timer: TimerSettings,
     pub projections: ProjectionSettings,
     pub ops: OpsSettings,
+    pub cluster: ClusterSettings,
     /// Who may do what on the API: `[[identities]]` entries, each an account's user (or `*`,
     /// every user of it) mapped to an actor and a role.
     pub identities: Vec<IdentitySettings>,
@@ -300,6 +305,40 @@ pub struct StreamSettings {
     pub api_prefix: String,
 }
 
+/// `[cluster]`: ticketd as one node of a cluster on NATS JetStream (ADR 0015).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Serve as a node of a cluster (`--cluster-node` sets it and the node's name).
+    pub enabled: bool,
+    /// The node's name, unique in the cluster.
+    pub node: String,
+    /// The partitions, fixed when the cluster is created (the same on every node).
+    pub partitions: u64,
+    /// Replicas of the log stream and of the buckets: 3 on a three-server NATS cluster.
+    pub replicas: usize,
+    /// A partition's lease not renewed for this long passes to another node.
+    pub lease_ttl_secs: u64,
+    /// How long a request forwarded to a partition's owner waits for its answer.
+    pub forward_timeout_ms: u64,
+    /// The key-value bucket of the partitions' published watermarks (the event stream's).
+    pub watermark_bucket: String,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            node: String::new(),
+            partitions: 16,
+            replicas: 1,
+            lease_ttl_secs: 10,
+            forward_timeout_ms: 5000,
+            watermark_bucket: "TICKETS_OUTBOX".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownSettings {
@@ -326,6 +365,7 @@ impl Default for Config {
             timer: TimerSettings::default(),
             projections: ProjectionSettings::default(),
             ops: OpsSettings::default(),
+            cluster: ClusterSettings::default(),
             identities: Vec::new(),
         }
     }
@@ -400,6 +440,13 @@ impl Config {
         }
         if let Some(prefix) = &flags.stream_api_prefix {
             config.stream.api_prefix.clone_from(prefix);
+        }
+        if let Some(node) = &flags.cluster_node {
+            config.cluster.enabled = true;
+            config.cluster.node.clone_from(node);
+        }
+        if config.cluster.enabled && config.cluster.node.trim().is_empty() {
+            anyhow::bail!("[cluster] enabled needs the node's name: cluster.node, or --cluster-node");
         }
         Ok(config)
     }
@@ -507,7 +554,23 @@ mod tests {
             log_format: None,
             api_unstamped: None,
             stream_api_prefix: None,
+            cluster_node: None,
         }
+    }
+
+    #[test]
+    fn a_cluster_node_is_named_by_the_flag_or_refused_without_a_name() {
+        let config = Config::resolve(&Flags { cluster_node: Some("node-a".into()), ..flags() }).unwrap();
+        assert!(config.cluster.enabled);
+        assert_eq!(config.cluster.node, "node-a");
+        assert_eq!(config.cluster.partitions, 16);
+        assert!(!Config::resolve(&flags()).unwrap().cluster.enabled, "single-node by default");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ticketd.toml");
+        std::fs::write(&file, "[cluster]\nenabled = true\n").unwrap();
+        let error = Config::resolve(&Flags { config: Some(file), ..flags() }).unwrap_err().to_string();
+        assert!(error.contains("--cluster-node"), "{error}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! TOML config file (`--config`), defaults. SIGTERM or SIGINT shuts down gracefully: stop taking
 //! requests, finish the commands in flight, drain the outbox to NATS, within a deadline.
 
+mod cluster;
 mod config;
 mod dev;
 mod instance;

@@ -31,7 +31,7 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
     let url = config.nats.url()?;
     // A refused login is reported by the connection while it retries in the background: it stops
     // the start-up with a clear error, and is logged if it happens on a later reconnection.
-    let (refusal, mut refused) = watch::channel(None::<String>);
+    let (refusal, refused) = watch::channel(None::<String>);
     let options =
         async_nats::ConnectOptions::new().name("ticketd").retry_on_initial_connect().event_callback(move |event| {
             let refusal = refusal.clone();
@@ -49,22 +49,12 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
     info!(nats = %url, login = %login, "connecting to NATS");
     let client = options.connect(url.servers()).await.with_context(|| format!("cannot connect to {url}"))?;
     // Before anything is opened: NATS answers, and no other ticketd serves this account.
-    let mut waited = Duration::ZERO;
-    loop {
-        tokio::select! {
-            flushed = tokio::time::timeout(Duration::from_secs(5), client.flush()) => {
-                if matches!(flushed, Ok(Ok(()))) {
-                    break;
-                }
-                waited += Duration::from_secs(5);
-                warn!(nats = %url, waited_secs = waited.as_secs(), "waiting for NATS");
-            }
-            why = refused.wait_for(Option::is_some) => {
-                let why = why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default();
-                anyhow::bail!("NATS at {url} refused the login with {login}: {why}");
-            }
-        }
+    let nats = Nats { client: client.clone(), url: url.to_string(), login: login.to_string(), refused };
+    nats.answers().await?;
+    if config.cluster.enabled {
+        return crate::cluster::serve(config, nats, api_config, policy, ops).await;
     }
+    let client = nats.client.clone();
     let instance = crate::instance::id(&config.data_dir)?;
     crate::instance::refuse_if_served(&client, &instance).await?;
     api_config.instance_id = Some(instance.clone());
@@ -103,22 +93,7 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
     ));
     // Ready means serving: the connection may still be coming up (it retries in the background),
     // and a flush's round trip shows the server has every subscription of the API.
-    let mut waited = Duration::ZERO;
-    let outcome = loop {
-        tokio::select! {
-            flushed = tokio::time::timeout(Duration::from_secs(5), client.flush()) => {
-                if matches!(flushed, Ok(Ok(()))) {
-                    break Ok(());
-                }
-                waited += Duration::from_secs(5);
-                warn!(nats = %url, waited_secs = waited.as_secs(), "waiting for NATS");
-            }
-            why = refused.wait_for(Option::is_some) => {
-                let why = why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default();
-                break Err(anyhow::anyhow!("NATS at {url} refused the login with {login}: {why}"));
-            }
-        }
-    };
+    let outcome = nats.answers().await;
     if outcome.is_ok() {
         // /readyz turns ready before the line that says so, so whoever reads the line finds it.
         ops.ready();
@@ -179,12 +154,44 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
     outcome
 }
 
+/// ticketd's NATS connection, and the login refusals it reports while it retries.
+pub(crate) struct Nats {
+    pub client: async_nats::Client,
+    pub url: String,
+    pub login: String,
+    pub refused: watch::Receiver<Option<String>>,
+}
+
+impl Nats {
+    /// Waits until NATS answers a flush (every subscription made so far is then in place),
+    /// saying so every 5 s; an error if NATS refused the login meanwhile.
+    pub async fn answers(&self) -> anyhow::Result<()> {
+        let mut refused = self.refused.clone();
+        let mut waited = Duration::ZERO;
+        loop {
+            tokio::select! {
+                flushed = tokio::time::timeout(Duration::from_secs(5), self.client.flush()) => {
+                    if matches!(flushed, Ok(Ok(()))) {
+                        return Ok(());
+                    }
+                    waited += Duration::from_secs(5);
+                    warn!(nats = %self.url, waited_secs = waited.as_secs(), "waiting for NATS");
+                }
+                why = refused.wait_for(Option::is_some) => {
+                    let why = why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default();
+                    anyhow::bail!("NATS at {} refused the login with {}: {why}", self.url, self.login);
+                }
+            }
+        }
+    }
+}
+
 /// How long past the shutdown deadline the process may take before it is ended.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Ends the process `after` from now, from a thread of its own (so that neither a blocked
 /// runtime nor a stuck task can hold it), unless it has exited by then.
-fn arm_exit_watchdog(after: Duration) {
+pub(crate) fn arm_exit_watchdog(after: Duration) {
     let spawned = std::thread::Builder::new().name("shutdown-watchdog".into()).spawn(move || {
         std::thread::sleep(after);
         error!(
@@ -243,7 +250,7 @@ impl ticket_nats::TestClockControl for EngineTestClock {
 }
 
 /// Waits for SIGTERM or SIGINT; returns its name.
-async fn shutdown_signal() -> &'static str {
+pub(crate) async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => tokio::select! {

@@ -80,18 +80,18 @@ pub(super) async fn handle<L: EventLog>(
     match request {
         AdminRequest::Lag(_) => query_reply(pb::query_reply::Result::Lag(answer::projection_status(&views))),
         AdminRequest::Rebuild(request) => rebuild(views, request.name).await,
-        AdminRequest::Clock(_) => {
-            let (now, kind) = match test_clock {
-                Some(test) => (test.0.now(), pb::ClockKind::Simulated),
-                None => (clock.now(), pb::ClockKind::Wall),
-            };
-            query_reply(pb::query_reply::Result::Clock(pb::ClockNow {
-                now: Some(wire::timestamp(&now)),
-                kind: kind as i32,
-            }))
-        }
+        AdminRequest::Clock(_) => clock_now(clock, test_clock),
         AdminRequest::AdvanceClock(request) => advance(test_clock, request).await,
     }
+}
+
+/// The engine's clock: the test clock's instant where there is one, else the wall clock's.
+pub(super) fn clock_now(clock: &dyn Clock, test_clock: Option<&TestClockHandle>) -> Reply {
+    let (now, kind) = match test_clock {
+        Some(test) => (test.0.now(), pb::ClockKind::Simulated),
+        None => (clock.now(), pb::ClockKind::Wall),
+    };
+    query_reply(pb::query_reply::Result::Clock(pb::ClockNow { now: Some(wire::timestamp(&now)), kind: kind as i32 }))
 }
 
 /// Moves the test clock, refused on a wall-clock deployment (see `AdvanceClock` in the proto).

@@ -2,7 +2,7 @@
 //! execute on the command service, answer with the events and their positions.
 
 use prost::Message;
-use ticket_domain::{CommandId, TicketId, TraceId};
+use ticket_domain::{CommandId, Partitions, TicketId, TraceId};
 use ticket_log::EventLog;
 use ticket_proto::{CommandEndpoint, Endpoint, pb};
 use ticket_service::{CommandRequest, CommandResult, CommandService, Stamp};
@@ -19,33 +19,10 @@ pub(super) async fn handle<L: EventLog>(
     service: &CommandService<L>,
     config: &ApiConfig,
 ) -> Reply {
-    if payload.len() > config.max_payload {
-        return reply::command_error(
-            pb::ErrorCode::PayloadTooLarge,
-            format!("payload of {} bytes is over the limit of {}", payload.len(), config.max_payload),
-        );
-    }
-    let mut wire = match pb::Command::decode(payload) {
-        Ok(c) => c,
-        Err(e) => {
-            return reply::command_error(pb::ErrorCode::MalformedRequest, format!("not a ticket.v1.Command: {e}"));
-        }
+    let mut wire = match prepared(endpoint, payload, config, Partitions::SINGLE) {
+        Ok(wire) => wire,
+        Err(refused) => return refused,
     };
-    let sent = wire.body.as_ref().map(CommandEndpoint::of_wire);
-    if sent != Some(endpoint) {
-        let name = endpoint.name();
-        return reply::command_error(
-            pb::ErrorCode::MalformedRequest,
-            format!("endpoint {name} takes a {name} body, got {}", sent.map_or("none", CommandEndpoint::name)),
-        );
-    }
-    // What a client may leave out, the service fills in.
-    if wire.ticket_id.is_empty() && endpoint == CommandEndpoint::Open {
-        wire.ticket_id = TicketId::from_uuid(uuid::Uuid::now_v7()).to_string();
-    }
-    if wire.command_id.is_empty() {
-        wire.command_id = uuid::Uuid::now_v7().to_string();
-    }
     let stamp = match stamped(caller, endpoint, &mut wire, service).await {
         Ok(stamp) => stamp,
         Err(refusal) => return refusal,
@@ -92,6 +69,44 @@ pub(super) async fn handle<L: EventLog>(
             reply::command_error_of(reply::service_error(&e))
         }
     }
+}
+
+/// A request's command as the service takes it: within the size limit, decoded, its body the
+/// endpoint's, with what a client may leave out filled in (a command id; an `open`'s ticket id,
+/// placed among `partitions` by its command id, so that a retry of it lands where the first
+/// one did).
+pub(super) fn prepared(
+    endpoint: CommandEndpoint,
+    payload: &[u8],
+    config: &ApiConfig,
+    partitions: Partitions,
+) -> Result<pb::Command, Reply> {
+    if payload.len() > config.max_payload {
+        return Err(reply::command_error(
+            pb::ErrorCode::PayloadTooLarge,
+            format!("payload of {} bytes is over the limit of {}", payload.len(), config.max_payload),
+        ));
+    }
+    let mut wire = pb::Command::decode(payload)
+        .map_err(|e| reply::command_error(pb::ErrorCode::MalformedRequest, format!("not a ticket.v1.Command: {e}")))?;
+    let sent = wire.body.as_ref().map(CommandEndpoint::of_wire);
+    if sent != Some(endpoint) {
+        let name = endpoint.name();
+        return Err(reply::command_error(
+            pb::ErrorCode::MalformedRequest,
+            format!("endpoint {name} takes a {name} body, got {}", sent.map_or("none", CommandEndpoint::name)),
+        ));
+    }
+    if wire.command_id.is_empty() {
+        wire.command_id = uuid::Uuid::now_v7().to_string();
+    }
+    if wire.ticket_id.is_empty() && endpoint == CommandEndpoint::Open {
+        let fresh = uuid::Uuid::now_v7();
+        let partition = partitions.of_key(wire.command_id.as_bytes());
+        let id = partitions.place(fresh, partition).unwrap_or_else(|| TicketId::from_uuid(fresh));
+        wire.ticket_id = id.to_string();
+    }
+    Ok(wire)
 }
 
 /// The caller's part of a command: the actor it is recorded as (the mapped identity's; a payload

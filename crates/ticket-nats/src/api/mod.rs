@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_nats::Client;
 use async_nats::service::ServiceExt;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use ticket_log::EventLog;
 use ticket_projections::Projector;
 #[cfg(doc)]
@@ -19,12 +20,14 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 mod admin;
+mod cluster;
 mod commands;
 pub mod identity;
 mod queries;
 mod reply;
 
 pub use admin::{ClockAdvance, ClockAdvanceError, MAX_ADVANCE_EVENTS, TestClockControl, TestClockHandle};
+pub use cluster::{ClusterApi, PartitionApi, partition_subject, start_cluster};
 use reply::Reply;
 pub use reply::service_error;
 
@@ -130,6 +133,31 @@ pub async fn start<L: EventLog>(
     views: Projector<L>,
     config: ApiConfig,
 ) -> Result<ApiHandle, ApiError> {
+    let api = Arc::new(Api { service, views, config: config.clone() });
+    serve(client, api, &config).await
+}
+
+/// Answers the requests to the API's endpoints: one engine's [`Api`], or a cluster node's front
+/// (`cluster.rs`), which routes each request to its partition's owner.
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// The reply to a request to `endpoint`, sent with the `Nats-Request-Info` header `stamp`.
+    fn answer(&self, endpoint: Endpoint, stamp: Option<String>, payload: bytes::Bytes) -> BoxFuture<'_, Reply>;
+}
+
+impl<L: EventLog> Handler for Api<L> {
+    fn answer(&self, endpoint: Endpoint, stamp: Option<String>, payload: bytes::Bytes) -> BoxFuture<'_, Reply> {
+        Box::pin(async move { self.handle(endpoint, stamp.as_deref(), &payload).await })
+    }
+}
+
+/// The stamp nats-server put on a request (`Nats-Request-Info`), if any.
+fn stamp_of(message: &async_nats::Message) -> Option<String> {
+    message.headers.as_ref().and_then(|h| h.get(identity::REQUEST_INFO_HEADER)).map(|v| v.as_str().to_owned())
+}
+
+/// Serves every endpoint of the micro service `tickets` with `handler`, and answers the names no
+/// endpoint serves.
+async fn serve(client: Client, handler: Arc<dyn Handler>, config: &ApiConfig) -> Result<ApiHandle, ApiError> {
     let metadata = config.instance_id.iter().map(|id| (INSTANCE_METADATA.to_owned(), id.clone())).collect();
     let micro = client
         .service_builder()
@@ -140,13 +168,12 @@ pub async fn start<L: EventLog>(
         .map_err(|e| ApiError::Start(e.to_string()))?;
     let max_in_flight = u32::try_from(config.max_in_flight.clamp(1, 1 << 20)).unwrap_or(1024);
     let limit = Arc::new(Semaphore::new(max_in_flight as usize));
-    let api = Arc::new(Api { service, views, config });
     let mut tasks = JoinSet::new();
 
     for endpoint in Endpoint::all() {
         let group = micro.group(endpoint.family().group());
         let mut requests = group.endpoint(endpoint.name()).await.map_err(|e| ApiError::Start(e.to_string()))?;
-        let (api, limit) = (api.clone(), limit.clone());
+        let (handler, limit) = (handler.clone(), limit.clone());
         tasks.spawn(async move {
             while let Some(request) = requests.next().await {
                 // Commands wait for one of the in-flight permits; queries and operators do not.
@@ -157,15 +184,11 @@ pub async fn start<L: EventLog>(
                     },
                     Endpoint::Query(_) | Endpoint::Admin(_) => None,
                 };
-                let api = api.clone();
+                let handler = handler.clone();
                 tokio::spawn(async move {
-                    let stamp = request
-                        .message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(identity::REQUEST_INFO_HEADER))
-                        .map(|v| v.as_str().to_owned());
-                    let (body, headers) = api.handle(endpoint, stamp.as_deref(), &request.message.payload).await;
+                    let stamp = stamp_of(&request.message);
+                    let payload = request.message.payload.clone();
+                    let (body, headers) = handler.answer(endpoint, stamp, payload).await;
                     if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
                         warn!(endpoint = endpoint.name(), error = %e, "reply not sent");
                     }
@@ -220,15 +243,10 @@ impl<L: EventLog> Api<L> {
     /// who sent it first, refused with `PERMISSION_DENIED` before anything else when its role may
     /// not; then each endpoint's handler, by an exhaustive match.
     async fn handle(&self, endpoint: Endpoint, stamp: Option<&str>, payload: &[u8]) -> Reply {
-        let caller = match self.config.identities.caller(stamp, endpoint) {
+        let caller = match admit(&self.config.identities, stamp, endpoint) {
             Ok(caller) => caller,
-            Err(denied) => return refuse(endpoint, &denied),
+            Err(refused) => return refused,
         };
-        if let identity::Caller::Identified { role, .. } = &caller
-            && !role.may(endpoint)
-        {
-            return refuse(endpoint, &identity::Denied::new(&caller, endpoint, "the role may not use this endpoint"));
-        }
         match endpoint {
             Endpoint::Command(command) => {
                 commands::handle(command, &caller, payload, &self.service, &self.config).await
@@ -245,6 +263,22 @@ impl<L: EventLog> Api<L> {
             }
         }
     }
+}
+
+/// Who sent a request with the stamp `stamp`, if its role may use `endpoint`; else the
+/// `PERMISSION_DENIED` reply.
+fn admit(
+    identities: &identity::Identities,
+    stamp: Option<&str>,
+    endpoint: Endpoint,
+) -> Result<identity::Caller, Reply> {
+    let caller = identities.caller(stamp, endpoint).map_err(|denied| refuse(endpoint, &denied))?;
+    if let identity::Caller::Identified { role, .. } = &caller
+        && !role.may(endpoint)
+    {
+        return Err(refuse(endpoint, &identity::Denied::new(&caller, endpoint, "the role may not use this endpoint")));
+    }
+    Ok(caller)
 }
 
 /// A `PERMISSION_DENIED` reply, in the reply type of the endpoint's family, logged.

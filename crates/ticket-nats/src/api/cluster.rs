@@ -1,0 +1,338 @@
+//! A cluster node's API (ADR 0015). Every node serves the public endpoints (`tickets.cmd.*`,
+//! `tickets.query.*`, `tickets.admin.*`) in the micro service's queue group, so a client knows
+//! nothing of partitions. A request about one ticket is answered by its partition's owner:
+//!
+//! - by this node's own engine of the partition, when it owns it;
+//! - else forwarded, as it came (the sender's `Nats-Request-Info` stamp with it), on the
+//!   partition's subject `tickets.part.<p>.<endpoint subject>`, which only the owner subscribes
+//!   to (a queue group, so that a handover's short overlap still answers once). These subjects
+//!   stay inside ticketd's account: no client account imports them.
+//!
+//! A partition with no owner (a failover or a handover under way) answers at once with
+//! `UNAVAILABLE` and its details (`partition`, `retry_after_ms`); so does a forwarded request
+//! whose owner did not answer in time. Retrying the same command (the same command id) is safe:
+//! a command that was appended is answered from the log. An `open` without a ticket id is given
+//! one in the partition its command id names, so that its retry reaches the same log.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use prost::Message;
+use ticket_domain::{Partition, Partitions, TicketId};
+use ticket_log::EventLog;
+use ticket_projections::Projector;
+use ticket_proto::{AdminEndpoint, Endpoint, Family, Query, QueryEndpoint, pb};
+use ticket_service::{Clock, CommandService};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::reply::{self, Reply};
+use super::{Api, ApiConfig, ApiError, ApiHandle, Handler, admin, admit, commands, identity};
+
+/// The subjects a partition's owner answers on: `tickets.part.<p>.<endpoint subject>`.
+pub const PARTITION_SUBJECT_PREFIX: &str = "tickets.part";
+/// The queue group of a partition's subjects.
+const OWNER_QUEUE: &str = "owner";
+/// The retry hint of an `UNAVAILABLE` partition (its details' `retry_after_ms`).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The subject a request to `endpoint` about a ticket of `partition` is forwarded on.
+pub fn partition_subject(partition: Partition, endpoint: Endpoint) -> String {
+    format!("{PARTITION_SUBJECT_PREFIX}.{}.{}", partition.index(), endpoint.subject())
+}
+
+/// The partitions this node serves, shared by its front (the public endpoints) and the
+/// partitions' own subscriptions.
+struct Front<L: EventLog> {
+    client: Client,
+    partitions: Partitions,
+    config: ApiConfig,
+    clock: Arc<dyn Clock>,
+    local: RwLock<BTreeMap<Partition, Arc<Api<L>>>>,
+    /// How long a forwarded request waits for the owner's answer.
+    forward_timeout: Duration,
+}
+
+/// A cluster node's API: [`ClusterApi::serve`] adds a partition this node took, and the
+/// returned [`PartitionApi`] stops serving it.
+pub struct ClusterApi<L: EventLog> {
+    front: Arc<Front<L>>,
+}
+
+impl<L: EventLog> Clone for ClusterApi<L> {
+    fn clone(&self) -> Self {
+        Self { front: self.front.clone() }
+    }
+}
+
+impl<L: EventLog> std::fmt::Debug for ClusterApi<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let served: Vec<u16> = self.front.served().iter().map(|p| p.index()).collect();
+        f.debug_struct("ClusterApi").field("partitions", &self.front.partitions).field("served", &served).finish()
+    }
+}
+
+/// Starts a cluster node's public endpoints on `client`, for `partitions` (none served yet: see
+/// [`ClusterApi::serve`]). `clock` answers `tickets.admin.clock`. A forwarded request waits up
+/// to `forward_timeout` for the owner.
+pub async fn start_cluster<L: EventLog>(
+    client: Client,
+    partitions: Partitions,
+    clock: Arc<dyn Clock>,
+    config: ApiConfig,
+    forward_timeout: Duration,
+) -> Result<(ApiHandle, ClusterApi<L>), ApiError> {
+    let front = Arc::new(Front {
+        client: client.clone(),
+        partitions,
+        config: config.clone(),
+        clock,
+        local: RwLock::new(BTreeMap::new()),
+        forward_timeout,
+    });
+    let handle = super::serve(client, front.clone(), &config).await?;
+    Ok((handle, ClusterApi { front }))
+}
+
+impl<L: EventLog> ClusterApi<L> {
+    /// Serves `partition` from this node with its engine's `service` and `views`: the node's own
+    /// requests about it are answered here, and so are those other nodes forward.
+    pub async fn serve(
+        &self,
+        partition: Partition,
+        service: CommandService<L>,
+        views: Projector<L>,
+    ) -> Result<PartitionApi, ApiError> {
+        let api = Arc::new(Api { service, views, config: self.front.config.clone() });
+        let subject = format!("{PARTITION_SUBJECT_PREFIX}.{}.>", partition.index());
+        let mut requests = self
+            .front
+            .client
+            .queue_subscribe(subject.clone(), OWNER_QUEUE.to_owned())
+            .await
+            .map_err(|e| ApiError::Subscribe(e.to_string()))?;
+        // Subscribed before it is listed: what this node routes here, others can too.
+        let _ = self.front.client.flush().await;
+        if let Ok(mut local) = self.front.local.write() {
+            local.insert(partition, api.clone());
+        }
+        let (stop, mut stopped) = watch::channel(false);
+        let client = self.front.client.clone();
+        let prefix = format!("{PARTITION_SUBJECT_PREFIX}.{}.", partition.index());
+        let task = tokio::spawn(async move {
+            let mut handling = JoinSet::new();
+            loop {
+                tokio::select! {
+                    message = requests.next() => {
+                        let Some(message) = message else { break };
+                        let Some(reply_to) = message.reply.clone() else { continue };
+                        let endpoint = message.subject.as_str().strip_prefix(&prefix).and_then(Endpoint::from_subject);
+                        let (api, client) = (api.clone(), client.clone());
+                        handling.spawn(async move {
+                            let (body, headers) = match endpoint {
+                                Some(endpoint) => {
+                                    api.handle(endpoint, super::stamp_of(&message).as_deref(), &message.payload).await
+                                }
+                                None => reply::command_error(
+                                    pb::ErrorCode::UnknownEndpoint,
+                                    format!("no endpoint {}", message.subject),
+                                ),
+                            };
+                            if let Err(e) = client.publish_with_headers(reply_to, headers, body).await {
+                                warn!(error = %e, "a forwarded request's reply was not sent");
+                            }
+                        });
+                    }
+                    Some(_) = handling.join_next(), if !handling.is_empty() => {}
+                    _ = stopped.changed() => break,
+                }
+            }
+            let _ = requests.unsubscribe().await;
+            // What was taken is answered before the partition's engine stops.
+            while handling.join_next().await.is_some() {}
+        });
+        let front = self.front.clone();
+        let unlist: Box<dyn FnOnce() + Send + Sync> = Box::new(move || {
+            if let Ok(mut local) = front.local.write() {
+                local.remove(&partition);
+            }
+        });
+        info!(partition = partition.index(), "partition's api served");
+        Ok(PartitionApi { partition, stop, task, unlist })
+    }
+
+    /// The partitions this node serves now.
+    pub fn served(&self) -> Vec<Partition> {
+        self.front.served()
+    }
+}
+
+/// One partition's share of a node's API; [`PartitionApi::stop`] ends it.
+pub struct PartitionApi {
+    partition: Partition,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    unlist: Box<dyn FnOnce() + Send + Sync>,
+}
+
+impl std::fmt::Debug for PartitionApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionApi").field("partition", &self.partition).finish_non_exhaustive()
+    }
+}
+
+impl PartitionApi {
+    /// Stops taking the partition's requests (this node's and forwarded ones), then waits up to
+    /// `deadline` for those being handled to be answered. False if some were still running.
+    pub async fn stop(self, deadline: Duration) -> bool {
+        (self.unlist)();
+        self.stop.send_replace(true);
+        let mut task = self.task;
+        match tokio::time::timeout(deadline, &mut task).await {
+            Ok(_) => true,
+            Err(_) => {
+                task.abort();
+                false
+            }
+        }
+    }
+}
+
+impl<L: EventLog> Front<L> {
+    fn served(&self) -> Vec<Partition> {
+        self.local.read().map(|l| l.keys().copied().collect()).unwrap_or_default()
+    }
+
+    async fn answer_request(&self, endpoint: Endpoint, stamp: Option<String>, payload: Bytes) -> Reply {
+        // Refused before anything is routed: who may not use an endpoint learns it here.
+        if let Err(refused) = admit(&self.config.identities, stamp.as_deref(), endpoint) {
+            return refused;
+        }
+        match endpoint {
+            Endpoint::Command(command) => {
+                let wire = match commands::prepared(command, &payload, &self.config, self.partitions) {
+                    Ok(wire) => wire,
+                    Err(refused) => return refused,
+                };
+                let ticket = match TicketId::parse(&wire.ticket_id) {
+                    Ok(ticket) => ticket,
+                    Err(e) => {
+                        return reply::command_error(pb::ErrorCode::MalformedRequest, format!("ticket_id: {e}"));
+                    }
+                };
+                self.route(self.partitions.of(ticket), endpoint, stamp, wire.encode_to_vec().into()).await
+            }
+            Endpoint::Query(query @ (QueryEndpoint::Ticket | QueryEndpoint::Timeline)) => {
+                if payload.len() > self.config.max_payload {
+                    return reply::query_error(
+                        pb::ErrorCode::PayloadTooLarge,
+                        format!("payload of {} bytes is over the limit", payload.len()),
+                    );
+                }
+                let ticket_id = match Query::decode(query, &payload) {
+                    Ok(
+                        Query::Ticket(pb::GetTicket { ticket_id, .. })
+                        | Query::Timeline(pb::GetTimeline { ticket_id, .. }),
+                    ) => ticket_id,
+                    Ok(Query::Customer(_) | Query::Board(_) | Query::Compliance(_)) => String::new(),
+                    Err(e) => {
+                        return reply::query_error(
+                            pb::ErrorCode::MalformedRequest,
+                            format!("not a ticket.v1 {} query: {e}", query.name()),
+                        );
+                    }
+                };
+                match TicketId::parse(&ticket_id) {
+                    Ok(ticket) => self.route(self.partitions.of(ticket), endpoint, stamp, payload).await,
+                    Err(e) => reply::query_error(pb::ErrorCode::MalformedRequest, format!("not a ticket id: {e}")),
+                }
+            }
+            Endpoint::Query(QueryEndpoint::Customer | QueryEndpoint::Board | QueryEndpoint::Compliance) => {
+                reply::query_error(
+                    pb::ErrorCode::Unavailable,
+                    format!(
+                        "tickets.query.{} reads every partition's read models, which a cluster node does not \
+                         serve yet (ADR 0015); ask per ticket (tickets.query.ticket, tickets.query.timeline)",
+                        endpoint.name()
+                    ),
+                )
+            }
+            Endpoint::Admin(AdminEndpoint::Clock) => admin::clock_now(self.clock.as_ref(), None),
+            Endpoint::Admin(AdminEndpoint::Lag | AdminEndpoint::Rebuild | AdminEndpoint::AdvanceClock) => {
+                reply::query_error(
+                    pb::ErrorCode::Unavailable,
+                    format!(
+                        "tickets.admin.{} is per partition, which a cluster node does not serve yet (ADR 0015)",
+                        endpoint.name()
+                    ),
+                )
+            }
+        }
+    }
+
+    /// Answers a request about a ticket of `partition`: here if this node serves it, else by
+    /// its owner.
+    async fn route(&self, partition: Partition, endpoint: Endpoint, stamp: Option<String>, payload: Bytes) -> Reply {
+        let local = self.local.read().ok().and_then(|l| l.get(&partition).cloned());
+        if let Some(api) = local {
+            return api.handle(endpoint, stamp.as_deref(), &payload).await;
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(stamp) = &stamp {
+            headers.insert(identity::REQUEST_INFO_HEADER, stamp.as_str());
+        }
+        let request = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(self.forward_timeout));
+        match self.client.send_request(partition_subject(partition, endpoint), request).await {
+            Ok(answer) => (answer.payload, answer.headers.unwrap_or_default()),
+            Err(e) => {
+                use async_nats::client::RequestErrorKind;
+                let why = match e.kind() {
+                    RequestErrorKind::NoResponders => {
+                        "has no owner at the moment (a failover or a handover is under way)".to_owned()
+                    }
+                    RequestErrorKind::TimedOut => {
+                        format!("did not answer within {} ms; the outcome is unknown", self.forward_timeout.as_millis())
+                    }
+                    RequestErrorKind::InvalidSubject
+                    | RequestErrorKind::MaxPayloadExceeded
+                    | RequestErrorKind::Other => {
+                        format!("could not be reached: {e}")
+                    }
+                };
+                debug!(partition = partition.index(), endpoint = endpoint.name(), why, "partition unavailable");
+                unavailable(endpoint, partition, &why)
+            }
+        }
+    }
+}
+
+/// `UNAVAILABLE` for a partition, in the reply type of the endpoint's family, with the
+/// partition and a retry hint in its details.
+fn unavailable(endpoint: Endpoint, partition: Partition, why: &str) -> Reply {
+    let retry = RETRY_AFTER.as_millis().to_string();
+    let error = pb::Error {
+        code: pb::ErrorCode::Unavailable as i32,
+        message: format!(
+            "partition {partition} {why}; retry in {retry} ms (a command with the same command id is safe to retry)"
+        ),
+        details: [("partition".to_owned(), partition.to_string()), ("retry_after_ms".to_owned(), retry)]
+            .into_iter()
+            .collect(),
+    };
+    match endpoint.family() {
+        Family::Command => reply::command_error_of(error),
+        Family::Query | Family::Admin => reply::query_error_of(error),
+    }
+}
+
+impl<L: EventLog> Handler for Front<L> {
+    fn answer(&self, endpoint: Endpoint, stamp: Option<String>, payload: Bytes) -> BoxFuture<'_, Reply> {
+        Box::pin(self.answer_request(endpoint, stamp, payload))
+    }
+}

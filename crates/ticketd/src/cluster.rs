@@ -1,0 +1,234 @@
+//! `ticketd serve` as a node of a cluster (`[cluster]`, `--cluster-node`; ADR 0015).
+//!
+//! The node keeps a fair share of the partitions under leases (`ticket-cluster`). On each
+//! partition it serves it runs an engine of that partition (its fenced, replicated sled log,
+//! command service, timer and read models, under `<data_dir>/partitions/<p>/`), the API's share
+//! of the partition (this node's requests about its tickets, and those other nodes forward on
+//! `tickets.part.<p>.>`), and the partition's outbox to the public event stream, which starts
+//! from the partition's watermark shared in `[cluster] watermark_bucket` (what the previous
+//! owner published after it is sent again and dropped by the stream as a duplicate: the same
+//! `Nats-Msg-Id`). Every node serves the public endpoints and routes each request to the
+//! ticket's partition.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, kv};
+use futures::future::BoxFuture;
+use ticket_cluster::{LeaseConfig, LogStreamConfig, NodeConfig, Owned, PartitionService, Serving};
+use ticket_domain::{Partitions, Policy};
+use ticket_engine::{DataDir, Engine, EngineClock, EngineConfig, ProjectorConfig, SledLog};
+use ticket_log::EventLog;
+use ticket_nats::publisher::{self, PublisherConfig, Reconcile};
+use ticket_nats::{ClusterApi, PartitionApi};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::serve::Nats;
+
+/// What a node runs on each partition it serves.
+struct Engines {
+    data_dir: PathBuf,
+    policy: Arc<Policy>,
+    timer: Option<ticket_timer::TimerConfig>,
+    projector: ProjectorConfig,
+    api: ClusterApi<SledLog>,
+    js: jetstream::Context,
+    publisher: PublisherConfig,
+    watermarks: kv::Store,
+    /// How long stopping one partition's engine may take (well within a lease's time to live).
+    stop_deadline: Duration,
+}
+
+/// One partition served: its engine, its share of the API, its outbox.
+struct PartitionEngine {
+    partition: ticket_domain::Partition,
+    engine: Engine,
+    api: PartitionApi,
+    stop_publishing: watch::Sender<bool>,
+    publisher: tokio::task::JoinHandle<Result<(), publisher::PublishError>>,
+    deadline: Duration,
+}
+
+impl PartitionService for Engines {
+    fn start(&self, owned: Owned) -> BoxFuture<'static, Result<Box<dyn Serving>, String>> {
+        let partition = owned.partition;
+        let config = EngineConfig {
+            data_dir: DataDir::new(self.data_dir.join("partitions").join(partition.to_string())),
+            clock: EngineClock::Wall,
+            timer: self.timer.clone(),
+            projector: Some(self.projector.clone()),
+            ..EngineConfig::new(DataDir::new(&self.data_dir), self.policy.clone())
+        };
+        let (api, js, publisher_config) = (self.api.clone(), self.js.clone(), self.publisher.clone());
+        let reconcile = Reconcile::Shared {
+            store: Box::new(self.watermarks.clone()),
+            key: format!("p{}", partition.index()),
+            partition: partition.index(),
+        };
+        let deadline = self.stop_deadline;
+        Box::pin(async move {
+            let engine = Engine::start_on(owned.log.clone(), config).await.map_err(|e| e.to_string())?;
+            let Some(views) = engine.views().cloned() else {
+                engine.stop(deadline).await;
+                return Err("the partition's engine runs no projector".to_owned());
+            };
+            let api = match api.serve(partition, engine.service().clone(), views).await {
+                Ok(api) => api,
+                Err(e) => {
+                    engine.stop(deadline).await;
+                    return Err(e.to_string());
+                }
+            };
+            let (stop_publishing, stopped) = watch::channel(false);
+            let publisher =
+                tokio::spawn(publisher::run_with(owned.log.clone(), js, publisher_config, reconcile, stopped));
+            info!(partition = partition.index(), head = owned.log.head(), "partition's engine started");
+            Ok(Box::new(PartitionEngine { partition, engine, api, stop_publishing, publisher, deadline })
+                as Box<dyn Serving>)
+        })
+    }
+}
+
+impl Serving for PartitionEngine {
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let PartitionEngine { partition, engine, api, stop_publishing, mut publisher, deadline } = *self;
+            if !api.stop(deadline).await {
+                warn!(partition = partition.index(), "requests were still being answered when the partition stopped");
+            }
+            engine.stop(deadline).await;
+            // What is not published now, the next owner publishes from the shared watermark.
+            stop_publishing.send_replace(true);
+            match tokio::time::timeout(deadline, &mut publisher).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(partition = partition.index(), error = %e, "the outbox was not drained"),
+                Ok(Err(e)) => warn!(partition = partition.index(), error = %e, "the publisher failed"),
+                Err(_) => {
+                    publisher.abort();
+                    warn!(partition = partition.index(), "the outbox was not drained by the deadline");
+                }
+            }
+            info!(partition = partition.index(), "partition's engine stopped");
+        })
+    }
+}
+
+/// How long the start waits for JetStream (a fresh NATS cluster elects its leaders first).
+const SETUP_PATIENCE: Duration = Duration::from_secs(120);
+
+/// `attempt` until it succeeds, every second for up to [`SETUP_PATIENCE`], saying what it waits
+/// for; the last error past that.
+async fn patiently<T, E, F>(what: &str, mut attempt: impl FnMut() -> F) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(e) if started.elapsed() < SETUP_PATIENCE => {
+                warn!(what, error = %e, waited_secs = started.elapsed().as_secs(), "waiting for JetStream");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => anyhow::bail!("{what}: {e}"),
+        }
+    }
+}
+
+/// Serves as a node of the cluster until SIGTERM or SIGINT, then hands every partition over.
+pub(crate) async fn serve(
+    config: Config,
+    nats: Nats,
+    api_config: ticket_nats::ApiConfig,
+    policy: Arc<Policy>,
+    ops: crate::ops::Ops,
+) -> anyhow::Result<()> {
+    let settings = &config.cluster;
+    let partitions = Partitions::new(settings.partitions).context("cluster.partitions")?;
+    let replicas = settings.replicas.max(1);
+    let ttl = Duration::from_secs(settings.lease_ttl_secs.max(1));
+    let client = nats.client.clone();
+    // The node's own streams (the partitions' log, leases, live nodes, watermarks) are in
+    // ticketd's account; the public event streams are where `[stream] api_prefix` says.
+    let own = jetstream::new(client.clone());
+    let public = jetstream::with_prefix(client.clone(), &config.stream.api_prefix);
+    let bucket = kv::Config {
+        bucket: settings.watermark_bucket.clone(),
+        description: "ticketd: each partition's position published to the event stream (ADR 0015)".into(),
+        history: 1,
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    let watermarks = patiently("the watermarks' bucket", || own.create_key_value(bucket.clone())).await?;
+    let mut publisher_config = config.publisher();
+    publisher_config.replicas = publisher_config.replicas.max(replicas);
+    patiently("the event streams", || publisher::ensure_stream(&public, &publisher_config)).await?;
+
+    let forward_timeout = Duration::from_millis(settings.forward_timeout_ms.max(1));
+    let (api, cluster_api) = ticket_nats::start_cluster::<SledLog>(
+        client.clone(),
+        partitions,
+        Arc::new(ticket_engine::SystemClock),
+        api_config,
+        forward_timeout,
+    )
+    .await?;
+    let timer = if config.timer.enabled { Some(config.timer()?) } else { None };
+    let engines = Engines {
+        data_dir: config.data_dir.clone(),
+        policy: policy.clone(),
+        timer,
+        projector: config.projector(),
+        api: cluster_api,
+        js: public,
+        publisher: publisher_config,
+        watermarks,
+        stop_deadline: (ttl / 4).max(Duration::from_secs(1)),
+    };
+    let mut node_config = NodeConfig::new(settings.node.clone(), config.data_dir.clone(), partitions);
+    node_config.log = LogStreamConfig { replicas, ..LogStreamConfig::default() };
+    node_config.leases = LeaseConfig { ttl, replicas, ..LeaseConfig::default() };
+    node_config.renew_every = ttl / 4;
+    let engines: Arc<dyn PartitionService> = Arc::new(engines);
+    let node = patiently("the partitions' log stream and buckets", || {
+        ticket_cluster::start_serving(own.clone(), node_config.clone(), engines.clone())
+    })
+    .await?;
+
+    let outcome = nats.answers().await;
+    if outcome.is_ok() {
+        ops.ready();
+        info!(
+            node = %settings.node,
+            partitions = partitions.count(),
+            replicas,
+            lease_ttl_secs = ttl.as_secs(),
+            nats = %nats.url,
+            data_dir = %config.data_dir.display(),
+            policy = %policy.version(),
+            "ticketd ready (cluster node)"
+        );
+        let signal = crate::serve::shutdown_signal().await;
+        ops.stopping();
+        info!(signal, "shutting down: no new requests, every partition handed over");
+    }
+    let deadline = if outcome.is_ok() { Duration::from_secs(config.shutdown.deadline_secs) } else { Duration::ZERO };
+    crate::serve::arm_exit_watchdog(deadline + crate::serve::SHUTDOWN_GRACE);
+    let started = tokio::time::Instant::now();
+    if !api.stop(deadline).await {
+        warn!("commands were still running at the shutdown deadline");
+    }
+    let left = deadline.saturating_sub(started.elapsed());
+    if tokio::time::timeout(left, node.stop()).await.is_err() {
+        warn!("the partitions were not all handed over by the deadline; their leases expire");
+    }
+    let _ = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), client.flush()).await;
+    info!(took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), "ticketd stopped (cluster node)");
+    outcome
+}

@@ -1,0 +1,245 @@
+//! ticketd as a cluster (issue 14, ADR 0015): three `ticketd serve --cluster-node` processes on a
+//! three-server NATS cluster, clients that know nothing of partitions sending to any of them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use prost::Message as _;
+use ticket_domain::testing::{agent, open, text, utc};
+use ticket_domain::{CommandBody, CommandId, Partitions, Severity, TicketId};
+use ticket_proto::pb;
+use ticket_testkit::Cluster;
+
+use crate::daemon::{Daemon, spawn_serve};
+
+const PARTITIONS: u64 = 8;
+
+/// A node's settings: 8 partitions, R3, 3 s leases.
+fn node_config(dir: &Path) -> std::path::PathBuf {
+    let file = dir.join("cluster.toml");
+    std::fs::write(
+        &file,
+        "[cluster]\npartitions = 8\nreplicas = 3\nlease_ttl_secs = 3\nforward_timeout_ms = 3000\n\
+         [stream]\nreplicas = 3\n[shutdown]\ndeadline_secs = 5\n",
+    )
+    .unwrap();
+    file
+}
+
+fn start_node(urls: &str, name: &str, root: &Path) -> Daemon {
+    let data = root.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    let config = node_config(root);
+    let mut daemon = spawn_serve(urls, &["--config", config.to_str().unwrap(), "--cluster-node", name], &data);
+    daemon.wait_for("ticketd ready (cluster node)", Duration::from_secs(60));
+    daemon
+}
+
+/// A wire command: `body` on `ticket`, its id `id`, the service's instant and actor.
+fn wire(ticket: TicketId, id: &str, body: CommandBody) -> pb::Command {
+    let mut command = agent(utc(2026, 12, 1, 0, 0), body);
+    command.ticket_id = ticket;
+    command.id = CommandId::new(id).unwrap();
+    let mut wire = pb::Command::from(&command);
+    wire.issued_at = None;
+    wire
+}
+
+/// What a command's sender saw.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Accepted { events: Vec<String>, duplicate: bool },
+    Refused(i32, String),
+}
+
+/// `UNAVAILABLE` answers seen, over every client.
+static UNAVAILABLE: AtomicUsize = AtomicUsize::new(0);
+
+/// Sends `command` to `tickets.cmd.<name>` on `client`, again (the same bytes) while it gets
+/// `UNAVAILABLE` or no answer, for up to a minute.
+async fn send(client: &async_nats::Client, command: &pb::Command) -> Outcome {
+    let name = ticket_proto::CommandEndpoint::of_wire(command.body.as_ref().unwrap()).subject();
+    let bytes: prost::bytes::Bytes = command.encode_to_vec().into();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(5), client.request(name.clone(), bytes.clone())).await;
+        if let Ok(Ok(message)) = answer {
+            let reply = pb::CommandReply::decode(message.payload).unwrap();
+            match reply.result.unwrap() {
+                pb::command_reply::Result::Accepted(a) => {
+                    let events = a.events.iter().map(|e| e.event_id.clone()).collect();
+                    return Outcome::Accepted { events, duplicate: a.duplicate };
+                }
+                pb::command_reply::Result::Error(e) if e.code == pb::ErrorCode::Unavailable as i32 => {
+                    assert!(e.details.contains_key("partition") && e.details.contains_key("retry_after_ms"), "{e:?}");
+                    UNAVAILABLE.fetch_add(1, Ordering::Relaxed);
+                }
+                pb::command_reply::Result::Error(e) => return Outcome::Refused(e.code, e.message),
+            }
+        }
+        assert!(Instant::now() < deadline, "{name} {}: no answer but UNAVAILABLE for a minute", command.command_id);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every message of the TICKETS stream: (event id, ticket, version), in stream order.
+async fn public_events(js: &jetstream::Context) -> Vec<(String, String, u64)> {
+    let stream = js.get_stream("TICKETS").await.unwrap();
+    let count = stream.get_info().await.unwrap().state.messages;
+    let consumer = stream.create_consumer(jetstream::consumer::pull::OrderedConfig::default()).await.unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut seen = Vec::new();
+    while (seen.len() as u64) < count {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next()).await.unwrap().unwrap().unwrap();
+        let envelope = pb::EventEnvelope::decode(message.payload.clone()).unwrap();
+        seen.push((envelope.event_id, envelope.ticket_id, envelope.version));
+    }
+    seen
+}
+
+/// Given three ticketd nodes sharing 8 partitions on three NATS servers (R3), and a client on
+/// each server sending commands on tickets of every partition, when node a is killed (SIGKILL)
+/// under that load, then every command is answered (the others take its partitions over;
+/// meanwhile commands get `UNAVAILABLE` and are sent again with the same id), every command sent again after it was acknowledged gets its original events, and
+/// the public stream holds every acknowledged event exactly once, in order per ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
+    let nats = Cluster::start(3).unwrap();
+    nats.wait_routed(Duration::from_secs(30)).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let urls: Vec<String> = nats.nodes.iter().map(|n| n.url()).collect();
+    let a = start_node(&urls[0], "node-a", root.path());
+    let b = start_node(&urls[1], "node-b", root.path());
+    let c = start_node(&urls[2], "node-c", root.path());
+    let partitions = Partitions::new(PARTITIONS).unwrap();
+
+    // Every partition answers, whichever node is asked.
+    let clients: Vec<async_nats::Client> =
+        futures::future::join_all(urls.iter().map(|u| async_nats::connect(u.clone())))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    for partition in partitions.all() {
+        let ticket = partitions.place(uuid::Uuid::now_v7(), partition).unwrap();
+        let opened = send(
+            &clients[partition.index() as usize % 3],
+            &wire(ticket, &format!("warm-{partition}"), open("advanced", "technical", Severity::B)),
+        )
+        .await;
+        assert!(matches!(opened, Outcome::Accepted { duplicate: false, .. }), "partition {partition}: {opened:?}");
+    }
+
+    // A load: each client opens tickets and answers them, on every partition.
+    let acked: Arc<Mutex<BTreeMap<String, Outcome>>> = Arc::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut load = Vec::new();
+    for (n, client) in clients.iter().enumerate() {
+        let (client, acked, stopped) = (client.clone(), acked.clone(), stopped.clone());
+        load.push(tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for i in 0.. {
+                if *stopped.borrow() {
+                    break;
+                }
+                let ticket = TicketId::from_uuid(uuid::Uuid::now_v7());
+                let commands = [
+                    wire(ticket, &format!("open-{n}-{i}"), open("advanced", "technical", Severity::A)),
+                    wire(
+                        ticket,
+                        &format!("respond-{n}-{i}"),
+                        CommandBody::RecordAgentResponse { message: text("on it") },
+                    ),
+                ];
+                for command in commands {
+                    let outcome = send(&client, &command).await;
+                    assert!(matches!(outcome, Outcome::Accepted { .. }), "{}: {outcome:?}", command.command_id);
+                    acked.lock().unwrap().insert(command.command_id.clone(), outcome);
+                    sent.push(command);
+                }
+            }
+            sent
+        }));
+    }
+    let count = || acked.lock().unwrap().len();
+    let wait_for = |what: &'static str, n: usize| {
+        let count = &count;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while count() < n {
+                assert!(Instant::now() < deadline, "{what}: {} of {n} acknowledged", count());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for("before the kill", 200).await;
+    a.kill();
+    let at_kill = count();
+    wait_for("after the kill", at_kill + 400).await;
+    stop.send_replace(true);
+    let mut sent = Vec::new();
+    for task in load {
+        sent.extend(task.await.unwrap());
+    }
+    let acked = acked.lock().unwrap().clone();
+    let unavailable = UNAVAILABLE.load(Ordering::Relaxed);
+    eprintln!("{} commands acknowledged, {at_kill} before the kill; {unavailable} answers UNAVAILABLE", acked.len());
+    assert!(unavailable > 0, "node a's partitions had no owner for a while after the kill");
+
+    // The log stream holds every acknowledged command exactly once, and no group of a node
+    // after another's takeover.
+    let js = jetstream::new(clients[2].clone());
+    let in_stream = crate::cluster::commands_in_the_stream(&js, PARTITIONS).await;
+    for id in acked.keys() {
+        assert_eq!(in_stream.get(id), Some(&1), "acknowledged command {id} in the log stream");
+    }
+
+    // Sent again, each acknowledged command gets its original events.
+    for command in &sent {
+        let again = send(&clients[1], command).await;
+        let Outcome::Accepted { events, .. } = &acked[&command.command_id] else { unreachable!() };
+        assert_eq!(again, Outcome::Accepted { events: events.clone(), duplicate: true }, "{}", command.command_id);
+    }
+
+    // The public stream holds every acknowledged event exactly once, in order per ticket.
+    let expected: BTreeSet<String> = acked
+        .values()
+        .flat_map(|o| match o {
+            Outcome::Accepted { events, .. } => events.clone(),
+            Outcome::Refused(..) => Vec::new(),
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let seen = public_events(&js).await;
+        let ids: BTreeSet<&String> = seen.iter().map(|(id, _, _)| id).collect();
+        if expected.iter().all(|id| ids.contains(id)) {
+            break seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the public stream lacks {} acknowledged events",
+            expected.iter().filter(|id| !ids.contains(id)).count()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut times: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
+    for (id, ticket, version) in &seen {
+        *times.entry(id).or_default() += 1;
+        let last = versions.insert(ticket, *version).unwrap_or(0);
+        assert!(*version > last, "ticket {ticket}: version {version} after {last} in the public stream");
+    }
+    let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "events in the public stream more than once: {twice:?}");
+
+    let (status, log) = b.terminate();
+    assert!(status.success(), "node b exited with {status}:\n{}", log.join("\n"));
+    let (status, log) = c.terminate();
+    assert!(status.success(), "node c exited with {status}:\n{}", log.join("\n"));
+}
