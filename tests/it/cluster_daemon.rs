@@ -135,6 +135,41 @@ async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
         assert!(matches!(opened, Outcome::Accepted { duplicate: false, .. }), "partition {partition}: {opened:?}");
     }
 
+    // A split's new ticket is minted in its parent's partition, and is then served there; one
+    // named in another partition is refused.
+    let parent = partitions.place(uuid::Uuid::now_v7(), partitions.get(3).unwrap()).unwrap();
+    let opened = send(&clients[0], &wire(parent, "split-parent", open("advanced", "technical", Severity::B))).await;
+    assert!(matches!(opened, Outcome::Accepted { .. }), "{opened:?}");
+    let split = |new_ticket: &str| {
+        let mut command =
+            wire(parent, &format!("split-{new_ticket}"), CommandBody::RecordAgentResponse { message: text("x") });
+        command.body = Some(pb::command::Body::Split(pb::Split {
+            new_ticket_id: new_ticket.to_owned(),
+            category: "technical".into(),
+            severity: pb::Severity::C as i32,
+            title: "the printer too".into(),
+            description: "it jams since the outage".into(),
+        }));
+        command
+    };
+    let elsewhere = partitions.place(uuid::Uuid::now_v7(), partitions.get(4).unwrap()).unwrap();
+    let refused = send(&clients[1], &split(&elsewhere.to_string())).await;
+    assert!(
+        matches!(&refused, Outcome::Refused(code, message) if *code == pb::ErrorCode::InvalidCommand as i32 && message.contains("partition")),
+        "{refused:?}"
+    );
+    let reply = clients[2].request("tickets.cmd.split", split("").encode_to_vec().into()).await.unwrap();
+    let Some(pb::command_reply::Result::Accepted(accepted)) = pb::CommandReply::decode(reply.payload).unwrap().result
+    else {
+        panic!("the split was not accepted");
+    };
+    let child = accepted.events.iter().map(|e| TicketId::parse(&e.ticket_id).unwrap()).find(|t| *t != parent).unwrap();
+    assert_eq!(partitions.of(child), partitions.of(parent), "the new ticket is in its parent's partition");
+    let answered =
+        send(&clients[1], &wire(child, "child-respond", CommandBody::RecordAgentResponse { message: text("on it") }))
+            .await;
+    assert!(matches!(answered, Outcome::Accepted { duplicate: false, .. }), "{answered:?}");
+
     // A load: each client opens tickets and answers them, on every partition.
     let acked: Arc<Mutex<BTreeMap<String, Outcome>>> = Arc::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);

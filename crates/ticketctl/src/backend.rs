@@ -366,10 +366,14 @@ impl<'r> Backend for Remote<'r> {
         Some(self)
     }
 
-    /// The service stamps the instant: the command's is not sent.
+    /// The service stamps the instant: the command's is not sent. Nor is a split's new ticket id:
+    /// the service mints it in the parent's partition (a cluster's, ADR 0015).
     fn command(&self, command: Command) -> Result<pb::CommandAccepted, Failure> {
         let mut wire = pb::Command::from(&command);
         wire.issued_at = None;
+        if let Some(pb::command::Body::Split(split)) = wire.body.as_mut() {
+            split.new_ticket_id.clear();
+        }
         if self.stamped_actor {
             wire.actor = None;
         }

@@ -109,7 +109,8 @@ impl<L: EventLog> ClusterApi<L> {
         service: CommandService<L>,
         views: Projector<L>,
     ) -> Result<PartitionApi, ApiError> {
-        let api = Arc::new(Api { service, views, config: self.front.config.clone() });
+        let api =
+            Arc::new(Api { service, views, config: self.front.config.clone(), partitions: self.front.partitions });
         let subject = format!("{PARTITION_SUBJECT_PREFIX}.{}.>", partition.index());
         let mut requests = self
             .front

@@ -18,8 +18,9 @@ pub(super) async fn handle<L: EventLog>(
     payload: &[u8],
     service: &CommandService<L>,
     config: &ApiConfig,
+    partitions: Partitions,
 ) -> Reply {
-    let mut wire = match prepared(endpoint, payload, config, Partitions::SINGLE) {
+    let mut wire = match prepared(endpoint, payload, config, partitions) {
         Ok(wire) => wire,
         Err(refused) => return refused,
     };
@@ -74,7 +75,9 @@ pub(super) async fn handle<L: EventLog>(
 /// A request's command as the service takes it: within the size limit, decoded, its body the
 /// endpoint's, with what a client may leave out filled in (a command id; an `open`'s ticket id,
 /// placed among `partitions` by its command id, so that a retry of it lands where the first
-/// one did).
+/// one did; a split's new ticket id, placed in its parent's partition, so that the split stays
+/// one append to one log). A split's new ticket named in another partition than its parent's
+/// is refused (`INVALID_COMMAND`).
 pub(super) fn prepared(
     endpoint: CommandEndpoint,
     payload: &[u8],
@@ -105,6 +108,30 @@ pub(super) fn prepared(
         let partition = partitions.of_key(wire.command_id.as_bytes());
         let id = partitions.place(fresh, partition).unwrap_or_else(|| TicketId::from_uuid(fresh));
         wire.ticket_id = id.to_string();
+    }
+    if let Some(pb::command::Body::Split(split)) = wire.body.as_mut()
+        && let Ok(parent) = TicketId::parse(&wire.ticket_id)
+    {
+        let partition = partitions.of(parent);
+        if split.new_ticket_id.is_empty() {
+            let fresh = uuid::Uuid::now_v7();
+            split.new_ticket_id =
+                partitions.place(fresh, partition).unwrap_or_else(|| TicketId::from_uuid(fresh)).to_string();
+        } else if let Ok(child) = TicketId::parse(&split.new_ticket_id)
+            && partitions.of(child) != partition
+        {
+            let mut error = pb::Error {
+                code: pb::ErrorCode::InvalidCommand as i32,
+                message: format!(
+                    "split.new_ticket_id {child} is in partition {}, not in its parent's ({partition}): leave it \
+                     empty and the service mints one there",
+                    partitions.of(child)
+                ),
+                details: Default::default(),
+            };
+            error.details.insert("partition".to_owned(), partition.to_string());
+            return Err(reply::command_error_of(error));
+        }
     }
     Ok(wire)
 }

@@ -133,7 +133,7 @@ pub async fn start<L: EventLog>(
     views: Projector<L>,
     config: ApiConfig,
 ) -> Result<ApiHandle, ApiError> {
-    let api = Arc::new(Api { service, views, config: config.clone() });
+    let api = Arc::new(Api { service, views, config: config.clone(), partitions: ticket_domain::Partitions::SINGLE });
     serve(client, api, &config).await
 }
 
@@ -236,6 +236,8 @@ struct Api<L: EventLog> {
     service: CommandService<L>,
     views: Projector<L>,
     config: ApiConfig,
+    /// The cluster's partitions (one on a single node): where ids the service mints go.
+    partitions: ticket_domain::Partitions,
 }
 
 impl<L: EventLog> Api<L> {
@@ -249,7 +251,7 @@ impl<L: EventLog> Api<L> {
         };
         match endpoint {
             Endpoint::Command(command) => {
-                commands::handle(command, &caller, payload, &self.service, &self.config).await
+                commands::handle(command, &caller, payload, &self.service, &self.config, self.partitions).await
             }
             Endpoint::Query(query) => {
                 let policy = self.service.policy_arc();
