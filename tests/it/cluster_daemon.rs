@@ -102,38 +102,198 @@ async fn public_events(js: &jetstream::Context) -> Vec<(String, String, u64)> {
     seen
 }
 
-/// Given three ticketd nodes sharing 8 partitions on three NATS servers (R3), and a client on
-/// each server sending commands on tickets of every partition, when node a is killed (SIGKILL)
-/// under that load, then every command is answered (the others take its partitions over;
-/// meanwhile commands get `UNAVAILABLE` and are sent again with the same id), every command sent again after it was acknowledged gets its original events, and
-/// the public stream holds every acknowledged event exactly once, in order per ticket.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
-    let nats = Cluster::start(3).unwrap();
+/// Three ticketd nodes on the NATS cluster `nats`, each given every server's URL; and a client
+/// of each server.
+async fn three_nodes(nats: &Cluster, root: &Path) -> ([Daemon; 3], Vec<async_nats::Client>) {
     nats.wait_routed(Duration::from_secs(30)).unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let urls: Vec<String> = nats.nodes.iter().map(|n| n.url()).collect();
-    let a = start_node(&urls[0], "node-a", root.path());
-    let b = start_node(&urls[1], "node-b", root.path());
-    let c = start_node(&urls[2], "node-c", root.path());
-    let partitions = Partitions::new(PARTITIONS).unwrap();
+    let all = nats.urls();
+    let nodes = ["node-a", "node-b", "node-c"].map(|name| start_node(&all, name, root));
+    let mut clients = Vec::new();
+    for node in &nats.nodes {
+        // Its own server first, the others to reconnect to.
+        let mut servers: Vec<async_nats::ServerAddr> = vec![node.url().parse().unwrap()];
+        servers.extend(nats.nodes.iter().map(|n| n.url().parse::<async_nats::ServerAddr>().unwrap()));
+        let options = async_nats::ConnectOptions::new().retain_servers_order();
+        clients.push(options.connect(servers).await.unwrap());
+    }
+    (nodes, clients)
+}
 
-    // Every partition answers, whichever node is asked.
-    let clients: Vec<async_nats::Client> =
-        futures::future::join_all(urls.iter().map(|u| async_nats::connect(u.clone())))
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
+/// Every partition answers, whichever node is asked.
+async fn every_partition_answers(clients: &[async_nats::Client]) {
+    let partitions = Partitions::new(PARTITIONS).unwrap();
     for partition in partitions.all() {
         let ticket = partitions.place(uuid::Uuid::now_v7(), partition).unwrap();
         let opened = send(
-            &clients[partition.index() as usize % 3],
-            &wire(ticket, &format!("warm-{partition}"), open("advanced", "technical", Severity::B)),
+            &clients[partition.index() as usize % clients.len()],
+            &wire(ticket, &format!("warm-{partition}-{ticket}"), open("advanced", "technical", Severity::B)),
         )
         .await;
         assert!(matches!(opened, Outcome::Accepted { duplicate: false, .. }), "partition {partition}: {opened:?}");
     }
+}
+
+/// Clients opening tickets and answering them, on every partition, each command sent until it
+/// is answered (again while `UNAVAILABLE`).
+struct Load {
+    acked: Arc<Mutex<BTreeMap<String, Outcome>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<pb::Command>>>,
+}
+
+impl Load {
+    fn start(clients: &[async_nats::Client]) -> Self {
+        let acked: Arc<Mutex<BTreeMap<String, Outcome>>> = Arc::default();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for (n, client) in clients.iter().enumerate() {
+            let (client, acked, stopped) = (client.clone(), acked.clone(), stopped.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut sent = Vec::new();
+                for i in 0.. {
+                    if *stopped.borrow() {
+                        break;
+                    }
+                    let ticket = TicketId::from_uuid(uuid::Uuid::now_v7());
+                    let commands = [
+                        wire(ticket, &format!("open-{n}-{ticket}"), open("advanced", "technical", Severity::A)),
+                        wire(
+                            ticket,
+                            &format!("respond-{n}-{i}-{ticket}"),
+                            CommandBody::RecordAgentResponse { message: text("on it") },
+                        ),
+                    ];
+                    for command in commands {
+                        let outcome = send(&client, &command).await;
+                        assert!(matches!(outcome, Outcome::Accepted { .. }), "{}: {outcome:?}", command.command_id);
+                        acked.lock().unwrap().insert(command.command_id.clone(), outcome);
+                        sent.push(command);
+                    }
+                }
+                sent
+            }));
+        }
+        Self { acked, stop, tasks }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits, up to two minutes, until `n` commands are acknowledged.
+    async fn until(&self, what: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.count() < n {
+            assert!(Instant::now() < deadline, "{what}: {} of {n} acknowledged", self.count());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the clients; what they sent, and the first answer to each.
+    async fn finish(self) -> (Vec<pb::Command>, BTreeMap<String, Outcome>) {
+        self.stop.send_replace(true);
+        let mut sent = Vec::new();
+        for task in self.tasks {
+            sent.extend(task.await.unwrap());
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        (sent, acked)
+    }
+}
+
+/// Every command sent again gets its original events; the log stream holds every acknowledged
+/// command exactly once (and no group of a node after another's takeover); the public stream
+/// holds every acknowledged event exactly once, in order per ticket.
+async fn nothing_lost_or_decided_twice(
+    clients: &[async_nats::Client],
+    sent: &[pb::Command],
+    acked: &BTreeMap<String, Outcome>,
+) {
+    for command in sent {
+        let again = send(&clients[0], command).await;
+        let Outcome::Accepted { events, .. } = &acked[&command.command_id] else { unreachable!() };
+        assert_eq!(again, Outcome::Accepted { events: events.clone(), duplicate: true }, "{}", command.command_id);
+    }
+
+    let js = jetstream::new(clients[clients.len() - 1].clone());
+    let in_stream = crate::cluster::commands_in_the_stream(&js, PARTITIONS).await;
+    for id in acked.keys() {
+        assert_eq!(in_stream.get(id), Some(&1), "acknowledged command {id} in the log stream");
+    }
+
+    let expected: BTreeSet<String> = acked
+        .values()
+        .flat_map(|o| match o {
+            Outcome::Accepted { events, .. } => events.clone(),
+            Outcome::Refused(..) => Vec::new(),
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let seen = public_events(&js).await;
+        let ids: BTreeSet<&String> = seen.iter().map(|(id, _, _)| id).collect();
+        let missing = expected.iter().filter(|id| !ids.contains(id)).count();
+        if missing == 0 {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "the public stream lacks {missing} acknowledged events");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut times: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
+    for (id, ticket, version) in &seen {
+        *times.entry(id).or_default() += 1;
+        let last = versions.insert(ticket, *version).unwrap_or(0);
+        assert!(*version > last, "ticket {ticket}: version {version} after {last} in the public stream");
+    }
+    let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "events in the public stream more than once: {twice:?}");
+}
+
+/// The partitions' logs in a node's data directory: (partition, its log's chain head), each
+/// chain verified.
+fn chain_heads(data: &Path) -> BTreeMap<u64, (u64, [u8; 32])> {
+    let mut heads = BTreeMap::new();
+    for entry in std::fs::read_dir(data.join("partitions")).unwrap() {
+        let dir = entry.unwrap().path();
+        let partition: u64 = dir.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        let log = ticket_log_sled::SledLog::open(ticket_log_sled::SledConfig::new(dir.join("log"))).unwrap();
+        assert_eq!(log.verify_chain(|_, _| {}).unwrap().broken, None, "partition {partition} of {}", data.display());
+        heads.insert(partition, log.chain_head().unwrap());
+    }
+    heads
+}
+
+/// Each partition's chain head, from a log rebuilt from the stream alone.
+async fn stream_chain_heads(js: &jetstream::Context) -> BTreeMap<u64, (u64, [u8; 32])> {
+    let stream =
+        ticket_cluster::LogStream::ensure(js.clone(), ticket_cluster::LogStreamConfig::default()).await.unwrap();
+    let mut heads = BTreeMap::new();
+    for partition in Partitions::new(PARTITIONS).unwrap().all() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ticket_log_sled::SledLog::open(ticket_log_sled::SledConfig::new(dir.path().join("log"))).unwrap();
+        let last = stream.last(partition).await.unwrap();
+        ticket_cluster::catch_up(&log, &stream, partition, last).await.unwrap();
+        heads.insert(u64::from(partition.index()), log.chain_head().unwrap());
+    }
+    heads
+}
+
+/// Given three ticketd nodes sharing 8 partitions on three NATS servers (R3), and a client on
+/// each server sending commands on tickets of every partition, when node a is killed (SIGKILL)
+/// under that load, then every command is answered (the others take its partitions over;
+/// meanwhile commands get `UNAVAILABLE`, with a retry hint, and are sent again with the same
+/// id), and nothing acknowledged is lost or decided twice (see
+/// [`nothing_lost_or_decided_twice`]). When node a comes back with its data directory deleted,
+/// it takes its share again, rebuilt from the stream: its partitions' chain heads are the
+/// stream's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
+    let nats = Cluster::start(3).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let ([a, b, c], clients) = three_nodes(&nats, root.path()).await;
+    every_partition_answers(&clients).await;
+    let partitions = Partitions::new(PARTITIONS).unwrap();
 
     // A split's new ticket is minted in its parent's partition, and is then served there; one
     // named in another partition is refused.
@@ -170,111 +330,54 @@ async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
             .await;
     assert!(matches!(answered, Outcome::Accepted { duplicate: false, .. }), "{answered:?}");
 
-    // A load: each client opens tickets and answers them, on every partition.
-    let acked: Arc<Mutex<BTreeMap<String, Outcome>>> = Arc::default();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut load = Vec::new();
-    for (n, client) in clients.iter().enumerate() {
-        let (client, acked, stopped) = (client.clone(), acked.clone(), stopped.clone());
-        load.push(tokio::spawn(async move {
-            let mut sent = Vec::new();
-            for i in 0.. {
-                if *stopped.borrow() {
-                    break;
-                }
-                let ticket = TicketId::from_uuid(uuid::Uuid::now_v7());
-                let commands = [
-                    wire(ticket, &format!("open-{n}-{i}"), open("advanced", "technical", Severity::A)),
-                    wire(
-                        ticket,
-                        &format!("respond-{n}-{i}"),
-                        CommandBody::RecordAgentResponse { message: text("on it") },
-                    ),
-                ];
-                for command in commands {
-                    let outcome = send(&client, &command).await;
-                    assert!(matches!(outcome, Outcome::Accepted { .. }), "{}: {outcome:?}", command.command_id);
-                    acked.lock().unwrap().insert(command.command_id.clone(), outcome);
-                    sent.push(command);
-                }
-            }
-            sent
-        }));
-    }
-    let count = || acked.lock().unwrap().len();
-    let wait_for = |what: &'static str, n: usize| {
-        let count = &count;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while count() < n {
-                assert!(Instant::now() < deadline, "{what}: {} of {n} acknowledged", count());
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    wait_for("before the kill", 200).await;
+    let load = Load::start(&clients);
+    load.until("before the kill", 200).await;
     a.kill();
-    let at_kill = count();
-    wait_for("after the kill", at_kill + 400).await;
-    stop.send_replace(true);
-    let mut sent = Vec::new();
-    for task in load {
-        sent.extend(task.await.unwrap());
-    }
-    let acked = acked.lock().unwrap().clone();
+    let at_kill = load.count();
+    load.until("after the kill", at_kill + 400).await;
+    let (sent, acked) = load.finish().await;
     let unavailable = UNAVAILABLE.load(Ordering::Relaxed);
     eprintln!("{} commands acknowledged, {at_kill} before the kill; {unavailable} answers UNAVAILABLE", acked.len());
     assert!(unavailable > 0, "node a's partitions had no owner for a while after the kill");
+    nothing_lost_or_decided_twice(&clients, &sent, &acked).await;
 
-    // The log stream holds every acknowledged command exactly once, and no group of a node
-    // after another's takeover.
-    let js = jetstream::new(clients[2].clone());
-    let in_stream = crate::cluster::commands_in_the_stream(&js, PARTITIONS).await;
-    for id in acked.keys() {
-        assert_eq!(in_stream.get(id), Some(&1), "acknowledged command {id} in the log stream");
+    // Node a comes back with nothing on disk, and takes its share again from the stream.
+    std::fs::remove_dir_all(root.path().join("node-a")).unwrap();
+    let mut a = start_node(&nats.urls(), "node-a", root.path());
+    a.wait_for_count("\"partition served\"", 2, Duration::from_secs(60));
+    let (status, log) = a.terminate();
+    assert!(status.success(), "node a exited with {status}:\n{}", log.join("\n"));
+    let rebuilt = chain_heads(&root.path().join("node-a"));
+    assert!(rebuilt.len() >= 2, "node a rebuilt {rebuilt:?}");
+    let stream = stream_chain_heads(&jetstream::new(clients[0].clone())).await;
+    for (partition, head) in &rebuilt {
+        assert_eq!(Some(head), stream.get(partition), "partition {partition}: node a's chain head is the stream's");
     }
-
-    // Sent again, each acknowledged command gets its original events.
-    for command in &sent {
-        let again = send(&clients[1], command).await;
-        let Outcome::Accepted { events, .. } = &acked[&command.command_id] else { unreachable!() };
-        assert_eq!(again, Outcome::Accepted { events: events.clone(), duplicate: true }, "{}", command.command_id);
+    for node in [b, c] {
+        let (status, log) = node.terminate();
+        assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));
     }
+}
 
-    // The public stream holds every acknowledged event exactly once, in order per ticket.
-    let expected: BTreeSet<String> = acked
-        .values()
-        .flat_map(|o| match o {
-            Outcome::Accepted { events, .. } => events.clone(),
-            Outcome::Refused(..) => Vec::new(),
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let seen = loop {
-        let seen = public_events(&js).await;
-        let ids: BTreeSet<&String> = seen.iter().map(|(id, _, _)| id).collect();
-        if expected.iter().all(|id| ids.contains(id)) {
-            break seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the public stream lacks {} acknowledged events",
-            expected.iter().filter(|id| !ids.contains(id)).count()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let mut times: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
-    for (id, ticket, version) in &seen {
-        *times.entry(id).or_default() += 1;
-        let last = versions.insert(ticket, *version).unwrap_or(0);
-        assert!(*version > last, "ticket {ticket}: version {version} after {last} in the public stream");
+/// Given three ticketd nodes on three NATS servers (R3) under a load of commands, when one of
+/// the servers is killed, then the nodes keep serving (a quorum of two is left), every command
+/// is answered, and nothing acknowledged is lost or decided twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_one_of_three_nats_servers_loses_nothing() {
+    let mut nats = Cluster::start(3).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, clients) = three_nodes(&nats, root.path()).await;
+    every_partition_answers(&clients).await;
+    let load = Load::start(&clients[1..]);
+    load.until("before the server is lost", 200).await;
+    nats.nodes[0].stop();
+    let at_loss = load.count();
+    load.until("after the server is lost", at_loss + 400).await;
+    let (sent, acked) = load.finish().await;
+    eprintln!("{} commands acknowledged, {at_loss} before a server was lost", acked.len());
+    nothing_lost_or_decided_twice(&clients[1..], &sent, &acked).await;
+    for node in nodes {
+        let (status, log) = node.terminate();
+        assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));
     }
-    let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "events in the public stream more than once: {twice:?}");
-
-    let (status, log) = b.terminate();
-    assert!(status.success(), "node b exited with {status}:\n{}", log.join("\n"));
-    let (status, log) = c.terminate();
-    assert!(status.success(), "node c exited with {status}:\n{}", log.join("\n"));
 }

@@ -59,6 +59,19 @@ impl Daemon {
         }
     }
 
+    /// Waits until `n` log lines hold `needle`.
+    pub(crate) fn wait_for_count(&mut self, needle: &str, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.seen.iter().filter(|l| l.contains(needle)).count() < n {
+            let left = deadline.checked_duration_since(Instant::now()).unwrap_or_else(|| {
+                panic!("not {n} lines with {needle:?} within {within:?}; ticketd logged:\n{}", self.seen.join("\n"))
+            });
+            if let Ok(line) = self.lines.recv_timeout(left.min(Duration::from_millis(100))) {
+                self.seen.push(line);
+            }
+        }
+    }
+
     /// SIGKILL, as a crash: nothing is flushed or drained.
     pub(crate) fn kill(mut self) {
         self.child.kill().unwrap();
