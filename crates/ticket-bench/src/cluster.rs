@@ -10,7 +10,8 @@
 //! 3. **Rebuild from the stream**: a fresh sled log caught up from what phase 2 published, as a
 //!    new owner with an empty data directory does.
 //!
-//! Not measured yet (the nodes are not in ticketd yet): failover time from kill -9 to serving.
+//! 4. **Failover**: real `ticketd serve --cluster-node` processes killed with SIGKILL, `--kills`
+//!    times (`failover.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,13 @@ use crate::workload::WorkloadArgs;
 pub struct Args {
     #[command(flatten)]
     workload: WorkloadArgs,
+    /// Failover rounds (a node killed with SIGKILL in each); 0 skips the phase.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// The ticketd binary the failover phase runs (default: `ticketd` beside this executable,
+    /// as `cargo build --release -p ticketd` leaves it).
+    #[arg(long)]
+    ticketd: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,10 +56,20 @@ struct Report {
     rebuild_events: u64,
     rebuild_seconds: f64,
     rebuild_events_per_sec: f64,
+    failover: Option<crate::failover::Failover>,
 }
 
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
-    let args = args.workload;
+    let Args { workload: args, kills, ticketd } = args;
+    let ticketd = match ticketd {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("ticketd"),
+    };
+    anyhow::ensure!(
+        kills == 0 || ticketd.is_file(),
+        "no ticketd binary at {} (cargo build --release -p ticketd, or --ticketd PATH, or --kills 0)",
+        ticketd.display()
+    );
     let policy = Arc::new(ticket_defaults::policy(args.policy.as_deref())?.0);
     let (dir, _cleanup) = crate::data_dir(args.data_dir.clone())?;
     let machine = Machine::detect();
@@ -74,7 +92,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     // 2. Replicated acknowledgement: three servers fsyncing every write, an R3 log stream.
     let config_file = dir.join("sync-always.conf");
     std::fs::write(&config_file, "jetstream { sync_interval: always }\n")?;
-    let servers = ticket_testkit::Cluster::start_with(3, Some(config_file))?;
+    let servers = ticket_testkit::Cluster::start_with(3, Some(config_file.clone()))?;
     servers.wait_routed(Duration::from_secs(30))?;
     let client = async_nats::connect(servers.nodes[0].url()).await?;
     let js = async_nats::jetstream::new(client);
@@ -100,6 +118,15 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let rebuild_seconds = started.elapsed().as_secs_f64();
     drop(servers);
 
+    // 4. Failover of real ticketd processes.
+    let failover = if kills > 0 {
+        let failover_dir = dir.join("failover");
+        std::fs::create_dir_all(&failover_dir)?;
+        Some(crate::failover::run(&ticketd, &failover_dir, config_file, kills).await?)
+    } else {
+        None
+    };
+
     let ratio = if local.commands_per_sec > 0.0 { replicated.commands_per_sec / local.commands_per_sec } else { 0.0 };
     let report = Report {
         benchmark: "cluster",
@@ -116,6 +143,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         rebuild_events: head,
         rebuild_seconds,
         rebuild_events_per_sec: head as f64 / rebuild_seconds.max(1e-9),
+        failover,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -164,4 +192,16 @@ fn print_table(r: &Report) {
         if r.goal_ratio_met { "met" } else { "NOT met" },
         100.0 * r.ratio
     );
+    if let Some(f) = &r.failover {
+        println!(
+            "failover ({} kills of one of {} ticketd, {} partitions, leases of {} s): median {} ms, max {} ms \
+             (per partition: median {} ms)",
+            f.kills, f.nodes, f.partitions, f.lease_ttl_secs, f.median_ms, f.max_ms, f.partition_median_ms
+        );
+        println!(
+            "acknowledged during the kills: {}, lost or answered differently when sent again: {}",
+            f.acknowledged, f.lost_or_changed
+        );
+        println!("goal: failover median under 10 s: {}", if f.goal_median_met { "met" } else { "NOT met" });
+    }
 }

@@ -4,6 +4,7 @@
 mod alloc;
 mod append;
 mod cluster;
+mod failover;
 mod machine;
 mod nats;
 mod projections;

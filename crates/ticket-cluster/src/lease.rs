@@ -34,7 +34,7 @@ pub struct LeaseConfig {
 
 impl Default for LeaseConfig {
     fn default() -> Self {
-        Self { bucket: "TICKETS_LEASES".to_owned(), ttl: Duration::from_secs(10), replicas: 1 }
+        Self { bucket: "TICKETS_LEASES".to_owned(), ttl: Duration::from_secs(5), replicas: 1 }
     }
 }
 

@@ -6,10 +6,11 @@
 //!    lease), and counts the live nodes;
 //! 2. renews the lease of every partition it owns, and gives up a partition whose lease was lost
 //!    or whose log stopped (deposed: its fence refused an append);
-//! 3. takes one free partition if it owns fewer than its share (the partitions divided by the
-//!    live nodes, rounded up): its lease, then the fence (a takeover in the log stream), then its
-//!    sled log caught up from the stream (beside the rounds, which keep renewing the lease, from
-//!    where the last catch-up of that partition ended), and only then it serves it;
+//! 3. takes free partitions while it owns fewer than its share (the partitions divided by the
+//!    live nodes, rounded up): for each, its lease, then the fence (a takeover in the log
+//!    stream), then its sled log caught up from the stream (beside the rounds, which keep
+//!    renewing the lease, from where the last catch-up of that partition ended), and only then
+//!    it serves it;
 //! 4. hands one partition over if it owns more than its share (a node joined): its log closed,
 //!    then its lease released, so another node takes it at once.
 //!
@@ -207,6 +208,7 @@ pub async fn start_serving(
     .map_err(|e| setup(&e))?;
     let (owned_tx, owned) = watch::channel(BTreeMap::new());
     let (stop, stopped) = watch::channel(false);
+    let (caught_up_tx, caught_up) = tokio::sync::mpsc::unbounded_channel();
     let node = Node {
         config,
         stream,
@@ -217,8 +219,9 @@ pub async fn start_serving(
         owned: owned_tx,
         failing: BTreeMap::new(),
         pending: BTreeMap::new(),
+        caught_up: caught_up_tx,
     };
-    let task = tokio::spawn(node.run(stopped));
+    let task = tokio::spawn(node.run(stopped, caught_up));
     Ok(NodeHandle { owned, stop, task })
 }
 
@@ -236,18 +239,26 @@ struct Node {
     /// Partitions taken over and being caught up from the stream, beside the rounds (which keep
     /// renewing their leases, however long a catch-up takes).
     pending: BTreeMap<Partition, (Lease, tokio::task::JoinHandle<Result<Owned, String>>)>,
+    /// Told when a pending catch-up ends, so that its partition is served at once rather than
+    /// at the next round.
+    caught_up: tokio::sync::mpsc::UnboundedSender<Partition>,
 }
 
 /// Rounds a partition that could not be served is left alone.
 const FAILING_ROUNDS: u32 = 20;
 
 impl Node {
-    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut stopped: watch::Receiver<bool>,
+        mut caught_up: tokio::sync::mpsc::UnboundedReceiver<Partition>,
+    ) {
         let mut round = tokio::time::interval(self.config.renew_every);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = round.tick() => self.round().await,
+                Some(partition) = caught_up.recv() => self.settle(partition).await,
                 changed = stopped.changed() => {
                     if changed.is_err() || *stopped.borrow() {
                         break;
@@ -282,7 +293,7 @@ impl Node {
         self.settle_pending().await;
         let share = usize::from(self.config.partitions.count()).div_ceil(live);
         if self.held.len() + self.pending.len() < share {
-            self.take_one().await;
+            self.take_free(share).await;
         } else if self.held.len() + self.pending.len() > share
             && let Some(partition) = self.held.keys().next_back().copied()
         {
@@ -321,13 +332,18 @@ impl Node {
         }
     }
 
-    /// Takes the first free partition, if any: lease, fence, catch-up, then serves it.
-    async fn take_one(&mut self) {
-        if !self.pending.is_empty() {
-            return;
-        }
+    /// Takes free partitions up to `share`: for each, its lease, then (beside the rounds) the
+    /// fence, the catch-up and the start of what serves it. A dead node's partitions are all
+    /// taken in one round, each caught up on its own.
+    async fn take_free(&mut self, share: usize) {
         for partition in self.config.partitions.all() {
-            if self.held.contains_key(&partition) || self.failing.contains_key(&partition) {
+            if self.held.len() + self.pending.len() >= share {
+                return;
+            }
+            if self.held.contains_key(&partition)
+                || self.pending.contains_key(&partition)
+                || self.failing.contains_key(&partition)
+            {
                 continue;
             }
             let lease = match self.leases.acquire(partition, &self.config.name).await {
@@ -339,9 +355,13 @@ impl Node {
                 }
             };
             let (stream, config) = (self.stream.clone(), self.config.clone());
-            let task = tokio::spawn(async move { serve(&stream, &config, partition).await });
+            let caught_up = self.caught_up.clone();
+            let task = tokio::spawn(async move {
+                let served = serve(&stream, &config, partition).await;
+                let _ = caught_up.send(partition);
+                served
+            });
             self.pending.insert(partition, (lease, task));
-            return;
         }
     }
 
@@ -350,29 +370,35 @@ impl Node {
         let done: Vec<Partition> =
             self.pending.iter().filter(|(_, (_, task))| task.is_finished()).map(|(p, _)| *p).collect();
         for partition in done {
-            let Some((lease, task)) = self.pending.remove(&partition) else { continue };
-            let caught_up = task.await.map_err(|e| e.to_string()).and_then(|served| served);
-            let started = match caught_up {
-                Ok(owned) => match self.service.start(owned.clone()).await {
-                    Ok(serving) => Ok((owned, serving)),
-                    Err(e) => {
-                        close(owned, &self.config.name).await;
-                        Err(e)
-                    }
-                },
-                Err(e) => Err(e),
-            };
-            match started {
-                Ok((owned, serving)) => {
-                    info!(node = %self.config.name, partition = partition.index(), head = owned.log.head(), "partition served");
-                    self.held.insert(partition, Held { owned, lease, serving });
-                    self.publish();
-                }
+            self.settle(partition).await;
+        }
+    }
+
+    /// Serves `partition` once its catch-up ended (its task is about to return, if it has not);
+    /// releases it if the catch-up failed. Nothing if it is not pending any more.
+    async fn settle(&mut self, partition: Partition) {
+        let Some((lease, task)) = self.pending.remove(&partition) else { return };
+        let caught_up = task.await.map_err(|e| e.to_string()).and_then(|served| served);
+        let started = match caught_up {
+            Ok(owned) => match self.service.start(owned.clone()).await {
+                Ok(serving) => Ok((owned, serving)),
                 Err(e) => {
-                    warn!(node = %self.config.name, partition = partition.index(), error = %e, "partition not served; lease released");
-                    self.failing.insert(partition, FAILING_ROUNDS);
-                    let _ = self.leases.release(lease).await;
+                    close(owned, &self.config.name).await;
+                    Err(e)
                 }
+            },
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok((owned, serving)) => {
+                info!(node = %self.config.name, partition = partition.index(), head = owned.log.head(), "partition served");
+                self.held.insert(partition, Held { owned, lease, serving });
+                self.publish();
+            }
+            Err(e) => {
+                warn!(node = %self.config.name, partition = partition.index(), error = %e, "partition not served; lease released");
+                self.failing.insert(partition, FAILING_ROUNDS);
+                let _ = self.leases.release(lease).await;
             }
         }
     }

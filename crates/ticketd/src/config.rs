@@ -332,7 +332,7 @@ impl Default for ClusterSettings {
             node: String::new(),
             partitions: 16,
             replicas: 1,
-            lease_ttl_secs: 10,
+            lease_ttl_secs: 5,
             forward_timeout_ms: 5000,
             watermark_bucket: "TICKETS_OUTBOX".into(),
         }
