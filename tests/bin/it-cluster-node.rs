@@ -90,7 +90,7 @@ fn main() -> std::process::ExitCode {
 
 /// Opens tickets in `owned`'s partition until its log refuses one.
 async fn write(owned: Owned, policy: Arc<Policy>, partitions: Partitions, node: String) {
-    let Owned { partition, log } = owned;
+    let Owned { partition, log, .. } = owned;
     let service: CommandService<SledLog> = CommandService::new(log, policy, None, ServiceConfig::default());
     let actor = Actor { kind: ActorKind::Agent, id: ActorId::new("cluster-node").expect("valid constant") };
     for n in 0u64.. {

@@ -89,8 +89,20 @@ async fn send(client: &async_nats::Client, command: &pb::Command) -> Outcome {
 
 /// Every message of the TICKETS stream: (event id, ticket, version), in stream order.
 async fn public_events(js: &jetstream::Context) -> Vec<(String, String, u64)> {
-    let stream = js.get_stream("TICKETS").await.unwrap();
-    let count = stream.get_info().await.unwrap().state.messages;
+    // Right after a server was lost, the streams' leaders may still be being elected.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (stream, count) = loop {
+        let info = async {
+            let stream = js.get_stream("TICKETS").await.ok()?;
+            let count = stream.get_info().await.ok()?.state.messages;
+            Some((stream, count))
+        };
+        if let Some(found) = info.await {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the TICKETS stream did not answer within a minute");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let consumer = stream.create_consumer(jetstream::consumer::pull::OrderedConfig::default()).await.unwrap();
     let mut messages = consumer.messages().await.unwrap();
     let mut seen = Vec::new();
@@ -279,6 +291,16 @@ async fn stream_chain_heads(js: &jetstream::Context) -> BTreeMap<u64, (u64, [u8;
     heads
 }
 
+/// `ticketctl cluster status --json` against the server at `url`.
+fn cluster_status(url: &str) -> serde_json::Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
+        .args(["--nats-url", url, "cluster", "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "ticketctl cluster status: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// Given three ticketd nodes sharing 8 partitions on three NATS servers (R3), and a client on
 /// each server sending commands on tickets of every partition, when node a is killed (SIGKILL)
 /// under that load, then every command is answered (the others take its partitions over;
@@ -366,7 +388,7 @@ async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
 async fn losing_one_of_three_nats_servers_loses_nothing() {
     let mut nats = Cluster::start(3).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let (nodes, clients) = three_nodes(&nats, root.path()).await;
+    let (nodes_all, clients) = three_nodes(&nats, root.path()).await;
     every_partition_answers(&clients).await;
     let load = Load::start(&clients[1..]);
     load.until("before the server is lost", 200).await;
@@ -376,7 +398,32 @@ async fn losing_one_of_three_nats_servers_loses_nothing() {
     let (sent, acked) = load.finish().await;
     eprintln!("{} commands acknowledged, {at_loss} before a server was lost", acked.len());
     nothing_lost_or_decided_twice(&clients[1..], &sent, &acked).await;
-    for node in nodes {
+
+    // The operators' view: every partition owned by a live node, its head in the stream, and
+    // (once the outboxes drained) all of it published.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = cluster_status(&nats.nodes[1].url());
+        let partitions = status["partitions"].as_array().unwrap();
+        assert_eq!(partitions.len(), PARTITIONS as usize, "{status}");
+        let nodes: Vec<&str> = status["nodes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        // A node that lost its server reconnects to another, and may have given its partitions
+        // up meanwhile (its leases could not be renewed): it says it is alive again.
+        let settled = nodes == ["node-a", "node-b", "node-c"]
+            && partitions.iter().all(|p| {
+                nodes.contains(&p["owner"].as_str().unwrap_or(""))
+                    && p["head"].as_str().is_some()
+                    && p["outboxLag"].as_str().is_none_or(|lag| lag == "0")
+            });
+        if settled {
+            let heads: u64 = partitions.iter().map(|p| p["head"].as_str().unwrap().parse::<u64>().unwrap()).sum();
+            assert!(heads >= acked.len() as u64, "{heads} positions for {} commands: {status}", acked.len());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cluster's status did not settle: {status}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for node in nodes_all {
         let (status, log) = node.terminate();
         assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));
     }

@@ -497,6 +497,14 @@ impl Client {
         self.reply_as(Endpoint::Admin(AdminEndpoint::Clock), payload, true, pick).await
     }
 
+    /// A cluster's partitions: each one's owner, lease expiry, heads in the log stream and
+    /// published (`UNKNOWN_ENDPOINT` from a single ticketd).
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatus, ClientError> {
+        let payload = pb::GetClusterStatus {}.encode_to_vec();
+        let pick = |r| if let pb::query_reply::Result::Cluster(v) = r { Some(v) } else { None };
+        self.reply_as(Endpoint::Admin(AdminEndpoint::Cluster), payload, true, pick).await
+    }
+
     /// Moves a test clock (`ticketd dev --test-clock`) to `to` through every firing due on the
     /// way, in order; refused (`UNKNOWN_ENDPOINT`) on the wall clock, and (`MALFORMED_REQUEST`)
     /// for an instant earlier than the clock's. Sent again while unanswered: moving to an

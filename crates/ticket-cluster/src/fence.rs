@@ -172,6 +172,21 @@ impl LogStream {
         }
     }
 
+    /// The entry at stream sequence `sequence`, if there is one.
+    pub async fn entry_at(&self, sequence: u64) -> Result<Option<pb::PartitionEntry>, StreamError> {
+        if sequence == 0 {
+            return Ok(None);
+        }
+        let message = match self.stream.get_raw_message(sequence).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(nats("read an entry")(&e)),
+        };
+        let entry = pb::PartitionEntry::decode(message.payload)
+            .map_err(|e| StreamError::Nats { what: "decode an entry", detail: e.to_string() })?;
+        Ok(Some(entry))
+    }
+
     /// Takes the partition over for `node`: appends a [`pb::Takeover`] directly after the
     /// partition's last entry, retrying while other nodes append in between. Once it is
     /// acknowledged, every earlier owner is fenced off and every entry before it is final.

@@ -15,6 +15,8 @@
 //! its lease without noticing (paused past the time to live) is refused at its next append by
 //! the new owner's takeover, whatever it believes about its lease.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
@@ -82,6 +84,45 @@ impl Lease {
     }
 }
 
+/// Until when this node may act as a partition's owner, on its own monotonic clock: its lease's
+/// last write (taken before the request was sent) plus the time to live, less a margin for the
+/// clocks' rates. No other node can hold the lease before then, since the servers expire it
+/// only a time to live after they received the write. What the owner answers without appending
+/// (a refusal decided on its state, a query) is sent only while this holds: a deposed owner
+/// that has not noticed yet must not answer from a state that may be stale (an append is
+/// refused by the fence anyway).
+#[derive(Debug, Clone, Default)]
+pub struct LeaseWatch {
+    /// Nanoseconds since [`base`]; 0: not held.
+    until: Arc<AtomicU64>,
+}
+
+/// The process's origin of [`LeaseWatch`] instants.
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+impl LeaseWatch {
+    /// Whether the lease is certainly still this node's.
+    pub fn held(&self) -> bool {
+        let now = u64::try_from(base().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        now < self.until.load(Ordering::Acquire)
+    }
+
+    /// The lease was written at `written` and lives `ttl`.
+    pub(crate) fn renewed(&self, written: Instant, ttl: Duration) {
+        let margin = ttl / 8;
+        let until = (written + ttl.saturating_sub(margin)).saturating_duration_since(base());
+        self.until.store(u64::try_from(until.as_nanos()).unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    /// The lease is lost or given up.
+    pub(crate) fn lapse(&self) {
+        self.until.store(0, Ordering::Release);
+    }
+}
+
 /// The partitions' leases.
 #[derive(Debug, Clone)]
 pub struct Leases {
@@ -125,6 +166,19 @@ impl Leases {
         Ok(entry.filter(|e| e.operation == kv::Operation::Put).map(|e| {
             let node = String::from_utf8_lossy(&e.value).into_owned();
             (node, e.revision)
+        }))
+    }
+
+    /// The node holding the partition's lease, if any, and when the lease expires unless renewed
+    /// (by the servers' clock: its last write plus the time to live).
+    pub async fn expiry(&self, partition: Partition) -> Result<Option<(String, ticket_domain::Timestamp)>, LeaseError> {
+        let entry = self.kv.entry(Self::key(partition)).await.map_err(|e| nats("read a lease")(&e))?;
+        Ok(entry.filter(|e| e.operation == kv::Operation::Put).map(|e| {
+            let node = String::from_utf8_lossy(&e.value).into_owned();
+            let written = ticket_domain::Timestamp::from_timestamp(e.created.unix_timestamp(), e.created.nanosecond())
+                .unwrap_or_default();
+            let ttl = chrono_ttl(self.config.ttl);
+            (node, written + ttl)
         }))
     }
 
@@ -227,3 +281,8 @@ fn wrong_sequence(e: &(dyn std::error::Error + 'static)) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// A time to live as a span of the domain's instants.
+fn chrono_ttl(ttl: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::milliseconds(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}

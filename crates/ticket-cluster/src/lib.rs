@@ -8,10 +8,12 @@ pub mod fence;
 pub mod lease;
 pub mod node;
 pub mod partition_log;
+pub mod status;
 #[cfg(test)]
 mod test_support;
 
 pub use fence::{AppendError, Fenced, LogStream, LogStreamConfig, StreamError};
-pub use lease::{Lease, LeaseConfig, LeaseError, Leases};
+pub use lease::{Lease, LeaseConfig, LeaseError, LeaseWatch, Leases};
 pub use node::{LogsOnly, NodeConfig, NodeError, NodeHandle, Owned, PartitionService, Serving, start, start_serving};
 pub use partition_log::{CatchUpError, StreamReplicator, catch_up, catch_up_from};
+pub use status::StatusSources;

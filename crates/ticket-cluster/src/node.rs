@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::fence::{LogStream, LogStreamConfig};
-use crate::lease::{Lease, LeaseConfig, Leases};
+use crate::lease::{Lease, LeaseConfig, LeaseWatch, Leases};
 use crate::partition_log::{CatchUpError, StreamReplicator, catch_up_from};
 
 /// How a node runs.
@@ -88,6 +88,9 @@ pub struct Owned {
     pub partition: Partition,
     /// Its sled log, caught up from the stream; every append goes through the fence.
     pub log: SledLog,
+    /// Whether this node certainly still holds the partition's lease: what it answers without
+    /// appending is sent only while it does (see [`LeaseWatch`]).
+    pub lease: LeaseWatch,
 }
 
 /// What a node runs on each partition it serves (ticketd: the command service, the timer, the
@@ -156,7 +159,12 @@ impl NodeHandle {
 
 /// Fences the partition, opens its log with the fence as replicator and catches it up from the
 /// stream, from the sequence the last catch-up remembered (from the start if that does not fit).
-async fn serve(stream: &LogStream, config: &NodeConfig, partition: Partition) -> Result<Owned, String> {
+async fn serve(
+    stream: &LogStream,
+    config: &NodeConfig,
+    partition: Partition,
+    lease: LeaseWatch,
+) -> Result<Owned, String> {
     let fenced = stream.take(partition, &config.name).await.map_err(|e| e.to_string())?;
     let upto = fenced.last();
     let replicator: Arc<dyn Replicator> = Arc::new(StreamReplicator::new(fenced, tokio::runtime::Handle::current()));
@@ -178,7 +186,7 @@ async fn serve(stream: &LogStream, config: &NodeConfig, partition: Partition) ->
     if let Err(e) = ticket_log::durable::write_file(&hint_file, holding.max(1).to_string().as_bytes()) {
         warn!(partition = partition.index(), error = %e, "where the catch-up ended could not be remembered");
     }
-    Ok(Owned { partition, log })
+    Ok(Owned { partition, log, lease })
 }
 
 /// Starts a node on `js` that holds partitions' logs and serves nothing else on them (see
@@ -238,11 +246,15 @@ struct Node {
     failing: BTreeMap<Partition, u32>,
     /// Partitions taken over and being caught up from the stream, beside the rounds (which keep
     /// renewing their leases, however long a catch-up takes).
-    pending: BTreeMap<Partition, (Lease, tokio::task::JoinHandle<Result<Owned, String>>)>,
+    pending: BTreeMap<Partition, Pending>,
     /// Told when a pending catch-up ends, so that its partition is served at once rather than
     /// at the next round.
     caught_up: tokio::sync::mpsc::UnboundedSender<Partition>,
 }
+
+/// A partition taken over and being caught up: its lease, the catch-up's task, and the watch
+/// of the lease that its [`Owned`] will carry.
+type Pending = (Lease, tokio::task::JoinHandle<Result<Owned, String>>, LeaseWatch);
 
 /// Rounds a partition that could not be served is left alone.
 const FAILING_ROUNDS: u32 = 20;
@@ -313,17 +325,29 @@ impl Node {
     /// Renews every lease held; drops the partitions whose lease was lost or whose log stopped.
     async fn renew(&mut self) {
         let mut lost = Vec::new();
+        let ttl = self.config.leases.ttl;
         for (partition, held) in &mut self.held {
             let stopped = held.owned.log.stopped().is_some();
             match self.leases.renew(&mut held.lease).await {
-                Ok(()) if !stopped => {}
+                Ok(()) if !stopped => held.owned.lease.renewed(held.lease.written(), ttl),
                 Ok(()) => lost.push((*partition, "its log stopped: the fence refused an append".to_owned())),
                 Err(e) => lost.push((*partition, e.to_string())),
             }
         }
-        for (partition, (lease, _)) in &mut self.pending {
-            if let Err(e) = self.leases.renew(lease).await {
-                lost.push((*partition, e.to_string()));
+        for (partition, (lease, _, watch)) in &mut self.pending {
+            match self.leases.renew(lease).await {
+                Ok(()) => watch.renewed(lease.written(), ttl),
+                Err(e) => lost.push((*partition, e.to_string())),
+            }
+        }
+        // Nothing more is answered on a lost partition, before any of them is stopped (which
+        // takes a while each).
+        for (partition, _) in &lost {
+            if let Some(held) = self.held.get(partition) {
+                held.owned.lease.lapse();
+            }
+            if let Some((_, _, watch)) = self.pending.get(partition) {
+                watch.lapse();
             }
         }
         for (partition, why) in lost {
@@ -356,19 +380,22 @@ impl Node {
             };
             let (stream, config) = (self.stream.clone(), self.config.clone());
             let caught_up = self.caught_up.clone();
+            let watch = LeaseWatch::default();
+            watch.renewed(lease.written(), self.config.leases.ttl);
+            let owned_watch = watch.clone();
             let task = tokio::spawn(async move {
-                let served = serve(&stream, &config, partition).await;
+                let served = serve(&stream, &config, partition, owned_watch).await;
                 let _ = caught_up.send(partition);
                 served
             });
-            self.pending.insert(partition, (lease, task));
+            self.pending.insert(partition, (lease, task, watch));
         }
     }
 
     /// Serves the partitions whose catch-up finished; releases those whose catch-up failed.
     async fn settle_pending(&mut self) {
         let done: Vec<Partition> =
-            self.pending.iter().filter(|(_, (_, task))| task.is_finished()).map(|(p, _)| *p).collect();
+            self.pending.iter().filter(|(_, (_, task, _))| task.is_finished()).map(|(p, _)| *p).collect();
         for partition in done {
             self.settle(partition).await;
         }
@@ -377,7 +404,7 @@ impl Node {
     /// Serves `partition` once its catch-up ended (its task is about to return, if it has not);
     /// releases it if the catch-up failed. Nothing if it is not pending any more.
     async fn settle(&mut self, partition: Partition) {
-        let Some((lease, task)) = self.pending.remove(&partition) else { return };
+        let Some((lease, task, _)) = self.pending.remove(&partition) else { return };
         let caught_up = task.await.map_err(|e| e.to_string()).and_then(|served| served);
         let started = match caught_up {
             Ok(owned) => match self.service.start(owned.clone()).await {
@@ -405,7 +432,8 @@ impl Node {
 
     /// Stops serving the partition (its log closed) and releases its lease.
     async fn hand_over(&mut self, partition: Partition) {
-        if let Some((lease, task)) = self.pending.remove(&partition) {
+        if let Some((lease, task, watch)) = self.pending.remove(&partition) {
+            watch.lapse();
             task.abort();
             let _ = task.await;
             if let Err(e) = self.leases.release(lease).await {
@@ -414,6 +442,7 @@ impl Node {
             return;
         }
         let Some(held) = self.held.remove(&partition) else { return };
+        held.owned.lease.lapse();
         self.publish();
         let Held { owned, lease, serving } = held;
         serving.stop().await;

@@ -57,11 +57,14 @@ impl Replicator for StreamReplicator {
             let appended = self.runtime.block_on(fenced.append(part));
             if let Err(e) = appended {
                 warn!(partition = partition.index(), first, last, error = %e, "a group commit was not replicated");
+                // Whatever the cause, the log stops and the node gives the partition up: to the
+                // client, the partition is not served here any more (nothing of a refused group
+                // was stored; a deposed or unknown one is the next owner's to answer).
                 return Err(match e {
-                    AppendError::Refused { .. } => LogError::Storage(e.to_string()),
-                    AppendError::Deposed { .. } | AppendError::Unknown { .. } | AppendError::Poisoned { .. } => {
-                        LogError::NotOwner(e.to_string())
-                    }
+                    AppendError::Refused { .. }
+                    | AppendError::Deposed { .. }
+                    | AppendError::Unknown { .. }
+                    | AppendError::Poisoned { .. } => LogError::NotOwner(e.to_string()),
                 });
             }
         }

@@ -188,8 +188,9 @@ pub enum LogError {
     Storage(String),
     #[error("the log is closed")]
     Closed,
-    /// This node does not own the log's partition (any more): another node appends to it. The
-    /// command may be retried with the same id; it reaches the owner once routing knows it.
+    /// This node does not own the log's partition (any more): another node appends to it, or
+    /// will once this one has given it up (its fence refused, or could not confirm, an append).
+    /// The command may be retried with the same id; it reaches the owner once routing knows it.
     #[error("not the owner of this log: {0}")]
     NotOwner(String),
 }

@@ -19,8 +19,8 @@ pub mod publisher;
 
 pub use api::identity::{Caller, Identities, IdentityRule, REQUEST_INFO_HEADER, Role, Unstamped};
 pub use api::{
-    ApiConfig, ApiError, ApiHandle, ClockAdvance, ClockAdvanceError, ClusterApi, INSTANCE_METADATA, MAX_ADVANCE_EVENTS,
-    PartitionApi, TestClockControl, TestClockHandle, admin_subject, command_subject, partition_subject, query_subject,
-    service_error, start, start_cluster,
+    ApiConfig, ApiError, ApiHandle, ClockAdvance, ClockAdvanceError, ClusterApi, ClusterStatusSource,
+    INSTANCE_METADATA, LeaseCheck, MAX_ADVANCE_EVENTS, PartitionApi, TestClockControl, TestClockHandle, admin_subject,
+    command_subject, partition_subject, query_subject, service_error, start, start_cluster,
 };
 pub use ticket_proto::SERVICE_NAME;

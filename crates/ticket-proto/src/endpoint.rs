@@ -91,6 +91,9 @@ endpoints! {
         /// A test clock moved forward through every firing on the way: [`pb::AdvanceClock`] →
         /// [`pb::ClockAdvanced`] (refused on a wall-clock deployment).
         AdvanceClock => "advance_clock",
+        /// A cluster's partitions, owners and heads: [`pb::GetClusterStatus`] →
+        /// [`pb::ClusterStatus`].
+        Cluster => "cluster",
     }
 }
 
@@ -300,6 +303,7 @@ pub enum AdminRequest {
     Rebuild(pb::RebuildProjection),
     Clock(pb::GetClock),
     AdvanceClock(pb::AdvanceClock),
+    Cluster(pb::GetClusterStatus),
 }
 
 impl AdminRequest {
@@ -309,6 +313,7 @@ impl AdminRequest {
             AdminRequest::Rebuild(_) => AdminEndpoint::Rebuild,
             AdminRequest::Clock(_) => AdminEndpoint::Clock,
             AdminRequest::AdvanceClock(_) => AdminEndpoint::AdvanceClock,
+            AdminRequest::Cluster(_) => AdminEndpoint::Cluster,
         }
     }
 
@@ -319,6 +324,7 @@ impl AdminRequest {
             AdminEndpoint::Rebuild => pb::RebuildProjection::decode(payload).map(AdminRequest::Rebuild),
             AdminEndpoint::Clock => pb::GetClock::decode(payload).map(AdminRequest::Clock),
             AdminEndpoint::AdvanceClock => pb::AdvanceClock::decode(payload).map(AdminRequest::AdvanceClock),
+            AdminEndpoint::Cluster => pb::GetClusterStatus::decode(payload).map(AdminRequest::Cluster),
         }
     }
 
@@ -328,6 +334,7 @@ impl AdminRequest {
             AdminRequest::Rebuild(r) => r.encode_to_vec(),
             AdminRequest::Clock(r) => r.encode_to_vec(),
             AdminRequest::AdvanceClock(r) => r.encode_to_vec(),
+            AdminRequest::Cluster(r) => r.encode_to_vec(),
         }
     }
 }
@@ -340,6 +347,7 @@ impl AdminEndpoint {
             AdminEndpoint::Rebuild => "ticket.v1.RebuildProjection",
             AdminEndpoint::Clock => "ticket.v1.GetClock",
             AdminEndpoint::AdvanceClock => "ticket.v1.AdvanceClock",
+            AdminEndpoint::Cluster => "ticket.v1.GetClusterStatus",
         }
     }
 }

@@ -245,6 +245,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ClockCommand,
     },
+    /// A cluster of ticketd (remote only, `--nats-url`; ADR 0015).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Writes events to a file or standard output.
     Export {
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
@@ -259,6 +264,13 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Each partition: its owner, when its lease expires, its last entry in the log stream, the
+    /// log position it reaches, what the event stream has of it, and the live nodes.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -534,6 +546,15 @@ fn execute<B: backend::Backend>(
                     remote.with_client(|client| clock::advance(client, target, json))
                 }
             }
+        }
+        Command::Cluster { command: ClusterCommand::Status } => {
+            let remote = backend
+                .remote()
+                .ok_or_else(|| Failure::Usage("cluster status asks a running cluster node: give --nats-url".into()))?;
+            remote.with_client(|client| async move {
+                let status = client.cluster_status().await.map_err(crate::backend::failure)?;
+                render::cluster(&status, json)
+            })
         }
         Command::Export { format, from, to, output } => {
             local::export(local_only("export")?, format, from.as_deref(), to.as_deref(), output.as_deref())

@@ -297,6 +297,27 @@ pub fn lags(status: &pb::ProjectionLags, json: bool) -> Result<(), Failure> {
     })
 }
 
+/// A cluster's status (`ticket.v1.ClusterStatus`): a row per partition, then the live nodes.
+pub fn cluster(status: &pb::ClusterStatus, json: bool) -> Result<(), Failure> {
+    show(status, json, |status| {
+        let mut t = table(&["partition", "owner", "lease expires", "stream seq", "head", "published", "outbox lag"]);
+        for p in &status.partitions {
+            let owner = if p.owner.is_empty() { "(none)".to_owned() } else { p.owner.clone() };
+            t.add_row(vec![
+                p.partition.to_string(),
+                owner,
+                when(p.lease_expires_at.as_ref()),
+                p.stream_sequence.to_string(),
+                p.head.to_string(),
+                p.published.to_string(),
+                p.outbox_lag.to_string(),
+            ]);
+        }
+        emit(&t)?;
+        emit(&format!("nodes: {} (leases of {} s)", status.nodes.join(", "), status.lease_ttl_seconds))
+    })
+}
+
 /// A projection rebuilt (`ticket.v1.ProjectionRebuilt`).
 pub fn rebuilt(rebuilt: &pb::ProjectionRebuilt, json: bool) -> Result<(), Failure> {
     show(rebuilt, json, |r| {

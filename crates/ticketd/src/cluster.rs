@@ -17,7 +17,9 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream::{self, kv};
 use futures::future::BoxFuture;
-use ticket_cluster::{LeaseConfig, LogStreamConfig, NodeConfig, Owned, PartitionService, Serving};
+use ticket_cluster::{
+    LeaseConfig, Leases, LogStream, LogStreamConfig, NodeConfig, Owned, PartitionService, Serving, StatusSources,
+};
 use ticket_domain::{Partitions, Policy};
 use ticket_engine::{DataDir, Engine, EngineClock, EngineConfig, ProjectorConfig, SledLog};
 use ticket_log::EventLog;
@@ -76,7 +78,9 @@ impl PartitionService for Engines {
                 engine.stop(deadline).await;
                 return Err("the partition's engine runs no projector".to_owned());
             };
-            let api = match api.serve(partition, engine.service().clone(), views).await {
+            let lease = owned.lease.clone();
+            let held: ticket_nats::LeaseCheck = Arc::new(move || lease.held());
+            let api = match api.serve(partition, engine.service().clone(), views, held).await {
                 Ok(api) => api,
                 Err(e) => {
                     engine.stop(deadline).await;
@@ -115,6 +119,32 @@ impl Serving for PartitionEngine {
             info!(partition = partition.index(), "partition's engine stopped");
         })
     }
+}
+
+/// `tickets.admin.cluster`'s answer, read from the cluster's streams and buckets (opened at the
+/// first request, once the node has made sure they exist).
+fn status_source(js: jetstream::Context, node: NodeConfig, watermarks: kv::Store) -> ticket_nats::ClusterStatusSource {
+    let sources = Arc::new(tokio::sync::OnceCell::<StatusSources>::new());
+    Arc::new(move || {
+        let (js, node, watermarks, sources) = (js.clone(), node.clone(), watermarks.clone(), sources.clone());
+        Box::pin(async move {
+            let sources = sources
+                .get_or_try_init(|| async {
+                    let stream = LogStream::ensure(js.clone(), node.log.clone()).await.map_err(|e| e.to_string())?;
+                    let leases = Leases::ensure(&js, node.leases.clone()).await.map_err(|e| e.to_string())?;
+                    let nodes = js.get_key_value(&node.nodes_bucket).await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>(StatusSources {
+                        partitions: node.partitions,
+                        stream,
+                        leases,
+                        nodes,
+                        watermarks: Some(watermarks),
+                    })
+                })
+                .await?;
+            sources.read().await
+        })
+    })
 }
 
 /// How long the start waits for JetStream (a fresh NATS cluster elects its leaders first).
@@ -171,10 +201,16 @@ pub(crate) async fn serve(
     patiently("the event streams", || publisher::ensure_stream(&public, &publisher_config)).await?;
 
     let forward_timeout = Duration::from_millis(settings.forward_timeout_ms.max(1));
+    let mut node_config = NodeConfig::new(settings.node.clone(), config.data_dir.clone(), partitions);
+    node_config.log = LogStreamConfig { replicas, ..LogStreamConfig::default() };
+    node_config.leases = LeaseConfig { ttl, replicas, ..LeaseConfig::default() };
+    node_config.renew_every = ttl / 4;
+    let status = status_source(own.clone(), node_config.clone(), watermarks.clone());
     let (api, cluster_api) = ticket_nats::start_cluster::<SledLog>(
         client.clone(),
         partitions,
         Arc::new(ticket_engine::SystemClock),
+        status,
         api_config,
         forward_timeout,
     )
@@ -191,10 +227,6 @@ pub(crate) async fn serve(
         watermarks,
         stop_deadline: (ttl / 4).max(Duration::from_secs(1)),
     };
-    let mut node_config = NodeConfig::new(settings.node.clone(), config.data_dir.clone(), partitions);
-    node_config.log = LogStreamConfig { replicas, ..LogStreamConfig::default() };
-    node_config.leases = LeaseConfig { ttl, replicas, ..LeaseConfig::default() };
-    node_config.renew_every = ttl / 4;
     let engines: Arc<dyn PartitionService> = Arc::new(engines);
     let node = patiently("the partitions' log stream and buckets", || {
         ticket_cluster::start_serving(own.clone(), node_config.clone(), engines.clone())

@@ -47,6 +47,45 @@ pub fn partition_subject(partition: Partition, endpoint: Endpoint) -> String {
     format!("{PARTITION_SUBJECT_PREFIX}.{}.{}", partition.index(), endpoint.subject())
 }
 
+/// Where a node reads the cluster's status from (`tickets.admin.cluster`): the partitions'
+/// leases and heads, which the node's cluster library knows.
+pub type ClusterStatusSource = Arc<dyn Fn() -> BoxFuture<'static, Result<pb::ClusterStatus, String>> + Send + Sync>;
+
+/// Whether this node certainly still holds a partition's lease. What a partition's engine
+/// answers is sent only while it does; else `UNAVAILABLE` (a deposed owner that has not noticed
+/// yet must not answer from a state that may be stale).
+pub type LeaseCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// A partition this node serves: its engine's API, and its lease.
+struct Served<L: EventLog> {
+    api: Arc<Api<L>>,
+    held: LeaseCheck,
+}
+
+impl<L: EventLog> Clone for Served<L> {
+    fn clone(&self) -> Self {
+        Self { api: self.api.clone(), held: self.held.clone() }
+    }
+}
+
+impl<L: EventLog> Served<L> {
+    /// The engine's answer, while the lease is held.
+    async fn answer(&self, partition: Partition, endpoint: Endpoint, stamp: Option<&str>, payload: &[u8]) -> Reply {
+        if !(self.held)() {
+            return unavailable(endpoint, partition, "is being given up by this node (its lease is not certain)");
+        }
+        let answer = self.api.handle(endpoint, stamp, payload).await;
+        if !(self.held)() {
+            return unavailable(
+                endpoint,
+                partition,
+                "was given up by this node while answering; the outcome is unknown",
+            );
+        }
+        with_retry_hint(answer, endpoint, partition)
+    }
+}
+
 /// The partitions this node serves, shared by its front (the public endpoints) and the
 /// partitions' own subscriptions.
 struct Front<L: EventLog> {
@@ -54,9 +93,10 @@ struct Front<L: EventLog> {
     partitions: Partitions,
     config: ApiConfig,
     clock: Arc<dyn Clock>,
-    local: RwLock<BTreeMap<Partition, Arc<Api<L>>>>,
+    local: RwLock<BTreeMap<Partition, Served<L>>>,
     /// How long a forwarded request waits for the owner's answer.
     forward_timeout: Duration,
+    status: ClusterStatusSource,
 }
 
 /// A cluster node's API: [`ClusterApi::serve`] adds a partition this node took, and the
@@ -79,12 +119,13 @@ impl<L: EventLog> std::fmt::Debug for ClusterApi<L> {
 }
 
 /// Starts a cluster node's public endpoints on `client`, for `partitions` (none served yet: see
-/// [`ClusterApi::serve`]). `clock` answers `tickets.admin.clock`. A forwarded request waits up
-/// to `forward_timeout` for the owner.
+/// [`ClusterApi::serve`]). `clock` answers `tickets.admin.clock`, `status`
+/// `tickets.admin.cluster`. A forwarded request waits up to `forward_timeout` for the owner.
 pub async fn start_cluster<L: EventLog>(
     client: Client,
     partitions: Partitions,
     clock: Arc<dyn Clock>,
+    status: ClusterStatusSource,
     config: ApiConfig,
     forward_timeout: Duration,
 ) -> Result<(ApiHandle, ClusterApi<L>), ApiError> {
@@ -95,22 +136,26 @@ pub async fn start_cluster<L: EventLog>(
         clock,
         local: RwLock::new(BTreeMap::new()),
         forward_timeout,
+        status,
     });
     let handle = super::serve(client, front.clone(), &config).await?;
     Ok((handle, ClusterApi { front }))
 }
 
 impl<L: EventLog> ClusterApi<L> {
-    /// Serves `partition` from this node with its engine's `service` and `views`: the node's own
-    /// requests about it are answered here, and so are those other nodes forward.
+    /// Serves `partition` from this node with its engine's `service` and `views`, while `held`
+    /// says its lease is: the node's own requests about it are answered here, and so are those
+    /// other nodes forward.
     pub async fn serve(
         &self,
         partition: Partition,
         service: CommandService<L>,
         views: Projector<L>,
+        held: LeaseCheck,
     ) -> Result<PartitionApi, ApiError> {
         let api =
             Arc::new(Api { service, views, config: self.front.config.clone(), partitions: self.front.partitions });
+        let served = Served { api, held };
         let subject = format!("{PARTITION_SUBJECT_PREFIX}.{}.>", partition.index());
         let mut requests = self
             .front
@@ -121,7 +166,7 @@ impl<L: EventLog> ClusterApi<L> {
         // Subscribed before it is listed: what this node routes here, others can too.
         let _ = self.front.client.flush().await;
         if let Ok(mut local) = self.front.local.write() {
-            local.insert(partition, api.clone());
+            local.insert(partition, served.clone());
         }
         let (stop, mut stopped) = watch::channel(false);
         let client = self.front.client.clone();
@@ -134,11 +179,12 @@ impl<L: EventLog> ClusterApi<L> {
                         let Some(message) = message else { break };
                         let Some(reply_to) = message.reply.clone() else { continue };
                         let endpoint = message.subject.as_str().strip_prefix(&prefix).and_then(Endpoint::from_subject);
-                        let (api, client) = (api.clone(), client.clone());
+                        let (served, client) = (served.clone(), client.clone());
                         handling.spawn(async move {
                             let (body, headers) = match endpoint {
                                 Some(endpoint) => {
-                                    api.handle(endpoint, super::stamp_of(&message).as_deref(), &message.payload).await
+                                    let stamp = super::stamp_of(&message);
+                                    served.answer(partition, endpoint, stamp.as_deref(), &message.payload).await
                                 }
                                 None => reply::command_error(
                                     pb::ErrorCode::UnknownEndpoint,
@@ -265,6 +311,10 @@ impl<L: EventLog> Front<L> {
                 )
             }
             Endpoint::Admin(AdminEndpoint::Clock) => admin::clock_now(self.clock.as_ref(), None),
+            Endpoint::Admin(AdminEndpoint::Cluster) => match (self.status)().await {
+                Ok(status) => reply::query_reply(pb::query_reply::Result::Cluster(status)),
+                Err(e) => reply::query_error(pb::ErrorCode::Unavailable, format!("the cluster's status: {e}")),
+            },
             Endpoint::Admin(AdminEndpoint::Lag | AdminEndpoint::Rebuild | AdminEndpoint::AdvanceClock) => {
                 reply::query_error(
                     pb::ErrorCode::Unavailable,
@@ -281,8 +331,8 @@ impl<L: EventLog> Front<L> {
     /// its owner.
     async fn route(&self, partition: Partition, endpoint: Endpoint, stamp: Option<String>, payload: Bytes) -> Reply {
         let local = self.local.read().ok().and_then(|l| l.get(&partition).cloned());
-        if let Some(api) = local {
-            return api.handle(endpoint, stamp.as_deref(), &payload).await;
+        if let Some(served) = local {
+            return served.answer(partition, endpoint, stamp.as_deref(), &payload).await;
         }
         let mut headers = HeaderMap::new();
         if let Some(stamp) = &stamp {
@@ -317,18 +367,53 @@ impl<L: EventLog> Front<L> {
 /// partition and a retry hint in its details.
 fn unavailable(endpoint: Endpoint, partition: Partition, why: &str) -> Reply {
     let retry = RETRY_AFTER.as_millis().to_string();
-    let error = pb::Error {
+    let mut error = pb::Error {
         code: pb::ErrorCode::Unavailable as i32,
         message: format!(
             "partition {partition} {why}; retry in {retry} ms (a command with the same command id is safe to retry)"
         ),
-        details: [("partition".to_owned(), partition.to_string()), ("retry_after_ms".to_owned(), retry)]
-            .into_iter()
-            .collect(),
+        details: Default::default(),
     };
+    hint(&mut error, partition);
+    error_reply(endpoint, error)
+}
+
+fn error_reply(endpoint: Endpoint, error: pb::Error) -> Reply {
     match endpoint.family() {
         Family::Command => reply::command_error_of(error),
         Family::Query | Family::Admin => reply::query_error_of(error),
+    }
+}
+
+/// The partition and the retry hint in an `UNAVAILABLE` error's details.
+fn hint(error: &mut pb::Error, partition: Partition) {
+    error.details.insert("partition".to_owned(), partition.to_string());
+    error.details.insert("retry_after_ms".to_owned(), RETRY_AFTER.as_millis().to_string());
+}
+
+/// A partition's own answer, its `UNAVAILABLE` (the partition given up under it: deposed, or an
+/// append of unknown outcome) given the partition and the retry hint, as the front's own.
+fn with_retry_hint(answer: Reply, endpoint: Endpoint, partition: Partition) -> Reply {
+    let code = answer.1.get(async_nats::service::NATS_SERVICE_ERROR_CODE).map(|v| v.as_str().to_owned());
+    if code.as_deref() != Some((pb::ErrorCode::Unavailable as i32).to_string().as_str()) {
+        return answer;
+    }
+    let error = match endpoint.family() {
+        Family::Command => pb::CommandReply::decode(answer.0.clone()).ok().and_then(|r| match r.result {
+            Some(pb::command_reply::Result::Error(e)) => Some(e),
+            Some(pb::command_reply::Result::Accepted(_)) | None => None,
+        }),
+        Family::Query | Family::Admin => pb::QueryReply::decode(answer.0.clone()).ok().and_then(|r| match r.result {
+            Some(pb::query_reply::Result::Error(e)) => Some(e),
+            Some(_) | None => None,
+        }),
+    };
+    match error {
+        Some(mut error) => {
+            hint(&mut error, partition);
+            error_reply(endpoint, error)
+        }
+        None => answer,
     }
 }
 

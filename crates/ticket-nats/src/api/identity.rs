@@ -56,7 +56,7 @@ impl Role {
                 Role::Importer | Role::Subscriber => false,
             },
             Endpoint::Admin(admin) => match admin {
-                AdminEndpoint::Lag | AdminEndpoint::Rebuild | AdminEndpoint::AdvanceClock => {
+                AdminEndpoint::Lag | AdminEndpoint::Rebuild | AdminEndpoint::AdvanceClock | AdminEndpoint::Cluster => {
                     matches!(self, Role::Operator)
                 }
                 // Reading a test clock's instant: whoever sends commands or reads views may.

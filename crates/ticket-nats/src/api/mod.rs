@@ -27,7 +27,7 @@ mod queries;
 mod reply;
 
 pub use admin::{ClockAdvance, ClockAdvanceError, MAX_ADVANCE_EVENTS, TestClockControl, TestClockHandle};
-pub use cluster::{ClusterApi, PartitionApi, partition_subject, start_cluster};
+pub use cluster::{ClusterApi, ClusterStatusSource, LeaseCheck, PartitionApi, partition_subject, start_cluster};
 use reply::Reply;
 pub use reply::service_error;
 
