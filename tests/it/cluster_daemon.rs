@@ -428,3 +428,92 @@ async fn losing_one_of_three_nats_servers_loses_nothing() {
         assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));
     }
 }
+
+/// The owner of partition `partition` by the cluster's status, asked of any node that answers
+/// within a second (a paused node's share of the requests gets no answer).
+async fn owner_of(client: &async_nats::Client, partition: u32) -> Option<String> {
+    let request = pb::GetClusterStatus {}.encode_to_vec();
+    let reply = tokio::time::timeout(Duration::from_secs(1), client.request("tickets.admin.cluster", request.into()))
+        .await
+        .ok()?
+        .ok()?;
+    let Some(pb::query_reply::Result::Cluster(status)) = pb::QueryReply::decode(reply.payload).ok()?.result else {
+        return None;
+    };
+    status.partitions.into_iter().find(|p| p.partition == partition).map(|p| p.owner).filter(|o| !o.is_empty())
+}
+
+/// Given three ticketd nodes and a ticket of a partition node a owns, when node a is paused
+/// (SIGSTOP) past its lease, another node takes the partition over and a command changes the
+/// ticket, and node a resumes (SIGCONT), then no answer about the ticket comes from node a's
+/// stale state: each is the ticket as it is now, or `UNAVAILABLE` (node a answers only while
+/// its lease is certainly its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_never_answers_from_its_stale_state_when_it_resumes() {
+    let nats = Cluster::start(3).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let ([a, b, c], clients) = three_nodes(&nats, root.path()).await;
+    every_partition_answers(&clients).await;
+    let partitions = Partitions::new(PARTITIONS).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let partition = loop {
+        let mut owned_by_a = None;
+        for p in partitions.all() {
+            if owner_of(&clients[0], u32::from(p.index())).await.as_deref() == Some("node-a") {
+                owned_by_a = Some(p);
+                break;
+            }
+        }
+        if let Some(p) = owned_by_a {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "node a owns no partition");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ticket = partitions.place(uuid::Uuid::now_v7(), partition).unwrap();
+    let opened = send(&clients[1], &wire(ticket, "stale-open", open("advanced", "technical", Severity::B))).await;
+    assert!(matches!(opened, Outcome::Accepted { duplicate: false, .. }), "{opened:?}");
+
+    a.signal("-STOP");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let owner = owner_of(&clients[1], u32::from(partition.index())).await;
+        if owner.as_deref().is_some_and(|o| o != "node-a") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "partition {partition} was not taken over from the paused node a");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let responded = send(
+        &clients[1],
+        &wire(ticket, "stale-respond", CommandBody::RecordAgentResponse { message: text("on it") }),
+    )
+    .await;
+    assert!(matches!(responded, Outcome::Accepted { duplicate: false, .. }), "{responded:?}");
+
+    a.signal("-CONT");
+    let query = pb::GetTicket { ticket_id: ticket.to_string(), ..Default::default() }.encode_to_vec();
+    let (mut current, mut unavailable) = (0, 0);
+    for _ in 0..60 {
+        let asked = clients.iter().map(|client| {
+            tokio::time::timeout(Duration::from_secs(3), client.request("tickets.query.ticket", query.clone().into()))
+        });
+        for answer in futures::future::join_all(asked).await {
+            let Ok(Ok(message)) = answer else { continue };
+            match pb::QueryReply::decode(message.payload).unwrap().result.unwrap() {
+                pb::query_reply::Result::Ticket(view) => {
+                    assert_eq!(view.version, 2, "a stale answer: {view:?}");
+                    current += 1;
+                }
+                pb::query_reply::Result::Error(e) if e.code == pb::ErrorCode::Unavailable as i32 => unavailable += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    eprintln!("after the resume: {current} answers with the ticket as it is, {unavailable} UNAVAILABLE");
+    assert!(current > 0, "the ticket was never answered after the resume");
+    for node in [a, b, c] {
+        let (status, log) = node.terminate();
+        assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));
+    }
+}

@@ -72,7 +72,13 @@ impl Daemon {
         }
     }
 
-    /// SIGKILL, as a crash: nothing is flushed or drained.
+    /// Sends `signal` (`-STOP`, `-CONT`, ...) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(signal).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill {signal}");
+    }
+
+        /// SIGKILL, as a crash: nothing is flushed or drained.
     pub(crate) fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
