@@ -484,11 +484,9 @@ async fn a_paused_node_never_answers_from_its_stale_state_when_it_resumes() {
         assert!(Instant::now() < deadline, "partition {partition} was not taken over from the paused node a");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let responded = send(
-        &clients[1],
-        &wire(ticket, "stale-respond", CommandBody::RecordAgentResponse { message: text("on it") }),
-    )
-    .await;
+    let responded =
+        send(&clients[1], &wire(ticket, "stale-respond", CommandBody::RecordAgentResponse { message: text("on it") }))
+            .await;
     assert!(matches!(responded, Outcome::Accepted { duplicate: false, .. }), "{responded:?}");
 
     a.signal("-CONT");
@@ -500,13 +498,16 @@ async fn a_paused_node_never_answers_from_its_stale_state_when_it_resumes() {
         });
         for answer in futures::future::join_all(asked).await {
             let Ok(Ok(message)) = answer else { continue };
-            match pb::QueryReply::decode(message.payload).unwrap().result.unwrap() {
-                pb::query_reply::Result::Ticket(view) => {
-                    assert_eq!(view.version, 2, "a stale answer: {view:?}");
-                    current += 1;
-                }
-                pb::query_reply::Result::Error(e) if e.code == pb::ErrorCode::Unavailable as i32 => unavailable += 1,
-                other => panic!("{other:?}"),
+            let result = pb::QueryReply::decode(message.payload).unwrap().result.unwrap();
+            if let pb::query_reply::Result::Ticket(view) = &result {
+                assert_eq!(view.version, 2, "a stale answer: {view:?}");
+                current += 1;
+            } else if let pb::query_reply::Result::Error(e) = &result
+                && e.code == pb::ErrorCode::Unavailable as i32
+            {
+                unavailable += 1;
+            } else {
+                panic!("{result:?}");
             }
         }
     }

@@ -78,7 +78,7 @@ impl Daemon {
         assert!(status.success(), "kill {signal}");
     }
 
-        /// SIGKILL, as a crash: nothing is flushed or drained.
+    /// SIGKILL, as a crash: nothing is flushed or drained.
     pub(crate) fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
