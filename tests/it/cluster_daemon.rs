@@ -354,6 +354,21 @@ async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
 
     let load = Load::start(&clients);
     load.until("before the kill", 200).await;
+    // Killed once the three share the partitions (node a owns some of them).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut owned_by_a = 0;
+        for p in partitions.all() {
+            if owner_of(&clients[1], u32::from(p.index())).await.as_deref() == Some("node-a") {
+                owned_by_a += 1;
+            }
+        }
+        if owned_by_a >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node a never owned two partitions");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     a.kill();
     let at_kill = load.count();
     load.until("after the kill", at_kill + 400).await;
@@ -362,6 +377,32 @@ async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
     eprintln!("{} commands acknowledged, {at_kill} before the kill; {unavailable} answers UNAVAILABLE", acked.len());
     assert!(unavailable > 0, "node a's partitions had no owner for a while after the kill");
     nothing_lost_or_decided_twice(&clients, &sent, &acked).await;
+
+    // The lists across partitions: a customer's tickets and the board, from any node, merged in
+    // their order.
+    let opened = acked.keys().filter(|id| id.starts_with("open-")).count() + PARTITIONS as usize + 2;
+    let list = pb::ListCustomerTickets { customer: "acme".into(), limit: 5000, ..Default::default() };
+    let reply = clients[2].request("tickets.query.customer", list.encode_to_vec().into()).await.unwrap();
+    let Some(pb::query_reply::Result::Tickets(tickets)) = pb::QueryReply::decode(reply.payload).unwrap().result else {
+        panic!("no customer list");
+    };
+    assert_eq!(tickets.tickets.len(), opened.min(1000), "every open ticket of acme, up to the API's limit of 1000");
+    let instants: Vec<i64> = tickets.tickets.iter().map(|t| t.opened_at.unwrap().seconds).collect();
+    assert!(instants.is_sorted(), "by opening instant");
+    let board = pb::GetBoard { limit: 50, ..Default::default() };
+    let reply = clients[0].request("tickets.query.board", board.encode_to_vec().into()).await.unwrap();
+    let Some(pb::query_reply::Result::Board(board)) = pb::QueryReply::decode(reply.payload).unwrap().result else {
+        panic!("no board");
+    };
+    assert_eq!(board.entries.len(), 50);
+    let dues: Vec<(i64, i32)> = board.entries.iter().map(|e| e.due_at.map(|d| (d.seconds, d.nanos)).unwrap()).collect();
+    assert!(dues.is_sorted(), "by due instant");
+    let stale = pb::GetBoard { limit: 5, min_position: 3 };
+    let reply = clients[1].request("tickets.query.board", stale.encode_to_vec().into()).await.unwrap();
+    let Some(pb::query_reply::Result::Error(e)) = pb::QueryReply::decode(reply.payload).unwrap().result else {
+        panic!("a board with a min_position across partitions was answered");
+    };
+    assert_eq!(e.code, pb::ErrorCode::MalformedRequest as i32, "{e:?}");
 
     // Node a comes back with nothing on disk, and takes its share again from the stream.
     std::fs::remove_dir_all(root.path().join("node-a")).unwrap();

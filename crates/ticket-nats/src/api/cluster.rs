@@ -300,16 +300,15 @@ impl<L: EventLog> Front<L> {
                     Err(e) => reply::query_error(pb::ErrorCode::MalformedRequest, format!("not a ticket id: {e}")),
                 }
             }
-            Endpoint::Query(QueryEndpoint::Customer | QueryEndpoint::Board | QueryEndpoint::Compliance) => {
-                reply::query_error(
-                    pb::ErrorCode::Unavailable,
-                    format!(
-                        "tickets.query.{} reads every partition's read models, which a cluster node does not \
-                         serve yet (ADR 0015); ask per ticket (tickets.query.ticket, tickets.query.timeline)",
-                        endpoint.name()
-                    ),
-                )
+            Endpoint::Query(query @ (QueryEndpoint::Customer | QueryEndpoint::Board)) => {
+                self.gather(query, stamp, payload).await
             }
+            Endpoint::Query(QueryEndpoint::Compliance) => reply::query_error(
+                pb::ErrorCode::Unavailable,
+                "tickets.query.compliance reads every partition's outcomes (its percentiles do not merge from \
+                 per-partition answers), which a cluster node does not serve yet (ADR 0015)"
+                    .into(),
+            ),
             Endpoint::Admin(AdminEndpoint::Clock) => admin::clock_now(self.clock.as_ref(), None),
             Endpoint::Admin(AdminEndpoint::Cluster) => match (self.status)().await {
                 Ok(status) => reply::query_reply(pb::query_reply::Result::Cluster(status)),
@@ -323,6 +322,94 @@ impl<L: EventLog> Front<L> {
                         endpoint.name()
                     ),
                 )
+            }
+        }
+    }
+
+    /// A list across partitions (a customer's tickets, the board): every partition's answer,
+    /// merged in the order one read model keeps (tickets: open first, then by opening instant
+    /// and id; the board: by due instant and ticket), cut at the limit. All or nothing: the first
+    /// partition's refusal or `UNAVAILABLE` is the answer. Its `position` is 0: positions are
+    /// per partition, so a `min_position` is refused here.
+    async fn gather(&self, query: QueryEndpoint, stamp: Option<String>, payload: Bytes) -> Reply {
+        if payload.len() > self.config.max_payload {
+            return reply::query_error(
+                pb::ErrorCode::PayloadTooLarge,
+                format!("payload of {} bytes is over the limit", payload.len()),
+            );
+        }
+        let decoded = match Query::decode(query, &payload) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                return reply::query_error(
+                    pb::ErrorCode::MalformedRequest,
+                    format!("not a ticket.v1 {} query: {e}", query.name()),
+                );
+            }
+        };
+        if decoded.min_position() > 0 {
+            return reply::query_error(
+                pb::ErrorCode::MalformedRequest,
+                format!(
+                    "min_position: a cluster's positions are per partition, and tickets.query.{} reads them all; \
+                     ask per ticket to read your writes (tickets.query.ticket)",
+                    query.name()
+                ),
+            );
+        }
+        let asked = match &decoded {
+            Query::Customer(q) => q.limit,
+            Query::Board(q) => q.limit,
+            Query::Ticket(_) | Query::Timeline(_) | Query::Compliance(_) => 0,
+        };
+        let limit = if asked == 0 { self.config.max_list } else { (asked as usize).min(self.config.max_list) };
+        let endpoint = Endpoint::Query(query);
+        let answers = futures::future::join_all(
+            self.partitions.all().map(|p| self.route(p, endpoint, stamp.clone(), payload.clone())),
+        )
+        .await;
+        let (mut tickets, mut entries) = (Vec::new(), Vec::new());
+        for answer in answers {
+            let result = match pb::QueryReply::decode(answer.0.clone()) {
+                Ok(pb::QueryReply { result: Some(result) }) => result,
+                Ok(pb::QueryReply { result: None }) | Err(_) => {
+                    return reply::query_error(pb::ErrorCode::Internal, "a partition's answer does not decode".into());
+                }
+            };
+            match result {
+                pb::query_reply::Result::Tickets(list) => tickets.extend(list.tickets),
+                pb::query_reply::Result::Board(board) => entries.extend(board.entries),
+                pb::query_reply::Result::Error(_)
+                | pb::query_reply::Result::Ticket(_)
+                | pb::query_reply::Result::Timeline(_)
+                | pb::query_reply::Result::Compliance(_)
+                | pb::query_reply::Result::Lag(_)
+                | pb::query_reply::Result::Rebuilt(_)
+                | pb::query_reply::Result::Clock(_)
+                | pb::query_reply::Result::ClockAdvanced(_)
+                | pb::query_reply::Result::Cluster(_) => return answer,
+            }
+        }
+        let instant = |t: Option<&pbjson_types::Timestamp>| t.map_or((i64::MIN, 0), |t| (t.seconds, t.nanos));
+        match query {
+            QueryEndpoint::Customer => {
+                let resolved = pb::TicketStatus::Resolved as i32;
+                tickets.sort_by(|a, b| {
+                    (a.status == resolved, instant(a.opened_at.as_ref()), &a.ticket_id).cmp(&(
+                        b.status == resolved,
+                        instant(b.opened_at.as_ref()),
+                        &b.ticket_id,
+                    ))
+                });
+                tickets.truncate(limit);
+                reply::query_reply(pb::query_reply::Result::Tickets(pb::TicketList { tickets, position: 0 }))
+            }
+            QueryEndpoint::Board | QueryEndpoint::Ticket | QueryEndpoint::Timeline | QueryEndpoint::Compliance => {
+                entries.sort_by(|a, b| {
+                    (instant(a.due_at.as_ref()), &a.ticket_id).cmp(&(instant(b.due_at.as_ref()), &b.ticket_id))
+                });
+                entries.truncate(limit);
+                reply::query_reply(pb::query_reply::Result::Board(pb::Board { entries, position: 0 }))
             }
         }
     }
