@@ -103,12 +103,27 @@ async fn node_b(js: &jetstream::Context, dir: &std::path::Path) -> ticket_cluste
 }
 
 /// Every command id in the groups of the stream, with how many times it is there; and in each
-/// partition no group of a node after another node's takeover.
+/// partition no group of a node after another node's takeover. Read again while the stream does
+/// not answer (its leader being elected after a server was lost), for up to a minute.
 pub(crate) async fn commands_in_the_stream(js: &jetstream::Context, partitions: u64) -> BTreeMap<String, usize> {
-    let stream = LogStream::ensure(js.clone(), LogStreamConfig::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match read_commands(js, partitions).await {
+            Ok(commands) => return commands,
+            Err(e) => assert!(Instant::now() < deadline, "the log stream could not be read: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn read_commands(
+    js: &jetstream::Context,
+    partitions: u64,
+) -> Result<BTreeMap<String, usize>, ticket_cluster::StreamError> {
+    let stream = LogStream::ensure(js.clone(), LogStreamConfig::default()).await?;
     let mut commands: BTreeMap<String, usize> = BTreeMap::new();
     for partition in Partitions::new(partitions).unwrap().all() {
-        let last = stream.last(partition).await.unwrap();
+        let last = stream.last(partition).await?;
         let mut owner = String::new();
         let mut misplaced = Vec::new();
         stream
@@ -128,14 +143,13 @@ pub(crate) async fn commands_in_the_stream(js: &jetstream::Context, partitions: 
                 }
                 Ok(())
             })
-            .await
-            .unwrap();
+            .await?;
         assert!(
             misplaced.is_empty(),
             "partition {partition}: groups of a node after another's takeover: {misplaced:?}"
         );
     }
-    commands
+    Ok(commands)
 }
 
 /// Node b's logs hold every command of `acked` in the partitions it owns, and their chains verify.

@@ -324,6 +324,9 @@ async fn reconcile_by<L: EventLog>(
         info!(key = %key, position = shared, "the shared watermark is ahead of this log's; moving it");
         log.mark_published(shared.min(log.head()))?;
     }
+    // This log's own watermark may be ahead: it published them when it owned the partition
+    // before, and the shared one could not be moved then (NATS was failing over).
+    share_watermark(store, key, log.published()?).await?;
     // The copies after the watermark are sent again, and dropped as duplicates if they are in.
     Ok(log.published()?)
 }
