@@ -317,7 +317,7 @@ mod tests {
                 "tickets.query.timeline"
             ]
         );
-        assert_eq!(may(&Role::Operator).len(), 5 + 4);
+        assert_eq!(may(&Role::Operator).len(), 5 + 5);
         assert!(may(&Role::Operator).iter().all(|s| !s.starts_with("tickets.cmd.")));
         assert_eq!(may(&Role::Importer).len(), 9 + 1);
         assert!(may(&Role::Subscriber).is_empty());
