@@ -52,7 +52,8 @@ fn each_domain_command_has_its_endpoint_named_as_the_domain_names_it() {
 #[test]
 fn subjects_are_the_wire_protocol_and_parse_back() {
     let subjects: Vec<String> = Endpoint::all().map(Endpoint::subject).collect();
-    assert_eq!(subjects.len(), 12 + 5 + 4);
+    assert_eq!(subjects.len(), 12 + 5 + 5);
+    assert!(subjects.contains(&"tickets.admin.cluster".to_owned()));
     assert!(subjects.contains(&"tickets.cmd.open".to_owned()));
     assert!(subjects.contains(&"tickets.cmd.downgrade_for_no_response".to_owned()));
     assert!(subjects.contains(&"tickets.query.compliance".to_owned()));
