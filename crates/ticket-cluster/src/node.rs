@@ -227,6 +227,7 @@ pub async fn start_serving(
         owned: owned_tx,
         failing: BTreeMap::new(),
         pending: BTreeMap::new(),
+        stopping: BTreeMap::new(),
         caught_up: caught_up_tx,
     };
     let task = tokio::spawn(node.run(stopped, caught_up));
@@ -247,6 +248,8 @@ struct Node {
     /// Partitions taken over and being caught up from the stream, beside the rounds (which keep
     /// renewing their leases, however long a catch-up takes).
     pending: BTreeMap<Partition, Pending>,
+    /// Partitions given up and being stopped (not taken again until their log is closed).
+    stopping: BTreeMap<Partition, tokio::task::JoinHandle<()>>,
     /// Told when a pending catch-up ends, so that its partition is served at once rather than
     /// at the next round.
     caught_up: tokio::sync::mpsc::UnboundedSender<Partition>,
@@ -282,6 +285,7 @@ impl Node {
         for partition in all {
             self.hand_over(partition).await;
         }
+        self.stopped_all().await;
         if let Err(e) = self.nodes.delete(&self.config.name).await {
             warn!(node = %self.config.name, error = %e, "could not say the node left");
         }
@@ -291,6 +295,7 @@ impl Node {
     async fn round(&mut self) {
         // Renewals first: nothing else in a round may make a lease lapse.
         self.renew().await;
+        self.reap_stopped();
         self.failing.retain(|_, rounds| {
             *rounds = rounds.saturating_sub(1);
             *rounds > 0
@@ -366,6 +371,7 @@ impl Node {
             }
             if self.held.contains_key(&partition)
                 || self.pending.contains_key(&partition)
+                || self.stopping.contains_key(&partition)
                 || self.failing.contains_key(&partition)
             {
                 continue;
@@ -444,12 +450,33 @@ impl Node {
         let Some(held) = self.held.remove(&partition) else { return };
         held.owned.lease.lapse();
         self.publish();
+        // Stopping what serves it takes a while (its requests answered, its engine and outbox
+        // stopped): on a task of its own, so that the rounds go on renewing the other leases.
+        // The partition is not taken again here until its log is closed.
         let Held { owned, lease, serving } = held;
-        serving.stop().await;
-        close(owned, &self.config.name).await;
-        match self.leases.release(lease).await {
-            Ok(()) => info!(node = %self.config.name, partition = partition.index(), "partition handed over"),
-            Err(e) => warn!(node = %self.config.name, partition = partition.index(), error = %e, "lease not released"),
+        let (leases, node) = (self.leases.clone(), self.config.name.clone());
+        let stopping = tokio::spawn(async move {
+            serving.stop().await;
+            close(owned, &node).await;
+            match leases.release(lease).await {
+                Ok(()) => info!(node = %node, partition = partition.index(), "partition handed over"),
+                Err(e) => warn!(node = %node, partition = partition.index(), error = %e, "lease not released"),
+            }
+        });
+        self.stopping.insert(partition, stopping);
+    }
+
+    /// Forgets the partitions whose stop has ended (they may be taken again).
+    fn reap_stopped(&mut self) {
+        self.stopping.retain(|_, task| !task.is_finished());
+    }
+
+    /// Waits for every partition being stopped.
+    async fn stopped_all(&mut self) {
+        for (partition, task) in std::mem::take(&mut self.stopping) {
+            if let Err(e) = task.await {
+                warn!(node = %self.config.name, partition = partition.index(), error = %e, "stopping a partition failed");
+            }
         }
     }
 

@@ -216,7 +216,19 @@ pub enum Reconcile {
     /// forward by compare-and-set after every round, so the partition's next owner starts
     /// there); what was published after it is sent again with the same `Nats-Msg-Id` and dropped
     /// by the streams as a duplicate (ADR 0015). Each event carries `Ticket-Partition`.
-    Shared { store: Box<kv::Store>, key: String, partition: u16 },
+    Shared { store: Box<kv::Store>, key: String, partition: u16, held: Held },
+}
+
+/// Whether this node still certainly holds the partition (its lease): a cluster partition's
+/// outbox publishes nothing otherwise, so that a node paused past the stream's duplicate window
+/// cannot publish again, when it resumes, what the next owner published meanwhile.
+#[derive(Clone)]
+pub struct Held(pub std::sync::Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Held").field(&(self.0)()).finish()
+    }
 }
 
 /// Publishes what the outbox holds until `shutdown` turns true; then returns once the outbox is
@@ -269,11 +281,11 @@ pub async fn run_with<L: EventLog>(
             }
             continue;
         }
-        let partition = match &reconcile {
+        let shared = match &reconcile {
             Reconcile::LastMessage => None,
-            Reconcile::Shared { partition, .. } => Some(*partition),
+            Reconcile::Shared { partition, held, .. } => Some((*partition, held)),
         };
-        let published = publish_in_order(&log, &js, &config, pending[0], pending.len(), copied, partition).await;
+        let published = publish_in_order(&log, &js, &config, pending[0], pending.len(), copied, shared).await;
         let shared = match (&published, &reconcile) {
             (Ok(_), Reconcile::Shared { store, key, .. }) => share_watermark(store, key, log.published()?).await,
             (Ok(_) | Err(_), _) => Ok(()),
@@ -383,9 +395,17 @@ async fn publish_in_order<L: EventLog>(
     from: u64,
     count: usize,
     mut copied: u64,
-    partition: Option<u16>,
+    shared: Option<(u16, &Held)>,
 ) -> Result<u64, PublishError> {
+    let partition = shared.map(|(partition, _)| partition);
     for event in log.read_from(from, count)? {
+        if let Some((partition, held)) = shared
+            && !(held.0)()
+        {
+            return Err(PublishError::JetStream(format!(
+                "partition {partition}: not certainly this node's any more; publishing stopped"
+            )));
+        }
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.to_string().as_str());
         headers.insert(HEADER_EVENT_TYPE, event.event.kind.name());

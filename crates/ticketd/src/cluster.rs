@@ -66,10 +66,12 @@ impl PartitionService for Engines {
             ..EngineConfig::new(DataDir::new(&self.data_dir), self.policy.clone())
         };
         let (api, js, publisher_config) = (self.api.clone(), self.js.clone(), self.publisher.clone());
+        let lease = owned.lease.clone();
         let reconcile = Reconcile::Shared {
             store: Box::new(self.watermarks.clone()),
             key: format!("p{}", partition.index()),
             partition: partition.index(),
+            held: publisher::Held(Arc::new(move || lease.held())),
         };
         let deadline = self.stop_deadline;
         Box::pin(async move {
@@ -78,8 +80,10 @@ impl PartitionService for Engines {
                 engine.stop(deadline).await;
                 return Err("the partition's engine runs no projector".to_owned());
             };
-            let lease = owned.lease.clone();
-            let held: ticket_nats::LeaseCheck = Arc::new(move || lease.held());
+            // Answers only while the lease is certainly this node's and the log takes appends
+            // (a log stopped by the fence may lack a group the stream has).
+            let (lease, log) = (owned.lease.clone(), owned.log.clone());
+            let held: ticket_nats::LeaseCheck = Arc::new(move || lease.held() && log.stopped().is_none());
             let api = match api.serve(partition, engine.service().clone(), views, held).await {
                 Ok(api) => api,
                 Err(e) => {

@@ -273,7 +273,15 @@ impl<L: EventLog> Front<L> {
                         return reply::command_error(pb::ErrorCode::MalformedRequest, format!("ticket_id: {e}"));
                     }
                 };
-                self.route(self.partitions.of(ticket), endpoint, stamp, wire.encode_to_vec().into()).await
+                let answer = self.route(self.partitions.of(ticket), endpoint, stamp, wire.encode_to_vec().into()).await;
+                // The command id the retry must carry, which the client may not know: the
+                // service minted it when the command came without one.
+                amend_unavailable(answer, endpoint, |error| {
+                    error.details.insert("command_id".to_owned(), wire.command_id.clone());
+                    if endpoint == Endpoint::Command(ticket_proto::CommandEndpoint::Open) {
+                        error.details.insert("ticket_id".to_owned(), wire.ticket_id.clone());
+                    }
+                })
             }
             Endpoint::Query(query @ (QueryEndpoint::Ticket | QueryEndpoint::Timeline)) => {
                 if payload.len() > self.config.max_payload {
@@ -481,6 +489,11 @@ fn hint(error: &mut pb::Error, partition: Partition) {
 /// A partition's own answer, its `UNAVAILABLE` (the partition given up under it: deposed, or an
 /// append of unknown outcome) given the partition and the retry hint, as the front's own.
 fn with_retry_hint(answer: Reply, endpoint: Endpoint, partition: Partition) -> Reply {
+    amend_unavailable(answer, endpoint, |error| hint(error, partition))
+}
+
+/// `answer`, its error given `amend` if it is `UNAVAILABLE`; as it is otherwise.
+fn amend_unavailable(answer: Reply, endpoint: Endpoint, amend: impl FnOnce(&mut pb::Error)) -> Reply {
     let code = answer.1.get(async_nats::service::NATS_SERVICE_ERROR_CODE).map(|v| v.as_str().to_owned());
     if code.as_deref() != Some((pb::ErrorCode::Unavailable as i32).to_string().as_str()) {
         return answer;
@@ -497,7 +510,7 @@ fn with_retry_hint(answer: Reply, endpoint: Endpoint, partition: Partition) -> R
     };
     match error {
         Some(mut error) => {
-            hint(&mut error, partition);
+            amend(&mut error);
             error_reply(endpoint, error)
         }
         None => answer,
