@@ -113,7 +113,11 @@ impl LeaseWatch {
     /// The lease was written at `written` and lives `ttl`.
     pub(crate) fn renewed(&self, written: Instant, ttl: Duration) {
         let margin = ttl / 8;
-        let until = (written + ttl.saturating_sub(margin)).saturating_duration_since(base());
+        let Some(until) = written.checked_add(ttl.saturating_sub(margin)) else {
+            self.lapse();
+            return;
+        };
+        let until = until.saturating_duration_since(base());
         self.until.store(u64::try_from(until.as_nanos()).unwrap_or(u64::MAX), Ordering::Release);
     }
 

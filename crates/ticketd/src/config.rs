@@ -445,8 +445,18 @@ impl Config {
             config.cluster.enabled = true;
             config.cluster.node.clone_from(node);
         }
-        if config.cluster.enabled && config.cluster.node.trim().is_empty() {
-            anyhow::bail!("[cluster] enabled needs the node's name: cluster.node, or --cluster-node");
+        if config.cluster.enabled {
+            let node = &config.cluster.node;
+            if node.trim().is_empty() {
+                anyhow::bail!("[cluster] enabled needs the node's name: cluster.node, or --cluster-node");
+            }
+            // It names the node's key in the live nodes' bucket and its log stream entries.
+            if node.len() > 64 || !node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                anyhow::bail!("cluster.node {node:?}: 1 to 64 of the letters a-z, A-Z, digits, '-' and '_'");
+            }
+            if !(1..=3600).contains(&config.cluster.lease_ttl_secs) {
+                anyhow::bail!("cluster.lease_ttl_secs {}: 1 to 3600", config.cluster.lease_ttl_secs);
+            }
         }
         Ok(config)
     }
@@ -571,6 +581,13 @@ mod tests {
         std::fs::write(&file, "[cluster]\nenabled = true\n").unwrap();
         let error = Config::resolve(&Flags { config: Some(file), ..flags() }).unwrap_err().to_string();
         assert!(error.contains("--cluster-node"), "{error}");
+        for bad in ["node a", "node*", "n.1", ""] {
+            let refused = Config::resolve(&Flags { cluster_node: Some(bad.into()), ..flags() });
+            assert!(refused.is_err(), "{bad:?} is not a node name");
+        }
+        std::fs::write(dir.path().join("ttl.toml"), "[cluster]\nlease_ttl_secs = 18446744073709551615\n").unwrap();
+        let flags_ttl = Flags { config: Some(dir.path().join("ttl.toml")), cluster_node: Some("a".into()), ..flags() };
+        assert!(Config::resolve(&flags_ttl).is_err(), "an endless lease is refused");
     }
 
     #[test]
