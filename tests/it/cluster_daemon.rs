@@ -355,20 +355,7 @@ async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
     let load = Load::start(&clients);
     load.until("before the kill", 200).await;
     // Killed once the three share the partitions (node a owns some of them).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut owned_by_a = 0;
-        for p in partitions.all() {
-            if owner_of(&clients[1], u32::from(p.index())).await.as_deref() == Some("node-a") {
-                owned_by_a += 1;
-            }
-        }
-        if owned_by_a >= 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "node a never owned two partitions");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    owned_by(&clients[1], "node-a", 2).await;
     a.kill();
     let at_kill = load.count();
     load.until("after the kill", at_kill + 400).await;
@@ -419,6 +406,25 @@ async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
     for node in [b, c] {
         let (status, log) = node.terminate();
         assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));
+    }
+
+    // Every partition log of every node verifies: chains, versions, and each decision re-run.
+    for node in ["node-a", "node-b", "node-c"] {
+        let data = root.path().join(node);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--policy")
+            .arg(crate::policy_path("regional-operator.toml"))
+            .args(["audit", "verify", "--json"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{node}: {e}: {}", String::from_utf8_lossy(&output.stderr)));
+        assert!(output.status.success() && report["ok"] == true, "{node}: {report}");
+        let partitions = report["partitions"].as_array().unwrap();
+        assert!(!partitions.is_empty(), "{node}: {report}");
+        assert!(partitions.iter().all(|p| p["ok"] == true && p["problems"].as_array().unwrap().is_empty()), "{report}");
     }
 }
 
@@ -484,6 +490,25 @@ async fn owner_of(client: &async_nats::Client, partition: u32) -> Option<String>
     status.partitions.into_iter().find(|p| p.partition == partition).map(|p| p.owner).filter(|o| !o.is_empty())
 }
 
+/// The partitions `node` owns, once it owns at least `at_least` of them (waited for up to a
+/// minute).
+async fn owned_by(client: &async_nats::Client, node: &str, at_least: usize) -> Vec<ticket_domain::Partition> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut owned = Vec::new();
+        for p in Partitions::new(PARTITIONS).unwrap().all() {
+            if owner_of(client, u32::from(p.index())).await.as_deref() == Some(node) {
+                owned.push(p);
+            }
+        }
+        if owned.len() >= at_least {
+            return owned;
+        }
+        assert!(Instant::now() < deadline, "{node} never owned {at_least} partitions");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Given three ticketd nodes and a ticket of a partition node a owns, when node a is paused
 /// (SIGSTOP) past its lease, another node takes the partition over and a command changes the
 /// ticket, and node a resumes (SIGCONT), then no answer about the ticket comes from node a's
@@ -496,21 +521,7 @@ async fn a_paused_node_never_answers_from_its_stale_state_when_it_resumes() {
     let ([a, b, c], clients) = three_nodes(&nats, root.path()).await;
     every_partition_answers(&clients).await;
     let partitions = Partitions::new(PARTITIONS).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let partition = loop {
-        let mut owned_by_a = None;
-        for p in partitions.all() {
-            if owner_of(&clients[0], u32::from(p.index())).await.as_deref() == Some("node-a") {
-                owned_by_a = Some(p);
-                break;
-            }
-        }
-        if let Some(p) = owned_by_a {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "node a owns no partition");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let partition = owned_by(&clients[0], "node-a", 1).await[0];
     let ticket = partitions.place(uuid::Uuid::now_v7(), partition).unwrap();
     let opened = send(&clients[1], &wire(ticket, "stale-open", open("advanced", "technical", Severity::B))).await;
     assert!(matches!(opened, Outcome::Accepted { duplicate: false, .. }), "{opened:?}");

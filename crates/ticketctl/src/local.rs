@@ -75,8 +75,70 @@ pub fn history(data_dir: &Path, ticket: &str, json: bool) -> Result<(), Failure>
     Ok(())
 }
 
+/// `audit verify` on a data directory: its log, or on a cluster node's directory
+/// (`partitions/<p>/log`, ADR 0015) each partition's log in turn. Fails if any does not verify.
 pub fn audit_verify(data_dir: &Path, policies: &[Policy], json: bool) -> Result<(), Failure> {
-    let log = open(data_dir)?;
+    let partitions = cluster_partitions(data_dir);
+    if DataDir::new(data_dir).has_log() || partitions.is_empty() {
+        let log = open(data_dir)?;
+        let (ok, first, report) = audit_log(&log, policies, json)?;
+        if json {
+            print_json(&report)?;
+        }
+        return verdict(ok, first, None);
+    }
+    let mut reports = Vec::new();
+    let mut failed = None;
+    for (partition, dir) in &partitions {
+        if !json {
+            emit(&format!("partition {partition} ({})", dir.display()))?;
+        }
+        let log = open(dir)?;
+        let (ok, first, mut report) = audit_log(&log, policies, json)?;
+        if !ok && failed.is_none() {
+            failed = Some((*partition, first));
+        }
+        if let Some(fields) = report.as_object_mut() {
+            fields.insert("partition".into(), serde_json::json!(partition));
+        }
+        reports.push(report);
+    }
+    if json {
+        print_json(&serde_json::json!({ "ok": failed.is_none(), "partitions": reports }))?;
+    }
+    match failed {
+        None => Ok(()),
+        Some((partition, first)) => verdict(false, first, Some(partition)),
+    }
+}
+
+/// A cluster node's partition directories that hold a log, by partition number.
+fn cluster_partitions(data_dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("partitions")) else { return Vec::new() };
+    let mut found: Vec<(u64, std::path::PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let partition = e.file_name().to_str()?.parse::<u64>().ok()?;
+            DataDir::new(e.path()).has_log().then(|| (partition, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn verdict(ok: bool, first: u64, partition: Option<u64>) -> Result<(), Failure> {
+    if ok {
+        return Ok(());
+    }
+    Err(Failure::Negative(match partition {
+        Some(partition) => format!("audit failed; partition {partition}, first problem at position {first}"),
+        None => format!("audit failed; first problem at position {first}"),
+    }))
+}
+
+/// Verifies one log (its chain, then its events and commands re-run); prints its tables unless
+/// `json`. Returns whether it verified, its first problem's position, and its JSON report.
+fn audit_log(log: &SledLog, policies: &[Policy], json: bool) -> Result<(bool, u64, serde_json::Value), Failure> {
     let head = log.head();
 
     let bar = progress(head, "chain");
@@ -86,7 +148,7 @@ pub fn audit_verify(data_dir: &Path, policies: &[Policy], json: bool) -> Result<
     let commands_bar = progress(head, "commands");
     // A test clock's instants are not the appends' wall clock: they are not compared.
     let clock = log.clock_kind()?.unwrap_or(ticket_log::ClockKind::Wall);
-    let report = audit_on(&log, policies, clock, |phase, done, _| match phase {
+    let report = audit_on(log, policies, clock, |phase, done, _| match phase {
         AuditPhase::Events => events_bar.set_position(done),
         AuditPhase::Commands => commands_bar.set_position(done),
     })?;
@@ -94,35 +156,34 @@ pub fn audit_verify(data_dir: &Path, policies: &[Policy], json: bool) -> Result<
     commands_bar.finish_and_clear();
 
     let ok = chain.broken.is_none() && report.is_clean();
-    if json {
-        let problems: Vec<serde_json::Value> = report
-            .problems
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "position": p.position,
-                    "ticket_id": p.ticket_id.map(|t| t.to_string()),
-                    "problem": p.problem,
-                })
+    let problems: Vec<serde_json::Value> = report
+        .problems
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "position": p.position,
+                "ticket_id": p.ticket_id.map(|t| t.to_string()),
+                "problem": p.problem,
             })
-            .collect();
-        print_json(&serde_json::json!({
-            "ok": ok,
-            "head": head,
-            "chain": {
-                "events": chain.events,
-                "broken_at": chain.broken.as_ref().map(|(p, _)| p),
-                "problem": chain.broken.as_ref().map(|(_, why)| why),
-            },
-            "events": report.events,
-            "tickets": report.tickets,
-            "commands": report.commands,
-            "replayed": report.replayed,
-            "not_replayed": report.skipped,
-            "quarantined_tickets": report.quarantined,
-            "problems": problems,
-        }))?;
-    } else {
+        })
+        .collect();
+    let json_report = serde_json::json!({
+        "ok": ok,
+        "head": head,
+        "chain": {
+            "events": chain.events,
+            "broken_at": chain.broken.as_ref().map(|(p, _)| p),
+            "problem": chain.broken.as_ref().map(|(_, why)| why),
+        },
+        "events": report.events,
+        "tickets": report.tickets,
+        "commands": report.commands,
+        "replayed": report.replayed,
+        "not_replayed": report.skipped,
+        "quarantined_tickets": report.quarantined,
+        "problems": problems,
+    });
+    if !json {
         emit(&audit_table(&chain, &report, head))?;
         if !report.problems.is_empty() {
             let mut p = table(&["position", "ticket", "problem"]);
@@ -136,18 +197,9 @@ pub fn audit_verify(data_dir: &Path, policies: &[Policy], json: bool) -> Result<
             emit(&p)?;
         }
     }
-    if ok {
-        Ok(())
-    } else {
-        let first = chain
-            .broken
-            .map(|(p, _)| p)
-            .into_iter()
-            .chain(report.problems.first().map(|p| p.position))
-            .min()
-            .unwrap_or(0);
-        Err(Failure::Negative(format!("audit failed; first problem at position {first}")))
-    }
+    let first =
+        chain.broken.map(|(p, _)| p).into_iter().chain(report.problems.first().map(|p| p.position)).min().unwrap_or(0);
+    Ok((ok, first, json_report))
 }
 
 pub fn export(
