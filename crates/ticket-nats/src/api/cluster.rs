@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::reply::{self, Reply};
-use super::{Api, ApiConfig, ApiError, ApiHandle, Handler, admin, admit, commands, identity};
+use super::{Api, ApiConfig, ApiError, ApiHandle, Handler, admin, admit, commands, identity, queries};
 
 /// The subjects a partition's owner answers on: `tickets.part.<p>.<endpoint subject>`.
 pub const PARTITION_SUBJECT_PREFIX: &str = "tickets.part";
@@ -284,24 +284,13 @@ impl<L: EventLog> Front<L> {
                 })
             }
             Endpoint::Query(query @ (QueryEndpoint::Ticket | QueryEndpoint::Timeline)) => {
-                if payload.len() > self.config.max_payload {
-                    return reply::query_error(
-                        pb::ErrorCode::PayloadTooLarge,
-                        format!("payload of {} bytes is over the limit", payload.len()),
-                    );
-                }
-                let ticket_id = match Query::decode(query, &payload) {
+                let ticket_id = match queries::decoded(query, &payload, &self.config) {
                     Ok(
                         Query::Ticket(pb::GetTicket { ticket_id, .. })
                         | Query::Timeline(pb::GetTimeline { ticket_id, .. }),
                     ) => ticket_id,
                     Ok(Query::Customer(_) | Query::Board(_) | Query::Compliance(_)) => String::new(),
-                    Err(e) => {
-                        return reply::query_error(
-                            pb::ErrorCode::MalformedRequest,
-                            format!("not a ticket.v1 {} query: {e}", query.name()),
-                        );
-                    }
+                    Err(refused) => return refused,
                 };
                 match TicketId::parse(&ticket_id) {
                     Ok(ticket) => self.route(self.partitions.of(ticket), endpoint, stamp, payload).await,
@@ -340,20 +329,9 @@ impl<L: EventLog> Front<L> {
     /// partition's refusal or `UNAVAILABLE` is the answer. Its `position` is 0: positions are
     /// per partition, so a `min_position` is refused here.
     async fn gather(&self, query: QueryEndpoint, stamp: Option<String>, payload: Bytes) -> Reply {
-        if payload.len() > self.config.max_payload {
-            return reply::query_error(
-                pb::ErrorCode::PayloadTooLarge,
-                format!("payload of {} bytes is over the limit", payload.len()),
-            );
-        }
-        let decoded = match Query::decode(query, &payload) {
+        let decoded = match queries::decoded(query, &payload, &self.config) {
             Ok(decoded) => decoded,
-            Err(e) => {
-                return reply::query_error(
-                    pb::ErrorCode::MalformedRequest,
-                    format!("not a ticket.v1 {} query: {e}", query.name()),
-                );
-            }
+            Err(refused) => return refused,
         };
         if decoded.min_position() > 0 {
             return reply::query_error(
@@ -470,14 +448,7 @@ fn unavailable(endpoint: Endpoint, partition: Partition, why: &str) -> Reply {
         details: Default::default(),
     };
     hint(&mut error, partition);
-    error_reply(endpoint, error)
-}
-
-fn error_reply(endpoint: Endpoint, error: pb::Error) -> Reply {
-    match endpoint.family() {
-        Family::Command => reply::command_error_of(error),
-        Family::Query | Family::Admin => reply::query_error_of(error),
-    }
+    reply::error_of(endpoint.family(), error)
 }
 
 /// The partition and the retry hint in an `UNAVAILABLE` error's details.
@@ -511,7 +482,7 @@ fn amend_unavailable(answer: Reply, endpoint: Endpoint, amend: impl FnOnce(&mut 
     match error {
         Some(mut error) => {
             amend(&mut error);
-            error_reply(endpoint, error)
+            reply::error_of(endpoint.family(), error)
         }
         None => answer,
     }

@@ -225,10 +225,8 @@ async fn serve(client: Client, handler: Arc<dyn Handler>, config: &ApiConfig) ->
 /// decodes: commands get a `CommandReply`, queries and the operators' requests a `QueryReply`.
 fn unknown_endpoint(family: Family, subject: &str) -> Reply {
     let message = format!("no endpoint {subject} (see $SRV.INFO.{SERVICE_NAME})");
-    match family {
-        Family::Command => reply::command_error(pb::ErrorCode::UnknownEndpoint, message),
-        Family::Query | Family::Admin => reply::query_error(pb::ErrorCode::UnknownEndpoint, message),
-    }
+    let error = pb::Error { code: pb::ErrorCode::UnknownEndpoint as i32, message, details: Default::default() };
+    reply::error_of(family, error)
 }
 
 /// What the handlers share.
@@ -293,11 +291,7 @@ fn refuse(endpoint: Endpoint, denied: &identity::Denied) -> Reply {
         reason = %denied.reason,
         "request refused"
     );
-    let error = denied.error();
-    match endpoint.family() {
-        Family::Command => reply::command_error_of(error),
-        Family::Query | Family::Admin => reply::query_error_of(error),
-    }
+    reply::error_of(endpoint.family(), denied.error())
 }
 
 #[cfg(test)]

@@ -14,6 +14,17 @@ fn malformed(what: &str, e: &dyn std::fmt::Display) -> Reply {
     query_error(pb::ErrorCode::MalformedRequest, format!("not a {what}: {e}"))
 }
 
+/// A request's query: within the size limit, and decoded.
+pub(super) fn decoded(endpoint: QueryEndpoint, payload: &[u8], config: &ApiConfig) -> Result<Query, Reply> {
+    if payload.len() > config.max_payload {
+        return Err(query_error(
+            pb::ErrorCode::PayloadTooLarge,
+            format!("payload of {} bytes is over the limit", payload.len()),
+        ));
+    }
+    Query::decode(endpoint, payload).map_err(|e| malformed(&format!("ticket.v1 {} query", endpoint.name()), &e))
+}
+
 /// Decodes a query, waits for the position it names (read-your-writes), and answers it.
 pub(super) async fn handle<L: EventLog>(
     endpoint: QueryEndpoint,
@@ -24,15 +35,9 @@ pub(super) async fn handle<L: EventLog>(
     clock: &dyn ticket_service::Clock,
     config: &ApiConfig,
 ) -> Reply {
-    if payload.len() > config.max_payload {
-        return query_error(
-            pb::ErrorCode::PayloadTooLarge,
-            format!("payload of {} bytes is over the limit", payload.len()),
-        );
-    }
-    let query = match Query::decode(endpoint, payload) {
-        Ok(q) => q,
-        Err(e) => return malformed(&format!("ticket.v1 {} query", endpoint.name()), &e),
+    let query = match decoded(endpoint, payload, config) {
+        Ok(query) => query,
+        Err(refused) => return refused,
     };
     let min_position = query.min_position();
     if min_position > 0 && !views.wait_for(min_position, config.read_your_writes_deadline).await {

@@ -31,6 +31,15 @@ pub(super) fn query_reply(result: pb::query_reply::Result) -> Reply {
     (pb::QueryReply { result: Some(result) }.encode_to_vec().into(), HeaderMap::new())
 }
 
+/// An error reply in the reply type of `family`: a `CommandReply` for commands, a `QueryReply`
+/// for queries and operators' requests, as each family's client decodes.
+pub(super) fn error_of(family: ticket_proto::Family, error: pb::Error) -> Reply {
+    match family {
+        ticket_proto::Family::Command => command_error_of(error),
+        ticket_proto::Family::Query | ticket_proto::Family::Admin => query_error_of(error),
+    }
+}
+
 /// A typed error reply to a query or an operator's request: a `QueryReply`, as its client decodes.
 pub(super) fn query_error(code: pb::ErrorCode, message: String) -> Reply {
     query_error_of(error(code, message))
