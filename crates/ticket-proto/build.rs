@@ -21,10 +21,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Well-known types come from pbjson-types, which gives them serde impls, so every message
     // has the canonical proto3 JSON form (for exports and `--json` output).
     let descriptor_bytes = prost::Message::encode_to_vec(&descriptors);
+    // Maps as BTreeMap: their encoding and JSON come out in key order, the same every time.
     prost_build::Config::new()
+        .btree_map(["."])
         .compile_well_known_types()
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(descriptors)?;
-    pbjson_build::Builder::new().register_descriptors(&descriptor_bytes)?.build(&[".ticket"])?;
+    pbjson_build::Builder::new().register_descriptors(&descriptor_bytes)?.btree_map(["."]).build(&[".ticket"])?;
     Ok(())
 }

@@ -53,7 +53,12 @@ fn wire(ticket: TicketId, id: &str, body: CommandBody) -> pb::Command {
 /// What a command's sender saw.
 #[derive(Debug, Clone, PartialEq)]
 enum Outcome {
-    Accepted { events: Vec<String>, duplicate: bool },
+    /// `written`: the ticket's partition and the position of the command's last event in it.
+    Accepted {
+        events: Vec<String>,
+        duplicate: bool,
+        written: (u32, u64),
+    },
     Refused(i32, String),
 }
 
@@ -73,7 +78,9 @@ async fn send(client: &async_nats::Client, command: &pb::Command) -> Outcome {
             match reply.result.unwrap() {
                 pb::command_reply::Result::Accepted(a) => {
                     let events = a.events.iter().map(|e| e.event_id.clone()).collect();
-                    return Outcome::Accepted { events, duplicate: a.duplicate };
+                    let partition = a.partition.expect("a cluster's command reply names its partition");
+                    let position = a.events.last().map_or(0, |e| e.position);
+                    return Outcome::Accepted { events, duplicate: a.duplicate, written: (partition, position) };
                 }
                 pb::command_reply::Result::Error(e) if e.code == pb::ErrorCode::Unavailable as i32 => {
                     assert!(e.details.contains_key("partition") && e.details.contains_key("retry_after_ms"), "{e:?}");
@@ -223,8 +230,9 @@ async fn nothing_lost_or_decided_twice(
 ) {
     for command in sent {
         let again = send(&clients[0], command).await;
-        let Outcome::Accepted { events, .. } = &acked[&command.command_id] else { unreachable!() };
-        assert_eq!(again, Outcome::Accepted { events: events.clone(), duplicate: true }, "{}", command.command_id);
+        let Outcome::Accepted { events, written, .. } = &acked[&command.command_id] else { unreachable!() };
+        let expected = Outcome::Accepted { events: events.clone(), duplicate: true, written: *written };
+        assert_eq!(again, expected, "{}", command.command_id);
     }
 
     let js = jetstream::new(clients[clients.len() - 1].clone());
@@ -365,10 +373,23 @@ async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
     assert!(unavailable > 0, "node a's partitions had no owner for a while after the kill");
     nothing_lost_or_decided_twice(&clients, &sent, &acked).await;
 
-    // The lists across partitions: a customer's tickets and the board, from any node, merged in
-    // their order.
+    // The queries across partitions, answered by any node from its copies of every partition,
+    // once they hold every acknowledged command (read-your-writes with each partition's
+    // position): a customer's tickets and the board merged in their order, compliance added up.
+    let mut written: BTreeMap<u32, u64> = BTreeMap::new();
+    for outcome in acked.values() {
+        if let Outcome::Accepted { written: (partition, position), .. } = outcome {
+            let at = written.entry(*partition).or_default();
+            *at = (*at).max(*position);
+        }
+    }
     let opened = acked.keys().filter(|id| id.starts_with("open-")).count() + PARTITIONS as usize + 2;
-    let list = pb::ListCustomerTickets { customer: "acme".into(), limit: 5000, ..Default::default() };
+    let list = pb::ListCustomerTickets {
+        customer: "acme".into(),
+        limit: 5000,
+        min_partition_positions: written.clone(),
+        ..Default::default()
+    };
     let reply = clients[2].request("tickets.query.customer", list.encode_to_vec().into()).await.unwrap();
     let Some(pb::query_reply::Result::Tickets(tickets)) = pb::QueryReply::decode(reply.payload).unwrap().result else {
         panic!("no customer list");
@@ -376,7 +397,11 @@ async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
     assert_eq!(tickets.tickets.len(), opened.min(1000), "every open ticket of acme, up to the API's limit of 1000");
     let instants: Vec<i64> = tickets.tickets.iter().map(|t| t.opened_at.unwrap().seconds).collect();
     assert!(instants.is_sorted(), "by opening instant");
-    let board = pb::GetBoard { limit: 50, ..Default::default() };
+    assert_eq!(tickets.position, 0);
+    for (partition, position) in &written {
+        assert!(tickets.partition_positions[partition] >= *position, "partition {partition} read as of its writes");
+    }
+    let board = pb::GetBoard { limit: 50, min_partition_positions: written.clone(), ..Default::default() };
     let reply = clients[0].request("tickets.query.board", board.encode_to_vec().into()).await.unwrap();
     let Some(pb::query_reply::Result::Board(board)) = pb::QueryReply::decode(reply.payload).unwrap().result else {
         panic!("no board");
@@ -384,12 +409,36 @@ async fn three_nodes_serve_every_partition_and_a_killed_node_loses_nothing() {
     assert_eq!(board.entries.len(), 50);
     let dues: Vec<(i64, i32)> = board.entries.iter().map(|e| e.due_at.map(|d| (d.seconds, d.nanos)).unwrap()).collect();
     assert!(dues.is_sorted(), "by due instant");
-    let stale = pb::GetBoard { limit: 5, min_position: 3 };
-    let reply = clients[1].request("tickets.query.board", stale.encode_to_vec().into()).await.unwrap();
-    let Some(pb::query_reply::Result::Error(e)) = pb::QueryReply::decode(reply.payload).unwrap().result else {
-        panic!("a board with a min_position across partitions was answered");
-    };
-    assert_eq!(e.code, pb::ErrorCode::MalformedRequest as i32, "{e:?}");
+    // Compliance: the same report from every node asked (the two left, by turns), with every
+    // acknowledged first response counted once.
+    let responded = acked.keys().filter(|id| id.starts_with("respond-")).count() as u64;
+    let ask = pb::GetCompliance { min_partition_positions: written.clone(), ..Default::default() };
+    let mut reports = Vec::new();
+    for round in 0..6 {
+        let reply = clients[round % 3].request("tickets.query.compliance", ask.encode_to_vec().into()).await.unwrap();
+        let Some(pb::query_reply::Result::Compliance(report)) = pb::QueryReply::decode(reply.payload).unwrap().result
+        else {
+            panic!("no compliance report");
+        };
+        let first = pb::Metric::FirstResponse as i32;
+        let counted: u64 = report.rows.iter().filter(|r| r.metric == first).map(|r| r.first_responses).sum();
+        assert!(counted >= responded, "{counted} first responses counted, {responded} acknowledged");
+        reports.push(report.rows);
+    }
+    assert!(reports.windows(2).all(|w| w[0] == w[1]), "every node's report is the same");
+    for (stale, why) in [
+        (pb::GetBoard { limit: 5, min_position: 3, ..Default::default() }, "a min_position across partitions"),
+        (
+            pb::GetBoard { limit: 5, min_partition_positions: [(PARTITIONS as u32, 1)].into(), ..Default::default() },
+            "no such partition",
+        ),
+    ] {
+        let reply = clients[1].request("tickets.query.board", stale.encode_to_vec().into()).await.unwrap();
+        let Some(pb::query_reply::Result::Error(e)) = pb::QueryReply::decode(reply.payload).unwrap().result else {
+            panic!("a board with {why} was answered");
+        };
+        assert_eq!(e.code, pb::ErrorCode::MalformedRequest as i32, "{e:?}");
+    }
 
     // Node a comes back with nothing on disk, and takes its share again from the stream.
     std::fs::remove_dir_all(root.path().join("node-a")).unwrap();

@@ -55,6 +55,7 @@ impl Store {
                     ticket_id: command.ticket_id.to_string(),
                     events: envelopes,
                     duplicate: false,
+                    partition: None,
                 };
                 pb::CommandReply { result: Some(pb::command_reply::Result::Accepted(accepted)) }.encode_to_vec()
             }

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ticket_proto::pb;
@@ -10,7 +10,7 @@ use crate::connection::ConnectionError;
 pub enum ClientError {
     /// ticketd answered with a typed error: the wire code, its message and its particulars.
     #[error("refused ({}): {message}", code.as_str_name())]
-    Refused { code: pb::ErrorCode, message: String, details: HashMap<String, String> },
+    Refused { code: pb::ErrorCode, message: String, details: BTreeMap<String, String> },
     /// No reply within the client's timeout (after its retries, if any).
     #[error("ticketd did not answer on {subject} within {after:?}")]
     Timeout { subject: String, after: Duration },

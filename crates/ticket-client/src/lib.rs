@@ -112,6 +112,8 @@ pub struct Accepted {
     pub ticket_id: TicketId,
     pub events: Vec<RecordedEvent>,
     pub duplicate: bool,
+    /// On a cluster: the ticket's partition, whose positions the events' are (see [`Written`]).
+    pub partition: Option<u32>,
 }
 
 impl Accepted {
@@ -127,7 +129,41 @@ impl Accepted {
             ticket_id: self.ticket_id.to_string(),
             events: self.events.iter().map(pb::EventEnvelope::from).collect(),
             duplicate: self.duplicate,
+            partition: self.partition,
         }
+    }
+}
+
+/// How far a client's writes went, for the queries that read every ticket (a customer's
+/// tickets, the board, compliance) to wait for them: the log's position on a single node, each
+/// partition's on a cluster (ADR 0015). A ticket's own queries take [`Accepted::position`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    position: u64,
+    partitions: std::collections::BTreeMap<u32, u64>,
+}
+
+impl Written {
+    /// Counts `accepted` in.
+    pub fn record(&mut self, accepted: &Accepted) {
+        let position = accepted.position();
+        let at = match accepted.partition {
+            Some(partition) => self.partitions.entry(partition).or_default(),
+            None => &mut self.position,
+        };
+        *at = (*at).max(position);
+    }
+
+    /// `query`, made to answer only once these writes are in what it reads.
+    pub fn applied_to(&self, mut query: Query) -> Query {
+        let (position, partitions) = (self.position, self.partitions.clone());
+        match &mut query {
+            Query::Customer(q) => (q.min_position, q.min_partition_positions) = (position, partitions),
+            Query::Board(q) => (q.min_position, q.min_partition_positions) = (position, partitions),
+            Query::Compliance(q) => (q.min_position, q.min_partition_positions) = (position, partitions),
+            Query::Ticket(_) | Query::Timeline(_) => {}
+        }
+        query
     }
 }
 
@@ -227,7 +263,7 @@ impl Client {
             .map(RecordedEvent::try_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| undecodable(e.to_string()))?;
-        Ok(Accepted { ticket_id, events, duplicate: accepted.duplicate })
+        Ok(Accepted { ticket_id, events, duplicate: accepted.duplicate, partition: accepted.partition })
     }
 
     /// Sends a wire command and returns ticketd's acceptance as it came, its events undecoded
@@ -444,13 +480,14 @@ impl Client {
             min_position: after,
             include_resolved,
             limit,
+            ..Default::default()
         });
         self.query_as(query, |r| if let pb::query_reply::Result::Tickets(v) = r { Some(v) } else { None }).await
     }
 
     /// The SLA board (`limit` 0: the server's default), once the views applied `after`.
     pub async fn board(&self, limit: u32, after: u64) -> Result<pb::Board, ClientError> {
-        let query = Query::Board(pb::GetBoard { min_position: after, limit });
+        let query = Query::Board(pb::GetBoard { min_position: after, limit, ..Default::default() });
         self.query_as(query, |r| if let pb::query_reply::Result::Board(v) = r { Some(v) } else { None }).await
     }
 
@@ -471,6 +508,7 @@ impl Client {
             min_position: after,
             from: from.as_ref().map(ticket_proto::wire::timestamp),
             to: to.as_ref().map(ticket_proto::wire::timestamp),
+            ..Default::default()
         });
         self.query_as(query, |r| if let pb::query_reply::Result::Compliance(v) = r { Some(v) } else { None }).await
     }

@@ -172,6 +172,33 @@ impl LogStream {
         }
     }
 
+    /// The stream's last sequence, of any partition; 0 when it is empty.
+    pub async fn last_of_all(&self) -> Result<u64, StreamError> {
+        let mut stream = self.stream.clone();
+        Ok(stream.info().await.map_err(|e| nats("read the stream's state")(&e))?.state.last_sequence)
+    }
+
+    /// Every partition's entries from stream sequence `from` on, as they are appended (an
+    /// ordered consumer, which JetStream recreates past a lost message).
+    pub async fn tail(&self, from: u64) -> Result<consumer::pull::Ordered, StreamError> {
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: format!("{}.*", self.config.subject_prefix),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats("open a follower of the partitions")(&e))?;
+        consumer.messages().await.map_err(|e| nats("follow the partitions")(&e))
+    }
+
+    /// The partition an entry's subject names, if it is one of `partitions`.
+    pub fn partition_of(&self, subject: &str, partitions: ticket_domain::Partitions) -> Option<Partition> {
+        let index = subject.strip_prefix(self.config.subject_prefix.as_str())?.strip_prefix('.')?;
+        partitions.get(index.parse().ok()?)
+    }
+
     /// The entry at stream sequence `sequence`, if there is one.
     pub async fn entry_at(&self, sequence: u64) -> Result<Option<pb::PartitionEntry>, StreamError> {
         if sequence == 0 {

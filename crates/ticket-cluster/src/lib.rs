@@ -5,6 +5,7 @@
 //! subject of one replicated stream, fenced: [`fence`].
 
 pub mod fence;
+pub mod follow;
 pub mod lease;
 pub mod node;
 pub mod partition_log;
@@ -13,7 +14,8 @@ pub mod status;
 mod test_support;
 
 pub use fence::{AppendError, Fenced, LogStream, LogStreamConfig, StreamError};
+pub use follow::{FollowConfig, FollowError, Followers};
 pub use lease::{Lease, LeaseConfig, LeaseError, LeaseWatch, Leases};
 pub use node::{LogsOnly, NodeConfig, NodeError, NodeHandle, Owned, PartitionService, Serving, start, start_serving};
-pub use partition_log::{CatchUpError, StreamReplicator, catch_up, catch_up_from};
+pub use partition_log::{CatchUpError, StreamReplicator, catch_up, catch_up_from, catch_up_remembered};
 pub use status::StatusSources;

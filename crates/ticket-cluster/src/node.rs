@@ -34,7 +34,7 @@ use tracing::{info, warn};
 
 use crate::fence::{LogStream, LogStreamConfig};
 use crate::lease::{Lease, LeaseConfig, LeaseWatch, Leases};
-use crate::partition_log::{CatchUpError, StreamReplicator, catch_up_from};
+use crate::partition_log::{StreamReplicator, catch_up_remembered};
 
 /// How a node runs.
 #[derive(Debug, Clone)]
@@ -174,18 +174,9 @@ async fn serve(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let hint_file = config.hint_file(partition);
-    let hint = std::fs::read_to_string(&hint_file).ok().and_then(|h| h.trim().parse::<u64>().ok()).unwrap_or(1);
-    let caught = match catch_up_from(&log, stream, partition, hint, upto).await {
-        Err(CatchUpError::Diverged { sequence: None, .. }) if hint > 1 => {
-            catch_up_from(&log, stream, partition, 1, upto).await
-        }
-        other => other,
-    };
-    let (_, holding) = caught.map_err(|e| e.to_string())?;
-    if let Err(e) = ticket_log::durable::write_file(&hint_file, holding.max(1).to_string().as_bytes()) {
-        warn!(partition = partition.index(), error = %e, "where the catch-up ended could not be remembered");
-    }
+    catch_up_remembered(&log, stream, partition, &config.hint_file(partition), upto)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Owned { partition, log, lease })
 }
 

@@ -6,6 +6,7 @@
 //! stream acknowledged it (replicated to a majority), so a sled log never holds what the stream
 //! refused; a crash between the two leaves the sled log behind, and [`catch_up`] repairs it.
 
+use std::path::Path;
 use std::sync::Mutex;
 
 use ticket_domain::Partition;
@@ -241,6 +242,36 @@ pub async fn catch_up_from(
     let head = log.head();
     info!(partition = partition.index(), from = local, head, upto, "partition log caught up from the stream");
     Ok((head, holding))
+}
+
+/// [`catch_up_from`] the stream sequence `hint_file` remembers (from the start if it holds
+/// none, or one past the log's head), which it then remembers for the next catch-up. Returns
+/// the log's head and the stream sequence of the group holding it.
+pub async fn catch_up_remembered(
+    log: &SledLog,
+    stream: &LogStream,
+    partition: Partition,
+    hint_file: &Path,
+    upto: u64,
+) -> Result<(u64, u64), CatchUpError> {
+    let hint = std::fs::read_to_string(hint_file).ok().and_then(|h| h.trim().parse::<u64>().ok()).unwrap_or(1);
+    let caught = match catch_up_from(log, stream, partition, hint, upto).await {
+        Err(CatchUpError::Diverged { sequence: None, .. }) if hint > 1 => {
+            catch_up_from(log, stream, partition, 1, upto).await
+        }
+        other => other,
+    };
+    let (head, holding) = caught?;
+    remember(hint_file, partition, holding);
+    Ok((head, holding))
+}
+
+/// Writes down the stream sequence a partition's next catch-up may start from; a failure is
+/// only reported (the next catch-up then reads from an older one).
+pub(crate) fn remember(hint_file: &Path, partition: Partition, holding: u64) {
+    if let Err(e) = ticket_log::durable::write_file(hint_file, holding.max(1).to_string().as_bytes()) {
+        warn!(partition = partition.index(), error = %e, "where the catch-up ended could not be remembered");
+    }
 }
 
 #[cfg(test)]

@@ -25,8 +25,7 @@ pub use ticket_log::ClockKind;
 use ticket_log::{EventLog, LogError};
 pub use ticket_log_sled::SledLog;
 use ticket_log_sled::{RedbState, SledConfig};
-pub use ticket_projections::ProjectorConfig;
-use ticket_projections::{Projector, ProjectorError};
+pub use ticket_projections::{Projector, ProjectorConfig, ProjectorError};
 use ticket_service::{Clock, CommandService, ServiceConfig};
 pub use ticket_service::{SimulatedClock, SystemClock};
 use ticket_timer::{IndexStore, Progress, TimerConfig, TimerHandle};
@@ -225,7 +224,26 @@ impl EngineConfig {
     }
 }
 
-type ProjectorTask = JoinHandle<Result<(), ProjectorError>>;
+/// A running projector's task: its outcome once told to stop.
+pub type ProjectorTask = JoinHandle<Result<(), ProjectorError>>;
+
+/// Read models on a log this process only reads (a cluster node's copy of a partition, written
+/// from the log stream: ADR 0015): the projector on the state store of `data_dir`, following
+/// the log until `shutdown` turns true.
+pub async fn start_views(
+    log: SledLog,
+    data_dir: DataDir,
+    config: ProjectorConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Projector<SledLog>, ProjectorTask), EngineError> {
+    let views = blocking(move || {
+        let state: Arc<dyn ticket_log::StateStore> = Arc::new(data_dir.open_state()?);
+        Ok(Projector::open(log, Some(state), config))
+    })
+    .await?;
+    let task = views.spawn(shutdown);
+    Ok((views, task))
+}
 
 /// A running engine: the log, the command service, the live read models and the timer.
 #[derive(Debug)]

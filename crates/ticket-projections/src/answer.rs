@@ -9,7 +9,7 @@ use ticket_domain::{CustomerId, Policy, Ticket, TicketId, Timestamp};
 use ticket_log::{EventLog, LogError};
 use ticket_proto::{pb, wire};
 
-use crate::{BoardEntry, ComplianceRow, Period, Projector, ReadModels, TimelineEntry, models::timeline};
+use crate::{BoardEntry, Period, Projector, ReadModels, Tally, TimelineEntry, models::timeline};
 
 /// The read models' answers, each with the position it is as of: the live projector (its rows
 /// in memory and in the state store) and [`ReadModels`] (in memory, as of a moment: time travel
@@ -28,8 +28,8 @@ pub trait Views {
     fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64);
     /// A ticket's timeline, read from `log` (blocking I/O), as of the views' position.
     fn timeline<L: EventLog>(&self, id: TicketId, log: &L) -> Result<(Vec<TimelineEntry>, u64), LogError>;
-    /// The compliance report over `period`, on the calendars of `policy`.
-    fn compliance(&self, period: Period, policy: &Policy) -> Result<(Vec<ComplianceRow>, u64), LogError>;
+    /// The compliance report's counts over `period`, on the calendars of `policy`.
+    fn tally(&self, period: Period, policy: &Policy) -> Result<(Tally, u64), LogError>;
 }
 
 impl Views for ReadModels {
@@ -56,8 +56,8 @@ impl Views for ReadModels {
         Ok((timeline::read_timeline(log, id, |e| e.position <= position && at.includes(e))?, position))
     }
 
-    fn compliance(&self, period: Period, policy: &Policy) -> Result<(Vec<ComplianceRow>, u64), LogError> {
-        Ok((self.compliance.model().report(period, policy)?, self.compliance.position()))
+    fn tally(&self, period: Period, policy: &Policy) -> Result<(Tally, u64), LogError> {
+        Ok((self.compliance.model().tally(period, policy)?, self.compliance.position()))
     }
 }
 
@@ -106,7 +106,7 @@ pub fn customer(
 ) -> Result<pb::TicketList, pb::Error> {
     let (tickets, position) = views.customer(customer, include_resolved, limit).map_err(|e| unavailable(&e))?;
     let tickets = tickets.iter().map(|t| ticket_view(t, position, policy, now)).collect();
-    Ok(pb::TicketList { tickets, position })
+    Ok(pb::TicketList { tickets, position, ..Default::default() })
 }
 
 /// `tickets.query.board`: open tickets by their nearest due instant.
@@ -128,7 +128,7 @@ pub fn board(views: &impl Views, limit: usize) -> Result<pb::Board, pb::Error> {
             title: t.title.to_string(),
         });
     }
-    Ok(pb::Board { entries, position })
+    Ok(pb::Board { entries, position, ..Default::default() })
 }
 
 /// `tickets.query.timeline`: every event of a ticket, each described from the log. Reads the
@@ -158,25 +158,30 @@ pub fn timeline<L: EventLog>(views: &impl Views, id: TicketId, log: &L) -> Resul
 
 /// `tickets.query.compliance`: met and breached per plan, severity, category and clock.
 pub fn compliance(views: &impl Views, period: Period, policy: &Policy) -> Result<pb::ComplianceReport, pb::Error> {
-    let (rows, position) = views.compliance(period, policy).map_err(|e| unavailable(&e))?;
-    {
-        let rows = rows
-            .into_iter()
-            .map(|r| pb::ComplianceRow {
-                plan: r.plan,
-                severity: wire::severity(r.severity_level),
-                category: r.category,
-                metric: wire::metric(r.metric_kind),
-                met: r.met,
-                breached: r.breached,
-                compliance_percent: r.compliance_percent,
-                first_responses: r.first_responses,
-                median_first_response_seconds: r.median_first_response_secs,
-                p90_first_response_seconds: r.p90_first_response_secs,
-            })
-            .collect();
-        Ok(pb::ComplianceReport { rows, position })
-    }
+    let (tally, position) = views.tally(period, policy).map_err(|e| unavailable(&e))?;
+    Ok(report(tally, position))
+}
+
+/// The compliance report of `tally` (one read model's, or the sum of a cluster's partitions'),
+/// as of `position`.
+pub fn report(tally: Tally, position: u64) -> pb::ComplianceReport {
+    let rows = tally
+        .rows()
+        .into_iter()
+        .map(|r| pb::ComplianceRow {
+            plan: r.plan,
+            severity: wire::severity(r.severity_level),
+            category: r.category,
+            metric: wire::metric(r.metric_kind),
+            met: r.met,
+            breached: r.breached,
+            compliance_percent: r.compliance_percent,
+            first_responses: r.first_responses,
+            median_first_response_seconds: r.median_first_response_secs,
+            p90_first_response_seconds: r.p90_first_response_secs,
+        })
+        .collect();
+    pb::ComplianceReport { rows, position, ..Default::default() }
 }
 
 /// `tickets.admin.lag`: each projection's position against the log's head, and the quarantined

@@ -28,7 +28,7 @@ pub mod whatif;
 pub use history::History;
 pub use model::{Projected, ReadModel};
 pub use models::board::{Board, BoardEntry};
-pub use models::compliance::{Compliance, ComplianceRow, Period};
+pub use models::compliance::{Compliance, ComplianceRow, Period, Tally};
 pub use models::tickets::{ClockView, Quarantine, TicketDetail, Tickets};
 pub use models::timeline::{TimelineEntry, add_details, read_timeline, timeline_of};
 pub use rows::StateError;

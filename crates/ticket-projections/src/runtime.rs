@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::answer::Views;
 use crate::history::{History, LogHistory};
 use crate::rows::StateError;
-use crate::{Board, BoardEntry, Compliance, ComplianceRow, Period, Projected, Quarantine, ReadModel, Tickets};
+use crate::{Board, BoardEntry, Compliance, Period, Projected, Quarantine, ReadModel, Tally, Tickets};
 use crate::{TimelineEntry, models::timeline};
 
 #[derive(Debug, Clone)]
@@ -645,8 +645,8 @@ impl<L: EventLog> Views for Projector<L> {
         Ok((timeline::read_timeline(log, id, |e| e.position <= position)?, position))
     }
 
-    fn compliance(&self, period: Period, policy: &Policy) -> Result<(Vec<ComplianceRow>, u64), LogError> {
+    fn tally(&self, period: Period, policy: &Policy) -> Result<(Tally, u64), LogError> {
         let compliance = self.compliance.read();
-        Ok((compliance.model().report(period, policy)?, compliance.position()))
+        Ok((compliance.model().tally(period, policy)?, compliance.position()))
     }
 }

@@ -385,6 +385,32 @@ proptest! {
         prop_assert_eq!(total, h.events.len());
     }
 
+    /// A cluster's compliance: the tickets split among partitions, each partition's tally of its
+    /// own tickets' events added up, gives the report of all of them (counts, compliance and
+    /// percentiles alike), over any period.
+    #[test]
+    fn partitions_tallies_add_up_to_the_whole_report(ops in ops(), count in 1u64..6) {
+        let h = history(&ops);
+        let partitions = Partitions::new(count).unwrap();
+        let whole = single_pass(&h.events);
+        let parts: Vec<ReadModels> = partitions
+            .all()
+            .map(|p| {
+                let own: Vec<RecordedEvent> =
+                    h.events.iter().filter(|e| partitions.of(e.event.ticket_id) == p).cloned().collect();
+                single_pass(&own)
+            })
+            .collect();
+        let mid = h.events.get(h.events.len() / 2).map(|e| e.event.occurred_at);
+        for period in [Period::default(), Period { from: mid, to: None }, Period { from: None, to: mid }] {
+            let mut added = Tally::default();
+            for part in &parts {
+                added.add(part.compliance.model().tally(period, &h.policy).unwrap());
+            }
+            prop_assert_eq!(added.rows(), whole.compliance.model().report(period, &h.policy).unwrap());
+        }
+    }
+
     /// Compliance counts each breach recorded once, and a met or breached outcome per stopped cycle.
     #[test]
     fn compliance_counts_every_recorded_breach_once(ops in ops()) {

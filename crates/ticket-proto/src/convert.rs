@@ -51,7 +51,7 @@ pub fn error_code(kind: ErrorKind) -> pb::ErrorCode {
 
 impl From<&DomainError> for pb::Error {
     fn from(error: &DomainError) -> Self {
-        let mut details = std::collections::HashMap::new();
+        let mut details = std::collections::BTreeMap::new();
         let mut put = |k: &str, v: String| {
             details.insert(k.to_owned(), v);
         };
@@ -99,7 +99,7 @@ impl From<&DomainError> for pb::Error {
 
 impl From<&ProtoError> for pb::Error {
     fn from(error: &ProtoError) -> Self {
-        let mut details = std::collections::HashMap::new();
+        let mut details = std::collections::BTreeMap::new();
         if let Some(field) = error.field() {
             details.insert("field".to_owned(), field.to_owned());
         }

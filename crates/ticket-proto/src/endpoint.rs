@@ -294,6 +294,18 @@ impl Query {
             Query::Compliance(q) => q.min_position,
         }
     }
+
+    /// The position each partition must have reached (a cluster's queries that read every
+    /// partition); empty for a ticket's own queries, which name theirs in `min_position`.
+    pub fn min_partition_positions(&self) -> &std::collections::BTreeMap<u32, u64> {
+        static NONE: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+        match self {
+            Query::Customer(q) => &q.min_partition_positions,
+            Query::Board(q) => &q.min_partition_positions,
+            Query::Compliance(q) => &q.min_partition_positions,
+            Query::Ticket(_) | Query::Timeline(_) => &NONE,
+        }
+    }
 }
 
 /// An operator's request, as sent to its endpoint.

@@ -11,7 +11,7 @@ use ticket_log::{EventLog, StateStore};
 use ticket_log_sled::SledLog;
 use ticket_projections::answer::Views;
 use ticket_projections::{
-    At, BoardEntry, ComplianceRow, Period, Projector, ProjectorConfig, ReadModels, TimelineEntry, answer,
+    At, BoardEntry, Period, Projector, ProjectorConfig, ReadModels, Tally, TimelineEntry, answer,
 };
 use ticket_proto::pb;
 use ticket_service::{CommandRequest, Stamp};
@@ -157,10 +157,10 @@ impl Views for Models {
             Models::At(m) => m.timeline(id, log),
         }
     }
-    fn compliance(&self, period: Period, policy: &Policy) -> Result<(Vec<ComplianceRow>, u64), ticket_log::LogError> {
+    fn tally(&self, period: Period, policy: &Policy) -> Result<(Tally, u64), ticket_log::LogError> {
         match self {
-            Models::Live(p) => p.compliance(period, policy),
-            Models::At(m) => m.compliance(period, policy),
+            Models::Live(p) => p.tally(period, policy),
+            Models::At(m) => m.tally(period, policy),
         }
     }
 }
@@ -211,6 +211,7 @@ impl Backend for Local<'_> {
                 ticket_id: result.events.first().map_or(ticket_id, |e| e.event.ticket_id).to_string(),
                 events: result.events.iter().map(pb::EventEnvelope::from).collect(),
                 duplicate: result.duplicate,
+                partition: None,
             }),
             Err(e) => Err(Failure::Refused(ticket_nats::service_error(&e))),
         }

@@ -9,6 +9,11 @@
 //! owner published after it is sent again and dropped by the stream as a duplicate: the same
 //! `Nats-Msg-Id`). Every node serves the public endpoints and routes each request to the
 //! ticket's partition.
+//!
+//! Every node also keeps a copy of every partition's log, followed from the log stream, with
+//! read models on each (`<data_dir>/replicas/<p>/`): a customer's tickets, the board and the
+//! compliance report are answered from them on any node, and so is a ticket's query while its
+//! partition has no owner.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +31,7 @@ use ticket_log::EventLog;
 use ticket_nats::publisher::{self, PublisherConfig, Reconcile};
 use ticket_nats::{ClusterApi, PartitionApi};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::serve::Nats;
@@ -125,6 +130,62 @@ impl Serving for PartitionEngine {
     }
 }
 
+/// This node's copies of every partition's log, following the log stream, and the read models
+/// on each (`<data_dir>/replicas/<p>/`): what the queries that read every partition answer from.
+struct Copies {
+    followers: ticket_cluster::Followers,
+    projectors: Vec<ticket_engine::ProjectorTask>,
+    stop: watch::Sender<bool>,
+}
+
+impl Copies {
+    /// Catches every partition's copy up (retried until JetStream answers), starts the read
+    /// models on each and hands them to `api`.
+    async fn start(
+        js: jetstream::Context,
+        node: &NodeConfig,
+        projector: ProjectorConfig,
+        policy: Arc<Policy>,
+        api: &ClusterApi<SledLog>,
+    ) -> anyhow::Result<Self> {
+        let stream =
+            patiently("the partitions' log stream", || LogStream::ensure(js.clone(), node.log.clone())).await?;
+        let follow = ticket_cluster::FollowConfig::new(node.data_dir.join("replicas"), node.partitions);
+        let followers = patiently("this node's copies of the partitions", || {
+            ticket_cluster::Followers::start(stream.clone(), follow.clone())
+        })
+        .await?;
+        let (stop, stopped) = watch::channel(false);
+        let (mut views, mut projectors) = (std::collections::BTreeMap::new(), Vec::new());
+        for (partition, log) in followers.logs() {
+            let dir = DataDir::new(follow.dir(*partition));
+            let (view, task) = ticket_engine::start_views(log.clone(), dir, projector.clone(), stopped.clone()).await?;
+            views.insert(*partition, view);
+            projectors.push(task);
+        }
+        info!(partitions = views.len(), "this node's read models of every partition started");
+        api.read_from(ticket_nats::Replicas { views, policy });
+        Ok(Self { followers, projectors, stop })
+    }
+
+    /// Stops the read models (each flushed, within `deadline`), then the following.
+    async fn stop(self, deadline: Duration) {
+        self.stop.send_replace(true);
+        let until = tokio::time::Instant::now() + deadline;
+        for task in self.projectors {
+            match tokio::time::timeout_at(until, task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    warn!(error = %e, "a copy's read models stopped with an error (rebuilt from the copy)")
+                }
+                Ok(Err(e)) => warn!(error = %e, "a copy's projector failed"),
+                Err(_) => warn!("a copy's read models were not flushed by the deadline (caught up at the next start)"),
+            }
+        }
+        let _ = tokio::time::timeout_at(until, self.followers.stop()).await;
+    }
+}
+
 /// `tickets.admin.cluster`'s answer, read from the cluster's streams and buckets (opened at the
 /// first request, once the node has made sure they exist).
 fn status_source(js: jetstream::Context, node: NodeConfig, watermarks: kv::Store) -> ticket_nats::ClusterStatusSource {
@@ -220,12 +281,13 @@ pub(crate) async fn serve(
     )
     .await?;
     let timer = if config.timer.enabled { Some(config.timer()?) } else { None };
+    let copies_api = cluster_api.clone();
     let engines = Engines {
         data_dir: config.data_dir.clone(),
         policy: policy.clone(),
         timer,
         projector: config.projector(),
-        api: cluster_api,
+        api: cluster_api.clone(),
         js: public,
         publisher: publisher_config,
         watermarks,
@@ -236,6 +298,19 @@ pub(crate) async fn serve(
         ticket_cluster::start_serving(own.clone(), node_config.clone(), engines.clone())
     })
     .await?;
+    // The copies of every partition catch up beside the partitions this node serves; until they
+    // have, the queries that read every partition are UNAVAILABLE here.
+    let copies = {
+        let (js, node_config, projector, policy, api) =
+            (own.clone(), node_config.clone(), config.projector(), policy.clone(), copies_api);
+        tokio::spawn(async move {
+            let started = Copies::start(js, &node_config, projector, policy, &api).await;
+            if let Err(e) = &started {
+                error!(error = %e, "this node's copies of the partitions could not start: the queries that read every partition stay UNAVAILABLE here");
+            }
+            started
+        })
+    };
 
     let outcome = nats.answers().await;
     if outcome.is_ok() {
@@ -263,6 +338,18 @@ pub(crate) async fn serve(
     let left = deadline.saturating_sub(started.elapsed());
     if tokio::time::timeout(left, node.stop()).await.is_err() {
         warn!("the partitions were not all handed over by the deadline; their leases expire");
+    }
+    if copies.is_finished() {
+        match copies.await {
+            Ok(Ok(copies)) => copies.stop(deadline.saturating_sub(started.elapsed())).await,
+            Ok(Err(e)) => warn!(error = %e, "this node's copies of the partitions never started"),
+            Err(e) => warn!(error = %e, "starting this node's copies of the partitions failed"),
+        }
+    } else {
+        copies.abort();
+        warn!(
+            "this node's copies of the partitions were still being caught up (they go on from there at the next start)"
+        );
     }
     let _ = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), client.flush()).await;
     info!(took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), "ticketd stopped (cluster node)");

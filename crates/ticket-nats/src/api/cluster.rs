@@ -15,7 +15,7 @@
 //! one in the partition its command id names, so that its retry reaches the same log.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use async_nats::{Client, HeaderMap};
@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use prost::Message;
-use ticket_domain::{Partition, Partitions, TicketId};
+use ticket_domain::{Partition, Partitions, Policy, TicketId};
 use ticket_log::EventLog;
 use ticket_projections::Projector;
 use ticket_proto::{AdminEndpoint, Endpoint, Family, Query, QueryEndpoint, pb};
@@ -55,6 +55,22 @@ pub type ClusterStatusSource = Arc<dyn Fn() -> BoxFuture<'static, Result<pb::Clu
 /// answers is sent only while it does; else `UNAVAILABLE` (a deposed owner that has not noticed
 /// yet must not answer from a state that may be stale).
 pub type LeaseCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Every partition's read models on this node, built from its copies of the partitions' logs,
+/// which follow the log stream (`ticket_cluster::Followers`): what the queries that read every
+/// partition answer from, and a ticket's queries while its partition has no owner.
+pub struct Replicas<L: EventLog> {
+    pub views: BTreeMap<Partition, Projector<L>>,
+    /// The policy the answers are computed on (the calendars of the business times).
+    pub policy: Arc<Policy>,
+}
+
+impl<L: EventLog> std::fmt::Debug for Replicas<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let partitions: Vec<u16> = self.views.keys().map(|p| p.index()).collect();
+        f.debug_struct("Replicas").field("partitions", &partitions).field("policy", &self.policy.version()).finish()
+    }
+}
 
 /// A partition this node serves: its engine's API, and its lease.
 struct Served<L: EventLog> {
@@ -97,6 +113,8 @@ struct Front<L: EventLog> {
     /// How long a forwarded request waits for the owner's answer.
     forward_timeout: Duration,
     status: ClusterStatusSource,
+    /// Set once this node's copies of every partition are caught up.
+    replicas: OnceLock<Arc<Replicas<L>>>,
 }
 
 /// A cluster node's API: [`ClusterApi::serve`] adds a partition this node took, and the
@@ -137,6 +155,7 @@ pub async fn start_cluster<L: EventLog>(
         local: RwLock::new(BTreeMap::new()),
         forward_timeout,
         status,
+        replicas: OnceLock::new(),
     });
     let handle = super::serve(client, front.clone(), &config).await?;
     Ok((handle, ClusterApi { front }))
@@ -153,8 +172,12 @@ impl<L: EventLog> ClusterApi<L> {
         views: Projector<L>,
         held: LeaseCheck,
     ) -> Result<PartitionApi, ApiError> {
-        let api =
-            Arc::new(Api { service, views, config: self.front.config.clone(), partitions: self.front.partitions });
+        let api = Arc::new(Api {
+            service,
+            views,
+            config: self.front.config.clone(),
+            partitions: Some(self.front.partitions),
+        });
         let served = Served { api, held };
         let subject = format!("{PARTITION_SUBJECT_PREFIX}.{}.>", partition.index());
         let mut requests = self
@@ -218,6 +241,12 @@ impl<L: EventLog> ClusterApi<L> {
     pub fn served(&self) -> Vec<Partition> {
         self.front.served()
     }
+
+    /// Answers the queries that read every partition from `replicas` (until then they are
+    /// `UNAVAILABLE` here). Once only: false if it was set already.
+    pub fn read_from(&self, replicas: Replicas<L>) -> bool {
+        self.front.replicas.set(Arc::new(replicas)).is_ok()
+    }
 }
 
 /// One partition's share of a node's API; [`PartitionApi::stop`] ends it.
@@ -258,9 +287,10 @@ impl<L: EventLog> Front<L> {
 
     async fn answer_request(&self, endpoint: Endpoint, stamp: Option<String>, payload: Bytes) -> Reply {
         // Refused before anything is routed: who may not use an endpoint learns it here.
-        if let Err(refused) = admit(&self.config.identities, stamp.as_deref(), endpoint) {
-            return refused;
-        }
+        let caller = match admit(&self.config.identities, stamp.as_deref(), endpoint) {
+            Ok(caller) => caller,
+            Err(refused) => return refused,
+        };
         match endpoint {
             Endpoint::Command(command) => {
                 let wire = match commands::prepared(command, &payload, &self.config, self.partitions) {
@@ -292,43 +322,82 @@ impl<L: EventLog> Front<L> {
                     Ok(Query::Customer(_) | Query::Board(_) | Query::Compliance(_)) => String::new(),
                     Err(refused) => return refused,
                 };
-                match TicketId::parse(&ticket_id) {
-                    Ok(ticket) => self.route(self.partitions.of(ticket), endpoint, stamp, payload).await,
-                    Err(e) => reply::query_error(pb::ErrorCode::MalformedRequest, format!("not a ticket id: {e}")),
+                let partition = match TicketId::parse(&ticket_id) {
+                    Ok(ticket) => self.partitions.of(ticket),
+                    Err(e) => {
+                        return reply::query_error(pb::ErrorCode::MalformedRequest, format!("not a ticket id: {e}"));
+                    }
+                };
+                if let Some(served) = self.served_here(partition) {
+                    return served.answer(partition, endpoint, stamp.as_deref(), &payload).await;
+                }
+                match self.forward(partition, endpoint, stamp.as_deref(), payload.clone()).await {
+                    Ok(answer) => answer,
+                    // No owner at the moment: this node's copy of the partition answers (the
+                    // stream's truth as of the position the answer names).
+                    Err(why) => match self.replicas.get().and_then(|r| Some((r.views.get(&partition)?.clone(), r))) {
+                        Some((views, replicas)) => {
+                            debug!(
+                                partition = partition.index(),
+                                why, "a ticket's query answered from this node's copy"
+                            );
+                            let clock = self.clock.clone();
+                            queries::handle(
+                                query,
+                                &caller,
+                                &payload,
+                                &views,
+                                &replicas.policy,
+                                clock.as_ref(),
+                                &self.config,
+                            )
+                            .await
+                        }
+                        None => unavailable(endpoint, partition, &why),
+                    },
                 }
             }
-            Endpoint::Query(query @ (QueryEndpoint::Customer | QueryEndpoint::Board)) => {
-                self.gather(query, stamp, payload).await
+            Endpoint::Query(query @ (QueryEndpoint::Customer | QueryEndpoint::Board | QueryEndpoint::Compliance)) => {
+                self.across(query, &caller, payload).await
             }
-            Endpoint::Query(QueryEndpoint::Compliance) => reply::query_error(
-                pb::ErrorCode::Unavailable,
-                "tickets.query.compliance reads every partition's outcomes (its percentiles do not merge from \
-                 per-partition answers), which a cluster node does not serve yet (ADR 0015)"
-                    .into(),
-            ),
             Endpoint::Admin(AdminEndpoint::Clock) => admin::clock_now(self.clock.as_ref(), None),
             Endpoint::Admin(AdminEndpoint::Cluster) => match (self.status)().await {
                 Ok(status) => reply::query_reply(pb::query_reply::Result::Cluster(status)),
                 Err(e) => reply::query_error(pb::ErrorCode::Unavailable, format!("the cluster's status: {e}")),
             },
-            Endpoint::Admin(AdminEndpoint::Lag | AdminEndpoint::Rebuild | AdminEndpoint::AdvanceClock) => {
-                reply::query_error(
-                    pb::ErrorCode::Unavailable,
-                    format!(
-                        "tickets.admin.{} is per partition, which a cluster node does not serve yet (ADR 0015)",
-                        endpoint.name()
-                    ),
-                )
-            }
+            Endpoint::Admin(AdminEndpoint::Lag) => match self.replicas.get() {
+                Some(replicas) => {
+                    let mut all = pb::ProjectionLags::default();
+                    for (partition, views) in &replicas.views {
+                        let lags = ticket_projections::answer::projection_status(views);
+                        all.projections.extend(lags.projections.into_iter().map(|lag| pb::ProjectionLag {
+                            name: format!("p{}/{}", partition.index(), lag.name),
+                            ..lag
+                        }));
+                        all.quarantined.extend(lags.quarantined);
+                    }
+                    reply::query_reply(pb::query_reply::Result::Lag(all))
+                }
+                None => not_caught_up(endpoint),
+            },
+            Endpoint::Admin(AdminEndpoint::Rebuild | AdminEndpoint::AdvanceClock) => reply::query_error(
+                pb::ErrorCode::Unavailable,
+                format!(
+                    "tickets.admin.{} is per partition, which a cluster node does not serve yet (ADR 0015)",
+                    endpoint.name()
+                ),
+            ),
         }
     }
 
-    /// A list across partitions (a customer's tickets, the board): every partition's answer,
-    /// merged in the order one read model keeps (tickets: open first, then by opening instant
-    /// and id; the board: by due instant and ticket), cut at the limit. All or nothing: the first
-    /// partition's refusal or `UNAVAILABLE` is the answer. Its `position` is 0: positions are
-    /// per partition, so a `min_position` is refused here.
-    async fn gather(&self, query: QueryEndpoint, stamp: Option<String>, payload: Bytes) -> Reply {
+    /// A query that reads every partition (a customer's tickets, the board, compliance),
+    /// answered from this node's copies of every partition once each has reached the position
+    /// `min_partition_positions` names for it. Lists are merged in the order one read model
+    /// keeps (tickets: open first, then by opening instant and id; the board: by due instant
+    /// and ticket) and cut at the limit; compliance adds up every partition's outcomes. The
+    /// answer's `position` is 0, and `partition_positions` has each partition's; a plain
+    /// `min_position` is refused, since positions are per partition.
+    async fn across(&self, query: QueryEndpoint, caller: &identity::Caller, payload: Bytes) -> Reply {
         let decoded = match queries::decoded(query, &payload, &self.config) {
             Ok(decoded) => decoded,
             Err(refused) => return refused,
@@ -338,33 +407,59 @@ impl<L: EventLog> Front<L> {
                 pb::ErrorCode::MalformedRequest,
                 format!(
                     "min_position: a cluster's positions are per partition, and tickets.query.{} reads them all; \
-                     ask per ticket to read your writes (tickets.query.ticket)",
+                     name them in min_partition_positions (each command reply names its partition)",
                     query.name()
                 ),
             );
         }
+        let Some(replicas) = self.replicas.get().cloned() else { return not_caught_up(Endpoint::Query(query)) };
+        let deadline = tokio::time::Instant::now() + self.config.read_your_writes_deadline;
+        for (&index, &position) in decoded.min_partition_positions() {
+            let Some(views) = self.partitions.get(u64::from(index)).and_then(|p| replicas.views.get(&p)) else {
+                return reply::query_error(
+                    pb::ErrorCode::MalformedRequest,
+                    format!("min_partition_positions: the cluster has no partition {index}"),
+                );
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !views.wait_for(position, left).await {
+                return reply::query_error(
+                    pb::ErrorCode::Timeout,
+                    format!("partition {index}'s position {position} not reached in time"),
+                );
+            }
+        }
         let asked = match &decoded {
             Query::Customer(q) => q.limit,
             Query::Board(q) => q.limit,
-            Query::Ticket(_) | Query::Timeline(_) | Query::Compliance(_) => 0,
+            Query::Compliance(q) => {
+                let views = replicas.views.iter().map(|(p, v)| (*p, v.clone())).collect();
+                return queries::compliance_across(caller, q, views, replicas.policy.clone()).await;
+            }
+            Query::Ticket(_) | Query::Timeline(_) => 0,
         };
         let limit = if asked == 0 { self.config.max_list } else { (asked as usize).min(self.config.max_list) };
-        let endpoint = Endpoint::Query(query);
-        let answers = futures::future::join_all(
-            self.partitions.all().map(|p| self.route(p, endpoint, stamp.clone(), payload.clone())),
-        )
-        .await;
-        let (mut tickets, mut entries) = (Vec::new(), Vec::new());
-        for answer in answers {
+        let (mut tickets, mut entries, mut positions) = (Vec::new(), Vec::new(), BTreeMap::new());
+        for (partition, views) in &replicas.views {
+            let clock = self.clock.clone();
+            let answer =
+                queries::handle(query, caller, &payload, views, &replicas.policy, clock.as_ref(), &self.config).await;
             let result = match pb::QueryReply::decode(answer.0.clone()) {
                 Ok(pb::QueryReply { result: Some(result) }) => result,
                 Ok(pb::QueryReply { result: None }) | Err(_) => {
                     return reply::query_error(pb::ErrorCode::Internal, "a partition's answer does not decode".into());
                 }
             };
+            let index = u32::from(partition.index());
             match result {
-                pb::query_reply::Result::Tickets(list) => tickets.extend(list.tickets),
-                pb::query_reply::Result::Board(board) => entries.extend(board.entries),
+                pb::query_reply::Result::Tickets(list) => {
+                    positions.insert(index, list.position);
+                    tickets.extend(list.tickets);
+                }
+                pb::query_reply::Result::Board(board) => {
+                    positions.insert(index, board.position);
+                    entries.extend(board.entries);
+                }
                 pb::query_reply::Result::Error(_)
                 | pb::query_reply::Result::Ticket(_)
                 | pb::query_reply::Result::Timeline(_)
@@ -388,32 +483,53 @@ impl<L: EventLog> Front<L> {
                     ))
                 });
                 tickets.truncate(limit);
-                reply::query_reply(pb::query_reply::Result::Tickets(pb::TicketList { tickets, position: 0 }))
+                let list = pb::TicketList { tickets, position: 0, partition_positions: positions };
+                reply::query_reply(pb::query_reply::Result::Tickets(list))
             }
             QueryEndpoint::Board | QueryEndpoint::Ticket | QueryEndpoint::Timeline | QueryEndpoint::Compliance => {
                 entries.sort_by(|a, b| {
                     (instant(a.due_at.as_ref()), &a.ticket_id).cmp(&(instant(b.due_at.as_ref()), &b.ticket_id))
                 });
                 entries.truncate(limit);
-                reply::query_reply(pb::query_reply::Result::Board(pb::Board { entries, position: 0 }))
+                let board = pb::Board { entries, position: 0, partition_positions: positions };
+                reply::query_reply(pb::query_reply::Result::Board(board))
             }
         }
+    }
+
+    /// The partition's engine on this node, if it serves it.
+    fn served_here(&self, partition: Partition) -> Option<Served<L>> {
+        self.local.read().ok().and_then(|l| l.get(&partition).cloned())
     }
 
     /// Answers a request about a ticket of `partition`: here if this node serves it, else by
     /// its owner.
     async fn route(&self, partition: Partition, endpoint: Endpoint, stamp: Option<String>, payload: Bytes) -> Reply {
-        let local = self.local.read().ok().and_then(|l| l.get(&partition).cloned());
-        if let Some(served) = local {
+        if let Some(served) = self.served_here(partition) {
             return served.answer(partition, endpoint, stamp.as_deref(), &payload).await;
         }
+        match self.forward(partition, endpoint, stamp.as_deref(), payload).await {
+            Ok(answer) => answer,
+            Err(why) => unavailable(endpoint, partition, &why),
+        }
+    }
+
+    /// The owner's answer to a request forwarded on the partition's subject; why there is none
+    /// (no owner, or none in time).
+    async fn forward(
+        &self,
+        partition: Partition,
+        endpoint: Endpoint,
+        stamp: Option<&str>,
+        payload: Bytes,
+    ) -> Result<Reply, String> {
         let mut headers = HeaderMap::new();
-        if let Some(stamp) = &stamp {
-            headers.insert(identity::REQUEST_INFO_HEADER, stamp.as_str());
+        if let Some(stamp) = stamp {
+            headers.insert(identity::REQUEST_INFO_HEADER, stamp);
         }
         let request = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(self.forward_timeout));
         match self.client.send_request(partition_subject(partition, endpoint), request).await {
-            Ok(answer) => (answer.payload, answer.headers.unwrap_or_default()),
+            Ok(answer) => Ok((answer.payload, answer.headers.unwrap_or_default())),
             Err(e) => {
                 use async_nats::client::RequestErrorKind;
                 let why = match e.kind() {
@@ -430,10 +546,24 @@ impl<L: EventLog> Front<L> {
                     }
                 };
                 debug!(partition = partition.index(), endpoint = endpoint.name(), why, "partition unavailable");
-                unavailable(endpoint, partition, &why)
+                Err(why)
             }
         }
     }
+}
+
+/// `UNAVAILABLE` while this node's copies of the partitions are being caught up (another node
+/// may answer: the retry may reach it).
+fn not_caught_up(endpoint: Endpoint) -> Reply {
+    let retry = RETRY_AFTER.as_millis().to_string();
+    let error = pb::Error {
+        code: pb::ErrorCode::Unavailable as i32,
+        message: format!(
+            "this node's copies of the partitions are still being caught up from the log stream; retry in {retry} ms"
+        ),
+        details: [("retry_after_ms".to_owned(), retry)].into(),
+    };
+    reply::error_of(endpoint.family(), error)
 }
 
 /// `UNAVAILABLE` for a partition, in the reply type of the endpoint's family, with the

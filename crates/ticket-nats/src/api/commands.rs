@@ -18,9 +18,9 @@ pub(super) async fn handle<L: EventLog>(
     payload: &[u8],
     service: &CommandService<L>,
     config: &ApiConfig,
-    partitions: Partitions,
+    partitions: Option<Partitions>,
 ) -> Reply {
-    let mut wire = match prepared(endpoint, payload, config, partitions) {
+    let mut wire = match prepared(endpoint, payload, config, partitions.unwrap_or(Partitions::SINGLE)) {
         Ok(wire) => wire,
         Err(refused) => return refused,
     };
@@ -63,6 +63,7 @@ pub(super) async fn handle<L: EventLog>(
                 ticket_id: ticket_id.to_string(),
                 events: result.events.iter().map(pb::EventEnvelope::from).collect(),
                 duplicate: result.duplicate,
+                partition: partitions.map(|p| u32::from(p.of(ticket_id).index())),
             })
         }
         Err(e) => {

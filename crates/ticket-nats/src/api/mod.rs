@@ -27,7 +27,9 @@ mod queries;
 mod reply;
 
 pub use admin::{ClockAdvance, ClockAdvanceError, MAX_ADVANCE_EVENTS, TestClockControl, TestClockHandle};
-pub use cluster::{ClusterApi, ClusterStatusSource, LeaseCheck, PartitionApi, partition_subject, start_cluster};
+pub use cluster::{
+    ClusterApi, ClusterStatusSource, LeaseCheck, PartitionApi, Replicas, partition_subject, start_cluster,
+};
 use reply::Reply;
 pub use reply::service_error;
 
@@ -133,7 +135,7 @@ pub async fn start<L: EventLog>(
     views: Projector<L>,
     config: ApiConfig,
 ) -> Result<ApiHandle, ApiError> {
-    let api = Arc::new(Api { service, views, config: config.clone(), partitions: ticket_domain::Partitions::SINGLE });
+    let api = Arc::new(Api { service, views, config: config.clone(), partitions: None });
     serve(client, api, &config).await
 }
 
@@ -234,8 +236,9 @@ struct Api<L: EventLog> {
     service: CommandService<L>,
     views: Projector<L>,
     config: ApiConfig,
-    /// The cluster's partitions (one on a single node): where ids the service mints go.
-    partitions: ticket_domain::Partitions,
+    /// The cluster's partitions (none on a single node): where ids the service mints go, and
+    /// the partition a command reply names.
+    partitions: Option<ticket_domain::Partitions>,
 }
 
 impl<L: EventLog> Api<L> {

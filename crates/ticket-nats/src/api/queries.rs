@@ -1,9 +1,12 @@
 //! The query endpoints (`tickets.query.<query>`), answered from the projector's read models once
 //! they have applied the position a query names (read-your-writes).
 
-use ticket_domain::TicketId;
+use std::sync::Arc;
+
+use ticket_domain::{Partition, Policy, TicketId};
 use ticket_log::EventLog;
-use ticket_projections::{Projector, answer};
+use ticket_projections::answer::Views as _;
+use ticket_projections::{Projector, Tally, answer};
 use ticket_proto::{Endpoint, Query, QueryEndpoint, pb};
 
 use super::ApiConfig;
@@ -92,20 +95,61 @@ pub(super) async fn handle<L: EventLog>(
             };
             timeline(views, ticket).await
         }
-        Query::Compliance(query) => {
-            let period = match (
-                ticket_proto::wire::opt_instant("from", query.from),
-                ticket_proto::wire::opt_instant("to", query.to),
-            ) {
-                (Ok(from), Ok(to)) => ticket_projections::Period { from, to },
-                (Err(e), _) | (_, Err(e)) => return malformed("period", &e),
-            };
-            answer::compliance(views, period, policy).map(pb::query_reply::Result::Compliance)
-        }
+        Query::Compliance(query) => match period_of(&query) {
+            Ok(period) => answer::compliance(views, period, policy).map(pb::query_reply::Result::Compliance),
+            Err(refused) => return refused,
+        },
     };
     match answered {
         Ok(result) => query_reply(result),
         Err(error) => query_error_of(error),
+    }
+}
+
+/// A compliance query's period.
+fn period_of(query: &pb::GetCompliance) -> Result<ticket_projections::Period, Reply> {
+    match (ticket_proto::wire::opt_instant("from", query.from), ticket_proto::wire::opt_instant("to", query.to)) {
+        (Ok(from), Ok(to)) => Ok(ticket_projections::Period { from, to }),
+        (Err(e), _) | (_, Err(e)) => Err(malformed("period", &e)),
+    }
+}
+
+/// A cluster's compliance report: every partition's outcomes and first-response times (read
+/// off the async runtime) added up, then the report of the sum (exact, not a merge of
+/// percentiles), with the position of each partition it read. Customers are refused, as on a
+/// single node.
+pub(super) async fn compliance_across<L: EventLog>(
+    caller: &Caller,
+    query: &pb::GetCompliance,
+    views: Vec<(Partition, Projector<L>)>,
+    policy: Arc<Policy>,
+) -> Reply {
+    if let Caller::Identified { role: Role::Customer { customer }, .. } = caller {
+        let reason = format!("reads only customer {customer}'s tickets");
+        return query_error_of(Denied::new(caller, Endpoint::Query(QueryEndpoint::Compliance), reason).error());
+    }
+    let period = match period_of(query) {
+        Ok(period) => period,
+        Err(refused) => return refused,
+    };
+    let added = tokio::task::spawn_blocking(move || {
+        let mut tally = Tally::default();
+        let mut positions = std::collections::BTreeMap::new();
+        for (partition, views) in views {
+            let (part, position) = views.tally(period, &policy)?;
+            tally.add(part);
+            positions.insert(u32::from(partition.index()), position);
+        }
+        Ok::<_, ticket_log::LogError>((tally, positions))
+    })
+    .await;
+    match added {
+        Ok(Ok((tally, positions))) => {
+            let report = pb::ComplianceReport { partition_positions: positions, ..answer::report(tally, 0) };
+            query_reply(pb::query_reply::Result::Compliance(report))
+        }
+        Ok(Err(e)) => query_error(pb::ErrorCode::Unavailable, e.to_string()),
+        Err(e) => query_error(pb::ErrorCode::Internal, format!("the compliance report's read failed: {e}")),
     }
 }
 

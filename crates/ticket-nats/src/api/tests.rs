@@ -164,8 +164,7 @@ async fn a_customers_tickets_and_the_sla_board_read_their_writes() {
     resolve.ticket_id = ticket_domain::TicketId::from_uuid(uuid::Uuid::from_u128(3));
     let last = send(&f.client, "resolve", resolve).await.events.last().unwrap().position;
 
-    let query =
-        pb::ListCustomerTickets { customer: "acme".into(), min_position: last, include_resolved: false, limit: 0 };
+    let query = pb::ListCustomerTickets { customer: "acme".into(), min_position: last, ..Default::default() };
     let answer = request(&f.client, query_subject("customer"), query.encode_to_vec()).await;
     let Some(pb::query_reply::Result::Tickets(list)) = pb::QueryReply::decode(answer.payload.as_ref()).unwrap().result
     else {
@@ -181,7 +180,7 @@ async fn a_customers_tickets_and_the_sla_board_read_their_writes() {
     };
     assert_eq!(list.tickets.len(), 3);
 
-    let board = pb::GetBoard { min_position: last, limit: 10 };
+    let board = pb::GetBoard { min_position: last, limit: 10, ..Default::default() };
     let answer = request(&f.client, query_subject("board"), board.encode_to_vec()).await;
     let Some(pb::query_reply::Result::Board(board)) = pb::QueryReply::decode(answer.payload.as_ref()).unwrap().result
     else {
@@ -232,7 +231,7 @@ async fn the_timeline_and_compliance_queries_read_their_writes() {
     assert!(timeline.entries[1].summary.contains("first_response#1 met"), "{}", timeline.entries[1].summary);
     assert!(timeline.position >= position);
 
-    let query = pb::GetCompliance { min_position: position, from: None, to: None };
+    let query = pb::GetCompliance { min_position: position, ..Default::default() };
     let pb::query_reply::Result::Compliance(report) =
         query_result(&request(&f.client, query_subject("compliance"), query.encode_to_vec()).await)
     else {

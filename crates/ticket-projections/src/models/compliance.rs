@@ -305,42 +305,33 @@ pub struct ComplianceRow {
     pub metric_kind: Metric,
 }
 
-impl Compliance {
-    /// The report over `period`; business times on the calendars of `policy`.
-    pub fn report(&self, period: Period, policy: &Policy) -> Result<Vec<ComplianceRow>, LogError> {
-        type Key = (PlanId, Severity, CategoryId, Metric);
-        let mut groups: BTreeMap<Key, (u64, u64, Vec<TimeDelta>)> = BTreeMap::new();
-        let key_of = |g: Group| (g.plan, g.severity, g.category, g.metric);
-        let bounds = |kind: u8| {
-            let from = period.from.map_or(vec![kind], |f| [&[kind][..], &instant_key(&f)].concat());
-            let to = period.to.map_or(vec![kind + 1], |t| [&[kind][..], &instant_key(&t)].concat());
-            (from, to)
-        };
-        let (from, to) = bounds(OUTCOME);
-        let outcomes = self.records.scan(&from, Some(&to), |_, value| {
-            let o: Outcome = decode(value)?;
-            let group = groups.entry(key_of(o.group)).or_default();
-            if o.met {
-                group.0 += 1
-            } else {
-                group.1 += 1
-            }
-            Ok(())
-        });
-        let (from, to) = bounds(FIRST_RESPONSE);
-        let first_responses = outcomes.and_then(|()| {
-            self.records.scan(&from, Some(&to), |_, value| {
-                let f: FirstResponse = decode(value)?;
-                if let Some(calendar) = policy.calendar(&f.measure.calendar) {
-                    let m = &f.measure;
-                    let ran = m.span.map_or(TimeDelta::zero(), |(from, to)| calendar.elapsed(from, to));
-                    groups.entry(key_of(f.group)).or_default().2.push(TimeDelta::milliseconds(m.base_ms) + ran);
-                }
-                Ok(())
-            })
-        });
-        first_responses?;
-        let rows = groups
+/// What a report counts in one group: met, breached, and the first responses' business times.
+type Counted = (u64, u64, Vec<TimeDelta>);
+
+/// A report before its percentiles: the outcomes and first-response times of a period, by plan,
+/// severity, category and metric. Tallies of disjoint sets of tickets (a cluster's partitions)
+/// add up to the tally of their union, so the report of a whole cluster is exact, never a
+/// merge of percentiles.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    groups: BTreeMap<(PlanId, Severity, CategoryId, Metric), Counted>,
+}
+
+impl Tally {
+    /// Adds `other`'s outcomes and times to this tally.
+    pub fn add(&mut self, other: Tally) {
+        for (key, (met, breached, times)) in other.groups {
+            let group = self.groups.entry(key).or_default();
+            group.0 += met;
+            group.1 += breached;
+            group.2.extend(times);
+        }
+    }
+
+    /// The report's rows: counts, compliance and the first responses' median and 90th
+    /// percentile (nearest rank), by plan, severity, category and metric.
+    pub fn rows(self) -> Vec<ComplianceRow> {
+        self.groups
             .into_iter()
             .map(|((plan, severity, category, metric), (met, breached, mut times))| {
                 times.sort();
@@ -371,7 +362,51 @@ impl Compliance {
                     metric_kind: metric,
                 }
             })
-            .collect();
-        Ok(rows)
+            .collect()
+    }
+}
+
+impl Compliance {
+    /// The report over `period`; business times on the calendars of `policy`.
+    pub fn report(&self, period: Period, policy: &Policy) -> Result<Vec<ComplianceRow>, LogError> {
+        Ok(self.tally(period, policy)?.rows())
+    }
+
+    /// The outcomes and first-response times over `period` (the report before its
+    /// percentiles); business times on the calendars of `policy`.
+    pub fn tally(&self, period: Period, policy: &Policy) -> Result<Tally, LogError> {
+        let mut tally = Tally::default();
+        let groups = &mut tally.groups;
+        let key_of = |g: Group| (g.plan, g.severity, g.category, g.metric);
+        let bounds = |kind: u8| {
+            let from = period.from.map_or(vec![kind], |f| [&[kind][..], &instant_key(&f)].concat());
+            let to = period.to.map_or(vec![kind + 1], |t| [&[kind][..], &instant_key(&t)].concat());
+            (from, to)
+        };
+        let (from, to) = bounds(OUTCOME);
+        let outcomes = self.records.scan(&from, Some(&to), |_, value| {
+            let o: Outcome = decode(value)?;
+            let group = groups.entry(key_of(o.group)).or_default();
+            if o.met {
+                group.0 += 1
+            } else {
+                group.1 += 1
+            }
+            Ok(())
+        });
+        let (from, to) = bounds(FIRST_RESPONSE);
+        let first_responses = outcomes.and_then(|()| {
+            self.records.scan(&from, Some(&to), |_, value| {
+                let f: FirstResponse = decode(value)?;
+                if let Some(calendar) = policy.calendar(&f.measure.calendar) {
+                    let m = &f.measure;
+                    let ran = m.span.map_or(TimeDelta::zero(), |(from, to)| calendar.elapsed(from, to));
+                    groups.entry(key_of(f.group)).or_default().2.push(TimeDelta::milliseconds(m.base_ms) + ran);
+                }
+                Ok(())
+            })
+        });
+        first_responses?;
+        Ok(tally)
     }
 }

@@ -84,9 +84,14 @@ fn queries_and_admin_requests_decode_as_their_endpoint_says() {
     let queries = [
         Query::Ticket(pb::GetTicket { ticket_id: "t".into(), min_position: 7 }),
         Query::Customer(pb::ListCustomerTickets { customer: "acme".into(), min_position: 3, ..Default::default() }),
-        Query::Board(pb::GetBoard { min_position: 2, limit: 4 }),
+        Query::Board(pb::GetBoard { min_position: 2, limit: 4, ..Default::default() }),
         Query::Timeline(pb::GetTimeline { ticket_id: "t".into(), min_position: 1 }),
-        Query::Compliance(pb::GetCompliance { min_position: 9, from: None, to: None }),
+        Query::Compliance(pb::GetCompliance {
+            min_position: 9,
+            from: None,
+            to: None,
+            min_partition_positions: [(3, 7)].into(),
+        }),
     ];
     for query in queries {
         let decoded = Query::decode(query.endpoint(), &query.encode_to_vec()).unwrap();

@@ -1,0 +1,100 @@
+//! A node's copies of every partition, followed from a real nats-server's log stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ticket_log::{EventLog, Replicator, contract};
+use ticket_log_sled::{SledConfig, SledLog};
+use ticket_testkit::NatsServer;
+
+use super::*;
+use crate::partition_log::StreamReplicator;
+use crate::test_support::{log_stream, partition};
+
+/// An owner of `p`: its log appends through the fence.
+async fn owner(stream: &LogStream, p: Partition, node: &str, dir: &tempfile::TempDir) -> SledLog {
+    let fenced = stream.take(p, node).await.unwrap();
+    let replicator: Arc<dyn Replicator> = Arc::new(StreamReplicator::new(fenced, tokio::runtime::Handle::current()));
+    let mut config = SledConfig::new(dir.path().join("log"));
+    config.replicator = Some(replicator);
+    SledLog::open(config).unwrap()
+}
+
+async fn append(log: &SledLog, from: u64, count: u64, ticket: u128) {
+    for i in from..from + count {
+        log.append(contract::append(&format!("c{ticket}-{i}"), contract::ticket(ticket), i, &["e"])).await.unwrap();
+    }
+}
+
+/// Waits until every copy in `followers` has the chain head of its owner's log in `owners`.
+async fn until_copies_match(followers: &Followers, owners: &[(Partition, &SledLog)]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let matching =
+            owners.iter().all(|(p, log)| followers.logs()[p].chain_head().unwrap() == log.chain_head().unwrap());
+        if matching {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the copies did not reach the owners' heads");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Given two partitions with history in the stream, when a node with an empty directory
+/// follows them, then its copies catch up, follow new appends (across a change of owner), pick
+/// up after a restart from where they stood, and a copy that is not the stream's is deleted
+/// with what was built beside it and rebuilt; partitions without entries stay empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_follows_every_partition_from_the_stream() {
+    let server = NatsServer::start().unwrap();
+    let stream = log_stream(&server.url(), 1).await;
+    let partitions = Partitions::new(16).unwrap();
+    let (p1, p2) = (partition(1), partition(2));
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = owner(&stream, p1, "node-a", &a_dir).await;
+    let b = owner(&stream, p2, "node-b", &b_dir).await;
+    append(&a, 0, 30, 1).await;
+    append(&b, 0, 5, 2).await;
+
+    let root = tempfile::tempdir().unwrap();
+    let config =
+        FollowConfig { remember_every: Duration::from_millis(50), ..FollowConfig::new(root.path(), partitions) };
+    let followers = Followers::start(stream.clone(), config.clone()).await.unwrap();
+    assert_eq!(followers.logs().len(), 16);
+    until_copies_match(&followers, &[(p1, &a), (p2, &b)]).await;
+
+    // New appends are followed; so are those of a new owner of p1 after a takeover.
+    append(&a, 30, 10, 1).await;
+    drop(a);
+    let a2_dir = tempfile::tempdir().unwrap();
+    let a2 = owner(&stream, p1, "node-c", &a2_dir).await;
+    crate::partition_log::catch_up(&a2, &stream, p1, stream.last(p1).await.unwrap()).await.unwrap();
+    append(&a2, 40, 7, 1).await;
+    append(&b, 5, 3, 2).await;
+    until_copies_match(&followers, &[(p1, &a2), (p2, &b)]).await;
+    assert_eq!(followers.logs()[&p1].head(), 47);
+    assert_eq!(followers.logs()[&partition(3)].head(), 0);
+    followers.stop().await;
+
+    // Restarted: caught up from where each copy stood.
+    append(&b, 8, 4, 2).await;
+    let followers = Followers::start(stream.clone(), config.clone()).await.unwrap();
+    until_copies_match(&followers, &[(p1, &a2), (p2, &b)]).await;
+    assert_eq!(followers.logs()[&p2].read_from(1, 100).unwrap(), b.read_from(1, 100).unwrap());
+    followers.stop().await;
+
+    // A copy of p2 that is not the stream's (another log's history in its place): deleted,
+    // with what was built beside it, and rebuilt from the stream.
+    let p2_dir = config.dir(p2);
+    std::fs::remove_dir_all(&p2_dir).unwrap();
+    {
+        let foreign = SledLog::open(SledConfig::new(p2_dir.join("log"))).unwrap();
+        append(&foreign, 0, 3, 9).await;
+    }
+    std::fs::write(p2_dir.join("built-from-it"), b"stale").unwrap();
+    let followers = Followers::start(stream.clone(), config.clone()).await.unwrap();
+    until_copies_match(&followers, &[(p1, &a2), (p2, &b)]).await;
+    assert!(!p2_dir.join("built-from-it").exists(), "what was built from the foreign copy is deleted");
+    assert_eq!(followers.logs()[&p2].verify_chain(|_, _| {}).unwrap().broken, None);
+    followers.stop().await;
+}
