@@ -218,6 +218,21 @@ impl Leases {
         }
     }
 
+    /// The leases' changes from now on: a node watching for released ones takes them at once
+    /// (see [`Leases::released`]).
+    pub async fn watch(&self) -> Result<kv::Watch, LeaseError> {
+        self.kv.watch_all().await.map_err(|e| nats("watch the leases")(&e))
+    }
+
+    /// The partition whose lease `change` (from [`Leases::watch`]) released, if it did: a
+    /// delete, as [`Leases::release`] writes (an expiry is not seen).
+    pub fn released(change: &kv::Entry, partitions: ticket_domain::Partitions) -> Option<Partition> {
+        if change.operation == kv::Operation::Put {
+            return None;
+        }
+        partitions.get(change.key.strip_prefix('p')?.parse().ok()?)
+    }
+
     /// Gives a lease up (a planned handover): another node can take it at once.
     /// [`LeaseError::Lost`] if it was not this node's any more.
     pub async fn release(&self, lease: Lease) -> Result<(), LeaseError> {

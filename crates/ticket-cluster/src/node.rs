@@ -25,12 +25,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use ticket_domain::{Partition, Partitions};
 use ticket_log::{EventLog, Replicator};
 use ticket_log_sled::{SledConfig, SledLog};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::fence::{LogStream, LogStreamConfig};
 use crate::lease::{Lease, LeaseConfig, LeaseWatch, Leases};
@@ -220,6 +221,7 @@ pub async fn start_serving(
         pending: BTreeMap::new(),
         stopping: BTreeMap::new(),
         caught_up: caught_up_tx,
+        live: usize::MAX,
     };
     let task = tokio::spawn(node.run(stopped, caught_up));
     Ok(NodeHandle { owned, stop, task })
@@ -244,6 +246,8 @@ struct Node {
     /// Told when a pending catch-up ends, so that its partition is served at once rather than
     /// at the next round.
     caught_up: tokio::sync::mpsc::UnboundedSender<Partition>,
+    /// The live nodes at the last round.
+    live: usize,
 }
 
 /// A partition taken over and being caught up: its lease, the catch-up's task, and the watch
@@ -261,10 +265,30 @@ impl Node {
     ) {
         let mut round = tokio::time::interval(self.config.renew_every);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Released leases are taken at once (a planned handover), not at the next round.
+        let mut changes: Option<kv::Watch> = None;
         loop {
+            if changes.is_none() {
+                changes = self.leases.watch().await.map_err(|e| debug!(error = %e, "the leases are not watched")).ok();
+            }
+            let change = async {
+                match changes.as_mut() {
+                    Some(watch) => watch.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = round.tick() => self.round().await,
                 Some(partition) = caught_up.recv() => self.settle(partition).await,
+                change = change => match change {
+                    Some(Ok(entry)) => {
+                        if let Some(partition) = Leases::released(&entry, self.config.partitions) {
+                            debug!(node = %self.config.name, partition = partition.index(), "a lease was released");
+                            self.take_free(self.share()).await;
+                        }
+                    }
+                    Some(Err(_)) | None => changes = None,
+                },
                 changed = stopped.changed() => {
                     if changed.is_err() || *stopped.borrow() {
                         break;
@@ -299,7 +323,8 @@ impl Node {
             }
         };
         self.settle_pending().await;
-        let share = usize::from(self.config.partitions.count()).div_ceil(live);
+        self.live = live;
+        let share = self.share();
         if self.held.len() + self.pending.len() < share {
             self.take_free(share).await;
         } else if self.held.len() + self.pending.len() > share
@@ -307,6 +332,11 @@ impl Node {
         {
             self.hand_over(partition).await;
         }
+    }
+
+    /// The partitions this node keeps: all of them divided by the live nodes, rounded up.
+    fn share(&self) -> usize {
+        usize::from(self.config.partitions.count()).div_ceil(self.live.max(1))
     }
 
     /// Says this node is alive; returns how many nodes are.

@@ -266,6 +266,7 @@ pub(crate) async fn serve(
     patiently("the event streams", || publisher::ensure_stream(&public, &publisher_config)).await?;
 
     let forward_timeout = Duration::from_millis(settings.forward_timeout_ms.max(1));
+    let handover_wait = Duration::from_millis(settings.handover_wait_ms);
     let mut node_config = NodeConfig::new(settings.node.clone(), config.data_dir.clone(), partitions);
     node_config.log = LogStreamConfig { replicas, ..LogStreamConfig::default() };
     node_config.leases = LeaseConfig { ttl, replicas, ..LeaseConfig::default() };
@@ -277,7 +278,7 @@ pub(crate) async fn serve(
         Arc::new(ticket_engine::SystemClock),
         status,
         api_config,
-        forward_timeout,
+        (forward_timeout, handover_wait),
     )
     .await?;
     let timer = if config.timer.enabled { Some(config.timer()?) } else { None };

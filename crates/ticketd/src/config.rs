@@ -321,6 +321,10 @@ pub struct ClusterSettings {
     pub lease_ttl_secs: u64,
     /// How long a request forwarded to a partition's owner waits for its answer.
     pub forward_timeout_ms: u64,
+    /// How long a request about a partition being handed over (no owner, or one giving it up,
+    /// nothing decided) is tried again before it is answered `UNAVAILABLE`: a planned handover
+    /// fails no request, a dead owner's partitions answer `UNAVAILABLE` after this long.
+    pub handover_wait_ms: u64,
     /// The key-value bucket of the partitions' published watermarks (the event stream's).
     pub watermark_bucket: String,
 }
@@ -334,6 +338,7 @@ impl Default for ClusterSettings {
             replicas: 1,
             lease_ttl_secs: 5,
             forward_timeout_ms: 5000,
+            handover_wait_ms: 2000,
             watermark_bucket: "TICKETS_OUTBOX".into(),
         }
     }

@@ -84,21 +84,36 @@ impl<L: EventLog> Clone for Served<L> {
     }
 }
 
+/// A partition's engine here did not take a request, and decided nothing: the partition is
+/// being handed over by this node (its lease is not certain any more).
+struct NotHere;
+
+/// The detail of an `UNAVAILABLE` that decided nothing because the partition is being handed
+/// over: the front that forwarded it tries again (see [`Front::route`]).
+const HANDOVER_DETAIL: &str = "handover";
+
 impl<L: EventLog> Served<L> {
-    /// The engine's answer, while the lease is held.
-    async fn answer(&self, partition: Partition, endpoint: Endpoint, stamp: Option<&str>, payload: &[u8]) -> Reply {
+    /// The engine's answer, while the lease is held; [`NotHere`] if it was not held before the
+    /// request was taken.
+    async fn answer(
+        &self,
+        partition: Partition,
+        endpoint: Endpoint,
+        stamp: Option<&str>,
+        payload: &[u8],
+    ) -> Result<Reply, NotHere> {
         if !(self.held)() {
-            return unavailable(endpoint, partition, "is being given up by this node (its lease is not certain)");
+            return Err(NotHere);
         }
         let answer = self.api.handle(endpoint, stamp, payload).await;
         if !(self.held)() {
-            return unavailable(
+            return Ok(unavailable(
                 endpoint,
                 partition,
                 "was given up by this node while answering; the outcome is unknown",
-            );
+            ));
         }
-        with_retry_hint(answer, endpoint, partition)
+        Ok(with_retry_hint(answer, endpoint, partition))
     }
 }
 
@@ -112,6 +127,8 @@ struct Front<L: EventLog> {
     local: RwLock<BTreeMap<Partition, Served<L>>>,
     /// How long a forwarded request waits for the owner's answer.
     forward_timeout: Duration,
+    /// How long a request waits for a partition being handed over (see [`Front::reach`]).
+    handover_wait: Duration,
     status: ClusterStatusSource,
     /// Set once this node's copies of every partition are caught up.
     replicas: OnceLock<Arc<Replicas<L>>>,
@@ -138,14 +155,15 @@ impl<L: EventLog> std::fmt::Debug for ClusterApi<L> {
 
 /// Starts a cluster node's public endpoints on `client`, for `partitions` (none served yet: see
 /// [`ClusterApi::serve`]). `clock` answers `tickets.admin.clock`, `status`
-/// `tickets.admin.cluster`. A forwarded request waits up to `forward_timeout` for the owner.
+/// `tickets.admin.cluster`. A forwarded request waits up to `forward_timeout` for the owner; a
+/// request about a partition being handed over is tried again for up to `handover_wait`.
 pub async fn start_cluster<L: EventLog>(
     client: Client,
     partitions: Partitions,
     clock: Arc<dyn Clock>,
     status: ClusterStatusSource,
     config: ApiConfig,
-    forward_timeout: Duration,
+    (forward_timeout, handover_wait): (Duration, Duration),
 ) -> Result<(ApiHandle, ClusterApi<L>), ApiError> {
     let front = Arc::new(Front {
         client: client.clone(),
@@ -154,6 +172,7 @@ pub async fn start_cluster<L: EventLog>(
         clock,
         local: RwLock::new(BTreeMap::new()),
         forward_timeout,
+        handover_wait,
         status,
         replicas: OnceLock::new(),
     });
@@ -207,7 +226,10 @@ impl<L: EventLog> ClusterApi<L> {
                             let (body, headers) = match endpoint {
                                 Some(endpoint) => {
                                     let stamp = super::stamp_of(&message);
-                                    served.answer(partition, endpoint, stamp.as_deref(), &message.payload).await
+                                    match served.answer(partition, endpoint, stamp.as_deref(), &message.payload).await {
+                                        Ok(answer) => answer,
+                                        Err(NotHere) => handing_over(endpoint, partition),
+                                    }
                                 }
                                 None => reply::command_error(
                                     pb::ErrorCode::UnknownEndpoint,
@@ -328,33 +350,33 @@ impl<L: EventLog> Front<L> {
                         return reply::query_error(pb::ErrorCode::MalformedRequest, format!("not a ticket id: {e}"));
                     }
                 };
-                if let Some(served) = self.served_here(partition) {
-                    return served.answer(partition, endpoint, stamp.as_deref(), &payload).await;
-                }
-                match self.forward(partition, endpoint, stamp.as_deref(), payload.clone()).await {
+                match self.reach(partition, endpoint, stamp.as_deref(), &payload).await {
                     Ok(answer) => answer,
-                    // No owner at the moment: this node's copy of the partition answers (the
+                    Err(Unreached::Failed(why)) => unavailable(endpoint, partition, &why),
+                    // No owner anywhere: this node's copy of the partition answers (the
                     // stream's truth as of the position the answer names).
-                    Err(why) => match self.replicas.get().and_then(|r| Some((r.views.get(&partition)?.clone(), r))) {
-                        Some((views, replicas)) => {
-                            debug!(
-                                partition = partition.index(),
-                                why, "a ticket's query answered from this node's copy"
-                            );
-                            let clock = self.clock.clone();
-                            queries::handle(
-                                query,
-                                &caller,
-                                &payload,
-                                &views,
-                                &replicas.policy,
-                                clock.as_ref(),
-                                &self.config,
-                            )
-                            .await
+                    Err(Unreached::NoOwner(why)) => {
+                        match self.replicas.get().and_then(|r| Some((r.views.get(&partition)?.clone(), r))) {
+                            Some((views, replicas)) => {
+                                debug!(
+                                    partition = partition.index(),
+                                    why, "a ticket's query answered from this node's copy"
+                                );
+                                let clock = self.clock.clone();
+                                queries::handle(
+                                    query,
+                                    &caller,
+                                    &payload,
+                                    &views,
+                                    &replicas.policy,
+                                    clock.as_ref(),
+                                    &self.config,
+                                )
+                                .await
+                            }
+                            None => unavailable(endpoint, partition, &why),
                         }
-                        None => unavailable(endpoint, partition, &why),
-                    },
+                    }
                 }
             }
             Endpoint::Query(query @ (QueryEndpoint::Customer | QueryEndpoint::Board | QueryEndpoint::Compliance)) => {
@@ -505,12 +527,45 @@ impl<L: EventLog> Front<L> {
     /// Answers a request about a ticket of `partition`: here if this node serves it, else by
     /// its owner.
     async fn route(&self, partition: Partition, endpoint: Endpoint, stamp: Option<String>, payload: Bytes) -> Reply {
-        if let Some(served) = self.served_here(partition) {
-            return served.answer(partition, endpoint, stamp.as_deref(), &payload).await;
-        }
-        match self.forward(partition, endpoint, stamp.as_deref(), payload).await {
+        match self.reach(partition, endpoint, stamp.as_deref(), &payload).await {
             Ok(answer) => answer,
-            Err(why) => unavailable(endpoint, partition, &why),
+            Err(Unreached::NoOwner(why) | Unreached::Failed(why)) => unavailable(endpoint, partition, &why),
+        }
+    }
+
+    /// The answer of the partition's owner: this node's engine if it serves it, else the owner
+    /// the request is forwarded to. While the partition is being handed over (no owner, or one
+    /// giving it up, and nothing decided) it is tried again for up to `handover_wait`, so that a
+    /// planned handover fails no request; past that, [`Unreached::NoOwner`]. An owner that
+    /// took the request but did not answer in time is [`Unreached::Failed`] at once (the
+    /// outcome is unknown).
+    async fn reach(
+        &self,
+        partition: Partition,
+        endpoint: Endpoint,
+        stamp: Option<&str>,
+        payload: &[u8],
+    ) -> Result<Reply, Unreached> {
+        let until = tokio::time::Instant::now() + self.handover_wait;
+        loop {
+            let (why, here) = match self.served_here(partition) {
+                Some(served) => match served.answer(partition, endpoint, stamp, payload).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(NotHere) => ("is being given up by this node (its lease is not certain)".to_owned(), true),
+                },
+                None => match self.forward(partition, endpoint, stamp, Bytes::copy_from_slice(payload)).await {
+                    Ok(answer) if !is_handing_over(&answer, endpoint) => return Ok(answer),
+                    Ok(_) => ("is being handed over by its owner".to_owned(), false),
+                    Err(Unreached::NoOwner(why)) => (why, false),
+                    Err(failed @ Unreached::Failed(_)) => return Err(failed),
+                },
+            };
+            if tokio::time::Instant::now() + HANDOVER_STEP >= until {
+                // Still being given up here: another node may own it already (this one may have
+                // been paused), so nothing here may answer for it.
+                return Err(if here { Unreached::Failed(why) } else { Unreached::NoOwner(why) });
+            }
+            tokio::time::sleep(HANDOVER_STEP).await;
         }
     }
 
@@ -522,7 +577,7 @@ impl<L: EventLog> Front<L> {
         endpoint: Endpoint,
         stamp: Option<&str>,
         payload: Bytes,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, Unreached> {
         let mut headers = HeaderMap::new();
         if let Some(stamp) = stamp {
             headers.insert(identity::REQUEST_INFO_HEADER, stamp);
@@ -532,24 +587,54 @@ impl<L: EventLog> Front<L> {
             Ok(answer) => Ok((answer.payload, answer.headers.unwrap_or_default())),
             Err(e) => {
                 use async_nats::client::RequestErrorKind;
-                let why = match e.kind() {
-                    RequestErrorKind::NoResponders => {
-                        "has no owner at the moment (a failover or a handover is under way)".to_owned()
-                    }
-                    RequestErrorKind::TimedOut => {
-                        format!("did not answer within {} ms; the outcome is unknown", self.forward_timeout.as_millis())
-                    }
+                let unreached = match e.kind() {
+                    RequestErrorKind::NoResponders => Unreached::NoOwner(
+                        "has no owner at the moment (a failover or a handover is under way)".to_owned(),
+                    ),
+                    RequestErrorKind::TimedOut => Unreached::Failed(format!(
+                        "did not answer within {} ms; the outcome is unknown",
+                        self.forward_timeout.as_millis()
+                    )),
                     RequestErrorKind::InvalidSubject
                     | RequestErrorKind::MaxPayloadExceeded
-                    | RequestErrorKind::Other => {
-                        format!("could not be reached: {e}")
-                    }
+                    | RequestErrorKind::Other => Unreached::Failed(format!("could not be reached: {e}")),
                 };
-                debug!(partition = partition.index(), endpoint = endpoint.name(), why, "partition unavailable");
-                Err(why)
+                debug!(partition = partition.index(), endpoint = endpoint.name(), why = ?unreached, "partition unavailable");
+                Err(unreached)
             }
         }
     }
+}
+
+/// Why a partition's owner did not answer.
+#[derive(Debug)]
+enum Unreached {
+    /// Nobody serves it (a failover, or a handover that took longer than the wait): nothing was
+    /// decided.
+    NoOwner(String),
+    /// The owner was asked and did not answer, or could not be asked: the outcome is unknown.
+    Failed(String),
+}
+
+/// How often a request is tried again while its partition is being handed over.
+const HANDOVER_STEP: Duration = Duration::from_millis(50);
+
+/// `UNAVAILABLE` from a partition being handed over by this node, nothing decided: the front
+/// that forwarded the request tries again.
+fn handing_over(endpoint: Endpoint, partition: Partition) -> Reply {
+    let mut error = pb::Error {
+        code: pb::ErrorCode::Unavailable as i32,
+        message: format!("partition {partition} is being handed over by this node; nothing was decided"),
+        details: Default::default(),
+    };
+    hint(&mut error, partition);
+    error.details.insert(HANDOVER_DETAIL.to_owned(), "true".to_owned());
+    reply::error_of(endpoint.family(), error)
+}
+
+/// Whether `answer` is a [`handing_over`] one.
+fn is_handing_over(answer: &Reply, endpoint: Endpoint) -> bool {
+    unavailable_error(answer, endpoint).is_some_and(|e| e.details.get(HANDOVER_DETAIL).is_some_and(|v| v == "true"))
 }
 
 /// `UNAVAILABLE` while this node's copies of the partitions are being caught up (another node
@@ -595,11 +680,22 @@ fn with_retry_hint(answer: Reply, endpoint: Endpoint, partition: Partition) -> R
 
 /// `answer`, its error given `amend` if it is `UNAVAILABLE`; as it is otherwise.
 fn amend_unavailable(answer: Reply, endpoint: Endpoint, amend: impl FnOnce(&mut pb::Error)) -> Reply {
+    match unavailable_error(&answer, endpoint) {
+        Some(mut error) => {
+            amend(&mut error);
+            reply::error_of(endpoint.family(), error)
+        }
+        None => answer,
+    }
+}
+
+/// The error of an `UNAVAILABLE` answer (none for any other).
+fn unavailable_error(answer: &Reply, endpoint: Endpoint) -> Option<pb::Error> {
     let code = answer.1.get(async_nats::service::NATS_SERVICE_ERROR_CODE).map(|v| v.as_str().to_owned());
     if code.as_deref() != Some((pb::ErrorCode::Unavailable as i32).to_string().as_str()) {
-        return answer;
+        return None;
     }
-    let error = match endpoint.family() {
+    match endpoint.family() {
         Family::Command => pb::CommandReply::decode(answer.0.clone()).ok().and_then(|r| match r.result {
             Some(pb::command_reply::Result::Error(e)) => Some(e),
             Some(pb::command_reply::Result::Accepted(_)) | None => None,
@@ -608,13 +704,6 @@ fn amend_unavailable(answer: Reply, endpoint: Endpoint, amend: impl FnOnce(&mut 
             Some(pb::query_reply::Result::Error(e)) => Some(e),
             Some(_) | None => None,
         }),
-    };
-    match error {
-        Some(mut error) => {
-            amend(&mut error);
-            reply::error_of(endpoint.family(), error)
-        }
-        None => answer,
     }
 }
 
