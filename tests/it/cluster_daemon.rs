@@ -68,6 +68,11 @@ static UNAVAILABLE: AtomicUsize = AtomicUsize::new(0);
 /// Sends `command` to `tickets.cmd.<name>` on `client`, again (the same bytes) while it gets
 /// `UNAVAILABLE` or no answer, for up to a minute.
 async fn send(client: &async_nats::Client, command: &pb::Command) -> Outcome {
+    send_counting(client, command, &AtomicUsize::new(0)).await
+}
+
+/// [`send`], counting the `UNAVAILABLE` answers in `unavailable` too.
+async fn send_counting(client: &async_nats::Client, command: &pb::Command, unavailable: &AtomicUsize) -> Outcome {
     let name = ticket_proto::CommandEndpoint::of_wire(command.body.as_ref().unwrap()).subject();
     let bytes: prost::bytes::Bytes = command.encode_to_vec().into();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -85,6 +90,7 @@ async fn send(client: &async_nats::Client, command: &pb::Command) -> Outcome {
                 pb::command_reply::Result::Error(e) if e.code == pb::ErrorCode::Unavailable as i32 => {
                     assert!(e.details.contains_key("partition") && e.details.contains_key("retry_after_ms"), "{e:?}");
                     UNAVAILABLE.fetch_add(1, Ordering::Relaxed);
+                    unavailable.fetch_add(1, Ordering::Relaxed);
                 }
                 pb::command_reply::Result::Error(e) => return Outcome::Refused(e.code, e.message),
             }
@@ -156,6 +162,8 @@ async fn every_partition_answers(clients: &[async_nats::Client]) {
 /// is answered (again while `UNAVAILABLE`).
 struct Load {
     acked: Arc<Mutex<BTreeMap<String, Outcome>>>,
+    /// The `UNAVAILABLE` answers this load's commands got.
+    unavailable: Arc<AtomicUsize>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<Vec<pb::Command>>>,
 }
@@ -163,10 +171,12 @@ struct Load {
 impl Load {
     fn start(clients: &[async_nats::Client]) -> Self {
         let acked: Arc<Mutex<BTreeMap<String, Outcome>>> = Arc::default();
+        let unavailable: Arc<AtomicUsize> = Arc::default();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         for (n, client) in clients.iter().enumerate() {
             let (client, acked, stopped) = (client.clone(), acked.clone(), stopped.clone());
+            let unavailable = unavailable.clone();
             tasks.push(tokio::spawn(async move {
                 let mut sent = Vec::new();
                 for i in 0.. {
@@ -183,7 +193,7 @@ impl Load {
                         ),
                     ];
                     for command in commands {
-                        let outcome = send(&client, &command).await;
+                        let outcome = send_counting(&client, &command, &unavailable).await;
                         assert!(matches!(outcome, Outcome::Accepted { .. }), "{}: {outcome:?}", command.command_id);
                         acked.lock().unwrap().insert(command.command_id.clone(), outcome);
                         sent.push(command);
@@ -192,7 +202,7 @@ impl Load {
                 sent
             }));
         }
-        Self { acked, stop, tasks }
+        Self { acked, unavailable, stop, tasks }
     }
 
     fn count(&self) -> usize {
@@ -520,6 +530,61 @@ async fn losing_one_of_three_nats_servers_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for node in nodes_all {
+        let (status, log) = node.terminate();
+        assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));
+    }
+}
+
+/// How many partitions each node owns by the cluster's status, once every partition has an
+/// owner and each owner holds `fair` of them (waited for up to a minute).
+async fn balanced(client: &async_nats::Client, fair: std::ops::RangeInclusive<usize>) -> BTreeMap<String, usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut owners: BTreeMap<String, usize> = BTreeMap::new();
+        let mut unowned = 0;
+        for p in 0..PARTITIONS as u32 {
+            match owner_of(client, p).await {
+                Some(owner) => *owners.entry(owner).or_default() += 1,
+                None => unowned += 1,
+            }
+        }
+        if unowned == 0 && owners.values().all(|n| fair.contains(n)) {
+            return owners;
+        }
+        assert!(Instant::now() < deadline, "never balanced: {owners:?}, {unowned} without an owner");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Given three ticketd nodes starting one after the other, then each ends up with about a
+/// third of the 8 partitions (2 or 3). When node a stops gracefully (SIGTERM) under a load of
+/// three clients, its partitions move to the two others (4 each) and no command fails: none is
+/// answered `UNAVAILABLE` (a request about a partition changing owner waits for the new one),
+/// and nothing acknowledged is lost or decided twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopping_gracefully_hands_its_partitions_over_without_a_failed_command() {
+    let nats = Cluster::start(3).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let ([a, b, c], clients) = three_nodes(&nats, root.path()).await;
+    every_partition_answers(&clients).await;
+    let shares = balanced(&clients[0], 2..=3).await;
+    assert_eq!(shares.len(), 3, "{shares:?}");
+
+    let load = Load::start(&clients);
+    load.until("before the stop", 150).await;
+    let (status, log) = a.terminate();
+    assert!(status.success(), "node a exited with {status}:\n{}", log.join("\n"));
+    assert!(log.iter().any(|l| l.contains("node stopped; its partitions handed over")), "{}", log.join("\n"));
+    let at_stop = load.count();
+    load.until("after the stop", at_stop + 300).await;
+    let shares = balanced(&clients[1], 4..=4).await;
+    assert_eq!(shares.keys().collect::<Vec<_>>(), ["node-b", "node-c"]);
+    let unavailable = load.unavailable.load(Ordering::Relaxed);
+    let (sent, acked) = load.finish().await;
+    eprintln!("{} commands acknowledged, {at_stop} before the stop", acked.len());
+    assert_eq!(unavailable, 0, "a command was answered UNAVAILABLE while node a handed its partitions over");
+    nothing_lost_or_decided_twice(&clients, &sent, &acked).await;
+    for node in [b, c] {
         let (status, log) = node.terminate();
         assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));
     }
