@@ -90,7 +90,9 @@ async fn send_counting(client: &async_nats::Client, command: &pb::Command, unava
                 pb::command_reply::Result::Error(e) if e.code == pb::ErrorCode::Unavailable as i32 => {
                     assert!(e.details.contains_key("partition") && e.details.contains_key("retry_after_ms"), "{e:?}");
                     UNAVAILABLE.fetch_add(1, Ordering::Relaxed);
-                    unavailable.fetch_add(1, Ordering::Relaxed);
+                    if unavailable.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("{} {}: UNAVAILABLE: {}", name, command.command_id, e.message);
+                    }
                 }
                 pb::command_reply::Result::Error(e) => return Outcome::Refused(e.code, e.message),
             }
@@ -310,13 +312,17 @@ async fn stream_chain_heads(js: &jetstream::Context) -> BTreeMap<u64, (u64, [u8;
 }
 
 /// `ticketctl cluster status --json` against the server at `url`.
-fn cluster_status(url: &str) -> serde_json::Value {
+/// None while it fails (right after a server was lost, the node asked may not answer in time).
+fn cluster_status(url: &str) -> Option<serde_json::Value> {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
         .args(["--nats-url", url, "cluster", "status", "--json"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "ticketctl cluster status: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap()
+    if !output.status.success() {
+        eprintln!("ticketctl cluster status: {}", String::from_utf8_lossy(&output.stderr));
+        return None;
+    }
+    Some(serde_json::from_slice(&output.stdout).unwrap())
 }
 
 /// Given three ticketd nodes sharing 8 partitions on three NATS servers (R3), and a client on
@@ -509,10 +515,15 @@ async fn losing_one_of_three_nats_servers_loses_nothing() {
     // (once the outboxes drained) all of it published.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status = cluster_status(&nats.nodes[1].url());
+        let Some(status) = cluster_status(&nats.nodes[1].url()) else {
+            assert!(Instant::now() < deadline, "the cluster's status was never answered");
+            continue;
+        };
         let partitions = status["partitions"].as_array().unwrap();
         assert_eq!(partitions.len(), PARTITIONS as usize, "{status}");
-        let nodes: Vec<&str> = status["nodes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        // (proto3 JSON leaves an empty list out: no live node seen at that moment.)
+        let nodes: Vec<&str> =
+            status["nodes"].as_array().map(|n| n.iter().map(|n| n.as_str().unwrap()).collect()).unwrap_or_default();
         // A node that lost its server reconnects to another, and may have given its partitions
         // up meanwhile (its leases could not be renewed): it says it is alive again.
         let settled = nodes == ["node-a", "node-b", "node-c"]

@@ -196,7 +196,8 @@ impl LogStream {
     /// The partition an entry's subject names, if it is one of `partitions`.
     pub fn partition_of(&self, subject: &str, partitions: ticket_domain::Partitions) -> Option<Partition> {
         let index = subject.strip_prefix(self.config.subject_prefix.as_str())?.strip_prefix('.')?;
-        partitions.get(index.parse().ok()?)
+        // Only the subject the partition appends on (not `07` or `+7`).
+        partitions.get(index.parse().ok()?).filter(|p| self.subject(*p) == subject)
     }
 
     /// The entry at stream sequence `sequence`, if there is one.

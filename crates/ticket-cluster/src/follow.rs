@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -78,32 +79,101 @@ pub enum FollowError {
     Copy { partition: Partition, detail: String },
 }
 
+/// Where a copy stands against the stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyState {
+    /// The stream sequence of the partition's last entry the copy has taken in (its groups
+    /// written, its takeovers seen).
+    pub reached: u64,
+    /// Why the copy stopped following the stream, if it did (it is tried again with each new
+    /// entry of the partition).
+    pub broken: Option<String>,
+}
+
+/// Where every copy stands: shared by the follower (which writes it) and its readers.
+#[derive(Debug, Clone)]
+pub struct Copies {
+    stream: LogStream,
+    states: Arc<Mutex<BTreeMap<Partition, CopyState>>>,
+}
+
+impl Copies {
+    /// Where the copy of `partition` stands.
+    pub fn state(&self, partition: Partition) -> CopyState {
+        self.states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&partition)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Whether the copy of `partition` holds every entry the stream has for it now (the stream
+    /// is asked); why not if it does not.
+    pub async fn current(&self, partition: Partition) -> Result<(), String> {
+        let state = self.state(partition);
+        if let Some(broken) = state.broken {
+            return Err(format!("this node's copy of partition {partition} does not follow the stream: {broken}"));
+        }
+        let last = self.stream.last(partition).await.map_err(|e| e.to_string())?;
+        if last > state.reached {
+            return Err(format!(
+                "this node's copy of partition {partition} is behind the stream (at stream sequence {}, the partition's last is {last})",
+                state.reached
+            ));
+        }
+        Ok(())
+    }
+
+    fn set(&self, partition: Partition, state: CopyState) {
+        self.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(partition, state);
+    }
+}
+
 /// A node's copies of every partition's log, following the stream until stopped.
 #[derive(Debug)]
 pub struct Followers {
     logs: BTreeMap<Partition, SledLog>,
+    copies: Copies,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Followers {
     /// Opens every partition's copy, catches each up from the stream (rebuilding one that is
-    /// not a copy of it), then follows the stream.
+    /// not a copy of it, or does not open), then follows the stream.
     pub async fn start(stream: LogStream, config: FollowConfig) -> Result<Self, FollowError> {
+        discard_leftovers(&config).await;
         // Entries after this are followed; those before, caught up (what both see is written once).
         let from = stream.last_of_all().await?;
         let opened = futures::future::join_all(config.partitions.all().map(|p| open_copy(&stream, &config, p))).await;
-        let (mut logs, mut holding) = (BTreeMap::new(), BTreeMap::new());
+        let (mut logs, mut holding, mut failed) = (BTreeMap::new(), BTreeMap::new(), None);
+        let copies = Copies { stream: stream.clone(), states: Arc::default() };
         for copy in opened {
-            let (partition, log, at) = copy?;
-            logs.insert(partition, log);
-            holding.insert(partition, at);
+            match copy {
+                Ok((partition, log, at, reached)) => {
+                    logs.insert(partition, log);
+                    holding.insert(partition, at);
+                    copies.set(partition, CopyState { reached, broken: None });
+                }
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            // Closing a log waits for its writer: off the async runtime.
+            let _ = tokio::task::spawn_blocking(move || drop(logs)).await;
+            return Err(e);
         }
         info!(partitions = logs.len(), from, "following every partition's log");
         let (stop, stopped) = watch::channel(false);
-        let follower = Follower { stream, config, logs: logs.clone(), holding, broken: BTreeMap::new() };
+        let follower = Follower { stream, config, logs: logs.clone(), holding, copies: copies.clone() };
         let task = tokio::spawn(follower.run(from + 1, stopped));
-        Ok(Self { logs, stop, task })
+        Ok(Self { logs, copies, stop, task })
+    }
+
+    /// Where every copy stands.
+    pub fn copies(&self) -> &Copies {
+        &self.copies
     }
 
     /// Each partition's copy (read-only: only the follower writes it).
@@ -129,38 +199,84 @@ async fn open_log(dir: PathBuf, partition: Partition) -> Result<SledLog, FollowE
         .map_err(|e| copy(e.to_string()))
 }
 
-/// Opens partition `p`'s copy and catches it up; one that is not a copy of the stream is
-/// deleted (with what was built from it) and rebuilt from the stream.
+/// The name a discarded copy's directory is renamed to before it is deleted (so that a copy
+/// half deleted by a crash is never opened again).
+const DISCARDED: &str = ".discarded";
+
+/// Deletes what discarded copies a crash left.
+async fn discard_leftovers(config: &FollowConfig) {
+    let root = config.root.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let Ok(entries) = std::fs::read_dir(&root) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(DISCARDED)
+                && let Err(e) = std::fs::remove_dir_all(entry.path())
+            {
+                warn!(dir = %entry.path().display(), error = %e, "a discarded copy could not be deleted");
+            }
+        }
+    })
+    .await;
+}
+
+/// Discards partition `p`'s directory: renamed (at once, so that it is never opened again),
+/// then deleted.
+async fn discard(dir: PathBuf, partition: Partition) -> Result<(), FollowError> {
+    let gone = tokio::task::spawn_blocking(move || {
+        if !dir.exists() {
+            return Ok(());
+        }
+        let mut discarded = dir.clone().into_os_string();
+        discarded.push(DISCARDED);
+        std::fs::rename(&dir, &discarded)?;
+        std::fs::remove_dir_all(&discarded)
+    })
+    .await;
+    match gone {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(FollowError::Copy { partition, detail: format!("not discarded: {e}") }),
+        Err(e) => Err(FollowError::Copy { partition, detail: e.to_string() }),
+    }
+}
+
+/// Opens partition `p`'s copy and catches it up; one that does not open, or is not a copy of
+/// the stream, is discarded (with what was built from it) and rebuilt from the stream. Returns
+/// the copy, the stream sequence holding its head and the one it reached.
 async fn open_copy(
     stream: &LogStream,
     config: &FollowConfig,
     partition: Partition,
-) -> Result<(Partition, SledLog, u64), FollowError> {
+) -> Result<(Partition, SledLog, u64, u64), FollowError> {
     let dir = config.dir(partition);
     let upto = stream.last(partition).await?;
+    let why = match open_log(dir.join("log"), partition).await {
+        Ok(log) => match catch_up_remembered(&log, stream, partition, &config.hint_file(partition), upto).await {
+            Ok((_, holding)) => return Ok((partition, log, holding, upto)),
+            Err(e) => {
+                let _ = tokio::task::spawn_blocking(move || drop(log)).await;
+                match e {
+                    CatchUpError::Diverged { .. } | CatchUpError::Gap { .. } | CatchUpError::Log { .. } => {
+                        e.to_string()
+                    }
+                    // The stream's trouble, not the copy's: tried again by the caller.
+                    CatchUpError::Stream(_) => return Err(e.into()),
+                }
+            }
+        },
+        Err(e) => e.to_string(),
+    };
+    warn!(
+        partition = partition.index(),
+        why, "this node's copy of the partition is discarded and rebuilt from the stream"
+    );
+    discard(dir.clone(), partition).await?;
     let log = open_log(dir.join("log"), partition).await?;
     match catch_up_remembered(&log, stream, partition, &config.hint_file(partition), upto).await {
-        Ok((_, holding)) => Ok((partition, log, holding)),
-        Err(CatchUpError::Diverged { local, .. }) => {
-            warn!(
-                partition = partition.index(),
-                local, "this node's copy of the partition is not the stream's: deleted, and rebuilt from the stream"
-            );
-            let removed = tokio::task::spawn_blocking(move || {
-                drop(log);
-                std::fs::remove_dir_all(&dir).map(|()| dir)
-            })
-            .await;
-            let dir = match removed {
-                Ok(Ok(dir)) => dir,
-                Ok(Err(e)) => return Err(FollowError::Copy { partition, detail: format!("not deleted: {e}") }),
-                Err(e) => return Err(FollowError::Copy { partition, detail: e.to_string() }),
-            };
-            let log = open_log(dir.join("log"), partition).await?;
-            let (_, holding) = catch_up_remembered(&log, stream, partition, &config.hint_file(partition), upto).await?;
-            Ok((partition, log, holding))
+        Ok((_, holding)) => Ok((partition, log, holding, upto)),
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || drop(log)).await;
+            Err(e.into())
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -170,8 +286,8 @@ struct Follower {
     logs: BTreeMap<Partition, SledLog>,
     /// The stream sequence of the entry holding each copy's head (where a catch-up may start).
     holding: BTreeMap<Partition, u64>,
-    /// Copies that could not follow (reported once; the others go on).
-    broken: BTreeMap<Partition, String>,
+    /// Where each copy stands (a broken one is tried again with each new entry; the others go on).
+    copies: Copies,
 }
 
 impl Follower {
@@ -213,6 +329,9 @@ impl Follower {
                     }
                 }
                 let mut groups: BTreeMap<Partition, Vec<(u64, pb::PartitionGroup)>> = BTreeMap::new();
+                // Each partition's last entry in the batch (a group or a takeover).
+                let mut seen: BTreeMap<Partition, u64> = BTreeMap::new();
+                let mut undecodable: BTreeMap<Partition, String> = BTreeMap::new();
                 for message in batch {
                     let Ok(info) = message.info() else {
                         warn!(subject = %message.subject, "an entry without its stream sequence was skipped");
@@ -224,25 +343,28 @@ impl Follower {
                         debug!(subject = %message.subject, "an entry of no partition of this cluster");
                         continue;
                     };
+                    seen.insert(partition, sequence);
                     match pb::PartitionEntry::decode(message.payload.as_ref()) {
                         Ok(pb::PartitionEntry { kind: Some(Kind::Group(group)) }) => {
                             groups.entry(partition).or_default().push((sequence, group));
                         }
                         Ok(pb::PartitionEntry { kind: Some(Kind::Takeover(_)) | None }) => {}
-                        Err(e) => self.broke(partition, format!("the entry at stream sequence {sequence}: {e}")),
+                        Err(e) => {
+                            undecodable.insert(partition, format!("the entry at stream sequence {sequence}: {e}"));
+                        }
                     }
                 }
                 let written = futures::future::join_all(
                     groups.into_iter().map(|(partition, groups)| self.write(partition, groups)),
                 )
                 .await;
-                for (partition, outcome) in written {
-                    match outcome {
-                        Ok(holding) => {
-                            self.holding.insert(partition, holding);
-                        }
-                        Err(why) => self.broke(partition, why),
-                    }
+                let mut outcomes: BTreeMap<Partition, Result<u64, String>> = written.into_iter().collect();
+                for (partition, reached) in seen {
+                    let outcome = match undecodable.remove(&partition) {
+                        Some(why) => Err(why),
+                        None => outcomes.remove(&partition).unwrap_or(Ok(self.holding_of(partition))),
+                    };
+                    self.settle(partition, reached, outcome);
                 }
                 if remembered.0.elapsed() >= self.config.remember_every {
                     remembered = (tokio::time::Instant::now(), self.remember(&remembered.1).await);
@@ -256,11 +378,36 @@ impl Follower {
         info!(partitions = self.logs.len(), "stopped following the partitions' log");
     }
 
-    fn broke(&mut self, partition: Partition, why: String) {
-        self.broken.entry(partition).or_insert_with(|| {
-            warn!(partition = partition.index(), why, "this node's copy of the partition stopped following the stream");
-            why
-        });
+    fn holding_of(&self, partition: Partition) -> u64 {
+        self.holding.get(&partition).copied().unwrap_or(0)
+    }
+
+    /// Records where a partition's copy stands after a batch whose last entry of it was at
+    /// `reached`: there, with its head in the entry at `Ok(holding)`; or broken, saying why
+    /// once (the next entry of the partition tries again: a gap is filled from the stream).
+    fn settle(&mut self, partition: Partition, reached: u64, outcome: Result<u64, String>) {
+        let before = self.copies.state(partition);
+        match outcome {
+            Ok(holding) => {
+                self.holding.insert(partition, holding);
+                if before.broken.is_some() {
+                    info!(
+                        partition = partition.index(),
+                        reached, "this node's copy of the partition follows the stream again"
+                    );
+                }
+                self.copies.set(partition, CopyState { reached, broken: None });
+            }
+            Err(why) => {
+                if before.broken.is_none() {
+                    warn!(
+                        partition = partition.index(),
+                        why, "this node's copy of the partition stopped following the stream"
+                    );
+                }
+                self.copies.set(partition, CopyState { reached: before.reached, broken: Some(why) });
+            }
+        }
     }
 
     /// Writes a partition's groups that continue its copy, in one commit; a gap (or a group
@@ -272,9 +419,6 @@ impl Follower {
         groups: Vec<(u64, pb::PartitionGroup)>,
     ) -> (Partition, Result<u64, String>) {
         let outcome = async {
-            if self.broken.contains_key(&partition) {
-                return Err("broken".to_owned());
-            }
             let log = self.logs.get(&partition).ok_or("no copy")?;
             let mut holding = self.holding.get(&partition).copied().unwrap_or(0);
             let mut pending: Option<ReplicaGroup> = None;

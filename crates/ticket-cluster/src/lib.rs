@@ -14,7 +14,7 @@ pub mod status;
 mod test_support;
 
 pub use fence::{AppendError, Fenced, LogStream, LogStreamConfig, StreamError};
-pub use follow::{FollowConfig, FollowError, Followers};
+pub use follow::{Copies, CopyState, FollowConfig, FollowError, Followers};
 pub use lease::{Lease, LeaseConfig, LeaseError, LeaseWatch, Leases};
 pub use node::{LogsOnly, NodeConfig, NodeError, NodeHandle, Owned, PartitionService, Serving, start, start_serving};
 pub use partition_log::{CatchUpError, StreamReplicator, catch_up, catch_up_from, catch_up_remembered};

@@ -104,6 +104,13 @@ pub trait PartitionService: Send + Sync + 'static {
 
 /// A partition being served, stopped by [`Serving::stop`] (or dropped, when the node is aborted).
 pub trait Serving: Send + Sync + 'static {
+    /// Stops taking requests (those taken are answered first): a handover then releases the
+    /// lease at once, so that the next owner takes over while the rest stops. What still runs
+    /// here and appends meets the next owner's takeover (the fence).
+    fn stop_answering(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Stops serving: nothing more is appended through it once this returns.
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
@@ -457,7 +464,8 @@ impl Node {
         }
     }
 
-    /// Stops serving the partition (its log closed) and releases its lease.
+    /// Stops serving the partition: its requests first, then its lease released (the next owner
+    /// takes over at once), then the rest of what serves it and its log.
     async fn hand_over(&mut self, partition: Partition) {
         if let Some((lease, task, watch)) = self.pending.remove(&partition) {
             watch.lapse();
@@ -469,20 +477,23 @@ impl Node {
             return;
         }
         let Some(held) = self.held.remove(&partition) else { return };
-        held.owned.lease.lapse();
+        // The lease is still this node's (a lost one was lapsed when it was found lost): what is
+        // being answered is answered; it lapses once nothing more is taken, before its release.
         self.publish();
         // Stopping what serves it takes a while (its requests answered, its engine and outbox
         // stopped): on a task of its own, so that the rounds go on renewing the other leases.
         // The partition is not taken again here until its log is closed.
-        let Held { owned, lease, serving } = held;
+        let Held { owned, lease, mut serving } = held;
         let (leases, node) = (self.leases.clone(), self.config.name.clone());
         let stopping = tokio::spawn(async move {
-            serving.stop().await;
-            close(owned, &node).await;
+            serving.stop_answering().await;
+            owned.lease.lapse();
             match leases.release(lease).await {
                 Ok(()) => info!(node = %node, partition = partition.index(), "partition handed over"),
                 Err(e) => warn!(node = %node, partition = partition.index(), error = %e, "lease not released"),
             }
+            serving.stop().await;
+            close(owned, &node).await;
         });
         self.stopping.insert(partition, stopping);
     }

@@ -254,7 +254,7 @@ pub async fn catch_up_remembered(
     hint_file: &Path,
     upto: u64,
 ) -> Result<(u64, u64), CatchUpError> {
-    let hint = std::fs::read_to_string(hint_file).ok().and_then(|h| h.trim().parse::<u64>().ok()).unwrap_or(1);
+    let hint = tokio::fs::read_to_string(hint_file).await.ok().and_then(|h| h.trim().parse::<u64>().ok()).unwrap_or(1);
     let caught = match catch_up_from(log, stream, partition, hint, upto).await {
         Err(CatchUpError::Diverged { sequence: None, .. }) if hint > 1 => {
             catch_up_from(log, stream, partition, 1, upto).await
@@ -262,7 +262,8 @@ pub async fn catch_up_remembered(
         other => other,
     };
     let (head, holding) = caught?;
-    remember(hint_file, partition, holding);
+    let file = hint_file.to_owned();
+    let _ = tokio::task::spawn_blocking(move || remember(&file, partition, holding)).await;
     Ok((head, holding))
 }
 

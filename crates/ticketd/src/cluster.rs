@@ -54,7 +54,8 @@ struct Engines {
 struct PartitionEngine {
     partition: ticket_domain::Partition,
     engine: Engine,
-    api: PartitionApi,
+    /// Taken when the partition stops answering.
+    api: Option<PartitionApi>,
     stop_publishing: watch::Sender<bool>,
     publisher: tokio::task::JoinHandle<Result<(), publisher::PublishError>>,
     deadline: Duration,
@@ -100,19 +101,30 @@ impl PartitionService for Engines {
             let publisher =
                 tokio::spawn(publisher::run_with(owned.log.clone(), js, publisher_config, reconcile, stopped));
             info!(partition = partition.index(), head = owned.log.head(), "partition's engine started");
-            Ok(Box::new(PartitionEngine { partition, engine, api, stop_publishing, publisher, deadline })
+            Ok(Box::new(PartitionEngine { partition, engine, api: Some(api), stop_publishing, publisher, deadline })
                 as Box<dyn Serving>)
         })
     }
 }
 
 impl Serving for PartitionEngine {
-    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+    fn stop_answering(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let PartitionEngine { partition, engine, api, stop_publishing, mut publisher, deadline } = *self;
-            if !api.stop(deadline).await {
-                warn!(partition = partition.index(), "requests were still being answered when the partition stopped");
+            if let Some(api) = self.api.take()
+                && !api.stop(self.deadline).await
+            {
+                warn!(
+                    partition = self.partition.index(),
+                    "requests were still being answered when the partition stopped"
+                );
             }
+        })
+    }
+
+    fn stop(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            self.stop_answering().await;
+            let PartitionEngine { partition, engine, api: _, stop_publishing, mut publisher, deadline } = *self;
             engine.stop(deadline).await;
             // What is not published now, the next owner publishes from the shared watermark.
             stop_publishing.send_replace(true);
@@ -164,7 +176,8 @@ impl Copies {
             projectors.push(task);
         }
         info!(partitions = views.len(), "this node's read models of every partition started");
-        api.read_from(ticket_nats::Replicas { views, policy });
+        let copies = Arc::new(CopyStates(followers.copies().clone()));
+        api.read_from(ticket_nats::Replicas { views, policy, copies });
         Ok(Self { followers, projectors, stop })
     }
 
@@ -183,6 +196,19 @@ impl Copies {
             }
         }
         let _ = tokio::time::timeout_at(until, self.followers.stop()).await;
+    }
+}
+
+/// Where this node's copies stand, as the API asks.
+struct CopyStates(ticket_cluster::Copies);
+
+impl ticket_nats::CopyStatus for CopyStates {
+    fn broken(&self, partition: ticket_domain::Partition) -> Option<String> {
+        self.0.state(partition).broken
+    }
+
+    fn current(&self, partition: ticket_domain::Partition) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(self.0.current(partition))
     }
 }
 
@@ -305,11 +331,16 @@ pub(crate) async fn serve(
         let (js, node_config, projector, policy, api) =
             (own.clone(), node_config.clone(), config.projector(), policy.clone(), copies_api);
         tokio::spawn(async move {
-            let started = Copies::start(js, &node_config, projector, policy, &api).await;
-            if let Err(e) = &started {
-                error!(error = %e, "this node's copies of the partitions could not start: the queries that read every partition stay UNAVAILABLE here");
+            // Tried until it starts (or the node stops): the queries across partitions wait here.
+            loop {
+                match Copies::start(js.clone(), &node_config, projector.clone(), policy.clone(), &api).await {
+                    Ok(copies) => return Ok::<_, anyhow::Error>(copies),
+                    Err(e) => {
+                        error!(error = %e, "this node's copies of the partitions could not start (the queries that read every partition are UNAVAILABLE here); trying again");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
             }
-            started
         })
     };
 

@@ -73,6 +73,11 @@ async fn a_node_follows_every_partition_from_the_stream() {
     append(&b, 5, 3, 2).await;
     until_copies_match(&followers, &[(p1, &a2), (p2, &b)]).await;
     assert_eq!(followers.logs()[&p1].head(), 47);
+    for p in [p1, p2, partition(3)] {
+        followers.copies().current(p).await.unwrap();
+        assert_eq!(followers.copies().state(p).broken, None);
+    }
+    assert_eq!(followers.copies().state(p1).reached, stream.last(p1).await.unwrap());
     assert_eq!(followers.logs()[&partition(3)].head(), 0);
     followers.stop().await;
 
@@ -96,5 +101,21 @@ async fn a_node_follows_every_partition_from_the_stream() {
     until_copies_match(&followers, &[(p1, &a2), (p2, &b)]).await;
     assert!(!p2_dir.join("built-from-it").exists(), "what was built from the foreign copy is deleted");
     assert_eq!(followers.logs()[&p2].verify_chain(|_, _| {}).unwrap().broken, None);
+    followers.stop().await;
+
+    // A copy that does not even open (its files damaged, or half deleted by a crash): discarded
+    // and rebuilt; a discarded copy a crash left is deleted.
+    let p1_dir = config.dir(p1);
+    std::fs::remove_dir_all(p1_dir.join("log")).unwrap();
+    std::fs::create_dir_all(p1_dir.join("log")).unwrap();
+    std::fs::write(p1_dir.join("log").join("conf"), b"not sled's").unwrap();
+    std::fs::write(p1_dir.join("log").join("db"), vec![0xA5; 4096]).unwrap();
+    std::fs::write(p1_dir.join("built-from-it"), b"stale").unwrap();
+    let leftover = root.path().join("5.discarded");
+    std::fs::create_dir_all(leftover.join("log")).unwrap();
+    let followers = Followers::start(stream.clone(), config.clone()).await.unwrap();
+    until_copies_match(&followers, &[(p1, &a2), (p2, &b)]).await;
+    assert!(!leftover.exists(), "a discarded copy is deleted at start");
+    assert!(!p1_dir.join("built-from-it").exists(), "the copy that did not open was discarded");
     followers.stop().await;
 }

@@ -63,6 +63,17 @@ pub struct Replicas<L: EventLog> {
     pub views: BTreeMap<Partition, Projector<L>>,
     /// The policy the answers are computed on (the calendars of the business times).
     pub policy: Arc<Policy>,
+    /// Where each copy stands against the log stream.
+    pub copies: Arc<dyn CopyStatus>,
+}
+
+/// Where this node's copies of the partitions' logs stand against the log stream.
+pub trait CopyStatus: Send + Sync + 'static {
+    /// Why the copy of `partition` does not follow the stream, if it does not.
+    fn broken(&self, partition: Partition) -> Option<String>;
+    /// Whether the copy of `partition` holds everything the stream has for it now (the stream
+    /// is asked); why not if it does not.
+    fn current(&self, partition: Partition) -> BoxFuture<'_, Result<(), String>>;
 }
 
 impl<L: EventLog> std::fmt::Debug for Replicas<L> {
@@ -357,7 +368,12 @@ impl<L: EventLog> Front<L> {
                     // stream's truth as of the position the answer names).
                     Err(Unreached::NoOwner(why)) => {
                         match self.replicas.get().and_then(|r| Some((r.views.get(&partition)?.clone(), r))) {
+                            // Only a copy holding all the stream has for the partition (a node
+                            // that was paused, or is catching up, may hold less).
                             Some((views, replicas)) => {
+                                if let Err(behind) = replicas.copies.current(partition).await {
+                                    return unavailable(endpoint, partition, &format!("{why}, and {behind}"));
+                                }
                                 debug!(
                                     partition = partition.index(),
                                     why, "a ticket's query answered from this node's copy"
@@ -435,6 +451,13 @@ impl<L: EventLog> Front<L> {
             );
         }
         let Some(replicas) = self.replicas.get().cloned() else { return not_caught_up(Endpoint::Query(query)) };
+        if let Some((partition, broken)) = replicas.views.keys().find_map(|p| Some((*p, replicas.copies.broken(*p)?))) {
+            return unavailable(
+                Endpoint::Query(query),
+                partition,
+                &format!("cannot be read on this node: its copy does not follow the stream ({broken})"),
+            );
+        }
         let deadline = tokio::time::Instant::now() + self.config.read_your_writes_deadline;
         for (&index, &position) in decoded.min_partition_positions() {
             let Some(views) = self.partitions.get(u64::from(index)).and_then(|p| replicas.views.get(&p)) else {
