@@ -568,7 +568,9 @@ async fn balanced(client: &async_nats::Client, fair: std::ops::RangeInclusive<us
 }
 
 /// Given three ticketd nodes starting one after the other, then each ends up with about a
-/// third of the 8 partitions (2 or 3). When node a stops gracefully (SIGTERM) under a load of
+/// third of the 8 partitions (2 or 3). When an operator moves one of node a's partitions to
+/// node c (`ticketctl cluster move`), node c serves it; a node that is not live is refused.
+/// When node a stops gracefully (SIGTERM) under a load of
 /// three clients, its partitions move to the two others (4 each) and no command fails: none is
 /// answered `UNAVAILABLE` (a request about a partition changing owner waits for the new one),
 /// and nothing acknowledged is lost or decided twice.
@@ -582,7 +584,32 @@ async fn a_node_stopping_gracefully_hands_its_partitions_over_without_a_failed_c
     assert_eq!(shares.len(), 3, "{shares:?}");
 
     let load = Load::start(&clients);
-    load.until("before the stop", 150).await;
+    load.until("before the move", 100).await;
+
+    // An operator moves one of node a's partitions to node c, under the load.
+    let moving = owned_by(&clients[0], "node-a", 1).await[0];
+    let url = nats.nodes[0].url();
+    let ticketctl = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))
+            .arg("--nats-url")
+            .arg(&url)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = ticketctl(&["cluster", "move", &moving.to_string(), "node-c", "--json"]);
+    assert!(output.status.success(), "ticketctl cluster move: {}", String::from_utf8_lossy(&output.stderr));
+    let moved: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // (proto3 JSON leaves partition 0 out.)
+    assert_eq!(moved["partition"].as_u64().unwrap_or(0), u64::from(moving.index()), "{moved}");
+    assert_eq!((moved["from"].as_str(), moved["to"].as_str()), (Some("node-a"), Some("node-c")), "{moved}");
+    assert_eq!(owner_of(&clients[1], u32::from(moving.index())).await.as_deref(), Some("node-c"));
+    let refused = ticketctl(&["cluster", "move", "0", "node-z"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a live node"), "{refused:?}");
+    let at_move = load.count();
+    load.until("after the move", at_move + 100).await;
+
     let (status, log) = a.terminate();
     assert!(status.success(), "node a exited with {status}:\n{}", log.join("\n"));
     assert!(log.iter().any(|l| l.contains("node stopped; its partitions handed over")), "{}", log.join("\n"));
@@ -590,10 +617,11 @@ async fn a_node_stopping_gracefully_hands_its_partitions_over_without_a_failed_c
     load.until("after the stop", at_stop + 300).await;
     let shares = balanced(&clients[1], 4..=4).await;
     assert_eq!(shares.keys().collect::<Vec<_>>(), ["node-b", "node-c"]);
+    assert_eq!(owner_of(&clients[1], u32::from(moving.index())).await.as_deref(), Some("node-c"), "placed there");
     let unavailable = load.unavailable.load(Ordering::Relaxed);
     let (sent, acked) = load.finish().await;
     eprintln!("{} commands acknowledged, {at_stop} before the stop", acked.len());
-    assert_eq!(unavailable, 0, "a command was answered UNAVAILABLE while node a handed its partitions over");
+    assert_eq!(unavailable, 0, "a command was answered UNAVAILABLE while partitions were moved or handed over");
     nothing_lost_or_decided_twice(&clients, &sent, &acked).await;
     for node in [b, c] {
         let (status, log) = node.terminate();

@@ -543,6 +543,17 @@ impl Client {
         self.reply_as(Endpoint::Admin(AdminEndpoint::Cluster), payload, true, pick).await
     }
 
+    /// Places partition `partition` on node `node` (a planned handover, ADR 0015): answered
+    /// once the placement is recorded; [`Client::cluster_status`] shows when the node serves
+    /// it. Refused (`MALFORMED_REQUEST`) for a partition the cluster does not have or a node
+    /// that is not live, (`UNKNOWN_ENDPOINT`) by a single ticketd. Sent again while unanswered:
+    /// placing twice places once.
+    pub async fn move_partition(&self, partition: u32, node: &str) -> Result<pb::PartitionMove, ClientError> {
+        let payload = pb::MovePartition { partition, node: node.to_owned() }.encode_to_vec();
+        let pick = |r| if let pb::query_reply::Result::Moved(v) = r { Some(v) } else { None };
+        self.reply_as(Endpoint::Admin(AdminEndpoint::Move), payload, true, pick).await
+    }
+
     /// Moves a test clock (`ticketd dev --test-clock`) to `to` through every firing due on the
     /// way, in order; refused (`UNKNOWN_ENDPOINT`) on the wall clock, and (`MALFORMED_REQUEST`)
     /// for an instant earlier than the clock's. Sent again while unanswered: moving to an

@@ -9,6 +9,7 @@ pub mod follow;
 pub mod lease;
 pub mod node;
 pub mod partition_log;
+pub mod placement;
 pub mod status;
 #[cfg(test)]
 mod test_support;
@@ -18,4 +19,5 @@ pub use follow::{Copies, CopyState, FollowConfig, FollowError, Followers};
 pub use lease::{Lease, LeaseConfig, LeaseError, LeaseWatch, Leases};
 pub use node::{LogsOnly, NodeConfig, NodeError, NodeHandle, Owned, PartitionService, Serving, start, start_serving};
 pub use partition_log::{CatchUpError, StreamReplicator, catch_up, catch_up_from, catch_up_remembered};
+pub use placement::Placement;
 pub use status::StatusSources;

@@ -18,7 +18,7 @@
 //! leases expire and the others take its partitions; if it was only paused, its next append
 //! meets the new owner's takeover.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::fence::{LogStream, LogStreamConfig};
 use crate::lease::{Lease, LeaseConfig, LeaseWatch, Leases};
 use crate::partition_log::{StreamReplicator, catch_up_remembered};
+use crate::placement::Placement;
 
 /// How a node runs.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ pub struct NodeConfig {
     pub renew_every: Duration,
     /// The bucket of live nodes.
     pub nodes_bucket: String,
+    /// The bucket of the partitions operators placed (`ticketctl cluster move`).
+    pub placement_bucket: String,
 }
 
 impl NodeConfig {
@@ -64,6 +67,7 @@ impl NodeConfig {
             renew_every: leases.ttl / 4,
             leases,
             nodes_bucket: "TICKETS_NODES".to_owned(),
+            placement_bucket: "TICKETS_PLACEMENT".to_owned(),
         }
     }
 
@@ -213,6 +217,8 @@ pub async fn start_serving(
     )
     .await
     .map_err(|e| setup(&e))?;
+    let placement =
+        Placement::ensure(&js, &config.placement_bucket, config.leases.replicas).await.map_err(|e| setup(&e))?;
     let (owned_tx, owned) = watch::channel(BTreeMap::new());
     let (stop, stopped) = watch::channel(false);
     let (caught_up_tx, caught_up) = tokio::sync::mpsc::unbounded_channel();
@@ -229,6 +235,9 @@ pub async fn start_serving(
         stopping: BTreeMap::new(),
         caught_up: caught_up_tx,
         live: usize::MAX,
+        live_nodes: BTreeSet::new(),
+        placement,
+        placed: BTreeMap::new(),
     };
     let task = tokio::spawn(node.run(stopped, caught_up));
     Ok(NodeHandle { owned, stop, task })
@@ -253,13 +262,25 @@ struct Node {
     /// Told when a pending catch-up ends, so that its partition is served at once rather than
     /// at the next round.
     caught_up: tokio::sync::mpsc::UnboundedSender<Partition>,
-    /// The live nodes at the last round.
+    /// The live nodes at the last round (their count, and their names).
     live: usize,
+    live_nodes: BTreeSet<String>,
+    /// Where operators placed partitions (followed by a watch of the bucket).
+    placement: Placement,
+    placed: BTreeMap<Partition, String>,
 }
 
 /// A partition taken over and being caught up: its lease, the catch-up's task, and the watch
 /// of the lease that its [`Owned`] will carry.
 type Pending = (Lease, tokio::task::JoinHandle<Result<Owned, String>>, LeaseWatch);
+
+/// The next change of a watched bucket; never, without a watch.
+async fn next_change(watch: &mut Option<kv::Watch>) -> Option<Result<kv::Entry, kv::WatcherError>> {
+    match watch.as_mut() {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Rounds a partition that could not be served is left alone.
 const FAILING_ROUNDS: u32 = 20;
@@ -272,19 +293,29 @@ impl Node {
     ) {
         let mut round = tokio::time::interval(self.config.renew_every);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Released leases are taken at once (a planned handover), not at the next round.
+        // Released leases are taken at once (a planned handover), not at the next round; so
+        // are placements followed.
         let mut changes: Option<kv::Watch> = None;
+        let mut placements: Option<kv::Watch> = None;
         loop {
             if changes.is_none() {
                 changes = self.leases.watch().await.map_err(|e| debug!(error = %e, "the leases are not watched")).ok();
             }
-            let change = async {
-                match changes.as_mut() {
-                    Some(watch) => watch.next().await,
-                    None => std::future::pending().await,
-                }
-            };
+            if placements.is_none() {
+                placements =
+                    self.placement.watch().await.map_err(|e| debug!(error = %e, "the placements are not watched")).ok();
+            }
+            let change = next_change(&mut changes);
+            let placed = next_change(&mut placements);
             tokio::select! {
+                placed = placed => match placed {
+                    Some(Ok(entry)) => {
+                        if let Some(partition) = Placement::apply(&entry, self.config.partitions, &mut self.placed) {
+                            self.follow_placement(partition).await;
+                        }
+                    }
+                    Some(Err(_)) | None => placements = None,
+                },
                 _ = round.tick() => self.round().await,
                 Some(partition) = caught_up.recv() => self.settle(partition).await,
                 change = change => match change {
@@ -323,21 +354,57 @@ impl Node {
             *rounds > 0
         });
         let live = match self.heartbeat().await {
-            Ok(live) => live.max(1),
+            Ok(live) => live,
             Err(e) => {
                 warn!(node = %self.config.name, error = %e, "the live nodes could not be counted; keeping what it holds");
                 return;
             }
         };
         self.settle_pending().await;
-        self.live = live;
+        self.live = live.len().max(1);
+        self.live_nodes = live;
+        // Partitions placed on another live node go to it.
+        let placed_elsewhere: Vec<Partition> =
+            self.held.keys().chain(self.pending.keys()).copied().filter(|p| self.placed_elsewhere(*p)).collect();
+        for partition in placed_elsewhere {
+            info!(node = %self.config.name, partition = partition.index(), to = self.placed.get(&partition).map(String::as_str), "partition moved by an operator: handed over");
+            self.hand_over(partition).await;
+        }
         let share = self.share();
-        if self.held.len() + self.pending.len() < share {
+        let kept = self.held.len() + self.pending.len();
+        if kept < share || self.config.partitions.all().any(|p| self.placed_here(p) && !self.holds(p)) {
             self.take_free(share).await;
-        } else if self.held.len() + self.pending.len() > share
-            && let Some(partition) = self.held.keys().next_back().copied()
+        } else if kept > share
+            && let Some(partition) = self.held.keys().rev().copied().find(|p| !self.placed_here(*p))
         {
             self.hand_over(partition).await;
+        }
+    }
+
+    /// Whether this node holds (or is taking) `partition`.
+    fn holds(&self, partition: Partition) -> bool {
+        self.held.contains_key(&partition) || self.pending.contains_key(&partition)
+    }
+
+    /// Whether an operator placed `partition` on this node.
+    fn placed_here(&self, partition: Partition) -> bool {
+        self.placed.get(&partition).is_some_and(|node| *node == self.config.name)
+    }
+
+    /// Whether an operator placed `partition` on another node that is live (one that is not
+    /// live is not waited for).
+    fn placed_elsewhere(&self, partition: Partition) -> bool {
+        self.placed.get(&partition).is_some_and(|node| *node != self.config.name && self.live_nodes.contains(node))
+    }
+
+    /// Follows a placement of `partition` that just changed: handed over if placed on another
+    /// live node, taken if placed here and free.
+    async fn follow_placement(&mut self, partition: Partition) {
+        if self.holds(partition) && self.placed_elsewhere(partition) {
+            info!(node = %self.config.name, partition = partition.index(), to = self.placed.get(&partition).map(String::as_str), "partition moved by an operator: handed over");
+            self.hand_over(partition).await;
+        } else if self.placed_here(partition) && !self.holds(partition) {
+            self.take_free(self.share()).await;
         }
     }
 
@@ -346,13 +413,12 @@ impl Node {
         usize::from(self.config.partitions.count()).div_ceil(self.live.max(1))
     }
 
-    /// Says this node is alive; returns how many nodes are.
-    async fn heartbeat(&self) -> Result<usize, String> {
+    /// Says this node is alive; returns the nodes that are.
+    async fn heartbeat(&self) -> Result<BTreeSet<String>, String> {
         self.nodes.put(&self.config.name, Bytes::new()).await.map_err(|e| e.to_string())?;
         let keys = self.nodes.keys().await.map_err(|e| e.to_string())?;
         use futures::TryStreamExt;
-        let keys: Vec<String> = keys.try_collect().await.map_err(|e| e.to_string())?;
-        Ok(keys.len())
+        keys.try_collect().await.map_err(|e| e.to_string())
     }
 
     /// Renews every lease held; drops the partitions whose lease was lost or whose log stopped.
@@ -389,18 +455,18 @@ impl Node {
         }
     }
 
-    /// Takes free partitions up to `share`: for each, its lease, then (beside the rounds) the
-    /// fence, the catch-up and the start of what serves it. A dead node's partitions are all
-    /// taken in one round, each caught up on its own.
+    /// Takes free partitions up to `share` (and those placed on this node, beyond it; none placed
+    /// on another live node): for each, its lease, then (beside the rounds) the fence, the
+    /// catch-up and the start of what serves it. A dead node's partitions are all taken in one
+    /// round, each caught up on its own.
     async fn take_free(&mut self, share: usize) {
         for partition in self.config.partitions.all() {
-            if self.held.len() + self.pending.len() >= share {
-                return;
+            // Placed here: taken beyond the share; placed on another live node: left to it.
+            let placed_here = self.placed_here(partition);
+            if !placed_here && (self.held.len() + self.pending.len() >= share || self.placed_elsewhere(partition)) {
+                continue;
             }
-            if self.held.contains_key(&partition)
-                || self.pending.contains_key(&partition)
-                || self.stopping.contains_key(&partition)
-                || self.failing.contains_key(&partition)
+            if self.holds(partition) || self.stopping.contains_key(&partition) || self.failing.contains_key(&partition)
             {
                 continue;
             }

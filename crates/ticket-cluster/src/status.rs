@@ -9,6 +9,7 @@ use ticket_proto::pb;
 
 use crate::fence::LogStream;
 use crate::lease::Leases;
+use crate::placement::Placement;
 
 /// What the status is read from.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct StatusSources {
     pub nodes: kv::Store,
     /// The partitions' published watermarks (key `p<n>`), if the cluster publishes events.
     pub watermarks: Option<kv::Store>,
+    /// Where operators placed partitions.
+    pub placement: Placement,
 }
 
 impl StatusSources {
@@ -29,11 +32,17 @@ impl StatusSources {
         for partition in self.partitions.all() {
             partitions.push(self.partition(partition).await?);
         }
+        let nodes = self.live_nodes().await?;
+        let lease_ttl_seconds = self.leases.config().ttl.as_secs();
+        Ok(pb::ClusterStatus { partitions, nodes, lease_ttl_seconds })
+    }
+
+    /// The nodes saying they are alive, by name.
+    pub async fn live_nodes(&self) -> Result<Vec<String>, String> {
         let keys = self.nodes.keys().await.map_err(|e| e.to_string())?;
         let mut nodes: Vec<String> = keys.try_collect().await.map_err(|e| e.to_string())?;
         nodes.sort();
-        let lease_ttl_seconds = self.leases.config().ttl.as_secs();
-        Ok(pb::ClusterStatus { partitions, nodes, lease_ttl_seconds })
+        Ok(nodes)
     }
 
     async fn partition(&self, partition: Partition) -> Result<pb::PartitionStatus, String> {
@@ -59,6 +68,7 @@ impl StatusSources {
             head,
             published,
             outbox_lag: head.saturating_sub(published),
+            placed_on: self.placement.of(partition).await.map_err(|e| e.to_string())?.unwrap_or_default(),
         })
     }
 

@@ -19,7 +19,7 @@ pub mod publisher;
 
 pub use api::identity::{Caller, Identities, IdentityRule, REQUEST_INFO_HEADER, Role, Unstamped};
 pub use api::{
-    ApiConfig, ApiError, ApiHandle, ClockAdvance, ClockAdvanceError, ClusterApi, ClusterStatusSource, CopyStatus,
+    ApiConfig, ApiError, ApiHandle, ClockAdvance, ClockAdvanceError, ClusterApi, ClusterControl, CopyStatus,
     INSTANCE_METADATA, LeaseCheck, MAX_ADVANCE_EVENTS, PartitionApi, Replicas, TestClockControl, TestClockHandle,
     admin_subject, command_subject, partition_subject, query_subject, service_error, start, start_cluster,
 };

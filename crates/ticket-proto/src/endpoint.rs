@@ -94,6 +94,9 @@ endpoints! {
         /// A cluster's partitions, owners and heads: [`pb::GetClusterStatus`] →
         /// [`pb::ClusterStatus`].
         Cluster => "cluster",
+        /// A planned handover of a partition to a node: [`pb::MovePartition`] →
+        /// [`pb::PartitionMove`].
+        Move => "move",
     }
 }
 
@@ -316,6 +319,7 @@ pub enum AdminRequest {
     Clock(pb::GetClock),
     AdvanceClock(pb::AdvanceClock),
     Cluster(pb::GetClusterStatus),
+    Move(pb::MovePartition),
 }
 
 impl AdminRequest {
@@ -326,6 +330,7 @@ impl AdminRequest {
             AdminRequest::Clock(_) => AdminEndpoint::Clock,
             AdminRequest::AdvanceClock(_) => AdminEndpoint::AdvanceClock,
             AdminRequest::Cluster(_) => AdminEndpoint::Cluster,
+            AdminRequest::Move(_) => AdminEndpoint::Move,
         }
     }
 
@@ -337,6 +342,7 @@ impl AdminRequest {
             AdminEndpoint::Clock => pb::GetClock::decode(payload).map(AdminRequest::Clock),
             AdminEndpoint::AdvanceClock => pb::AdvanceClock::decode(payload).map(AdminRequest::AdvanceClock),
             AdminEndpoint::Cluster => pb::GetClusterStatus::decode(payload).map(AdminRequest::Cluster),
+            AdminEndpoint::Move => pb::MovePartition::decode(payload).map(AdminRequest::Move),
         }
     }
 
@@ -347,6 +353,7 @@ impl AdminRequest {
             AdminRequest::Clock(r) => r.encode_to_vec(),
             AdminRequest::AdvanceClock(r) => r.encode_to_vec(),
             AdminRequest::Cluster(r) => r.encode_to_vec(),
+            AdminRequest::Move(r) => r.encode_to_vec(),
         }
     }
 }
@@ -360,6 +367,7 @@ impl AdminEndpoint {
             AdminEndpoint::Clock => "ticket.v1.GetClock",
             AdminEndpoint::AdvanceClock => "ticket.v1.AdvanceClock",
             AdminEndpoint::Cluster => "ticket.v1.GetClusterStatus",
+            AdminEndpoint::Move => "ticket.v1.MovePartition",
         }
     }
 }

@@ -269,8 +269,21 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Each partition: its owner, when its lease expires, its last entry in the log stream, the
-    /// log position it reaches, what the event stream has of it, and the live nodes.
+    /// log position it reaches, what the event stream has of it, the node an operator placed it
+    /// on, and the live nodes.
     Status,
+    /// A planned handover: places a partition on a live node, whose owner hands it over at once
+    /// (no request fails: they wait for the new owner), then waits until the node serves it.
+    /// The node keeps it, beyond its fair share, until it is moved again.
+    Move {
+        /// The partition (0 to the cluster's count - 1).
+        partition: u32,
+        /// The node to serve it (a live node of the cluster).
+        node: String,
+        /// How long to wait for the node to serve it.
+        #[arg(long, default_value_t = 60)]
+        wait_secs: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -554,6 +567,34 @@ fn execute<B: backend::Backend>(
             remote.with_client(|client| async move {
                 let status = client.cluster_status().await.map_err(crate::backend::failure)?;
                 render::cluster(&status, json)
+            })
+        }
+        Command::Cluster { command: ClusterCommand::Move { partition, node, wait_secs } } => {
+            let remote = backend
+                .remote()
+                .ok_or_else(|| Failure::Usage("cluster move asks a running cluster node: give --nats-url".into()))?;
+            remote.with_client(|client| async move {
+                let started = std::time::Instant::now();
+                let moved = client.move_partition(partition, &node).await.map_err(crate::backend::failure)?;
+                if moved.from != moved.to {
+                    let from = if moved.from.is_empty() { "no owner" } else { moved.from.as_str() };
+                    eprintln!("moving partition {partition} from {from} to {node} ...");
+                }
+                let deadline = started + std::time::Duration::from_secs(wait_secs);
+                loop {
+                    let status = client.cluster_status().await.map_err(crate::backend::failure)?;
+                    if status.partitions.iter().any(|p| p.partition == partition && p.owner == node) {
+                        break;
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Failure::Negative(format!(
+                            "partition {partition} is placed on {node}, which did not serve it within {wait_secs} s \
+                             (it keeps trying; see ticketctl cluster status)"
+                        )));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                render::moved(&moved, started.elapsed(), json)
             })
         }
         Command::Export { format, from, to, output } => {

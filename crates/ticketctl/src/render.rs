@@ -300,7 +300,16 @@ pub fn lags(status: &pb::ProjectionLags, json: bool) -> Result<(), Failure> {
 /// A cluster's status (`ticket.v1.ClusterStatus`): a row per partition, then the live nodes.
 pub fn cluster(status: &pb::ClusterStatus, json: bool) -> Result<(), Failure> {
     show(status, json, |status| {
-        let mut t = table(&["partition", "owner", "lease expires", "stream seq", "head", "published", "outbox lag"]);
+        let mut t = table(&[
+            "partition",
+            "owner",
+            "lease expires",
+            "stream seq",
+            "head",
+            "published",
+            "outbox lag",
+            "placed on",
+        ]);
         for p in &status.partitions {
             let owner = if p.owner.is_empty() { "(none)".to_owned() } else { p.owner.clone() };
             t.add_row(vec![
@@ -311,10 +320,24 @@ pub fn cluster(status: &pb::ClusterStatus, json: bool) -> Result<(), Failure> {
                 p.head.to_string(),
                 p.published.to_string(),
                 p.outbox_lag.to_string(),
+                p.placed_on.clone(),
             ]);
         }
         emit(&t)?;
         emit(&format!("nodes: {} (leases of {} s)", status.nodes.join(", "), status.lease_ttl_seconds))
+    })
+}
+
+/// A partition moved (`ticket.v1.PartitionMove`), once its node serves it `took` after it was
+/// asked.
+pub fn moved(moved: &pb::PartitionMove, took: std::time::Duration, json: bool) -> Result<(), Failure> {
+    show(moved, json, |m| {
+        let from = if m.from.is_empty() { "no owner".to_owned() } else { m.from.clone() };
+        if m.from == m.to {
+            emit(&format!("partition {} is served by {} (placed there)", m.partition, m.to))
+        } else {
+            emit(&format!("partition {} moved from {from} to {} in {} ms", m.partition, m.to, took.as_millis()))
+        }
     })
 }
 

@@ -30,6 +30,7 @@ use ticket_engine::{DataDir, Engine, EngineClock, EngineConfig, ProjectorConfig,
 use ticket_log::EventLog;
 use ticket_nats::publisher::{self, PublisherConfig, Reconcile};
 use ticket_nats::{ClusterApi, PartitionApi};
+use ticket_proto::pb;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -212,30 +213,71 @@ impl ticket_nats::CopyStatus for CopyStates {
     }
 }
 
-/// `tickets.admin.cluster`'s answer, read from the cluster's streams and buckets (opened at the
-/// first request, once the node has made sure they exist).
-fn status_source(js: jetstream::Context, node: NodeConfig, watermarks: kv::Store) -> ticket_nats::ClusterStatusSource {
-    let sources = Arc::new(tokio::sync::OnceCell::<StatusSources>::new());
-    Arc::new(move || {
-        let (js, node, watermarks, sources) = (js.clone(), node.clone(), watermarks.clone(), sources.clone());
-        Box::pin(async move {
-            let sources = sources
-                .get_or_try_init(|| async {
-                    let stream = LogStream::ensure(js.clone(), node.log.clone()).await.map_err(|e| e.to_string())?;
-                    let leases = Leases::ensure(&js, node.leases.clone()).await.map_err(|e| e.to_string())?;
-                    let nodes = js.get_key_value(&node.nodes_bucket).await.map_err(|e| e.to_string())?;
-                    Ok::<_, String>(StatusSources {
-                        partitions: node.partitions,
-                        stream,
-                        leases,
-                        nodes,
-                        watermarks: Some(watermarks),
-                    })
+/// The operators' cluster endpoints (`tickets.admin.cluster`, `tickets.admin.move`), on the
+/// cluster's streams and buckets (opened at the first request, once the node has made sure they
+/// exist).
+struct Control {
+    js: jetstream::Context,
+    node: NodeConfig,
+    watermarks: kv::Store,
+    sources: tokio::sync::OnceCell<StatusSources>,
+}
+
+impl Control {
+    async fn sources(&self) -> Result<&StatusSources, String> {
+        self.sources
+            .get_or_try_init(|| async {
+                let (js, node) = (&self.js, &self.node);
+                let stream = LogStream::ensure(js.clone(), node.log.clone()).await.map_err(|e| e.to_string())?;
+                let leases = Leases::ensure(js, node.leases.clone()).await.map_err(|e| e.to_string())?;
+                let nodes = js.get_key_value(&node.nodes_bucket).await.map_err(|e| e.to_string())?;
+                let placement = ticket_cluster::Placement::ensure(js, &node.placement_bucket, node.leases.replicas)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(StatusSources {
+                    partitions: node.partitions,
+                    stream,
+                    leases,
+                    nodes,
+                    watermarks: Some(self.watermarks.clone()),
+                    placement,
                 })
-                .await?;
-            sources.read().await
+            })
+            .await
+    }
+}
+
+fn unavailable(what: &str, e: &dyn std::fmt::Display) -> pb::Error {
+    pb::Error { code: pb::ErrorCode::Unavailable as i32, message: format!("{what}: {e}"), details: Default::default() }
+}
+
+impl ticket_nats::ClusterControl for Control {
+    fn status(&self) -> BoxFuture<'_, Result<pb::ClusterStatus, String>> {
+        Box::pin(async move { self.sources().await?.read().await })
+    }
+
+    fn place(
+        &self,
+        partition: ticket_domain::Partition,
+        node: String,
+    ) -> BoxFuture<'_, Result<pb::PartitionMove, pb::Error>> {
+        Box::pin(async move {
+            let sources = self.sources().await.map_err(|e| unavailable("the cluster's buckets", &e))?;
+            let live = sources.live_nodes().await.map_err(|e| unavailable("the live nodes", &e))?;
+            if !live.contains(&node) {
+                return Err(pb::Error {
+                    code: pb::ErrorCode::MalformedRequest as i32,
+                    message: format!("node: {node:?} is not a live node of the cluster (live: {})", live.join(", ")),
+                    details: Default::default(),
+                });
+            }
+            let from = sources.leases.holder(partition).await.map_err(|e| unavailable("the lease", &e))?;
+            sources.placement.place(partition, &node).await.map_err(|e| unavailable("the placement", &e))?;
+            let from = from.map(|(owner, _)| owner).unwrap_or_default();
+            info!(partition = partition.index(), from, to = node, "partition placed by an operator");
+            Ok(pb::PartitionMove { partition: u32::from(partition.index()), from, to: node })
         })
-    })
+    }
 }
 
 /// How long the start waits for JetStream (a fresh NATS cluster elects its leaders first).
@@ -297,12 +339,17 @@ pub(crate) async fn serve(
     node_config.log = LogStreamConfig { replicas, ..LogStreamConfig::default() };
     node_config.leases = LeaseConfig { ttl, replicas, ..LeaseConfig::default() };
     node_config.renew_every = ttl / 4;
-    let status = status_source(own.clone(), node_config.clone(), watermarks.clone());
+    let control = Arc::new(Control {
+        js: own.clone(),
+        node: node_config.clone(),
+        watermarks: watermarks.clone(),
+        sources: tokio::sync::OnceCell::new(),
+    });
     let (api, cluster_api) = ticket_nats::start_cluster::<SledLog>(
         client.clone(),
         partitions,
         Arc::new(ticket_engine::SystemClock),
-        status,
+        control,
         api_config,
         (forward_timeout, handover_wait),
     )

@@ -82,7 +82,7 @@ pub(super) async fn handle<L: EventLog>(
         AdminRequest::Rebuild(request) => rebuild(views, request.name).await,
         AdminRequest::Clock(_) => clock_now(clock, test_clock),
         AdminRequest::AdvanceClock(request) => advance(test_clock, request).await,
-        AdminRequest::Cluster(_) => query_error(
+        AdminRequest::Cluster(_) | AdminRequest::Move(_) => query_error(
             pb::ErrorCode::UnknownEndpoint,
             "this ticketd is a single node, not a cluster (ticketd serve --cluster-node, ADR 0015)".into(),
         ),

@@ -47,9 +47,14 @@ pub fn partition_subject(partition: Partition, endpoint: Endpoint) -> String {
     format!("{PARTITION_SUBJECT_PREFIX}.{}.{}", partition.index(), endpoint.subject())
 }
 
-/// Where a node reads the cluster's status from (`tickets.admin.cluster`): the partitions'
-/// leases and heads, which the node's cluster library knows.
-pub type ClusterStatusSource = Arc<dyn Fn() -> BoxFuture<'static, Result<pb::ClusterStatus, String>> + Send + Sync>;
+/// What the operators' cluster endpoints ask of the node's cluster library.
+pub trait ClusterControl: Send + Sync + 'static {
+    /// `tickets.admin.cluster`: the partitions' leases, heads and placements.
+    fn status(&self) -> BoxFuture<'_, Result<pb::ClusterStatus, String>>;
+    /// `tickets.admin.move`: places `partition` on `node` (a live node); the owner then hands it
+    /// over. Refused (`MALFORMED_REQUEST`) for a node that is not live.
+    fn place(&self, partition: Partition, node: String) -> BoxFuture<'_, Result<pb::PartitionMove, pb::Error>>;
+}
 
 /// Whether this node certainly still holds a partition's lease. What a partition's engine
 /// answers is sent only while it does; else `UNAVAILABLE` (a deposed owner that has not noticed
@@ -140,7 +145,7 @@ struct Front<L: EventLog> {
     forward_timeout: Duration,
     /// How long a request waits for a partition being handed over (see [`Front::reach`]).
     handover_wait: Duration,
-    status: ClusterStatusSource,
+    control: Arc<dyn ClusterControl>,
     /// Set once this node's copies of every partition are caught up.
     replicas: OnceLock<Arc<Replicas<L>>>,
 }
@@ -172,7 +177,7 @@ pub async fn start_cluster<L: EventLog>(
     client: Client,
     partitions: Partitions,
     clock: Arc<dyn Clock>,
-    status: ClusterStatusSource,
+    control: Arc<dyn ClusterControl>,
     config: ApiConfig,
     (forward_timeout, handover_wait): (Duration, Duration),
 ) -> Result<(ApiHandle, ClusterApi<L>), ApiError> {
@@ -184,7 +189,7 @@ pub async fn start_cluster<L: EventLog>(
         local: RwLock::new(BTreeMap::new()),
         forward_timeout,
         handover_wait,
-        status,
+        control,
         replicas: OnceLock::new(),
     });
     let handle = super::serve(client, front.clone(), &config).await?;
@@ -399,10 +404,35 @@ impl<L: EventLog> Front<L> {
                 self.across(query, &caller, payload).await
             }
             Endpoint::Admin(AdminEndpoint::Clock) => admin::clock_now(self.clock.as_ref(), None),
-            Endpoint::Admin(AdminEndpoint::Cluster) => match (self.status)().await {
+            Endpoint::Admin(AdminEndpoint::Cluster) => match self.control.status().await {
                 Ok(status) => reply::query_reply(pb::query_reply::Result::Cluster(status)),
                 Err(e) => reply::query_error(pb::ErrorCode::Unavailable, format!("the cluster's status: {e}")),
             },
+            Endpoint::Admin(AdminEndpoint::Move) => {
+                let request = match pb::MovePartition::decode(payload) {
+                    Ok(request) => request,
+                    Err(e) => {
+                        return reply::query_error(
+                            pb::ErrorCode::MalformedRequest,
+                            format!("not a ticket.v1.MovePartition: {e}"),
+                        );
+                    }
+                };
+                let Some(partition) = self.partitions.get(u64::from(request.partition)) else {
+                    return reply::query_error(
+                        pb::ErrorCode::MalformedRequest,
+                        format!(
+                            "partition: the cluster has partitions 0 to {}, not {}",
+                            self.partitions.count() - 1,
+                            request.partition
+                        ),
+                    );
+                };
+                match self.control.place(partition, request.node).await {
+                    Ok(moved) => reply::query_reply(pb::query_reply::Result::Moved(moved)),
+                    Err(error) => reply::query_error_of(error),
+                }
+            }
             Endpoint::Admin(AdminEndpoint::Lag) => match self.replicas.get() {
                 Some(replicas) => {
                     let mut all = pb::ProjectionLags::default();
@@ -513,7 +543,8 @@ impl<L: EventLog> Front<L> {
                 | pb::query_reply::Result::Rebuilt(_)
                 | pb::query_reply::Result::Clock(_)
                 | pb::query_reply::Result::ClockAdvanced(_)
-                | pb::query_reply::Result::Cluster(_) => return answer,
+                | pb::query_reply::Result::Cluster(_)
+                | pb::query_reply::Result::Moved(_) => return answer,
             }
         }
         let instant = |t: Option<&pbjson_types::Timestamp>| t.map_or((i64::MIN, 0), |t| (t.seconds, t.nanos));

@@ -56,9 +56,11 @@ impl Role {
                 Role::Importer | Role::Subscriber => false,
             },
             Endpoint::Admin(admin) => match admin {
-                AdminEndpoint::Lag | AdminEndpoint::Rebuild | AdminEndpoint::AdvanceClock | AdminEndpoint::Cluster => {
-                    matches!(self, Role::Operator)
-                }
+                AdminEndpoint::Lag
+                | AdminEndpoint::Rebuild
+                | AdminEndpoint::AdvanceClock
+                | AdminEndpoint::Cluster
+                | AdminEndpoint::Move => matches!(self, Role::Operator),
                 // Reading a test clock's instant: whoever sends commands or reads views may.
                 AdminEndpoint::Clock => matches!(self, Role::Operator | Role::Agent | Role::Importer),
             },
@@ -317,7 +319,7 @@ mod tests {
                 "tickets.query.timeline"
             ]
         );
-        assert_eq!(may(&Role::Operator).len(), 5 + 5);
+        assert_eq!(may(&Role::Operator).len(), 5 + 6);
         assert!(may(&Role::Operator).iter().all(|s| !s.starts_with("tickets.cmd.")));
         assert_eq!(may(&Role::Importer).len(), 9 + 1);
         assert!(may(&Role::Subscriber).is_empty());

@@ -28,7 +28,7 @@ mod reply;
 
 pub use admin::{ClockAdvance, ClockAdvanceError, MAX_ADVANCE_EVENTS, TestClockControl, TestClockHandle};
 pub use cluster::{
-    ClusterApi, ClusterStatusSource, CopyStatus, LeaseCheck, PartitionApi, Replicas, partition_subject, start_cluster,
+    ClusterApi, ClusterControl, CopyStatus, LeaseCheck, PartitionApi, Replicas, partition_subject, start_cluster,
 };
 use reply::Reply;
 pub use reply::service_error;

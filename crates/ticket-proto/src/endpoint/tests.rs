@@ -52,8 +52,9 @@ fn each_domain_command_has_its_endpoint_named_as_the_domain_names_it() {
 #[test]
 fn subjects_are_the_wire_protocol_and_parse_back() {
     let subjects: Vec<String> = Endpoint::all().map(Endpoint::subject).collect();
-    assert_eq!(subjects.len(), 12 + 5 + 5);
+    assert_eq!(subjects.len(), 12 + 5 + 6);
     assert!(subjects.contains(&"tickets.admin.cluster".to_owned()));
+    assert!(subjects.contains(&"tickets.admin.move".to_owned()));
     assert!(subjects.contains(&"tickets.cmd.open".to_owned()));
     assert!(subjects.contains(&"tickets.cmd.downgrade_for_no_response".to_owned()));
     assert!(subjects.contains(&"tickets.query.compliance".to_owned()));
@@ -96,11 +97,13 @@ fn queries_and_admin_requests_decode_as_their_endpoint_says() {
     for query in queries {
         let decoded = Query::decode(query.endpoint(), &query.encode_to_vec()).unwrap();
         assert_eq!(decoded.min_position(), query.min_position());
+        assert_eq!(decoded.min_partition_positions(), query.min_partition_positions());
         assert_eq!(decoded, query);
     }
     for request in [
         AdminRequest::Lag(pb::GetProjectionLag {}),
         AdminRequest::Rebuild(pb::RebuildProjection { name: "board".into() }),
+        AdminRequest::Move(pb::MovePartition { partition: 3, node: "node-b".into() }),
     ] {
         assert_eq!(AdminRequest::decode(request.endpoint(), &request.encode_to_vec()).unwrap(), request);
     }
