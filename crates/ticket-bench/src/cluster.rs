@@ -12,6 +12,8 @@
 //!
 //! 4. **Failover**: real `ticketd serve --cluster-node` processes killed with SIGKILL, `--kills`
 //!    times (`failover.rs`).
+//! 5. **End to end**: the same clients over NATS against one real ticketd, then against three
+//!    real ticketd cluster nodes (`processes.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,10 +34,13 @@ pub struct Args {
     /// Failover rounds (a node killed with SIGKILL in each); 0 skips the phase.
     #[arg(long, default_value_t = 20)]
     kills: usize,
-    /// The ticketd binary the failover phase runs (default: `ticketd` beside this executable,
-    /// as `cargo build --release -p ticketd` leaves it).
+    /// The ticketd binary the failover and end-to-end phases run (default: `ticketd` beside
+    /// this executable, as `cargo build --release -p ticketd` leaves it).
     #[arg(long)]
     ticketd: Option<std::path::PathBuf>,
+    /// Skips phase 5 (real ticketd processes end to end).
+    #[arg(long)]
+    skip_end_to_end: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,17 +62,18 @@ struct Report {
     rebuild_seconds: f64,
     rebuild_events_per_sec: f64,
     failover: Option<crate::failover::Failover>,
+    end_to_end: Option<crate::processes::EndToEnd>,
 }
 
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
-    let Args { workload: args, kills, ticketd } = args;
+    let Args { workload: args, kills, ticketd, skip_end_to_end } = args;
     let ticketd = match ticketd {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("ticketd"),
     };
     anyhow::ensure!(
-        kills == 0 || ticketd.is_file(),
-        "no ticketd binary at {} (cargo build --release -p ticketd, or --ticketd PATH, or --kills 0)",
+        (kills == 0 && skip_end_to_end) || ticketd.is_file(),
+        "no ticketd binary at {} (cargo build --release -p ticketd, or --ticketd PATH, or --kills 0 --skip-end-to-end)",
         ticketd.display()
     );
     let policy = Arc::new(ticket_defaults::policy(args.policy.as_deref())?.0);
@@ -122,9 +128,18 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let failover = if kills > 0 {
         let failover_dir = dir.join("failover");
         std::fs::create_dir_all(&failover_dir)?;
-        Some(crate::failover::run(&ticketd, &failover_dir, config_file, kills).await?)
+        Some(crate::failover::run(&ticketd, &failover_dir, config_file.clone(), kills).await?)
     } else {
         None
+    };
+
+    // 5. Real ticketd processes end to end: one, then three cluster nodes.
+    let end_to_end = if skip_end_to_end {
+        None
+    } else {
+        let e2e_dir = dir.join("end-to-end");
+        std::fs::create_dir_all(&e2e_dir)?;
+        Some(crate::processes::run(&ticketd, &e2e_dir, config_file, args.clients, args.seconds).await?)
     };
 
     let ratio = if local.commands_per_sec > 0.0 { replicated.commands_per_sec / local.commands_per_sec } else { 0.0 };
@@ -144,6 +159,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         rebuild_seconds,
         rebuild_events_per_sec: head as f64 / rebuild_seconds.max(1e-9),
         failover,
+        end_to_end,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -170,6 +186,28 @@ async fn count_groups(
 }
 
 fn print_table(r: &Report) {
+    print_phases(r);
+    if let Some(e) = &r.end_to_end {
+        println!();
+        println!("{:<28} {:>14} {:>14} {:>8}", "end to end, over NATS", "one ticketd", "3 nodes", "ratio");
+        println!(
+            "{:<28} {:>14.1} {:>14.1} {:>7.1}%",
+            "commands/s",
+            e.single.commands_per_sec,
+            e.cluster.commands_per_sec,
+            100.0 * e.ratio
+        );
+        for (name, x, y) in [
+            ("latency p50 (ms)", e.single.latency.p50_ms, e.cluster.latency.p50_ms),
+            ("latency p99 (ms)", e.single.latency.p99_ms, e.cluster.latency.p99_ms),
+        ] {
+            println!("{name:<28} {x:>14.3} {y:>14.3}");
+        }
+        println!("{:<28} {:>14} {:>14}", "UNAVAILABLE answers", "", e.unavailable);
+    }
+}
+
+fn print_phases(r: &Report) {
     let (a, b) = (&r.local, &r.replicated);
     println!("{:<28} {:>14} {:>14} {:>8}", "", "local ack", "replicated", "ratio");
     let row = |name: &str, x: f64, y: f64| {

@@ -42,8 +42,8 @@ pub struct Failover {
 }
 
 /// A ticketd process, killed when dropped.
-struct Node {
-    child: Child,
+pub(crate) struct Node {
+    pub(crate) child: Child,
 }
 
 impl Drop for Node {
@@ -53,14 +53,31 @@ impl Drop for Node {
     }
 }
 
-fn start(ticketd: &Path, urls: &str, dir: &Path, config: &Path, name: &str) -> anyhow::Result<Node> {
+/// `ticketd serve` with `config`, its data under `<dir>/<name>` and its log in
+/// `<dir>/<name>.log`; a node of a cluster if `cluster_node` names it.
+pub(crate) fn start(
+    ticketd: &Path,
+    urls: &str,
+    dir: &Path,
+    config: &Path,
+    cluster_node: Option<&str>,
+    name: &str,
+) -> anyhow::Result<Node> {
     let data = dir.join(name);
     std::fs::create_dir_all(&data)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")))?;
-    let child = Command::new(ticketd)
-        .args(["--nats-url", urls, "--data-dir"])
-        .arg(&data)
-        .args(["--api-unstamped", "trust", "--log-format", "json", "--cluster-node", name, "--config"])
+    let mut command = Command::new(ticketd);
+    command.args(["--nats-url", urls, "--data-dir"]).arg(&data).args([
+        "--api-unstamped",
+        "trust",
+        "--log-format",
+        "json",
+    ]);
+    if let Some(node) = cluster_node {
+        command.args(["--cluster-node", node]);
+    }
+    let child = command
+        .arg("--config")
         .arg(config)
         .arg("serve")
         .current_dir(&data)
@@ -165,8 +182,10 @@ pub async fn run(ticketd: &Path, dir: &Path, nats_config: PathBuf, kills: usize)
         ),
     )?;
     let lease_ttl = LeaseConfig::default().ttl;
-    let mut nodes: Vec<Node> =
-        NODES.iter().map(|name| start(ticketd, &urls, dir, &config, name)).collect::<anyhow::Result<_>>()?;
+    let mut nodes: Vec<Node> = NODES
+        .iter()
+        .map(|name| start(ticketd, &urls, dir, &config, Some(name), name))
+        .collect::<anyhow::Result<_>>()?;
     let client = async_nats::connect(servers.nodes[0].url()).await?;
     let js = async_nats::jetstream::new(client.clone());
     let partitions = Partitions::new(PARTITIONS)?;
@@ -210,7 +229,7 @@ pub async fn run(ticketd: &Path, dir: &Path, nats_config: PathBuf, kills: usize)
             owned.len(),
             slowest.as_millis()
         );
-        nodes[victim] = start(ticketd, &urls, dir, &config, NODES[victim])?;
+        nodes[victim] = start(ticketd, &urls, dir, &config, Some(NODES[victim]), NODES[victim])?;
     }
 
     // Every acknowledged command, sent again, is answered with its original events.

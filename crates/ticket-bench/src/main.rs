@@ -7,6 +7,7 @@ mod cluster;
 mod failover;
 mod machine;
 mod nats;
+mod processes;
 mod projections;
 mod scale;
 mod stats;

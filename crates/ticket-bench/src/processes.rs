@@ -1,0 +1,210 @@
+//! `ticket-bench cluster`, phase 5: real ticketd processes over NATS, end to end. The same
+//! clients (a connection to each of the three nats-servers, `--clients` requesters spread over
+//! them) open a fresh ticket and record the agent's response on it, again and again, for
+//! `--seconds`:
+//!
+//! - against **one ticketd** (`ticketd serve`, local acknowledgement: its own log fsynced);
+//! - against **three ticketd cluster nodes** (`ticketd serve --cluster-node`, 16 partitions,
+//!   acknowledgement once each group is in the R3 log stream and the owner's log; every node
+//!   also follows every partition's log for its read models).
+//!
+//! Both on the same three nats-servers (`sync_interval: always`, the event stream R3), each
+//! ticketd with a data directory of its own. A command is counted when it is accepted; an
+//! `UNAVAILABLE` (none expected: nothing moves during the phase) is counted apart.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use prost::Message;
+use serde::Serialize;
+use ticket_proto::pb;
+
+use crate::failover::{Node, start};
+use crate::stats::{Phase, histogram};
+
+#[derive(Debug, Serialize)]
+pub struct EndToEnd {
+    pub clients: usize,
+    pub single: Phase,
+    pub cluster: Phase,
+    /// Cluster commands/s divided by single-node commands/s.
+    pub ratio: f64,
+    /// `UNAVAILABLE` answers in the cluster phase.
+    pub unavailable: u64,
+}
+
+/// An `open` of a fresh ticket (the service places it), or the agent's response on `ticket`.
+fn command(id: String, ticket: Option<&str>) -> (String, pb::Command) {
+    let actor = Some(pb::Actor { kind: pb::ActorKind::Agent as i32, id: "bench-agent".into() });
+    match ticket {
+        None => (
+            "tickets.cmd.open".to_owned(),
+            pb::Command {
+                command_id: id,
+                actor,
+                body: Some(pb::command::Body::Open(pb::OpenTicket {
+                    customer: "customer-1".into(),
+                    plan: "advanced".into(),
+                    category: "technical".into(),
+                    title: "mail delivery delayed".into(),
+                    description: "since this morning".into(),
+                    severity: pb::Severity::B as i32,
+                })),
+                ..Default::default()
+            },
+        ),
+        Some(ticket) => (
+            "tickets.cmd.record_agent_response".to_owned(),
+            pb::Command {
+                command_id: id,
+                ticket_id: ticket.to_owned(),
+                actor,
+                body: Some(pb::command::Body::RecordAgentResponse(pb::RecordAgentResponse {
+                    message: "looking into it".into(),
+                })),
+                ..Default::default()
+            },
+        ),
+    }
+}
+
+/// `clients` requesters over `connections` for `seconds`: each opens a ticket, then answers it.
+async fn load(
+    connections: &[async_nats::Client],
+    clients: usize,
+    seconds: f64,
+    label: &str,
+) -> anyhow::Result<(Phase, u64)> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = connections[c % connections.len()].clone();
+        let label = format!("{label}-{c}");
+        tasks.push(tokio::spawn(async move {
+            let (mut h, mut ok, mut unavailable) = (histogram(), 0u64, 0u64);
+            let mut ticket: Option<String> = None;
+            for n in 0u64.. {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let (subject, wire) = command(format!("{label}-{n}"), ticket.as_deref());
+                let sent = Instant::now();
+                let reply = client.request(subject, wire.encode_to_vec().into()).await?;
+                match pb::CommandReply::decode(reply.payload)?.result {
+                    Some(pb::command_reply::Result::Accepted(accepted)) => {
+                        h.record(sent.elapsed().as_micros() as u64).ok();
+                        ok += 1;
+                        ticket = if ticket.is_some() { None } else { Some(accepted.ticket_id) };
+                    }
+                    Some(pb::command_reply::Result::Error(e)) if e.code == pb::ErrorCode::Unavailable as i32 => {
+                        unavailable += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Some(pb::command_reply::Result::Error(e)) => anyhow::bail!("refused: {e:?}"),
+                    None => anyhow::bail!("an empty reply"),
+                }
+            }
+            anyhow::Ok((h, ok, unavailable))
+        }));
+    }
+    let (mut h, mut ok, mut unavailable) = (histogram(), 0, 0);
+    for task in tasks {
+        let (th, tok, tu) = task.await??;
+        h.add(&th).context("merge")?;
+        ok += tok;
+        unavailable += tu;
+    }
+    Ok((Phase::new(ok, ok, 0, start.elapsed().as_secs_f64(), &h), unavailable))
+}
+
+/// Sends opens until one is accepted (every partition served, for the cluster).
+async fn until_serving(client: &async_nats::Client, label: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for attempt in 0.. {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(180), "{label}: not serving within 180 s");
+        let (subject, wire) = command(format!("{label}-warm-{attempt}"), None);
+        let reply =
+            tokio::time::timeout(Duration::from_secs(2), client.request(subject, wire.encode_to_vec().into())).await;
+        if let Ok(Ok(reply)) = reply
+            && matches!(pb::CommandReply::decode(reply.payload)?.result, Some(pb::command_reply::Result::Accepted(_)))
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    unreachable!("the loop returns")
+}
+
+/// Stops the nodes with SIGTERM and waits for them.
+fn terminate(nodes: &mut [Node]) {
+    for node in nodes.iter() {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(node.child.id().to_string()).status();
+    }
+    for node in nodes.iter_mut() {
+        let _ = node.child.wait();
+    }
+}
+
+/// Runs both phases with the `ticketd` binary, data and logs under `dir`, on three
+/// nats-servers started with `nats_config`.
+pub async fn run(
+    ticketd: &Path,
+    dir: &Path,
+    nats_config: std::path::PathBuf,
+    clients: usize,
+    seconds: f64,
+) -> anyhow::Result<EndToEnd> {
+    let servers = ticket_testkit::Cluster::start_with(3, Some(nats_config))?;
+    servers.wait_routed(Duration::from_secs(30))?;
+    let urls = servers.urls();
+    let mut connections = Vec::new();
+    for node in &servers.nodes {
+        connections.push(async_nats::connect(node.url()).await?);
+    }
+
+    // One ticketd, local acknowledgement.
+    let single_config = dir.join("single.toml");
+    std::fs::write(&single_config, "[stream]\nreplicas = 3\n[shutdown]\ndeadline_secs = 5\n")?;
+    let mut single = vec![start(ticketd, &urls, dir, &single_config, None, "single")?];
+    until_serving(&connections[0], "single").await?;
+    eprintln!("cluster: end to end, one ticketd: {clients} clients for {seconds} s");
+    let (single_phase, _) = load(&connections, clients, seconds, "single").await?;
+    terminate(&mut single);
+
+    // Three cluster nodes, replicated acknowledgement.
+    let cluster_config = dir.join("nodes.toml");
+    std::fs::write(
+        &cluster_config,
+        "[cluster]\npartitions = 16\nreplicas = 3\n[stream]\nreplicas = 3\n[shutdown]\ndeadline_secs = 5\n",
+    )?;
+    let mut nodes = ["e2e-a", "e2e-b", "e2e-c"]
+        .iter()
+        .map(|name| start(ticketd, &urls, dir, &cluster_config, Some(name), name))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Every partition served, and the nodes settled on their shares.
+    for round in 0..3 {
+        until_serving(&connections[round % 3], "nodes").await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let probe = ticket_client::Client::new(connections[0].clone());
+    loop {
+        let status = probe.cluster_status().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let owners: std::collections::BTreeSet<&str> = status.partitions.iter().map(|p| p.owner.as_str()).collect();
+        if status.partitions.iter().all(|p| !p.owner.is_empty()) && owners.len() == 3 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the three nodes did not share the partitions within 120 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("cluster: end to end, three ticketd cluster nodes: {clients} clients for {seconds} s");
+    let (cluster_phase, unavailable) = load(&connections, clients, seconds, "nodes").await?;
+    terminate(&mut nodes);
+    let ratio = if single_phase.commands_per_sec > 0.0 {
+        cluster_phase.commands_per_sec / single_phase.commands_per_sec
+    } else {
+        0.0
+    };
+    Ok(EndToEnd { clients, single: single_phase, cluster: cluster_phase, ratio, unavailable })
+}
