@@ -623,6 +623,15 @@ async fn a_node_stopping_gracefully_hands_its_partitions_over_without_a_failed_c
     eprintln!("{} commands acknowledged, {at_stop} before the stop", acked.len());
     assert_eq!(unavailable, 0, "a command was answered UNAVAILABLE while partitions were moved or handed over");
     nothing_lost_or_decided_twice(&clients, &sent, &acked).await;
+
+    // The whole cluster verifies from its log stream: every partition's chain, versions, and
+    // each decision re-run.
+    let policy = crate::policy_path("regional-operator.toml");
+    let output = ticketctl(&["--policy", policy.to_str().unwrap(), "audit", "verify", "--json"]);
+    assert!(output.status.success(), "audit verify of the cluster: {}", String::from_utf8_lossy(&output.stderr));
+    let audit: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(audit["ok"], true, "{audit}");
+    assert_eq!(audit["partitions"].as_array().unwrap().len(), PARTITIONS as usize, "{audit}");
     for node in [b, c] {
         let (status, log) = node.terminate();
         assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));

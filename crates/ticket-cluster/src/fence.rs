@@ -135,6 +135,12 @@ impl LogStream {
         Ok(Self { js, stream, config })
     }
 
+    /// Opens the stream as it is; an error if there is none (not a cluster's NATS).
+    pub async fn open(js: jetstream::Context, config: LogStreamConfig) -> Result<Self, StreamError> {
+        let stream = js.get_stream(&config.name).await.map_err(|e| nats("open the stream")(&e))?;
+        Ok(Self { js, stream, config })
+    }
+
     /// [`LogStream::ensure`], tried again until `within` has passed: a cluster of servers that
     /// just started elects its JetStream leaders first, and refuses until then.
     pub async fn ensure_within(

@@ -305,7 +305,9 @@ pub enum ClockCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Hash chain intact, positions gapless, per-ticket versions contiguous, commands covering
-    /// every event, and every stored decision reproduced by re-running it.
+    /// every event, and every stored decision reproduced by re-running it. On a data directory
+    /// (a cluster node's: each partition's log there); with `--nats-url` on a cluster, every
+    /// partition as the cluster's log stream holds it.
     Verify {
         /// Another policy file decisions may have been made with (repeatable), besides
         /// `--policy`. Commands decided under a policy version not given are reported as not
@@ -540,13 +542,20 @@ fn execute<B: backend::Backend>(
         // Dispatched before a backend is chosen.
         Command::Import { .. } => Err(Failure::Usage("import runs on its own target".into())),
         Command::Audit { command: AuditCommand::Verify { policies } } => {
-            let data_dir = local_only("audit verify")?;
             // The policy commands are decided with (given, or the embedded default), and the others.
             let mut all = vec![load_policy(policy)?];
             for file in &policies {
                 all.push(load_policy(Some(file.as_path()))?);
             }
-            local::audit_verify(data_dir, &all, json)
+            match backend.remote() {
+                // A cluster as a whole, from its log stream.
+                Some(remote) => remote.with_client(|client| async move {
+                    let status = client.cluster_status().await.map_err(crate::backend::failure)?;
+                    let partitions = status.partitions.len() as u64;
+                    local::audit_cluster(client.nats(), partitions, &all, json).await
+                }),
+                None => local::audit_verify(local_only("audit verify")?, &all, json),
+            }
         }
         Command::Clock { command } => {
             let remote = backend

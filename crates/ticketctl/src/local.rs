@@ -112,6 +112,60 @@ pub fn audit_verify(data_dir: &Path, policies: &[Policy], json: bool) -> Result<
     }
 }
 
+/// `audit verify` of a whole cluster (`--nats-url`, ADR 0015): every partition's log read from
+/// the cluster's log stream (the source of truth) into a log of its own in a temporary
+/// directory (each group checked to continue the hash chain), then verified as one log is.
+/// Fails if any does not verify.
+/// (A command-line tool's single-threaded runtime: the verification blocks it, as nothing else
+/// runs there.)
+pub async fn audit_cluster(
+    client: &async_nats::Client,
+    partitions: u64,
+    policies: &[Policy],
+    json: bool,
+) -> Result<(), Failure> {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = ticket_cluster::LogStream::open(js, ticket_cluster::LogStreamConfig::default())
+        .await
+        .map_err(|e| Failure::Data(anyhow::anyhow!("the cluster's log stream: {e}")))?;
+    let partitions = ticket_domain::Partitions::new(partitions).map_err(|e| Failure::Data(e.into()))?;
+    let scratch = tempfile::tempdir()?;
+    let mut reports = Vec::new();
+    let mut failed = None;
+    for partition in partitions.all() {
+        let upto = stream.last(partition).await.map_err(|e| Failure::Data(e.into()))?;
+        if !json {
+            emit(&format!("partition {partition} (the log stream up to sequence {upto})"))?;
+        }
+        let log = SledLog::open(ticket_log_sled::SledConfig::new(scratch.path().join(partition.to_string())))?;
+        if let Err(e) = ticket_cluster::catch_up(&log, &stream, partition, upto).await {
+            // The stream's groups do not make one chained log: the partition does not verify.
+            if !json {
+                emit(&format!("  the stream's groups do not chain: {e}"))?;
+            }
+            failed = failed.or(Some((u64::from(partition.index()), log.head() + 1)));
+            reports.push(serde_json::json!({ "partition": partition.index(), "ok": false, "stream": e.to_string() }));
+            continue;
+        }
+        let (ok, first, mut report) = audit_log(&log, policies, json)?;
+        if !ok && failed.is_none() {
+            failed = Some((u64::from(partition.index()), first));
+        }
+        if let Some(fields) = report.as_object_mut() {
+            fields.insert("partition".into(), serde_json::json!(partition.index()));
+            fields.insert("streamSequence".into(), serde_json::json!(upto));
+        }
+        reports.push(report);
+    }
+    if json {
+        print_json(&serde_json::json!({ "ok": failed.is_none(), "partitions": reports }))?;
+    }
+    match failed {
+        None => Ok(()),
+        Some((partition, first)) => verdict(false, first, Some(partition)),
+    }
+}
+
 /// A cluster node's partition directories that hold a log, by partition number.
 fn cluster_partitions(data_dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
     let Ok(entries) = std::fs::read_dir(data_dir.join("partitions")) else { return Vec::new() };
