@@ -732,3 +732,214 @@ async fn a_paused_node_never_answers_from_its_stale_state_when_it_resumes() {
         assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));
     }
 }
+
+/// Given three nats-servers with the shipped accounts (deploy/nats/accounts.conf) and three
+/// ticketd cluster nodes started as deploy/compose.yaml starts them (the `ticketd` user,
+/// deploy/ticketd.toml: its identities, its event streams in EVENTS; `--cluster-replicas 3`),
+/// when an agent of SUPPORT opens a ticket for acme, then acme's customer portal reads it on
+/// its list (read-your-writes with the reply's partition), the event reaches EVENTS' stream, the
+/// cluster's own log stream is in ticketd's account, and an operator sees every partition
+/// owned; an agent cannot reach the cluster's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_run_on_the_shipped_accounts_and_configuration() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let nats = Cluster::start_with(3, Some(deploy.join("nats/accounts.conf"))).unwrap();
+    nats.wait_routed(Duration::from_secs(30)).unwrap();
+    let url_of = |user: &str, node: &ticket_testkit::NatsServer| {
+        node.url().replacen("nats://", &format!("nats://{user}:{user}-dev-password@"), 1)
+    };
+    let ticketd_urls = nats.nodes.iter().map(|n| url_of("ticketd", n)).collect::<Vec<_>>().join(",");
+    let root = tempfile::tempdir().unwrap();
+    let policy = crate::policy_path("regional-operator.toml");
+    let config = deploy.join("ticketd.toml");
+    let nodes: Vec<Daemon> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|name| {
+            let data = root.path().join(name);
+            std::fs::create_dir_all(&data).unwrap();
+            let args = [
+                "--nats-url",
+                &ticketd_urls,
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--policy",
+                policy.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--ops-listen",
+                "127.0.0.1:0",
+                "--cluster-node",
+                name,
+                "--cluster-replicas",
+                "3",
+                "serve",
+            ];
+            let mut daemon = Daemon::spawn(&args, &data, &[]);
+            daemon.wait_for("ticketd ready (cluster node)", Duration::from_secs(90));
+            daemon
+        })
+        .collect();
+    let login = |user: &'static str, node: usize| {
+        let url = nats.nodes[node].url();
+        async move {
+            async_nats::ConnectOptions::with_user_and_password(user.into(), format!("{user}-dev-password"))
+                .connect(url)
+                .await
+                .unwrap()
+        }
+    };
+    let connect = |user: &'static str| {
+        let connecting = login(user, 0);
+        async move { ticket_client::Client::new(connecting.await) }
+    };
+    let (support, acme, operator) = (connect("support").await, connect("acme").await, connect("operator").await);
+
+    // Every partition owned, by the three nodes.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = operator.cluster_status().await;
+        let settled = status.as_ref().is_ok_and(|s| {
+            let owners: BTreeSet<&str> = s.partitions.iter().map(|p| p.owner.as_str()).collect();
+            s.partitions.len() == 16 && !owners.contains("") && owners.len() == 3
+        });
+        if settled {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the nodes never shared the partitions: {status:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // SUPPORT imports no operators' endpoint: the request does not even reach ticketd.
+    assert!(support.cluster_status().await.is_err());
+
+    // The agent opens a ticket for acme (retried while a partition changes hands).
+    let agent = ticket_client::Issue::by(ticket_domain::Actor {
+        kind: ticket_domain::ActorKind::Agent,
+        id: ticket_domain::ActorId::new("support").unwrap(),
+    });
+    let CommandBody::Open(body) = open("advanced", "technical", Severity::B) else { unreachable!() };
+    let opened = support.open(&agent, None, body).await.unwrap();
+    assert!(opened.partition.is_some(), "a cluster's reply names its partition");
+    let mut written = ticket_client::Written::default();
+    written.record(&opened);
+    let query = written.applied_to(ticket_proto::Query::Customer(pb::ListCustomerTickets {
+        customer: "acme".into(),
+        ..Default::default()
+    }));
+    let Ok(pb::query_reply::Result::Tickets(list)) = acme.query(&query).await else {
+        panic!("acme's list was not answered");
+    };
+    assert!(list.tickets.iter().any(|t| t.ticket_id == opened.ticket_id.to_string()), "{list:?}");
+
+    // The event in EVENTS' stream, the partitions' log in ticketd's own account.
+    let events = jetstream::new(login("billing", 1).await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = events.get_stream("TICKETS").await.unwrap().info().await.map(|i| i.state.messages);
+        if info.as_ref().is_ok_and(|n| *n >= 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no event in EVENTS' stream: {info:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let own = jetstream::new(login("ticketd", 2).await);
+    let log = own.get_stream("TICKETS_LOG").await.unwrap().info().await.unwrap().clone();
+    assert_eq!(log.config.num_replicas, 3);
+    assert!(log.state.messages >= 1);
+    for node in nodes {
+        let (status, log) = node.terminate();
+        assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));
+    }
+}
+
+/// Given three ticketd nodes on a policy whose first response for a severity A technical ticket
+/// is due within a minute (warnings at 50% and 80%), and such a ticket in a partition node a
+/// owns, when node a is killed (SIGKILL) five seconds before the first warning falls due, then
+/// the new owner's timer records every consequence once, at its instant, whatever the failover
+/// took: the warnings at 30 s and 48 s and the breach at 60 s after the opening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_falling_due_during_a_failover_is_recorded_once_at_its_instant() {
+    let root = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(crate::policy_path("regional-operator.toml")).unwrap();
+    let minute = shipped.replacen(
+        "first_response = { hours = 1, calendar = \"always\" }",
+        "first_response = { minutes = 1, calendar = \"always\" }",
+        1,
+    );
+    assert_ne!(minute, shipped, "the shipped policy's severity A target was not found");
+    let policy = root.path().join("one-minute.toml");
+    std::fs::write(&policy, minute).unwrap();
+    let config = node_config(root.path());
+    let nats = Cluster::start(3).unwrap();
+    nats.wait_routed(Duration::from_secs(30)).unwrap();
+    let urls = nats.urls();
+    let start = |name: &str| {
+        let data = root.path().join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        let args = [
+            "--nats-url",
+            &urls,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--api-unstamped",
+            "trust",
+            "--config",
+            config.to_str().unwrap(),
+            "--cluster-node",
+            name,
+            "serve",
+        ];
+        let mut daemon = Daemon::spawn(&args, &data, &[]);
+        daemon.wait_for("ticketd ready (cluster node)", Duration::from_secs(60));
+        daemon
+    };
+    let (a, b, c) = (start("node-a"), start("node-b"), start("node-c"));
+    let client = async_nats::connect(nats.nodes[1].url()).await.unwrap();
+    every_partition_answers(std::slice::from_ref(&client)).await;
+    let partition = owned_by(&client, "node-a", 1).await[0];
+    let ticket = Partitions::new(PARTITIONS).unwrap().place(uuid::Uuid::now_v7(), partition).unwrap();
+    let opened =
+        send(&client, &wire(ticket, &format!("open-{ticket}"), open("advanced", "technical", Severity::A))).await;
+    assert!(matches!(opened, Outcome::Accepted { duplicate: false, .. }), "{opened:?}");
+    let opened_at = Instant::now();
+
+    // Killed 28 s after the opening: the 30 s warning falls due while the partition has no owner.
+    tokio::time::sleep_until((opened_at + Duration::from_secs(28)).into()).await;
+    a.kill();
+    tokio::time::sleep_until((opened_at + Duration::from_secs(62)).into()).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let timeline = loop {
+        let query = pb::GetTimeline { ticket_id: ticket.to_string(), min_position: 0 };
+        let reply = client.request("tickets.query.timeline", query.encode_to_vec().into()).await.unwrap();
+        if let Some(pb::query_reply::Result::Timeline(timeline)) = pb::QueryReply::decode(reply.payload).unwrap().result
+            && timeline.entries.iter().any(|e| e.event_type == "sla_breached")
+        {
+            break timeline;
+        }
+        assert!(Instant::now() < deadline, "the breach was never recorded");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let at = |e: &pb::TimelineEntry| e.occurred_at.map(|t| t.seconds as f64 + f64::from(t.nanos) / 1e9).unwrap();
+    let opening = timeline.entries.iter().find(|e| e.event_type == "opened").map(at).unwrap();
+    // What the timer recorded, each as (seconds after the opening, its summary).
+    let recorded = |kind: &str| -> Vec<(f64, String)> {
+        timeline.entries.iter().filter(|e| e.event_type == kind).map(|e| (at(e) - opening, e.summary.clone())).collect()
+    };
+    let (warnings, breaches, escalations) = (recorded("sla_warning"), recorded("sla_breached"), recorded("escalated"));
+    // Each once; never before its instant, and late by at most what the failover took (the
+    // 30 s warning fell due while nobody owned the partition).
+    assert_eq!(warnings.len(), 2, "each warning once: {timeline:?}");
+    assert_eq!(breaches.len(), 1, "the breach once: {timeline:?}");
+    assert_eq!(escalations.len(), 2, "the escalations at 80% and at the breach, once each: {timeline:?}");
+    for ((after, summary), (due, share)) in warnings.iter().zip([(30.0, "50%"), (48.0, "80%")]) {
+        assert!(summary.contains(share), "{summary}");
+        assert!((due..due + 15.0).contains(after), "the {share} warning {after} s after the opening: {timeline:?}");
+    }
+    assert!((60.0..75.0).contains(&breaches[0].0), "the breach {} s after the opening", breaches[0].0);
+    for node in [b, c] {
+        let (status, log) = node.terminate();
+        assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));
+    }
+}

@@ -56,6 +56,10 @@ pub struct Flags {
     /// leases in NATS JetStream, every append fenced and replicated before it is acknowledged.
     #[arg(long, env = "TICKETD_CLUSTER_NODE", global = true)]
     pub cluster_node: Option<String>,
+    /// Replicas of the cluster's log stream, buckets and event streams (`[cluster] replicas`):
+    /// 3 on a three-server NATS cluster.
+    #[arg(long, env = "TICKETD_CLUSTER_REPLICAS", global = true)]
+    pub cluster_replicas: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -450,6 +454,9 @@ impl Config {
             config.cluster.enabled = true;
             config.cluster.node.clone_from(node);
         }
+        if let Some(replicas) = flags.cluster_replicas {
+            config.cluster.replicas = replicas;
+        }
         if config.cluster.enabled {
             let node = &config.cluster.node;
             if node.trim().is_empty() {
@@ -570,12 +577,16 @@ mod tests {
             api_unstamped: None,
             stream_api_prefix: None,
             cluster_node: None,
+            cluster_replicas: None,
         }
     }
 
     #[test]
     fn a_cluster_node_is_named_by_the_flag_or_refused_without_a_name() {
         let config = Config::resolve(&Flags { cluster_node: Some("node-a".into()), ..flags() }).unwrap();
+        assert_eq!(config.cluster.replicas, 1);
+        let three = Config::resolve(&Flags { cluster_node: Some("a".into()), cluster_replicas: Some(3), ..flags() });
+        assert_eq!(three.unwrap().cluster.replicas, 3);
         assert!(config.cluster.enabled);
         assert_eq!(config.cluster.node, "node-a");
         assert_eq!(config.cluster.partitions, 16);
