@@ -15,7 +15,7 @@ use ticket_domain::{CommandBody, CommandId, Partitions, Severity, TicketId};
 use ticket_proto::pb;
 use ticket_testkit::Cluster;
 
-use crate::daemon::{Daemon, spawn_serve};
+use crate::daemon::{Daemon, spawn_serve, spawn_serve_with};
 
 const PARTITIONS: u64 = 8;
 
@@ -757,13 +757,7 @@ async fn three_nodes_run_on_the_shipped_accounts_and_configuration() {
         .map(|name| {
             let data = root.path().join(name);
             std::fs::create_dir_all(&data).unwrap();
-            let args = [
-                "--nats-url",
-                &ticketd_urls,
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--policy",
-                policy.to_str().unwrap(),
+            let flags = [
                 "--config",
                 config.to_str().unwrap(),
                 "--ops-listen",
@@ -772,9 +766,8 @@ async fn three_nodes_run_on_the_shipped_accounts_and_configuration() {
                 name,
                 "--cluster-replicas",
                 "3",
-                "serve",
             ];
-            let mut daemon = Daemon::spawn(&args, &data, &[]);
+            let mut daemon = spawn_serve_with(&ticketd_urls, &policy, &flags, &data);
             daemon.wait_for("ticketd ready (cluster node)", Duration::from_secs(90));
             daemon
         })
@@ -875,22 +868,8 @@ async fn a_deadline_falling_due_during_a_failover_is_recorded_once_at_its_instan
     let start = |name: &str| {
         let data = root.path().join(name);
         std::fs::create_dir_all(&data).unwrap();
-        let args = [
-            "--nats-url",
-            &urls,
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--policy",
-            policy.to_str().unwrap(),
-            "--api-unstamped",
-            "trust",
-            "--config",
-            config.to_str().unwrap(),
-            "--cluster-node",
-            name,
-            "serve",
-        ];
-        let mut daemon = Daemon::spawn(&args, &data, &[]);
+        let flags = ["--api-unstamped", "trust", "--config", config.to_str().unwrap(), "--cluster-node", name];
+        let mut daemon = spawn_serve_with(&urls, &policy, &flags, &data);
         daemon.wait_for("ticketd ready (cluster node)", Duration::from_secs(60));
         daemon
     };

@@ -190,19 +190,15 @@ pub(crate) fn serve_on(url: &str, data: &Path) -> Daemon {
 
 /// `ticketd serve` on `url`, with more flags, its data in `data`.
 pub(crate) fn spawn_serve(url: &str, flags: &[&str], data: &Path) -> Daemon {
-    let policy = policy_path("regional-operator.toml");
     // A plain nats-server is one account: ticketd trusts it (the shipped accounts are tested in
     // identity.rs).
-    let mut args = vec![
-        "--nats-url",
-        url,
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--policy",
-        policy.to_str().unwrap(),
-        "--api-unstamped",
-        "trust",
-    ];
+    let flags = [&["--api-unstamped", "trust"], flags].concat();
+    spawn_serve_with(url, &policy_path("regional-operator.toml"), &flags, data)
+}
+
+/// `ticketd serve` on `url` with `policy`, `flags` and its data in `data`.
+pub(crate) fn spawn_serve_with(url: &str, policy: &Path, flags: &[&str], data: &Path) -> Daemon {
+    let mut args = vec!["--nats-url", url, "--data-dir", data.to_str().unwrap(), "--policy", policy.to_str().unwrap()];
     args.extend_from_slice(flags);
     args.push("serve");
     Daemon::spawn(&args, data, &[])

@@ -87,6 +87,23 @@ pub(crate) fn start(
     Ok(Node { child })
 }
 
+/// The benchmark's agent.
+pub(crate) fn agent() -> Option<pb::Actor> {
+    Some(pb::Actor { kind: pb::ActorKind::Agent as i32, id: "bench-agent".into() })
+}
+
+/// An `open` of an advanced technical ticket of `severity`, as a support tool sends it.
+pub(crate) fn opening(severity: pb::Severity) -> Option<pb::command::Body> {
+    Some(pb::command::Body::Open(pb::OpenTicket {
+        customer: "customer-1".into(),
+        plan: "advanced".into(),
+        category: "technical".into(),
+        title: "mail delivery delayed".into(),
+        description: "since this morning".into(),
+        severity: severity as i32,
+    }))
+}
+
 /// An `open` of a fresh ticket in `partition`, as a support tool sends it.
 fn probe(partitions: Partitions, partition: Partition, id: &str) -> anyhow::Result<pb::Command> {
     let ticket = partitions
@@ -95,15 +112,8 @@ fn probe(partitions: Partitions, partition: Partition, id: &str) -> anyhow::Resu
     Ok(pb::Command {
         command_id: id.to_owned(),
         ticket_id: ticket.to_string(),
-        actor: Some(pb::Actor { kind: pb::ActorKind::Agent as i32, id: "bench-agent".into() }),
-        body: Some(pb::command::Body::Open(pb::OpenTicket {
-            customer: "customer-1".into(),
-            plan: "advanced".into(),
-            category: "technical".into(),
-            title: "mail delivery delayed".into(),
-            description: "since this morning".into(),
-            severity: pb::Severity::A as i32,
-        })),
+        actor: agent(),
+        body: opening(pb::Severity::A),
         ..Default::default()
     })
 }

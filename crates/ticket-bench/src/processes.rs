@@ -20,7 +20,7 @@ use prost::Message;
 use serde::Serialize;
 use ticket_proto::pb;
 
-use crate::failover::{Node, start};
+use crate::failover::{Node, agent, opening, start};
 use crate::stats::{Phase, histogram};
 
 #[derive(Debug, Serialize)]
@@ -36,37 +36,15 @@ pub struct EndToEnd {
 
 /// An `open` of a fresh ticket (the service places it), or the agent's response on `ticket`.
 fn command(id: String, ticket: Option<&str>) -> (String, pb::Command) {
-    let actor = Some(pb::Actor { kind: pb::ActorKind::Agent as i32, id: "bench-agent".into() });
-    match ticket {
-        None => (
-            "tickets.cmd.open".to_owned(),
-            pb::Command {
-                command_id: id,
-                actor,
-                body: Some(pb::command::Body::Open(pb::OpenTicket {
-                    customer: "customer-1".into(),
-                    plan: "advanced".into(),
-                    category: "technical".into(),
-                    title: "mail delivery delayed".into(),
-                    description: "since this morning".into(),
-                    severity: pb::Severity::B as i32,
-                })),
-                ..Default::default()
-            },
-        ),
+    let (subject, ticket_id, body) = match ticket {
+        None => ("tickets.cmd.open", String::new(), opening(pb::Severity::B)),
         Some(ticket) => (
-            "tickets.cmd.record_agent_response".to_owned(),
-            pb::Command {
-                command_id: id,
-                ticket_id: ticket.to_owned(),
-                actor,
-                body: Some(pb::command::Body::RecordAgentResponse(pb::RecordAgentResponse {
-                    message: "looking into it".into(),
-                })),
-                ..Default::default()
-            },
+            "tickets.cmd.record_agent_response",
+            ticket.to_owned(),
+            Some(pb::command::Body::RecordAgentResponse(pb::RecordAgentResponse { message: "looking into it".into() })),
         ),
-    }
+    };
+    (subject.to_owned(), pb::Command { command_id: id, ticket_id, actor: agent(), body, ..Default::default() })
 }
 
 /// `clients` requesters over `connections` for `seconds`: each opens a ticket, then answers it.

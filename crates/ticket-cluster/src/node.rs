@@ -297,13 +297,25 @@ impl Node {
         // are placements followed.
         let mut changes: Option<kv::Watch> = None;
         let mut placements: Option<kv::Watch> = None;
+        // The watches are a shortcut, never in the way of renewals: each (re)creation is given a
+        // moment, and tried again a few rounds later if it fails.
+        let mut watch_again = tokio::time::Instant::now();
         loop {
-            if changes.is_none() {
-                changes = self.leases.watch().await.map_err(|e| debug!(error = %e, "the leases are not watched")).ok();
-            }
-            if placements.is_none() {
-                placements =
-                    self.placement.watch().await.map_err(|e| debug!(error = %e, "the placements are not watched")).ok();
+            if (changes.is_none() || placements.is_none()) && tokio::time::Instant::now() >= watch_again {
+                let patience = self.config.renew_every / 8;
+                if changes.is_none() {
+                    changes = tokio::time::timeout(patience, self.leases.watch())
+                        .await
+                        .ok()
+                        .and_then(|watch| watch.map_err(|e| debug!(error = %e, "the leases are not watched")).ok());
+                }
+                if placements.is_none() {
+                    placements = tokio::time::timeout(patience, self.placement.watch())
+                        .await
+                        .ok()
+                        .and_then(|watch| watch.map_err(|e| debug!(error = %e, "the placements are not watched")).ok());
+                }
+                watch_again = tokio::time::Instant::now() + self.config.renew_every * 4;
             }
             let change = next_change(&mut changes);
             let placed = next_change(&mut placements);
@@ -322,6 +334,12 @@ impl Node {
                     Some(Ok(entry)) => {
                         if let Some(partition) = Leases::released(&entry, self.config.partitions) {
                             debug!(node = %self.config.name, partition = partition.index(), "a lease was released");
+                            // The live nodes again first: a node stopping says it left before
+                            // it releases its leases, so its partitions are shared among the rest.
+                            if let Ok(live) = self.heartbeat().await {
+                                self.live = live.len().max(1);
+                                self.live_nodes = live;
+                            }
                             self.take_free(self.share()).await;
                         }
                     }
@@ -334,14 +352,15 @@ impl Node {
                 }
             }
         }
+        // Said first, so that the others count the nodes left when they take its partitions.
+        if let Err(e) = self.nodes.delete(&self.config.name).await {
+            warn!(node = %self.config.name, error = %e, "could not say the node left");
+        }
         let all: Vec<Partition> = self.held.keys().chain(self.pending.keys()).copied().collect();
         for partition in all {
             self.hand_over(partition).await;
         }
         self.stopped_all().await;
-        if let Err(e) = self.nodes.delete(&self.config.name).await {
-            warn!(node = %self.config.name, error = %e, "could not say the node left");
-        }
         info!(node = %self.config.name, "node stopped; its partitions handed over");
     }
 
@@ -525,6 +544,14 @@ impl Node {
             Err(e) => {
                 warn!(node = %self.config.name, partition = partition.index(), error = %e, "partition not served; lease released");
                 self.failing.insert(partition, FAILING_ROUNDS);
+                // Placed here by an operator, it would wait for this node: the placement is
+                // dropped (before the lease is released), and another node takes it.
+                if self.placed_here(partition) {
+                    warn!(node = %self.config.name, partition = partition.index(), "the partition's placement on this node is dropped: it could not be served here");
+                    if let Err(e) = self.placement.clear(partition).await {
+                        warn!(node = %self.config.name, partition = partition.index(), error = %e, "the placement could not be dropped");
+                    }
+                }
                 let _ = self.leases.release(lease).await;
             }
         }

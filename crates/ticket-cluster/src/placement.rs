@@ -57,6 +57,11 @@ impl Placement {
         Ok(())
     }
 
+    /// Drops the placement of `partition` (the partition is then balanced like any other).
+    pub async fn clear(&self, partition: Partition) -> Result<(), LeaseError> {
+        self.kv.delete(Self::key(partition)).await.map_err(|e| nats("drop a placement")(&e))
+    }
+
     /// The node `partition` is placed on, if any.
     pub async fn of(&self, partition: Partition) -> Result<Option<String>, LeaseError> {
         let entry = self.kv.entry(Self::key(partition)).await.map_err(|e| nats("read a placement")(&e))?;

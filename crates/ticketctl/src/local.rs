@@ -138,7 +138,7 @@ pub async fn audit_cluster(
             emit(&format!("partition {partition} (the log stream up to sequence {upto})"))?;
         }
         let log = SledLog::open(ticket_log_sled::SledConfig::new(scratch.path().join(partition.to_string())))?;
-        if let Err(e) = ticket_cluster::catch_up(&log, &stream, partition, upto).await {
+        if let Err(e) = rebuild(&log, &stream, partition, upto).await {
             // The stream's groups do not make one chained log: the partition does not verify.
             if !json {
                 emit(&format!("  the stream's groups do not chain: {e}"))?;
@@ -164,6 +164,37 @@ pub async fn audit_cluster(
         None => Ok(()),
         Some((partition, first)) => verdict(false, first, Some(partition)),
     }
+}
+
+/// Writes the partition's groups in the stream up to sequence `upto` into the empty `log`,
+/// each of which must start right after the one before (a group that repeats or skips
+/// positions means two owners appended: the fence failed) and continue the hash chain.
+async fn rebuild(
+    log: &SledLog,
+    stream: &ticket_cluster::LogStream,
+    partition: ticket_domain::Partition,
+    upto: u64,
+) -> anyhow::Result<()> {
+    use ticket_proto::pb::partition_entry::Kind;
+    let mut entries = stream.entries(partition, 1, upto).await?;
+    while let Some((sequence, entry)) = entries.next().await? {
+        let Some(Kind::Group(group)) = entry.kind else { continue };
+        let next = log.head() + 1;
+        anyhow::ensure!(
+            group.first_position == next,
+            "the group at stream sequence {sequence} starts at position {}, not {next}",
+            group.first_position
+        );
+        let group = ticket_log::ReplicaGroup {
+            first_position: group.first_position,
+            records: group.records,
+            commands: group.commands,
+        };
+        log.apply_replicated(group)
+            .await
+            .map_err(|e| anyhow::anyhow!("the group at stream sequence {sequence} does not continue the log: {e}"))?;
+    }
+    Ok(())
 }
 
 /// A cluster node's partition directories that hold a log, by partition number.

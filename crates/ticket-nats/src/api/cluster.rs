@@ -92,11 +92,60 @@ impl<L: EventLog> std::fmt::Debug for Replicas<L> {
 struct Served<L: EventLog> {
     api: Arc<Api<L>>,
     held: LeaseCheck,
+    /// The requests being answered, which the partition's stop waits for.
+    answering: Arc<Answering>,
 }
 
 impl<L: EventLog> Clone for Served<L> {
     fn clone(&self) -> Self {
-        Self { api: self.api.clone(), held: self.held.clone() }
+        Self { api: self.api.clone(), held: self.held.clone(), answering: self.answering.clone() }
+    }
+}
+
+/// The requests a partition's engine is answering (this node's own and forwarded ones), and
+/// whether it still takes new ones.
+#[derive(Default)]
+struct Answering {
+    count: std::sync::atomic::AtomicUsize,
+    closed: std::sync::atomic::AtomicBool,
+    done: tokio::sync::Notify,
+}
+
+/// One request being answered (counted until dropped).
+struct Taken<'a>(&'a Answering);
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
+impl Answering {
+    /// Counts a request in; none once closed.
+    fn take(&self) -> Option<Taken<'_>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.count.fetch_add(1, SeqCst);
+        let taken = Taken(self);
+        (!self.closed.load(SeqCst)).then_some(taken)
+    }
+
+    /// Takes no more requests, and waits up to `deadline` for those being answered; false if
+    /// some still were.
+    async fn close(&self, deadline: Duration) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.closed.store(true, SeqCst);
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let done = self.done.notified();
+            if self.count.load(SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, done).await.is_err() {
+                return self.count.load(SeqCst) == 0;
+            }
+        }
     }
 }
 
@@ -118,6 +167,9 @@ impl<L: EventLog> Served<L> {
         stamp: Option<&str>,
         payload: &[u8],
     ) -> Result<Reply, NotHere> {
+        // Counted while it is answered: the partition's stop waits for it, so that what was
+        // taken under the lease is answered under it.
+        let Some(_taken) = self.answering.take() else { return Err(NotHere) };
         if !(self.held)() {
             return Err(NotHere);
         }
@@ -213,7 +265,8 @@ impl<L: EventLog> ClusterApi<L> {
             config: self.front.config.clone(),
             partitions: Some(self.front.partitions),
         });
-        let served = Served { api, held };
+        let answering = Arc::new(Answering::default());
+        let served = Served { api, held, answering: answering.clone() };
         let subject = format!("{PARTITION_SUBJECT_PREFIX}.{}.>", partition.index());
         let mut requests = self
             .front
@@ -262,6 +315,15 @@ impl<L: EventLog> ClusterApi<L> {
                 }
             }
             let _ = requests.unsubscribe().await;
+            // What arrived before the unsubscription is told to come again (nothing decided):
+            // its sender tries the next owner.
+            while let Ok(Some(message)) = tokio::time::timeout(LEFTOVER_WAIT, requests.next()).await {
+                let endpoint = message.subject.as_str().strip_prefix(&prefix).and_then(Endpoint::from_subject);
+                if let (Some(reply_to), Some(endpoint)) = (message.reply, endpoint) {
+                    let (body, headers) = handing_over(endpoint, partition);
+                    let _ = client.publish_with_headers(reply_to, headers, body).await;
+                }
+            }
             // What was taken is answered before the partition's engine stops.
             while handling.join_next().await.is_some() {}
         });
@@ -272,7 +334,7 @@ impl<L: EventLog> ClusterApi<L> {
             }
         });
         info!(partition = partition.index(), "partition's api served");
-        Ok(PartitionApi { partition, stop, task, unlist })
+        Ok(PartitionApi { partition, stop, task, unlist, answering })
     }
 
     /// The partitions this node serves now.
@@ -293,6 +355,7 @@ pub struct PartitionApi {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     unlist: Box<dyn FnOnce() + Send + Sync>,
+    answering: Arc<Answering>,
 }
 
 impl std::fmt::Debug for PartitionApi {
@@ -305,16 +368,20 @@ impl PartitionApi {
     /// Stops taking the partition's requests (this node's and forwarded ones), then waits up to
     /// `deadline` for those being handled to be answered. False if some were still running.
     pub async fn stop(self, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
         (self.unlist)();
         self.stop.send_replace(true);
         let mut task = self.task;
-        match tokio::time::timeout(deadline, &mut task).await {
+        let forwarded = match tokio::time::timeout_at(until, &mut task).await {
             Ok(_) => true,
             Err(_) => {
                 task.abort();
                 false
             }
-        }
+        };
+        // This node's own requests too (routed here by its front, not through the subscription).
+        let own = self.answering.close(until.saturating_duration_since(tokio::time::Instant::now())).await;
+        forwarded && own
     }
 }
 
@@ -669,6 +736,9 @@ enum Unreached {
     /// The owner was asked and did not answer, or could not be asked: the outcome is unknown.
     Failed(String),
 }
+
+/// How long a stopping partition waits for requests that arrived before it unsubscribed.
+const LEFTOVER_WAIT: Duration = Duration::from_millis(50);
 
 /// How often a request is tried again while its partition is being handed over.
 const HANDOVER_STEP: Duration = Duration::from_millis(50);
