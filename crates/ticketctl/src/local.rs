@@ -87,28 +87,47 @@ pub fn audit_verify(data_dir: &Path, policies: &[Policy], json: bool) -> Result<
         }
         return verdict(ok, first, None);
     }
-    let mut reports = Vec::new();
-    let mut failed = None;
+    let mut audits = PartitionAudits::default();
     for (partition, dir) in &partitions {
         if !json {
             emit(&format!("partition {partition} ({})", dir.display()))?;
         }
         let log = open(dir)?;
-        let (ok, first, mut report) = audit_log(&log, policies, json)?;
-        if !ok && failed.is_none() {
-            failed = Some((*partition, first));
+        let (ok, first, report) = audit_log(&log, policies, json)?;
+        audits.add(*partition, ok, first, report);
+    }
+    audits.finish(json)
+}
+
+/// The audits of a cluster's partitions: a report each, and the first problem found.
+#[derive(Default)]
+struct PartitionAudits {
+    reports: Vec<serde_json::Value>,
+    /// The first partition that did not verify, and its first problem's position.
+    failed: Option<(u64, u64)>,
+}
+
+impl PartitionAudits {
+    /// Counts in partition `partition`'s audit (`report` is given its number).
+    fn add(&mut self, partition: u64, ok: bool, first: u64, mut report: serde_json::Value) {
+        if !ok && self.failed.is_none() {
+            self.failed = Some((partition, first));
         }
         if let Some(fields) = report.as_object_mut() {
             fields.insert("partition".into(), serde_json::json!(partition));
         }
-        reports.push(report);
+        self.reports.push(report);
     }
-    if json {
-        print_json(&serde_json::json!({ "ok": failed.is_none(), "partitions": reports }))?;
-    }
-    match failed {
-        None => Ok(()),
-        Some((partition, first)) => verdict(false, first, Some(partition)),
+
+    /// Prints the reports with `json`; fails if any partition did not verify.
+    fn finish(self, json: bool) -> Result<(), Failure> {
+        if json {
+            print_json(&serde_json::json!({ "ok": self.failed.is_none(), "partitions": self.reports }))?;
+        }
+        match self.failed {
+            None => Ok(()),
+            Some((partition, first)) => verdict(false, first, Some(partition)),
+        }
     }
 }
 
@@ -130,9 +149,9 @@ pub async fn audit_cluster(
         .map_err(|e| Failure::Data(anyhow::anyhow!("the cluster's log stream: {e}")))?;
     let partitions = ticket_domain::Partitions::new(partitions).map_err(|e| Failure::Data(e.into()))?;
     let scratch = tempfile::tempdir()?;
-    let mut reports = Vec::new();
-    let mut failed = None;
+    let mut audits = PartitionAudits::default();
     for partition in partitions.all() {
+        let index = u64::from(partition.index());
         let upto = stream.last(partition).await.map_err(|e| Failure::Data(e.into()))?;
         if !json {
             emit(&format!("partition {partition} (the log stream up to sequence {upto})"))?;
@@ -143,27 +162,16 @@ pub async fn audit_cluster(
             if !json {
                 emit(&format!("  the stream's groups do not chain: {e}"))?;
             }
-            failed = failed.or(Some((u64::from(partition.index()), log.head() + 1)));
-            reports.push(serde_json::json!({ "partition": partition.index(), "ok": false, "stream": e.to_string() }));
+            audits.add(index, false, log.head() + 1, serde_json::json!({ "ok": false, "stream": e.to_string() }));
             continue;
         }
         let (ok, first, mut report) = audit_log(&log, policies, json)?;
-        if !ok && failed.is_none() {
-            failed = Some((u64::from(partition.index()), first));
-        }
         if let Some(fields) = report.as_object_mut() {
-            fields.insert("partition".into(), serde_json::json!(partition.index()));
             fields.insert("streamSequence".into(), serde_json::json!(upto));
         }
-        reports.push(report);
+        audits.add(index, ok, first, report);
     }
-    if json {
-        print_json(&serde_json::json!({ "ok": failed.is_none(), "partitions": reports }))?;
-    }
-    match failed {
-        None => Ok(()),
-        Some((partition, first)) => verdict(false, first, Some(partition)),
-    }
+    audits.finish(json)
 }
 
 /// Writes the partition's groups in the stream up to sequence `upto` into the empty `log`,

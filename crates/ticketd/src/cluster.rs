@@ -381,7 +381,7 @@ pub(crate) async fn serve(
             // Tried until it starts (or the node stops): the queries across partitions wait here.
             loop {
                 match Copies::start(js.clone(), &node_config, projector.clone(), policy.clone(), &api).await {
-                    Ok(copies) => return Ok::<_, anyhow::Error>(copies),
+                    Ok(copies) => return copies,
                     Err(e) => {
                         error!(error = %e, "this node's copies of the partitions could not start (the queries that read every partition are UNAVAILABLE here); trying again");
                         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -420,8 +420,7 @@ pub(crate) async fn serve(
     }
     if copies.is_finished() {
         match copies.await {
-            Ok(Ok(copies)) => copies.stop(deadline.saturating_sub(started.elapsed())).await,
-            Ok(Err(e)) => warn!(error = %e, "this node's copies of the partitions never started"),
+            Ok(copies) => copies.stop(deadline.saturating_sub(started.elapsed())).await,
             Err(e) => warn!(error = %e, "starting this node's copies of the partitions failed"),
         }
     } else {

@@ -222,9 +222,10 @@ impl<L: EventLog> std::fmt::Debug for ClusterApi<L> {
 }
 
 /// Starts a cluster node's public endpoints on `client`, for `partitions` (none served yet: see
-/// [`ClusterApi::serve`]). `clock` answers `tickets.admin.clock`, `status`
-/// `tickets.admin.cluster`. A forwarded request waits up to `forward_timeout` for the owner; a
-/// request about a partition being handed over is tried again for up to `handover_wait`.
+/// [`ClusterApi::serve`]). `clock` answers `tickets.admin.clock`, `control`
+/// `tickets.admin.cluster` and `tickets.admin.move`. A forwarded request waits up to
+/// `forward_timeout` for the owner; a request about a partition being handed over is tried
+/// again for up to `handover_wait`.
 pub async fn start_cluster<L: EventLog>(
     client: Client,
     partitions: Partitions,
