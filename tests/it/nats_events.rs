@@ -173,3 +173,66 @@ async fn on_a_three_node_cluster_events_are_replicated_three_times() {
     stop.send_replace(true);
     task.await.unwrap().unwrap();
 }
+
+/// The headers of every message of the TICKETS stream, in stream order.
+async fn stored_headers(client: &async_nats::Client) -> Vec<async_nats::HeaderMap> {
+    let js = jetstream::new(client.clone());
+    let mut stream = js.get_stream("TICKETS").await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut headers = Vec::new();
+    for sequence in 1..=last {
+        headers.push(stream.get_raw_message(sequence).await.unwrap().headers);
+    }
+    headers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_republishing_from_a_stale_watermark_duplicates_nothing() {
+    // Given events published by a partition's owner in atomic batches...
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = SledLog::open(SledConfig::new(dir.path().join("first"))).unwrap();
+    write(&service(&first), "a", 4, 5).await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(publisher::run(first.clone(), js.clone(), PublisherConfig::default(), stopped));
+    wait_published(&first, Duration::from_secs(30)).await;
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
+    let published = first.head();
+    let headers = stored_headers(&client).await;
+    assert_eq!(headers.len() as u64, published);
+    assert!(
+        headers.iter().any(|h| h.get(async_nats::header::NATS_BATCH_ID).is_some()),
+        "the events went out in atomic batches"
+    );
+
+    // ...when the next owner, with a copy of the same log and more events, starts from a shared
+    // watermark that never saw them (its first batch holds events the stream already has)...
+    let next = SledLog::open(SledConfig::new(dir.path().join("next"))).unwrap();
+    let records = first.read_raw(1, published as usize).unwrap().into_iter().map(|(_, bytes)| bytes).collect();
+    next.apply_replicated(ticket_log::ReplicaGroup { first_position: 1, records, commands: Vec::new() }).await.unwrap();
+    write(&service(&next), "b", 2, 3).await;
+    assert!(next.head() > published);
+    let store =
+        js.create_key_value(jetstream::kv::Config { bucket: "WATERMARKS".into(), ..Default::default() }).await.unwrap();
+    let reconcile = publisher::Reconcile::Shared {
+        store: Box::new(store.clone()),
+        key: "p0".into(),
+        partition: 0,
+        held: publisher::Held(Arc::new(|| true)),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let config = PublisherConfig { max_backoff: Duration::from_millis(200), ..PublisherConfig::default() };
+    let task = tokio::spawn(publisher::run_with(next.clone(), js.clone(), config, reconcile, stopped));
+    wait_published(&next, Duration::from_secs(30)).await;
+
+    // ...then the stream holds every event once, in log order, and the watermark is shared.
+    let seen = consume(&client, next.head() as usize).await;
+    assert_exactly_once_in_order(&seen, next.head());
+    let shared = store.get("p0").await.unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&shared).parse::<u64>().ok(), Some(next.head()));
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
+}

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::fence::{LogStream, StreamError};
-use crate::partition_log::{CatchUpError, catch_up_from, catch_up_remembered, remember};
+use crate::partition_log::{CatchUpError, catch_up_from, catch_up_remembered, remember_flushed};
 
 /// How a node follows the partitions.
 #[derive(Debug, Clone)]
@@ -193,7 +193,10 @@ impl Followers {
 
 async fn open_log(dir: PathBuf, partition: Partition) -> Result<SledLog, FollowError> {
     let copy = |detail: String| FollowError::Copy { partition, detail };
-    tokio::task::spawn_blocking(move || SledLog::open(SledConfig::new(dir)))
+    // Rebuilt from the stream whatever it loses: not flushed group by group, only before the
+    // follower writes down where it stands.
+    let config = SledConfig { sync_replicated: false, ..SledConfig::new(dir) };
+    tokio::task::spawn_blocking(move || SledLog::open(config))
         .await
         .map_err(|e| copy(e.to_string()))?
         .map_err(|e| copy(e.to_string()))
@@ -452,17 +455,18 @@ impl Follower {
         (partition, outcome.await)
     }
 
-    /// Writes down where each copy stands, if it moved since `before`; returns what it wrote.
+    /// Writes down where each copy stands, if it moved since `before`, each flushed first;
+    /// returns what it wrote.
     async fn remember(&self, before: &BTreeMap<Partition, u64>) -> BTreeMap<Partition, u64> {
-        let moved: Vec<(PathBuf, Partition, u64)> = self
+        let moved: Vec<(SledLog, PathBuf, Partition, u64)> = self
             .holding
             .iter()
             .filter(|(p, at)| before.get(p) != Some(at))
-            .map(|(p, at)| (self.config.hint_file(*p), *p, *at))
+            .filter_map(|(p, at)| Some((self.logs.get(p)?.clone(), self.config.hint_file(*p), *p, *at)))
             .collect();
         let _ = tokio::task::spawn_blocking(move || {
-            for (file, partition, at) in moved {
-                remember(&file, partition, at);
+            for (log, file, partition, at) in moved {
+                remember_flushed(&log, &file, partition, at);
             }
         })
         .await;

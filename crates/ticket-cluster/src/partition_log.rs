@@ -262,9 +262,20 @@ pub async fn catch_up_remembered(
         other => other,
     };
     let (head, holding) = caught?;
-    let file = hint_file.to_owned();
-    let _ = tokio::task::spawn_blocking(move || remember(&file, partition, holding)).await;
+    let (file, log) = (hint_file.to_owned(), log.clone());
+    let _ = tokio::task::spawn_blocking(move || remember_flushed(&log, &file, partition, holding)).await;
     Ok((head, holding))
+}
+
+/// Flushes `log` (a copy does not flush each group it writes), then remembers where it stands:
+/// the hint is never ahead of what the log holds on disk. Blocking.
+pub(crate) fn remember_flushed(log: &SledLog, hint_file: &Path, partition: Partition, holding: u64) {
+    match log.flush() {
+        Ok(()) => remember(hint_file, partition, holding),
+        Err(e) => {
+            warn!(partition = partition.index(), error = %e, "a copy could not be flushed; where it stands is not remembered")
+        }
+    }
 }
 
 /// Writes down the stream sequence a partition's next catch-up may start from; a failure is

@@ -61,6 +61,11 @@ pub struct SledConfig {
     pub compact_above_bytes: u64,
     /// Where each group commit goes, durably, before the log writes it (cluster mode, ADR 0015).
     pub replicator: Option<Arc<dyn ticket_log::Replicator>>,
+    /// Whether each group written by [`SledLog::apply_replicated`] is flushed to disk before it
+    /// counts (the default: a new owner's catch-up). A node's copies of the partitions (ADR
+    /// 0015), rebuilt from the stream whatever they lose, turn it off and are flushed with
+    /// [`SledLog::flush`] before the follower records where they stand.
+    pub sync_replicated: bool,
 }
 
 impl SledConfig {
@@ -73,6 +78,7 @@ impl SledConfig {
             seal_chunk: 8192,
             compact_above_bytes: 1 << 30,
             replicator: None,
+            sync_replicated: true,
         }
     }
 }
@@ -259,7 +265,8 @@ impl SledLog {
             config.max_group,
             config.replicator.clone(),
             stopped.clone(),
-        );
+        )
+        .syncing_replicated(config.sync_replicated);
         let handle = std::thread::Builder::new()
             .name("ticket-log-writer".into())
             .spawn(move || writer.run(rx))
@@ -359,6 +366,12 @@ impl SledLog {
             queued?;
             answer.await.map_err(|_| LogError::Closed)?
         }
+    }
+
+    /// Flushes everything written to disk (what `sync_replicated = false` leaves unflushed).
+    /// Blocking.
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.shared.db.flush().map(drop).map_err(|e| storage("flush", e))
     }
 
     /// Why the log stopped accepting appends, if its replicator refused a group (cluster mode:

@@ -174,7 +174,10 @@ impl Tiers {
 
     /// Moves the events `from..=to` (all in sled), their stream index entries, and the records
     /// of the commands that end among them, into the archive (ADR 0014).
+    /// The records are flushed in sled first: a log whose replicated groups are not flushed as
+    /// they are written (a node's copy) never has in its archive what sled could lose.
     pub fn seal(&self, from: u64, to: u64) -> Result<(), LogError> {
+        self.tree.flush().map_err(|e| storage("flush before sealing", e))?;
         let records = self.sealable(from, to)?;
         self.archive.seal(&records, to)?;
         self.delete_from_sled(records.into_iter().map(|(k, _)| k), to)

@@ -58,6 +58,8 @@ pub struct Writer {
     replicator: Option<Arc<dyn Replicator>>,
     /// Why the log stopped accepting appends, when a replicator refused a group.
     stopped: Arc<OnceLock<LogError>>,
+    /// Whether a replicated group is flushed before it counts (`SledConfig::sync_replicated`).
+    sync_replicated: bool,
     /// Committed tips (version and last append) of recently written tickets. A ticket read
     /// back from the tree has no known last append, so an append decided after one is refused.
     versions: lru::LruCache<TicketId, StreamTip>,
@@ -92,8 +94,15 @@ impl Writer {
             max_group: max_group.max(1),
             replicator,
             stopped,
+            sync_replicated: true,
             versions: lru::LruCache::new(capacity),
         }
+    }
+
+    /// Sets whether replicated groups are flushed before they count.
+    pub fn syncing_replicated(mut self, sync: bool) -> Self {
+        self.sync_replicated = sync;
+        self
     }
 
     /// Takes every append queued while the previous group was being flushed into the next group;
@@ -377,8 +386,10 @@ impl Writer {
         }
         batch.insert(META_HEAD, &head.to_be_bytes()[..]);
         batch.insert(META_HASH, &hash[..]);
-        match self.tiers.tree.apply_batch(batch).and_then(|()| self.db.flush()) {
-            Ok(_) => {
+        let written = self.tiers.tree.apply_batch(batch);
+        let flushed = if self.sync_replicated { written.and_then(|()| self.db.flush().map(drop)) } else { written };
+        match flushed {
+            Ok(()) => {
                 debug!(first = group.first_position, head, "replicated group written");
                 self.committed(head, hash, staged_versions);
                 Ok(head)

@@ -2,9 +2,13 @@
 //!
 //! - Each event is published on `tickets.events.<ticket_id>.<event_type>` with `Nats-Msg-Id` = its
 //!   event id and headers for its type, ticket version and global position.
-//! - Events are published one after the other, each after the previous one's acknowledgement, so
-//!   the stream holds them in log order (and so in order per ticket); a position is marked
-//!   published only after its acknowledgement.
+//! - Events are published in log order, so the stream holds them in that order (and so in order
+//!   per ticket): a run of events goes as one atomic batch (NATS server 2.12+, `allow_atomic` on
+//!   the stream: one replicated write for the run, stored whole and in order or not at all), each
+//!   after the previous one's acknowledgement. An event with a paging copy to send goes alone,
+//!   and so does every event for a while after a failed round (a batch holding an event the
+//!   stream already has is refused whole). A position is marked published only after its
+//!   acknowledgement.
 //! - At start and after any failure, the publisher reads the position of the stream's last message
 //!   and moves the published watermark there: an event whose acknowledgement was lost is not
 //!   published again, however long the outage. Publishing with the same `Nats-Msg-Id` is a second
@@ -30,6 +34,7 @@ use async_nats::jetstream::{self, kv, stream};
 use ticket_domain::{EventKind, RecordedEvent};
 use ticket_log::{EventLog, LogError};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 /// Header: the event type (`opened`, `sla_breached`, ...).
@@ -61,6 +66,13 @@ pub struct PublisherConfig {
     pub batch: usize,
     /// The longest wait between retries while NATS is unreachable.
     pub max_backoff: Duration,
+    /// How long the publisher waits, when new events arrive after it drained the outbox, before
+    /// it publishes them: more of them go in one batch (a few milliseconds later downstream).
+    pub linger: Duration,
+    /// Cluster mode: how often, at most, the published watermark is shared (a compare-and-set
+    /// in the watermarks' bucket). A next owner sends again what was published after the last
+    /// share, dropped by the stream as duplicates (`Nats-Msg-Id`).
+    pub share_every: Duration,
 }
 
 impl Default for PublisherConfig {
@@ -74,6 +86,8 @@ impl Default for PublisherConfig {
             replicas: 1,
             batch: 512,
             max_backoff: Duration::from_secs(2),
+            linger: Duration::ZERO,
+            share_every: Duration::from_millis(250),
         }
     }
 }
@@ -98,6 +112,7 @@ impl PublisherConfig {
             retention: stream::RetentionPolicy::Limits,
             duplicate_window: self.duplicate_window,
             num_replicas: self.replicas,
+            allow_atomic_publish: true,
             ..Default::default()
         }
     }
@@ -213,9 +228,10 @@ pub enum Reconcile {
     LastMessage,
     /// A cluster's partition: every partition's log feeds the stream, so its last message says
     /// nothing of this log. The watermark is shared in a key-value bucket instead (`key`, moved
-    /// forward by compare-and-set after every round, so the partition's next owner starts
-    /// there); what was published after it is sent again with the same `Nats-Msg-Id` and dropped
-    /// by the streams as a duplicate (ADR 0015). Each event carries `Ticket-Partition`.
+    /// forward by compare-and-set at most every `share_every` while events flow, and once they
+    /// stop, so the partition's next owner starts there); what was published after it is sent
+    /// again with the same `Nats-Msg-Id` and dropped by the streams as a duplicate (ADR 0015).
+    /// Each event carries `Ticket-Partition`.
     Shared { store: Box<kv::Store>, key: String, partition: u16, held: Held },
 }
 
@@ -254,10 +270,17 @@ pub async fn run_with<L: EventLog>(
     let mut backoff = Duration::from_millis(50);
     // The position of the last paging copy in its stream, once reconciled.
     let mut copies = None;
+    // Until when events go one at a time (after a failed round).
+    let mut sequential_until: Option<Instant> = None;
+    // Cluster mode: whether this log's watermark moved since it was last shared, and when it was.
+    let (mut unshared, mut shared_at): (bool, Option<Instant>) = (false, None);
     loop {
         let Some(copied) = copies else {
             match reconcile_by(&reconcile, &log, &js, &config).await {
-                Ok(copied) => copies = Some(copied),
+                Ok(copied) => {
+                    copies = Some(copied);
+                    (unshared, shared_at) = (false, Some(Instant::now()));
+                }
                 Err(e) => {
                     warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the stream, will retry");
                     if wait(&mut shutdown, backoff).await {
@@ -270,40 +293,88 @@ pub async fn run_with<L: EventLog>(
         };
         let pending = log.outbox_pending(config.batch)?;
         metrics::gauge!("ticketd_outbox_lag_positions").set(log.head().saturating_sub(log.published()?) as f64);
-        if pending.is_empty() {
+        // When the watermark is to be shared next (it moved since it last was).
+        let share_at = unshared.then(|| shared_at.map_or_else(Instant::now, |at| at + config.share_every));
+        let share_now = share_at.is_some_and(|at| Instant::now() >= at);
+        // What the round did: its outcome, whether it published batches, whether it shared.
+        let (result, batched, sharing) = if pending.is_empty() {
             metrics::gauge!("ticketd_outbox_lag_seconds").set(0.0);
-            if *shutdown.borrow() {
-                return Ok(());
+            // Shared now when due, or before stopping.
+            let sharing = share_now || (unshared && *shutdown.borrow());
+            if !sharing {
+                if *shutdown.borrow() {
+                    return Ok(());
+                }
+                tokio::select! {
+                    changed = head.changed() => {
+                        if changed.is_err() {
+                            return Ok(());
+                        }
+                        // A few more events, for a larger batch.
+                        if !config.linger.is_zero() {
+                            wait(&mut shutdown, config.linger).await;
+                        }
+                    }
+                    _ = shutdown.changed() => {}
+                    () = sleep_until(share_at) => {}
+                }
+                continue;
             }
-            tokio::select! {
-                changed = head.changed() => if changed.is_err() { return Ok(()) },
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
-        let shared = match &reconcile {
-            Reconcile::LastMessage => None,
-            Reconcile::Shared { partition, held, .. } => Some((*partition, held)),
+            (share(&reconcile, &log).await.map(|()| copied), false, true)
+        } else {
+            let shared = match &reconcile {
+                Reconcile::LastMessage => None,
+                Reconcile::Shared { partition, held, .. } => Some((*partition, held)),
+            };
+            let batched = sequential_until.is_none_or(|until| Instant::now() >= until);
+            let round = Round { from: pending[0], count: pending.len(), shared, batched };
+            let published = publish_in_order(&log, &js, &config, round, copied).await;
+            unshared |= published.is_ok() && shared.is_some();
+            let sharing = unshared && shared_at.is_none_or(|at| at.elapsed() >= config.share_every);
+            let result = match published {
+                Ok(copied) if sharing => share(&reconcile, &log).await.map(|()| copied),
+                other => other,
+            };
+            (result, batched, sharing)
         };
-        let published = publish_in_order(&log, &js, &config, pending[0], pending.len(), copied, shared).await;
-        let shared = match (&published, &reconcile) {
-            (Ok(_), Reconcile::Shared { store, key, .. }) => share_watermark(store, key, log.published()?).await,
-            (Ok(_) | Err(_), _) => Ok(()),
-        };
-        match published.and_then(|copied| shared.map(|()| copied)) {
+        match result {
             Ok(copied) => {
                 copies = Some(copied);
                 backoff = Duration::from_millis(50);
+                if sharing {
+                    (unshared, shared_at) = (false, Some(Instant::now()));
+                }
             }
             Err(e) => {
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "publishing failed, will reconcile and retry");
                 copies = None;
+                // A batch holding an event the stream already has is refused whole: one at a
+                // time for a while, where such a duplicate is dropped alone.
+                if batched {
+                    sequential_until = Some(Instant::now() + SEQUENTIAL_AFTER_FAILURE);
+                }
                 if wait(&mut shutdown, backoff).await {
                     return Err(e);
                 }
                 backoff = (backoff * 2).min(config.max_backoff);
             }
         }
+    }
+}
+
+/// Shares this log's published watermark (cluster mode; nothing to do otherwise).
+async fn share<L: EventLog>(reconcile: &Reconcile, log: &L) -> Result<(), PublishError> {
+    match reconcile {
+        Reconcile::Shared { store, key, .. } => share_watermark(store, key, log.published()?).await,
+        Reconcile::LastMessage => Ok(()),
+    }
+}
+
+/// Sleeps until `at`, or forever when there is none.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -386,19 +457,21 @@ async fn reconcile<L: EventLog>(
     Ok(last.copies)
 }
 
-/// Publishes `count` events from `from`, each breach's copy first unless the copies' stream
-/// already holds it (`copied`: the position of its last copy). Returns the new `copied`.
+/// Publishes `count` events of the outbox from position `from`, in log order; returns the
+/// position of the last paging copy published. Runs of events with no paging copy to send go as
+/// atomic batches when `batched` (all stored, in order, or none); the others one at a time.
 async fn publish_in_order<L: EventLog>(
     log: &L,
     js: &jetstream::Context,
     config: &PublisherConfig,
-    from: u64,
-    count: usize,
+    round: Round<'_>,
     mut copied: u64,
-    shared: Option<(u16, &Held)>,
 ) -> Result<u64, PublishError> {
+    let Round { from, count, shared, batched } = round;
     let partition = shared.map(|(partition, _)| partition);
-    for event in log.read_from(from, count)? {
+    let events = log.read_from(from, count)?;
+    let mut rest = events.as_slice();
+    while let Some(event) = rest.first() {
         if let Some((partition, held)) = shared
             && !(held.0)()
         {
@@ -406,16 +479,19 @@ async fn publish_in_order<L: EventLog>(
                 "partition {partition}: not certainly this node's any more; publishing stopped"
             )));
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.to_string().as_str());
-        headers.insert(HEADER_EVENT_TYPE, event.event.kind.name());
-        headers.insert(HEADER_VERSION, event.version.to_string().as_str());
-        headers.insert(HEADER_POSITION, event.position.to_string().as_str());
-        if let Some(partition) = partition {
-            headers.insert(HEADER_PARTITION, partition.to_string().as_str());
+        let copy = |event: &RecordedEvent| config.breach_subject(event).filter(|_| event.position > copied);
+        let run =
+            if batched { rest.iter().take(MAX_ATOMIC_BATCH).take_while(|e| copy(e).is_none()).count() } else { 0 };
+        if run >= 2 {
+            let (batch, after) = rest.split_at(run);
+            publish_batch(js, config, batch, partition).await?;
+            published(log, &batch[run - 1])?;
+            rest = after;
+            continue;
         }
-        let payload = bytes::Bytes::from(ticket_proto::encode_envelope(&event));
-        if let Some(subject) = config.breach_subject(&event).filter(|_| event.position > copied) {
+        let headers = event_headers(event, partition);
+        let payload = bytes::Bytes::from(ticket_proto::encode_envelope(event));
+        if let Some(subject) = copy(event) {
             let mut copy = headers.clone();
             copy.insert(async_nats::header::NATS_MESSAGE_ID, format!("{}:sla", event.event_id).as_str());
             copy.insert(HEADER_COPY, COPY_SLA_BREACHED);
@@ -423,16 +499,93 @@ async fn publish_in_order<L: EventLog>(
             copied = event.position;
         }
         let ack = js
-            .publish_with_headers(config.subject(&event), headers, payload)
+            .publish_with_headers(config.subject(event), headers, payload)
             .await
             .map_err(js_error)?
             .await
             .map_err(js_error)?;
         debug!(position = event.position, sequence = ack.sequence, duplicate = ack.duplicate, "event published");
-        log.mark_published(event.position)?;
-        // How old the event was when JetStream took it.
-        let age = (ticket_log::now() - event.recorded_at).num_milliseconds().max(0) as f64 / 1000.0;
-        metrics::gauge!("ticketd_outbox_lag_seconds").set(age);
+        published(log, event)?;
+        rest = &rest[1..];
     }
     Ok(copied)
+}
+
+/// One round of the publisher: the outbox's `count` events from position `from`; the partition
+/// and its lease check in cluster mode; whether runs of events may go as atomic batches.
+#[derive(Clone, Copy)]
+struct Round<'a> {
+    from: u64,
+    count: usize,
+    shared: Option<(u16, &'a Held)>,
+    batched: bool,
+}
+
+/// The most events in one atomic batch (the server's default limit).
+const MAX_ATOMIC_BATCH: usize = 1000;
+
+/// How long events go one at a time after a failed round that published batches.
+const SEQUENTIAL_AFTER_FAILURE: Duration = Duration::from_secs(10);
+
+/// The headers of an event's message: its id (deduplication), type, version, position, and
+/// partition in cluster mode.
+fn event_headers(event: &RecordedEvent, partition: Option<u16>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.to_string().as_str());
+    headers.insert(HEADER_EVENT_TYPE, event.event.kind.name());
+    headers.insert(HEADER_VERSION, event.version.to_string().as_str());
+    headers.insert(HEADER_POSITION, event.position.to_string().as_str());
+    if let Some(partition) = partition {
+        headers.insert(HEADER_PARTITION, partition.to_string().as_str());
+    }
+    headers
+}
+
+/// Marks `event` published, once JetStream took it, and reports how old it was then.
+fn published<L: EventLog>(log: &L, event: &RecordedEvent) -> Result<(), PublishError> {
+    log.mark_published(event.position)?;
+    let age = (ticket_log::now() - event.recorded_at).num_milliseconds().max(0) as f64 / 1000.0;
+    metrics::gauge!("ticketd_outbox_lag_seconds").set(age);
+    Ok(())
+}
+
+/// Publishes `events` to the event stream as one atomic batch (ADR-50 of NATS, server 2.12+):
+/// one replicated write for all of them, stored in order or not at all. Only the commit asks
+/// for an acknowledgement; the messages before it go on the same connection, so they reach the
+/// server first. A batch holding an event the stream already has (its `Nats-Msg-Id`, after a
+/// lost acknowledgement or a takeover) is refused whole: the caller then publishes one at a time,
+/// where a duplicate is dropped alone.
+async fn publish_batch(
+    js: &jetstream::Context,
+    config: &PublisherConfig,
+    events: &[RecordedEvent],
+    partition: Option<u16>,
+) -> Result<(), PublishError> {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let client = js.client();
+    let last = events.len();
+    for (index, event) in events.iter().enumerate() {
+        let mut headers = event_headers(event, partition);
+        headers.insert(async_nats::header::NATS_BATCH_ID, id.as_str());
+        headers.insert(async_nats::header::NATS_BATCH_SEQUENCE, (index + 1).to_string().as_str());
+        let payload = bytes::Bytes::from(ticket_proto::encode_envelope(event));
+        if index + 1 < last {
+            client.publish_with_headers(config.subject(event), headers, payload).await.map_err(js_error)?;
+            continue;
+        }
+        headers.insert(async_nats::header::NATS_BATCH_COMMIT, "1");
+        let ack = js
+            .publish_with_headers(config.subject(event), headers, payload)
+            .await
+            .map_err(js_error)?
+            .await
+            .map_err(js_error)?;
+        debug!(
+            first = events[0].position,
+            last = event.position,
+            sequence = ack.sequence,
+            "events published as one atomic batch"
+        );
+    }
+    Ok(())
 }

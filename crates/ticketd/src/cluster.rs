@@ -331,6 +331,8 @@ pub(crate) async fn serve(
     let watermarks = patiently("the watermarks' bucket", || own.create_key_value(bucket.clone())).await?;
     let mut publisher_config = config.publisher();
     publisher_config.replicas = publisher_config.replicas.max(replicas);
+    publisher_config.share_every = Duration::from_millis(settings.watermark_share_ms);
+    publisher_config.linger = Duration::from_millis(settings.outbox_linger_ms);
     patiently("the event streams", || publisher::ensure_stream(&public, &publisher_config)).await?;
 
     let forward_timeout = Duration::from_millis(settings.forward_timeout_ms.max(1));
@@ -374,9 +376,11 @@ pub(crate) async fn serve(
     .await?;
     // The copies of every partition catch up beside the partitions this node serves; until they
     // have, the queries that read every partition are UNAVAILABLE here.
+    let copies_projector =
+        ProjectorConfig { flush_every: Duration::from_millis(settings.copy_flush_ms.max(1)), ..config.projector() };
     let copies = {
         let (js, node_config, projector, policy, api) =
-            (own.clone(), node_config.clone(), config.projector(), policy.clone(), copies_api);
+            (own.clone(), node_config.clone(), copies_projector, policy.clone(), copies_api);
         tokio::spawn(async move {
             // Tried until it starts (or the node stops): the queries across partitions wait here.
             loop {

@@ -331,6 +331,15 @@ pub struct ClusterSettings {
     pub handover_wait_ms: u64,
     /// The key-value bucket of the partitions' published watermarks (the event stream's).
     pub watermark_bucket: String,
+    /// How often, at most, a partition's outbox shares its published watermark in that bucket
+    /// (a next owner publishes again, as duplicates the stream drops, what came after it).
+    pub watermark_share_ms: u64,
+    /// How long a partition's outbox waits for more events once new ones arrive after it drained,
+    /// so that they go in one atomic batch (one replicated write instead of one each).
+    pub outbox_linger_ms: u64,
+    /// How often the read models on this node's copies of the partitions are flushed to their
+    /// state stores (rebuilt from the copies, so rarely: each flush is an fsync, per partition).
+    pub copy_flush_ms: u64,
 }
 
 impl Default for ClusterSettings {
@@ -344,6 +353,9 @@ impl Default for ClusterSettings {
             forward_timeout_ms: 5000,
             handover_wait_ms: 2000,
             watermark_bucket: "TICKETS_OUTBOX".into(),
+            watermark_share_ms: 250,
+            outbox_linger_ms: 20,
+            copy_flush_ms: 2000,
         }
     }
 }
