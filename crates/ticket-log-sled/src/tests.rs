@@ -536,6 +536,38 @@ async fn a_copy_fed_with_the_replicated_groups_is_the_same_log() {
     assert_eq!(copy.head(), 25);
 }
 
+/// Given a copy that does not flush the groups it is fed (a cluster node's copy) and seals its
+/// older events into its archive, when it is flushed and reopened, then it holds every group,
+/// its chain verifies, and the archive holds nothing sled lost (the sealer flushes first).
+#[tokio::test]
+async fn an_unflushed_copy_seals_and_reopens_whole_once_flushed() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replicator = Arc::new(Recording::default());
+    let original = open_replicating(&a_dir, replicator.clone());
+    for i in 0..30u64 {
+        let ticket = contract::ticket(u128::from(i % 3 + 1));
+        original.append(contract::append(&format!("c{i}"), ticket, i / 3 * 2, &["a", "b"])).await.unwrap();
+    }
+    let groups = replicator.groups.lock().unwrap().clone();
+    let config = SledConfig {
+        hot_events: 8,
+        seal_chunk: 8,
+        sync_replicated: false,
+        ..SledConfig::new(b_dir.path().join("log"))
+    };
+    let copy = SledLog::open(config.clone()).unwrap();
+    for group in groups {
+        copy.apply_replicated(group).await.unwrap();
+    }
+    wait_sealed(&copy, 48).await;
+    copy.flush().unwrap();
+    drop(copy);
+    let copy = SledLog::open(config).unwrap();
+    assert_eq!(copy.chain_head().unwrap(), original.chain_head().unwrap());
+    assert_eq!(copy.read_from(1, 100).unwrap(), original.read_from(1, 100).unwrap());
+    assert_eq!(copy.verify_chain(|_, _| {}).unwrap().broken, None);
+}
+
 /// A replicated group that does not continue the log exactly (a gap, a repeat, a broken chain,
 /// a ticket's version skipped) is refused with the reason, and nothing of it is written.
 #[tokio::test]
