@@ -935,3 +935,74 @@ async fn a_deadline_falling_due_during_a_failover_is_recorded_once_at_its_instan
         assert!(status.success(), "a node exited with {status}:\n{}", log.join("\n"));
     }
 }
+
+/// A client port from which `n` client ports and `n` route ports (2000 above) are free.
+fn dev_cluster_ports(n: u16) -> u16 {
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    for _ in 0..50 {
+        let port = ticket_testkit::free_port().unwrap();
+        if port < 60_000 && (0..n).all(|i| free(port + i) && free(port + 2000 + i)) {
+            return port;
+        }
+    }
+    panic!("no free range of ports for the dev cluster");
+}
+
+/// Logs in to a server of the dev cluster as one of the shipped accounts' dev users.
+async fn dev_user(user: &str, port: u16) -> ticket_client::Client {
+    let options = async_nats::ConnectOptions::with_user_and_password(user.into(), format!("{user}-dev-password"));
+    ticket_client::Client::new(options.connect(format!("nats://127.0.0.1:{port}")).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticketd_dev_nodes_runs_a_cluster_on_this_machine_and_stops_it_all() {
+    // Given `ticketd dev --nodes 3` run from an empty directory...
+    let data = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let port = dev_cluster_ports(3);
+    let nats = ticket_testkit::nats_server_bin().unwrap();
+    let port_arg = port.to_string();
+    let args = ["--data-dir", data.path().to_str().unwrap(), "dev", "--nodes", "3", "--port", &port_arg];
+    let mut daemon = Daemon::spawn(&args, empty.path(), &[("NATS_SERVER_BIN", nats.as_path())]);
+    daemon.wait_for("the dev cluster runs", Duration::from_secs(60));
+    daemon.wait_for_count("cluster node started", 3, Duration::ZERO);
+    let pids: Vec<u32> = daemon
+        .lines_with("cluster node started")
+        .iter()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["fields"]["pid"].as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(pids.len(), 3);
+
+    // ...then an operator sees every partition owned, by the three nodes...
+    let operator = dev_user("operator", port).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = operator.cluster_status().await;
+        if let Ok(status) = &status {
+            let owners: BTreeSet<&str> = status.partitions.iter().map(|p| p.owner.as_str()).collect();
+            if status.partitions.len() == 16 && !owners.contains("") && owners.len() == 3 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the three nodes did not share the 16 partitions: {status:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // ...a support tool on another server opens a ticket, recorded as its identity...
+    let support = dev_user("support", port + 1).await;
+    let as_support = ticket_client::Issue::by(ticket_domain::Actor {
+        kind: ticket_domain::ActorKind::Agent,
+        id: ticket_domain::ActorId::new("support").unwrap(),
+    });
+    let accepted = support.open(&as_support, None, crate::client::opening("advanced")).await.unwrap();
+    assert_eq!(accepted.events[0].position, 1);
+
+    // ...and SIGTERM stops it all: the nodes, then the servers.
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "ticketd dev exited with {status}:\n{}", log.join("\n"));
+    for pid in pids {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "node {pid} outlived ticketd dev");
+    }
+    for i in 0..3 {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port + i)).is_err(), "a nats-server outlived ticketd dev");
+    }
+}

@@ -72,6 +72,11 @@ impl Daemon {
         }
     }
 
+    /// The log lines seen so far that hold `needle`.
+    pub(crate) fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.seen.iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
     /// Sends `signal` (`-STOP`, `-CONT`, ...) to the process.
     pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill").arg(signal).arg(self.child.id().to_string()).status().unwrap();

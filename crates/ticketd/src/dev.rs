@@ -159,3 +159,148 @@ pub async fn dev(mut config: Config, nats: DevNats, clock: ticket_engine::Engine
     drop(child);
     served
 }
+
+/// `ticketd dev --nodes N`: a cluster on this machine for trying failover by hand (ADR 0015).
+/// N nats-servers in one JetStream cluster (`sync_interval: always`, the shipped accounts), on
+/// client ports `port`, `port + 1`, ... (routes on `port + 2000 + i`), each storing under
+/// `<data_dir>/nats-<i>/`; and N `ticketd serve --cluster-node node-<i>` processes of this very
+/// executable, each with its own data directory `<data_dir>/node-<i>/` and the generated
+/// `<data_dir>/cluster-node.toml`. Runs until told to stop (SIGTERM, Ctrl-C), then stops the
+/// nodes (each hands its partitions over) and the servers. A node killed by hand stays down; its
+/// command line is logged, to start it again.
+pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::Result<()> {
+    if nats.config.is_some() || nats.monitor_port.is_some() {
+        bail!("ticketd dev --nodes writes its nats-servers' configs itself (no --nats-config, no --nats-monitor-port)");
+    }
+    if config.cluster.enabled {
+        bail!("ticketd dev --nodes starts its own cluster nodes: no --cluster-node");
+    }
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let bin = nats_server_bin()?;
+    let accounts = data_dir.join("accounts.conf");
+    std::fs::write(&accounts, ticket_defaults::NATS_ACCOUNTS_CONF.text)
+        .with_context(|| format!("cannot write {}", accounts.display()))?;
+    let ports: Vec<u16> = (0..nodes).map(|i| nats.port.saturating_add(i as u16)).collect();
+    let routes: Vec<String> =
+        (0..nodes).map(|i| format!("nats-route://127.0.0.1:{}", nats.port.saturating_add(2000 + i as u16))).collect();
+    let mut servers = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let store = data_dir.join(format!("nats-{}", i + 1));
+        std::fs::create_dir_all(&store).with_context(|| format!("cannot create {}", store.display()))?;
+        let conf = data_dir.join(format!("nats-{}.conf", i + 1));
+        let text = format!(
+            "server_name: ticketd-dev-{n}\nlisten: 127.0.0.1:{port}\nmax_payload: 1MB\n\
+             jetstream {{ store_dir: {store:?}, sync_interval: always }}\n\
+             cluster {{ name: ticketd-dev, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n\
+             include ./accounts.conf\n",
+            n = i + 1,
+            store = store.display().to_string(),
+            route = nats.port.saturating_add(2000 + i as u16),
+            routes = routes.join(", "),
+        );
+        std::fs::write(&conf, text).with_context(|| format!("cannot write {}", conf.display()))?;
+        let log = std::fs::File::create(data_dir.join(format!("nats-{}.log", i + 1)))?;
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        servers.push(LocalNats(child));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for port in &ports {
+        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("the local nats-server on port {port} did not listen within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let replicas = nodes.min(3);
+    let node_config = data_dir.join("cluster-node.toml");
+    std::fs::write(&node_config, node_toml(&config, replicas))
+        .with_context(|| format!("cannot write {}", node_config.display()))?;
+    let urls = ports.iter().map(|p| format!("nats://ticketd:ticketd-dev-password@127.0.0.1:{p}")).collect::<Vec<_>>();
+    let exe = std::env::current_exe().context("cannot find this ticketd executable")?;
+    let mut children = Vec::new();
+    for i in 0..nodes {
+        let name = format!("node-{}", (b'a' + (i % 26) as u8) as char);
+        let dir = data_dir.join(&name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let log = std::fs::File::create(data_dir.join(format!("{name}.log")))?;
+        let mut command = Command::new(&exe);
+        command
+            .env_remove("TICKETD_OPS_LISTEN")
+            .env_remove("TICKETD_CONFIG")
+            .arg("--config")
+            .arg(&node_config)
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--nats-url")
+            .arg(urls.join(","))
+            .arg("--cluster-node")
+            .arg(&name);
+        if let Some(policy) = &config.policy {
+            command.arg("--policy").arg(policy);
+        }
+        command.arg("serve").stdout(Stdio::null()).stderr(log);
+        let child = command.spawn().with_context(|| format!("cannot start {}", exe.display()))?;
+        info!(
+            node = %name,
+            pid = child.id(),
+            log = %data_dir.join(format!("{name}.log")).display(),
+            command = ?command,
+            "cluster node started (kill -9 it to watch its partitions move; its command starts it again)"
+        );
+        children.push((name, child));
+    }
+    for (i, port) in ports.iter().enumerate() {
+        info!(server = i + 1, url = %format!("nats://127.0.0.1:{port}"), "nats-server of the dev cluster");
+    }
+    info!(
+        operator = %format!("ticketctl --nats-url nats://operator:operator-dev-password@127.0.0.1:{} cluster status", nats.port),
+        "the dev cluster runs; SIGTERM or Ctrl-C stops it all"
+    );
+    let signal = crate::serve::shutdown_signal().await;
+    info!(signal, "stopping the dev cluster: the nodes, then the nats-servers");
+    for (_, child) in &children {
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (name, mut child) in children {
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    tracing::warn!(node = %name, "the node did not stop within 30 s; killed");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    drop(servers);
+    Ok(())
+}
+
+/// The nodes' config: the cluster's partitions and replicas, the streams through the EVENTS
+/// account's JetStream API, and the dev users' identities (as `ticketd dev` gives them).
+fn node_toml(config: &Config, replicas: usize) -> String {
+    let mut text = format!(
+        "[cluster]\npartitions = {}\nreplicas = {replicas}\n\n[stream]\nreplicas = {replicas}\napi_prefix = \"$JS.EVENTS.API\"\n",
+        config.cluster.partitions
+    );
+    for (account, user, role, customer) in DEV_USERS {
+        let role = format!("{role:?}").to_lowercase();
+        text.push_str(&format!("\n[[identities]]\naccount = \"{account}\"\nuser = \"{user}\"\nrole = \"{role}\"\n"));
+        if let Some(customer) = customer {
+            text.push_str(&format!("customer = \"{customer}\"\n"));
+        }
+    }
+    text
+}

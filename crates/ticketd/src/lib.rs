@@ -60,6 +60,11 @@ enum Mode {
         /// event.
         #[arg(long, requires = "test_clock")]
         test_clock_start: Option<ticket_domain::Timestamp>,
+        /// Run a cluster on this machine instead, for trying failover by hand: this many
+        /// nats-servers in one JetStream cluster (client ports from --port on) and as many
+        /// `ticketd serve --cluster-node` processes, under the data directory (ADR 0015).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9), conflicts_with = "test_clock")]
+        nodes: u16,
     },
 }
 
@@ -83,8 +88,11 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.mode {
             Mode::Serve => serve::serve(config, ticket_engine::EngineClock::Wall).await,
-            Mode::Dev { port, nats_config, nats_monitor_port, test_clock, test_clock_start } => {
+            Mode::Dev { port, nats_config, nats_monitor_port, test_clock, test_clock_start, nodes } => {
                 let nats = dev::DevNats { port, config: nats_config, monitor_port: nats_monitor_port };
+                if nodes > 1 {
+                    return dev::dev_nodes(config, nats, usize::from(nodes)).await;
+                }
                 let clock = if test_clock {
                     let start = test_clock_start.unwrap_or_else(|| std::time::SystemTime::now().into());
                     ticket_engine::EngineClock::Simulated(std::sync::Arc::new(ticket_engine::SimulatedClock::new(
