@@ -495,15 +495,10 @@ async fn publish_in_order<L: EventLog>(
             let mut copy = headers.clone();
             copy.insert(async_nats::header::NATS_MESSAGE_ID, format!("{}:sla", event.event_id).as_str());
             copy.insert(HEADER_COPY, COPY_SLA_BREACHED);
-            js.publish_with_headers(subject, copy, payload.clone()).await.map_err(js_error)?.await.map_err(js_error)?;
+            acknowledged(js, subject, copy, payload.clone()).await?;
             copied = event.position;
         }
-        let ack = js
-            .publish_with_headers(config.subject(event), headers, payload)
-            .await
-            .map_err(js_error)?
-            .await
-            .map_err(js_error)?;
+        let ack = acknowledged(js, config.subject(event), headers, payload).await?;
         debug!(position = event.position, sequence = ack.sequence, duplicate = ack.duplicate, "event published");
         published(log, event)?;
         rest = &rest[1..];
@@ -519,6 +514,16 @@ struct Round<'a> {
     count: usize,
     shared: Option<(u16, &'a Held)>,
     batched: bool,
+}
+
+/// Publishes a message to JetStream and waits for its acknowledgement.
+async fn acknowledged(
+    js: &jetstream::Context,
+    subject: String,
+    headers: HeaderMap,
+    payload: bytes::Bytes,
+) -> Result<jetstream::publish::PublishAck, PublishError> {
+    js.publish_with_headers(subject, headers, payload).await.map_err(js_error)?.await.map_err(js_error)
 }
 
 /// The most events in one atomic batch (the server's default limit).
@@ -574,12 +579,7 @@ async fn publish_batch(
             continue;
         }
         headers.insert(async_nats::header::NATS_BATCH_COMMIT, "1");
-        let ack = js
-            .publish_with_headers(config.subject(event), headers, payload)
-            .await
-            .map_err(js_error)?
-            .await
-            .map_err(js_error)?;
+        let ack = acknowledged(js, config.subject(event), headers, payload).await?;
         debug!(
             first = events[0].position,
             last = event.position,
