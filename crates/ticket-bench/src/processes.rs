@@ -165,15 +165,28 @@ pub async fn run(
     for round in 0..3 {
         until_serving(&connections[round % 3], "nodes").await?;
     }
+    // Settled: every partition owned, by the three nodes, and no partition changing owner for
+    // SETTLED (the nodes balance for a while after they all serve: a handover under the load
+    // would make requests wait, or answer UNAVAILABLE past the handover wait).
+    const SETTLED: Duration = Duration::from_secs(5);
     let deadline = Instant::now() + Duration::from_secs(120);
     let probe = ticket_client::Client::new(connections[0].clone());
+    let mut stable: Option<(Vec<String>, Instant)> = None;
     loop {
         let status = probe.cluster_status().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let owners: std::collections::BTreeSet<&str> = status.partitions.iter().map(|p| p.owner.as_str()).collect();
-        if status.partitions.iter().all(|p| !p.owner.is_empty()) && owners.len() == 3 {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the three nodes did not share the partitions within 120 s");
+        let owners: Vec<String> = status.partitions.iter().map(|p| p.owner.clone()).collect();
+        let shared =
+            owners.iter().all(|o| !o.is_empty()) && owners.iter().collect::<std::collections::BTreeSet<_>>().len() == 3;
+        stable = match stable {
+            Some((before, since)) if shared && before == owners => {
+                if since.elapsed() >= SETTLED {
+                    break;
+                }
+                Some((before, since))
+            }
+            Some(_) | None => shared.then(|| (owners, Instant::now())),
+        };
+        anyhow::ensure!(Instant::now() < deadline, "the three nodes did not settle on the partitions within 120 s");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     eprintln!("cluster: end to end, three ticketd cluster nodes: {clients} clients for {seconds} s");
