@@ -274,12 +274,23 @@ pub async fn run_with<L: EventLog>(
     let mut sequential_until: Option<Instant> = None;
     // Cluster mode: whether this log's watermark moved since it was last shared, and when it was.
     let (mut unshared, mut shared_at): (bool, Option<Instant>) = (false, None);
+    // Whether the event stream refused atomic batches (an older server ignores `allow_atomic`
+    // and would store a batch's messages one by one, unacknowledged but the last).
+    let mut batching_off = false;
     loop {
         let Some(copied) = copies else {
-            match reconcile_by(&reconcile, &log, &js, &config).await {
-                Ok(copied) => {
+            let reconciled = match reconcile_by(&reconcile, &log, &js, &config).await {
+                Ok(copied) => atomic_allowed(&js, &config).await.map(|atomic| (copied, atomic)),
+                Err(e) => Err(e),
+            };
+            match reconciled {
+                Ok((copied, atomic)) => {
                     copies = Some(copied);
                     (unshared, shared_at) = (false, Some(Instant::now()));
+                    if !atomic && !batching_off {
+                        warn!(stream = %config.stream, "the event stream takes no atomic batches (NATS server 2.12+); events go one at a time");
+                    }
+                    batching_off = !atomic;
                 }
                 Err(e) => {
                     warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the stream, will retry");
@@ -308,14 +319,20 @@ pub async fn run_with<L: EventLog>(
                 tokio::select! {
                     changed = head.changed() => {
                         if changed.is_err() {
-                            return Ok(());
+                            // The log closed: what was published is shared, then done.
+                            return share_before_leaving(unshared, &reconcile, &log).await;
                         }
                         // A few more events, for a larger batch.
                         if !config.linger.is_zero() {
                             wait(&mut shutdown, config.linger).await;
                         }
                     }
-                    _ = shutdown.changed() => {}
+                    changed = shutdown.changed() => {
+                        if changed.is_err() {
+                            // Nobody can tell it to stop any more: stops now.
+                            return share_before_leaving(unshared, &reconcile, &log).await;
+                        }
+                    }
                     () = sleep_until(share_at) => {}
                 }
                 continue;
@@ -326,7 +343,7 @@ pub async fn run_with<L: EventLog>(
                 Reconcile::LastMessage => None,
                 Reconcile::Shared { partition, held, .. } => Some((*partition, held)),
             };
-            let batched = sequential_until.is_none_or(|until| Instant::now() >= until);
+            let batched = !batching_off && sequential_until.is_none_or(|until| Instant::now() >= until);
             let round = Round { from: pending[0], count: pending.len(), shared, batched };
             let published = publish_in_order(&log, &js, &config, round, copied).await;
             unshared |= published.is_ok() && shared.is_some();
@@ -354,12 +371,27 @@ pub async fn run_with<L: EventLog>(
                     sequential_until = Some(Instant::now() + SEQUENTIAL_AFTER_FAILURE);
                 }
                 if wait(&mut shutdown, backoff).await {
+                    // What was published before the failure is shared (forward only: true even
+                    // from an owner that lost the partition), so that the next owner resends less.
+                    let _ = share_before_leaving(unshared, &reconcile, &log).await;
                     return Err(e);
                 }
                 backoff = (backoff * 2).min(config.max_backoff);
             }
         }
     }
+}
+
+/// Shares the watermark if it moved since it last was (cluster mode), before the publisher
+/// returns.
+async fn share_before_leaving<L: EventLog>(unshared: bool, reconcile: &Reconcile, log: &L) -> Result<(), PublishError> {
+    if unshared { share(reconcile, log).await } else { Ok(()) }
+}
+
+/// Whether the event stream takes atomic batches (`allow_atomic`, NATS server 2.12+).
+async fn atomic_allowed(js: &jetstream::Context, config: &PublisherConfig) -> Result<bool, PublishError> {
+    let mut stream = js.get_stream(&config.stream).await.map_err(js_error)?;
+    Ok(stream.info().await.map_err(js_error)?.config.allow_atomic_publish)
 }
 
 /// Shares this log's published watermark (cluster mode; nothing to do otherwise).

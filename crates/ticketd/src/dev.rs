@@ -1,6 +1,7 @@
 //! `ticketd dev`: a local nats-server with JetStream in the data directory, and the engine on it.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -175,6 +176,9 @@ pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::R
     if config.cluster.enabled {
         bail!("ticketd dev --nodes starts its own cluster nodes: no --cluster-node");
     }
+    if usize::from(nats.port) + 2000 + nodes > usize::from(u16::MAX) {
+        bail!("ticketd dev --nodes {nodes} needs client ports from {} and route ports 2000 above them", nats.port);
+    }
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let bin = nats_server_bin()?;
@@ -201,9 +205,12 @@ pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::R
         );
         std::fs::write(&conf, text).with_context(|| format!("cannot write {}", conf.display()))?;
         let log = std::fs::File::create(data_dir.join(format!("nats-{}.log", i + 1)))?;
+        // In a process group of its own, as the nodes: Ctrl-C reaches this process alone, which
+        // stops the nodes first, then the servers.
         let child = Command::new(&bin)
             .arg("-c")
             .arg(&conf)
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -211,12 +218,22 @@ pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::R
         servers.push(LocalNats(child));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    for port in &ports {
+    for (server, port) in servers.iter_mut().zip(&ports) {
         while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            // Exited: its port (or its route port) is taken, say; its log says why.
+            if let Ok(Some(status)) = server.0.try_wait() {
+                bail!("the local nats-server on port {port} exited ({status}); see its log in {}", data_dir.display());
+            }
             if Instant::now() > deadline {
                 bail!("the local nats-server on port {port} did not listen within 30 s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // A port another process holds answers too: a server of ours that could not bind has exited.
+    for (server, port) in servers.iter_mut().zip(&ports) {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            bail!("the local nats-server on port {port} exited ({status}); see its log in {}", data_dir.display());
         }
     }
     let replicas = nodes.min(3);
@@ -246,7 +263,7 @@ pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::R
         if let Some(policy) = &config.policy {
             command.arg("--policy").arg(policy);
         }
-        command.arg("serve").stdout(Stdio::null()).stderr(log);
+        command.arg("serve").process_group(0).stdout(Stdio::null()).stderr(log);
         let child = command.spawn().with_context(|| format!("cannot start {}", exe.display()))?;
         info!(
             node = %name,
@@ -255,7 +272,7 @@ pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::R
             command = ?command,
             "cluster node started (kill -9 it to watch its partitions move; its command starts it again)"
         );
-        children.push((name, child));
+        children.push(LocalNode { name, child });
     }
     for (i, port) in ports.iter().enumerate() {
         info!(server = i + 1, url = %format!("nats://127.0.0.1:{port}"), "nats-server of the dev cluster");
@@ -266,18 +283,16 @@ pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::R
     );
     let signal = crate::serve::shutdown_signal().await;
     info!(signal, "stopping the dev cluster: the nodes, then the nats-servers");
-    for (_, child) in &children {
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    for node in &children {
+        let _ = Command::new("kill").arg("-TERM").arg(node.child.id().to_string()).status();
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    for (name, mut child) in children {
+    for mut node in children {
         loop {
-            match child.try_wait() {
+            match node.child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() > deadline => {
-                    tracing::warn!(node = %name, "the node did not stop within 30 s; killed");
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    tracing::warn!(node = %node.name, "the node did not stop within 30 s; killed");
                     break;
                 }
                 Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -286,6 +301,22 @@ pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::R
     }
     drop(servers);
     Ok(())
+}
+
+/// A node process of `ticketd dev --nodes`: killed if still running when dropped (an error
+/// starting the next one, or a node that outlived the stop deadline), so none is left behind.
+struct LocalNode {
+    name: String,
+    child: Child,
+}
+
+impl Drop for LocalNode {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// The nodes' config: the cluster's partitions and replicas, the streams through the EVENTS
