@@ -146,6 +146,12 @@ fn js_error(e: impl std::fmt::Display) -> PublishError {
 /// first: one created by an older ticketd also captured the breach subjects, which the copies'
 /// stream cannot take while it does; the copies it holds are purged from it.
 pub async fn ensure_stream(js: &jetstream::Context, config: &PublisherConfig) -> Result<(), PublishError> {
+    ensure_streams(js, config).await.map(drop)
+}
+
+/// [`ensure_stream`]; returns whether the event stream, as the server answered, takes atomic
+/// batches (`allow_atomic`: a server older than 2.12 ignores it).
+async fn ensure_streams(js: &jetstream::Context, config: &PublisherConfig) -> Result<bool, PublishError> {
     let breach_subjects = format!("{}.>", config.breach_subject_prefix);
     let older = match js.get_stream(&config.stream).await {
         Ok(mut stream) => {
@@ -176,7 +182,7 @@ pub async fn ensure_stream(js: &jetstream::Context, config: &PublisherConfig) ->
     let events = js.create_or_update_stream(config.stream_config()).await.map_err(js_error)?;
     debug!(stream = %config.stream, subjects = ?events.config.subjects, "event stream ready");
     js.create_or_update_stream(config.breach_stream_config()).await.map_err(js_error)?;
-    Ok(())
+    Ok(events.config.allow_atomic_publish)
 }
 
 /// What the streams hold, as positions of the log.
@@ -279,8 +285,8 @@ pub async fn run_with<L: EventLog>(
     let mut batching_off = false;
     loop {
         let Some(copied) = copies else {
-            let reconciled = match reconcile_by(&reconcile, &log, &js, &config).await {
-                Ok(copied) => atomic_allowed(&js, &config).await.map(|atomic| (copied, atomic)),
+            let reconciled = match ensure_streams(&js, &config).await {
+                Ok(atomic) => reconcile_by(&reconcile, &log, &js, &config).await.map(|copied| (copied, atomic)),
                 Err(e) => Err(e),
             };
             match reconciled {
@@ -388,12 +394,6 @@ async fn share_before_leaving<L: EventLog>(unshared: bool, reconcile: &Reconcile
     if unshared { share(reconcile, log).await } else { Ok(()) }
 }
 
-/// Whether the event stream takes atomic batches (`allow_atomic`, NATS server 2.12+).
-async fn atomic_allowed(js: &jetstream::Context, config: &PublisherConfig) -> Result<bool, PublishError> {
-    let mut stream = js.get_stream(&config.stream).await.map_err(js_error)?;
-    Ok(stream.info().await.map_err(js_error)?.config.allow_atomic_publish)
-}
-
 /// Shares this log's published watermark (cluster mode; nothing to do otherwise).
 async fn share<L: EventLog>(reconcile: &Reconcile, log: &L) -> Result<(), PublishError> {
     match reconcile {
@@ -421,8 +421,8 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, delay: Duration) -> bool {
     }
 }
 
-/// Makes sure of the streams and moves the published watermark forward to what they hold, as
-/// `how` says; returns the position of the last paging copy known to be in its stream.
+/// Moves the published watermark forward to what the streams hold (made sure of first, by the
+/// caller), as `how` says; returns the position of the last paging copy known to be in its stream.
 async fn reconcile_by<L: EventLog>(
     how: &Reconcile,
     log: &L,
@@ -433,7 +433,6 @@ async fn reconcile_by<L: EventLog>(
         Reconcile::LastMessage => return reconcile(log, js, config).await,
         Reconcile::Shared { store, key, .. } => (store, key),
     };
-    ensure_stream(js, config).await?;
     let shared = shared_watermark(store, key).await?.map_or(0, |(position, _)| position);
     if shared > log.published()? {
         info!(key = %key, position = shared, "the shared watermark is ahead of this log's; moving it");
@@ -473,14 +472,12 @@ async fn share_watermark(store: &kv::Store, key: &str, position: u64) -> Result<
     Err(PublishError::JetStream(format!("the shared watermark {key} kept changing under this publisher")))
 }
 
-/// Makes sure of the streams and moves the published watermark to the last event the event
-/// stream holds; returns the position of the last copy the copies' stream holds.
+/// Moves the published watermark to the last event the event stream holds; returns the position of the last copy the copies' stream holds.
 async fn reconcile<L: EventLog>(
     log: &L,
     js: &jetstream::Context,
     config: &PublisherConfig,
 ) -> Result<u64, PublishError> {
-    ensure_stream(js, config).await?;
     let last = stream_positions(js, config).await?;
     if last.events > log.published()? {
         info!(position = last.events, "the stream is ahead of the published watermark; moving it");

@@ -115,10 +115,31 @@ pub struct DevNats {
     pub monitor_port: Option<u16>,
 }
 
-struct LocalNats(Child);
+/// A process `ticketd dev` started (a nats-server, a cluster node): killed when dropped if it
+/// still runs, so that none is left behind, whatever path the parent leaves by.
+struct LocalProcess(Child);
 
-impl Drop for LocalNats {
+impl LocalProcess {
+    /// Waits, up to 30 s, until something listens on `port`; an error if this process exited
+    /// meanwhile (its port taken, say) or nothing listens by then.
+    async fn listening(&mut self, port: u16, logs: &Path) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                bail!("the local nats-server on port {port} exited ({status}); see its log in {}", logs.display());
+            }
+            if Instant::now() > deadline {
+                bail!("the local nats-server did not listen on port {port} within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalProcess {
     fn drop(&mut self) {
+        // A process already waited for is not signalled again (its pid may be another's now).
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -136,14 +157,8 @@ pub async fn dev(mut config: Config, nats: DevNats, clock: ticket_engine::Engine
         command.arg("-m").arg(monitor.to_string());
     }
     command.arg("-p").arg(port.to_string()).arg("-sd").arg(&store).stdout(Stdio::null()).stderr(Stdio::null());
-    let child = LocalNats(command.spawn().with_context(|| format!("cannot start {}", bin.display()))?);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("the local nats-server did not listen on port {port} within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut child = LocalProcess(command.spawn().with_context(|| format!("cannot start {}", bin.display()))?);
+    child.listening(port, &config.data_dir).await?;
     info!(
         nats_server = %bin.display(),
         port,
@@ -215,20 +230,10 @@ pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::R
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
-        servers.push(LocalNats(child));
+        servers.push(LocalProcess(child));
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
     for (server, port) in servers.iter_mut().zip(&ports) {
-        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
-            // Exited: its port (or its route port) is taken, say; its log says why.
-            if let Ok(Some(status)) = server.0.try_wait() {
-                bail!("the local nats-server on port {port} exited ({status}); see its log in {}", data_dir.display());
-            }
-            if Instant::now() > deadline {
-                bail!("the local nats-server on port {port} did not listen within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        server.listening(*port, &data_dir).await?;
     }
     // A port another process holds answers too: a server of ours that could not bind has exited.
     for (server, port) in servers.iter_mut().zip(&ports) {
@@ -272,7 +277,7 @@ pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::R
             command = ?command,
             "cluster node started (kill -9 it to watch its partitions move; its command starts it again)"
         );
-        children.push(LocalNode { name, child });
+        children.push((name, LocalProcess(child)));
     }
     for (i, port) in ports.iter().enumerate() {
         info!(server = i + 1, url = %format!("nats://127.0.0.1:{port}"), "nats-server of the dev cluster");
@@ -283,16 +288,16 @@ pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::R
     );
     let signal = crate::serve::shutdown_signal().await;
     info!(signal, "stopping the dev cluster: the nodes, then the nats-servers");
-    for node in &children {
-        let _ = Command::new("kill").arg("-TERM").arg(node.child.id().to_string()).status();
+    for (_, node) in &children {
+        let _ = Command::new("kill").arg("-TERM").arg(node.0.id().to_string()).status();
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    for mut node in children {
+    for (name, mut node) in children {
         loop {
-            match node.child.try_wait() {
+            match node.0.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() > deadline => {
-                    tracing::warn!(node = %node.name, "the node did not stop within 30 s; killed");
+                    tracing::warn!(node = %name, "the node did not stop within 30 s; killed");
                     break;
                 }
                 Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -301,22 +306,6 @@ pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::R
     }
     drop(servers);
     Ok(())
-}
-
-/// A node process of `ticketd dev --nodes`: killed if still running when dropped (an error
-/// starting the next one, or a node that outlived the stop deadline), so none is left behind.
-struct LocalNode {
-    name: String,
-    child: Child,
-}
-
-impl Drop for LocalNode {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// The nodes' config: the cluster's partitions and replicas, the streams through the EVENTS
