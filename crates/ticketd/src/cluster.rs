@@ -397,6 +397,7 @@ pub(crate) async fn serve(
 
     let outcome = nats.answers().await;
     if outcome.is_ok() {
+        let signal = crate::serve::ShutdownSignal::listen();
         ops.ready();
         info!(
             node = %settings.node,
@@ -408,7 +409,7 @@ pub(crate) async fn serve(
             policy = %policy.version(),
             "ticketd ready (cluster node)"
         );
-        let signal = crate::serve::shutdown_signal().await;
+        let signal = signal.received().await;
         ops.stopping();
         info!(signal, "shutting down: no new requests, every partition handed over");
     }

@@ -185,6 +185,9 @@ pub async fn dev(mut config: Config, nats: DevNats, clock: ticket_engine::Engine
 /// nodes (each hands its partitions over) and the servers. A node killed by hand stays down; its
 /// command line is logged, to start it again.
 pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::Result<()> {
+    // Caught from the start: a signal while the cluster comes up stops it all once it is up,
+    // rather than killing this process and leaving its servers and nodes behind.
+    let signal = crate::serve::ShutdownSignal::listen();
     if nats.config.is_some() || nats.monitor_port.is_some() {
         bail!("ticketd dev --nodes writes its nats-servers' configs itself (no --nats-config, no --nats-monitor-port)");
     }
@@ -286,7 +289,7 @@ pub async fn dev_nodes(config: Config, nats: DevNats, nodes: usize) -> anyhow::R
         operator = %format!("ticketctl --nats-url nats://operator:operator-dev-password@127.0.0.1:{} cluster status", nats.port),
         "the dev cluster runs; SIGTERM or Ctrl-C stops it all"
     );
-    let signal = crate::serve::shutdown_signal().await;
+    let signal = signal.received().await;
     info!(signal, "stopping the dev cluster: the nodes, then the nats-servers");
     for (_, node) in &children {
         let _ = Command::new("kill").arg("-TERM").arg(node.0.id().to_string()).status();

@@ -95,6 +95,7 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
     // and a flush's round trip shows the server has every subscription of the API.
     let outcome = nats.answers().await;
     if outcome.is_ok() {
+        let signal = ShutdownSignal::listen();
         // /readyz turns ready before the line that says so, so whoever reads the line finds it.
         ops.ready();
         info!(
@@ -110,7 +111,7 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
             clock = %engine.clock_kind(),
             "ticketd ready"
         );
-        let signal = shutdown_signal().await;
+        let signal = signal.received().await;
         ops.stopping();
         info!(signal, "shutting down: no new requests, finishing the commands in flight, draining the outbox");
     } else {
@@ -249,17 +250,35 @@ impl ticket_nats::TestClockControl for EngineTestClock {
     }
 }
 
-/// Waits for SIGTERM or SIGINT; returns its name.
-pub(crate) async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
+/// SIGTERM and SIGINT, caught from the moment it is made: make it before saying "ready", so that
+/// a signal sent by whoever read that line is never met by the default action (death by signal).
+pub(crate) struct ShutdownSignal {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    /// Starts catching SIGTERM and SIGINT.
+    pub(crate) fn listen() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
+    }
+
+    /// Waits for SIGTERM or SIGINT; returns its name.
+    pub(crate) async fn received(mut self) -> &'static str {
+        match (self.term.as_mut(), self.int.as_mut()) {
+            (Some(term), Some(int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            (Some(term), None) => {
+                term.recv().await;
+                "SIGTERM"
+            }
+            (None, Some(_)) | (None, None) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
         }
     }
 }
