@@ -44,6 +44,11 @@ pub struct FollowConfig {
     pub remember_every: Duration,
     /// The most entries written in one round.
     pub batch: usize,
+    /// How long a round waits, from its first entry, for more to arrive before it writes them:
+    /// each round writes a partition's groups with one sled batch (each a few synchronous
+    /// writes of sled's log, whatever its size), so a busy partition's copy costs a few writes
+    /// per `linger` rather than per group. The copies are that much further behind the stream.
+    pub linger: Duration,
     /// How long to wait before following again after the stream failed.
     pub retry_every: Duration,
 }
@@ -55,6 +60,7 @@ impl FollowConfig {
             partitions,
             remember_every: Duration::from_secs(5),
             batch: 1024,
+            linger: Duration::ZERO,
             retry_every: Duration::from_secs(1),
         }
     }
@@ -325,8 +331,14 @@ impl Follower {
                     }
                     None => break,
                 };
+                let gathered = tokio::time::Instant::now() + self.config.linger;
                 while batch.len() < self.config.batch {
-                    match messages.next().now_or_never() {
+                    let more = if self.config.linger.is_zero() {
+                        messages.next().now_or_never()
+                    } else {
+                        tokio::time::timeout_at(gathered, messages.next()).await.ok()
+                    };
+                    match more {
                         Some(Some(Ok(message))) => batch.push(message),
                         Some(Some(Err(_)) | None) | None => break,
                     }

@@ -158,12 +158,16 @@ impl Copies {
         js: jetstream::Context,
         node: &NodeConfig,
         projector: ProjectorConfig,
+        copy_linger: Duration,
         policy: Arc<Policy>,
         api: &ClusterApi<SledLog>,
     ) -> anyhow::Result<Self> {
         let stream =
             patiently("the partitions' log stream", || LogStream::ensure(js.clone(), node.log.clone())).await?;
-        let follow = ticket_cluster::FollowConfig::new(node.data_dir.join("replicas"), node.partitions);
+        let follow = ticket_cluster::FollowConfig {
+            linger: copy_linger,
+            ..ticket_cluster::FollowConfig::new(node.data_dir.join("replicas"), node.partitions)
+        };
         let followers = patiently("this node's copies of the partitions", || {
             ticket_cluster::Followers::start(stream.clone(), follow.clone())
         })
@@ -381,10 +385,11 @@ pub(crate) async fn serve(
     let copies = {
         let (js, node_config, projector, policy, api) =
             (own.clone(), node_config.clone(), copies_projector, policy.clone(), copies_api);
+        let linger = Duration::from_millis(settings.copy_linger_ms);
         tokio::spawn(async move {
             // Tried until it starts (or the node stops): the queries across partitions wait here.
             loop {
-                match Copies::start(js.clone(), &node_config, projector.clone(), policy.clone(), &api).await {
+                match Copies::start(js.clone(), &node_config, projector.clone(), linger, policy.clone(), &api).await {
                     Ok(copies) => return copies,
                     Err(e) => {
                         error!(error = %e, "this node's copies of the partitions could not start (the queries that read every partition are UNAVAILABLE here); trying again");

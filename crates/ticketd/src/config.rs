@@ -340,6 +340,11 @@ pub struct ClusterSettings {
     /// How often the read models on this node's copies of the partitions are flushed to their
     /// state stores (rebuilt from the copies, so rarely: each flush is an fsync, per partition).
     pub copy_flush_ms: u64,
+    /// How long this node's follower gathers the log stream's entries before it writes them to
+    /// its copies: a partition's groups arriving meanwhile are written together (one sled batch,
+    /// a few synchronous writes, instead of one per group). The copies, and the queries that
+    /// read them on a node that does not own the partition, are that much behind.
+    pub copy_linger_ms: u64,
 }
 
 impl Default for ClusterSettings {
@@ -356,6 +361,7 @@ impl Default for ClusterSettings {
             watermark_share_ms: 250,
             outbox_linger_ms: 20,
             copy_flush_ms: 2000,
+            copy_linger_ms: 50,
         }
     }
 }

@@ -119,3 +119,52 @@ async fn a_node_follows_every_partition_from_the_stream() {
     assert!(!p1_dir.join("built-from-it").exists(), "the copy that did not open was discarded");
     followers.stop().await;
 }
+
+/// Given a follower that gathers entries for 200 ms before writing them, when two owners append
+/// concurrently (many small groups interleaved in the stream) and one of them is taken over
+/// part way, then each copy ends with its owner's chain head and a chain that verifies: the
+/// groups gathered in a round are written in their order, whatever the interleaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_follower_writes_interleaved_groups_in_order() {
+    let server = NatsServer::start().unwrap();
+    let stream = log_stream(&server.url(), 1).await;
+    let partitions = Partitions::new(16).unwrap();
+    let (p1, p2) = (partition(1), partition(2));
+    let root = tempfile::tempdir().unwrap();
+    let config = FollowConfig { linger: Duration::from_millis(200), ..FollowConfig::new(root.path(), partitions) };
+    let followers = Followers::start(stream.clone(), config).await.unwrap();
+
+    let (a_dir, b_dir, c_dir) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = owner(&stream, p1, "node-a", &a_dir).await;
+    let b = owner(&stream, p2, "node-b", &b_dir).await;
+    let concurrently = |log: SledLog, ticket: u128, from: u64| async move {
+        let appends = (from..from + 40).map(|i| {
+            let log = log.clone();
+            async move {
+                log.append(contract::append(
+                    &format!("c{ticket}-{i}"),
+                    contract::ticket(ticket + u128::from(i % 4)),
+                    0,
+                    &["e"],
+                ))
+                .await
+            }
+        });
+        futures::future::join_all(appends).await.into_iter().filter(Result::is_ok).count()
+    };
+    let (on_a, on_b) = tokio::join!(concurrently(a.clone(), 10, 0), concurrently(b.clone(), 20, 0));
+    assert!(on_a > 0 && on_b > 0, "appends were accepted: {on_a} and {on_b}");
+    drop(a);
+    let c = owner(&stream, p1, "node-c", &c_dir).await;
+    crate::partition_log::catch_up(&c, &stream, p1, stream.last(p1).await.unwrap()).await.unwrap();
+    let (on_c, more_b) = tokio::join!(concurrently(c.clone(), 30, 0), concurrently(b.clone(), 40, 0));
+    assert!(on_c > 0 && more_b > 0);
+
+    until_copies_match(&followers, &[(p1, &c), (p2, &b)]).await;
+    for p in [p1, p2] {
+        assert_eq!(followers.logs()[&p].verify_chain(|_, _| {}).unwrap().broken, None);
+        assert_eq!(followers.copies().state(p).reached, stream.last(p).await.unwrap());
+    }
+    followers.stop().await;
+}
