@@ -360,13 +360,18 @@ pub(crate) async fn serve(
         (forward_timeout, handover_wait),
     )
     .await?;
-    let timer = if config.timer.enabled { Some(config.timer()?) } else { None };
+    let owner_flush = Duration::from_millis(settings.owner_flush_ms.max(1));
+    let timer = if config.timer.enabled {
+        Some(ticket_timer::TimerConfig { flush_every: owner_flush, ..config.timer()? })
+    } else {
+        None
+    };
     let copies_api = cluster_api.clone();
     let engines = Engines {
         data_dir: config.data_dir.clone(),
         policy: policy.clone(),
         timer,
-        projector: config.projector(),
+        projector: ProjectorConfig { flush_every: owner_flush, ..config.projector() },
         api: cluster_api.clone(),
         js: public,
         publisher: publisher_config,

@@ -345,6 +345,12 @@ pub struct ClusterSettings {
     /// a few synchronous writes, instead of one per group). The copies, and the queries that
     /// read them on a node that does not own the partition, are that much behind.
     pub copy_linger_ms: u64,
+    /// How often an owner's read models and timer index of the partitions it serves are flushed
+    /// to their state stores (`[projections] flush_ms` and `[timer] flush_ms` on one ticketd).
+    /// Each flush is an fsync per partition; what is not flushed is replayed from the partition's
+    /// log when the node starts again (a node taking a partition over catches up from its own
+    /// stores, whatever the last owner flushed).
+    pub owner_flush_ms: u64,
 }
 
 impl Default for ClusterSettings {
@@ -362,6 +368,7 @@ impl Default for ClusterSettings {
             outbox_linger_ms: 20,
             copy_flush_ms: 2000,
             copy_linger_ms: 50,
+            owner_flush_ms: 1000,
         }
     }
 }
