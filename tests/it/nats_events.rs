@@ -236,3 +236,47 @@ async fn a_new_owner_republishing_from_a_stale_watermark_duplicates_nothing() {
     stop.send_replace(true);
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_outbox_batches_what_arrives_meanwhile_and_drains_at_once_when_stopped() {
+    // Given an outbox that waits 300 ms for more events before each round that is not a backlog
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = SledLog::open(SledConfig::new(dir.path().join("log"))).unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let (stop, stopped) = watch::channel(false);
+    let config = PublisherConfig { linger: Duration::from_millis(300), ..PublisherConfig::default() };
+    let task = tokio::spawn(publisher::run(log.clone(), js, config, stopped));
+    let service = service(&log);
+
+    // When commands come one after another in waves, each wave published before the next
+    for wave in ["a", "b", "c"] {
+        write(&service, wave, 3, 4).await;
+        wait_published(&log, Duration::from_secs(30)).await;
+    }
+    // ...and the last wave's events are still lingering when it is told to stop
+    write(&service, "d", 2, 2).await;
+    stop.send_replace(true);
+    let stopping = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("the outbox stopped").unwrap().unwrap();
+
+    // Then it drained what was left before it stopped...
+    assert_eq!(log.published().unwrap(), log.head(), "stopped {:?} after being told", stopping.elapsed());
+    // ...every event is in the stream once, in log order...
+    let seen = consume(&client, log.head() as usize).await;
+    assert_exactly_once_in_order(&seen, log.head());
+    // ...and the events that came while it lingered went out together, in atomic batches.
+    let headers = stored_headers(&client).await;
+    let mut per_batch: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for h in &headers {
+        if let Some(id) = h.get(async_nats::header::NATS_BATCH_ID) {
+            *per_batch.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    assert!(
+        per_batch.values().any(|&n| n > 1),
+        "no batch held more than one of the {} events: {per_batch:?}",
+        headers.len()
+    );
+}

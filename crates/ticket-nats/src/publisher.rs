@@ -66,8 +66,10 @@ pub struct PublisherConfig {
     pub batch: usize,
     /// The longest wait between retries while NATS is unreachable.
     pub max_backoff: Duration,
-    /// How long the publisher waits, when new events arrive after it drained the outbox, before
-    /// it publishes them: more of them go in one batch (a few milliseconds later downstream).
+    /// How long the publisher waits for more events before a round that is not a backlog: when
+    /// new events arrive after it drained the outbox, and after a round that published less
+    /// than `batch`. More of them go in one batch (one replicated write in cluster mode), and
+    /// reach downstream up to this much later.
     pub linger: Duration,
     /// Cluster mode: how often, at most, the published watermark is shared (a compare-and-set
     /// in the watermarks' bucket). A next owner sends again what was published after the last
@@ -366,6 +368,11 @@ pub async fn run_with<L: EventLog>(
                 backoff = Duration::from_millis(50);
                 if sharing {
                     (unshared, shared_at) = (false, Some(Instant::now()));
+                }
+                // Not a backlog: the events arriving meanwhile go in the next round together
+                // (cut short when told to stop; the next round drains what is left).
+                if !pending.is_empty() && pending.len() < config.batch && !config.linger.is_zero() {
+                    wait(&mut shutdown, config.linger).await;
                 }
             }
             Err(e) => {

@@ -335,7 +335,8 @@ pub struct ClusterSettings {
     /// (a next owner publishes again, as duplicates the stream drops, what came after it).
     pub watermark_share_ms: u64,
     /// How long a partition's outbox waits for more events once new ones arrive after it drained,
-    /// so that they go in one atomic batch (one replicated write instead of one each).
+    /// and after a round that was not a backlog, so that they go in one atomic batch (one
+    /// replicated write instead of one each); events reach subscribers up to this much later.
     pub outbox_linger_ms: u64,
     /// How often the read models on this node's copies of the partitions are flushed to their
     /// state stores (rebuilt from the copies, so rarely: each flush is an fsync, per partition).
@@ -364,10 +365,10 @@ impl Default for ClusterSettings {
             forward_timeout_ms: 5000,
             handover_wait_ms: 2000,
             watermark_bucket: "TICKETS_OUTBOX".into(),
-            watermark_share_ms: 250,
-            outbox_linger_ms: 20,
+            watermark_share_ms: 1000,
+            outbox_linger_ms: 100,
             copy_flush_ms: 2000,
-            copy_linger_ms: 50,
+            copy_linger_ms: 100,
             owner_flush_ms: 1000,
         }
     }
