@@ -115,6 +115,11 @@ impl Tiers {
 
     /// The version of `ticket`'s last event (at a position up to `head`, if given; 0: none).
     pub fn stream_version(&self, ticket: TicketId, head: Option<u64>) -> Result<u64, LogError> {
+        // A ticket without a first event has none (a new ticket: most lookups that miss the
+        // writer's cache); one point read instead of a reverse range scan.
+        if self.get(&stream(ticket, 1))?.is_none() {
+            return Ok(0);
+        }
         let last = self.last(&stream(ticket, 0), &stream(ticket, u64::MAX), |value| {
             head.is_none_or(|head| trailing_u64(value).is_some_and(|p| p <= head))
         })?;
