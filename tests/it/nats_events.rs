@@ -238,45 +238,58 @@ async fn a_new_owner_republishing_from_a_stale_watermark_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lingering_outbox_batches_what_arrives_meanwhile_and_drains_at_once_when_stopped() {
-    // Given an outbox that waits 300 ms for more events before each round that is not a backlog
+async fn a_lingering_outbox_makes_a_round_per_linger_and_stops_without_waiting_one_out() {
     let server = NatsServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = SledLog::open(SledConfig::new(dir.path().join("log"))).unwrap();
     let client = async_nats::connect(server.url()).await.unwrap();
     let js = jetstream::new(client.clone());
-    let (stop, stopped) = watch::channel(false);
-    let config = PublisherConfig { linger: Duration::from_millis(300), ..PublisherConfig::default() };
-    let task = tokio::spawn(publisher::run(log.clone(), js, config, stopped));
     let service = service(&log);
 
-    // When commands come one after another in waves, each wave published before the next
-    for wave in ["a", "b", "c"] {
-        write(&service, wave, 3, 4).await;
-        wait_published(&log, Duration::from_secs(30)).await;
-    }
-    // ...and the last wave's events are still lingering when it is told to stop
-    write(&service, "d", 2, 2).await;
-    stop.send_replace(true);
-    let stopping = Instant::now();
-    tokio::time::timeout(Duration::from_secs(10), task).await.expect("the outbox stopped").unwrap().unwrap();
+    // Given an outbox that waits 300 ms for more events before each round that is not a backlog
+    let linger = Duration::from_millis(300);
+    let (stop, stopped) = watch::channel(false);
+    let config = PublisherConfig { linger, ..PublisherConfig::default() };
+    let task = tokio::spawn(publisher::run(log.clone(), js.clone(), config, stopped));
 
-    // Then it drained what was left before it stopped...
-    assert_eq!(log.published().unwrap(), log.head(), "stopped {:?} after being told", stopping.elapsed());
-    // ...every event is in the stream once, in log order...
+    // When events arrive steadily, one command after another, for a while
+    let started = Instant::now();
+    write(&service, "steady", 20, 4).await;
+    wait_published(&log, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+
+    // Then it published them in about one atomic batch per linger (not one per round trip),
+    // every event once, in log order
+    let headers = stored_headers(&client).await;
+    assert_eq!(headers.len() as u64, log.head());
+    let batches: std::collections::HashSet<String> =
+        headers.iter().filter_map(|h| h.get(async_nats::header::NATS_BATCH_ID)).map(|id| id.to_string()).collect();
+    let rounds = (took.as_millis() / linger.as_millis()) as usize + 2;
+    assert!(
+        batches.len() <= rounds,
+        "{} events went out in {} batches over {took:?}: more than one round per linger ({rounds})",
+        headers.len(),
+        batches.len()
+    );
     let seen = consume(&client, log.head() as usize).await;
     assert_exactly_once_in_order(&seen, log.head());
-    // ...and the events that came while it lingered went out together, in atomic batches.
-    let headers = stored_headers(&client).await;
-    let mut per_batch: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for h in &headers {
-        if let Some(id) = h.get(async_nats::header::NATS_BATCH_ID) {
-            *per_batch.entry(id.to_string()).or_default() += 1;
-        }
-    }
-    assert!(
-        per_batch.values().any(|&n| n > 1),
-        "no batch held more than one of the {} events: {per_batch:?}",
-        headers.len()
-    );
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(30), task).await.expect("the outbox stopped").unwrap().unwrap();
+
+    // Given an outbox lingering a minute, with events it has not published yet
+    let (stop, stopped) = watch::channel(false);
+    let config = PublisherConfig { linger: Duration::from_secs(60), ..PublisherConfig::default() };
+    let task = tokio::spawn(publisher::run(log.clone(), js, config, stopped));
+    write(&service, "late", 2, 2).await;
+
+    // When it is told to stop, then it publishes them and stops, without waiting the minute out
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the outbox stopped within 30 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(log.published().unwrap(), log.head(), "drained before it stopped");
+    let seen = consume(&client, log.head() as usize).await;
+    assert_exactly_once_in_order(&seen, log.head());
 }

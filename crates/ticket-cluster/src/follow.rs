@@ -332,15 +332,32 @@ impl Follower {
                     None => break,
                 };
                 let gathered = tokio::time::Instant::now() + self.config.linger;
+                // Why the messages ended while the round gathered them, if they did, and whether
+                // it was told to stop meanwhile: either way what was gathered is written first.
+                let (mut ended, mut stopping) = (None, false);
                 while batch.len() < self.config.batch {
                     let more = if self.config.linger.is_zero() {
                         messages.next().now_or_never()
                     } else {
-                        tokio::time::timeout_at(gathered, messages.next()).await.ok()
+                        tokio::select! {
+                            more = tokio::time::timeout_at(gathered, messages.next()) => more.ok(),
+                            changed = stopped.changed() => {
+                                stopping = changed.is_err() || *stopped.borrow();
+                                None
+                            }
+                        }
                     };
                     match more {
                         Some(Some(Ok(message))) => batch.push(message),
-                        Some(Some(Err(_)) | None) | None => break,
+                        Some(Some(Err(e))) => {
+                            ended = Some(e.to_string());
+                            break;
+                        }
+                        Some(None) => {
+                            ended = Some("the consumer's messages ended".to_owned());
+                            break;
+                        }
+                        None => break,
                     }
                 }
                 let mut groups: BTreeMap<Partition, Vec<(u64, pb::PartitionGroup)>> = BTreeMap::new();
@@ -383,6 +400,13 @@ impl Follower {
                 }
                 if remembered.0.elapsed() >= self.config.remember_every {
                     remembered = (tokio::time::Instant::now(), self.remember(&remembered.1).await);
+                }
+                if stopping {
+                    break 'follow;
+                }
+                if let Some(error) = ended {
+                    warn!(error, next, "following the partitions' log failed; following again");
+                    break;
                 }
             }
             if stopping(&mut stopped, self.config.retry_every).await {

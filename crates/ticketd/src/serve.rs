@@ -261,7 +261,14 @@ impl ShutdownSignal {
     /// Starts catching SIGTERM and SIGINT.
     pub(crate) fn listen() -> Self {
         use tokio::signal::unix::{SignalKind, signal};
-        Self { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
+        let caught = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                warn!(signal = name, error = %e, "the signal cannot be caught: it stops ticketd without a graceful shutdown");
+                None
+            }
+        };
+        Self { term: caught(SignalKind::terminate(), "SIGTERM"), int: caught(SignalKind::interrupt(), "SIGINT") }
     }
 
     /// Waits for SIGTERM or SIGINT; returns its name.
@@ -275,10 +282,12 @@ impl ShutdownSignal {
                 term.recv().await;
                 "SIGTERM"
             }
-            (None, Some(_)) | (None, None) => {
-                let _ = tokio::signal::ctrl_c().await;
+            (None, Some(int)) => {
+                int.recv().await;
                 "SIGINT"
             }
+            // Neither is caught (said at listen): either one stops the process by its default action.
+            (None, None) => std::future::pending().await,
         }
     }
 }

@@ -26,12 +26,18 @@ async fn append(log: &SledLog, from: u64, count: u64, ticket: u128) {
     }
 }
 
-/// Waits until every copy in `followers` has the chain head of its owner's log in `owners`.
+/// Waits until every copy in `followers` has the chain head of its owner's log in `owners`, and
+/// the follower has recorded that it reached the stream's last entry of the partition (its
+/// state is set after the copy's head moves).
 async fn until_copies_match(followers: &Followers, owners: &[(Partition, &SledLog)]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let matching =
+        let mut matching =
             owners.iter().all(|(p, log)| followers.logs()[p].chain_head().unwrap() == log.chain_head().unwrap());
+        for (p, _) in owners {
+            let last = followers.copies().stream.last(*p).await.unwrap();
+            matching &= followers.copies().state(*p).reached == last;
+        }
         if matching {
             return;
         }
@@ -138,28 +144,30 @@ async fn a_lingering_follower_writes_interleaved_groups_in_order() {
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = owner(&stream, p1, "node-a", &a_dir).await;
     let b = owner(&stream, p2, "node-b", &b_dir).await;
-    let concurrently = |log: SledLog, ticket: u128, from: u64| async move {
-        let appends = (from..from + 40).map(|i| {
-            let log = log.clone();
-            async move {
-                log.append(contract::append(
-                    &format!("c{ticket}-{i}"),
-                    contract::ticket(ticket + u128::from(i % 4)),
-                    0,
-                    &["e"],
-                ))
-                .await
-            }
-        });
-        futures::future::join_all(appends).await.into_iter().filter(Result::is_ok).count()
+    // Waves of 40 concurrent opens, each of a ticket of its own: many small groups.
+    let concurrently = |log: SledLog, base: u128| async move {
+        let appends =
+            (0..40u128).map(|i| {
+                let log = log.clone();
+                async move {
+                    log.append(contract::append(&format!("c{base}-{i}"), contract::ticket(base + i), 0, &["e"])).await
+                }
+            });
+        for outcome in futures::future::join_all(appends).await {
+            outcome.unwrap();
+        }
     };
-    let (on_a, on_b) = tokio::join!(concurrently(a.clone(), 10, 0), concurrently(b.clone(), 20, 0));
-    assert!(on_a > 0 && on_b > 0, "appends were accepted: {on_a} and {on_b}");
+    for wave in 0..3u128 {
+        tokio::join!(concurrently(a.clone(), 1_000 + wave * 100), concurrently(b.clone(), 2_000 + wave * 100));
+    }
     drop(a);
     let c = owner(&stream, p1, "node-c", &c_dir).await;
     crate::partition_log::catch_up(&c, &stream, p1, stream.last(p1).await.unwrap()).await.unwrap();
-    let (on_c, more_b) = tokio::join!(concurrently(c.clone(), 30, 0), concurrently(b.clone(), 40, 0));
-    assert!(on_c > 0 && more_b > 0);
+    for wave in 0..3u128 {
+        tokio::join!(concurrently(c.clone(), 3_000 + wave * 100), concurrently(b.clone(), 4_000 + wave * 100));
+    }
+    assert_eq!(c.head(), 240, "every open of p1 was appended, across the takeover");
+    assert_eq!(b.head(), 240);
 
     until_copies_match(&followers, &[(p1, &c), (p2, &b)]).await;
     for p in [p1, p2] {
