@@ -356,6 +356,25 @@ async fn ticketd_dev_starts_its_own_nats_server_from_any_directory() {
     assert!(data.path().join("nats").is_dir() && data.path().join("log").is_dir());
 }
 
+/// Given `ticketd dev` that has just started its nats-server, when it is told to stop before it
+/// is ready, then it stops gracefully once ready, and takes its nats-server with it (the signal
+/// met its default action before, which killed ticketd and left the nats-server running).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticketd_dev_told_to_stop_while_starting_stops_gracefully_with_its_nats_server() {
+    let data = tempfile::tempdir().unwrap();
+    let port = ticket_testkit::free_port().unwrap();
+    let nats = ticket_testkit::nats_server_bin().unwrap();
+    let port_arg = port.to_string();
+    let args = ["--data-dir", data.path().to_str().unwrap(), "dev", "--port", &port_arg];
+    let empty = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::spawn(&args, empty.path(), &[("NATS_SERVER_BIN", nats.as_path())]);
+    daemon.wait_for("local nats-server with JetStream started", Duration::from_secs(60));
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "ticketd dev exited with {status}:\n{}", log.join("\n"));
+    assert!(log.iter().any(|line| line.contains("\"signal\":\"SIGTERM\"")), "{}", log.join("\n"));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the local nats-server outlived ticketd dev");
+}
+
 fn ticketctl_remote(url: &str, args: &[&str]) -> std::process::Output {
     // A plain nats-server stamps no identity (ticketd trusts it): the actor is named.
     Command::new(env!("CARGO_BIN_EXE_it-ticketctl"))

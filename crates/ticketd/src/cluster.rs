@@ -314,6 +314,7 @@ pub(crate) async fn serve(
     api_config: ticket_nats::ApiConfig,
     policy: Arc<Policy>,
     ops: crate::ops::Ops,
+    early: Option<crate::serve::ShutdownSignal>,
 ) -> anyhow::Result<()> {
     let settings = &config.cluster;
     let partitions = Partitions::new(settings.partitions).context("cluster.partitions")?;
@@ -407,7 +408,7 @@ pub(crate) async fn serve(
 
     let outcome = nats.answers().await;
     if outcome.is_ok() {
-        let signal = crate::serve::ShutdownSignal::listen();
+        let signal = early.unwrap_or_else(crate::serve::ShutdownSignal::listen);
         ops.ready();
         info!(
             node = %settings.node,

@@ -146,6 +146,9 @@ impl Drop for LocalProcess {
 }
 
 pub async fn dev(mut config: Config, nats: DevNats, clock: ticket_engine::EngineClock) -> anyhow::Result<()> {
+    // Caught from the start: a signal while the nats-server or ticketd comes up stops both once
+    // ticketd is ready, rather than killing this process and leaving the nats-server behind.
+    let signal = crate::serve::ShutdownSignal::listen();
     let port = nats.port;
     let bin = nats_server_bin()?;
     let store = config.data().nats_store();
@@ -171,7 +174,7 @@ pub async fn dev(mut config: Config, nats: DevNats, clock: ticket_engine::Engine
     } else {
         use_dev_accounts(&mut config, port)?;
     }
-    let served = crate::serve::serve(config, clock).await;
+    let served = crate::serve::serve(config, clock, Some(signal)).await;
     drop(child);
     served
 }

@@ -87,7 +87,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.mode {
-            Mode::Serve => serve::serve(config, ticket_engine::EngineClock::Wall).await,
+            Mode::Serve => serve::serve(config, ticket_engine::EngineClock::Wall, None).await,
             Mode::Dev { port, nats_config, nats_monitor_port, test_clock, test_clock_start, nodes } => {
                 let nats = dev::DevNats { port, config: nats_config, monitor_port: nats_monitor_port };
                 if nodes > 1 {

@@ -13,8 +13,11 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 
 /// Serves on `clock` until SIGTERM or SIGINT, then shuts down gracefully. `ticketd serve` runs
-/// on the wall clock; only `ticketd dev --test-clock` passes a simulated one.
-pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
+/// on the wall clock; only `ticketd dev --test-clock` passes a simulated one. `early`: the
+/// signals, if the caller caught them before (`ticketd dev`, which must stop its nats-server
+/// whenever it is told to): one received while starting stops ticketd once it is ready.
+/// Without it they are caught just before ticketd says it is ready.
+pub(crate) async fn serve(config: Config, clock: EngineClock, early: Option<ShutdownSignal>) -> anyhow::Result<()> {
     let ops = crate::ops::start(config.ops.listen).await?;
     let policy = Arc::new(config.load_policy()?);
     let data = config.data();
@@ -52,7 +55,7 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
     let nats = Nats { client: client.clone(), url: url.to_string(), login: login.to_string(), refused };
     nats.answers().await?;
     if config.cluster.enabled {
-        return crate::cluster::serve(config, nats, api_config, policy, ops).await;
+        return crate::cluster::serve(config, nats, api_config, policy, ops, early).await;
     }
     let client = nats.client.clone();
     let instance = crate::instance::id(&config.data_dir)?;
@@ -95,7 +98,7 @@ pub async fn serve(config: Config, clock: EngineClock) -> anyhow::Result<()> {
     // and a flush's round trip shows the server has every subscription of the API.
     let outcome = nats.answers().await;
     if outcome.is_ok() {
-        let signal = ShutdownSignal::listen();
+        let signal = early.unwrap_or_else(ShutdownSignal::listen);
         // /readyz turns ready before the line that says so, so whoever reads the line finds it.
         ops.ready();
         info!(
