@@ -45,6 +45,14 @@ pub trait ReadModel: Send + Sync + Sized + 'static {
     fn history(&self) -> Option<Arc<dyn History>> {
         None
     }
+
+    /// Why a stored row could not be read while an event was applied, if one could not: the
+    /// model is wrong from that event on, so it applies nothing more and is never flushed (its
+    /// store keeps its last flush, from which the next start goes on, and a rebuild of the model
+    /// clears it); the other models go on. Its lag shows it stopped.
+    fn unreadable(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The meta keys of a model's space.
@@ -148,12 +156,26 @@ impl<M: ReadModel> Projected<M> {
 
     /// Applies an event after the applied position; an earlier one is ignored.
     pub fn apply(&mut self, event: &RecordedEvent) -> bool {
-        if event.position <= self.position {
+        if event.position <= self.position || self.model.unreadable().is_some() {
             return false;
         }
         self.model.apply(event);
+        if let Some(problem) = self.model.unreadable() {
+            tracing::error!(
+                model = M::NAME,
+                position = event.position,
+                problem,
+                "a stored row could not be read: this read model stops before this event, unflushed (the next start goes on from its last flush)"
+            );
+            return false;
+        }
         self.position = event.position;
         true
+    }
+
+    /// Why the model stopped (see [`ReadModel::unreadable`]), if it did.
+    pub fn unreadable(&self) -> Option<&str> {
+        self.model.unreadable()
     }
 
     /// Changes not yet flushed.
@@ -165,6 +187,10 @@ impl<M: ReadModel> Projected<M> {
     /// (durable at the store's next sync). Nothing without a space.
     pub fn flush(&mut self) -> Result<(), StateError> {
         let Some(space) = &self.space else { return Ok(()) };
+        if self.model.unreadable().is_some() {
+            // Said when it stopped: the store keeps its last flush, the other models go on.
+            return Ok(());
+        }
         if !self.unflushed() {
             return Ok(());
         }

@@ -14,7 +14,6 @@
 //! format, see `model.rs`). Values are bincode (state rebuildable from the log, ADR 0004).
 
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -135,16 +134,14 @@ type Hasher = foldhash::fast::RandomState;
 /// A dormant row from `space`, if the rows keep them there; a row that cannot be read is
 /// reported and taken as absent (the model is rebuilt from the log when its format changes).
 /// A function of the fields it reads, so that it can run while the live map is borrowed.
-fn stored_row<V: Row>(space: &Option<Arc<dyn StateSpace>>, keep_dormant: bool, id: TicketId) -> Option<V> {
-    let space = space.as_ref().filter(|_| keep_dormant)?;
-    let read = space.get(&ticket_key(&[DORMANT], id)).map_err(StateError::from);
-    match read.and_then(|bytes| bytes.map(|b| decode::<V>(&b)).transpose()) {
-        Ok(row) => row,
-        Err(e) => {
-            warn!(ticket_id = %id, error = %e, "a dormant read-model row could not be read");
-            None
-        }
-    }
+fn stored_row<V: Row>(
+    space: &Option<Arc<dyn StateSpace>>,
+    keep_dormant: bool,
+    id: TicketId,
+) -> Result<Option<V>, StateError> {
+    let Some(space) = space.as_ref().filter(|_| keep_dormant) else { return Ok(None) };
+    let bytes = space.get(&ticket_key(&[DORMANT], id))?;
+    bytes.map(|b| decode::<V>(&b)).transpose()
 }
 
 /// Per-ticket rows: the live ones in memory, the dormant ones in the store (see the module).
@@ -157,11 +154,15 @@ pub struct Rows<V> {
     /// Dormant rows are written to the store (else they are only dropped: the model gets them
     /// back from the log).
     keep_dormant: bool,
+    /// A stored row that could not be read while an event was applied (the store failed, or
+    /// the row does not decode): the rows in memory are not the log's fold from then on, so the
+    /// model must stop there and never be flushed ([`Rows::unreadable`]).
+    unreadable: Option<String>,
 }
 
 impl<V: Row> Rows<V> {
     pub(crate) fn new(space: Option<Arc<dyn StateSpace>>) -> Self {
-        Self { space, live: HashMap::default(), dirty: HashSet::default(), keep_dormant: true }
+        Self { space, live: HashMap::default(), dirty: HashSet::default(), keep_dormant: true, unreadable: None }
     }
 
     /// Dormant rows leave memory at the next flush without being stored (a live row they were
@@ -178,12 +179,35 @@ impl<V: Row> Rows<V> {
             live.insert(id, (decode::<V>(value)?, Stored::Live));
             Ok(())
         })?;
-        Ok(Self { space: Some(space), live, dirty: HashSet::default(), keep_dormant: true })
+        Ok(Self { space: Some(space), live, dirty: HashSet::default(), keep_dormant: true, unreadable: None })
     }
 
-    /// A dormant row from the store (see [`stored_row`]).
+    /// A dormant row from the store, for a query: one that cannot be read is reported and
+    /// answered as absent.
     fn stored(&self, id: TicketId) -> Option<V> {
-        stored_row(&self.space, self.keep_dormant, id)
+        stored_row(&self.space, self.keep_dormant, id).unwrap_or_else(|e| {
+            warn!(ticket_id = %id, error = %e, "a dormant read-model row could not be read");
+            None
+        })
+    }
+
+    /// A dormant row from the store, to change: one that cannot be read makes the rows
+    /// unreadable (see [`Rows::unreadable`]).
+    fn stored_to_change(&mut self, id: TicketId) -> Option<V> {
+        match stored_row(&self.space, self.keep_dormant, id) {
+            Ok(row) => row,
+            Err(e) => {
+                tracing::error!(ticket_id = %id, error = %e, "a dormant read-model row could not be read to apply an event");
+                self.unreadable.get_or_insert_with(|| format!("ticket {id}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Why a stored row could not be read while an event was applied, if one could not: the
+    /// rows are wrong from that event on.
+    pub(crate) fn unreadable(&self) -> Option<&str> {
+        self.unreadable.as_deref()
     }
 
     /// The row, from memory or the store.
@@ -209,10 +233,11 @@ impl<V: Row> Rows<V> {
 
     /// The row to change (loaded back into memory if dormant).
     pub(crate) fn get_mut(&mut self, id: TicketId) -> Option<&mut V> {
-        let row = match self.live.entry(id) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => entry.insert((stored_row(&self.space, self.keep_dormant, id)?, Stored::Dormant)),
-        };
+        if !self.live.contains_key(&id) {
+            let stored = self.stored_to_change(id)?;
+            self.live.insert(id, (stored, Stored::Dormant));
+        }
+        let row = self.live.get_mut(&id)?;
         if self.space.is_some() {
             self.dirty.insert(id);
         }
@@ -224,16 +249,12 @@ impl<V: Row> Rows<V> {
         if self.space.is_some() {
             self.dirty.insert(id);
         }
-        match self.live.entry(id) {
-            Entry::Occupied(entry) => &mut entry.into_mut().0,
-            Entry::Vacant(entry) => {
-                let row = match stored_row(&self.space, self.keep_dormant, id) {
-                    Some(row) => (row, Stored::Dormant),
-                    None => (new(), Stored::No),
-                };
-                &mut entry.insert(row).0
-            }
-        }
+        let loaded = if self.live.contains_key(&id) { None } else { self.stored_to_change(id) };
+        let row = self.live.entry(id).or_insert_with(|| match loaded {
+            Some(row) => (row, Stored::Dormant),
+            None => (new(), Stored::No),
+        });
+        &mut row.0
     }
 
     /// The live rows (all of them without a store).

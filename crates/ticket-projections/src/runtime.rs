@@ -112,6 +112,13 @@ impl<M: ReadModel> Shared<M> {
         *self.applied.borrow()
     }
 
+    /// The position applied, unless the model stopped on a stored row it could not read (see
+    /// [`crate::ReadModel::unreadable`]): it applies nothing more, so nothing waits for it.
+    fn going(&self) -> Option<u64> {
+        let projected = self.read();
+        projected.unreadable().is_none().then(|| projected.position())
+    }
+
     /// Waits until the projection has applied `position`; false at the deadline (or when the
     /// projector is gone).
     pub async fn wait_for(&self, position: u64, deadline: Duration) -> bool {
@@ -310,9 +317,14 @@ impl<L: EventLog> Projector<L> {
         &self.log
     }
 
-    /// The lowest position every projection has applied.
+    /// The lowest position every projection has applied, of those that go on (one stopped on
+    /// a stored row it could not read keeps its own position, and the others go on from theirs).
     pub fn position(&self) -> u64 {
-        self.tickets.position().min(self.board.position()).min(self.compliance.position())
+        [self.tickets.going(), self.board.going(), self.compliance.going()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| self.log.head())
     }
 
     /// Tickets whose stored history does not fit, with the first event that does not.

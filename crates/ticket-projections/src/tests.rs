@@ -662,3 +662,55 @@ fn a_query_that_cannot_read_the_log_is_unavailable_not_an_unknown_ticket_or_a_sh
     log.broken.store(false, Ordering::SeqCst);
     assert_eq!(answer::ticket(&projector, resolved, &h.policy, now).unwrap().status, pb::TicketStatus::Resolved as i32);
 }
+
+/// Given a resolved ticket whose board row rests in the store, when that row cannot be read
+/// (it does not decode) as the ticket is reopened, then the board stops before the reopening
+/// and is never flushed (its stored row is not replaced by a fresh one, and a restart goes on
+/// from its last flush, to stop there again), while the other models go on to the log's head;
+/// a rebuild of the board repairs it. (The row was taken as absent before: the reopening was
+/// dropped from the board, silently.)
+#[test]
+fn a_stored_row_that_cannot_be_read_stops_the_model_before_the_event_and_is_never_overwritten() {
+    let h = history(&[(0, 0, 1), (6, 0, 5), (7, 0, 5)]);
+    let reopened_at = h
+        .events
+        .iter()
+        .find(|e| matches!(e.event.kind, EventKind::Reopened { .. }))
+        .map(|e| e.position)
+        .expect("the ticket is reopened");
+    let log = VecLog::new(h.events.clone());
+    log.show(reopened_at - 1);
+    let store = MemoryState::new();
+    let shared = || Some(Arc::new(store.clone()) as Arc<dyn StateStore>);
+    let projector = Projector::open(log.clone(), shared(), ProjectorConfig::default());
+    projector.catch_up(|_, _| {}).unwrap();
+    projector.flush().unwrap();
+    // The resolved ticket's row rests in the board's space; it turns unreadable.
+    let board = store.space("board").unwrap();
+    let dormant = board.range(b"d", Some(b"e"), 10).unwrap();
+    assert_eq!(dormant.len(), 1, "the resolved ticket's row rests in the store");
+    let key = dormant[0].0.clone();
+    let mut batch = StateBatch::new();
+    batch.insert(key.clone(), b"\xff\xff not a row".to_vec());
+    board.apply(batch).unwrap();
+
+    log.show(h.events.len() as u64);
+    projector.catch_up(|_, _| {}).unwrap();
+    assert_eq!(projector.board.position(), reopened_at - 1, "the board stops before the reopening");
+    assert_eq!(projector.tickets.position(), log.head());
+    assert_eq!(projector.compliance.position(), log.head());
+    projector.flush().unwrap();
+    assert_eq!(board.get(&key).unwrap().as_deref(), Some(&b"\xff\xff not a row"[..]), "the stored row is kept");
+    assert_eq!(board.get(b"m:position").unwrap(), Some((reopened_at - 1).to_be_bytes().to_vec()));
+    let lag = projector.lag().into_iter().find(|l| l.name == "board").unwrap();
+    assert_eq!(lag.behind, log.head() - (reopened_at - 1), "its lag shows it stopped");
+
+    // A restart resumes from the last flush and stops at the same event, never past it.
+    let restarted = Projector::open(log.clone(), shared(), ProjectorConfig::default());
+    restarted.catch_up(|_, _| {}).unwrap();
+    assert_eq!(restarted.board.position(), reopened_at - 1);
+    // A rebuild of the board clears it and folds the log again, to the answers of one pass.
+    restarted.rebuild("board", |_, _| {}).unwrap();
+    assert_eq!(restarted.board.position(), log.head());
+    assert_eq!(answers(&restarted, &h, &log), answers(&single_pass(&h.events), &h, &log));
+}

@@ -90,6 +90,10 @@ impl ReadModel for Board {
         self.tickets.live_len()
     }
 
+    fn unreadable(&self) -> Option<&str> {
+        self.tickets.unreadable()
+    }
+
     fn apply(&mut self, recorded: &RecordedEvent) {
         let id = recorded.event.ticket_id;
         let kind = &recorded.event.kind;

@@ -144,6 +144,10 @@ impl ReadModel for Compliance {
         self.tickets.live_len()
     }
 
+    fn unreadable(&self) -> Option<&str> {
+        self.tickets.unreadable()
+    }
+
     fn apply(&mut self, e: &RecordedEvent) {
         let id = e.event.ticket_id;
         let at = e.event.occurred_at;
