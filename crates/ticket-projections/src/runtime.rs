@@ -187,6 +187,12 @@ impl<M: ReadModel> Shared<M> {
         let mut apply = |events: &[RecordedEvent]| -> Result<(), ProjectorError> {
             let mut guard = self.write();
             applied += events.iter().filter(|e| guard.apply(e)).count() as u64;
+            // Stopped on a stored row it could not read: it applies nothing more (the same
+            // events would be read again and again).
+            if let Some(problem) = guard.unreadable() {
+                let problem = format!("stopped on a stored row it could not read: {problem}");
+                return Err(state(StateError::Store(LogError::Storage(problem))));
+            }
             since_flush += events.len() as u64;
             if since_flush >= config.catch_up_flush_events {
                 guard.flush().map_err(state)?;

@@ -714,3 +714,78 @@ fn a_stored_row_that_cannot_be_read_stops_the_model_before_the_event_and_is_neve
     assert_eq!(restarted.board.position(), log.head());
     assert_eq!(answers(&restarted, &h, &log), answers(&single_pass(&h.events), &h, &log));
 }
+
+/// A store whose spaces fail to read resting rows (`d` keys) while `failing` is set.
+#[derive(Debug, Clone, Default)]
+struct FailingStore {
+    inner: MemoryState,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Debug)]
+struct FailingSpace {
+    inner: Arc<dyn ticket_log::StateSpace>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ticket_log::StateSpace for FailingSpace {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
+        if self.failing.load(Ordering::SeqCst) && key.first() == Some(&b'd') {
+            return Err(LogError::Storage("a failing disk".to_owned()));
+        }
+        self.inner.get(key)
+    }
+
+    fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Vec<ticket_log::state::Entry>, LogError> {
+        self.inner.range(from, to, limit)
+    }
+
+    fn apply(&self, batch: StateBatch) -> Result<(), LogError> {
+        self.inner.apply(batch)
+    }
+
+    fn clear(&self) -> Result<(), LogError> {
+        self.inner.clear()
+    }
+
+    fn count(&self) -> Result<u64, LogError> {
+        self.inner.count()
+    }
+}
+
+impl StateStore for FailingStore {
+    fn space(&self, name: &str) -> Result<Arc<dyn ticket_log::StateSpace>, LogError> {
+        Ok(Arc::new(FailingSpace { inner: self.inner.space(name)?, failing: self.failing.clone() }))
+    }
+
+    fn sync(&self) -> Result<(), LogError> {
+        self.inner.sync()
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        0
+    }
+}
+
+/// Given a rebuild of the board that flushes as it goes, when a resting row it wrote cannot be
+/// read back (a failing disk) as its ticket is reopened, then the rebuild stops with an error
+/// naming it (it read the same events again and again before), and the others go on.
+#[test]
+fn a_rebuild_that_cannot_read_a_stored_row_back_stops_with_an_error() {
+    let h = history(&[(0, 0, 1), (6, 0, 5), (7, 0, 5)]);
+    let log = VecLog::new(h.events.clone());
+    let store = FailingStore::default();
+    let config = ProjectorConfig { batch: 1, catch_up_flush_events: 1, ..ProjectorConfig::default() };
+    let projector = Projector::open(log.clone(), Some(Arc::new(store.clone()) as Arc<dyn StateStore>), config);
+    projector.catch_up(|_, _| {}).unwrap();
+    store.failing.store(true, Ordering::SeqCst);
+    let (done, outcome) = std::sync::mpsc::channel();
+    let rebuilding = projector.clone();
+    std::thread::spawn(move || done.send(rebuilding.rebuild("board", |_, _| {}).map_err(|e| e.to_string())));
+    let outcome = outcome.recv_timeout(std::time::Duration::from_secs(60)).expect("the rebuild ends");
+    let refused = outcome.unwrap_err();
+    assert!(refused.contains("board") && refused.contains("a failing disk"), "{refused}");
+    assert!(projector.board.position() < log.head());
+    assert_eq!(projector.tickets.position(), log.head());
+    assert_eq!(projector.position(), log.head(), "the stopped board is not waited for");
+}

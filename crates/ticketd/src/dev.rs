@@ -159,7 +159,16 @@ pub async fn dev(mut config: Config, nats: DevNats, clock: ticket_engine::Engine
     if let Some(monitor) = nats.monitor_port {
         command.arg("-m").arg(monitor.to_string());
     }
-    command.arg("-p").arg(port.to_string()).arg("-sd").arg(&store).stdout(Stdio::null()).stderr(Stdio::null());
+    // In a process group of its own: a terminal's Ctrl-C reaches ticketd only, which stops the
+    // server when it stops (the server stopping first would leave ticketd waiting for NATS).
+    command
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-sd")
+        .arg(&store)
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut child = LocalProcess(command.spawn().with_context(|| format!("cannot start {}", bin.display()))?);
     child.listening(port, &config.data_dir).await?;
     info!(

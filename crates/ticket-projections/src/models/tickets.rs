@@ -160,6 +160,10 @@ impl ReadModel for Tickets {
         self.states.live_len()
     }
 
+    fn unreadable(&self) -> Option<&str> {
+        self.states.unreadable()
+    }
+
     fn set_history(&mut self, history: Arc<dyn History>) {
         self.states.forget_dormant();
         self.history = Some(history);
