@@ -69,6 +69,22 @@ impl Fixture {
         };
         let api = ticket_nats::start(ticketd.clone(), service, views, config).await.unwrap();
         ticketd.flush().await.unwrap();
+        // Ready once a request from another account crosses the service import and is answered:
+        // on a loaded machine the import has answered "no responders" just after the flush (a
+        // CI run). An empty command is refused as malformed; nothing is appended.
+        let probe = nats(&server, "support").await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match probe.request("tickets.cmd.open", Vec::<u8>::new().into()).await {
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                answered => {
+                    answered.expect("the API answers across the import");
+                    break;
+                }
+            }
+        }
         let (stop_publishing, stopped) = watch::channel(false);
         let publishing = tokio::spawn(publisher::run(
             engine.log().clone(),
