@@ -131,9 +131,9 @@ enum Stored {
 /// cannot be aimed at one bucket.
 type Hasher = foldhash::fast::RandomState;
 
-/// A dormant row from `space`, if the rows keep them there; a row that cannot be read is
-/// reported and taken as absent (the model is rebuilt from the log when its format changes).
-/// A function of the fields it reads, so that it can run while the live map is borrowed.
+/// A dormant row from `space`, if the rows keep them there; an error if it cannot be read (the
+/// store failed, or it does not decode): a query reports it and answers as if absent
+/// ([`Rows::stored`]), an event being applied stops the model ([`Rows::stored_to_change`]).
 fn stored_row<V: Row>(
     space: &Option<Arc<dyn StateSpace>>,
     keep_dormant: bool,
@@ -196,8 +196,8 @@ impl<V: Row> Rows<V> {
     fn stored_to_change(&mut self, id: TicketId) -> Option<V> {
         match stored_row(&self.space, self.keep_dormant, id) {
             Ok(row) => row,
+            // Logged once, with the event, where the model stops (`Projected::apply`).
             Err(e) => {
-                tracing::error!(ticket_id = %id, error = %e, "a dormant read-model row could not be read to apply an event");
                 self.unreadable.get_or_insert_with(|| format!("ticket {id}: {e}"));
                 None
             }
