@@ -623,6 +623,26 @@ async fn a_node_stopping_gracefully_hands_its_partitions_over_without_a_failed_c
     let at_move = load.count();
     load.until("after the move", at_move + 100).await;
 
+    // A node configured with another partition count than the cluster's is refused at start,
+    // before it routes anything, and the cluster goes on under the load.
+    let other = root.path().join("other-count");
+    std::fs::create_dir_all(&other).unwrap();
+    let config = other.join("cluster.toml");
+    std::fs::write(&config, "[cluster]\npartitions = 16\nreplicas = 3\nlease_ttl_secs = 3\n[stream]\nreplicas = 3\n")
+        .unwrap();
+    let refused =
+        spawn_serve(&nats.urls(), &["--config", config.to_str().unwrap(), "--cluster-node", "node-d"], &other);
+    let (status, log) = refused.exited(Duration::from_secs(60));
+    assert!(!status.success(), "a node of 16 partitions joined a cluster of 8:\n{}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l.contains("belongs to a cluster of 8 partitions") && l.contains("configured with 16")),
+        "{}",
+        log.join("\n")
+    );
+    assert!(!log.iter().any(|l| l.contains("ticketd ready")), "{}", log.join("\n"));
+    let at_refusal = load.count();
+    load.until("after the refusal", at_refusal + 100).await;
+
     let (status, log) = a.terminate();
     assert!(status.success(), "node a exited with {status}:\n{}", log.join("\n"));
     assert!(log.iter().any(|l| l.contains("node stopped; its partitions handed over")), "{}", log.join("\n"));

@@ -22,7 +22,7 @@ use async_nats::jetstream::{self, consumer, context::PublishErrorKind, message::
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
-use ticket_domain::Partition;
+use ticket_domain::{Partition, Partitions};
 use ticket_proto::pb;
 use tracing::{debug, info, warn};
 
@@ -41,7 +41,17 @@ pub struct LogStreamConfig {
     /// Takeovers tried in a row before [`LogStream::take`] gives up because other nodes keep
     /// appending in between.
     pub take_attempts: u32,
+    /// The cluster's partition count, when what opens the stream is a node of the cluster: the
+    /// stream records it when it is created ([`PARTITIONS_METADATA`]), and a node configured with
+    /// another count is refused ([`StreamError::PartitionCount`]). `None` opens the stream
+    /// whatever count it records (readers that only follow or verify it).
+    pub partitions: Option<Partitions>,
 }
+
+/// The key of the log stream's metadata recording the cluster's partition count: a ticket's
+/// partition is its id's hash modulo the count, so nodes that disagreed on it would serve the
+/// same ticket in two partitions.
+pub const PARTITIONS_METADATA: &str = "ticketd.partitions";
 
 impl Default for LogStreamConfig {
     fn default() -> Self {
@@ -51,6 +61,7 @@ impl Default for LogStreamConfig {
             replicas: 1,
             read_idle: Duration::from_secs(10),
             take_attempts: 16,
+            partitions: None,
         }
     }
 }
@@ -71,6 +82,10 @@ impl LogStreamConfig {
             deny_delete: true,
             deny_purge: true,
             duplicate_window: Duration::from_secs(120),
+            metadata: self
+                .partitions
+                .map(|p| [(PARTITIONS_METADATA.to_owned(), p.count().to_string())].into())
+                .unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -87,6 +102,11 @@ pub enum StreamError {
     Corrupt { partition: Partition, sequence: u64, problem: String },
     #[error("partition {partition}: nothing arrived for {idle:?} while reading up to stream sequence {upto}")]
     Stalled { partition: Partition, upto: u64, idle: Duration },
+    /// The stream records another partition count than this node's: the node must not serve.
+    #[error(
+        "the log stream {stream} belongs to a cluster of {recorded} partitions, and this node is configured with {configured} (the count is fixed when a cluster is created; set [cluster] partitions = {recorded})"
+    )]
+    PartitionCount { stream: String, recorded: String, configured: u16 },
 }
 
 fn nats(what: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> StreamError {
@@ -123,14 +143,35 @@ pub struct LogStream {
 
 impl LogStream {
     /// Opens the stream, creating it as `config` says if there is none. An existing stream is
-    /// used as it is (a replica count differing from the configuration is reported).
+    /// used as it is (a replica count differing from the configuration is reported), unless it
+    /// records another partition count than `config.partitions`
+    /// ([`StreamError::PartitionCount`]; one that records none is given the configured one).
     pub async fn ensure(js: jetstream::Context, config: LogStreamConfig) -> Result<Self, StreamError> {
         let mut stream =
             js.get_or_create_stream(config.stream_config()).await.map_err(|e| nats("create or open the stream")(&e))?;
-        let replicas =
-            stream.info().await.map_err(|e| nats("read the stream's configuration")(&e))?.config.num_replicas;
-        if replicas != config.replicas.max(1) {
-            warn!(stream = %config.name, replicas, configured = config.replicas, "the log stream has another replica count than configured; kept as it is");
+        let existing = stream.info().await.map_err(|e| nats("read the stream's configuration")(&e))?.config.clone();
+        if existing.num_replicas != config.replicas.max(1) {
+            warn!(stream = %config.name, replicas = existing.num_replicas, configured = config.replicas, "the log stream has another replica count than configured; kept as it is");
+        }
+        if let Some(partitions) = config.partitions {
+            let configured = partitions.count();
+            let recorded = match existing.metadata.get(PARTITIONS_METADATA) {
+                Some(recorded) => recorded.clone(),
+                None => {
+                    // A stream created before the count was recorded: this node records its own.
+                    let mut updated = existing.clone();
+                    updated.metadata.insert(PARTITIONS_METADATA.to_owned(), configured.to_string());
+                    let info = js
+                        .update_stream(updated)
+                        .await
+                        .map_err(|e| nats("record the partition count in the stream's metadata")(&e))?;
+                    info!(stream = %config.name, partitions = configured, "the log stream now records the cluster's partition count");
+                    info.config.metadata.get(PARTITIONS_METADATA).cloned().unwrap_or_default()
+                }
+            };
+            if recorded != configured.to_string() {
+                return Err(StreamError::PartitionCount { stream: config.name.clone(), recorded, configured });
+            }
         }
         Ok(Self { js, stream, config })
     }
@@ -176,6 +217,14 @@ impl LogStream {
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(0),
             Err(e) => Err(nats("read a partition's last entry")(&e)),
         }
+    }
+
+    /// The partition count the stream records ([`PARTITIONS_METADATA`]); `None` if it records
+    /// none (created before the count was recorded, by a reader) or not a number.
+    pub async fn recorded_partitions(&self) -> Result<Option<u16>, StreamError> {
+        let mut stream = self.stream.clone();
+        let info = stream.info().await.map_err(|e| nats("read the stream's configuration")(&e))?;
+        Ok(info.config.metadata.get(PARTITIONS_METADATA).and_then(|count| count.parse().ok()))
     }
 
     /// The stream's last sequence, of any partition; 0 when it is empty.

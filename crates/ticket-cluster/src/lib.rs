@@ -14,7 +14,7 @@ pub mod status;
 #[cfg(test)]
 mod test_support;
 
-pub use fence::{AppendError, Fenced, LogStream, LogStreamConfig, StreamError};
+pub use fence::{AppendError, Fenced, LogStream, LogStreamConfig, PARTITIONS_METADATA, StreamError};
 pub use follow::{Copies, CopyState, FollowConfig, FollowError, Followers};
 pub use lease::{Lease, LeaseConfig, LeaseError, LeaseWatch, Leases};
 pub use node::{LogsOnly, NodeConfig, NodeError, NodeHandle, Owned, PartitionService, Serving, start, start_serving};

@@ -33,7 +33,7 @@ use ticket_log_sled::{SledConfig, SledLog};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::fence::{LogStream, LogStreamConfig};
+use crate::fence::{LogStream, LogStreamConfig, StreamError};
 use crate::lease::{Lease, LeaseConfig, LeaseWatch, Leases};
 use crate::partition_log::{StreamReplicator, catch_up_remembered};
 use crate::placement::Placement;
@@ -85,6 +85,10 @@ impl NodeConfig {
 pub enum NodeError {
     #[error("the cluster's streams: {0}")]
     Setup(String),
+    /// The node is configured otherwise than the cluster it joins (its partition count): trying
+    /// again does not help.
+    #[error("{0}")]
+    Misconfigured(String),
 }
 
 /// A partition this node serves.
@@ -206,7 +210,15 @@ pub async fn start_serving(
     service: Arc<dyn PartitionService>,
 ) -> Result<NodeHandle, NodeError> {
     let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
-    let stream = LogStream::ensure(js.clone(), config.log.clone()).await.map_err(|e| setup(&e))?;
+    // The stream refuses a node configured with another partition count than the cluster's.
+    let log = LogStreamConfig { partitions: Some(config.partitions), ..config.log.clone() };
+    let stream = LogStream::ensure(js.clone(), log).await.map_err(|e| {
+        if matches!(e, StreamError::PartitionCount { .. }) {
+            NodeError::Misconfigured(e.to_string())
+        } else {
+            setup(&e)
+        }
+    })?;
     let leases = Leases::ensure(&js, config.leases.clone()).await.map_err(|e| setup(&e))?;
     let nodes = crate::lease::expiring_bucket(
         &js,

@@ -148,6 +148,15 @@ pub async fn audit_cluster(
         .await
         .map_err(|e| Failure::Data(anyhow::anyhow!("the cluster's log stream: {e}")))?;
     let partitions = ticket_domain::Partitions::new(partitions).map_err(|e| Failure::Data(e.into()))?;
+    // Every partition the stream has, not only those the nodes name.
+    if let Some(recorded) = stream.recorded_partitions().await.map_err(|e| Failure::Data(e.into()))?
+        && recorded != partitions.count()
+    {
+        return Err(Failure::Data(anyhow::anyhow!(
+            "the cluster's nodes serve {} partitions, and its log stream records {recorded}",
+            partitions.count()
+        )));
+    }
     let scratch = tempfile::tempdir()?;
     let mut audits = PartitionAudits::default();
     for partition in partitions.all() {

@@ -325,6 +325,17 @@ pub(crate) async fn serve(
     // ticketd's account; the public event streams are where `[stream] api_prefix` says.
     let own = jetstream::new(client.clone());
     let public = jetstream::with_prefix(client.clone(), &config.stream.api_prefix);
+    // The partition count is the cluster's, recorded in its log stream when the cluster was
+    // created: a node configured with another one would place tickets in other partitions than
+    // the cluster, so it stops here, before it routes anything.
+    let log = LogStreamConfig { replicas, partitions: Some(partitions), ..LogStreamConfig::default() };
+    patiently("the partitions' log stream", || async {
+        match LogStream::ensure(own.clone(), log.clone()).await {
+            Err(e @ ticket_cluster::StreamError::PartitionCount { .. }) => Ok(Err(e)),
+            other => other.map(|_| Ok(())),
+        }
+    })
+    .await??;
     let bucket = kv::Config {
         bucket: settings.watermark_bucket.clone(),
         description: "ticketd: each partition's position published to the event stream (ADR 0015)".into(),
@@ -343,7 +354,7 @@ pub(crate) async fn serve(
     let forward_timeout = Duration::from_millis(settings.forward_timeout_ms.max(1));
     let handover_wait = Duration::from_millis(settings.handover_wait_ms);
     let mut node_config = NodeConfig::new(settings.node.clone(), config.data_dir.clone(), partitions);
-    node_config.log = LogStreamConfig { replicas, ..LogStreamConfig::default() };
+    node_config.log = log.clone();
     node_config.leases = LeaseConfig { ttl, replicas, ..LeaseConfig::default() };
     node_config.renew_every = ttl / 4;
     let control = Arc::new(Control {
@@ -380,10 +391,15 @@ pub(crate) async fn serve(
         stop_deadline: (ttl / 4).max(Duration::from_secs(1)),
     };
     let engines: Arc<dyn PartitionService> = Arc::new(engines);
-    let node = patiently("the partitions' log stream and buckets", || {
-        ticket_cluster::start_serving(own.clone(), node_config.clone(), engines.clone())
+    // Tried again while JetStream does not answer; a node configured otherwise than its cluster
+    // (another partition count) stops at once.
+    let node = patiently("the partitions' log stream and buckets", || async {
+        match ticket_cluster::start_serving(own.clone(), node_config.clone(), engines.clone()).await {
+            Err(e @ ticket_cluster::NodeError::Misconfigured(_)) => Ok(Err(e)),
+            started => started.map(Ok),
+        }
     })
-    .await?;
+    .await??;
     // The copies of every partition catch up beside the partitions this node serves; until they
     // have, the queries that read every partition are UNAVAILABLE here.
     let copies_projector =

@@ -93,3 +93,36 @@ async fn a_dead_nodes_partitions_are_taken_over_with_their_history_and_it_is_fen
     assert_eq!(taken.log.head(), before.0 + 1);
     b.stop().await;
 }
+
+/// The partition count is the cluster's. Given a cluster of 16 partitions (its log stream
+/// records the count when the first node creates it), when a node configured with 8 starts on
+/// the same servers, then it is refused as misconfigured, owns nothing, and the stream still
+/// records 16; a node configured with 16 joins. Given a log stream created before the count was
+/// recorded, the first node records its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_configured_with_another_partition_count_than_its_cluster_is_refused() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    // A stream as it was created before the count was recorded.
+    let legacy = LogStreamConfig::default();
+    js.create_stream(legacy.stream_config()).await.unwrap();
+    let stream = LogStream::open(js.clone(), legacy).await.unwrap();
+    assert_eq!(stream.recorded_partitions().await.unwrap(), None);
+
+    let a = node(&server.url(), "node-a", &dir).await;
+    assert_eq!(stream.recorded_partitions().await.unwrap(), Some(16), "the first node records its count");
+
+    let mut eight = config("node-b", &dir);
+    eight.partitions = Partitions::new(8).unwrap();
+    let refused = start(js.clone(), eight).await.map(|_| ()).unwrap_err();
+    let NodeError::Misconfigured(why) = &refused else { panic!("refused as a setup failure: {refused}") };
+    assert!(why.contains("16 partitions") && why.contains("configured with 8"), "{why}");
+    assert_eq!(stream.recorded_partitions().await.unwrap(), Some(16), "the refused node recorded nothing");
+    assert!(!dir.path().join("node-b").join("partitions").exists(), "the refused node opened no partition");
+
+    let c = node(&server.url(), "node-c", &dir).await;
+    wait_until(&[&a, &c], "half each", |owned| partitioned(owned) && owned.iter().all(|o| o.len() == 8)).await;
+    a.stop().await;
+    c.stop().await;
+}
