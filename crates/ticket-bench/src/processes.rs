@@ -4,13 +4,17 @@
 //! `--seconds`:
 //!
 //! - against **one ticketd** (`ticketd serve`, local acknowledgement: its own log fsynced);
-//! - against **three ticketd cluster nodes** (`ticketd serve --cluster-node`, 16 partitions,
-//!   acknowledgement once each group is in the R3 log stream and the owner's log; every node
-//!   also follows every partition's log for its read models).
+//! - against **three ticketd cluster nodes** (`ticketd serve --cluster-node`, acknowledgement
+//!   once each group is in the R3 log stream and the owner's log; every node also follows every
+//!   partition's log for its read models), once for each partition count of `--e2e-partitions`
+//!   (16, the default count, and 3, one per node: a partition has one fenced append in flight,
+//!   so its group of commands holds at most the clients waiting on it, and every per-group cost
+//!   is paid per fewer commands the more partitions share the clients).
 //!
-//! Both on the same three nats-servers (`sync_interval: always`, the event stream R3), each
-//! ticketd with a data directory of its own. A command is counted when it is accepted; an
-//! `UNAVAILABLE` (none expected: nothing moves during the phase) is counted apart.
+//! All on the same three nats-servers (`sync_interval: always`, the event stream R3), each
+//! ticketd with a data directory of its own; every stream is deleted between two runs (a
+//! cluster's partition count is fixed in its log stream). A command is counted when it is
+//! accepted; an `UNAVAILABLE` (none expected: nothing moves during the phase) is counted apart.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,10 +31,18 @@ use crate::stats::{Phase, histogram};
 pub struct EndToEnd {
     pub clients: usize,
     pub single: Phase,
-    pub cluster: Phase,
-    /// Cluster commands/s divided by single-node commands/s.
+    /// Three cluster nodes, once per partition count.
+    pub clusters: Vec<Nodes>,
+}
+
+/// Three cluster nodes of a cluster of `partitions` partitions, end to end.
+#[derive(Debug, Serialize)]
+pub struct Nodes {
+    pub partitions: u16,
+    pub phase: Phase,
+    /// Its commands/s divided by the single node's.
     pub ratio: f64,
-    /// `UNAVAILABLE` answers in the cluster phase.
+    /// `UNAVAILABLE` answers.
     pub unavailable: u64,
 }
 
@@ -125,15 +137,21 @@ fn terminate(nodes: &mut [Node]) {
     }
 }
 
-/// Runs both phases with the `ticketd` binary, data and logs under `dir`, on three
-/// nats-servers started with `nats_config`.
+/// Runs the single node, then three cluster nodes for each count of `partitions`, with the
+/// `ticketd` binary, data and logs under `dir`, on three nats-servers started with
+/// `nats_config`.
 pub async fn run(
     ticketd: &Path,
     dir: &Path,
     nats_config: std::path::PathBuf,
     clients: usize,
     seconds: f64,
+    partitions: &[u16],
 ) -> anyhow::Result<EndToEnd> {
+    anyhow::ensure!(
+        partitions.iter().all(|p| *p >= 3),
+        "--e2e-partitions: three nodes need at least 3 partitions each run"
+    );
     let servers = ticket_testkit::Cluster::start_with(3, Some(nats_config))?;
     servers.wait_routed(Duration::from_secs(30))?;
     let urls = servers.urls();
@@ -151,15 +169,57 @@ pub async fn run(
     let (single_phase, _) = load(&connections, clients, seconds, "single").await?;
     terminate(&mut single);
 
-    // Three cluster nodes, replicated acknowledgement.
+    let mut clusters = Vec::new();
+    for (run, count) in partitions.iter().enumerate() {
+        delete_streams(&connections[0]).await?;
+        let (phase, unavailable) = nodes(ticketd, dir, &urls, &connections, clients, seconds, *count, run).await?;
+        let ratio = if single_phase.commands_per_sec > 0.0 {
+            phase.commands_per_sec / single_phase.commands_per_sec
+        } else {
+            0.0
+        };
+        clusters.push(Nodes { partitions: *count, phase, ratio, unavailable });
+    }
+    Ok(EndToEnd { clients, single: single_phase, clusters })
+}
+
+/// Deletes every stream of the account (the event streams, the log stream, the buckets): the
+/// next run starts a cluster of its own.
+async fn delete_streams(client: &async_nats::Client) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    let js = async_nats::jetstream::new(client.clone());
+    let names: Vec<String> = js.stream_names().try_collect().await?;
+    for name in names {
+        js.delete_stream(&name).await.with_context(|| format!("delete the stream {name}"))?;
+    }
+    Ok(())
+}
+
+/// Three cluster nodes of a cluster of `count` partitions (data under `dir/nodes-<count>`),
+/// settled on their shares, under the load for `seconds`.
+#[allow(clippy::too_many_arguments)]
+async fn nodes(
+    ticketd: &Path,
+    dir: &Path,
+    urls: &str,
+    connections: &[async_nats::Client],
+    clients: usize,
+    seconds: f64,
+    count: u16,
+    run: usize,
+) -> anyhow::Result<(Phase, u64)> {
+    let dir = dir.join(format!("nodes-{run}-{count}"));
+    std::fs::create_dir_all(&dir)?;
     let cluster_config = dir.join("nodes.toml");
     std::fs::write(
         &cluster_config,
-        "[cluster]\npartitions = 16\nreplicas = 3\n[stream]\nreplicas = 3\n[shutdown]\ndeadline_secs = 5\n",
+        format!(
+            "[cluster]\npartitions = {count}\nreplicas = 3\n[stream]\nreplicas = 3\n[shutdown]\ndeadline_secs = 5\n"
+        ),
     )?;
     let mut nodes = ["e2e-a", "e2e-b", "e2e-c"]
         .iter()
-        .map(|name| start(ticketd, &urls, dir, &cluster_config, Some(name), name))
+        .map(|name| start(ticketd, urls, &dir, &cluster_config, Some(name), name))
         .collect::<anyhow::Result<Vec<_>>>()?;
     // Every partition served, and the nodes settled on their shares.
     for round in 0..3 {
@@ -189,13 +249,10 @@ pub async fn run(
         anyhow::ensure!(Instant::now() < deadline, "the three nodes did not settle on the partitions within 120 s");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    eprintln!("cluster: end to end, three ticketd cluster nodes: {clients} clients for {seconds} s");
-    let (cluster_phase, unavailable) = load(&connections, clients, seconds, "nodes").await?;
+    eprintln!(
+        "cluster: end to end, three ticketd cluster nodes, {count} partitions: {clients} clients for {seconds} s"
+    );
+    let outcome = load(connections, clients, seconds, &format!("nodes-{count}")).await;
     terminate(&mut nodes);
-    let ratio = if single_phase.commands_per_sec > 0.0 {
-        cluster_phase.commands_per_sec / single_phase.commands_per_sec
-    } else {
-        0.0
-    };
-    Ok(EndToEnd { clients, single: single_phase, cluster: cluster_phase, ratio, unavailable })
+    outcome
 }
