@@ -640,12 +640,38 @@ async fn a_node_stopping_gracefully_hands_its_partitions_over_without_a_failed_c
         log.join("\n")
     );
     assert!(!log.iter().any(|l| l.contains("ticketd ready")), "{}", log.join("\n"));
+    // Refused before its API served anything (it would have routed by the wrong count).
+    assert!(!log.iter().any(|l| l.contains("command api ready")), "{}", log.join("\n"));
     let at_refusal = load.count();
     load.until("after the refusal", at_refusal + 100).await;
+
+    // An open sent straight to a partition's subject about a ticket of another partition is
+    // refused by that partition's owner (a ticket belongs to one partition for life), and
+    // nothing is decided: the same open through the API is then a fresh one.
+    let partitions = Partitions::new(PARTITIONS).unwrap();
+    let ticket = TicketId::from_uuid(uuid::Uuid::now_v7());
+    let elsewhere = partitions.get((u64::from(partitions.of(ticket).index()) + 1) % PARTITIONS).unwrap();
+    let misrouted = wire(ticket, "misrouted-open", open("advanced", "technical", Severity::A));
+    let endpoint = ticket_proto::Endpoint::Command(ticket_proto::CommandEndpoint::Open);
+    let answer = clients[0]
+        .request(ticket_nats::partition_subject(elsewhere, endpoint), misrouted.encode_to_vec().into())
+        .await
+        .unwrap();
+    let Some(pb::command_reply::Result::Error(error)) = pb::CommandReply::decode(answer.payload).unwrap().result else {
+        panic!("a command about another partition's ticket was accepted");
+    };
+    assert_eq!(error.code, pb::ErrorCode::MalformedRequest as i32, "{error:?}");
+    assert_eq!(error.details.get("partition"), Some(&partitions.of(ticket).to_string()), "{error:?}");
+    let Outcome::Accepted { duplicate, written, .. } = send(&clients[1], &misrouted).await else {
+        panic!("the open through the API was refused");
+    };
+    assert!(!duplicate, "the misrouted open was decided");
+    assert_eq!(written.0, u32::from(partitions.of(ticket).index()));
 
     let (status, log) = a.terminate();
     assert!(status.success(), "node a exited with {status}:\n{}", log.join("\n"));
     assert!(log.iter().any(|l| l.contains("node stopped; its partitions handed over")), "{}", log.join("\n"));
+    assert!(log.iter().any(|l| l.contains("command api ready")), "{}", log.join("\n"));
     let at_stop = load.count();
     load.until("after the stop", at_stop + 300).await;
     let shares = balanced(&clients[1], 4..=4).await;

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, message::PublishMessage, stream};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use prost::Message as _;
 use ticket_domain::{Partition, Partitions};
 use ticket_proto::pb;
@@ -107,6 +107,21 @@ pub enum StreamError {
         "the log stream {stream} belongs to a cluster of {recorded} partitions, and this node is configured with {configured} (the count is fixed when a cluster is created; set [cluster] partitions = {recorded})"
     )]
     PartitionCount { stream: String, recorded: String, configured: u16 },
+    /// The stream's metadata names no partition count that can be.
+    #[error(
+        "the log stream {stream} records {value:?} as its cluster's partition count, which is none (set it to the cluster's count: nats stream edit {stream} --metadata ticketd.partitions=N)"
+    )]
+    UnreadablePartitionCount { stream: String, value: String },
+}
+
+/// The partition count `value` of the stream's metadata says, if it is one.
+fn recorded_count(stream: &str, value: &str) -> Result<u16, StreamError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .and_then(|count| Partitions::new(count).ok())
+        .map(Partitions::count)
+        .ok_or_else(|| StreamError::UnreadablePartitionCount { stream: stream.to_owned(), value: value.to_owned() })
 }
 
 fn nats(what: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> StreamError {
@@ -155,10 +170,27 @@ impl LogStream {
         }
         if let Some(partitions) = config.partitions {
             let configured = partitions.count();
+            let refused =
+                |recorded: String| StreamError::PartitionCount { stream: config.name.clone(), recorded, configured };
             let recorded = match existing.metadata.get(PARTITIONS_METADATA) {
                 Some(recorded) => recorded.clone(),
                 None => {
-                    // A stream created before the count was recorded: this node records its own.
+                    // A stream created before the count was recorded: this node records its own,
+                    // unless the stream holds entries of a partition beyond it.
+                    let mut subjects = stream
+                        .info_with_subjects(format!("{}.*", config.subject_prefix))
+                        .await
+                        .map_err(|e| nats("read the stream's subjects")(&e))?;
+                    let mut highest: Option<u64> = None;
+                    while let Some((subject, _)) =
+                        subjects.try_next().await.map_err(|e| nats("read the stream's subjects")(&e))?
+                    {
+                        let index = subject.rsplit('.').next().and_then(|i| i.parse::<u64>().ok());
+                        highest = highest.max(index);
+                    }
+                    if let Some(highest) = highest.filter(|h| *h >= u64::from(configured)) {
+                        return Err(refused(format!("at least {}", highest + 1)));
+                    }
                     let mut updated = existing.clone();
                     updated.metadata.insert(PARTITIONS_METADATA.to_owned(), configured.to_string());
                     let info = js
@@ -166,11 +198,15 @@ impl LogStream {
                         .await
                         .map_err(|e| nats("record the partition count in the stream's metadata")(&e))?;
                     info!(stream = %config.name, partitions = configured, "the log stream now records the cluster's partition count");
-                    info.config.metadata.get(PARTITIONS_METADATA).cloned().unwrap_or_default()
+                    info.config.metadata.get(PARTITIONS_METADATA).cloned().ok_or_else(|| StreamError::Nats {
+                        what: "record the partition count in the stream's metadata",
+                        detail: "the server kept no metadata (nats-server 2.10 or later keeps it)".to_owned(),
+                    })?
                 }
             };
-            if recorded != configured.to_string() {
-                return Err(StreamError::PartitionCount { stream: config.name.clone(), recorded, configured });
+            match recorded_count(&config.name, &recorded)? {
+                recorded if recorded == configured => {}
+                recorded => return Err(refused(recorded.to_string())),
             }
         }
         Ok(Self { js, stream, config })
@@ -220,11 +256,12 @@ impl LogStream {
     }
 
     /// The partition count the stream records ([`PARTITIONS_METADATA`]); `None` if it records
-    /// none (created before the count was recorded, by a reader) or not a number.
+    /// none (created before the count was recorded, or by a reader); an error if it is not a
+    /// partition count.
     pub async fn recorded_partitions(&self) -> Result<Option<u16>, StreamError> {
         let mut stream = self.stream.clone();
         let info = stream.info().await.map_err(|e| nats("read the stream's configuration")(&e))?;
-        Ok(info.config.metadata.get(PARTITIONS_METADATA).and_then(|count| count.parse().ok()))
+        info.config.metadata.get(PARTITIONS_METADATA).map(|count| recorded_count(&self.config.name, count)).transpose()
     }
 
     /// The stream's last sequence, of any partition; 0 when it is empty.

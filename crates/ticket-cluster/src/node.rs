@@ -213,7 +213,7 @@ pub async fn start_serving(
     // The stream refuses a node configured with another partition count than the cluster's.
     let log = LogStreamConfig { partitions: Some(config.partitions), ..config.log.clone() };
     let stream = LogStream::ensure(js.clone(), log).await.map_err(|e| {
-        if matches!(e, StreamError::PartitionCount { .. }) {
+        if matches!(e, StreamError::PartitionCount { .. } | StreamError::UnreadablePartitionCount { .. }) {
             NodeError::Misconfigured(e.to_string())
         } else {
             setup(&e)

@@ -148,12 +148,13 @@ pub async fn audit_cluster(
         .await
         .map_err(|e| Failure::Data(anyhow::anyhow!("the cluster's log stream: {e}")))?;
     let partitions = ticket_domain::Partitions::new(partitions).map_err(|e| Failure::Data(e.into()))?;
-    // Every partition the stream has, not only those the nodes name.
+    // The count the nodes serve (from the cluster's status) must be the one the stream
+    // records: an audit of fewer partitions than the stream has would miss some.
     if let Some(recorded) = stream.recorded_partitions().await.map_err(|e| Failure::Data(e.into()))?
         && recorded != partitions.count()
     {
         return Err(Failure::Data(anyhow::anyhow!(
-            "the cluster's nodes serve {} partitions, and its log stream records {recorded}",
+            "the cluster's nodes serve {} partitions, and its log stream records {recorded}: a node configured otherwise than the cluster answered the status (check [cluster] partitions on every node)",
             partitions.count()
         )));
     }

@@ -162,8 +162,9 @@ impl Copies {
         policy: Arc<Policy>,
         api: &ClusterApi<SledLog>,
     ) -> anyhow::Result<Self> {
-        let stream =
-            patiently("the partitions' log stream", || LogStream::ensure(js.clone(), node.log.clone())).await?;
+        // The partition count was checked at start: the copies only read the stream.
+        let log = LogStreamConfig { partitions: None, ..node.log.clone() };
+        let stream = patiently("the partitions' log stream", || LogStream::ensure(js.clone(), log.clone())).await?;
         let follow = ticket_cluster::FollowConfig {
             linger: copy_linger,
             ..ticket_cluster::FollowConfig::new(node.data_dir.join("replicas"), node.partitions)
@@ -232,7 +233,8 @@ impl Control {
         self.sources
             .get_or_try_init(|| async {
                 let (js, node) = (&self.js, &self.node);
-                let stream = LogStream::ensure(js.clone(), node.log.clone()).await.map_err(|e| e.to_string())?;
+                let log = LogStreamConfig { partitions: None, ..node.log.clone() };
+                let stream = LogStream::ensure(js.clone(), log).await.map_err(|e| e.to_string())?;
                 let leases = Leases::ensure(js, node.leases.clone()).await.map_err(|e| e.to_string())?;
                 let nodes = js.get_key_value(&node.nodes_bucket).await.map_err(|e| e.to_string())?;
                 let placement = ticket_cluster::Placement::ensure(js, &node.placement_bucket, node.leases.replicas)
@@ -331,7 +333,10 @@ pub(crate) async fn serve(
     let log = LogStreamConfig { replicas, partitions: Some(partitions), ..LogStreamConfig::default() };
     patiently("the partitions' log stream", || async {
         match LogStream::ensure(own.clone(), log.clone()).await {
-            Err(e @ ticket_cluster::StreamError::PartitionCount { .. }) => Ok(Err(e)),
+            Err(
+                e @ (ticket_cluster::StreamError::PartitionCount { .. }
+                | ticket_cluster::StreamError::UnreadablePartitionCount { .. }),
+            ) => Ok(Err(e)),
             other => other.map(|_| Ok(())),
         }
     })

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use ticket_log::{LogError, contract};
 use ticket_testkit::NatsServer;
 
+use crate::fence::PARTITIONS_METADATA;
+
 use super::*;
 
 fn config(name: &str, dir: &tempfile::TempDir) -> NodeConfig {
@@ -119,10 +121,42 @@ async fn a_node_configured_with_another_partition_count_than_its_cluster_is_refu
     let NodeError::Misconfigured(why) = &refused else { panic!("refused as a setup failure: {refused}") };
     assert!(why.contains("16 partitions") && why.contains("configured with 8"), "{why}");
     assert_eq!(stream.recorded_partitions().await.unwrap(), Some(16), "the refused node recorded nothing");
-    assert!(!dir.path().join("node-b").join("partitions").exists(), "the refused node opened no partition");
+    let nodes = js.get_key_value("TICKETS_NODES").await.unwrap();
+    assert!(nodes.get("node-b").await.unwrap().is_none(), "the refused node never said it was live");
 
     let c = node(&server.url(), "node-c", &dir).await;
     wait_until(&[&a, &c], "half each", |owned| partitioned(owned) && owned.iter().all(|o| o.len() == 8)).await;
     a.stop().await;
     c.stop().await;
+}
+
+/// Given a log stream created before the count was recorded that holds an entry of partition
+/// 12, when a node configured with 8 partitions starts, then it is refused and records nothing;
+/// given a stream recording a count that is none ("abc"), every node is refused, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_not_given_a_count_its_entries_or_its_record_contradict() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let legacy = LogStreamConfig::default();
+    js.create_stream(legacy.stream_config()).await.unwrap();
+    js.publish("tickets.log.12", Bytes::from_static(b"an entry")).await.unwrap().await.unwrap();
+    let stream = LogStream::open(js.clone(), legacy.clone()).await.unwrap();
+
+    let mut eight = config("node-a", &dir);
+    eight.partitions = Partitions::new(8).unwrap();
+    let refused = start(js.clone(), eight).await.map(|_| ()).unwrap_err();
+    let NodeError::Misconfigured(why) = &refused else { panic!("refused as a setup failure: {refused}") };
+    assert!(why.contains("at least 13 partitions") && why.contains("configured with 8"), "{why}");
+    assert_eq!(stream.recorded_partitions().await.unwrap(), None, "nothing recorded");
+
+    js.delete_stream(&legacy.name).await.unwrap();
+    let mut unreadable = legacy.stream_config();
+    unreadable.metadata.insert(PARTITIONS_METADATA.to_owned(), "abc".to_owned());
+    js.create_stream(unreadable).await.unwrap();
+    let refused = start(js.clone(), config("node-a", &dir)).await.map(|_| ()).unwrap_err();
+    let NodeError::Misconfigured(why) = &refused else { panic!("refused as a setup failure: {refused}") };
+    assert!(why.contains("\"abc\"") && why.contains("ticketd.partitions=N"), "{why}");
+    let stream = LogStream::open(js.clone(), legacy).await.unwrap();
+    assert!(stream.recorded_partitions().await.is_err(), "an unreadable count is an error, not none");
 }

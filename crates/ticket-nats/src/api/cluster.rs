@@ -265,6 +265,7 @@ impl<L: EventLog> ClusterApi<L> {
             views,
             config: self.front.config.clone(),
             partitions: Some(self.front.partitions),
+            partition: Some(partition),
         });
         let answering = Arc::new(Answering::default());
         let served = Served { api, held, answering: answering.clone() };

@@ -2,7 +2,7 @@
 //! execute on the command service, answer with the events and their positions.
 
 use prost::Message;
-use ticket_domain::{CommandId, Partitions, TicketId, TraceId};
+use ticket_domain::{CommandId, Partition, Partitions, TicketId, TraceId};
 use ticket_log::EventLog;
 use ticket_proto::{CommandEndpoint, Endpoint, pb};
 use ticket_service::{CommandRequest, CommandResult, CommandService, Stamp};
@@ -12,18 +12,45 @@ use super::ApiConfig;
 use super::identity::{Caller, Denied, Role};
 use super::reply::{self, Reply};
 
+/// Where a cluster's engine places tickets: the cluster's partitions, and the one it serves.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Placement {
+    pub(super) all: Partitions,
+    pub(super) served: Option<Partition>,
+}
+
 pub(super) async fn handle<L: EventLog>(
     endpoint: CommandEndpoint,
     caller: &Caller,
     payload: &[u8],
     service: &CommandService<L>,
     config: &ApiConfig,
-    partitions: Option<Partitions>,
+    placement: Option<Placement>,
 ) -> Reply {
+    let partitions = placement.map(|p| p.all);
     let mut wire = match prepared(endpoint, payload, config, partitions.unwrap_or(Partitions::SINGLE)) {
         Ok(wire) => wire,
         Err(refused) => return refused,
     };
+    // A ticket belongs to one partition for life: a command about another partition's ticket
+    // (sent to this partition's subject by hand, or by a node placing tickets otherwise) is
+    // refused before anything is decided.
+    if let Some(Placement { all, served: Some(served) }) = placement
+        && let Ok(ticket) = TicketId::parse(&wire.ticket_id)
+        && all.of(ticket) != served
+    {
+        let mut error = pb::Error {
+            code: pb::ErrorCode::MalformedRequest as i32,
+            message: format!(
+                "ticket {ticket} is in partition {} of {}, and this is partition {served}'s owner",
+                all.of(ticket),
+                all.count()
+            ),
+            details: Default::default(),
+        };
+        error.details.insert("partition".to_owned(), all.of(ticket).to_string());
+        return reply::command_error_of(error);
+    }
     let stamp = match stamped(caller, endpoint, &mut wire, service).await {
         Ok(stamp) => stamp,
         Err(refusal) => return refusal,

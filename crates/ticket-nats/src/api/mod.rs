@@ -135,7 +135,7 @@ pub async fn start<L: EventLog>(
     views: Projector<L>,
     config: ApiConfig,
 ) -> Result<ApiHandle, ApiError> {
-    let api = Arc::new(Api { service, views, config: config.clone(), partitions: None });
+    let api = Arc::new(Api { service, views, config: config.clone(), partitions: None, partition: None });
     serve(client, api, &config).await
 }
 
@@ -239,6 +239,9 @@ struct Api<L: EventLog> {
     /// The cluster's partitions (none on a single node): where ids the service mints go, and
     /// the partition a command reply names.
     partitions: Option<ticket_domain::Partitions>,
+    /// The partition this engine serves (none on a single node): a command about a ticket of
+    /// another is refused, whoever sent it there.
+    partition: Option<ticket_domain::Partition>,
 }
 
 impl<L: EventLog> Api<L> {
@@ -252,7 +255,8 @@ impl<L: EventLog> Api<L> {
         };
         match endpoint {
             Endpoint::Command(command) => {
-                commands::handle(command, &caller, payload, &self.service, &self.config, self.partitions).await
+                let placement = self.partitions.map(|all| commands::Placement { all, served: self.partition });
+                commands::handle(command, &caller, payload, &self.service, &self.config, placement).await
             }
             Endpoint::Query(query) => {
                 let policy = self.service.policy_arc();
