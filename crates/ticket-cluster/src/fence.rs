@@ -114,6 +114,11 @@ pub enum StreamError {
     UnreadablePartitionCount { stream: String, value: String },
 }
 
+/// The partition number a subject under `prefix` names (`<prefix>.<number>`), if it names one.
+fn subject_index(prefix: &str, subject: &str) -> Option<u64> {
+    subject.strip_prefix(prefix)?.strip_prefix('.')?.parse().ok()
+}
+
 /// The partition count `value` of the stream's metadata says, if it is one.
 fn recorded_count(stream: &str, value: &str) -> Result<u16, StreamError> {
     value
@@ -185,8 +190,7 @@ impl LogStream {
                     while let Some((subject, _)) =
                         subjects.try_next().await.map_err(|e| nats("read the stream's subjects")(&e))?
                     {
-                        let index = subject.rsplit('.').next().and_then(|i| i.parse::<u64>().ok());
-                        highest = highest.max(index);
+                        highest = highest.max(subject_index(&config.subject_prefix, &subject));
                     }
                     if let Some(highest) = highest.filter(|h| *h >= u64::from(configured)) {
                         return Err(refused(format!("at least {}", highest + 1)));
@@ -287,9 +291,8 @@ impl LogStream {
 
     /// The partition an entry's subject names, if it is one of `partitions`.
     pub fn partition_of(&self, subject: &str, partitions: ticket_domain::Partitions) -> Option<Partition> {
-        let index = subject.strip_prefix(self.config.subject_prefix.as_str())?.strip_prefix('.')?;
         // Only the subject the partition appends on (not `07` or `+7`).
-        partitions.get(index.parse().ok()?).filter(|p| self.subject(*p) == subject)
+        partitions.get(subject_index(&self.config.subject_prefix, subject)?).filter(|p| self.subject(*p) == subject)
     }
 
     /// The entry at stream sequence `sequence`, if there is one.

@@ -264,8 +264,7 @@ impl<L: EventLog> ClusterApi<L> {
             service,
             views,
             config: self.front.config.clone(),
-            partitions: Some(self.front.partitions),
-            partition: Some(partition),
+            placement: Some(super::commands::Placement { all: self.front.partitions, served: Some(partition) }),
         });
         let answering = Arc::new(Answering::default());
         let served = Served { api, held, answering: answering.clone() };

@@ -37,18 +37,17 @@ pub(super) async fn handle<L: EventLog>(
     // refused before anything is decided.
     if let Some(Placement { all, served: Some(served) }) = placement
         && let Ok(ticket) = TicketId::parse(&wire.ticket_id)
-        && all.of(ticket) != served
+        && let home = all.of(ticket)
+        && home != served
     {
-        let mut error = pb::Error {
+        let error = pb::Error {
             code: pb::ErrorCode::MalformedRequest as i32,
             message: format!(
-                "ticket {ticket} is in partition {} of {}, and this is partition {served}'s owner",
-                all.of(ticket),
+                "ticket {ticket} is in partition {home} of {}, and this is partition {served}'s owner",
                 all.count()
             ),
-            details: Default::default(),
+            details: [("partition".to_owned(), home.to_string())].into(),
         };
-        error.details.insert("partition".to_owned(), all.of(ticket).to_string());
         return reply::command_error_of(error);
     }
     let stamp = match stamped(caller, endpoint, &mut wire, service).await {

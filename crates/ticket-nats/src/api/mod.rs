@@ -135,7 +135,7 @@ pub async fn start<L: EventLog>(
     views: Projector<L>,
     config: ApiConfig,
 ) -> Result<ApiHandle, ApiError> {
-    let api = Arc::new(Api { service, views, config: config.clone(), partitions: None, partition: None });
+    let api = Arc::new(Api { service, views, config: config.clone(), placement: None });
     serve(client, api, &config).await
 }
 
@@ -236,12 +236,10 @@ struct Api<L: EventLog> {
     service: CommandService<L>,
     views: Projector<L>,
     config: ApiConfig,
-    /// The cluster's partitions (none on a single node): where ids the service mints go, and
-    /// the partition a command reply names.
-    partitions: Option<ticket_domain::Partitions>,
-    /// The partition this engine serves (none on a single node): a command about a ticket of
-    /// another is refused, whoever sent it there.
-    partition: Option<ticket_domain::Partition>,
+    /// The cluster's partitions and the one this engine serves (none on a single node): where
+    /// ids the service mints go, the partition a command reply names, and the commands refused
+    /// because their ticket is another partition's.
+    placement: Option<commands::Placement>,
 }
 
 impl<L: EventLog> Api<L> {
@@ -255,8 +253,7 @@ impl<L: EventLog> Api<L> {
         };
         match endpoint {
             Endpoint::Command(command) => {
-                let placement = self.partitions.map(|all| commands::Placement { all, served: self.partition });
-                commands::handle(command, &caller, payload, &self.service, &self.config, placement).await
+                commands::handle(command, &caller, payload, &self.service, &self.config, self.placement).await
             }
             Endpoint::Query(query) => {
                 let policy = self.service.policy_arc();
