@@ -15,9 +15,9 @@
 //! its lease without noticing (paused past the time to live) is refused at its next append by
 //! the new owner's takeover, whatever it believes about its lease.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
@@ -60,9 +60,9 @@ pub struct Lease {
     partition: Partition,
     node: String,
     revision: u64,
-    /// When this node last wrote it (its own monotonic clock: the lease cannot have expired
+    /// When this node last wrote it (its own [`BootInstant`]: the lease cannot have expired
     /// before `written + ttl` on the server, which received the write after this instant).
-    written: Instant,
+    written: BootInstant,
 }
 
 impl Lease {
@@ -79,12 +79,62 @@ impl Lease {
     }
 
     /// When this node last took or renewed it.
-    pub fn written(&self) -> Instant {
+    pub fn written(&self) -> BootInstant {
         self.written
     }
 }
 
-/// Until when this node may act as a partition's owner, on its own monotonic clock: its lease's
+/// An instant on the clock a lease's time to live is measured on here: time since the host
+/// booted, counting the time it was suspended (`CLOCK_BOOTTIME` on Linux).
+///
+/// Not std's `Instant`: on Linux that is `CLOCK_MONOTONIC`, which stops while the host (or the
+/// virtual machine) is suspended, while the servers, elsewhere, go on expiring the lease. A node
+/// resumed after a suspension longer than the time to live would still believe its lease held
+/// and answer as the owner from a state another node may have moved on from. The boot clock
+/// counts the suspension, so the lease is seen to have lapsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BootInstant(Duration);
+
+impl BootInstant {
+    pub fn now() -> Self {
+        Self(boot_clock())
+    }
+
+    /// The time from `earlier` to this instant; zero if `earlier` is later.
+    pub fn saturating_duration_since(self, earlier: BootInstant) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    pub fn checked_add(self, by: Duration) -> Option<Self> {
+        self.0.checked_add(by).map(Self)
+    }
+}
+
+impl std::ops::Add<Duration> for BootInstant {
+    type Output = BootInstant;
+
+    /// Saturates at the clock's end (centuries away) rather than overflow.
+    fn add(self, by: Duration) -> BootInstant {
+        Self(self.0.saturating_add(by))
+    }
+}
+
+/// Time since boot, suspensions included.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn boot_clock() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(u64::try_from(now.tv_sec).unwrap_or(0), u32::try_from(now.tv_nsec).unwrap_or(0))
+}
+
+/// Elsewhere, std's monotonic clock (since the first reading): what the platform offers without
+/// a boot clock.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn boot_clock() -> Duration {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(std::time::Instant::now).elapsed()
+}
+
+/// Until when this node may act as a partition's owner, on its own boot clock: its lease's
 /// last write (taken before the request was sent) plus the time to live, less a margin for the
 /// clocks' rates. No other node can hold the lease before then, since the servers expire it
 /// only a time to live after they received the write. What the owner answers without appending
@@ -93,32 +143,32 @@ impl Lease {
 /// refused by the fence anyway).
 #[derive(Debug, Clone, Default)]
 pub struct LeaseWatch {
-    /// Nanoseconds since [`base`]; 0: not held.
+    /// Nanoseconds on the boot clock ([`BootInstant`]); 0: not held.
     until: Arc<AtomicU64>,
 }
 
-/// The process's origin of [`LeaseWatch`] instants.
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
+fn nanos(at: BootInstant) -> u64 {
+    u64::try_from(at.0.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl LeaseWatch {
     /// Whether the lease is certainly still this node's.
     pub fn held(&self) -> bool {
-        let now = u64::try_from(base().elapsed().as_nanos()).unwrap_or(u64::MAX);
-        now < self.until.load(Ordering::Acquire)
+        self.held_at(BootInstant::now())
+    }
+
+    fn held_at(&self, now: BootInstant) -> bool {
+        nanos(now) < self.until.load(Ordering::Acquire)
     }
 
     /// The lease was written at `written` and lives `ttl`.
-    pub(crate) fn renewed(&self, written: Instant, ttl: Duration) {
+    pub(crate) fn renewed(&self, written: BootInstant, ttl: Duration) {
         let margin = ttl / 8;
         let Some(until) = written.checked_add(ttl.saturating_sub(margin)) else {
             self.lapse();
             return;
         };
-        let until = until.saturating_duration_since(base());
-        self.until.store(u64::try_from(until.as_nanos()).unwrap_or(u64::MAX), Ordering::Release);
+        self.until.store(nanos(until), Ordering::Release);
     }
 
     /// The lease is lost or given up.
@@ -188,7 +238,7 @@ impl Leases {
 
     /// Takes the partition's lease for `node` if nobody holds it; None if someone does.
     pub async fn acquire(&self, partition: Partition, node: &str) -> Result<Option<Lease>, LeaseError> {
-        let written = Instant::now();
+        let written = BootInstant::now();
         match self.kv.create(Self::key(partition), Bytes::from(node.to_owned())).await {
             Ok(revision) => {
                 info!(partition = partition.index(), node, revision, "lease acquired");
@@ -202,7 +252,7 @@ impl Leases {
 
     /// Renews a lease this node holds; [`LeaseError::Lost`] if anyone else wrote it since.
     pub async fn renew(&self, lease: &mut Lease) -> Result<(), LeaseError> {
-        let written = Instant::now();
+        let written = BootInstant::now();
         match self.kv.update(Self::key(lease.partition), Bytes::from(lease.node.clone()), lease.revision).await {
             Ok(revision) => {
                 debug!(partition = lease.partition.index(), revision, "lease renewed");

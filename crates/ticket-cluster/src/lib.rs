@@ -16,7 +16,7 @@ mod test_support;
 
 pub use fence::{AppendError, Fenced, LogStream, LogStreamConfig, PARTITIONS_METADATA, StreamError};
 pub use follow::{Copies, CopyState, FollowConfig, FollowError, Followers};
-pub use lease::{Lease, LeaseConfig, LeaseError, LeaseWatch, Leases};
+pub use lease::{BootInstant, Lease, LeaseConfig, LeaseError, LeaseWatch, Leases};
 pub use node::{LogsOnly, NodeConfig, NodeError, NodeHandle, Owned, PartitionService, Serving, start, start_serving};
 pub use partition_log::{CatchUpError, StreamReplicator, catch_up, catch_up_from, catch_up_remembered};
 pub use placement::Placement;

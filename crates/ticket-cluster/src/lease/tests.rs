@@ -96,3 +96,45 @@ async fn a_node_with_another_time_to_live_than_the_buckets_is_refused() {
     let same = Leases::ensure(&js, LeaseConfig { ttl: Duration::from_secs(30), ..LeaseConfig::default() }).await;
     assert!(same.is_ok());
 }
+
+/// Given a lease written at some instant with a time to live, the watch says it is held up to
+/// the time to live less its margin (an eighth), on the boot clock, and not from then on; a
+/// lapse ends it at once.
+#[test]
+fn a_lease_watch_holds_for_the_time_to_live_less_its_margin_on_the_boot_clock() {
+    let watch = LeaseWatch::default();
+    let written = BootInstant::now();
+    assert!(!watch.held_at(written), "a watch never renewed is not held");
+    let ttl = Duration::from_secs(8);
+    watch.renewed(written, ttl);
+    assert!(watch.held_at(written));
+    assert!(watch.held_at(written + Duration::from_millis(6_999)));
+    assert!(!watch.held_at(written + Duration::from_secs(7)), "held into the margin");
+    assert!(!watch.held_at(written + Duration::from_secs(60 * 60)), "held after an hour asleep");
+    watch.lapse();
+    assert!(!watch.held_at(written));
+}
+
+/// The boot clock is time since the host booted, as the kernel counts it in `/proc/uptime`
+/// (suspensions included, unlike std's `Instant`), and never goes back.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_boot_clock_is_the_time_since_boot() {
+    let uptime = || -> Duration {
+        let text = std::fs::read_to_string("/proc/uptime").unwrap();
+        Duration::from_secs_f64(text.split_whitespace().next().unwrap().parse().unwrap())
+    };
+    let before = uptime();
+    let now = BootInstant::now();
+    let after = uptime();
+    // /proc/uptime is in hundredths of a second.
+    let since_boot = now.saturating_duration_since(BootInstant(Duration::ZERO));
+    assert!(since_boot + Duration::from_millis(20) >= before, "{since_boot:?} before {before:?}");
+    assert!(since_boot <= after + Duration::from_millis(20), "{since_boot:?} after {after:?}");
+    let mut last = now;
+    for _ in 0..1000 {
+        let next = BootInstant::now();
+        assert!(next >= last);
+        last = next;
+    }
+}
