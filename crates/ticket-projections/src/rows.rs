@@ -21,7 +21,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use ticket_domain::{TicketId, Timestamp};
 use ticket_log::{LogError, StateBatch, StateSpace};
-use tracing::warn;
 
 /// Entries read from the store per page.
 const PAGE: usize = 4096;
@@ -132,8 +131,8 @@ enum Stored {
 type Hasher = foldhash::fast::RandomState;
 
 /// A dormant row from `space`, if the rows keep them there; an error if it cannot be read (the
-/// store failed, or it does not decode): a query reports it and answers as if absent
-/// ([`Rows::stored`]), an event being applied stops the model ([`Rows::stored_to_change`]).
+/// store failed, or it does not decode): a query answers the error ([`Rows::get`]), an event
+/// being applied stops the model ([`Rows::stored_to_change`]).
 fn stored_row<V: Row>(
     space: &Option<Arc<dyn StateSpace>>,
     keep_dormant: bool,
@@ -182,15 +181,6 @@ impl<V: Row> Rows<V> {
         Ok(Self { space: Some(space), live, dirty: HashSet::default(), keep_dormant: true, unreadable: None })
     }
 
-    /// A dormant row from the store, for a query: one that cannot be read is reported and
-    /// answered as absent.
-    fn stored(&self, id: TicketId) -> Option<V> {
-        stored_row(&self.space, self.keep_dormant, id).unwrap_or_else(|e| {
-            warn!(ticket_id = %id, error = %e, "a dormant read-model row could not be read");
-            None
-        })
-    }
-
     /// A dormant row from the store, to change: one that cannot be read makes the rows
     /// unreadable (see [`Rows::unreadable`]).
     fn stored_to_change(&mut self, id: TicketId) -> Option<V> {
@@ -210,11 +200,12 @@ impl<V: Row> Rows<V> {
         self.unreadable.as_deref()
     }
 
-    /// The row, from memory or the store.
-    pub(crate) fn get(&self, id: TicketId) -> Option<Cow<'_, V>> {
+    /// The row, from memory or the store; an error if a stored row cannot be read (the query
+    /// reports it, rather than answer as if the ticket had no row).
+    pub(crate) fn get(&self, id: TicketId) -> Result<Option<Cow<'_, V>>, StateError> {
         match self.live.get(&id) {
-            Some((row, _)) => Some(Cow::Borrowed(row)),
-            None => self.stored(id).map(Cow::Owned),
+            Some((row, _)) => Ok(Some(Cow::Borrowed(row))),
+            None => Ok(stored_row(&self.space, self.keep_dormant, id)?.map(Cow::Owned)),
         }
     }
 
@@ -379,5 +370,45 @@ impl Keyed {
         if self.space.is_some() {
             self.pending.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ticket_log::{MemoryState, StateStore as _};
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+    struct Resting(u32);
+
+    impl Row for Resting {
+        fn dormant(&self) -> bool {
+            true
+        }
+    }
+
+    /// Given a resting row in the store, a query gets it back; when it cannot be read (it does
+    /// not decode), the query gets an error naming it, not an answer as if the ticket had no row.
+    #[test]
+    fn a_resting_row_that_cannot_be_read_is_an_error_to_a_query_not_an_absence() {
+        let space = MemoryState::new().space("rows").unwrap();
+        let id = |n: u128| TicketId::from_uuid(uuid::Uuid::from_u128(n));
+        let (kept, broken, absent) = (id(1), id(2), id(3));
+        let mut rows = Rows::<Resting>::new(Some(space.clone()));
+        *rows.get_or_insert_with(kept, || Resting(7)) = Resting(7);
+        let mut batch = StateBatch::new();
+        rows.write(&mut batch).unwrap();
+        space.apply(batch).unwrap();
+        rows.written();
+        assert!(rows.get_live(kept).is_none(), "the row rests in the store");
+        let mut batch = StateBatch::new();
+        batch.insert(ticket_key(&[DORMANT], broken), b"\xff\xff not a row".to_vec());
+        space.apply(batch).unwrap();
+
+        assert_eq!(rows.get(kept).unwrap().map(Cow::into_owned), Some(Resting(7)));
+        assert_eq!(rows.get(absent).unwrap(), None);
+        assert!(rows.get(broken).is_err(), "an unreadable row answered as absent");
+        assert!(rows.unreadable().is_none(), "a query does not stop the model");
     }
 }

@@ -183,7 +183,8 @@ impl Tickets {
     /// The ticket as of `upto` (the model's position): from memory, or folded from its stream
     /// when it rests (resolved).
     pub fn ticket(&self, id: TicketId, upto: u64) -> Result<Option<Ticket>, LogError> {
-        match self.states.get(id) {
+        let row = self.states.get(id).map_err(|e| LogError::Storage(format!("ticket {id}'s read-model row: {e}")))?;
+        match row {
             Some(state) => Ok(state.ticket().cloned()),
             None => Ok(self.read_from_log(id, upto)?.and_then(|state| state.ticket().cloned())),
         }
