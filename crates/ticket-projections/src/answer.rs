@@ -25,7 +25,7 @@ pub trait Views {
         limit: usize,
     ) -> Result<(Vec<Ticket>, u64), LogError>;
     /// The first `limit` lines of the board.
-    fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64);
+    fn board(&self, limit: usize) -> Result<(Vec<BoardEntry>, u64), LogError>;
     /// A ticket's timeline, read from `log` (blocking I/O), as of the views' position.
     fn timeline<L: EventLog>(&self, id: TicketId, log: &L) -> Result<(Vec<TimelineEntry>, u64), LogError>;
     /// The compliance report's counts over `period`, on the calendars of `policy`.
@@ -47,8 +47,8 @@ impl Views for ReadModels {
         Ok((self.tickets.model().customer(customer, include_resolved, limit, position)?, position))
     }
 
-    fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64) {
-        (self.board.model().entries(limit), self.board.position())
+    fn board(&self, limit: usize) -> Result<(Vec<BoardEntry>, u64), LogError> {
+        Ok((self.board.model().entries(limit), self.board.position()))
     }
 
     fn timeline<L: EventLog>(&self, id: TicketId, log: &L) -> Result<(Vec<TimelineEntry>, u64), LogError> {
@@ -112,7 +112,7 @@ pub fn customer(
 /// `tickets.query.board`: open tickets by their nearest due instant.
 pub fn board(views: &impl Views, limit: usize) -> Result<pb::Board, pb::Error> {
     // The board orders; the tickets model gives each line its title.
-    let (lines, position) = views.board(limit);
+    let (lines, position) = views.board(limit).map_err(|e| unavailable(&e))?;
     let mut entries = Vec::with_capacity(lines.len());
     for entry in lines {
         let Some(t) = views.ticket(entry.ticket_id).map_err(|e| unavailable(&e))?.0 else { continue };

@@ -119,11 +119,28 @@ impl<M: ReadModel> Shared<M> {
         projected.unreadable().is_none().then(|| projected.position())
     }
 
-    /// Waits until the projection has applied `position`; false at the deadline (or when the
-    /// projector is gone).
+    /// Waits until the projection has applied `position`, or has stopped on a stored row it
+    /// could not read (it applies nothing more: a query of it answers why, see
+    /// [`Shared::answerable`]); false at the deadline (or when the projector is gone).
     pub async fn wait_for(&self, position: u64, deadline: Duration) -> bool {
         let mut applied = self.applied.subscribe();
-        matches!(tokio::time::timeout(deadline, applied.wait_for(|p| *p >= position)).await, Ok(Ok(_)))
+        let done = |p: &u64| *p >= position || self.read().unreadable().is_some();
+        matches!(tokio::time::timeout(deadline, applied.wait_for(done)).await, Ok(Ok(_)))
+    }
+
+    /// The projection, unless it stopped on a stored row it could not read: then the error a
+    /// query answers (its answers would silently leave out everything since).
+    fn answerable(&self) -> Result<RwLockReadGuard<'_, Projected<M>>, LogError> {
+        let projected = self.read();
+        match projected.unreadable() {
+            None => Ok(projected),
+            Some(problem) => Err(LogError::Storage(format!(
+                "the {} read model stopped at position {} on a stored row it could not read ({problem}); \
+                 an operator rebuilds it (tickets.admin.rebuild)",
+                M::NAME,
+                projected.position()
+            ))),
+        }
     }
 
     fn publish(&self, position: u64) {
@@ -145,8 +162,13 @@ impl<M: ReadModel> Shared<M> {
         }
         let applied = events.iter().filter(|e| guard.apply(e)).count() as u64;
         let position = guard.position();
+        let stopped = guard.unreadable().is_some();
         drop(guard);
         self.publish(position);
+        if stopped {
+            // Whoever waits for a later position stops waiting: it will not come.
+            self.applied.send_modify(|_| {});
+        }
         applied
     }
 
@@ -360,7 +382,8 @@ impl<L: EventLog> Projector<L> {
         ]
     }
 
-    /// Waits until every projection has applied `position`; false at the deadline.
+    /// Waits until every projection has applied `position` (or stopped, see
+    /// [`Shared::wait_for`]); false at the deadline.
     pub async fn wait_for(&self, position: u64, deadline: Duration) -> bool {
         let until = tokio::time::Instant::now() + deadline;
         let left = || until.saturating_duration_since(tokio::time::Instant::now());
@@ -637,7 +660,7 @@ impl<L: EventLog> Projector<L> {
 
 impl<L: EventLog> Views for Projector<L> {
     fn ticket(&self, id: TicketId) -> Result<(Option<Ticket>, u64), LogError> {
-        let tickets = self.tickets.read();
+        let tickets = self.tickets.answerable()?;
         let position = tickets.position();
         Ok((tickets.model().ticket(id, position)?, position))
     }
@@ -648,14 +671,14 @@ impl<L: EventLog> Views for Projector<L> {
         include_resolved: bool,
         limit: usize,
     ) -> Result<(Vec<Ticket>, u64), LogError> {
-        let tickets = self.tickets.read();
+        let tickets = self.tickets.answerable()?;
         let position = tickets.position();
         Ok((tickets.model().customer(customer, include_resolved, limit, position)?, position))
     }
 
-    fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64) {
-        let board = self.board.read();
-        (board.model().entries(limit), board.position())
+    fn board(&self, limit: usize) -> Result<(Vec<BoardEntry>, u64), LogError> {
+        let board = self.board.answerable()?;
+        Ok((board.model().entries(limit), board.position()))
     }
 
     fn timeline<E: EventLog>(&self, id: TicketId, log: &E) -> Result<(Vec<TimelineEntry>, u64), LogError> {
@@ -664,7 +687,7 @@ impl<L: EventLog> Views for Projector<L> {
     }
 
     fn tally(&self, period: Period, policy: &Policy) -> Result<(Tally, u64), LogError> {
-        let compliance = self.compliance.read();
+        let compliance = self.compliance.answerable()?;
         Ok((compliance.model().tally(period, policy)?, compliance.position()))
     }
 }

@@ -704,6 +704,16 @@ fn a_stored_row_that_cannot_be_read_stops_the_model_before_the_event_and_is_neve
     assert_eq!(board.get(b"m:position").unwrap(), Some((reopened_at - 1).to_be_bytes().to_vec()));
     let lag = projector.lag().into_iter().find(|l| l.name == "board").unwrap();
     assert_eq!(lag.behind, log.head() - (reopened_at - 1), "its lag shows it stopped");
+    // A query of the stopped board answers why, rather than a board without the reopening; the
+    // other models answer, and read-your-writes up to the head does not wait for the board.
+    let refused = answer::board(&projector, 100).unwrap_err();
+    assert_eq!(refused.code, pb::ErrorCode::Unavailable as i32);
+    assert!(refused.message.contains("board") && refused.message.contains("rebuild"), "{}", refused.message);
+    let reopened = h.events.iter().find(|e| e.position == reopened_at).unwrap().event.ticket_id;
+    assert!(answer::ticket(&projector, reopened, &h.policy, h.now).is_ok());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let reached = runtime.block_on(projector.wait_for(log.head(), std::time::Duration::from_secs(30)));
+    assert!(reached, "read-your-writes waited for the stopped board until its deadline");
 
     // A restart resumes from the last flush and stops at the same event, never past it.
     let restarted = Projector::open(log.clone(), shared(), ProjectorConfig::default());

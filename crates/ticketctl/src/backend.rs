@@ -145,7 +145,7 @@ impl Views for Models {
             Models::At(m) => m.customer(customer, include_resolved, limit),
         }
     }
-    fn board(&self, limit: usize) -> (Vec<BoardEntry>, u64) {
+    fn board(&self, limit: usize) -> Result<(Vec<BoardEntry>, u64), ticket_log::LogError> {
         match self {
             Models::Live(p) => p.board(limit),
             Models::At(m) => m.board(limit),
