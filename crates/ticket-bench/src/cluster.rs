@@ -217,6 +217,23 @@ fn print_table(r: &Report) {
             print!(" {:>18}", n.unavailable);
         }
         println!();
+        // What the processes' own metrics say of the phase (means over it).
+        type Inside = fn(&crate::processes::Inside) -> Option<f64>;
+        let inside: [(&str, Inside); 5] = [
+            ("group commits", |i| Some(i.group_commits as f64)),
+            ("commands per group commit", |i| i.appends_per_group),
+            ("fenced publish (ms)", |i| i.fenced_publish_ms),
+            ("log fsync (ms)", |i| i.fsync_ms),
+            ("in the service (ms)", |i| i.command_in_service_ms),
+        ];
+        let cell = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        for (name, of) in inside {
+            print!("{name:<28} {:>14}", cell(of(&e.single_inside)));
+            for n in &e.clusters {
+                print!(" {:>18}", cell(of(&n.inside)));
+            }
+            println!();
+        }
         for n in &e.clusters {
             println!(
                 "goal: 3 nodes of {} partitions >= 25% of one ticketd: {} ({:.1}%)",

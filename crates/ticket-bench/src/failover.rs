@@ -44,6 +44,8 @@ pub struct Failover {
 /// A ticketd process, killed when dropped.
 pub(crate) struct Node {
     pub(crate) child: Child,
+    /// Its operators' HTTP endpoint (`/metrics`) on 127.0.0.1.
+    pub(crate) ops_port: u16,
 }
 
 impl Drop for Node {
@@ -54,7 +56,8 @@ impl Drop for Node {
 }
 
 /// `ticketd serve` with `config`, its data under `<dir>/<name>` and its log in
-/// `<dir>/<name>.log`; a node of a cluster if `cluster_node` names it.
+/// `<dir>/<name>.log`, its `/metrics` on a free port; a node of a cluster if `cluster_node`
+/// names it.
 pub(crate) fn start(
     ticketd: &Path,
     urls: &str,
@@ -66,12 +69,15 @@ pub(crate) fn start(
     let data = dir.join(name);
     std::fs::create_dir_all(&data)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")))?;
+    let ops_port = ticket_testkit::free_port()?;
     let mut command = Command::new(ticketd);
     command.args(["--nats-url", urls, "--data-dir"]).arg(&data).args([
         "--api-unstamped",
         "trust",
         "--log-format",
         "json",
+        "--ops-listen",
+        &format!("127.0.0.1:{ops_port}"),
     ]);
     if let Some(node) = cluster_node {
         command.args(["--cluster-node", node]);
@@ -84,7 +90,7 @@ pub(crate) fn start(
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?;
-    Ok(Node { child })
+    Ok(Node { child, ops_port })
 }
 
 /// The benchmark's agent.

@@ -15,6 +15,9 @@
 //! ticketd with a data directory of its own; every stream is deleted between two runs (a
 //! cluster's partition count is fixed in its log stream). A command is counted when it is
 //! accepted; an `UNAVAILABLE` (none expected: nothing moves during the phase) is counted apart.
+//! Every ticketd serves its `/metrics` on a free port, read before and after the load: the
+//! difference says how many commands a group commit held, how long its fenced publish and its
+//! fsync took, and how long a command spent in the command service ([`Inside`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -31,6 +34,8 @@ use crate::stats::{Phase, histogram};
 pub struct EndToEnd {
     pub clients: usize,
     pub single: Phase,
+    /// What the single ticketd's own metrics say of the phase.
+    pub single_inside: Inside,
     /// Three cluster nodes, once per partition count.
     pub clusters: Vec<Nodes>,
 }
@@ -44,6 +49,94 @@ pub struct Nodes {
     pub ratio: f64,
     /// `UNAVAILABLE` answers.
     pub unavailable: u64,
+    /// What the nodes' own metrics say of the phase (the three added up).
+    pub inside: Inside,
+}
+
+/// Where a phase's commands spent their time inside ticketd, from the processes' `/metrics`
+/// read before and after the load (the difference: the load alone): how many commands a group
+/// commit held, how long its fenced publish to the log stream and its fsync took, and how long
+/// a command took in the command service (decided, appended, durable). Means over the phase;
+/// `None` where nothing was recorded (no fenced publish on one ticketd).
+#[derive(Debug, Default, Serialize)]
+pub struct Inside {
+    pub group_commits: u64,
+    pub appends_per_group: Option<f64>,
+    pub fenced_publish_ms: Option<f64>,
+    pub fsync_ms: Option<f64>,
+    pub command_in_service_ms: Option<f64>,
+}
+
+/// The sums and counts of the histograms of `/metrics` pages, by name, every label set added.
+#[derive(Debug, Default, Clone)]
+struct Histograms(std::collections::BTreeMap<String, (f64, f64)>);
+
+impl Histograms {
+    /// Reads every node's `/metrics` (a node that does not answer is left out: its share is
+    /// then missing from the means, which stay means).
+    fn read(nodes: &[Node]) -> Self {
+        let mut all = Self::default();
+        for node in nodes {
+            if let Ok((200, page)) = ticket_testkit::http_get(node.ops_port, "/metrics") {
+                all.add(&page);
+            }
+        }
+        all
+    }
+
+    fn add(&mut self, page: &str) {
+        for line in page.lines().filter(|l| !l.starts_with('#')) {
+            let Some((key, value)) = line.rsplit_once(' ') else { continue };
+            let Ok(value) = value.trim().parse::<f64>() else { continue };
+            let name = key.split('{').next().unwrap_or(key);
+            let (base, is_sum) = match (name.strip_suffix("_sum"), name.strip_suffix("_count")) {
+                (Some(base), _) => (base, true),
+                (None, Some(base)) => (base, false),
+                (None, None) => continue,
+            };
+            let entry = self.0.entry(base.to_owned()).or_default();
+            if is_sum {
+                entry.0 += value;
+            } else {
+                entry.1 += value;
+            }
+        }
+    }
+
+    /// What was recorded between `before` and this reading: (sum, count) of `name`.
+    fn since(&self, before: &Self, name: &str) -> (f64, f64) {
+        let (now, then) =
+            (self.0.get(name).copied().unwrap_or_default(), before.0.get(name).copied().unwrap_or_default());
+        (now.0 - then.0, now.1 - then.1)
+    }
+
+    fn inside(&self, before: &Self) -> Inside {
+        let mean = |name: &str, scale: f64| {
+            let (sum, count) = self.since(before, name);
+            (count > 0.0).then(|| scale * sum / count)
+        };
+        Inside {
+            group_commits: self.since(before, "ticketd_log_group_commit_appends").1.max(0.0) as u64,
+            appends_per_group: mean("ticketd_log_group_commit_appends", 1.0),
+            fenced_publish_ms: mean("ticketd_log_replicate_duration_seconds", 1000.0),
+            fsync_ms: mean("ticketd_log_fsync_duration_seconds", 1000.0),
+            command_in_service_ms: mean("ticketd_command_duration_seconds", 1000.0),
+        }
+    }
+}
+
+/// [`load`] against `nodes`, with what their metrics say of it.
+async fn measured(
+    nodes: &[Node],
+    connections: &[async_nats::Client],
+    clients: usize,
+    seconds: f64,
+    label: &str,
+) -> anyhow::Result<(Phase, u64, Inside)> {
+    let before = Histograms::read(nodes);
+    let (phase, unavailable) = load(connections, clients, seconds, label).await?;
+    let inside = Histograms::read(nodes).inside(&before);
+    Ok((phase, unavailable, inside))
 }
 
 /// An `open` of a fresh ticket (the service places it), or the agent's response on `ticket`.
@@ -166,21 +259,22 @@ pub async fn run(
     let mut single = vec![start(ticketd, &urls, dir, &single_config, None, "single")?];
     until_serving(&connections[0], "single").await?;
     eprintln!("cluster: end to end, one ticketd: {clients} clients for {seconds} s");
-    let (single_phase, _) = load(&connections, clients, seconds, "single").await?;
+    let (single_phase, _, single_inside) = measured(&single, &connections, clients, seconds, "single").await?;
     terminate(&mut single);
 
     let mut clusters = Vec::new();
     for (run, count) in partitions.iter().enumerate() {
         delete_streams(&connections[0]).await?;
-        let (phase, unavailable) = nodes(ticketd, dir, &urls, &connections, clients, seconds, *count, run).await?;
+        let (phase, unavailable, inside) =
+            nodes(ticketd, dir, &urls, &connections, clients, seconds, *count, run).await?;
         let ratio = if single_phase.commands_per_sec > 0.0 {
             phase.commands_per_sec / single_phase.commands_per_sec
         } else {
             0.0
         };
-        clusters.push(Nodes { partitions: *count, phase, ratio, unavailable });
+        clusters.push(Nodes { partitions: *count, phase, ratio, unavailable, inside });
     }
-    Ok(EndToEnd { clients, single: single_phase, clusters })
+    Ok(EndToEnd { clients, single: single_phase, single_inside, clusters })
 }
 
 /// Deletes every stream of the account (the event streams, the log stream, the buckets): the
@@ -207,7 +301,7 @@ async fn nodes(
     seconds: f64,
     count: u16,
     run: usize,
-) -> anyhow::Result<(Phase, u64)> {
+) -> anyhow::Result<(Phase, u64, Inside)> {
     let dir = dir.join(format!("nodes-{run}-{count}"));
     std::fs::create_dir_all(&dir)?;
     let cluster_config = dir.join("nodes.toml");
@@ -252,7 +346,7 @@ async fn nodes(
     eprintln!(
         "cluster: end to end, three ticketd cluster nodes, {count} partitions: {clients} clients for {seconds} s"
     );
-    let outcome = load(connections, clients, seconds, &format!("nodes-{count}")).await;
+    let outcome = measured(&nodes, connections, clients, seconds, &format!("nodes-{count}")).await;
     terminate(&mut nodes);
     outcome
 }
