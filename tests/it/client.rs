@@ -141,9 +141,9 @@ async fn every_command_query_and_operators_endpoint_answers_through_the_client()
     assert!(timeline.entries.iter().all(|e| !e.command_id.is_empty()), "the details come from the log");
     let report = c.compliance(None, None, at).await.unwrap();
     assert!(report.position >= at);
-    let lag = c.projection_lag().await.unwrap();
+    let lag = c.projection_lag(None).await.unwrap();
     assert_eq!(lag.projections.len(), 4);
-    let rebuilt = c.rebuild_projection("board").await.unwrap();
+    let rebuilt = c.rebuild_projection("board", None).await.unwrap();
     assert_eq!(rebuilt.name, "board");
     assert!(rebuilt.position >= at);
 }
@@ -160,7 +160,7 @@ async fn refusals_are_typed_with_their_wire_code() {
     let unknown = TicketId::from_uuid(uuid::Uuid::now_v7());
     let missing = f.client.ticket(unknown, 0).await.unwrap_err();
     assert_eq!(missing.code(), Some(pb::ErrorCode::TicketNotFound));
-    let unknown_projection = f.client.rebuild_projection("nope").await.unwrap_err();
+    let unknown_projection = f.client.rebuild_projection("nope", None).await.unwrap_err();
     assert_eq!(unknown_projection.code(), Some(pb::ErrorCode::MalformedRequest));
     // A position the log never reaches: the query waits for it, then says so.
     let opened = f.client.open(&agent(), None, opening("advanced")).await.unwrap();

@@ -882,6 +882,53 @@ async fn three_nodes_run_on_the_shipped_accounts_and_configuration() {
     };
     assert!(list.tickets.iter().any(|t| t.ticket_id == opened.ticket_id.to_string()), "{list:?}");
 
+    // The read models are each node's own: the operator reads node b's lag by name, and once
+    // node b's copy holds the opening, rebuilds the board there, on its copy of every partition.
+    let partition = opened.partition.unwrap();
+    let board_of = |lags: &pb::ProjectionLags| {
+        lags.projections.iter().find(|l| l.name == format!("p{partition}/board")).map(|l| l.position)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        let lags = operator.projection_lag(Some("node-b")).await.unwrap();
+        assert_eq!(lags.node, "node-b");
+        assert_eq!(lags.projections.iter().filter(|l| l.name.ends_with("/board")).count(), 16, "{lags:?}");
+        match board_of(&lags) {
+            Some(position) if position >= 1 => break position,
+            Some(_) | None => {}
+        }
+        assert!(Instant::now() < deadline, "node b's copy never held the opening: {lags:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let rebuilt = operator.rebuild_projection("board", Some("node-b")).await.unwrap();
+    assert_eq!((rebuilt.name.as_str(), rebuilt.node.as_str()), ("board", "node-b"));
+    assert_eq!(rebuilt.partition_positions.len(), 16, "{rebuilt:?}");
+    assert!(rebuilt.partition_positions[&partition] >= held && rebuilt.events >= 1, "{rebuilt:?}");
+    // Whichever node takes an unnamed lag says which it is; a rebuild must name its node, one
+    // that runs.
+    let any = operator.projection_lag(None).await.unwrap();
+    assert!(["node-a", "node-b", "node-c"].contains(&any.node.as_str()), "{any:?}");
+    let refused = |outcome: Result<pb::ProjectionRebuilt, ticket_client::ClientError>| match outcome {
+        Err(ticket_client::ClientError::Refused { code, message, .. }) => (code, message),
+        other => panic!("not refused: {other:?}"),
+    };
+    let (code, message) = refused(operator.rebuild_projection("board", None).await);
+    assert_eq!(code, pb::ErrorCode::MalformedRequest, "{message}");
+    assert!(message.contains("node"), "{message}");
+    let (code, message) = refused(operator.rebuild_projection("board", Some("node-x")).await);
+    assert_eq!(code, pb::ErrorCode::Unavailable, "{message}");
+    assert!(message.contains("node-x"), "{message}");
+    let (code, _) = refused(operator.rebuild_projection("board", Some("node-b.>")).await);
+    assert_eq!(code, pb::ErrorCode::MalformedRequest);
+    // SUPPORT may not rebuild, on any node: refused before anything is forwarded.
+    assert!(support.rebuild_projection("board", Some("node-b")).await.is_err());
+    // The rebuilt board answers.
+    let query = written.applied_to(ticket_proto::Query::Board(pb::GetBoard { limit: 100, ..Default::default() }));
+    let Ok(pb::query_reply::Result::Board(board)) = operator.query(&query).await else {
+        panic!("the board was not answered");
+    };
+    assert!(board.entries.iter().any(|e| e.ticket_id == opened.ticket_id.to_string()), "{board:?}");
+
     // The event in EVENTS' stream, the partitions' log in ticketd's own account.
     let events = jetstream::new(login("billing", 1).await);
     let deadline = Instant::now() + Duration::from_secs(30);

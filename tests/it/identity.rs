@@ -380,8 +380,8 @@ async fn an_operator_queries_and_administers_but_sends_no_commands() {
     let operator = f.client("operator").await;
     // When the operator reads, rebuilds and sends a command
     let view = operator.ticket(ticket, head).await.unwrap();
-    let rebuilt = operator.rebuild_projection("board").await.unwrap();
-    let lag = operator.projection_lag().await.unwrap();
+    let rebuilt = operator.rebuild_projection("board", None).await.unwrap();
+    let lag = operator.projection_lag(None).await.unwrap();
     let command = operator.open(&issue(ActorKind::Agent, "operator"), None, opening("acme")).await;
     // Then the reads and the operators' endpoints answer, the command is not served
     assert_eq!(view.customer, "acme");
@@ -403,7 +403,7 @@ async fn an_account_without_an_identity_is_denied() {
     let f = Fixture::start(rules).await;
     // When the operator asks for the projections' lag
     let operator = f.client("operator").await;
-    let refused = operator.projection_lag().await;
+    let refused = operator.projection_lag(None).await;
     // Then it is refused, naming the account and the user
     let e = assert_code(refused, pb::ErrorCode::PermissionDenied);
     assert!(e.to_string().contains("OPERATORS/operator"), "{e}");

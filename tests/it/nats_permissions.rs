@@ -115,9 +115,9 @@ async fn each_user_can_do_its_job_and_nothing_else() {
     // Operators see the projections' lag and rebuild one beside the live one...
     let (operator, operator_violations) = connect(&server, "operator").await;
     let operator_client = ticket_client::Client::new(operator.clone());
-    let rebuilt = operator_client.rebuild_projection("board").await.unwrap();
+    let rebuilt = operator_client.rebuild_projection("board", None).await.unwrap();
     assert_eq!((rebuilt.name.as_str(), rebuilt.position), ("board", 1));
-    let lag = operator_client.projection_lag().await.unwrap();
+    let lag = operator_client.projection_lag(None).await.unwrap();
     assert_eq!(lag.projections.len(), 4);
     assert!(lag.projections.iter().all(|p| p.head == 1), "{lag:?}");
     // ...but issue no commands; support tools do not reach the operators' endpoints.

@@ -817,7 +817,7 @@ impl Daemon {
                 "ticketd not caught up within {within:?}:\n{}",
                 self.last_lines()
             );
-            if let Ok(lags) = client.projection_lag().await
+            if let Ok(lags) = client.projection_lag(None).await
                 && !lags.projections.is_empty()
                 && lags.projections.iter().all(|l| l.behind == 0 && l.position >= head)
             {

@@ -514,16 +514,25 @@ impl Client {
     }
 
     /// Each projection's position against the log's head, and the quarantined tickets.
-    pub async fn projection_lag(&self) -> Result<pb::ProjectionLags, ClientError> {
-        let payload = pb::GetProjectionLag {}.encode_to_vec();
+    /// On a cluster, `node` names the node whose read models are reported (else the node that
+    /// takes the request, named in the answer); a single ticketd ignores it.
+    pub async fn projection_lag(&self, node: Option<&str>) -> Result<pb::ProjectionLags, ClientError> {
+        let payload = pb::GetProjectionLag { node: node.unwrap_or_default().to_owned() }.encode_to_vec();
         let pick = |r| if let pb::query_reply::Result::Lag(v) = r { Some(v) } else { None };
         self.reply_as(Endpoint::Admin(AdminEndpoint::Lag), payload, true, pick).await
     }
 
     /// Rebuilds projection `name` from the log beside the live one, which serves until the swap.
     /// A rebuild that got no answer is not sent again: it may still be running.
-    pub async fn rebuild_projection(&self, name: &str) -> Result<pb::ProjectionRebuilt, ClientError> {
-        let payload = pb::RebuildProjection { name: name.to_owned() }.encode_to_vec();
+    /// On a cluster, `node` names the node whose copies of every partition rebuild it (required
+    /// there); a single ticketd ignores it.
+    pub async fn rebuild_projection(
+        &self,
+        name: &str,
+        node: Option<&str>,
+    ) -> Result<pb::ProjectionRebuilt, ClientError> {
+        let payload =
+            pb::RebuildProjection { name: name.to_owned(), node: node.unwrap_or_default().to_owned() }.encode_to_vec();
         let pick = |r| if let pb::query_reply::Result::Rebuilt(v) = r { Some(v) } else { None };
         self.reply_as(Endpoint::Admin(AdminEndpoint::Rebuild), payload, false, pick).await
     }

@@ -197,5 +197,5 @@ pub fn projection_status<L: EventLog>(views: &Projector<L>) -> pb::ProjectionLag
         .into_iter()
         .map(|(id, q)| pb::QuarantinedTicket { ticket_id: id.to_string(), position: q.position, problem: q.problem })
         .collect();
-    pb::ProjectionLags { projections, quarantined }
+    pb::ProjectionLags { projections, quarantined, ..Default::default() }
 }

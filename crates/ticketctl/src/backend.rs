@@ -44,9 +44,16 @@ pub trait Backend {
     fn timeline(&self, ticket: TicketId, at: At) -> Result<pb::Timeline, Failure>;
     fn compliance(&self, period: Period, at: At) -> Result<pb::ComplianceReport, Failure>;
     /// The projections' positions; with `update`, caught up (and flushed to the state store) first (local).
-    fn lags(&self, update: bool, checkpoint_events: u64) -> Result<pb::ProjectionLags, Failure>;
-    /// Rebuilds one projection in place, or (locally, no name) all from scratch.
-    fn rebuild(&self, name: Option<&str>, checkpoint_events: u64) -> Result<pb::ProjectionRebuilt, Failure>;
+    /// On a cluster, `node` names the node whose read models are reported.
+    fn lags(&self, update: bool, checkpoint_events: u64, node: Option<&str>) -> Result<pb::ProjectionLags, Failure>;
+    /// Rebuilds one projection in place, or (locally, no name) all from scratch; on a cluster,
+    /// on the copies of node `node`.
+    fn rebuild(
+        &self,
+        name: Option<&str>,
+        checkpoint_events: u64,
+        node: Option<&str>,
+    ) -> Result<pb::ProjectionRebuilt, Failure>;
 }
 
 /// A query's error reply as a failure.
@@ -54,6 +61,16 @@ pub trait Backend {
 /// state could not be read: `UNAVAILABLE`) as the API's error.
 fn refused(e: pb::Error, ticket: TicketId) -> Failure {
     if e.code == pb::ErrorCode::TicketNotFound as i32 { not_found(ticket) } else { Failure::Refused(e) }
+}
+
+/// `--node` names a node of a running cluster: local mode reads one data directory.
+fn local_has_no_node(node: Option<&str>) -> Result<(), Failure> {
+    match node {
+        Some(node) => Err(Failure::Usage(format!(
+            "--node {node}: names a node of a running cluster, reached with --nats-url (local mode reads --data-dir)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn not_found(ticket: TicketId) -> Failure {
@@ -266,7 +283,8 @@ impl Backend for Local<'_> {
         answer::compliance(&models, period, &policy).map_err(Failure::Refused)
     }
 
-    fn lags(&self, update: bool, checkpoint_events: u64) -> Result<pb::ProjectionLags, Failure> {
+    fn lags(&self, update: bool, checkpoint_events: u64, node: Option<&str>) -> Result<pb::ProjectionLags, Failure> {
+        local_has_no_node(node)?;
         let projector = self.projector(self.open()?, checkpoint_events)?;
         if update {
             catch_up(&projector)?;
@@ -274,7 +292,13 @@ impl Backend for Local<'_> {
         Ok(answer::projection_status(&projector))
     }
 
-    fn rebuild(&self, name: Option<&str>, checkpoint_events: u64) -> Result<pb::ProjectionRebuilt, Failure> {
+    fn rebuild(
+        &self,
+        name: Option<&str>,
+        checkpoint_events: u64,
+        node: Option<&str>,
+    ) -> Result<pb::ProjectionRebuilt, Failure> {
+        local_has_no_node(node)?;
         let log = self.open()?;
         let head = log.head();
         let Some(name) = name else {
@@ -292,7 +316,7 @@ impl Backend for Local<'_> {
             drop(state);
             let projector = self.projector(log, checkpoint_events)?;
             let events = catch_up(&projector)?;
-            return Ok(pb::ProjectionRebuilt { name: "all".into(), events, position: head });
+            return Ok(pb::ProjectionRebuilt { name: "all".into(), events, position: head, ..Default::default() });
         };
         let projector = self.projector(log, checkpoint_events)?;
         let bar = progress(head, "rebuilding");
@@ -303,7 +327,12 @@ impl Backend for Local<'_> {
             | ticket_projections::ProjectorError::Stopped => Failure::Data(e.into()),
         })?;
         bar.finish_and_clear();
-        Ok(pb::ProjectionRebuilt { name: name.to_owned(), events, position: projector.position() })
+        Ok(pb::ProjectionRebuilt {
+            name: name.to_owned(),
+            events,
+            position: projector.position(),
+            ..Default::default()
+        })
     }
 }
 
@@ -416,14 +445,19 @@ impl<'r> Backend for Remote<'r> {
         self.ask(|c| async move { c.compliance(period.from, period.to, 0).await })
     }
 
-    fn lags(&self, _update: bool, _checkpoint_events: u64) -> Result<pb::ProjectionLags, Failure> {
-        self.ask(|c| async move { c.projection_lag().await })
+    fn lags(&self, _update: bool, _checkpoint_events: u64, node: Option<&str>) -> Result<pb::ProjectionLags, Failure> {
+        self.ask(|c| async move { c.projection_lag(node).await })
     }
 
-    fn rebuild(&self, name: Option<&str>, _checkpoint_events: u64) -> Result<pb::ProjectionRebuilt, Failure> {
+    fn rebuild(
+        &self,
+        name: Option<&str>,
+        _checkpoint_events: u64,
+        node: Option<&str>,
+    ) -> Result<pb::ProjectionRebuilt, Failure> {
         let Some(name) = name else {
             return Err(Failure::Usage("a running ticketd rebuilds one projection at a time: name it".into()));
         };
-        self.ask(|c| async move { c.rebuild_projection(name).await })
+        self.ask(|c| async move { c.rebuild_projection(name, node).await })
     }
 }

@@ -327,6 +327,10 @@ pub enum ProjectionsCommand {
         /// Make the progress durable every this many events while catching up (and at the end).
         #[arg(long, default_value_t = ticket_projections::ProjectorConfig::default().catch_up_sync_events)]
         checkpoint_events: u64,
+        /// On a cluster (--nats-url): the node whose read models to report (`cluster status`
+        /// lists them); else the node that takes the request, named in the answer.
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Rebuilds projections from the log: all from scratch, or one (tickets, board, compliance;
     /// the timeline is read from the log and has nothing to rebuild) in place in the state store.
@@ -336,6 +340,10 @@ pub enum ProjectionsCommand {
         /// named read model is written to the store as often and made durable at the end.
         #[arg(long, default_value_t = ticket_projections::ProjectorConfig::default().catch_up_sync_events)]
         checkpoint_events: u64,
+        /// On a cluster (--nats-url): the node whose copies of every partition rebuild it
+        /// (required there: each node keeps read models of its own).
+        #[arg(long)]
+        node: Option<String>,
     },
 }
 
@@ -524,11 +532,11 @@ fn execute<B: backend::Backend>(
             };
             render::compliance(&backend.compliance(period, views::at(at.as_deref())?)?, json)
         }
-        Command::Projections { command: ProjectionsCommand::Status { update, checkpoint_events } } => {
-            render::lags(&backend.lags(update, checkpoint_events)?, json)
+        Command::Projections { command: ProjectionsCommand::Status { update, checkpoint_events, node } } => {
+            render::lags(&backend.lags(update, checkpoint_events, node.as_deref())?, json)
         }
-        Command::Projections { command: ProjectionsCommand::Rebuild { name, checkpoint_events } } => {
-            render::rebuilt(&backend.rebuild(name.as_deref(), checkpoint_events)?, json)
+        Command::Projections { command: ProjectionsCommand::Rebuild { name, checkpoint_events, node } } => {
+            render::rebuilt(&backend.rebuild(name.as_deref(), checkpoint_events, node.as_deref())?, json)
         }
         Command::WhatIf { from, to } => {
             let data_dir = local_only("what-if")?;

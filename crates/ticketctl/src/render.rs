@@ -277,6 +277,9 @@ pub fn compliance(report: &pb::ComplianceReport, json: bool) -> Result<(), Failu
 /// log's head, then the quarantined tickets if there are any.
 pub fn lags(status: &pb::ProjectionLags, json: bool) -> Result<(), Failure> {
     show(status, json, |status| {
+        if !status.node.is_empty() {
+            emit(&format!("node {}:", status.node))?;
+        }
         let mut t = table(&["projection", "position", "log head", "behind"]);
         for l in &status.projections {
             t.add_row(vec![l.name.clone(), l.position.to_string(), l.head.to_string(), l.behind.to_string()]);
@@ -344,9 +347,20 @@ pub fn moved(moved: &pb::PartitionMove, took: std::time::Duration, json: bool) -
 /// A projection rebuilt (`ticket.v1.ProjectionRebuilt`).
 pub fn rebuilt(rebuilt: &pb::ProjectionRebuilt, json: bool) -> Result<(), Failure> {
     show(rebuilt, json, |r| {
+        if r.node.is_empty() {
+            return emit(&format!(
+                "{} rebuilt from the log ({} events) and swapped in at position {}",
+                r.name, r.events, r.position
+            ));
+        }
+        let positions: Vec<String> = r.partition_positions.iter().map(|(p, at)| format!("p{p} at {at}")).collect();
         emit(&format!(
-            "{} rebuilt from the log ({} events) and swapped in at position {}",
-            r.name, r.events, r.position
+            "{} rebuilt on node {} from its copies of {} partitions ({} events): {}",
+            r.name,
+            r.node,
+            r.partition_positions.len(),
+            r.events,
+            positions.join(", ")
         ))
     })
 }

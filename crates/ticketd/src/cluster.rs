@@ -284,6 +284,10 @@ impl ticket_nats::ClusterControl for Control {
             Ok(pb::PartitionMove { partition: u32::from(partition.index()), from, to: node })
         })
     }
+
+    fn node(&self) -> &str {
+        &self.node.name
+    }
 }
 
 /// How long the start waits for JetStream (a fresh NATS cluster elects its leaders first).

@@ -13,7 +13,7 @@ use ticket_proto::{AdminEndpoint, AdminRequest, pb, wire};
 use ticket_service::Clock;
 use tracing::info;
 
-use super::reply::{Reply, query_error, query_reply};
+use super::reply::{Reply, query_error, query_error_of, query_reply};
 
 /// The most events an advance's reply carries (the count and the last position are always
 /// there).
@@ -154,6 +154,22 @@ async fn advance(test_clock: Option<&TestClockHandle>, request: pb::AdvanceClock
 /// Rebuilds a projection from the log (a long storage read: off the async runtime).
 async fn rebuild<L: EventLog>(views: Projector<L>, name: String) -> Reply {
     info!(projection = %name, "projection rebuild requested");
+    match rebuilt(views, name.clone()).await {
+        Ok((events, position)) => query_reply(pb::query_reply::Result::Rebuilt(pb::ProjectionRebuilt {
+            name,
+            events,
+            position,
+            ..Default::default()
+        })),
+        Err(error) => query_error_of(error),
+    }
+}
+
+/// Rebuilds projection `name` of `views` off the async runtime: the events it applied and the
+/// position it reached, or the error to answer (an unknown name is a malformed request).
+pub(super) async fn rebuilt<L: EventLog>(views: Projector<L>, name: String) -> Result<(u64, u64), pb::Error> {
+    let error =
+        |code: pb::ErrorCode, message: String| pb::Error { code: code as i32, message, details: Default::default() };
     let rebuilding = name.clone();
     let rebuilt = tokio::task::spawn_blocking(move || {
         let events = views.rebuild(&rebuilding, |_, _| {})?;
@@ -162,13 +178,9 @@ async fn rebuild<L: EventLog>(views: Projector<L>, name: String) -> Reply {
     })
     .await;
     match rebuilt {
-        Ok(Ok((events, position))) => {
-            query_reply(pb::query_reply::Result::Rebuilt(pb::ProjectionRebuilt { name, events, position }))
-        }
-        Ok(Err(e @ ProjectorError::UnknownProjection(_))) => {
-            query_error(pb::ErrorCode::MalformedRequest, e.to_string())
-        }
-        Ok(Err(e)) => query_error(pb::ErrorCode::Unavailable, e.to_string()),
-        Err(e) => query_error(pb::ErrorCode::Internal, format!("the rebuild failed: {e}")),
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e @ ProjectorError::UnknownProjection(_))) => Err(error(pb::ErrorCode::MalformedRequest, e.to_string())),
+        Ok(Err(e)) => Err(error(pb::ErrorCode::Unavailable, e.to_string())),
+        Err(e) => Err(error(pb::ErrorCode::Internal, format!("the rebuild failed: {e}"))),
     }
 }

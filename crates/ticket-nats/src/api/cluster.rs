@@ -47,6 +47,25 @@ pub fn partition_subject(partition: Partition, endpoint: Endpoint) -> String {
     format!("{PARTITION_SUBJECT_PREFIX}.{}.{}", partition.index(), endpoint.subject())
 }
 
+/// The subjects a node answers the operators' requests about its own read models on
+/// (`tickets.admin.lag`, `tickets.admin.rebuild` naming it): `tickets.node.<node>.<endpoint
+/// subject>`, inside ticketd's account like the partitions' subjects.
+pub const NODE_SUBJECT_PREFIX: &str = "tickets.node";
+
+/// The subject a request to `endpoint` about node `node`'s read models is forwarded on.
+fn node_subject(node: &str, endpoint: Endpoint) -> String {
+    format!("{NODE_SUBJECT_PREFIX}.{node}.{}", endpoint.subject())
+}
+
+/// How long a rebuild forwarded to another node is waited for (every partition's copy of a
+/// read model folded again from its log): the operator's client gives up at its own timeout.
+const REBUILD_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// Whether `node` is a node name (as `[cluster] node` takes them), and so one subject token.
+fn is_node_name(node: &str) -> bool {
+    !node.is_empty() && node.len() <= 64 && node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// What the operators' cluster endpoints ask of the node's cluster library.
 pub trait ClusterControl: Send + Sync + 'static {
     /// `tickets.admin.cluster`: the partitions' leases, heads and placements.
@@ -54,6 +73,8 @@ pub trait ClusterControl: Send + Sync + 'static {
     /// `tickets.admin.move`: places `partition` on `node` (a live node); the owner then hands it
     /// over. Refused (`MALFORMED_REQUEST`) for a node that is not live.
     fn place(&self, partition: Partition, node: String) -> BoxFuture<'_, Result<pb::PartitionMove, pb::Error>>;
+    /// This node's name.
+    fn node(&self) -> &str;
 }
 
 /// Whether this node certainly still holds a partition's lease. What a partition's engine
@@ -245,7 +266,34 @@ pub async fn start_cluster<L: EventLog>(
         control,
         replicas: OnceLock::new(),
     });
-    let handle = super::serve(client, front.clone(), &config).await?;
+    let mut handle = super::serve(client.clone(), front.clone(), &config).await?;
+    // The operators' requests about this node's own read models, forwarded by whichever node
+    // took them.
+    let node = front.control.node().to_owned();
+    let prefix = format!("{NODE_SUBJECT_PREFIX}.{node}.");
+    let mut requests = client.subscribe(format!("{prefix}>")).await.map_err(|e| ApiError::Subscribe(e.to_string()))?;
+    let answering = front.clone();
+    handle.tasks.spawn(async move {
+        while let Some(message) = requests.next().await {
+            let Some(reply_to) = message.reply.clone() else { continue };
+            let endpoint = message.subject.as_str().strip_prefix(&prefix).and_then(Endpoint::from_subject);
+            let (front, client) = (answering.clone(), client.clone());
+            tokio::spawn(async move {
+                let (body, headers) = match endpoint {
+                    Some(endpoint @ Endpoint::Admin(AdminEndpoint::Lag | AdminEndpoint::Rebuild)) => {
+                        front.answer_request(endpoint, super::stamp_of(&message), message.payload.clone()).await
+                    }
+                    Some(_) | None => reply::query_error(
+                        pb::ErrorCode::UnknownEndpoint,
+                        format!("no endpoint {} on a node's subject", message.subject),
+                    ),
+                };
+                if let Err(e) = client.publish_with_headers(reply_to, headers, body).await {
+                    warn!(error = %e, "a forwarded operators' request's reply was not sent");
+                }
+            });
+        }
+    });
     Ok((handle, ClusterApi { front }))
 }
 
@@ -501,27 +549,12 @@ impl<L: EventLog> Front<L> {
                     Err(error) => reply::query_error_of(error),
                 }
             }
-            Endpoint::Admin(AdminEndpoint::Lag) => match self.replicas.get() {
-                Some(replicas) => {
-                    let mut all = pb::ProjectionLags::default();
-                    for (partition, views) in &replicas.views {
-                        let lags = ticket_projections::answer::projection_status(views);
-                        all.projections.extend(lags.projections.into_iter().map(|lag| pb::ProjectionLag {
-                            name: format!("p{}/{}", partition.index(), lag.name),
-                            ..lag
-                        }));
-                        all.quarantined.extend(lags.quarantined);
-                    }
-                    reply::query_reply(pb::query_reply::Result::Lag(all))
-                }
-                None => not_caught_up(endpoint),
-            },
-            Endpoint::Admin(AdminEndpoint::Rebuild | AdminEndpoint::AdvanceClock) => reply::query_error(
+            Endpoint::Admin(admin @ (AdminEndpoint::Lag | AdminEndpoint::Rebuild)) => {
+                self.on_node(admin, stamp, payload).await
+            }
+            Endpoint::Admin(AdminEndpoint::AdvanceClock) => reply::query_error(
                 pb::ErrorCode::Unavailable,
-                format!(
-                    "tickets.admin.{} is per partition, which a cluster node does not serve yet (ADR 0015)",
-                    endpoint.name()
-                ),
+                "tickets.admin.advance_clock: a cluster node runs on the wall clock (ADR 0015)".to_owned(),
             ),
         }
     }
@@ -637,6 +670,118 @@ impl<L: EventLog> Front<L> {
                 entries.truncate(limit);
                 let board = pb::Board { entries, position: 0, partition_positions: positions };
                 reply::query_reply(pb::query_reply::Result::Board(board))
+            }
+        }
+    }
+
+    /// `tickets.admin.lag` and `tickets.admin.rebuild`: about one node's read models (its
+    /// copies of every partition, which each node keeps for itself). Answered here when the
+    /// request names this node, or, for the lag, no node (the answer names this one); else
+    /// forwarded on the named node's subject, the sender's stamp with it. A rebuild must name
+    /// its node: which node takes a request is the queue group's choice.
+    async fn on_node(&self, admin: AdminEndpoint, stamp: Option<String>, payload: Bytes) -> Reply {
+        let endpoint = Endpoint::Admin(admin);
+        let request = match ticket_proto::AdminRequest::decode(admin, &payload) {
+            Ok(request) => request,
+            Err(e) => {
+                let message = format!("not a {}: {e}", admin.message_name());
+                return reply::query_error(pb::ErrorCode::MalformedRequest, message);
+            }
+        };
+        let node = match &request {
+            ticket_proto::AdminRequest::Lag(r) => r.node.clone(),
+            ticket_proto::AdminRequest::Rebuild(r) => r.node.clone(),
+            ticket_proto::AdminRequest::Clock(_)
+            | ticket_proto::AdminRequest::AdvanceClock(_)
+            | ticket_proto::AdminRequest::Cluster(_)
+            | ticket_proto::AdminRequest::Move(_) => String::new(),
+        };
+        let here = self.control.node();
+        if node.is_empty() && admin == AdminEndpoint::Rebuild {
+            return reply::query_error(
+                pb::ErrorCode::MalformedRequest,
+                "node: each node of a cluster keeps read models of its own; name the node whose copies to rebuild \
+                 (ticketctl cluster status lists the nodes)"
+                    .to_owned(),
+            );
+        }
+        if node.is_empty() || node == here {
+            return self.on_this_node(request).await;
+        }
+        if !is_node_name(&node) {
+            return reply::query_error(
+                pb::ErrorCode::MalformedRequest,
+                format!("node: {node:?} is not a node name (letters, digits, '-' and '_', at most 64)"),
+            );
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(stamp) = stamp {
+            headers.insert(identity::REQUEST_INFO_HEADER, stamp.as_str());
+        }
+        let wait = if admin == AdminEndpoint::Rebuild { REBUILD_WAIT } else { self.forward_timeout };
+        let forwarded = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(wait));
+        match self.client.send_request(node_subject(&node, endpoint), forwarded).await {
+            Ok(answer) => (answer.payload, answer.headers.unwrap_or_default()),
+            Err(e) => {
+                use async_nats::client::RequestErrorKind;
+                let why = match e.kind() {
+                    RequestErrorKind::NoResponders => {
+                        "does not answer: no node of that name is running (ticketctl cluster status lists the live ones)"
+                            .to_owned()
+                    }
+                    RequestErrorKind::TimedOut => format!("did not answer within {} s", wait.as_secs()),
+                    RequestErrorKind::InvalidSubject
+                    | RequestErrorKind::MaxPayloadExceeded
+                    | RequestErrorKind::Other => format!("could not be reached: {e}"),
+                };
+                reply::query_error(pb::ErrorCode::Unavailable, format!("node {node} {why}"))
+            }
+        }
+    }
+
+    /// The lag of this node's read models, or a rebuild of one on every partition's copy, one
+    /// copy after another (each off the async runtime).
+    async fn on_this_node(&self, request: ticket_proto::AdminRequest) -> Reply {
+        let endpoint = Endpoint::Admin(request.endpoint());
+        let Some(replicas) = self.replicas.get().cloned() else { return not_caught_up(endpoint) };
+        let node = self.control.node().to_owned();
+        match request {
+            ticket_proto::AdminRequest::Rebuild(request) => {
+                let name = request.name;
+                info!(projection = %name, node, "projection rebuild requested on this node's copies");
+                let mut rebuilt = pb::ProjectionRebuilt { name: name.clone(), node, ..Default::default() };
+                for (partition, views) in &replicas.views {
+                    match admin::rebuilt(views.clone(), name.clone()).await {
+                        Ok((events, position)) => {
+                            rebuilt.events += events;
+                            rebuilt.partition_positions.insert(u32::from(partition.index()), position);
+                        }
+                        Err(mut error) => {
+                            error.message = format!("partition {partition}'s copy: {}", error.message);
+                            error.details.insert("partition".to_owned(), partition.index().to_string());
+                            return reply::query_error_of(error);
+                        }
+                    }
+                }
+                reply::query_reply(pb::query_reply::Result::Rebuilt(rebuilt))
+            }
+            ticket_proto::AdminRequest::Lag(_)
+            | ticket_proto::AdminRequest::Clock(_)
+            | ticket_proto::AdminRequest::AdvanceClock(_)
+            | ticket_proto::AdminRequest::Cluster(_)
+            | ticket_proto::AdminRequest::Move(_) => {
+                let mut all = pb::ProjectionLags { node, ..Default::default() };
+                for (partition, views) in &replicas.views {
+                    let lags = ticket_projections::answer::projection_status(views);
+                    all.projections.extend(
+                        lags.projections.into_iter().map(|lag| pb::ProjectionLag {
+                            name: format!("p{}/{}", partition.index(), lag.name),
+                            ..lag
+                        }),
+                    );
+                    all.quarantined.extend(lags.quarantined);
+                }
+                reply::query_reply(pb::query_reply::Result::Lag(all))
             }
         }
     }

@@ -101,8 +101,8 @@ fn queries_and_admin_requests_decode_as_their_endpoint_says() {
         assert_eq!(decoded, query);
     }
     for request in [
-        AdminRequest::Lag(pb::GetProjectionLag {}),
-        AdminRequest::Rebuild(pb::RebuildProjection { name: "board".into() }),
+        AdminRequest::Lag(pb::GetProjectionLag { node: "node-b".into() }),
+        AdminRequest::Rebuild(pb::RebuildProjection { name: "board".into(), node: String::new() }),
         AdminRequest::Move(pb::MovePartition { partition: 3, node: "node-b".into() }),
     ] {
         assert_eq!(AdminRequest::decode(request.endpoint(), &request.encode_to_vec()).unwrap(), request);
