@@ -81,11 +81,23 @@ pub struct Shared<M> {
     applied: watch::Sender<u64>,
     /// A rebuild owns the projection: the follower leaves it alone.
     rebuilding: Arc<AtomicBool>,
+    /// The projection applies nothing more until it is rebuilt: it stopped on a stored row it
+    /// could not read, or a rebuild of it failed (see `failed_rebuild`). Queries of it answer
+    /// why ([`Shared::answerable`]); read-your-writes does not wait for it.
+    halted: Arc<AtomicBool>,
+    /// Why the last rebuild failed, if it did: the projection holds what it had folded by then.
+    failed_rebuild: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl<M> Clone for Shared<M> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), applied: self.applied.clone(), rebuilding: self.rebuilding.clone() }
+        Self {
+            inner: self.inner.clone(),
+            applied: self.applied.clone(),
+            rebuilding: self.rebuilding.clone(),
+            halted: self.halted.clone(),
+            failed_rebuild: self.failed_rebuild.clone(),
+        }
     }
 }
 
@@ -96,6 +108,8 @@ impl<M: ReadModel> Shared<M> {
             inner: Arc::new(RwLock::new(projected)),
             applied: watch::Sender::new(position),
             rebuilding: Arc::new(AtomicBool::new(false)),
+            halted: Arc::new(AtomicBool::new(false)),
+            failed_rebuild: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
@@ -112,35 +126,46 @@ impl<M: ReadModel> Shared<M> {
         *self.applied.borrow()
     }
 
-    /// The position applied, unless the model stopped on a stored row it could not read (see
-    /// [`crate::ReadModel::unreadable`]): it applies nothing more, so nothing waits for it.
+    /// The position applied, unless the projection is halted (see [`Shared::halted`]): it
+    /// applies nothing more, so nothing waits for it.
     fn going(&self) -> Option<u64> {
-        let projected = self.read();
-        projected.unreadable().is_none().then(|| projected.position())
+        (!self.halted.load(Ordering::Acquire)).then(|| self.position())
     }
 
-    /// Waits until the projection has applied `position`, or has stopped on a stored row it
-    /// could not read (it applies nothing more: a query of it answers why, see
-    /// [`Shared::answerable`]); false at the deadline (or when the projector is gone).
+    /// Waits until the projection has applied `position`, or is halted (it stopped on a stored
+    /// row it could not read, or its rebuild failed: it applies nothing more, and a query of it
+    /// answers why, see [`Shared::answerable`]); false at the deadline (or when the projector
+    /// is gone).
     pub async fn wait_for(&self, position: u64, deadline: Duration) -> bool {
         let mut applied = self.applied.subscribe();
-        let done = |p: &u64| *p >= position || self.read().unreadable().is_some();
+        let done = |p: &u64| *p >= position || self.halted.load(Ordering::Acquire);
         matches!(tokio::time::timeout(deadline, applied.wait_for(done)).await, Ok(Ok(_)))
     }
 
-    /// The projection, unless it stopped on a stored row it could not read: then the error a
-    /// query answers (its answers would silently leave out everything since).
+    /// The projection applies nothing more; whoever waits for a later position stops waiting.
+    fn halt(&self) {
+        self.halted.store(true, Ordering::Release);
+        self.applied.send_modify(|_| {});
+    }
+
+    /// The projection, unless it is halted: then the error a query answers (its answers would
+    /// silently leave out everything since).
     fn answerable(&self) -> Result<RwLockReadGuard<'_, Projected<M>>, LogError> {
         let projected = self.read();
-        match projected.unreadable() {
-            None => Ok(projected),
-            Some(problem) => Err(LogError::Storage(format!(
-                "the {} read model stopped at position {} on a stored row it could not read ({problem}); \
-                 an operator rebuilds it (tickets.admin.rebuild)",
-                M::NAME,
-                projected.position()
-            ))),
+        if !self.halted.load(Ordering::Acquire) {
+            return Ok(projected);
         }
+        let failed = self.failed_rebuild.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let why = match (projected.unreadable(), failed) {
+            (Some(problem), _) => format!("stopped on a stored row it could not read ({problem})"),
+            (None, Some(failed)) => format!("holds what its failed rebuild had folded ({failed})"),
+            (None, None) => "applies nothing more".to_owned(),
+        };
+        Err(LogError::Storage(format!(
+            "the {} read model {why} at position {}; an operator rebuilds it (tickets.admin.rebuild)",
+            M::NAME,
+            projected.position()
+        )))
     }
 
     fn publish(&self, position: u64) {
@@ -166,8 +191,7 @@ impl<M: ReadModel> Shared<M> {
         drop(guard);
         self.publish(position);
         if stopped {
-            // Whoever waits for a later position stops waiting: it will not come.
-            self.applied.send_modify(|_| {});
+            self.halt();
         }
         applied
     }
@@ -188,6 +212,10 @@ impl<M: ReadModel> Shared<M> {
     /// one in a second space, and memory stays bounded (the old model is not kept). Stops
     /// between batches when `stop()` turns true, flushing what it applied (a restart resumes
     /// from there). Returns the events applied.
+    ///
+    /// A rebuild that fails (but for a shutdown) leaves the projection halted with the error
+    /// (see [`Shared::answerable`]): it holds a fold of the log up to where it stopped, which
+    /// the follower must not continue past a gap, until a rebuild succeeds.
     fn rebuild<L: EventLog>(
         &self,
         log: &L,
@@ -196,12 +224,36 @@ impl<M: ReadModel> Shared<M> {
         stop: &dyn Fn() -> bool,
         store: Option<&Arc<dyn StateStore>>,
     ) -> Result<u64, ProjectorError> {
-        let state = |source| ProjectorError::State { name: M::NAME, source };
         if stop() {
             return Err(ProjectorError::Stopped);
         }
+        let rebuilt = self.rebuild_from_scratch(log, config, progress, stop, store);
+        match &rebuilt {
+            Ok(_) | Err(ProjectorError::Stopped) => {}
+            Err(e) => {
+                *self.failed_rebuild.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
+                self.halt();
+            }
+        }
+        rebuilt
+    }
+
+    fn rebuild_from_scratch<L: EventLog>(
+        &self,
+        log: &L,
+        config: &ProjectorConfig,
+        progress: &mut dyn FnMut(u64, u64),
+        stop: &dyn Fn() -> bool,
+        store: Option<&Arc<dyn StateStore>>,
+    ) -> Result<u64, ProjectorError> {
+        let state = |source| ProjectorError::State { name: M::NAME, source };
         self.rebuilding.store(true, Ordering::Release);
-        self.write().clear().map_err(state)?;
+        {
+            let mut cleared = self.write();
+            cleared.clear().map_err(state)?;
+            *self.failed_rebuild.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            self.halted.store(false, Ordering::Release);
+        }
         self.applied.send_replace(0);
         let batch = config.batch.max(1);
         let mut applied = 0u64;

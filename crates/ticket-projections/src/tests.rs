@@ -26,6 +26,8 @@ struct VecLog {
     head: Arc<tokio::sync::watch::Sender<u64>>,
     /// A ticket's stream cannot be read (a failing disk).
     broken: Arc<std::sync::atomic::AtomicBool>,
+    /// Reads of positions from this one on fail (0: none do).
+    failing_from: Arc<AtomicU64>,
 }
 
 impl VecLog {
@@ -37,6 +39,7 @@ impl VecLog {
             read: Arc::new(AtomicU64::new(0)),
             head: Arc::new(tokio::sync::watch::channel(visible).0),
             broken: Arc::default(),
+            failing_from: Arc::default(),
         }
     }
 
@@ -74,6 +77,10 @@ impl EventLog for VecLog {
             .collect())
     }
     fn read_from(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+        let failing = self.failing_from.load(Ordering::SeqCst);
+        if failing > 0 && from.saturating_add(limit as u64) > failing {
+            return Err(LogError::Storage("a failing disk under the log".to_owned()));
+        }
         let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
         let events: Vec<_> = self.visible().iter().skip(skip).take(limit).cloned().collect();
         self.read.fetch_add(events.len() as u64, Ordering::SeqCst);
@@ -798,4 +805,32 @@ fn a_rebuild_that_cannot_read_a_stored_row_back_stops_with_an_error() {
     assert!(projector.board.position() < log.head());
     assert_eq!(projector.tickets.position(), log.head());
     assert_eq!(projector.position(), log.head(), "the stopped board is not waited for");
+}
+
+/// Given caught-up read models, when a rebuild of the board cannot read the log half way, then
+/// the rebuild fails, and the board, which holds only what it had folded by then, answers
+/// `UNAVAILABLE` naming the failed rebuild instead of a short board; read-your-writes does not
+/// wait for it; once the log reads again, a rebuild repairs it to the answers of one pass.
+#[test]
+fn a_failed_rebuild_leaves_the_model_answering_why_until_a_rebuild_succeeds() {
+    let h = history(&[(0, 0, 1), (1, 0, 2), (6, 0, 5), (7, 0, 5), (0, 1, 3)]);
+    let log = VecLog::new(h.events.clone());
+    let config = ProjectorConfig { batch: 1, ..ProjectorConfig::default() };
+    let projector = Projector::open(log.clone(), None, config);
+    projector.catch_up(|_, _| {}).unwrap();
+    assert!(answer::board(&projector, 100).is_ok());
+
+    log.failing_from.store(log.head() / 2, Ordering::SeqCst);
+    assert!(projector.rebuild("board", |_, _| {}).is_err());
+    let refused = answer::board(&projector, 100).unwrap_err();
+    assert_eq!(refused.code, pb::ErrorCode::Unavailable as i32);
+    assert!(refused.message.contains("board") && refused.message.contains("failing disk"), "{}", refused.message);
+    assert_eq!(projector.position(), log.head(), "the halted board is not waited for");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    assert!(runtime.block_on(projector.wait_for(log.head(), std::time::Duration::from_secs(30))));
+
+    log.failing_from.store(0, Ordering::SeqCst);
+    projector.rebuild("board", |_, _| {}).unwrap();
+    assert_eq!(projector.board.position(), log.head());
+    assert_eq!(answers(&projector, &h, &log), answers(&single_pass(&h.events), &h, &log));
 }

@@ -272,6 +272,8 @@ pub async fn start_cluster<L: EventLog>(
     let node = front.control.node().to_owned();
     let prefix = format!("{NODE_SUBJECT_PREFIX}.{node}.");
     let mut requests = client.subscribe(format!("{prefix}>")).await.map_err(|e| ApiError::Subscribe(e.to_string()))?;
+    // Subscribed before this node answers anything: a lag it names is reachable from then on.
+    let _ = client.flush().await;
     let answering = front.clone();
     handle.tasks.spawn(async move {
         while let Some(message) = requests.next().await {

@@ -65,7 +65,13 @@ pub(super) async fn handle<L: EventLog>(
             }
         };
         if let Some(ticket) = ticket {
-            let owner = TicketId::parse(&ticket).ok().and_then(|t| answer::ticket(views, t, policy, now).ok());
+            // A ticket that cannot be read is answered as such (UNAVAILABLE), not as another
+            // customer's; an unknown one is denied like another customer's (it is not its own).
+            let owner = match TicketId::parse(&ticket).map(|t| answer::ticket(views, t, policy, now)) {
+                Ok(Ok(view)) => Some(view),
+                Ok(Err(error)) if error.code == pb::ErrorCode::Unavailable as i32 => return query_error_of(error),
+                Ok(Err(_)) | Err(_) => None,
+            };
             if owner.is_none_or(|t| t.customer != customer.as_str()) {
                 return deny(format!("the ticket is not one of customer {customer}'s"));
             }
