@@ -142,6 +142,18 @@ impl<M: ReadModel> Shared<M> {
         matches!(tokio::time::timeout(deadline, applied.wait_for(done)).await, Ok(Ok(_)))
     }
 
+    /// A rebuild failed with `e`: unless it stopped for a shutdown, the projection is halted
+    /// with the error (see [`Shared::answerable`]). It holds a fold of the log up to where the
+    /// rebuild stopped, which the follower must not continue past the gap (a rebuild owns it
+    /// still), until a rebuild succeeds.
+    fn rebuild_failed(&self, e: &ProjectorError) {
+        if matches!(e, ProjectorError::Stopped) {
+            return;
+        }
+        *self.failed_rebuild.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
+        self.halt();
+    }
+
     /// The projection applies nothing more; whoever waits for a later position stops waiting.
     fn halt(&self) {
         self.halted.store(true, Ordering::Release);
@@ -213,9 +225,8 @@ impl<M: ReadModel> Shared<M> {
     /// between batches when `stop()` turns true, flushing what it applied (a restart resumes
     /// from there). Returns the events applied.
     ///
-    /// A rebuild that fails (but for a shutdown) leaves the projection halted with the error
-    /// (see [`Shared::answerable`]): it holds a fold of the log up to where it stopped, which
-    /// the follower must not continue past a gap, until a rebuild succeeds.
+    /// A rebuild that fails (but for a shutdown) leaves the projection halted with the error:
+    /// see [`Shared::rebuild_failed`].
     fn rebuild<L: EventLog>(
         &self,
         log: &L,
@@ -224,29 +235,10 @@ impl<M: ReadModel> Shared<M> {
         stop: &dyn Fn() -> bool,
         store: Option<&Arc<dyn StateStore>>,
     ) -> Result<u64, ProjectorError> {
+        let state = |source| ProjectorError::State { name: M::NAME, source };
         if stop() {
             return Err(ProjectorError::Stopped);
         }
-        let rebuilt = self.rebuild_from_scratch(log, config, progress, stop, store);
-        match &rebuilt {
-            Ok(_) | Err(ProjectorError::Stopped) => {}
-            Err(e) => {
-                *self.failed_rebuild.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
-                self.halt();
-            }
-        }
-        rebuilt
-    }
-
-    fn rebuild_from_scratch<L: EventLog>(
-        &self,
-        log: &L,
-        config: &ProjectorConfig,
-        progress: &mut dyn FnMut(u64, u64),
-        stop: &dyn Fn() -> bool,
-        store: Option<&Arc<dyn StateStore>>,
-    ) -> Result<u64, ProjectorError> {
-        let state = |source| ProjectorError::State { name: M::NAME, source };
         self.rebuilding.store(true, Ordering::Release);
         {
             let mut cleared = self.write();
@@ -600,9 +592,18 @@ impl<L: EventLog> Projector<L> {
         let started = std::time::Instant::now();
         let (log, config, store) = (&self.log, &self.config, self.store.as_ref());
         let applied = match name {
-            Tickets::NAME => self.tickets.rebuild(log, config, &mut progress, stop, store)?,
-            Board::NAME => self.board.rebuild(log, config, &mut progress, stop, store)?,
-            Compliance::NAME => self.compliance.rebuild(log, config, &mut progress, stop, store)?,
+            Tickets::NAME => self
+                .tickets
+                .rebuild(log, config, &mut progress, stop, store)
+                .inspect_err(|e| self.tickets.rebuild_failed(e))?,
+            Board::NAME => self
+                .board
+                .rebuild(log, config, &mut progress, stop, store)
+                .inspect_err(|e| self.board.rebuild_failed(e))?,
+            Compliance::NAME => self
+                .compliance
+                .rebuild(log, config, &mut progress, stop, store)
+                .inspect_err(|e| self.compliance.rebuild_failed(e))?,
             timeline::NAME => 0,
             other => return Err(ProjectorError::UnknownProjection(other.to_owned())),
         };
