@@ -13,7 +13,7 @@ use ticket_proto::{AdminEndpoint, AdminRequest, pb, wire};
 use ticket_service::Clock;
 use tracing::info;
 
-use super::reply::{Reply, query_error, query_error_of, query_reply};
+use super::reply::{Reply, error, query_error, query_error_of, query_reply};
 
 /// The most events an advance's reply carries (the count and the last position are always
 /// there).
@@ -168,8 +168,6 @@ async fn rebuild<L: EventLog>(views: Projector<L>, name: String) -> Reply {
 /// Rebuilds projection `name` of `views` off the async runtime: the events it applied and the
 /// position it reached, or the error to answer (an unknown name is a malformed request).
 pub(super) async fn rebuilt<L: EventLog>(views: Projector<L>, name: String) -> Result<(u64, u64), pb::Error> {
-    let error =
-        |code: pb::ErrorCode, message: String| pb::Error { code: code as i32, message, details: Default::default() };
     let rebuilding = name.clone();
     let rebuilt = tokio::task::spawn_blocking(move || {
         let events = views.rebuild(&rebuilding, |_, _| {})?;

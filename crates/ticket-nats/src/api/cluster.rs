@@ -690,16 +690,20 @@ impl<L: EventLog> Front<L> {
                 return reply::query_error(pb::ErrorCode::MalformedRequest, message);
             }
         };
-        let node = match &request {
-            ticket_proto::AdminRequest::Lag(r) => r.node.clone(),
-            ticket_proto::AdminRequest::Rebuild(r) => r.node.clone(),
+        // The node asked about, and for a rebuild the projection's name.
+        let (node, rebuild) = match request {
+            ticket_proto::AdminRequest::Lag(r) => (r.node, None),
+            ticket_proto::AdminRequest::Rebuild(r) => (r.node, Some(r.name)),
             ticket_proto::AdminRequest::Clock(_)
             | ticket_proto::AdminRequest::AdvanceClock(_)
             | ticket_proto::AdminRequest::Cluster(_)
-            | ticket_proto::AdminRequest::Move(_) => String::new(),
+            | ticket_proto::AdminRequest::Move(_) => {
+                let message = format!("tickets.admin.{} is not about a node's read models", admin.name());
+                return reply::query_error(pb::ErrorCode::UnknownEndpoint, message);
+            }
         };
         let here = self.control.node();
-        if node.is_empty() && admin == AdminEndpoint::Rebuild {
+        if node.is_empty() && rebuild.is_some() {
             return reply::query_error(
                 pb::ErrorCode::MalformedRequest,
                 "node: each node of a cluster keeps read models of its own; name the node whose copies to rebuild \
@@ -708,7 +712,11 @@ impl<L: EventLog> Front<L> {
             );
         }
         if node.is_empty() || node == here {
-            return self.on_this_node(request).await;
+            let Some(replicas) = self.replicas.get().cloned() else { return not_caught_up(endpoint) };
+            return match rebuild {
+                Some(name) => self.rebuild_here(&replicas, name).await,
+                None => self.lag_here(&replicas),
+            };
         }
         if !is_node_name(&node) {
             return reply::query_error(
@@ -716,13 +724,9 @@ impl<L: EventLog> Front<L> {
                 format!("node: {node:?} is not a node name (letters, digits, '-' and '_', at most 64)"),
             );
         }
-        let mut headers = HeaderMap::new();
-        if let Some(stamp) = stamp {
-            headers.insert(identity::REQUEST_INFO_HEADER, stamp.as_str());
-        }
-        let wait = if admin == AdminEndpoint::Rebuild { REBUILD_WAIT } else { self.forward_timeout };
-        let forwarded = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(wait));
-        match self.client.send_request(node_subject(&node, endpoint), forwarded).await {
+        let wait = if rebuild.is_some() { REBUILD_WAIT } else { self.forward_timeout };
+        match self.client.send_request(node_subject(&node, endpoint), forwarded(payload, stamp.as_deref(), wait)).await
+        {
             Ok(answer) => (answer.payload, answer.headers.unwrap_or_default()),
             Err(e) => {
                 use async_nats::client::RequestErrorKind;
@@ -741,51 +745,41 @@ impl<L: EventLog> Front<L> {
         }
     }
 
-    /// The lag of this node's read models, or a rebuild of one on every partition's copy, one
-    /// copy after another (each off the async runtime).
-    async fn on_this_node(&self, request: ticket_proto::AdminRequest) -> Reply {
-        let endpoint = Endpoint::Admin(request.endpoint());
-        let Some(replicas) = self.replicas.get().cloned() else { return not_caught_up(endpoint) };
+    /// A rebuild of projection `name` on this node's copy of every partition, one after
+    /// another (each off the async runtime).
+    async fn rebuild_here(&self, replicas: &Replicas<L>, name: String) -> Reply {
         let node = self.control.node().to_owned();
-        match request {
-            ticket_proto::AdminRequest::Rebuild(request) => {
-                let name = request.name;
-                info!(projection = %name, node, "projection rebuild requested on this node's copies");
-                let mut rebuilt = pb::ProjectionRebuilt { name: name.clone(), node, ..Default::default() };
-                for (partition, views) in &replicas.views {
-                    match admin::rebuilt(views.clone(), name.clone()).await {
-                        Ok((events, position)) => {
-                            rebuilt.events += events;
-                            rebuilt.partition_positions.insert(u32::from(partition.index()), position);
-                        }
-                        Err(mut error) => {
-                            error.message = format!("partition {partition}'s copy: {}", error.message);
-                            error.details.insert("partition".to_owned(), partition.index().to_string());
-                            return reply::query_error_of(error);
-                        }
-                    }
+        info!(projection = %name, node, "projection rebuild requested on this node's copies");
+        let mut rebuilt = pb::ProjectionRebuilt { name: name.clone(), node, ..Default::default() };
+        for (partition, views) in &replicas.views {
+            match admin::rebuilt(views.clone(), name.clone()).await {
+                Ok((events, position)) => {
+                    rebuilt.events += events;
+                    rebuilt.partition_positions.insert(u32::from(partition.index()), position);
                 }
-                reply::query_reply(pb::query_reply::Result::Rebuilt(rebuilt))
-            }
-            ticket_proto::AdminRequest::Lag(_)
-            | ticket_proto::AdminRequest::Clock(_)
-            | ticket_proto::AdminRequest::AdvanceClock(_)
-            | ticket_proto::AdminRequest::Cluster(_)
-            | ticket_proto::AdminRequest::Move(_) => {
-                let mut all = pb::ProjectionLags { node, ..Default::default() };
-                for (partition, views) in &replicas.views {
-                    let lags = ticket_projections::answer::projection_status(views);
-                    all.projections.extend(
-                        lags.projections.into_iter().map(|lag| pb::ProjectionLag {
-                            name: format!("p{}/{}", partition.index(), lag.name),
-                            ..lag
-                        }),
-                    );
-                    all.quarantined.extend(lags.quarantined);
+                Err(mut error) => {
+                    error.message = format!("partition {partition}'s copy: {}", error.message);
+                    error.details.insert("partition".to_owned(), partition.index().to_string());
+                    return reply::query_error_of(error);
                 }
-                reply::query_reply(pb::query_reply::Result::Lag(all))
             }
         }
+        reply::query_reply(pb::query_reply::Result::Rebuilt(rebuilt))
+    }
+
+    /// The lag of this node's read models: each partition's copy's, named `p<partition>/<model>`.
+    fn lag_here(&self, replicas: &Replicas<L>) -> Reply {
+        let mut all = pb::ProjectionLags { node: self.control.node().to_owned(), ..Default::default() };
+        for (partition, views) in &replicas.views {
+            let lags = ticket_projections::answer::projection_status(views);
+            all.projections.extend(
+                lags.projections
+                    .into_iter()
+                    .map(|lag| pb::ProjectionLag { name: format!("p{}/{}", partition.index(), lag.name), ..lag }),
+            );
+            all.quarantined.extend(lags.quarantined);
+        }
+        reply::query_reply(pb::query_reply::Result::Lag(all))
     }
 
     /// The partition's engine on this node, if it serves it.
@@ -847,11 +841,7 @@ impl<L: EventLog> Front<L> {
         stamp: Option<&str>,
         payload: Bytes,
     ) -> Result<Reply, Unreached> {
-        let mut headers = HeaderMap::new();
-        if let Some(stamp) = stamp {
-            headers.insert(identity::REQUEST_INFO_HEADER, stamp);
-        }
-        let request = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(self.forward_timeout));
+        let request = forwarded(payload, stamp, self.forward_timeout);
         match self.client.send_request(partition_subject(partition, endpoint), request).await {
             Ok(answer) => Ok((answer.payload, answer.headers.unwrap_or_default())),
             Err(e) => {
@@ -873,6 +863,16 @@ impl<L: EventLog> Front<L> {
             }
         }
     }
+}
+
+/// A request forwarded to another node as it came: its payload and its sender's
+/// `Nats-Request-Info` stamp, answered within `wait`.
+fn forwarded(payload: Bytes, stamp: Option<&str>, wait: Duration) -> async_nats::Request {
+    let mut headers = HeaderMap::new();
+    if let Some(stamp) = stamp {
+        headers.insert(identity::REQUEST_INFO_HEADER, stamp);
+    }
+    async_nats::Request::new().payload(payload).headers(headers).timeout(Some(wait))
 }
 
 /// Why a partition's owner did not answer.

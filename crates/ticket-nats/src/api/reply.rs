@@ -50,7 +50,7 @@ pub(super) fn query_error_of(error: pb::Error) -> Reply {
     (pb::QueryReply { result: Some(pb::query_reply::Result::Error(error)) }.encode_to_vec().into(), headers)
 }
 
-fn error(code: pb::ErrorCode, message: String) -> pb::Error {
+pub(super) fn error(code: pb::ErrorCode, message: String) -> pb::Error {
     pb::Error { code: code as i32, message, details: Default::default() }
 }
 
