@@ -315,18 +315,21 @@ impl LogStream {
     /// acknowledged, every earlier owner is fenced off and every entry before it is final.
     pub async fn take(&self, partition: Partition, node: &str) -> Result<Fenced, StreamError> {
         let subject = self.subject(partition);
+        let tenure = uuid::Uuid::now_v7().simple().to_string();
         for attempt in 1..=self.config.take_attempts.max(1) {
             let after = self.last(partition).await?;
             let entry = pb::PartitionEntry {
                 kind: Some(pb::partition_entry::Kind::Takeover(pb::Takeover { node: node.to_owned(), after })),
             };
-            match publish(&self.js, &subject, partition, after, node, entry.encode_to_vec()).await {
+            let id = PublishId { node, tenure: &tenure, kind: "takeover", after };
+            match publish(&self.js, &subject, partition, id, entry.encode_to_vec()).await {
                 Ok(sequence) => {
                     info!(partition = partition.index(), node, after, sequence, attempt, "partition taken over");
                     return Ok(Fenced {
                         stream: self.clone(),
                         partition,
                         node: node.to_owned(),
+                        tenure,
                         last: sequence,
                         poisoned: false,
                     });
@@ -435,6 +438,8 @@ pub struct Fenced {
     stream: LogStream,
     partition: Partition,
     node: String,
+    /// Unique to this takeover, in every publish id of it ([`PublishId`]).
+    tenure: String,
     /// The stream sequence of the partition's last entry, as this owner knows it.
     last: u64,
     poisoned: bool,
@@ -465,7 +470,8 @@ impl Fenced {
         group.node.clone_from(&self.node);
         let entry = pb::PartitionEntry { kind: Some(pb::partition_entry::Kind::Group(group)) };
         let subject = self.stream.subject(self.partition);
-        match publish(&self.stream.js, &subject, self.partition, self.last, &self.node, entry.encode_to_vec()).await {
+        let id = PublishId { node: &self.node, tenure: &self.tenure, kind: "group", after: self.last };
+        match publish(&self.stream.js, &subject, self.partition, id, entry.encode_to_vec()).await {
             Ok(sequence) => {
                 self.last = sequence;
                 Ok(sequence)
@@ -487,27 +493,54 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_micros(u64::from(attempt.min(20)) * 5 * jitter)
 }
 
-/// Publishes `payload` on `subject` only directly after stream sequence `after` of that subject.
-/// The publish id names the node, the partition and `after`, so a retried publish is dropped as
-/// a duplicate and two nodes' appends after the same entry never are.
+/// The publish id (`Nats-Msg-Id`) of an append: the stream drops a publish whose id it stored
+/// in the last two minutes and answers it with the stored one's sequence, as if stored. So an
+/// id names one publish only: the node, the takeover it belongs to (a fresh id per
+/// [`LogStream::take`]), what it is, and the sequence it goes after. Node name and sequence alone
+/// are not enough: a process replacing a paused one under the same node name takes the
+/// partition over directly after the entry the paused one would append after, and the paused
+/// one's append, once it resumes, would be answered as a duplicate of that takeover (a
+/// replicated stream checks the id before the fence) and acknowledged without being stored.
+#[derive(Debug, Clone, Copy)]
+struct PublishId<'a> {
+    node: &'a str,
+    tenure: &'a str,
+    kind: &'static str,
+    after: u64,
+}
+
+impl std::fmt::Display for PublishId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}:{}", self.node, self.tenure, self.kind, self.after)
+    }
+}
+
+/// Publishes `payload` on `subject` only directly after stream sequence `id.after` of that
+/// subject. A publish the client sent again (after a reconnection) is dropped as a duplicate and
+/// answered with the sequence the first one was stored at; no other publish shares its id.
 async fn publish(
     js: &jetstream::Context,
     subject: &str,
     partition: Partition,
-    after: u64,
-    node: &str,
+    id: PublishId<'_>,
     payload: Vec<u8>,
 ) -> Result<u64, AppendError> {
+    let after = id.after;
     let message = PublishMessage::build()
         .payload(Bytes::from(payload))
         .expected_last_subject_sequence(after)
-        .message_id(format!("{node}:{partition}:{after}"));
+        .message_id(id.to_string());
     let acked = match js.send_publish(subject.to_owned(), message).await {
         Ok(ack) => ack.await,
         Err(e) => Err(e),
     };
     match acked {
-        Ok(ack) => Ok(ack.sequence),
+        Ok(ack) => {
+            if ack.duplicate {
+                debug!(partition = partition.index(), publish = %id, sequence = ack.sequence, "an append sent again was already stored");
+            }
+            Ok(ack.sequence)
+        }
         Err(e) => Err(classify(&e, partition, after)),
     }
 }

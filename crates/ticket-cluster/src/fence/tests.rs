@@ -238,3 +238,38 @@ fn the_found_sequence_is_read_from_the_servers_description() {
     assert_eq!(found_sequence("wrong last sequence (code 400, error code 10164)"), None);
     assert_eq!(found_sequence("stream not found"), None);
 }
+
+/// Given an owner paused before its next append, when a process under the same node name (a
+/// replacement started while the first was thought dead) takes the partition over directly
+/// after the same entry, then the first process's append is refused when it resumes. The two
+/// processes' publishes never share a publish id: on a replicated stream the server checks the
+/// id before the fence, and would answer the paused append as a duplicate of the takeover,
+/// "stored" at the takeover's sequence.
+async fn a_replacement_under_the_same_node_name_fences_the_paused_process(url: &str, replicas: usize) {
+    let (first, replacement) = (log_stream(url, replicas).await, log_stream(url, replicas).await);
+    let p = partition(5);
+    let mut paused = first.take(p, "node-a").await.unwrap();
+    let mut again = replacement.take(p, "node-a").await.unwrap();
+    let (taken, retaken) = (paused.last(), again.last());
+    assert!(retaken > taken, "the replacement took over after the paused one's takeover");
+    let refused = paused.append(group(1)).await;
+    assert_eq!(refused, Err(AppendError::Deposed { partition: p, expected: taken, found: Some(retaken) }));
+    let landed = again.append(group(1)).await.unwrap();
+    let seen: Vec<_> = entries(&replacement, p).await.into_iter().map(|(s, kind, _, _)| (s, kind)).collect();
+    assert_eq!(seen, vec![(taken, "takeover"), (retaken, "takeover"), (landed, "group")]);
+    // And it stays refused.
+    assert!(matches!(paused.append(group(2)).await, Err(AppendError::Deposed { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_under_the_same_node_name_fences_the_paused_process_on_one_server() {
+    let server = NatsServer::start().unwrap();
+    a_replacement_under_the_same_node_name_fences_the_paused_process(&server.url(), 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_under_the_same_node_name_fences_the_paused_process_on_three_replicas() {
+    let cluster = Cluster::start(3).unwrap();
+    cluster.wait_routed(Duration::from_secs(30)).unwrap();
+    a_replacement_under_the_same_node_name_fences_the_paused_process(&cluster.nodes[0].url(), 3).await;
+}
