@@ -2,8 +2,9 @@
 //! opens tickets placed in the partition through the real command service on the partition's
 //! log, printing `ACK <partition> <command id>` only after the command was acknowledged
 //! (replicated to the log stream and written to the node's sled log), `REFUSED <partition>
-//! <command id> <error>` when its log refuses it, and `OWNS <n>` when the partitions it owns
-//! change.
+//! <command id> <error>` when its log refuses it, `OWNS <n>` when the partitions it owns
+//! change, and `REPLACED <why>` when another process claimed its node name (it was paused past
+//! its word's time to live).
 //!
 //! Usage: it-cluster-node <nats url> <node name> <data dir> <policy file>
 
@@ -70,6 +71,7 @@ fn main() -> std::process::ExitCode {
         };
         let mut owned = node.owned();
         let mut writing = BTreeSet::new();
+        let mut replaced = false;
         loop {
             let now_owned = owned.borrow_and_update().clone();
             say(format!("OWNS {}", now_owned.len()));
@@ -81,8 +83,14 @@ fn main() -> std::process::ExitCode {
                     tokio::spawn(async move { write(held, policy, partitions, name).await });
                 }
             }
-            if owned.changed().await.is_err() {
-                return std::process::ExitCode::SUCCESS;
+            tokio::select! {
+                changed = owned.changed() => if changed.is_err() {
+                    return std::process::ExitCode::SUCCESS;
+                },
+                why = node.replaced(), if !replaced => {
+                    say(format!("REPLACED {why}"));
+                    replaced = true;
+                }
             }
         }
     })

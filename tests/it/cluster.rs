@@ -189,10 +189,18 @@ async fn a_paused_owner_cannot_append_once_its_partitions_were_taken_over() {
     for (partition, id) in &acked {
         assert_eq!(commands.get(id), Some(&1), "acknowledged command {id} of partition {partition}");
     }
-    // A command refused because the node was deposed is not in the stream. One whose publish
-    // had no answer (paused past its acknowledgement's timeout) may be: its client was told the
-    // outcome is unknown and to retry with the same id, which the new owner answers from the log.
-    for line in a.lines().iter().filter(|l| l.starts_with("REFUSED ")) {
+    refused_as_the_stream_says(&a, &commands);
+    // Node b's logs hold what the stream holds for the partitions it owns (node a may have
+    // taken some back once it resumed and the two rebalanced).
+    b_holds(&b, &acked);
+    b.stop().await;
+}
+
+/// A command refused because the node was deposed is not in the stream. One whose publish had no
+/// answer (paused past its acknowledgement's timeout) may be: its client was told the outcome is
+/// unknown and to retry with the same id, which the new owner answers from the log.
+fn refused_as_the_stream_says(node: &NodeProcess, commands: &BTreeMap<String, usize>) {
+    for line in node.lines().iter().filter(|l| l.starts_with("REFUSED ")) {
         let id = line.split(' ').nth(2).unwrap();
         let count = commands.get(id).copied().unwrap_or(0);
         if line.contains("deposed") {
@@ -201,10 +209,50 @@ async fn a_paused_owner_cannot_append_once_its_partitions_were_taken_over() {
             assert!(line.contains("outcome is unknown") && count <= 1, "{line}: {count} times in the stream");
         }
     }
-    // Node b's logs hold what the stream holds for the partitions it owns (node a may have
-    // taken some back once it resumed and the two rebalanced).
-    b_holds(&b, &acked);
-    b.stop().await;
+}
+
+/// Given node a (a process) owning every partition and acknowledging commands, when it is paused
+/// past its leases and a second process starts as node-a (a replacement, on a data directory of
+/// its own), then the replacement waits the paused one's word out, takes every partition over
+/// and acknowledges commands; when the first resumes, it is refused on every partition it wrote
+/// to, learns that another process runs under its name, and gives everything up, leaving the
+/// replacement serving. Every command either acknowledged is in the stream exactly once, none
+/// refused as deposed is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_replaced_under_its_own_name_gives_everything_up_and_loses_nothing() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = NodeProcess::start(&server.url(), "node-a", &dir.path().join("first"));
+    wait_for("the first node-a owning every partition and acknowledging", || {
+        first.owns() == Some(16) && first.acks().len() >= 100
+    })
+    .await;
+
+    first.signal("-STOP");
+    let replacement = NodeProcess::start(&server.url(), "node-a", &dir.path().join("replacement"));
+    wait_for("the replacement owning every partition and acknowledging", || {
+        replacement.owns() == Some(16) && replacement.acks().len() >= 100
+    })
+    .await;
+
+    first.signal("-CONT");
+    wait_for("the first node-a refused on every partition, replaced, owning nothing", || {
+        first.refused() >= 16 && first.lines().iter().any(|l| l.starts_with("REPLACED ")) && first.owns() == Some(0)
+    })
+    .await;
+    let acked_before = replacement.acks().len();
+    wait_for("the replacement still acknowledging", || replacement.acks().len() >= acked_before + 50).await;
+    first.signal("-KILL");
+    replacement.signal("-KILL");
+
+    assert_eq!(replacement.owns(), Some(16), "the replacement kept every partition");
+    assert!(!replacement.lines().iter().any(|l| l.starts_with("REPLACED ")), "the replacement was never replaced");
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let commands = commands_in_the_stream(&js, 16).await;
+    for (partition, id) in first.acks().iter().chain(replacement.acks().iter()) {
+        assert_eq!(commands.get(id), Some(&1), "acknowledged command {id} of partition {partition}");
+    }
+    refused_as_the_stream_says(&first, &commands);
 }
 
 /// Given node a (a process) owning every partition under a load of commands, when it is killed

@@ -3,7 +3,7 @@
 //!
 //! Every `renew_every` the node:
 //! 1. says it is alive (a key of its own in the `TICKETS_NODES` bucket, which expires like a
-//!    lease), and counts the live nodes;
+//!    lease, holding this process's id: see [`claim_name`]), and counts the live nodes;
 //! 2. renews the lease of every partition it owns, and gives up a partition whose lease was lost
 //!    or whose log stopped (deposed: its fence refused an append);
 //! 3. takes free partitions while it owns fewer than its share (the partitions divided by the
@@ -91,6 +91,57 @@ pub enum NodeError {
     Misconfigured(String),
 }
 
+/// Claims the node's name for this process (`instance`) in the live nodes' bucket, and returns
+/// the revision of its first word. A name is one process's: two processes under one name would
+/// both answer as that node, and the balance would count them as one.
+///
+/// The key is created only while absent. If it is there, the last word under this name is
+/// another process's: one that was killed (its word expires within the time to live: this waits
+/// for that), or one that runs (it says it is alive again before then: refused, as
+/// misconfigured). A node stopped gracefully deleted its word, so its restart claims at once.
+pub async fn claim_name(nodes: &kv::Store, config: &NodeConfig, instance: &str) -> Result<u64, NodeError> {
+    let name = &config.name;
+    let nats = |e: &dyn std::fmt::Display| NodeError::Setup(format!("the live nodes: {e}"));
+    let patience = config.leases.ttl * 3;
+    let started = tokio::time::Instant::now();
+    let mut seen: Option<u64> = None;
+    loop {
+        match nodes.create(name, Bytes::from(instance.to_owned())).await {
+            Ok(revision) => {
+                if seen.is_some() {
+                    info!(node = %name, waited_ms = started.elapsed().as_millis(), "the last word of an earlier process under this node's name expired; the name is this process's");
+                }
+                return Ok(revision);
+            }
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(nats(&e)),
+        }
+        // Deleted in between: created at the next turn.
+        let Some(entry) = nodes.entry(name).await.map_err(|e| nats(&e))?.filter(|e| e.operation == kv::Operation::Put)
+        else {
+            continue;
+        };
+        match seen {
+            None => {
+                info!(node = %name, "another process said it was this node less than the leases' time to live ago (killed, or running under the same name); waiting for its word to expire");
+                seen = Some(entry.revision);
+            }
+            Some(earlier) if earlier != entry.revision => {
+                return Err(NodeError::Misconfigured(format!(
+                    "another process is running as node {name:?}: it said it was alive again while this one waited for its word to expire (every node of a cluster needs its own name: [cluster] node)"
+                )));
+            }
+            Some(_) => {}
+        }
+        if started.elapsed() > patience {
+            return Err(NodeError::Setup(format!(
+                "the word of an earlier process under the name {name:?} has not expired in {patience:?} (the live nodes' bucket should expire it within the leases' time to live)"
+            )));
+        }
+        tokio::time::sleep(config.renew_every / 2).await;
+    }
+}
+
 /// A partition this node serves.
 #[derive(Debug, Clone)]
 pub struct Owned {
@@ -151,9 +202,21 @@ pub struct NodeHandle {
     owned: watch::Receiver<BTreeMap<Partition, Owned>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    replaced: watch::Receiver<Option<String>>,
 }
 
 impl NodeHandle {
+    /// Resolves once the node stopped serving because another process now runs under its name
+    /// (this one was paused or cut off past the time to live, and replaced): why.
+    pub async fn replaced(&self) -> String {
+        let mut replaced = self.replaced.clone();
+        match replaced.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            // The node's task ended otherwise: never replaced.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// The partitions the node serves now (changes as it takes and hands over partitions).
     pub fn owned(&self) -> watch::Receiver<BTreeMap<Partition, Owned>> {
         self.owned.clone()
@@ -231,6 +294,9 @@ pub async fn start_serving(
     .map_err(|e| setup(&e))?;
     let placement =
         Placement::ensure(&js, &config.placement_bucket, config.leases.replicas).await.map_err(|e| setup(&e))?;
+    let instance = uuid::Uuid::now_v7().simple().to_string();
+    let word = claim_name(&nodes, &config, &instance).await?;
+    let (replaced_tx, replaced) = watch::channel(None);
     let (owned_tx, owned) = watch::channel(BTreeMap::new());
     let (stop, stopped) = watch::channel(false);
     let (caught_up_tx, caught_up) = tokio::sync::mpsc::unbounded_channel();
@@ -239,6 +305,9 @@ pub async fn start_serving(
         stream,
         leases,
         nodes,
+        instance,
+        word,
+        replaced: replaced_tx,
         service,
         held: BTreeMap::new(),
         owned: owned_tx,
@@ -252,7 +321,7 @@ pub async fn start_serving(
         placed: BTreeMap::new(),
     };
     let task = tokio::spawn(node.run(stopped, caught_up));
-    Ok(NodeHandle { owned, stop, task })
+    Ok(NodeHandle { owned, stop, task, replaced })
 }
 
 struct Node {
@@ -260,6 +329,12 @@ struct Node {
     stream: LogStream,
     leases: Leases,
     nodes: kv::Store,
+    /// This process's id, the value of its word in the live nodes' bucket.
+    instance: String,
+    /// The revision of its last word there.
+    word: u64,
+    /// Set once another process runs under this node's name: the node stops.
+    replaced: watch::Sender<Option<String>>,
     service: Arc<dyn PartitionService>,
     held: BTreeMap<Partition, Held>,
     owned: watch::Sender<BTreeMap<Partition, Owned>>,
@@ -313,6 +388,9 @@ impl Node {
         // moment, and tried again a few rounds later if it fails.
         let mut watch_again = tokio::time::Instant::now();
         loop {
+            if self.replaced.borrow().is_some() {
+                break;
+            }
             if (changes.is_none() || placements.is_none()) && tokio::time::Instant::now() >= watch_again {
                 let patience = self.config.renew_every / 8;
                 if changes.is_none() {
@@ -364,8 +442,11 @@ impl Node {
                 }
             }
         }
-        // Said first, so that the others count the nodes left when they take its partitions.
-        if let Err(e) = self.nodes.delete(&self.config.name).await {
+        // Said first, so that the others count the nodes left when they take its partitions
+        // (unless the name is another process's now).
+        if self.replaced.borrow().is_none()
+            && let Err(e) = self.nodes.delete_expect_revision(&self.config.name, Some(self.word)).await
+        {
             warn!(node = %self.config.name, error = %e, "could not say the node left");
         }
         let all: Vec<Partition> = self.held.keys().chain(self.pending.keys()).copied().collect();
@@ -445,11 +526,54 @@ impl Node {
     }
 
     /// Says this node is alive; returns the nodes that are.
-    async fn heartbeat(&self) -> Result<BTreeSet<String>, String> {
-        self.nodes.put(&self.config.name, Bytes::new()).await.map_err(|e| e.to_string())?;
+    async fn heartbeat(&mut self) -> Result<BTreeSet<String>, String> {
+        self.say_alive().await?;
         let keys = self.nodes.keys().await.map_err(|e| e.to_string())?;
         use futures::TryStreamExt;
         keys.try_collect().await.map_err(|e| e.to_string())
+    }
+
+    /// Writes this process's word over its last one (compare-and-set on its revision). If the
+    /// last is not its own any more, the word expired (this process was paused or cut off past
+    /// the time to live) and is written again, unless another process claimed the name in
+    /// between: then this node is replaced, and stops.
+    async fn say_alive(&mut self) -> Result<(), String> {
+        let name = &self.config.name;
+        let word = Bytes::from(self.instance.clone());
+        let refused = match self.nodes.update(name, word.clone(), self.word).await {
+            Ok(revision) => {
+                self.word = revision;
+                return Ok(());
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => e,
+            Err(e) => return Err(e.to_string()),
+        };
+        match self.nodes.create(name, word).await {
+            Ok(revision) => {
+                warn!(node = %name, "this node's word had expired (the process was paused or cut off past the leases' time to live); said again");
+                self.word = revision;
+                return Ok(());
+            }
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let entry = self.nodes.entry(name).await.map_err(|e| e.to_string())?;
+        match entry.filter(|e| e.operation == kv::Operation::Put) {
+            // An earlier word whose acknowledgement was lost had landed: it is this one's.
+            Some(entry) if entry.value == self.instance.as_bytes() => {
+                self.word = entry.revision;
+                Ok(())
+            }
+            Some(_) => {
+                let why = format!(
+                    "another process now runs as node {name:?} (this one's word expired while it was paused or cut off, and the name was claimed): this process stops serving"
+                );
+                tracing::error!(node = %name, "{why}");
+                self.replaced.send_replace(Some(why.clone()));
+                Err(why)
+            }
+            None => Err(format!("this node's word was refused ({refused}) and then deleted; said again next round")),
+        }
     }
 
     /// Renews every lease held; drops the partitions whose lease was lost or whose log stopped.

@@ -431,8 +431,9 @@ pub(crate) async fn serve(
         })
     };
 
-    let outcome = nats.answers().await;
-    if outcome.is_ok() {
+    let mut outcome = nats.answers().await;
+    let answered = outcome.is_ok();
+    if answered {
         let signal = early.unwrap_or_else(crate::serve::ShutdownSignal::listen);
         ops.ready();
         info!(
@@ -445,11 +446,22 @@ pub(crate) async fn serve(
             policy = %policy.version(),
             "ticketd ready (cluster node)"
         );
-        let signal = signal.received().await;
-        ops.stopping();
-        info!(signal, "shutting down: no new requests, every partition handed over");
+        tokio::select! {
+            signal = signal.received() => {
+                ops.stopping();
+                info!(signal, "shutting down: no new requests, every partition handed over");
+            }
+            // This process was paused or cut off past the leases' time to live and another
+            // process now runs under its node name: its partitions are given up; it exits with
+            // an error.
+            why = node.replaced() => {
+                ops.stopping();
+                error!(node = %settings.node, why, "shutting down: this node's name is another process's now");
+                outcome = Err(anyhow::anyhow!(why));
+            }
+        }
     }
-    let deadline = if outcome.is_ok() { Duration::from_secs(config.shutdown.deadline_secs) } else { Duration::ZERO };
+    let deadline = if answered { Duration::from_secs(config.shutdown.deadline_secs) } else { Duration::ZERO };
     crate::serve::arm_exit_watchdog(deadline + crate::serve::SHUTDOWN_GRACE);
     let started = tokio::time::Instant::now();
     if !api.stop(deadline).await {

@@ -160,3 +160,81 @@ async fn a_stream_is_not_given_a_count_its_entries_or_its_record_contradict() {
     let stream = LogStream::open(js.clone(), legacy).await.unwrap();
     assert!(stream.recorded_partitions().await.is_err(), "an unreadable count is an error, not none");
 }
+
+/// A node's name is one process's. Given node-a running, when a second process starts as
+/// node-a, then it is refused as misconfigured (it saw node-a say it was alive again while it
+/// waited) and takes nothing; given node-a killed (its word left to expire), a process started
+/// as node-a claims the name once the word expired and serves its share; given node-a stopped
+/// gracefully, a new process claims the name at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_name_is_one_processs_a_second_one_is_refused_and_a_restart_claims_it() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let a = node(&server.url(), "node-a", &dir).await;
+    let b = node(&server.url(), "node-b", &dir).await;
+    wait_until(&[&a, &b], "half each", |owned| partitioned(owned) && owned.iter().all(|o| o.len() == 8)).await;
+
+    let twin = start(js.clone(), config("node-a", &dir)).await.map(|_| ()).unwrap_err();
+    let NodeError::Misconfigured(why) = &twin else { panic!("refused as a setup failure: {twin}") };
+    assert!(why.contains("another process is running as node \"node-a\""), "{why}");
+    assert_eq!(owned(&a).len(), 8, "the running node-a kept its share");
+
+    a.abort();
+    let started = Instant::now();
+    let again = node(&server.url(), "node-a", &dir).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "the restart waited for the killed process's word to expire ({:?})",
+        started.elapsed()
+    );
+    wait_until(&[&again, &b], "half each again", |owned| partitioned(owned) && owned.iter().all(|o| o.len() == 8))
+        .await;
+
+    again.stop().await;
+    let started = Instant::now();
+    let third = node(&server.url(), "node-a", &dir).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "a gracefully stopped node's name is free at once");
+    wait_until(&[&third, &b], "half each once more", |owned| partitioned(owned) && owned.iter().all(|o| o.len() == 8))
+        .await;
+    third.stop().await;
+    b.stop().await;
+}
+
+/// Given a running node whose word expired (as if it was paused past the time to live), it says
+/// it again at its next round and goes on serving; given a running node whose name another
+/// process claimed meanwhile (its word expired, a replacement started), it learns so at its next
+/// round, says why, and stops serving every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_name_another_process_claimed_stops_serving() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let a = node(&server.url(), "node-a", &dir).await;
+    wait_until(&[&a], "all on node-a", |owned| owned[0].len() == 16).await;
+    let nodes = js.get_key_value("TICKETS_NODES").await.unwrap();
+    let mine = nodes.get("node-a").await.unwrap().unwrap();
+
+    // Expired: said again.
+    nodes.purge("node-a").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes.get("node-a").await.unwrap().as_ref() != Some(&mine) {
+        assert!(Instant::now() < deadline, "node-a never said it was alive again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(owned(&a).len(), 16, "it went on serving");
+
+    // Claimed by another process.
+    nodes.purge("node-a").await.unwrap();
+    nodes.create("node-a", bytes::Bytes::from_static(b"another-process")).await.unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(30), a.replaced())
+        .await
+        .expect("node-a never learned it was replaced");
+    assert!(why.contains("another process now runs as node \"node-a\""), "{why}");
+    wait_until(&[&a], "nothing on node-a", |owned| owned[0].is_empty()).await;
+    assert_eq!(
+        nodes.get("node-a").await.unwrap().as_deref(),
+        Some(&b"another-process"[..]),
+        "the replaced node left the other process's word alone"
+    );
+}
