@@ -293,3 +293,70 @@ async fn a_lingering_outbox_makes_a_round_per_linger_and_stops_without_waiting_o
     let seen = consume(&client, log.head() as usize).await;
     assert_exactly_once_in_order(&seen, log.head());
 }
+
+/// The event stream's messages from sequence 1 to `upto`, as stored (subject, headers, payload).
+async fn stored_messages(js: &jetstream::Context, upto: u64) -> Vec<jetstream::message::StreamMessage> {
+    let stream = js.get_stream("TICKETS").await.unwrap();
+    let mut out = Vec::new();
+    for sequence in 1..=upto {
+        out.push(stream.get_raw_message(sequence).await.unwrap());
+    }
+    out
+}
+
+/// Runs the publisher on `log` until everything is published, then stops it.
+async fn publish_all(log: &SledLog, js: &jetstream::Context) {
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(publisher::run(log.clone(), js.clone(), PublisherConfig::default(), stopped));
+    wait_published(log, Duration::from_secs(30)).await;
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
+}
+
+/// Given every event published, when the event stream comes back holding only its first 10
+/// (restored from an older copy), then the publisher, at its start, publishes the 15 it lost again
+/// from the log, and a consumer reading the stream sees every event once, in order; when the
+/// stream is lost whole (deleted, created again empty), every event is published again; and when
+/// the stream's events were purged (its last sequence stays), nothing is published again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_lost_acknowledged_events_gets_them_again_from_the_log() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = SledLog::open(SledConfig::new(dir.path().join("log"))).unwrap();
+    write(&service(&log), "a", 5, 4).await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    publish_all(&log, &js).await;
+    assert_eq!(log.published().unwrap(), 25);
+
+    // Restored from an older copy: the first 10 events only.
+    let older = stored_messages(&js, 10).await;
+    js.delete_stream("TICKETS").await.unwrap();
+    js.create_stream(PublisherConfig::default().stream_config()).await.unwrap();
+    for message in older {
+        // As stored, but for the atomic batch they were published in.
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, values) in message.headers.iter() {
+            if !name.to_string().starts_with("Nats-Batch") {
+                for value in values {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+        }
+        js.publish_with_headers(message.subject, headers, message.payload).await.unwrap().await.unwrap();
+    }
+    publish_all(&log, &js).await;
+    assert_exactly_once_in_order(&consume(&client, 25).await, 25);
+
+    // Lost whole.
+    js.delete_stream("TICKETS").await.unwrap();
+    publish_all(&log, &js).await;
+    assert_exactly_once_in_order(&consume(&client, 25).await, 25);
+
+    // Purged by an operator: not given back; what comes next is published.
+    js.get_stream("TICKETS").await.unwrap().purge().await.unwrap();
+    write(&service(&log), "b", 1, 2).await;
+    publish_all(&log, &js).await;
+    let after: Vec<u64> = consume(&client, 2).await.iter().map(|(position, ..)| *position).collect();
+    assert_eq!(after, vec![26, 27], "only the events after the purge");
+}

@@ -615,6 +615,24 @@ impl EventLog for SledLog {
         }
     }
 
+    fn rewind_published(&self, to: u64) -> Result<(), LogError> {
+        // No flush either: a watermark that a crash leaves ahead is moved back again at the next
+        // reconciliation, which finds the stream behind it again.
+        let tree = &self.shared.tiers.tree;
+        loop {
+            let current = tree.get(META_PUBLISHED).map_err(|e| storage("read watermark", e))?;
+            if current.as_ref().and_then(|v| trailing_u64(v)).unwrap_or(0) <= to {
+                return Ok(());
+            }
+            let swapped = tree
+                .compare_and_swap(META_PUBLISHED, current, Some(&to.to_be_bytes()[..]))
+                .map_err(|e| storage("write watermark", e))?;
+            if swapped.is_ok() {
+                return Ok(());
+            }
+        }
+    }
+
     fn published(&self) -> Result<u64, LogError> {
         let value = self.shared.tiers.tree.get(META_PUBLISHED).map_err(|e| storage("read watermark", e))?;
         Ok(value.and_then(|v| trailing_u64(&v)).unwrap_or(0))

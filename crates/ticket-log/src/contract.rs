@@ -201,6 +201,13 @@ pub async fn the_outbox_holds_what_is_not_yet_published<L: EventLog>(log: L) {
     assert!(log.outbox_pending(10).unwrap().is_empty());
     log.append(append("c2", ticket(1), 3, &["d"])).await.unwrap();
     assert_eq!(log.outbox_pending(10).unwrap(), [4]);
+    // The stream lost what was published after 1: moved back on purpose, never forward so.
+    log.rewind_published(1).unwrap();
+    assert_eq!((log.published().unwrap(), log.outbox_pending(10).unwrap()), (1, vec![2, 3, 4]));
+    log.rewind_published(3).unwrap();
+    assert_eq!(log.published().unwrap(), 1, "a rewind never moves the watermark forward");
+    log.rewind_published(0).unwrap();
+    assert_eq!(log.outbox_pending(2).unwrap(), [1, 2]);
 }
 
 pub async fn commands_are_stored_with_their_positions<L: EventLog>(log: L) {

@@ -296,6 +296,11 @@ pub trait EventLog: Clone + Send + Sync + 'static {
     /// acknowledged them). The watermark never moves back, nor past the durable head.
     fn mark_published(&self, up_to: u64) -> Result<(), LogError>;
 
+    /// Moves the published watermark back to `to` (never forward): the event stream lost what
+    /// was published after it (a stream recreated, or restored from an older copy), which the
+    /// outbox then publishes again. Only the outbox's publisher calls it, between its rounds.
+    fn rewind_published(&self, to: u64) -> Result<(), LogError>;
+
     /// The published watermark: every position up to it has been published.
     fn published(&self) -> Result<u64, LogError>;
 

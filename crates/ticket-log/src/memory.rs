@@ -144,6 +144,12 @@ impl EventLog for MemoryLog {
         Ok(())
     }
 
+    fn rewind_published(&self, to: u64) -> Result<(), LogError> {
+        let mut inner = self.lock();
+        inner.published = inner.published.min(to);
+        Ok(())
+    }
+
     fn published(&self) -> Result<u64, LogError> {
         Ok(self.lock().published)
     }

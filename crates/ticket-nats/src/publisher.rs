@@ -479,16 +479,41 @@ async fn share_watermark(store: &kv::Store, key: &str, position: u64) -> Result<
     Err(PublishError::JetStream(format!("the shared watermark {key} kept changing under this publisher")))
 }
 
-/// Moves the published watermark to the last event the event stream holds; returns the position of the last copy the copies' stream holds.
+/// Moves the published watermark to the last event the event stream holds, forward or back;
+/// returns the position of the last copy the copies' stream holds.
+///
+/// Back when the stream lost what was published after its last event: its newest event is
+/// older than the watermark (events leave a stream oldest first, by its limits or a purge, never
+/// newest first: it was restored from an older copy, or lost its disk), or it holds nothing and
+/// never held anything (recreated). What it lost is published again from the log, in order.
+/// A stream that holds nothing because its events were purged (its last sequence stays) is not
+/// given them again.
 async fn reconcile<L: EventLog>(
     log: &L,
     js: &jetstream::Context,
     config: &PublisherConfig,
 ) -> Result<u64, PublishError> {
     let last = stream_positions(js, config).await?;
-    if last.events > log.published()? {
+    let published = log.published()?;
+    if last.events > published {
         info!(position = last.events, "the stream is ahead of the published watermark; moving it");
         log.mark_published(last.events)?;
+    } else if last.events < published {
+        let lost = last.events > 0 || {
+            let mut stream = js.get_stream(&config.stream).await.map_err(js_error)?;
+            stream.info().await.map_err(js_error)?.state.last_sequence == 0
+        };
+        if lost {
+            warn!(
+                stream = %config.stream,
+                stream_position = last.events,
+                published,
+                events = published - last.events,
+                "the event stream lost events it had acknowledged (restored from an older copy, or recreated); publishing them again from the log"
+            );
+            metrics::counter!("ticketd_outbox_republished_total").increment(published - last.events);
+            log.rewind_published(last.events)?;
+        }
     }
     Ok(last.copies)
 }

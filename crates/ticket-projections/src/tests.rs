@@ -104,6 +104,9 @@ impl EventLog for VecLog {
     fn mark_published(&self, _up_to: u64) -> Result<(), LogError> {
         Ok(())
     }
+    fn rewind_published(&self, _to: u64) -> Result<(), LogError> {
+        Ok(())
+    }
     fn published(&self) -> Result<u64, LogError> {
         Ok(0)
     }

@@ -59,6 +59,10 @@ fn describe() {
     describe_gauge!("ticketd_log_head", "The log's durable head position");
     describe_gauge!("ticketd_outbox_lag_positions", "Events appended but not yet acknowledged by JetStream");
     describe_gauge!("ticketd_outbox_lag_seconds", "Age of the last event JetStream acknowledged, when it did");
+    describe_counter!(
+        "ticketd_outbox_republished_total",
+        "Events published again because the event stream lost them after acknowledging them"
+    );
     describe_gauge!("ticketd_projection_lag_positions", "Positions a read model has not applied yet");
     describe_gauge!("ticketd_timer_pending_deadlines", "Deadlines the timer has yet to fire");
     describe_histogram!("ticketd_timer_firing_lag_seconds", "Time from a deadline to the firing's record");

@@ -369,6 +369,9 @@ impl EventLog for GatedLog {
     fn mark_published(&self, up_to: u64) -> Result<(), ticket_log::LogError> {
         self.log.mark_published(up_to)
     }
+    fn rewind_published(&self, to: u64) -> Result<(), ticket_log::LogError> {
+        self.log.rewind_published(to)
+    }
     fn published(&self) -> Result<u64, ticket_log::LogError> {
         self.log.published()
     }

@@ -65,6 +65,9 @@ impl EventLog for GatedLog {
     fn mark_published(&self, up_to: u64) -> Result<(), LogError> {
         self.inner.mark_published(up_to)
     }
+    fn rewind_published(&self, to: u64) -> Result<(), LogError> {
+        self.inner.rewind_published(to)
+    }
     fn published(&self) -> Result<u64, LogError> {
         self.inner.published()
     }
