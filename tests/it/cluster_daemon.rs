@@ -792,6 +792,62 @@ async fn a_paused_node_never_answers_from_its_stale_state_when_it_resumes() {
     }
 }
 
+/// A node's name is one ticketd's. Given node-a serving alone, when a second ticketd starts as
+/// node-a, then it exits with an error saying another process runs as node-a; when node-a is
+/// paused past its leases and a replacement starts as node-a (on a data directory of its own),
+/// then the replacement serves every partition, with what node-a acknowledged; when node-a
+/// resumes, it exits with an error saying its name is another process's, and the replacement
+/// goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_name_is_one_ticketds_a_twin_is_refused_and_a_paused_one_replaced_exits() {
+    let nats = Cluster::start(3).unwrap();
+    nats.wait_routed(Duration::from_secs(30)).unwrap();
+    let all = nats.urls();
+    let (root, twin_root, replacement_root) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = start_node(&all, "node-a", root.path());
+    let client = async_nats::connect(nats.nodes[0].url()).await.unwrap();
+    every_partition_answers(std::slice::from_ref(&client)).await;
+    let partitions = Partitions::new(PARTITIONS).unwrap();
+    let ticket = partitions.place(uuid::Uuid::now_v7(), partitions.all().next().unwrap()).unwrap();
+    let opened = send(&client, &wire(ticket, "named-open", open("advanced", "technical", Severity::B))).await;
+    assert!(matches!(opened, Outcome::Accepted { duplicate: false, .. }), "{opened:?}");
+
+    let twin_data = twin_root.path().join("node-a");
+    std::fs::create_dir_all(&twin_data).unwrap();
+    let config = node_config(twin_root.path());
+    let twin = spawn_serve(&all, &["--config", config.to_str().unwrap(), "--cluster-node", "node-a"], &twin_data);
+    let (status, log) = twin.exited(Duration::from_secs(60));
+    assert!(!status.success(), "the twin exited with {status}");
+    assert!(
+        log.iter().any(|l| l.contains("another process is running as node")),
+        "the twin did not say why:\n{}",
+        log.join("\n")
+    );
+    a.wait_for("ticketd ready (cluster node)", Duration::from_secs(1));
+
+    a.signal("-STOP");
+    let replacement = start_node(&all, "node-a", replacement_root.path());
+    let respond = wire(ticket, "named-respond", CommandBody::RecordAgentResponse { message: text("on it") });
+    let responded = send(&client, &respond).await;
+    let Outcome::Accepted { duplicate: false, written: (_, position), .. } = responded else { panic!("{responded:?}") };
+    assert!(position >= 2, "the replacement decided on what node-a had acknowledged");
+    every_partition_answers(std::slice::from_ref(&client)).await;
+
+    a.signal("-CONT");
+    let (status, log) = a.exited(Duration::from_secs(60));
+    assert!(!status.success(), "the replaced node exited with {status}");
+    assert!(
+        log.iter().any(|l| l.contains("this node's name is another process's now")),
+        "the replaced node did not say why:\n{}",
+        log.join("\n")
+    );
+    let again = send(&client, &respond).await;
+    assert!(matches!(again, Outcome::Accepted { duplicate: true, .. }), "{again:?}");
+    let (status, log) = replacement.terminate();
+    assert!(status.success(), "the replacement exited with {status}:\n{}", log.join("\n"));
+}
+
 /// Given three nats-servers with the shipped accounts (deploy/nats/accounts.conf) and three
 /// ticketd cluster nodes started as deploy/compose.yaml starts them (the `ticketd` user,
 /// deploy/ticketd.toml: its identities, its event streams in EVENTS; `--cluster-replicas 3`),
