@@ -516,8 +516,8 @@ impl std::fmt::Display for PublishId<'_> {
 }
 
 /// Publishes `payload` on `subject` only directly after stream sequence `id.after` of that
-/// subject. A publish the client sent again (after a reconnection) is dropped as a duplicate and
-/// answered with the sequence the first one was stored at; no other publish shares its id.
+/// subject. No other publish shares its id, so an answer "duplicate" is never this publish
+/// stored: it is an unknown outcome.
 async fn publish(
     js: &jetstream::Context,
     subject: &str,
@@ -535,12 +535,14 @@ async fn publish(
         Err(e) => Err(e),
     };
     match acked {
-        Ok(ack) => {
-            if ack.duplicate {
-                debug!(partition = partition.index(), publish = %id, sequence = ack.sequence, "an append sent again was already stored");
-            }
-            Ok(ack.sequence)
-        }
+        // The client sends a publish once (a publish buffered across a reconnection too), and no
+        // other publish has its id: a duplicate cannot be this publish stored. Whatever it is,
+        // the outcome of this one is not known.
+        Ok(ack) if ack.duplicate => Err(AppendError::Unknown {
+            partition,
+            detail: format!("the stream answered publish {id} as a duplicate of its message {}", ack.sequence),
+        }),
+        Ok(ack) => Ok(ack.sequence),
         Err(e) => Err(classify(&e, partition, after)),
     }
 }

@@ -116,22 +116,23 @@ pub async fn claim_name(nodes: &kv::Store, config: &NodeConfig, instance: &str) 
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(nats(&e)),
         }
-        // Deleted in between: created at the next turn.
-        let Some(entry) = nodes.entry(name).await.map_err(|e| nats(&e))?.filter(|e| e.operation == kv::Operation::Put)
-        else {
-            continue;
-        };
-        match seen {
-            None => {
-                info!(node = %name, "another process said it was this node less than the leases' time to live ago (killed, or running under the same name); waiting for its word to expire");
-                seen = Some(entry.revision);
-            }
-            Some(earlier) if earlier != entry.revision => {
-                return Err(NodeError::Misconfigured(format!(
-                    "another process is running as node {name:?}: it said it was alive again while this one waited for its word to expire (every node of a cluster needs its own name: [cluster] node)"
-                )));
-            }
-            Some(_) => {}
+        match word(nodes, name).await.map_err(|e| nats(&e))? {
+            // This process's own create, whose acknowledgement was lost.
+            Some((revision, value)) if value == instance.as_bytes() => return Ok(revision),
+            Some((revision, _)) => match seen {
+                None => {
+                    info!(node = %name, "another process said it was this node less than the leases' time to live ago (killed, or running under the same name); waiting for its word to expire");
+                    seen = Some(revision);
+                }
+                Some(earlier) if revision > earlier => {
+                    return Err(NodeError::Misconfigured(format!(
+                        "another process is running as node {name:?}: it said it was alive again while this one waited for its word to expire (every node of a cluster needs its own name: [cluster] node)"
+                    )));
+                }
+                Some(_) => {}
+            },
+            // Deleted or expired in between: created at the next turn.
+            None => {}
         }
         if started.elapsed() > patience {
             return Err(NodeError::Setup(format!(
@@ -139,6 +140,22 @@ pub async fn claim_name(nodes: &kv::Store, config: &NodeConfig, instance: &str) 
             )));
         }
         tokio::time::sleep(config.renew_every / 2).await;
+    }
+}
+
+/// The last word under `name` in the live nodes' bucket, read from the bucket stream's leader
+/// (a direct get may be answered by a replica that lags, and a revision seen going back and
+/// forth would look like a live process): its revision and value; None if it was deleted or
+/// expired.
+async fn word(nodes: &kv::Store, name: &str) -> Result<Option<(u64, Bytes)>, String> {
+    let subject = format!("{}{name}", nodes.prefix);
+    match nodes.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => {
+            let operation = message.headers.get("KV-Operation").map(|v| v.as_str().to_owned());
+            Ok(operation.is_none_or(|op| op == "PUT").then_some((message.sequence, message.payload)))
+        }
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -206,8 +223,9 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// Resolves once the node stopped serving because another process now runs under its name
-    /// (this one was paused or cut off past the time to live, and replaced): why.
+    /// Resolves once the node learned that another process now runs under its name (this one
+    /// was paused or cut off past the time to live, and replaced): why. The node then takes
+    /// nothing more and hands every partition over.
     pub async fn replaced(&self) -> String {
         let mut replaced = self.replaced.clone();
         match replaced.wait_for(Option::is_some).await {
@@ -292,6 +310,14 @@ pub async fn start_serving(
     )
     .await
     .map_err(|e| setup(&e))?;
+    // A word must expire within the leases' time to live: a restart after a kill waits for it.
+    let max_age = nodes.status().await.map_err(|e| setup(&e))?.max_age();
+    if max_age != config.leases.ttl {
+        return Err(NodeError::Setup(format!(
+            "the live nodes' bucket {} keeps a word {max_age:?}, and this node's leases live {:?} (every node of a cluster uses the bucket's)",
+            config.nodes_bucket, config.leases.ttl
+        )));
+    }
     let placement =
         Placement::ensure(&js, &config.placement_bucket, config.leases.replicas).await.map_err(|e| setup(&e))?;
     let instance = uuid::Uuid::now_v7().simple().to_string();
@@ -430,7 +456,10 @@ impl Node {
                                 self.live = live.len().max(1);
                                 self.live_nodes = live;
                             }
-                            self.take_free(self.share()).await;
+                            // A node replaced takes nothing more (it stops at the next turn).
+                            if self.replaced.borrow().is_none() {
+                                self.take_free(self.share()).await;
+                            }
                         }
                     }
                     Some(Err(_)) | None => changes = None,
@@ -512,6 +541,9 @@ impl Node {
     /// Follows a placement of `partition` that just changed: handed over if placed on another
     /// live node, taken if placed here and free.
     async fn follow_placement(&mut self, partition: Partition) {
+        if self.replaced.borrow().is_some() {
+            return;
+        }
         if self.holds(partition) && self.placed_elsewhere(partition) {
             info!(node = %self.config.name, partition = partition.index(), to = self.placed.get(&partition).map(String::as_str), "partition moved by an operator: handed over");
             self.hand_over(partition).await;
@@ -539,8 +571,8 @@ impl Node {
     /// between: then this node is replaced, and stops.
     async fn say_alive(&mut self) -> Result<(), String> {
         let name = &self.config.name;
-        let word = Bytes::from(self.instance.clone());
-        let refused = match self.nodes.update(name, word.clone(), self.word).await {
+        let mine = Bytes::from(self.instance.clone());
+        let refused = match self.nodes.update(name, mine.clone(), self.word).await {
             Ok(revision) => {
                 self.word = revision;
                 return Ok(());
@@ -548,7 +580,7 @@ impl Node {
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => e,
             Err(e) => return Err(e.to_string()),
         };
-        match self.nodes.create(name, word).await {
+        match self.nodes.create(name, mine).await {
             Ok(revision) => {
                 warn!(node = %name, "this node's word had expired (the process was paused or cut off past the leases' time to live); said again");
                 self.word = revision;
@@ -557,11 +589,10 @@ impl Node {
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(e.to_string()),
         }
-        let entry = self.nodes.entry(name).await.map_err(|e| e.to_string())?;
-        match entry.filter(|e| e.operation == kv::Operation::Put) {
+        match word(&self.nodes, name).await? {
             // An earlier word whose acknowledgement was lost had landed: it is this one's.
-            Some(entry) if entry.value == self.instance.as_bytes() => {
-                self.word = entry.revision;
+            Some((revision, value)) if value == self.instance.as_bytes() => {
+                self.word = revision;
                 Ok(())
             }
             Some(_) => {
