@@ -316,8 +316,10 @@ async fn publish_all(log: &SledLog, js: &jetstream::Context) {
 /// Given every event published, when the event stream comes back holding only its first 10
 /// (restored from an older copy), then the publisher, at its start, publishes the 15 it lost again
 /// from the log, and a consumer reading the stream sees every event once, in order; when the
-/// stream is lost whole (deleted, created again empty), every event is published again; and when
-/// the stream's events were purged (its last sequence stays), nothing is published again.
+/// stream is deleted and created again while the publisher runs, idle, then its next round is
+/// refused (the stream is not where it was) and every event is published again before the new
+/// ones; when a ticket's events are purged (the newest ones) or all of them, nothing is
+/// published again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_lost_acknowledged_events_gets_them_again_from_the_log() {
     let server = NatsServer::start().unwrap();
@@ -348,15 +350,31 @@ async fn a_stream_that_lost_acknowledged_events_gets_them_again_from_the_log() {
     publish_all(&log, &js).await;
     assert_exactly_once_in_order(&consume(&client, 25).await, 25);
 
-    // Lost whole.
+    // Recreated while the publisher runs, idle.
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(publisher::run(log.clone(), js.clone(), PublisherConfig::default(), stopped));
     js.delete_stream("TICKETS").await.unwrap();
-    publish_all(&log, &js).await;
-    assert_exactly_once_in_order(&consume(&client, 25).await, 25);
-
-    // Purged by an operator: not given back; what comes next is published.
-    js.get_stream("TICKETS").await.unwrap().purge().await.unwrap();
+    js.create_stream(PublisherConfig::default().stream_config()).await.unwrap();
     write(&service(&log), "b", 1, 2).await;
+    wait_published(&log, Duration::from_secs(30)).await;
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
+    assert_exactly_once_in_order(&consume(&client, 27).await, 27);
+
+    // A ticket's events purged, the newest among them (ticket 1's: opened with 4 comments in
+    // batch a, 2 more comments in batch b). Nothing is given back.
+    let b = ticket_domain::TicketId::from_uuid(uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001));
+    let stream = js.get_stream("TICKETS").await.unwrap();
+    let purged = stream.purge().filter(format!("tickets.events.{b}.>")).await.unwrap().purged;
+    assert_eq!(purged, 7);
+    publish_all(&log, &js).await;
+    let left: Vec<u64> = consume(&client, 20).await.iter().map(|(position, ..)| *position).collect();
+    assert_eq!(left, (6..=25).collect::<Vec<_>>(), "ticket 1's events stay purged");
+
+    // All purged by an operator: not given back; what comes next is published.
+    js.get_stream("TICKETS").await.unwrap().purge().await.unwrap();
+    write(&service(&log), "c", 1, 2).await;
     publish_all(&log, &js).await;
     let after: Vec<u64> = consume(&client, 2).await.iter().map(|(position, ..)| *position).collect();
-    assert_eq!(after, vec![26, 27], "only the events after the purge");
+    assert_eq!(after, vec![28, 29], "only the events after the purge");
 }

@@ -6,7 +6,7 @@
 //! | `e` position (u64 BE) | `LogRecord` (envelope + hash chain) |
 //! | `s` ticket (16 bytes) version (u64 BE) | position (u64 BE) |
 //! | `i` command id (UTF-8) | `CommandRecord` (the command, its policy, its positions) |
-//! | `m` name | metadata: `head`, `hash`, `format`, `published` (the outbox watermark), `clock` (`wall` or `simulated`), `sealed` (the last position moved to the archive) |
+//! | `m` name | metadata: `head`, `hash`, `format`, `published` (the outbox watermark), `published-sequence` (the event stream's sequence at the last event published), `clock` (`wall` or `simulated`), `sealed` (the last position moved to the archive) |
 //!
 //! Records of positions up to `sealed` are in the archive (`archive.redb`), under the same keys.
 
@@ -20,6 +20,7 @@ pub const META_HEAD: &[u8] = b"mhead";
 pub const META_HASH: &[u8] = b"mhash";
 pub const META_FORMAT: &[u8] = b"mformat";
 pub const META_PUBLISHED: &[u8] = b"mpublished";
+pub const META_PUBLISHED_SEQUENCE: &[u8] = b"mpublished-sequence";
 pub const META_CLOCK: &[u8] = b"mclock";
 pub const META_SEALED: &[u8] = b"msealed";
 

@@ -33,7 +33,10 @@ use tracing::info;
 
 pub use archive::ARCHIVE_CACHE_BYTES;
 use archive::Archive;
-use keys::{EVENT, FORMAT, META_CLOCK, META_FORMAT, META_HASH, META_HEAD, META_PUBLISHED, positional, trailing_u64};
+use keys::{
+    EVENT, FORMAT, META_CLOCK, META_FORMAT, META_HASH, META_HEAD, META_PUBLISHED, META_PUBLISHED_SEQUENCE, positional,
+    trailing_u64,
+};
 pub use record::{COMMAND_RECORD_FORMAT, GENESIS, decode_event, record_hash};
 use record::{chain_hash, decode_command, decode_record};
 pub use state::{RedbState, STATE_CACHE_BYTES};
@@ -631,6 +634,21 @@ impl EventLog for SledLog {
                 return Ok(());
             }
         }
+    }
+
+    fn published_sequence(&self) -> Result<u64, LogError> {
+        let value =
+            self.shared.tiers.tree.get(META_PUBLISHED_SEQUENCE).map_err(|e| storage("read published sequence", e))?;
+        Ok(value.and_then(|v| trailing_u64(&v)).unwrap_or(0))
+    }
+
+    fn set_published_sequence(&self, sequence: u64) -> Result<(), LogError> {
+        self.shared
+            .tiers
+            .tree
+            .insert(META_PUBLISHED_SEQUENCE, &sequence.to_be_bytes()[..])
+            .map_err(|e| storage("write published sequence", e))?;
+        Ok(())
     }
 
     fn published(&self) -> Result<u64, LogError> {

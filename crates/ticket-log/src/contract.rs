@@ -208,6 +208,11 @@ pub async fn the_outbox_holds_what_is_not_yet_published<L: EventLog>(log: L) {
     assert_eq!(log.published().unwrap(), 1, "a rewind never moves the watermark forward");
     log.rewind_published(0).unwrap();
     assert_eq!(log.outbox_pending(2).unwrap(), [1, 2]);
+    // The stream's sequence at the last event published: recorded as it is, back or forward.
+    assert_eq!(log.published_sequence().unwrap(), 0);
+    log.set_published_sequence(41).unwrap();
+    log.set_published_sequence(7).unwrap();
+    assert_eq!(log.published_sequence().unwrap(), 7);
 }
 
 pub async fn commands_are_stored_with_their_positions<L: EventLog>(log: L) {

@@ -293,13 +293,24 @@ pub trait EventLog: Clone + Send + Sync + 'static {
     fn outbox_pending(&self, limit: usize) -> Result<Vec<u64>, LogError>;
 
     /// Records that every position up to and including `up_to` is published (after the broker
-    /// acknowledged them). The watermark never moves back, nor past the durable head.
+    /// acknowledged them). The watermark never moves forward past the durable head, nor back but
+    /// by [`EventLog::rewind_published`].
     fn mark_published(&self, up_to: u64) -> Result<(), LogError>;
 
     /// Moves the published watermark back to `to` (never forward): the event stream lost what
     /// was published after it (a stream recreated, or restored from an older copy), which the
     /// outbox then publishes again. Only the outbox's publisher calls it, between its rounds.
     fn rewind_published(&self, to: u64) -> Result<(), LogError>;
+
+    /// The event stream's sequence at the last event the publisher saw it acknowledge, as it
+    /// last recorded it (0: none recorded). A stream's sequences never go back unless it lost
+    /// messages (recreated, or restored from an older copy), which is how the publisher tells a
+    /// lost tail from a purge.
+    fn published_sequence(&self) -> Result<u64, LogError>;
+
+    /// Records [`EventLog::published_sequence`] (not flushed: one a crash forgets is older, and
+    /// only makes a loss go unnoticed until the next round records it again).
+    fn set_published_sequence(&self, sequence: u64) -> Result<(), LogError>;
 
     /// The published watermark: every position up to it has been published.
     fn published(&self) -> Result<u64, LogError>;

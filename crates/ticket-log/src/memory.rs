@@ -22,6 +22,7 @@ struct Inner {
     /// The append that wrote each stream's last event.
     last_appends: HashMap<TicketId, AppendToken>,
     published: u64,
+    published_sequence: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +148,15 @@ impl EventLog for MemoryLog {
     fn rewind_published(&self, to: u64) -> Result<(), LogError> {
         let mut inner = self.lock();
         inner.published = inner.published.min(to);
+        Ok(())
+    }
+
+    fn published_sequence(&self) -> Result<u64, LogError> {
+        Ok(self.lock().published_sequence)
+    }
+
+    fn set_published_sequence(&self, sequence: u64) -> Result<(), LogError> {
+        self.lock().published_sequence = sequence;
         Ok(())
     }
 

@@ -285,6 +285,11 @@ pub async fn run_with<L: EventLog>(
     // Whether the event stream refused atomic batches (an older server ignores `allow_atomic`
     // and would store a batch's messages one by one, unacknowledged but the last).
     let mut batching_off = false;
+    // Single-node: the event stream's last sequence as this publisher knows it. A round's first
+    // event is published only directly after it (`Nats-Expected-Last-Sequence`), so a stream
+    // that lost messages meanwhile (recreated, restored) refuses it, and the reconciliation
+    // that follows publishes again what it lost.
+    let mut expect: Option<u64> = None;
     loop {
         let Some(copied) = copies else {
             let reconciled = match ensure_streams(&js, &config).await {
@@ -292,8 +297,9 @@ pub async fn run_with<L: EventLog>(
                 Err(e) => Err(e),
             };
             match reconciled {
-                Ok((copied, atomic)) => {
+                Ok(((copied, last), atomic)) => {
                     copies = Some(copied);
+                    expect = last;
                     (unshared, shared_at) = (false, Some(Instant::now()));
                     if !atomic && !batching_off {
                         warn!(stream = %config.stream, "the event stream takes no atomic batches (NATS server 2.12+); events go one at a time");
@@ -352,8 +358,17 @@ pub async fn run_with<L: EventLog>(
                 Reconcile::Shared { partition, held, .. } => Some((*partition, held)),
             };
             let batched = !batching_off && sequential_until.is_none_or(|until| Instant::now() >= until);
-            let round = Round { from: pending[0], count: pending.len(), shared, batched };
-            let published = publish_in_order(&log, &js, &config, round, copied).await;
+            let round = Round { from: pending[0], count: pending.len(), shared, batched, expect };
+            let published = match publish_in_order(&log, &js, &config, round, copied).await {
+                Ok((copied, last)) => {
+                    if let Some(last) = last.filter(|_| expect.is_some()) {
+                        expect = Some(last);
+                        log.set_published_sequence(last)?;
+                    }
+                    Ok(copied)
+                }
+                Err(e) => Err(e),
+            };
             unshared |= published.is_ok() && shared.is_some();
             let sharing = unshared && shared_at.is_none_or(|at| at.elapsed() >= config.share_every);
             let result = match published {
@@ -435,9 +450,9 @@ async fn reconcile_by<L: EventLog>(
     log: &L,
     js: &jetstream::Context,
     config: &PublisherConfig,
-) -> Result<u64, PublishError> {
+) -> Result<(u64, Option<u64>), PublishError> {
     let (store, key) = match how {
-        Reconcile::LastMessage => return reconcile(log, js, config).await,
+        Reconcile::LastMessage => return reconcile(log, js, config).await.map(|(copied, last)| (copied, Some(last))),
         Reconcile::Shared { store, key, .. } => (store, key),
     };
     let shared = shared_watermark(store, key).await?.map_or(0, |(position, _)| position);
@@ -449,7 +464,7 @@ async fn reconcile_by<L: EventLog>(
     // before, and the shared one could not be moved then (NATS was failing over).
     share_watermark(store, key, log.published()?).await?;
     // The copies after the watermark are sent again, and dropped as duplicates if they are in.
-    Ok(log.published()?)
+    Ok((log.published()?, None))
 }
 
 /// The shared watermark under `key` and its revision (none: nothing published yet).
@@ -480,42 +495,43 @@ async fn share_watermark(store: &kv::Store, key: &str, position: u64) -> Result<
 }
 
 /// Moves the published watermark to the last event the event stream holds, forward or back;
-/// returns the position of the last copy the copies' stream holds.
+/// returns the position of the last copy the copies' stream holds, and the event stream's last
+/// sequence (which the next round's first event expects).
 ///
-/// Back when the stream lost what was published after its last event: its newest event is
-/// older than the watermark (events leave a stream oldest first, by its limits or a purge, never
-/// newest first: it was restored from an older copy, or lost its disk), or it holds nothing and
-/// never held anything (recreated). What it lost is published again from the log, in order.
-/// A stream that holds nothing because its events were purged (its last sequence stays) is not
-/// given them again.
+/// Back only when the stream lost messages it had acknowledged: its last sequence is below the
+/// one the log recorded at the last event published ([`EventLog::published_sequence`]; a
+/// stream's sequences never go back, but when it is recreated or restored from an older copy).
+/// The events after its last one are then published again from the log, in order. A stream
+/// whose events were purged or deleted (all of them, or a ticket's) keeps its sequence, and is
+/// not given them back.
 async fn reconcile<L: EventLog>(
     log: &L,
     js: &jetstream::Context,
     config: &PublisherConfig,
-) -> Result<u64, PublishError> {
+) -> Result<(u64, u64), PublishError> {
+    let mut stream = js.get_stream(&config.stream).await.map_err(js_error)?;
+    let sequence = stream.info().await.map_err(js_error)?.state.last_sequence;
     let last = stream_positions(js, config).await?;
     let published = log.published()?;
+    let recorded = log.published_sequence()?;
     if last.events > published {
         info!(position = last.events, "the stream is ahead of the published watermark; moving it");
         log.mark_published(last.events)?;
-    } else if last.events < published {
-        let lost = last.events > 0 || {
-            let mut stream = js.get_stream(&config.stream).await.map_err(js_error)?;
-            stream.info().await.map_err(js_error)?.state.last_sequence == 0
-        };
-        if lost {
-            warn!(
-                stream = %config.stream,
-                stream_position = last.events,
-                published,
-                events = published - last.events,
-                "the event stream lost events it had acknowledged (restored from an older copy, or recreated); publishing them again from the log"
-            );
-            metrics::counter!("ticketd_outbox_republished_total").increment(published - last.events);
-            log.rewind_published(last.events)?;
-        }
+    } else if sequence < recorded && last.events < published {
+        warn!(
+            stream = %config.stream,
+            stream_sequence = sequence,
+            recorded_sequence = recorded,
+            stream_position = last.events,
+            published,
+            events = published - last.events,
+            "the event stream lost messages it had acknowledged (recreated, or restored from an older copy); publishing its lost events again from the log"
+        );
+        metrics::counter!("ticketd_outbox_republished_total").increment(published - last.events);
+        log.rewind_published(last.events)?;
     }
-    Ok(last.copies)
+    log.set_published_sequence(sequence)?;
+    Ok((last.copies, sequence))
 }
 
 /// Publishes `count` events of the outbox from position `from`, in log order; returns the
@@ -527,8 +543,10 @@ async fn publish_in_order<L: EventLog>(
     config: &PublisherConfig,
     round: Round<'_>,
     mut copied: u64,
-) -> Result<u64, PublishError> {
-    let Round { from, count, shared, batched } = round;
+) -> Result<(u64, Option<u64>), PublishError> {
+    let Round { from, count, shared, batched, mut expect } = round;
+    // The event stream's sequence at the last event acknowledged in this round.
+    let mut last = None;
     let partition = shared.map(|(partition, _)| partition);
     let events = log.read_from(from, count)?;
     let mut rest = events.as_slice();
@@ -545,12 +563,12 @@ async fn publish_in_order<L: EventLog>(
             if batched { rest.iter().take(MAX_ATOMIC_BATCH).take_while(|e| copy(e).is_none()).count() } else { 0 };
         if run >= 2 {
             let (batch, after) = rest.split_at(run);
-            publish_batch(js, config, batch, partition).await?;
+            last = Some(publish_batch(js, config, batch, partition, expect.take()).await?);
             published(log, &batch[run - 1])?;
             rest = after;
             continue;
         }
-        let headers = event_headers(event, partition);
+        let mut headers = event_headers(event, partition);
         let payload = bytes::Bytes::from(ticket_proto::encode_envelope(event));
         if let Some(subject) = copy(event) {
             let mut copy = headers.clone();
@@ -559,12 +577,16 @@ async fn publish_in_order<L: EventLog>(
             acknowledged(js, subject, copy, payload.clone()).await?;
             copied = event.position;
         }
+        if let Some(after) = expect.take() {
+            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, after.to_string().as_str());
+        }
         let ack = acknowledged(js, config.subject(event), headers, payload).await?;
         debug!(position = event.position, sequence = ack.sequence, duplicate = ack.duplicate, "event published");
+        last = Some(ack.sequence);
         published(log, event)?;
         rest = &rest[1..];
     }
-    Ok(copied)
+    Ok((copied, last))
 }
 
 /// One round of the publisher: the outbox's `count` events from position `from`; the partition
@@ -575,6 +597,8 @@ struct Round<'a> {
     count: usize,
     shared: Option<(u16, &'a Held)>,
     batched: bool,
+    /// Single-node: the event stream's last sequence, which the round's first event expects.
+    expect: Option<u64>,
 }
 
 /// Publishes a message to JetStream and waits for its acknowledgement.
@@ -620,13 +644,15 @@ fn published<L: EventLog>(log: &L, event: &RecordedEvent) -> Result<(), PublishE
 /// for an acknowledgement; the messages before it go on the same connection, so they reach the
 /// server first. A batch holding an event the stream already has (its `Nats-Msg-Id`, after a
 /// lost acknowledgement or a takeover) is refused whole: the caller then publishes one at a time,
-/// where a duplicate is dropped alone.
+/// where a duplicate is dropped alone. With `expect`, the batch goes only directly after that
+/// stream sequence. Returns the stream sequence of its last event.
 async fn publish_batch(
     js: &jetstream::Context,
     config: &PublisherConfig,
     events: &[RecordedEvent],
     partition: Option<u16>,
-) -> Result<(), PublishError> {
+    expect: Option<u64>,
+) -> Result<u64, PublishError> {
     let id = uuid::Uuid::now_v7().simple().to_string();
     let client = js.client();
     let last = events.len();
@@ -634,6 +660,9 @@ async fn publish_batch(
         let mut headers = event_headers(event, partition);
         headers.insert(async_nats::header::NATS_BATCH_ID, id.as_str());
         headers.insert(async_nats::header::NATS_BATCH_SEQUENCE, (index + 1).to_string().as_str());
+        if let Some(after) = expect.filter(|_| index == 0) {
+            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, after.to_string().as_str());
+        }
         let payload = bytes::Bytes::from(ticket_proto::encode_envelope(event));
         if index + 1 < last {
             client.publish_with_headers(config.subject(event), headers, payload).await.map_err(js_error)?;
@@ -647,6 +676,7 @@ async fn publish_batch(
             sequence = ack.sequence,
             "events published as one atomic batch"
         );
+        return Ok(ack.sequence);
     }
-    Ok(())
+    Err(PublishError::JetStream("an atomic batch of no events".to_owned()))
 }

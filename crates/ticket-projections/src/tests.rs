@@ -107,6 +107,12 @@ impl EventLog for VecLog {
     fn rewind_published(&self, _to: u64) -> Result<(), LogError> {
         Ok(())
     }
+    fn published_sequence(&self) -> Result<u64, LogError> {
+        Ok(0)
+    }
+    fn set_published_sequence(&self, _sequence: u64) -> Result<(), LogError> {
+        Ok(())
+    }
     fn published(&self) -> Result<u64, LogError> {
         Ok(0)
     }

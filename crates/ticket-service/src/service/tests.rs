@@ -372,6 +372,12 @@ impl EventLog for GatedLog {
     fn rewind_published(&self, to: u64) -> Result<(), ticket_log::LogError> {
         self.log.rewind_published(to)
     }
+    fn published_sequence(&self) -> Result<u64, ticket_log::LogError> {
+        self.log.published_sequence()
+    }
+    fn set_published_sequence(&self, sequence: u64) -> Result<(), ticket_log::LogError> {
+        self.log.set_published_sequence(sequence)
+    }
     fn published(&self) -> Result<u64, ticket_log::LogError> {
         self.log.published()
     }

@@ -68,6 +68,12 @@ impl EventLog for GatedLog {
     fn rewind_published(&self, to: u64) -> Result<(), LogError> {
         self.inner.rewind_published(to)
     }
+    fn published_sequence(&self) -> Result<u64, LogError> {
+        self.inner.published_sequence()
+    }
+    fn set_published_sequence(&self, sequence: u64) -> Result<(), LogError> {
+        self.inner.set_published_sequence(sequence)
+    }
     fn published(&self) -> Result<u64, LogError> {
         self.inner.published()
     }
