@@ -350,12 +350,15 @@ async fn a_stream_that_lost_acknowledged_events_gets_them_again_from_the_log() {
     publish_all(&log, &js).await;
     assert_exactly_once_in_order(&consume(&client, 25).await, 25);
 
-    // Recreated while the publisher runs, idle.
+    // Recreated while the publisher runs, idle (after it published an event: it is past its
+    // start's reconciliation).
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(publisher::run(log.clone(), js.clone(), PublisherConfig::default(), stopped));
+    write(&service(&log), "b", 1, 1).await;
+    wait_published(&log, Duration::from_secs(30)).await;
     js.delete_stream("TICKETS").await.unwrap();
     js.create_stream(PublisherConfig::default().stream_config()).await.unwrap();
-    write(&service(&log), "b", 1, 2).await;
+    write(&service(&log), "b2", 1, 1).await;
     wait_published(&log, Duration::from_secs(30)).await;
     stop.send_replace(true);
     task.await.unwrap().unwrap();

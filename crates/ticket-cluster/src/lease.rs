@@ -48,6 +48,10 @@ pub enum LeaseError {
     Lost { partition: Partition, holder: Option<String> },
     #[error("the leases: {what}: {detail}")]
     Nats { what: &'static str, detail: String },
+    /// The bucket is kept otherwise than this node is configured (its time to live): trying
+    /// again does not help.
+    #[error("the leases bucket: {0}")]
+    Misconfigured(String),
 }
 
 fn nats(what: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> LeaseError {
@@ -195,13 +199,10 @@ impl Leases {
         // whose entries never expire would keep a dead node's partitions forever.
         let max_age = kv.status().await.map_err(|e| nats("read the bucket's configuration")(&e))?.max_age();
         if max_age != config.ttl {
-            return Err(LeaseError::Nats {
-                what: "the leases bucket",
-                detail: format!(
-                    "its entries live {max_age:?} but this node renews for a time to live of {:?} (every node of a cluster uses the bucket's)",
-                    config.ttl
-                ),
-            });
+            return Err(LeaseError::Misconfigured(format!(
+                "its entries live {max_age:?} but this node renews for a time to live of {:?} (every node of a cluster uses the bucket's)",
+                config.ttl
+            )));
         }
         Ok(Self { kv, config })
     }

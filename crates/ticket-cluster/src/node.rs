@@ -300,7 +300,10 @@ pub async fn start_serving(
             setup(&e)
         }
     })?;
-    let leases = Leases::ensure(&js, config.leases.clone()).await.map_err(|e| setup(&e))?;
+    let leases = Leases::ensure(&js, config.leases.clone()).await.map_err(|e| match e {
+        crate::lease::LeaseError::Misconfigured(why) => NodeError::Misconfigured(why),
+        e @ (crate::lease::LeaseError::Lost { .. } | crate::lease::LeaseError::Nats { .. }) => setup(&e),
+    })?;
     let nodes = crate::lease::expiring_bucket(
         &js,
         &config.nodes_bucket,
@@ -313,7 +316,7 @@ pub async fn start_serving(
     // A word must expire within the leases' time to live: a restart after a kill waits for it.
     let max_age = nodes.status().await.map_err(|e| setup(&e))?.max_age();
     if max_age != config.leases.ttl {
-        return Err(NodeError::Setup(format!(
+        return Err(NodeError::Misconfigured(format!(
             "the live nodes' bucket {} keeps a word {max_age:?}, and this node's leases live {:?} (every node of a cluster uses the bucket's)",
             config.nodes_bucket, config.leases.ttl
         )));

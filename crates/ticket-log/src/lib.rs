@@ -308,8 +308,9 @@ pub trait EventLog: Clone + Send + Sync + 'static {
     /// lost tail from a purge.
     fn published_sequence(&self) -> Result<u64, LogError>;
 
-    /// Records [`EventLog::published_sequence`] (not flushed: one a crash forgets is older, and
-    /// only makes a loss go unnoticed until the next round records it again).
+    /// Records [`EventLog::published_sequence`] (not flushed with it: it reaches the disk with the
+    /// next append's commit, so a crash leaves an older one, below which a lost stream is still
+    /// seen; a stream lost after it, while the process was down, only from there).
     fn set_published_sequence(&self, sequence: u64) -> Result<(), LogError>;
 
     /// The published watermark: every position up to it has been published.

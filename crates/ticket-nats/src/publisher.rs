@@ -13,6 +13,12 @@
 //!   and moves the published watermark there: an event whose acknowledgement was lost is not
 //!   published again, however long the outage. Publishing with the same `Nats-Msg-Id` is a second
 //!   guard (the stream's duplicate window).
+//! - Single-node ticketd is the stream's only writer: every publish (every batch's first message)
+//!   goes only directly after the stream sequence of the last one (`Nats-Expected-Last-Sequence`),
+//!   and the log records that sequence. A stream whose last sequence went below it lost messages
+//!   it had acknowledged (recreated, or restored from an older copy, while ticketd ran or not):
+//!   the watermark moves back to the stream's last event and what it lost is published again. A
+//!   purge or a delete keeps the stream's sequence, and is not undone.
 //! - A breach is also published, just before its event, on `tickets.sla.breached.<severity>`
 //!   (`A`, `B`, `C`), so that a paging system can subscribe to severity A alone. These copies go
 //!   to their own stream (`TICKETS_SLA`), so that a consumer of the whole event stream
@@ -443,8 +449,10 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, delay: Duration) -> bool {
     }
 }
 
-/// Moves the published watermark forward to what the streams hold (made sure of first, by the
-/// caller), as `how` says; returns the position of the last paging copy known to be in its stream.
+/// Moves the published watermark to what the streams hold (made sure of first, by the caller), as
+/// `how` says (forward; back only on a single node's stream that lost messages, see
+/// [`reconcile`]); returns the position of the last paging copy known to be in its stream, and,
+/// on a single node, the event stream's last sequence.
 async fn reconcile_by<L: EventLog>(
     how: &Reconcile,
     log: &L,
@@ -509,8 +517,7 @@ async fn reconcile<L: EventLog>(
     js: &jetstream::Context,
     config: &PublisherConfig,
 ) -> Result<(u64, u64), PublishError> {
-    let mut stream = js.get_stream(&config.stream).await.map_err(js_error)?;
-    let sequence = stream.info().await.map_err(js_error)?.state.last_sequence;
+    let sequence = js.get_stream(&config.stream).await.map_err(js_error)?.cached_info().state.last_sequence;
     let last = stream_positions(js, config).await?;
     let published = log.published()?;
     let recorded = log.published_sequence()?;
@@ -544,8 +551,11 @@ async fn publish_in_order<L: EventLog>(
     round: Round<'_>,
     mut copied: u64,
 ) -> Result<(u64, Option<u64>), PublishError> {
+    // Every publish goes directly after the last one (single node), so a stream recreated or
+    // restored in the middle of a round refuses the rest of it.
     let Round { from, count, shared, batched, mut expect } = round;
-    // The event stream's sequence at the last event acknowledged in this round.
+    // The event stream's sequence at the last event acknowledged (stored, not a duplicate) in
+    // this round.
     let mut last = None;
     let partition = shared.map(|(partition, _)| partition);
     let events = log.read_from(from, count)?;
@@ -563,7 +573,10 @@ async fn publish_in_order<L: EventLog>(
             if batched { rest.iter().take(MAX_ATOMIC_BATCH).take_while(|e| copy(e).is_none()).count() } else { 0 };
         if run >= 2 {
             let (batch, after) = rest.split_at(run);
-            last = Some(publish_batch(js, config, batch, partition, expect.take()).await?);
+            if let Some(sequence) = publish_batch(js, config, batch, partition, expect).await? {
+                expect = expect.map(|_| sequence);
+                last = Some(sequence);
+            }
             published(log, &batch[run - 1])?;
             rest = after;
             continue;
@@ -577,12 +590,16 @@ async fn publish_in_order<L: EventLog>(
             acknowledged(js, subject, copy, payload.clone()).await?;
             copied = event.position;
         }
-        if let Some(after) = expect.take() {
+        if let Some(after) = expect {
             headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, after.to_string().as_str());
         }
         let ack = acknowledged(js, config.subject(event), headers, payload).await?;
         debug!(position = event.position, sequence = ack.sequence, duplicate = ack.duplicate, "event published");
-        last = Some(ack.sequence);
+        // A duplicate's sequence is the stored one's, not the stream's last.
+        if !ack.duplicate {
+            expect = expect.map(|_| ack.sequence);
+            last = Some(ack.sequence);
+        }
         published(log, event)?;
         rest = &rest[1..];
     }
@@ -645,14 +662,15 @@ fn published<L: EventLog>(log: &L, event: &RecordedEvent) -> Result<(), PublishE
 /// server first. A batch holding an event the stream already has (its `Nats-Msg-Id`, after a
 /// lost acknowledgement or a takeover) is refused whole: the caller then publishes one at a time,
 /// where a duplicate is dropped alone. With `expect`, the batch goes only directly after that
-/// stream sequence. Returns the stream sequence of its last event.
+/// stream sequence. Returns the stream sequence of its last event (None if the stream answered
+/// the batch as a duplicate).
 async fn publish_batch(
     js: &jetstream::Context,
     config: &PublisherConfig,
     events: &[RecordedEvent],
     partition: Option<u16>,
     expect: Option<u64>,
-) -> Result<u64, PublishError> {
+) -> Result<Option<u64>, PublishError> {
     let id = uuid::Uuid::now_v7().simple().to_string();
     let client = js.client();
     let last = events.len();
@@ -676,7 +694,7 @@ async fn publish_batch(
             sequence = ack.sequence,
             "events published as one atomic batch"
         );
-        return Ok(ack.sequence);
+        return Ok((!ack.duplicate).then_some(ack.sequence));
     }
     Err(PublishError::JetStream("an atomic batch of no events".to_owned()))
 }

@@ -238,3 +238,17 @@ async fn a_node_whose_name_another_process_claimed_stops_serving() {
         "the replaced node left the other process's word alone"
     );
 }
+
+/// Given a live nodes' bucket whose words live longer than the leases (created by another
+/// configuration), when a node starts, then it is refused as misconfigured, naming both: a
+/// restart after a kill would wait for a word that outlives the leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_nodes_bucket_kept_otherwise_than_the_leases_is_refused() {
+    let server = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    crate::lease::expiring_bucket(&js, "TICKETS_NODES", "elsewhere", Duration::from_secs(60), 1).await.unwrap();
+    let refused = start(js, config("node-a", &dir)).await.map(|_| ()).unwrap_err();
+    let NodeError::Misconfigured(why) = &refused else { panic!("refused as a setup failure: {refused}") };
+    assert!(why.contains("TICKETS_NODES") && why.contains("60s") && why.contains("3s"), "{why}");
+}
