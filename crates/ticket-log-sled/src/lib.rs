@@ -159,6 +159,24 @@ pub struct ChainReport {
 }
 
 impl SledLog {
+    /// Sets the published watermark to `to` unless `done(current)` already holds: a
+    /// compare-and-swap loop, so that concurrent moves never undo each other.
+    fn move_watermark(&self, to: u64, done: impl Fn(u64) -> bool) -> Result<(), LogError> {
+        let tree = &self.shared.tiers.tree;
+        loop {
+            let current = tree.get(META_PUBLISHED).map_err(|e| storage("read watermark", e))?;
+            if done(current.as_ref().and_then(|v| trailing_u64(v)).unwrap_or(0)) {
+                return Ok(());
+            }
+            let swapped = tree
+                .compare_and_swap(META_PUBLISHED, current, Some(&to.to_be_bytes()[..]))
+                .map_err(|e| storage("write watermark", e))?;
+            if swapped.is_ok() {
+                return Ok(());
+            }
+        }
+    }
+
     /// Opens (or creates) a log, recovering from an interrupted run: sled restores the last
     /// durable state, a move into the archive that a crash interrupted is finished, and the
     /// head, the last record and the chain's last hash are cross-checked.
@@ -600,40 +618,18 @@ impl EventLog for SledLog {
 
     fn mark_published(&self, up_to: u64) -> Result<(), LogError> {
         // No flush: if a crash forgets the watermark, events are published again with the same
-        // ids, and the broker's de-duplication drops them. The update is a compare-and-swap loop
-        // so the watermark never moves back.
+        // ids, and the broker's de-duplication drops them. Never back, nor past the durable head.
         let up_to = up_to.min(self.durable_head());
-        let tree = &self.shared.tiers.tree;
-        loop {
-            let current = tree.get(META_PUBLISHED).map_err(|e| storage("read watermark", e))?;
-            if current.as_ref().and_then(|v| trailing_u64(v)).unwrap_or(0) >= up_to {
-                return Ok(());
-            }
-            let swapped = tree
-                .compare_and_swap(META_PUBLISHED, current, Some(&up_to.to_be_bytes()[..]))
-                .map_err(|e| storage("write watermark", e))?;
-            if swapped.is_ok() {
-                return Ok(());
-            }
-        }
+        self.move_watermark(up_to, |current| current >= up_to)
     }
 
     fn rewind_published(&self, to: u64) -> Result<(), LogError> {
-        // No flush either: a watermark that a crash leaves ahead is moved back again at the next
-        // reconciliation, which finds the stream behind it again.
-        let tree = &self.shared.tiers.tree;
-        loop {
-            let current = tree.get(META_PUBLISHED).map_err(|e| storage("read watermark", e))?;
-            if current.as_ref().and_then(|v| trailing_u64(v)).unwrap_or(0) <= to {
-                return Ok(());
-            }
-            let swapped = tree
-                .compare_and_swap(META_PUBLISHED, current, Some(&to.to_be_bytes()[..]))
-                .map_err(|e| storage("write watermark", e))?;
-            if swapped.is_ok() {
-                return Ok(());
-            }
-        }
+        // Flushed: the sequence recorded next (the lost stream's) must not reach the disk
+        // without it, or a restart would find the stream where the log expects it and never
+        // publish what it lost.
+        self.move_watermark(to, |current| current <= to)?;
+        self.shared.tiers.tree.flush().map_err(|e| storage("flush watermark", e))?;
+        Ok(())
     }
 
     fn published_sequence(&self) -> Result<u64, LogError> {
