@@ -291,9 +291,9 @@ pub async fn run_with<L: EventLog>(
     // Whether the event stream refused atomic batches (an older server ignores `allow_atomic`
     // and would store a batch's messages one by one, unacknowledged but the last).
     let mut batching_off = false;
-    // Single-node: the event stream's last sequence as this publisher knows it. A round's first
-    // event is published only directly after it (`Nats-Expected-Last-Sequence`), so a stream
-    // that lost messages meanwhile (recreated, restored) refuses it, and the reconciliation
+    // Single-node: the event stream's last sequence as this publisher knows it. Every publish
+    // goes only directly after it (`Nats-Expected-Last-Sequence`), so a stream that lost
+    // messages meanwhile (recreated, restored) refuses the next one, and the reconciliation
     // that follows publishes again what it lost.
     let mut expect: Option<u64> = None;
     loop {
@@ -504,7 +504,7 @@ async fn share_watermark(store: &kv::Store, key: &str, position: u64) -> Result<
 
 /// Moves the published watermark to the last event the event stream holds, forward or back;
 /// returns the position of the last copy the copies' stream holds, and the event stream's last
-/// sequence (which the next round's first event expects).
+/// sequence (which the next publish expects).
 ///
 /// Back only when the stream lost messages it had acknowledged: its last sequence is below the
 /// one the log recorded at the last event published ([`EventLog::published_sequence`]; a
@@ -614,7 +614,8 @@ struct Round<'a> {
     count: usize,
     shared: Option<(u16, &'a Held)>,
     batched: bool,
-    /// Single-node: the event stream's last sequence, which the round's first event expects.
+    /// Single-node: the event stream's last sequence, which the round's first publish expects
+    /// (each later one expects the one before it).
     expect: Option<u64>,
 }
 
